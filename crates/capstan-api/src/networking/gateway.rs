@@ -1,0 +1,9 @@
+//! Placeholder for `Gateway` (being written).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Placeholder: Gateway (being written).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Gateway {}

@@ -1,0 +1,9 @@
+//! Placeholder for `RequestAuthentication` (being written).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Placeholder: RequestAuthentication (being written).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RequestAuthentication {}
