@@ -295,6 +295,16 @@ pub struct WorkloadSelector {
     pub match_labels: BTreeMap<String, String>,
 }
 
+/// `istio.networking.v1alpha3.WorkloadSelector` (Sidecar, ServiceEntry): note the field is
+/// `labels`, unlike the `matchLabels` of [`WorkloadSelector`] used by security kinds and DestinationRule.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkingWorkloadSelector {
+    /// Labels a workload must carry (all of them).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
 /// `PortSelector`: a port by number.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -237,9 +237,17 @@ fn check_object(
     result
 }
 
-/// Checks every document of a text: parse, decode, validate. Never panics on input; each
-/// document's outcome is independent of the others (one bad document blocks none).
+/// Checks every document of a text, then the rules that span objects ([`crate::batch`]).
+/// Never panics on input; one bad document blocks none of the others.
 pub fn check_text(text: &str, opts: &CheckOptions) -> Vec<ObjectResult> {
+    let mut out = check_documents(text, opts);
+    crate::batch::check_across_objects(&mut out);
+    out
+}
+
+/// Checks every document of a text on its own: parse, decode, validate. Callers that combine
+/// several texts run [`crate::batch::check_across_objects`] over the combined results.
+pub fn check_documents(text: &str, opts: &CheckOptions) -> Vec<ObjectResult> {
     let mut out = Vec::new();
     for doc in split_documents(text) {
         if out.len() >= MAX_OBJECTS {
@@ -263,7 +271,6 @@ pub fn check_text(text: &str, opts: &CheckOptions) -> Vec<ObjectResult> {
             }
         }
     }
-    crate::batch::check_across_objects(&mut out);
     out
 }
 

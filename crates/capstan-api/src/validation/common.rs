@@ -224,10 +224,15 @@ pub fn validate_labels<'a>(
     }
 }
 
-/// Istio's `validateWorkloadSelector`: label keys and values valid, no wildcards, no empty keys.
+/// Istio's `validateWorkloadSelector` for `matchLabels` selectors.
 pub fn validate_workload_selector(selector: &WorkloadSelector, path: &Path<'_>, out: &mut Report) {
-    let labels = path.field("matchLabels");
-    for (k, v) in &selector.match_labels {
+    validate_selector_labels(&selector.match_labels, &path.field("matchLabels"), out);
+}
+
+/// Istio's `validateWorkloadSelector` over a label map (`labels` of networking selectors,
+/// `matchLabels` of security ones): keys and values valid, no wildcards, no empty keys.
+pub fn validate_selector_labels(map: &std::collections::BTreeMap<String, String>, labels: &Path<'_>, out: &mut Report) {
+    for (k, v) in map {
         let p = labels.key(k);
         if k.is_empty() {
             out.error(&p, "empty key is not supported in selector");
