@@ -9,7 +9,6 @@ use crate::store::{ConfigChange, ConfigKey, ConfigStore};
 use capstan_api::batch::check_across_objects;
 use capstan_api::decode::{check_documents, CheckOptions, ObjectResult, Verdict};
 use capstan_api::{IstioObject, Kind};
-use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -190,35 +189,15 @@ impl FileSource {
         (load, change)
     }
 
-    /// Syncs once, then watches the directories and re-syncs after each burst of changes
-    /// (quiet for `debounce`, at most `10 × debounce` after the first change). Runs until the
-    /// store is dropped by everyone else or the watcher fails.
-    pub async fn run(mut self, store: Arc<ConfigStore>, debounce: Duration) -> Result<(), notify::Error> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // The receiver only goes away at shutdown; nothing to do then.
-            let _ = tx.send(event.is_ok());
-        })?;
-        for dir in &self.dirs {
-            watcher.watch(dir, RecursiveMode::Recursive)?;
-        }
+    /// Syncs once, then watches the paths and re-syncs after each burst of changes (see
+    /// [`capstan_fswatch::watch`]). Runs until everyone else has dropped the store, or watching fails.
+    pub async fn run(mut self, store: Arc<ConfigStore>, debounce: Duration) -> Result<(), capstan_fswatch::Error> {
         self.sync(&store);
-        while rx.recv().await.is_some() {
-            let started = tokio::time::Instant::now();
-            let deadline = started + debounce * 10;
-            loop {
-                let quiet = tokio::time::Instant::now() + debounce;
-                match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
-                    Ok(Some(_)) if tokio::time::Instant::now() < deadline => continue,
-                    Ok(None) => return Ok(()),
-                    _ => break,
-                }
-            }
+        let paths = self.dirs.clone();
+        capstan_fswatch::watch(&paths, debounce, || {
             self.sync(&store);
-            if Arc::strong_count(&store) == 1 {
-                return Ok(());
-            }
-        }
-        Ok(())
+            Arc::strong_count(&store) > 1
+        })
+        .await
     }
 }

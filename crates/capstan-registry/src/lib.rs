@@ -1,0 +1,9 @@
+//! Service discovery for Capstan: the service model, registry adapters, and the aggregate
+//! index the xDS server reads.
+
+pub mod file;
+pub mod index;
+pub mod model;
+
+pub use index::{IndexSnapshot, RegistryEvent, RegistryId, RegistryState, ServiceIndex};
+pub use model::{Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload};
