@@ -9,6 +9,8 @@ use axum::routing::get;
 use axum::Router;
 use capstan_api::CheckOptions;
 use capstan_config::{ConfigStore, FileSource};
+use capstan_registry::file::FileRegistry;
+use capstan_registry::ServiceIndex;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +23,9 @@ pub struct Args {
     /// Directory (recursive) or file of Istio YAML/JSON config; repeatable. Hot-reloaded.
     #[arg(long = "config-dir", required = true)]
     config_dirs: Vec<PathBuf>,
+    /// File registry (services and endpoints in YAML); hot-reloaded.
+    #[arg(long = "registry-file")]
+    registry_file: Option<PathBuf>,
     /// DNS suffix of the mesh.
     #[arg(long, default_value = "cluster.local")]
     domain: String,
@@ -38,6 +43,7 @@ pub struct Args {
 #[derive(Clone)]
 struct AppState {
     store: Arc<ConfigStore>,
+    index: Arc<ServiceIndex>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +82,30 @@ async fn configz(State(state): State<AppState>, Query(q): Query<ConfigzQuery>) -
     Json(body).into_response()
 }
 
+#[derive(Deserialize)]
+struct RegistryzQuery {
+    hostname: Option<String>,
+}
+
+/// Services with their endpoints, as the aggregate index sees them (istiod's `/debug/registryz`).
+async fn registryz(State(state): State<AppState>, Query(q): Query<RegistryzQuery>) -> impl IntoResponse {
+    let snapshot = state.index.snapshot();
+    let none = Default::default();
+    let services: Vec<serde_json::Value> = snapshot
+        .services()
+        .filter(|s| q.hostname.as_deref().is_none_or(|h| h == s.hostname))
+        .map(|s| {
+            let endpoints: serde_json::Map<String, serde_json::Value> = s
+                .ports
+                .iter()
+                .map(|p| (p.port.to_string(), serde_json::json!(snapshot.endpoints(&s.hostname, p.port, &none).collect::<Vec<_>>())))
+                .collect();
+            serde_json::json!({ "service": s, "endpoints": endpoints })
+        })
+        .collect();
+    Json(serde_json::json!({ "version": snapshot.version, "services": services }))
+}
+
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.store.snapshot().revision > 0 {
         (StatusCode::OK, "ready\n")
@@ -100,9 +130,24 @@ pub fn run(args: Args) -> Result<()> {
         let store = Arc::new(ConfigStore::new());
         let opts = CheckOptions { domain_suffix: args.domain.clone(), default_namespace: String::new() };
         let source = FileSource::new(args.config_dirs.clone(), opts);
-        let watcher = tokio::spawn(source.run(store.clone(), Duration::from_millis(args.debounce_ms)));
-        let state = AppState { store };
-        let debug = Router::new().route("/debug/configz", get(configz)).with_state(state.clone());
+        let debounce = Duration::from_millis(args.debounce_ms);
+        let watcher = tokio::spawn(source.run(store.clone(), debounce));
+        let index = Arc::new(ServiceIndex::new());
+        if let Some(path) = args.registry_file.clone() {
+            anyhow::ensure!(path.is_file(), "registry file {} does not exist", path.display());
+            let registry = FileRegistry::new(path);
+            let index = index.clone();
+            tokio::spawn(async move {
+                if let Err(e) = registry.run(index, debounce).await {
+                    tracing::error!(error = %e, "file registry watcher stopped");
+                }
+            });
+        }
+        let state = AppState { store, index };
+        let debug = Router::new()
+            .route("/debug/configz", get(configz))
+            .route("/debug/registryz", get(registryz))
+            .with_state(state.clone());
         let monitoring = Router::new().route("/ready", get(ready)).with_state(state);
         tokio::select! {
             r = serve(args.debug_addr, debug) => r,
