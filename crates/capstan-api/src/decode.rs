@@ -37,8 +37,8 @@ pub fn split_documents(text: &str) -> Vec<RawDocument<'_>> {
     let mut start = 0usize;
     let mut start_line = 1usize;
     let mut offset = 0usize;
-    let mut line_no = 1usize;
-    for line in text.split_inclusive('\n') {
+    for (line_index, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = line_index + 1;
         if is_separator(line) {
             docs.push(RawDocument {
                 index: docs.len(),
@@ -49,7 +49,6 @@ pub fn split_documents(text: &str) -> Vec<RawDocument<'_>> {
             start_line = line_no + 1;
         }
         offset += line.len();
-        line_no += 1;
     }
     docs.push(RawDocument {
         index: docs.len(),
