@@ -45,7 +45,8 @@ fn yaml_corpus(n: usize) -> String {
 fn json_corpus(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let v: serde_json::Value = serde_yaml_ng::from_str(&object(i)).expect("corpus object is YAML");
+            let v: serde_json::Value =
+                serde_yaml_ng::from_str(&object(i)).expect("corpus object is YAML");
             serde_json::to_string(&v).expect("JSON")
         })
         .collect()
@@ -55,17 +56,30 @@ fn bench(c: &mut Criterion) {
     const N: usize = 1_000;
     let yaml = yaml_corpus(N);
     let results = check_text(&yaml, &CheckOptions::default());
-    let invalid: Vec<String> = results.iter().filter(|r| r.verdict != Verdict::Valid).map(|r| format!("{:?} {}: {:?}", r.kind, r.name, r.errors)).collect();
-    assert!(invalid.is_empty(), "bench corpus must be valid: {invalid:?}");
+    let invalid: Vec<String> = results
+        .iter()
+        .filter(|r| r.verdict != Verdict::Valid)
+        .map(|r| format!("{:?} {}: {:?}", r.kind, r.name, r.errors))
+        .collect();
+    assert!(
+        invalid.is_empty(),
+        "bench corpus must be valid: {invalid:?}"
+    );
     let json = json_corpus(N);
 
     let mut group = c.benchmark_group("parse_validate");
     group.throughput(Throughput::Elements(N as u64));
-    group.bench_with_input(BenchmarkId::new("yaml_multi_document", N), &yaml, |b, text| {
-        b.iter(|| check_text(text, &CheckOptions::default()))
-    });
+    group.bench_with_input(
+        BenchmarkId::new("yaml_multi_document", N),
+        &yaml,
+        |b, text| b.iter(|| check_text(text, &CheckOptions::default())),
+    );
     group.bench_with_input(BenchmarkId::new("json_objects", N), &json, |b, docs| {
-        b.iter(|| docs.iter().map(|d| check_text(d, &CheckOptions::default()).len()).sum::<usize>())
+        b.iter(|| {
+            docs.iter()
+                .map(|d| check_text(d, &CheckOptions::default()).len())
+                .sum::<usize>()
+        })
     });
     group.finish();
 }

@@ -153,6 +153,8 @@ pub struct CheckOptions {
     pub domain_suffix: String,
     /// Namespace to assume for objects that name none (as `kubectl apply -n`); empty for none.
     pub default_namespace: String,
+    /// Istio's `PILOT_ENABLE_VIRTUAL_SERVICE_DELEGATE` (default on): allow VirtualServices without hosts.
+    pub virtual_service_delegate: bool,
 }
 
 impl Default for CheckOptions {
@@ -160,6 +162,7 @@ impl Default for CheckOptions {
         CheckOptions {
             domain_suffix: "cluster.local".into(),
             default_namespace: String::new(),
+            virtual_service_delegate: true,
         }
     }
 }
@@ -210,7 +213,7 @@ fn check_object(
             if object.metadata.namespace.is_empty() {
                 object.metadata.namespace = opts.default_namespace.clone();
             }
-            let report = object.validate(&opts.domain_suffix);
+            let report = object.validate(opts);
             result.kind = Some(object.kind.name().to_string());
             result.namespace = object.metadata.namespace.clone();
             result.name = object.metadata.name.clone();

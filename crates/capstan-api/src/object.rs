@@ -221,7 +221,7 @@ impl IstioObject {
     }
 
     /// Validates the object's metadata and spec.
-    pub fn validate(&self, domain_suffix: &str) -> Report {
+    pub fn validate(&self, opts: &crate::decode::CheckOptions) -> Report {
         let mut report = Report::default();
         let meta = crate::path::Path::root("metadata");
         if self.metadata.name.is_empty() {
@@ -249,7 +249,8 @@ impl IstioObject {
         let cx = Context {
             name: &self.metadata.name,
             namespace: &self.metadata.namespace,
-            domain_suffix,
+            domain_suffix: &opts.domain_suffix,
+            virtual_service_delegate: opts.virtual_service_delegate,
         };
         self.spec.validate(&cx, &mut report);
         report

@@ -8,7 +8,12 @@ fn only_error(text: &str) -> String {
     let results = check_text(text, &CheckOptions::default());
     assert_eq!(results.len(), 1, "one result expected");
     assert_eq!(results[0].verdict, Verdict::Invalid);
-    results[0].errors.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; ")
+    results[0]
+        .errors
+        .iter()
+        .map(|d| d.message.clone())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[test]
@@ -30,7 +35,11 @@ fn ten_thousand_deep_yaml_nesting_is_rejected() {
 
 #[test]
 fn ten_thousand_deep_json_nesting_is_rejected() {
-    let text = format!("{{\"spec\": {}{}}}", "{\"a\":".repeat(10_000), "}".repeat(10_000));
+    let text = format!(
+        "{{\"spec\": {}{}}}",
+        "{\"a\":".repeat(10_000),
+        "}".repeat(10_000)
+    );
     let msg = only_error(&text);
     assert!(msg.contains("recursion limit"), "{msg}");
 }
@@ -38,7 +47,9 @@ fn ten_thousand_deep_json_nesting_is_rejected() {
 #[test]
 fn deep_block_nesting_is_rejected() {
     // Block style needs one more space per level, so 2,000 levels is already ~2 MB.
-    let mut text = String::from("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: deep}\nspec:\n");
+    let mut text = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: deep}\nspec:\n",
+    );
     for depth in 0..2_000 {
         text.push_str(&" ".repeat(depth + 1));
         text.push_str("a:\n");
@@ -50,11 +61,15 @@ fn deep_block_nesting_is_rejected() {
 #[test]
 fn yaml_alias_bomb_is_rejected() {
     // "Billion laughs": each level references the previous one nine times.
-    let mut text = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let mut text = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
     let names = ["b", "c", "d", "e", "f", "g", "h", "i"];
     let mut prev = "a";
     for n in names {
-        text.push_str(&format!("{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        text.push_str(&format!(
+            "{n}: &{n} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+        ));
         prev = n;
     }
     text.push_str("apiVersion: networking.istio.io/v1\nkind: VirtualService\n");
@@ -75,7 +90,10 @@ fn one_bad_document_blocks_none_of_the_others() {
     let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n: : : not yaml [\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {}\n";
     let results = check_text(text, &CheckOptions::default());
     let verdicts: Vec<Verdict> = results.iter().map(|r| r.verdict).collect();
-    assert_eq!(verdicts, vec![Verdict::Skipped, Verdict::Invalid, Verdict::Valid]);
+    assert_eq!(
+        verdicts,
+        vec![Verdict::Skipped, Verdict::Invalid, Verdict::Valid]
+    );
     assert_eq!(results[1].line, 5);
     assert!(results[1].errors[0].message.contains("invalid YAML"));
 }

@@ -54,7 +54,9 @@ pub struct FileSource {
 fn read_limited(path: &Path) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut text = String::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("{e} (is it UTF-8 text?)"))?;
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{e} (is it UTF-8 text?)"))?;
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(format!("file is larger than {MAX_FILE_BYTES} bytes"));
     }
@@ -72,31 +74,58 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, errors: &mut Vec<(PathBuf, 
     entries.sort();
     for path in entries {
         if out.len() >= MAX_FILES {
-            errors.push((dir.to_path_buf(), format!("more than {MAX_FILES} files; the rest are ignored")));
+            errors.push((
+                dir.to_path_buf(),
+                format!("more than {MAX_FILES} files; the rest are ignored"),
+            ));
             return;
         }
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
         if hidden {
             continue;
         }
         if path.is_dir() {
             collect_files(&path, out, errors);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             out.push(path);
         }
     }
 }
 
 fn key_of_rejected(r: &ObjectResult) -> Option<ConfigKey> {
-    let kind = Kind::ALL.iter().copied().find(|k| Some(k.name()) == r.kind.as_deref())?;
-    (!r.name.is_empty()).then(|| ConfigKey { kind, namespace: r.namespace.clone(), name: r.name.clone() })
+    let kind = Kind::ALL
+        .iter()
+        .copied()
+        .find(|k| Some(k.name()) == r.kind.as_deref())?;
+    (!r.name.is_empty()).then(|| ConfigKey {
+        kind,
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+    })
 }
 
 impl FileSource {
     /// A source reading `dirs` (directories or single files).
     pub fn new(dirs: Vec<PathBuf>, opts: CheckOptions) -> FileSource {
-        let name = format!("file:{}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(","));
-        FileSource { name, dirs, opts, previous: BTreeMap::new() }
+        let name = format!(
+            "file:{}",
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        FileSource {
+            name,
+            dirs,
+            opts,
+            previous: BTreeMap::new(),
+        }
     }
 
     /// The source's name in the store.
@@ -148,13 +177,21 @@ impl FileSource {
                 }
                 Verdict::Invalid => {
                     let last_good = key_of_rejected(&result).and_then(|key| {
-                        self.previous.get(&file)?.iter().find(|o| ConfigKey::of(o) == key).cloned()
+                        self.previous
+                            .get(&file)?
+                            .iter()
+                            .find(|o| ConfigKey::of(o) == key)
+                            .cloned()
                     });
                     let kept_last_good = last_good.is_some();
                     if let Some(object) = last_good {
                         current.entry(file.clone()).or_default().push(object);
                     }
-                    load.rejected.push(Rejected { file, result, kept_last_good });
+                    load.rejected.push(Rejected {
+                        file,
+                        result,
+                        kept_last_good,
+                    });
                 }
             }
         }
@@ -184,14 +221,22 @@ impl FileSource {
         }
         let change = store.replace_source(&self.name, std::mem::take(&mut load.objects));
         if let Some(change) = &change {
-            tracing::info!(revision = change.revision, events = change.events.len(), "config updated from files");
+            tracing::info!(
+                revision = change.revision,
+                events = change.events.len(),
+                "config updated from files"
+            );
         }
         (load, change)
     }
 
     /// Syncs once, then watches the paths and re-syncs after each burst of changes (see
     /// [`capstan_fswatch::watch`]). Runs until everyone else has dropped the store, or watching fails.
-    pub async fn run(mut self, store: Arc<ConfigStore>, debounce: Duration) -> Result<(), capstan_fswatch::Error> {
+    pub async fn run(
+        mut self,
+        store: Arc<ConfigStore>,
+        debounce: Duration,
+    ) -> Result<(), capstan_fswatch::Error> {
         self.sync(&store);
         let paths = self.dirs.clone();
         capstan_fswatch::watch(&paths, debounce, || {

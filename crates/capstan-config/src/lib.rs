@@ -5,4 +5,6 @@ pub mod file;
 pub mod store;
 
 pub use file::FileSource;
-pub use store::{ConfigChange, ConfigEvent, ConfigKey, ConfigStore, EventKind, Snapshot, StoredObject};
+pub use store::{
+    ConfigChange, ConfigEvent, ConfigKey, ConfigStore, EventKind, Snapshot, StoredObject,
+};

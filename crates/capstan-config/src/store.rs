@@ -27,7 +27,11 @@ pub struct ConfigKey {
 impl ConfigKey {
     /// The key of an object.
     pub fn of(object: &IstioObject) -> ConfigKey {
-        ConfigKey { kind: object.kind, namespace: object.metadata.namespace.clone(), name: object.metadata.name.clone() }
+        ConfigKey {
+            kind: object.kind,
+            namespace: object.metadata.namespace.clone(),
+            name: object.metadata.name.clone(),
+        }
     }
 }
 
@@ -111,7 +115,11 @@ impl ConfigStore {
     /// An empty store at revision 0.
     pub fn new() -> ConfigStore {
         let (changes, _) = broadcast::channel(1024);
-        ConfigStore { current: ArcSwap::from_pointee(Snapshot::default()), write: Mutex::new(()), changes }
+        ConfigStore {
+            current: ArcSwap::from_pointee(Snapshot::default()),
+            write: Mutex::new(()),
+            changes,
+        }
     }
 
     /// The current snapshot.
@@ -143,7 +151,10 @@ impl ConfigStore {
         for (key, stored) in old.objects.iter() {
             if *stored.source == *source && !incoming.contains_key(key) {
                 next.remove(key);
-                events.push(ConfigEvent { event: EventKind::Deleted, key: key.clone() });
+                events.push(ConfigEvent {
+                    event: EventKind::Deleted,
+                    key: key.clone(),
+                });
             }
         }
         for (key, object) in incoming {
@@ -153,9 +164,23 @@ impl ConfigStore {
                 }
                 Some(stored) if *stored.object == object => {}
                 existing => {
-                    let event = if existing.is_some() { EventKind::Updated } else { EventKind::Added };
-                    events.push(ConfigEvent { event, key: key.clone() });
-                    next.insert(key, StoredObject { object: Arc::new(object), source: source.clone(), revision });
+                    let event = if existing.is_some() {
+                        EventKind::Updated
+                    } else {
+                        EventKind::Added
+                    };
+                    events.push(ConfigEvent {
+                        event,
+                        key: key.clone(),
+                    });
+                    next.insert(
+                        key,
+                        StoredObject {
+                            object: Arc::new(object),
+                            source: source.clone(),
+                            revision,
+                        },
+                    );
                 }
             }
         }
@@ -178,7 +203,14 @@ impl ConfigStore {
         };
         let revision = old.revision + 1;
         let mut next = old.objects.clone();
-        next.insert(key.clone(), StoredObject { object: Arc::new(object), source: Arc::from(source), revision });
+        next.insert(
+            key.clone(),
+            StoredObject {
+                object: Arc::new(object),
+                source: Arc::from(source),
+                revision,
+            },
+        );
         self.commit(revision, next, vec![ConfigEvent { event, key }])
     }
 
@@ -193,10 +225,22 @@ impl ConfigStore {
         let revision = old.revision + 1;
         let mut next = old.objects.clone();
         next.remove(key);
-        self.commit(revision, next, vec![ConfigEvent { event: EventKind::Deleted, key: key.clone() }])
+        self.commit(
+            revision,
+            next,
+            vec![ConfigEvent {
+                event: EventKind::Deleted,
+                key: key.clone(),
+            }],
+        )
     }
 
-    fn commit(&self, revision: u64, objects: BTreeMap<ConfigKey, StoredObject>, mut events: Vec<ConfigEvent>) -> Option<ConfigChange> {
+    fn commit(
+        &self,
+        revision: u64,
+        objects: BTreeMap<ConfigKey, StoredObject>,
+        mut events: Vec<ConfigEvent>,
+    ) -> Option<ConfigChange> {
         if events.is_empty() {
             return None;
         }
@@ -215,7 +259,10 @@ mod tests {
     use capstan_api::{check_text, CheckOptions};
 
     fn objects(yaml: &str) -> Vec<IstioObject> {
-        check_text(yaml, &CheckOptions::default()).into_iter().filter_map(|r| r.object.map(|o| *o)).collect()
+        check_text(yaml, &CheckOptions::default())
+            .into_iter()
+            .filter_map(|r| r.object.map(|o| *o))
+            .collect()
     }
 
     const PA: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: NAME, namespace: ns}\nspec: {}\n";
@@ -232,14 +279,31 @@ mod tests {
         first.extend(pa("b"));
         let change = store.replace_source("files", first.clone()).expect("adds");
         assert_eq!(change.revision, 1);
-        assert_eq!(change.events.iter().map(|e| e.event).collect::<Vec<_>>(), vec![EventKind::Added, EventKind::Added]);
+        assert_eq!(
+            change.events.iter().map(|e| e.event).collect::<Vec<_>>(),
+            vec![EventKind::Added, EventKind::Added]
+        );
         assert_eq!(rx.try_recv().expect("broadcast"), change);
 
-        assert_eq!(store.replace_source("files", first), None, "no-op replace must not emit");
+        assert_eq!(
+            store.replace_source("files", first),
+            None,
+            "no-op replace must not emit"
+        );
         assert_eq!(store.snapshot().revision, 1);
 
         let change = store.replace_source("files", pa("b")).expect("delete a");
-        assert_eq!(change.events, vec![ConfigEvent { event: EventKind::Deleted, key: ConfigKey { kind: Kind::PeerAuthentication, namespace: "ns".into(), name: "a".into() } }]);
+        assert_eq!(
+            change.events,
+            vec![ConfigEvent {
+                event: EventKind::Deleted,
+                key: ConfigKey {
+                    kind: Kind::PeerAuthentication,
+                    namespace: "ns".into(),
+                    name: "a".into()
+                }
+            }]
+        );
         assert_eq!(store.snapshot().objects.len(), 1);
     }
 
@@ -248,9 +312,28 @@ mod tests {
         let store = ConfigStore::new();
         store.replace_source("one", pa("a"));
         store.replace_source("two", pa("b"));
-        assert_eq!(store.replace_source("two", vec![]).expect("b deleted").events.len(), 1);
+        assert_eq!(
+            store
+                .replace_source("two", vec![])
+                .expect("b deleted")
+                .events
+                .len(),
+            1
+        );
         assert_eq!(store.snapshot().objects.len(), 1);
-        assert!(store.upsert("two", pa("a").remove(0)).is_none(), "two cannot take over one's object");
-        assert!(store.delete("two", &ConfigKey { kind: Kind::PeerAuthentication, namespace: "ns".into(), name: "a".into() }).is_none());
+        assert!(
+            store.upsert("two", pa("a").remove(0)).is_none(),
+            "two cannot take over one's object"
+        );
+        assert!(store
+            .delete(
+                "two",
+                &ConfigKey {
+                    kind: Kind::PeerAuthentication,
+                    namespace: "ns".into(),
+                    name: "a".into()
+                }
+            )
+            .is_none());
     }
 }

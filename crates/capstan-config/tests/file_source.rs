@@ -10,7 +10,11 @@ const GOOD: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n
 const BAD: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: NAME, namespace: ns}\nspec:\n  mtls:\n    mode: SOMETIMES\n";
 
 fn key(name: &str) -> ConfigKey {
-    ConfigKey { kind: Kind::PeerAuthentication, namespace: "ns".into(), name: name.into() }
+    ConfigKey {
+        kind: Kind::PeerAuthentication,
+        namespace: "ns".into(),
+        name: name.into(),
+    }
 }
 
 fn opts() -> capstan_api::CheckOptions {
@@ -20,7 +24,15 @@ fn opts() -> capstan_api::CheckOptions {
 #[test]
 fn one_bad_object_blocks_none_of_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.yaml"), format!("{}---\n{}", GOOD.replace("NAME", "a"), BAD.replace("NAME", "b"))).unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        format!(
+            "{}---\n{}",
+            GOOD.replace("NAME", "a"),
+            BAD.replace("NAME", "b")
+        ),
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("nested")).unwrap();
     std::fs::write(dir.path().join("nested/c.yml"), GOOD.replace("NAME", "c")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not config").unwrap();
@@ -51,7 +63,11 @@ fn a_bad_edit_keeps_the_last_good_version_and_a_fix_applies() {
     assert_eq!(change, None, "the store must not change on a rejected edit");
     assert_eq!(store.snapshot().revision, rev);
 
-    std::fs::write(&file, GOOD.replace("NAME", "a").replace("STRICT", "PERMISSIVE")).unwrap();
+    std::fs::write(
+        &file,
+        GOOD.replace("NAME", "a").replace("STRICT", "PERMISSIVE"),
+    )
+    .unwrap();
     let (_, change) = source.sync(&store);
     assert_eq!(change.unwrap().events[0].event, EventKind::Updated);
 
@@ -70,11 +86,23 @@ async fn changes_on_disk_are_picked_up() {
     let source = FileSource::new(vec![dir.path().to_path_buf()], opts());
     let task = tokio::spawn(source.run(store.clone(), Duration::from_millis(50)));
 
-    let first = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await.expect("initial sync within 10s").unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("initial sync within 10s")
+        .unwrap();
     assert_eq!(first.events[0].key, key("a"));
 
     std::fs::write(dir.path().join("b.yaml"), GOOD.replace("NAME", "b")).unwrap();
-    let second = tokio::time::timeout(Duration::from_secs(10), changes.recv()).await.expect("reload within 10s").unwrap();
-    assert_eq!(second.events, vec![capstan_config::ConfigEvent { event: EventKind::Added, key: key("b") }]);
+    let second = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+        .await
+        .expect("reload within 10s")
+        .unwrap();
+    assert_eq!(
+        second.events,
+        vec![capstan_config::ConfigEvent {
+            event: EventKind::Added,
+            key: key("b")
+        }]
+    );
     task.abort();
 }

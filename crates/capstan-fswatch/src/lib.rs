@@ -9,7 +9,11 @@ use std::time::Duration;
 
 /// Watches `paths` (files or directories, recursively) and calls `on_change` after each burst
 /// of changes. Returns when `on_change` returns `false`, or with an error when watching fails.
-pub async fn watch(paths: &[PathBuf], debounce: Duration, mut on_change: impl FnMut() -> bool) -> Result<(), notify::Error> {
+pub async fn watch(
+    paths: &[PathBuf],
+    debounce: Duration,
+    mut on_change: impl FnMut() -> bool,
+) -> Result<(), notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         // The receiver only goes away when watching stops; nothing to do then.

@@ -20,7 +20,9 @@
 //! A bad file is reported with the field path and the registry keeps its last good state.
 
 use crate::index::{RegistryId, RegistryState, ServiceIndex};
-use crate::model::{Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload};
+use crate::model::{
+    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -136,14 +138,18 @@ pub fn parse(text: &str) -> Result<RegistryState, String> {
     if value.is_null() {
         return Ok(RegistryState::default());
     }
-    let doc: FileDoc = serde_path_to_error::deserialize(&value).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    let doc: FileDoc = serde_path_to_error::deserialize(&value)
+        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
     let mut state = RegistryState::default();
     for (si, s) in doc.services.into_iter().enumerate() {
         if s.hostname.is_empty() {
             return Err(format!("services[{si}].hostname: must not be empty"));
         }
         if state.services.contains_key(&s.hostname) {
-            return Err(format!("services[{si}].hostname: {} is defined twice", s.hostname));
+            return Err(format!(
+                "services[{si}].hostname: {} is defined twice",
+                s.hostname
+            ));
         }
         let mut ports: Vec<ServicePort> = s
             .ports
@@ -189,7 +195,11 @@ pub fn parse(text: &str) -> Result<RegistryState, String> {
                     workload: e.workload.clone(),
                     namespace: s.namespace.clone(),
                 };
-                state.endpoints.entry((s.hostname.clone(), port.port)).or_default().push(endpoint);
+                state
+                    .endpoints
+                    .entry((s.hostname.clone(), port.port))
+                    .or_default()
+                    .push(endpoint);
             }
             if !e.workload.is_empty() {
                 let key = format!("{}/{}", s.namespace, e.workload);
@@ -262,7 +272,10 @@ pub struct FileRegistry {
 impl FileRegistry {
     /// A registry reading `path`.
     pub fn new(path: PathBuf) -> FileRegistry {
-        let id = RegistryId { kind: RegistryKind::File, name: format!("file:{}", path.display()) };
+        let id = RegistryId {
+            kind: RegistryKind::File,
+            name: format!("file:{}", path.display()),
+        };
         FileRegistry { path, id }
     }
 
@@ -275,9 +288,14 @@ impl FileRegistry {
         use std::io::Read;
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut text = String::new();
-        file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if text.len() as u64 > MAX_FILE_BYTES {
-            return Err(format!("{}: larger than {MAX_FILE_BYTES} bytes", path.display()));
+            return Err(format!(
+                "{}: larger than {MAX_FILE_BYTES} bytes",
+                path.display()
+            ));
         }
         parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
@@ -290,14 +308,24 @@ impl FileRegistry {
     }
 
     /// Syncs, then re-syncs on every change of the file until everyone else drops the index.
-    pub async fn run(self, index: Arc<ServiceIndex>, debounce: Duration) -> Result<(), capstan_fswatch::Error> {
+    pub async fn run(
+        self,
+        index: Arc<ServiceIndex>,
+        debounce: Duration,
+    ) -> Result<(), capstan_fswatch::Error> {
         let log = |r: Result<usize, String>| match r {
             Ok(events) => tracing::info!(registry = %self.id.name, events, "file registry synced"),
-            Err(error) => tracing::error!(registry = %self.id.name, %error, "file registry not updated; keeping last good state"),
+            Err(error) => {
+                tracing::error!(registry = %self.id.name, %error, "file registry not updated; keeping last good state")
+            }
         };
         log(self.sync(&index));
         // Watch the directory: editors replace files by rename, which a watch on the file misses.
-        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         capstan_fswatch::watch(&[dir], debounce, || {
             log(self.sync(&index));
             Arc::strong_count(&index) > 1
@@ -313,7 +341,10 @@ mod tests {
     #[test]
     fn bad_documents_name_the_field() {
         let err = parse("services:\n- hostname: a\n  ports: [{name: http, port: 80}]\n  endpoints:\n  - address: 1.2.3.4\n    wieght: 3\n").unwrap_err();
-        assert!(err.contains("services[0].endpoints[0]") && err.contains("wieght"), "{err}");
+        assert!(
+            err.contains("services[0].endpoints[0]") && err.contains("wieght"),
+            "{err}"
+        );
         let err = parse("services:\n- hostname: a\n  ports: [{name: http, port: 80}]\n  endpoints:\n  - address: 1.2.3.4\n    ports: {grpc: 81}\n").unwrap_err();
         assert!(err.contains("no service port named"), "{err}");
     }

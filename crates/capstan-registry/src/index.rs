@@ -84,7 +84,12 @@ impl IndexSnapshot {
     }
 
     /// Endpoints of (hostname, port) whose labels include every `subset` label.
-    pub fn endpoints<'a>(&'a self, hostname: &str, port: u16, subset: &'a BTreeMap<String, String>) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    pub fn endpoints<'a>(
+        &'a self,
+        hostname: &str,
+        port: u16,
+        subset: &'a BTreeMap<String, String>,
+    ) -> impl Iterator<Item = &'a Endpoint> + 'a {
         self.endpoints
             .get(&(hostname.to_string(), port))
             .into_iter()
@@ -104,7 +109,10 @@ impl IndexSnapshot {
 
     /// Hostnames with an endpoint at this address (coarse-grained services share one).
     pub fn services_at(&self, address: &str) -> impl Iterator<Item = &String> {
-        self.services_by_address.get(address).into_iter().flat_map(|s| s.iter())
+        self.services_by_address
+            .get(address)
+            .into_iter()
+            .flat_map(|s| s.iter())
     }
 }
 
@@ -130,7 +138,11 @@ struct Touched {
     addresses: BTreeSet<String>,
 }
 
-fn diff_into<K: Ord + Clone, V: PartialEq>(old: &BTreeMap<K, V>, new: &BTreeMap<K, V>, out: &mut BTreeSet<K>) {
+fn diff_into<K: Ord + Clone, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    out: &mut BTreeSet<K>,
+) {
     for (k, v) in old {
         if new.get(k) != Some(v) {
             out.insert(k.clone());
@@ -147,7 +159,11 @@ impl ServiceIndex {
     /// An empty index.
     pub fn new() -> ServiceIndex {
         let (events, _) = broadcast::channel(4096);
-        ServiceIndex { registries: Mutex::new(BTreeMap::new()), current: ArcSwap::from_pointee(IndexSnapshot::default()), events }
+        ServiceIndex {
+            registries: Mutex::new(BTreeMap::new()),
+            current: ArcSwap::from_pointee(IndexSnapshot::default()),
+            events,
+        }
     }
 
     /// The current merged view.
@@ -170,13 +186,20 @@ impl ServiceIndex {
     /// Removes a registry and everything it contributed.
     pub fn remove_registry(&self, id: &RegistryId) -> Vec<RegistryEvent> {
         let events = self.update(id, |s| *s = RegistryState::default());
-        self.registries.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         events
     }
 
     /// Changes a registry's state in place (incremental updates from watches) and merges only
     /// the keys that changed.
-    pub fn update(&self, id: &RegistryId, change: impl FnOnce(&mut RegistryState)) -> Vec<RegistryEvent> {
+    pub fn update(
+        &self,
+        id: &RegistryId,
+        change: impl FnOnce(&mut RegistryState),
+    ) -> Vec<RegistryEvent> {
         let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
         let state = registries.entry(id.clone()).or_default();
         let before = state.clone();
@@ -187,17 +210,25 @@ impl ServiceIndex {
         let mut workload_names = BTreeSet::new();
         diff_into(&before.workloads, &state.workloads, &mut workload_names);
         for name in &workload_names {
-            for w in [before.workloads.get(name), state.workloads.get(name)].into_iter().flatten() {
+            for w in [before.workloads.get(name), state.workloads.get(name)]
+                .into_iter()
+                .flatten()
+            {
                 touched.addresses.extend(w.addresses.iter().cloned());
             }
         }
-        if touched.hosts.is_empty() && touched.endpoints.is_empty() && touched.addresses.is_empty() {
+        if touched.hosts.is_empty() && touched.endpoints.is_empty() && touched.addresses.is_empty()
+        {
             return Vec::new();
         }
         self.merge(&registries, touched)
     }
 
-    fn merge(&self, registries: &BTreeMap<RegistryId, RegistryState>, touched: Touched) -> Vec<RegistryEvent> {
+    fn merge(
+        &self,
+        registries: &BTreeMap<RegistryId, RegistryState>,
+        touched: Touched,
+    ) -> Vec<RegistryEvent> {
         let old = self.current.load_full();
         let mut next = (*old).clone();
         let mut events = Vec::new();
@@ -221,18 +252,32 @@ impl ServiceIndex {
             }
         }
         for key in &touched.endpoints {
-            let mut merged: Vec<Endpoint> = registries.values().filter_map(|r| r.endpoints.get(key)).flatten().cloned().collect();
+            let mut merged: Vec<Endpoint> = registries
+                .values()
+                .filter_map(|r| r.endpoints.get(key))
+                .flatten()
+                .cloned()
+                .collect();
             merged.sort();
             merged.dedup();
             let old_set = old.endpoints.get(key);
-            if old_set.map(|e| &e[..]) == Some(&merged[..]) || (old_set.is_none() && merged.is_empty()) {
+            if old_set.map(|e| &e[..]) == Some(&merged[..])
+                || (old_set.is_none() && merged.is_empty())
+            {
                 continue;
             }
-            let old_addresses: BTreeSet<&str> = old_set.into_iter().flat_map(|e| e.iter()).map(|e| e.address.as_str()).collect();
+            let old_addresses: BTreeSet<&str> = old_set
+                .into_iter()
+                .flat_map(|e| e.iter())
+                .map(|e| e.address.as_str())
+                .collect();
             let new_addresses: BTreeSet<&str> = merged.iter().map(|e| e.address.as_str()).collect();
             for gone in old_addresses.difference(&new_addresses) {
                 // Still present under another port of the same host? Then the host stays listed.
-                let elsewhere = next.endpoints.iter().any(|(k, e)| k.0 == key.0 && k != key && e.iter().any(|e| e.address == *gone));
+                let elsewhere = next
+                    .endpoints
+                    .iter()
+                    .any(|(k, e)| k.0 == key.0 && k != key && e.iter().any(|e| e.address == *gone));
                 if !elsewhere {
                     if let Some(hosts) = next.services_by_address.get_mut(*gone) {
                         let mut set = (**hosts).clone();
@@ -246,7 +291,10 @@ impl ServiceIndex {
                 }
             }
             for added in new_addresses.difference(&old_addresses) {
-                let entry = next.services_by_address.entry(added.to_string()).or_default();
+                let entry = next
+                    .services_by_address
+                    .entry(added.to_string())
+                    .or_default();
                 if !entry.contains(&key.0) {
                     let mut set = (**entry).clone();
                     set.insert(key.0.clone());
@@ -261,7 +309,10 @@ impl ServiceIndex {
             events.push(RegistryEvent::EndpointsChanged(key.0.clone(), key.1));
         }
         for address in &touched.addresses {
-            let merged = registries.values().flat_map(|r| r.workloads.values()).find(|w| w.addresses.iter().any(|a| a == address));
+            let merged = registries
+                .values()
+                .flat_map(|r| r.workloads.values())
+                .find(|w| w.addresses.iter().any(|a| a == address));
             let changed = match (old.workloads.get(address), merged) {
                 (None, None) => false,
                 (Some(o), Some(w)) => **o != *w,

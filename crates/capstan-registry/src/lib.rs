@@ -4,6 +4,9 @@
 pub mod file;
 pub mod index;
 pub mod model;
+pub mod serviceentry;
 
 pub use index::{IndexSnapshot, RegistryEvent, RegistryId, RegistryState, ServiceIndex};
-pub use model::{Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload};
+pub use model::{
+    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+};

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Application protocol of a port, as Istio classifies it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Protocol {
     /// HTTP/1.1 (or upgraded).
     #[serde(rename = "HTTP")]
@@ -67,7 +69,11 @@ impl Protocol {
             ("mysql", Protocol::Mysql),
             ("http_proxy", Protocol::HttpProxy),
         ];
-        TABLE.iter().find(|(name, _)| name.eq_ignore_ascii_case(s)).map(|(_, p)| *p).unwrap_or(Protocol::Unknown)
+        TABLE
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, p)| *p)
+            .unwrap_or(Protocol::Unknown)
     }
 
     /// Istio's protocol selection for a Kubernetes port: `appProtocol` first, then the port
@@ -91,7 +97,10 @@ impl Protocol {
 
     /// True for protocols whose traffic Istio routes with HTTP route tables.
     pub fn is_http(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
     }
 }
 
@@ -187,7 +196,9 @@ impl Service {
 }
 
 /// Health of an endpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub enum Health {
     /// Ready to receive traffic.
     #[default]
@@ -278,9 +289,16 @@ mod tests {
     #[test]
     fn protocol_from_app_protocol_then_port_name() {
         assert_eq!(Protocol::for_port(Some("grpc"), "http-web"), Protocol::Grpc);
-        assert_eq!(Protocol::for_port(Some("kubernetes.io/h2c"), "x"), Protocol::Http2);
+        assert_eq!(
+            Protocol::for_port(Some("kubernetes.io/h2c"), "x"),
+            Protocol::Http2
+        );
         assert_eq!(Protocol::for_port(None, "http-web"), Protocol::Http);
-        assert_eq!(Protocol::for_port(None, "grpc-web-ui"), Protocol::Grpc, "prefix is before the first '-'");
+        assert_eq!(
+            Protocol::for_port(None, "grpc-web-ui"),
+            Protocol::Grpc,
+            "prefix is before the first '-'"
+        );
         assert_eq!(Protocol::for_port(None, "HTTP2"), Protocol::Http2);
         assert_eq!(Protocol::for_port(None, "mongo-db"), Protocol::Mongo);
         assert_eq!(Protocol::for_port(None, "web"), Protocol::Unknown);
@@ -289,7 +307,14 @@ mod tests {
 
     #[test]
     fn locality_parses_partial_forms() {
-        assert_eq!(Locality::parse("us-east1/us-east1-b"), Locality { region: "us-east1".into(), zone: "us-east1-b".into(), subzone: String::new() });
+        assert_eq!(
+            Locality::parse("us-east1/us-east1-b"),
+            Locality {
+                region: "us-east1".into(),
+                zone: "us-east1-b".into(),
+                subzone: String::new()
+            }
+        );
         assert_eq!(Locality::parse(""), Locality::default());
     }
 }

@@ -6,7 +6,10 @@ use capstan_registry::{RegistryEvent, RegistryId, RegistryKind, ServiceIndex};
 use std::collections::BTreeMap;
 
 fn id(kind: RegistryKind, name: &str) -> RegistryId {
-    RegistryId { kind, name: name.into() }
+    RegistryId {
+        kind,
+        name: name.into(),
+    }
 }
 
 const MESH: &str = r#"
@@ -42,10 +45,16 @@ fn answers_services_endpoints_subsets_and_workloads() {
     let reviews = snap.service("reviews.default.svc.cluster.local").unwrap();
     assert_eq!(reviews.ports[0].protocol, capstan_registry::Protocol::Http);
     let v2: BTreeMap<String, String> = [("version".to_string(), "v2".to_string())].into();
-    let addrs: Vec<&str> = snap.endpoints("reviews.default.svc.cluster.local", 9080, &v2).map(|e| e.address.as_str()).collect();
+    let addrs: Vec<&str> = snap
+        .endpoints("reviews.default.svc.cluster.local", 9080, &v2)
+        .map(|e| e.address.as_str())
+        .collect();
     assert_eq!(addrs, vec!["10.1.0.6"]);
     let none = BTreeMap::new();
-    let all: Vec<&str> = snap.endpoints("reviews.default.svc.cluster.local", 9080, &none).map(|e| e.address.as_str()).collect();
+    let all: Vec<&str> = snap
+        .endpoints("reviews.default.svc.cluster.local", 9080, &none)
+        .map(|e| e.address.as_str())
+        .collect();
     assert_eq!(all, vec!["10.1.0.5", "10.1.0.6"]);
 
     let hosts: Vec<&String> = snap.services_at("10.1.0.9").collect();
@@ -63,10 +72,16 @@ fn a_no_op_relist_emits_nothing_and_a_change_emits_only_itself() {
     let reg = id(RegistryKind::File, "f");
     assert!(!index.replace(&reg, parse(MESH).unwrap()).is_empty());
     let version = index.snapshot().version;
-    assert!(index.replace(&reg, parse(MESH).unwrap()).is_empty(), "re-list of the same state must be silent");
+    assert!(
+        index.replace(&reg, parse(MESH).unwrap()).is_empty(),
+        "re-list of the same state must be silent"
+    );
     assert_eq!(index.snapshot().version, version);
 
-    let changed = MESH.replace("{address: 10.1.0.6, labels: {app: reviews, version: v2}, workload: reviews-v2}", "{address: 10.1.0.7, labels: {app: reviews, version: v2}, workload: reviews-v2}");
+    let changed = MESH.replace(
+        "{address: 10.1.0.6, labels: {app: reviews, version: v2}, workload: reviews-v2}",
+        "{address: 10.1.0.7, labels: {app: reviews, version: v2}, workload: reviews-v2}",
+    );
     let events = index.replace(&reg, parse(&changed).unwrap());
     assert_eq!(
         events,
@@ -94,12 +109,18 @@ fn higher_precedence_registry_defines_the_service_and_endpoints_merge() {
     assert!(events.contains(&RegistryEvent::ServiceChanged("web.shop".into())));
     let snap = index.snapshot();
     let none = BTreeMap::new();
-    assert_eq!(snap.service("web.shop").unwrap().registry, RegistryKind::ServiceEntry);
+    assert_eq!(
+        snap.service("web.shop").unwrap().registry,
+        RegistryKind::ServiceEntry
+    );
     assert_eq!(snap.endpoints("web.shop", 80, &none).count(), 2);
 
     let events = index.remove_registry(&id(RegistryKind::ServiceEntry, "se"));
     assert!(events.contains(&RegistryEvent::ServiceChanged("web.shop".into())));
-    assert_eq!(index.snapshot().service("web.shop").unwrap().registry, RegistryKind::File);
+    assert_eq!(
+        index.snapshot().service("web.shop").unwrap().registry,
+        RegistryKind::File
+    );
     assert_eq!(index.snapshot().endpoints("web.shop", 80, &none).count(), 1);
 }
 

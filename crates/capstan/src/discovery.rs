@@ -62,12 +62,19 @@ struct ConfigzEntry<'a> {
     object: serde_json::Value,
 }
 
-async fn configz(State(state): State<AppState>, Query(q): Query<ConfigzQuery>) -> impl IntoResponse {
+async fn configz(
+    State(state): State<AppState>,
+    Query(q): Query<ConfigzQuery>,
+) -> impl IntoResponse {
     let snapshot = state.store.snapshot();
     let entries: Vec<ConfigzEntry<'_>> = snapshot
         .objects
         .iter()
-        .filter(|(k, _)| q.kind.as_deref().is_none_or(|kind| kind.eq_ignore_ascii_case(k.kind.name())))
+        .filter(|(k, _)| {
+            q.kind
+                .as_deref()
+                .is_none_or(|kind| kind.eq_ignore_ascii_case(k.kind.name()))
+        })
         .filter(|(k, _)| q.namespace.as_deref().is_none_or(|ns| ns == k.namespace))
         .map(|(k, v)| ConfigzEntry {
             kind: k.kind.name(),
@@ -88,7 +95,10 @@ struct RegistryzQuery {
 }
 
 /// Services with their endpoints, as the aggregate index sees them (istiod's `/debug/registryz`).
-async fn registryz(State(state): State<AppState>, Query(q): Query<RegistryzQuery>) -> impl IntoResponse {
+async fn registryz(
+    State(state): State<AppState>,
+    Query(q): Query<RegistryzQuery>,
+) -> impl IntoResponse {
     let snapshot = state.index.snapshot();
     let none = Default::default();
     let services: Vec<serde_json::Value> = snapshot
@@ -98,7 +108,14 @@ async fn registryz(State(state): State<AppState>, Query(q): Query<RegistryzQuery
             let endpoints: serde_json::Map<String, serde_json::Value> = s
                 .ports
                 .iter()
-                .map(|p| (p.port.to_string(), serde_json::json!(snapshot.endpoints(&s.hostname, p.port, &none).collect::<Vec<_>>())))
+                .map(|p| {
+                    (
+                        p.port.to_string(),
+                        serde_json::json!(snapshot
+                            .endpoints(&s.hostname, p.port, &none)
+                            .collect::<Vec<_>>()),
+                    )
+                })
                 .collect();
             serde_json::json!({ "service": s, "endpoints": endpoints })
         })
@@ -115,26 +132,44 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn serve(addr: SocketAddr, router: Router) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router).await.with_context(|| format!("serving {addr}"))
+    axum::serve(listener, router)
+        .await
+        .with_context(|| format!("serving {addr}"))
 }
 
 /// Runs until interrupted.
 pub fn run(args: Args) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     runtime.block_on(async move {
         for dir in &args.config_dirs {
-            anyhow::ensure!(dir.exists(), "config directory {} does not exist", dir.display());
+            anyhow::ensure!(
+                dir.exists(),
+                "config directory {} does not exist",
+                dir.display()
+            );
         }
         let store = Arc::new(ConfigStore::new());
-        let opts = CheckOptions { domain_suffix: args.domain.clone(), default_namespace: String::new() };
+        let opts = CheckOptions {
+            domain_suffix: args.domain.clone(),
+            ..CheckOptions::default()
+        };
         let source = FileSource::new(args.config_dirs.clone(), opts);
         let debounce = Duration::from_millis(args.debounce_ms);
         let watcher = tokio::spawn(source.run(store.clone(), debounce));
         let index = Arc::new(ServiceIndex::new());
         if let Some(path) = args.registry_file.clone() {
-            anyhow::ensure!(path.is_file(), "registry file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.is_file(),
+                "registry file {} does not exist",
+                path.display()
+            );
             let registry = FileRegistry::new(path);
             let index = index.clone();
             tokio::spawn(async move {

@@ -41,6 +41,10 @@ pub struct Args {
     /// DNS suffix of the mesh.
     #[arg(long = "domain", default_value = "cluster.local")]
     domain: String,
+    /// Reject VirtualServices without hosts instead of reading them as delegates
+    /// (Istio with PILOT_ENABLE_VIRTUAL_SERVICE_DELEGATE=false).
+    #[arg(long = "no-virtual-service-delegate")]
+    no_virtual_service_delegate: bool,
 }
 
 /// A result with the file it came from.
@@ -82,10 +86,16 @@ fn expand(args: &[String]) -> (Vec<PathBuf>, Vec<ReadError>) {
             files.push(path);
         } else if path.is_dir() {
             if let Err(e) = walk(&path, &mut files) {
-                errors.push(ReadError { file: arg.clone(), error: format!("{e:#}") });
+                errors.push(ReadError {
+                    file: arg.clone(),
+                    error: format!("{e:#}"),
+                });
             }
         } else {
-            errors.push(ReadError { file: arg.clone(), error: "no such file or directory".into() });
+            errors.push(ReadError {
+                file: arg.clone(),
+                error: "no such file or directory".into(),
+            });
         }
     }
     (files, errors)
@@ -103,7 +113,10 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
         }
         if path.is_dir() {
             walk(&path, files)?;
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
             files.push(path);
         }
     }
@@ -113,10 +126,16 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
 fn read(path: &Path) -> Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().take(MAX_FILE_BYTES + 1).read_to_string(&mut text).context("reading stdin")?;
+        std::io::stdin()
+            .take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
     } else {
-        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        file.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).with_context(|| format!("reading {} (is it UTF-8 text?)", path.display()))?;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_string(&mut text)
+            .with_context(|| format!("reading {} (is it UTF-8 text?)", path.display()))?;
     }
     if text.len() as u64 > MAX_FILE_BYTES {
         bail!("file is larger than {MAX_FILE_BYTES} bytes");
@@ -144,35 +163,58 @@ fn location(file: &str, r: &ObjectResult) -> String {
 /// Runs the command and returns its exit status.
 pub fn run(args: &Args) -> ExitCode {
     let (files, mut read_errors) = expand(&args.files);
-    let opts = CheckOptions { domain_suffix: args.domain.clone(), default_namespace: args.namespace.clone() };
+    let opts = CheckOptions {
+        domain_suffix: args.domain.clone(),
+        default_namespace: args.namespace.clone(),
+        virtual_service_delegate: !args.no_virtual_service_delegate,
+    };
     let mut results: Vec<ObjectResult> = Vec::new();
     let mut origins: Vec<String> = Vec::new();
     for path in &files {
-        let name = if path.as_os_str() == "-" { "<stdin>".to_string() } else { path.display().to_string() };
+        let name = if path.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
         match read(path) {
             Ok(text) => {
                 let found = check_documents(&text, &opts);
                 origins.extend(std::iter::repeat_n(name, found.len()));
                 results.extend(found);
             }
-            Err(e) => read_errors.push(ReadError { file: name, error: format!("{e:#}") }),
+            Err(e) => read_errors.push(ReadError {
+                file: name,
+                error: format!("{e:#}"),
+            }),
         }
     }
     // Cross-object rules (one selector-less Sidecar per namespace) span every input of the run.
     check_across_objects(&mut results);
 
     let count = |v: Verdict| results.iter().filter(|r| r.verdict == v).count();
-    let summary = Summary { valid: count(Verdict::Valid), invalid: count(Verdict::Invalid), skipped: count(Verdict::Skipped), unreadable: read_errors.len() };
+    let summary = Summary {
+        valid: count(Verdict::Valid),
+        invalid: count(Verdict::Invalid),
+        skipped: count(Verdict::Skipped),
+        unreadable: read_errors.len(),
+    };
     let failed = summary.invalid > 0 || summary.unreadable > 0;
 
     match args.output {
         Output::Json => {
             let report = JsonReport {
-                results: results.iter().zip(&origins).map(|(result, file)| FileResult { file, result }).collect(),
+                results: results
+                    .iter()
+                    .zip(&origins)
+                    .map(|(result, file)| FileResult { file, result })
+                    .collect(),
                 read_errors: &read_errors,
                 summary,
             };
-            println!("{}", serde_json::to_string_pretty(&report).expect("report types serialize to JSON"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("report types serialize to JSON")
+            );
         }
         Output::Text => {
             for e in &read_errors {
@@ -185,7 +227,10 @@ pub fn run(args: &Args) -> ExitCode {
                     Verdict::Valid if r.warnings.is_empty() => println!("valid    {at} {what}"),
                     Verdict::Valid => println!("warning  {at} {what}"),
                     Verdict::Invalid => println!("invalid  {at} {what}"),
-                    Verdict::Skipped => println!("skipped  {at} {what}: {}", r.note.as_deref().unwrap_or("not an Istio kind")),
+                    Verdict::Skipped => println!(
+                        "skipped  {at} {what}: {}",
+                        r.note.as_deref().unwrap_or("not an Istio kind")
+                    ),
                 }
                 for d in &r.errors {
                     eprintln!("error: {at} {what}: {d}");
@@ -199,7 +244,11 @@ pub fn run(args: &Args) -> ExitCode {
                 summary.valid,
                 summary.invalid,
                 summary.skipped,
-                if summary.unreadable > 0 { format!(", {} unreadable", summary.unreadable) } else { String::new() }
+                if summary.unreadable > 0 {
+                    format!(", {} unreadable", summary.unreadable)
+                } else {
+                    String::new()
+                }
             );
         }
     }

@@ -17,7 +17,9 @@ fn capstan(args: &[&str], stdin: Option<&str>) -> Output {
         .expect("capstan binary runs");
     {
         let mut input = child.stdin.take().expect("stdin is piped");
-        input.write_all(stdin.unwrap_or("").as_bytes()).expect("write stdin");
+        input
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .expect("write stdin");
     }
     child.wait_with_output().expect("capstan exits")
 }
@@ -32,15 +34,35 @@ fn reports_every_document_and_fails_on_one_bad_one() {
     let file = dir.path().join("mixed.yaml");
     std::fs::write(&file, format!("{GOOD_VS}---\n{CONFIGMAP}---\n{BAD_VS}")).unwrap();
     let out = capstan(&["validate", "-f", file.to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(1), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
-    assert!(stdout.contains("valid    ") && stdout.contains("VirtualService default/reviews"), "{stdout}");
-    assert!(stdout.contains("skipped") && stdout.contains("ConfigMap"), "{stdout}");
-    assert!(stdout.contains("invalid") && stdout.contains("mixed.yaml:") && stdout.contains("(document 2)"), "{stdout}");
+    assert!(
+        stdout.contains("valid    ") && stdout.contains("VirtualService default/reviews"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("skipped") && stdout.contains("ConfigMap"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid")
+            && stdout.contains("mixed.yaml:")
+            && stdout.contains("(document 2)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 valid, 1 invalid, 1 skipped"), "{stdout}");
     assert!(stderr.contains("spec.http[0].route[0].weight"), "{stderr}");
-    assert!(!stdout.contains("error:"), "errors belong on stderr: {stdout}");
+    assert!(
+        !stdout.contains("error:"),
+        "errors belong on stderr: {stdout}"
+    );
 }
 
 #[test]
@@ -48,16 +70,29 @@ fn directories_are_searched_recursively_and_all_valid_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
     std::fs::write(dir.path().join("a/b/vs.yml"), GOOD_VS).unwrap();
-    std::fs::write(dir.path().join("a/cm.json"), r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#).unwrap();
+    std::fs::write(
+        dir.path().join("a/cm.json"),
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("README.md"), "not config").unwrap();
     let out = capstan(&["validate", "-f", dir.path().to_str().unwrap()], None);
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(text(&out.stdout).contains("1 valid, 0 invalid, 1 skipped"));
 }
 
 #[test]
 fn reads_stdin_and_writes_json() {
-    let out = capstan(&["validate", "-f", "-", "--output", "json"], Some(&format!("{BAD_VS}---\n{GOOD_VS}")));
+    let out = capstan(
+        &["validate", "-f", "-", "--output", "json"],
+        Some(&format!("{BAD_VS}---\n{GOOD_VS}")),
+    );
     assert_eq!(out.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
     assert_eq!(report["summary"]["invalid"], 1);
@@ -87,7 +122,10 @@ fn json_input_and_lists_are_understood() {
     let out = capstan(&["validate", "-f", "-"], Some(&list));
     assert_eq!(out.status.code(), Some(1));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("items[0]") && stdout.contains("items[1]"), "{stdout}");
+    assert!(
+        stdout.contains("items[0]") && stdout.contains("items[1]"),
+        "{stdout}"
+    );
 }
 
 fn serde_yaml_json(yaml: &str) -> serde_json::Value {

@@ -231,7 +231,11 @@ pub fn validate_workload_selector(selector: &WorkloadSelector, path: &Path<'_>, 
 
 /// Istio's `validateWorkloadSelector` over a label map (`labels` of networking selectors,
 /// `matchLabels` of security ones): keys and values valid, no wildcards, no empty keys.
-pub fn validate_selector_labels(map: &std::collections::BTreeMap<String, String>, labels: &Path<'_>, out: &mut Report) {
+pub fn validate_selector_labels(
+    map: &std::collections::BTreeMap<String, String>,
+    labels: &Path<'_>,
+    out: &mut Report,
+) {
     for (k, v) in map {
         let p = labels.key(k);
         if k.is_empty() {

@@ -22,6 +22,9 @@ pub struct Context<'a> {
     pub namespace: &'a str,
     /// The mesh's DNS suffix, `cluster.local` by default.
     pub domain_suffix: &'a str,
+    /// Istio's `PILOT_ENABLE_VIRTUAL_SERVICE_DELEGATE` (default on): a VirtualService without
+    /// hosts is a delegate. When off, hosts are required, as in Istio before delegation existed.
+    pub virtual_service_delegate: bool,
 }
 
 impl Default for Context<'_> {
@@ -30,6 +33,7 @@ impl Default for Context<'_> {
             name: "",
             namespace: "",
             domain_suffix: "cluster.local",
+            virtual_service_delegate: true,
         }
     }
 }
