@@ -19,13 +19,22 @@ fn main() {
     let t = Instant::now();
     let mut values = Vec::new();
     for _ in 0..n {
-        values = docs.iter().map(|d| parse_document(d.text).expect("yaml")).collect::<Vec<_>>();
+        values = docs
+            .iter()
+            .map(|d| parse_document(d.text).expect("yaml"))
+            .collect::<Vec<_>>();
     }
     let parse = t.elapsed() / n;
     let t = Instant::now();
     let mut objects = Vec::new();
     for _ in 0..n {
-        objects = values.iter().map(|v| match capstan_api::IstioObject::decode(v.clone()) { Ok(capstan_api::Decoded::Istio(o)) => o, _ => panic!("decode") }).collect::<Vec<_>>();
+        objects = values
+            .iter()
+            .map(|v| match capstan_api::IstioObject::decode(v.clone()) {
+                Ok(capstan_api::Decoded::Istio(o)) => o,
+                _ => panic!("decode"),
+            })
+            .collect::<Vec<_>>();
     }
     let decode = t.elapsed() / n;
     let t = Instant::now();
@@ -35,5 +44,11 @@ fn main() {
         }
     }
     let validate = t.elapsed() / n;
-    println!("{} docs: parse {:?}, decode {:?}, validate {:?}", docs.len(), parse, decode, validate);
+    println!(
+        "{} docs: parse {:?}, decode {:?}, validate {:?}",
+        docs.len(),
+        parse,
+        decode,
+        validate
+    );
 }

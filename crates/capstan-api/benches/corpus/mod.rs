@@ -47,4 +47,3 @@ pub fn json_corpus(n: usize) -> Vec<String> {
         })
         .collect()
 }
-
