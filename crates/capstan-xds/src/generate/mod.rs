@@ -1,0 +1,147 @@
+//! The contract between the ADS server and resource generation.
+//!
+//! The server knows streams, subscriptions, nonces and versions; a [`Generator`] knows what each
+//! proxy should have. Pushes are announced as [`PushRequest`]s; a connection that is busy merges
+//! the requests that arrive meanwhile into one ([`PushRequest::merge`]), so newer state
+//! supersedes queued older state and at most one push per connection is in flight.
+
+use crate::proxy::Proxy;
+use crate::resource::Resource;
+use std::collections::BTreeSet;
+
+/// Which resources of one type a client asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    /// Everything of the type (LDS/CDS with no names, or Delta's `*`).
+    pub wildcard: bool,
+    /// Explicitly named resources (EDS cluster names, RDS route names, gRPC's LDS `host:port`).
+    pub names: BTreeSet<String>,
+}
+
+impl Subscription {
+    /// True when `name` is wanted.
+    pub fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// Why a push happens and what it covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushRequest {
+    /// Version of the state to push (the PushContext version); increases.
+    pub version: u64,
+    /// Config or services changed: every type is recomputed for every proxy.
+    pub full: bool,
+    /// For a non-full push: the hostnames whose endpoints changed (EDS only, only clusters of
+    /// these hosts are sent).
+    pub eds_hosts: BTreeSet<String>,
+    /// For a full push: the config keys / hostnames that changed, rendered (`VirtualService/default/reviews`,
+    /// `reviews.default.svc.cluster.local`); empty means "unknown, assume everything". Generators
+    /// use it to skip proxies whose scope contains none of them.
+    pub changed: BTreeSet<String>,
+}
+
+impl PushRequest {
+    /// Combines a queued request with a newer one: the union of what both cover.
+    pub fn merge(mut self, newer: PushRequest) -> PushRequest {
+        self.version = self.version.max(newer.version);
+        let full = self.full || newer.full;
+        if full {
+            // A full push recomputes everything; changed keys still narrow which proxies care,
+            // unless either side did not know what changed.
+            if (self.full && self.changed.is_empty()) || (newer.full && newer.changed.is_empty()) {
+                self.changed.clear();
+            } else {
+                self.changed.extend(newer.changed);
+            }
+            self.changed.extend(self.eds_hosts.iter().cloned());
+            self.changed.extend(newer.eds_hosts);
+            self.eds_hosts.clear();
+        } else {
+            self.eds_hosts.extend(newer.eds_hosts);
+        }
+        self.full = full;
+        self
+    }
+}
+
+/// Why generation failed (the server logs it and keeps the proxy on its last config).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct GenerateError(pub String);
+
+/// Produces the resources a proxy should have.
+pub trait Generator: Send + Sync + 'static {
+    /// Resources of `type_url` for `proxy`. For a wildcard subscription: everything the proxy
+    /// should have; for names: those of the names that exist (absent names are simply missing).
+    /// For a non-full EDS push, only clusters of `push.eds_hosts` need to be returned; the server
+    /// then updates only those.
+    fn generate(
+        &self,
+        proxy: &Proxy,
+        type_url: &str,
+        subscription: &Subscription,
+        push: &PushRequest,
+    ) -> Result<Vec<Resource>, GenerateError>;
+
+    /// Whether `push` can change anything `proxy` has (scoping by Sidecar and exportTo).
+    /// The default is conservative: yes.
+    fn affects(&self, _proxy: &Proxy, _push: &PushRequest) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(h: &[&str]) -> BTreeSet<String> {
+        h.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn eds_pushes_merge_by_union_and_full_wins() {
+        let a = PushRequest {
+            version: 1,
+            full: false,
+            eds_hosts: hosts(&["a"]),
+            changed: BTreeSet::new(),
+        };
+        let b = PushRequest {
+            version: 2,
+            full: false,
+            eds_hosts: hosts(&["b"]),
+            changed: BTreeSet::new(),
+        };
+        let m = a.clone().merge(b);
+        assert_eq!(
+            (m.version, m.full, m.eds_hosts),
+            (2, false, hosts(&["a", "b"]))
+        );
+        let full = PushRequest {
+            version: 3,
+            full: true,
+            eds_hosts: BTreeSet::new(),
+            changed: hosts(&["VirtualService/default/reviews"]),
+        };
+        let m = a.merge(full);
+        assert!(m.full && m.eds_hosts.is_empty());
+        assert_eq!(m.changed, hosts(&["VirtualService/default/reviews", "a"]));
+    }
+
+    #[test]
+    fn an_unknown_full_push_stays_unknown() {
+        let unknown = PushRequest {
+            version: 1,
+            full: true,
+            ..PushRequest::default()
+        };
+        let known = PushRequest {
+            version: 2,
+            full: true,
+            changed: hosts(&["x"]),
+            ..PushRequest::default()
+        };
+        assert!(unknown.merge(known).changed.is_empty());
+    }
+}

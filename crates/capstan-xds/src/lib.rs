@@ -1,0 +1,10 @@
+//! Pilot for Capstan: per-proxy LDS/RDS/CDS/EDS generation with Istio's naming and semantics,
+//! and the Aggregated Discovery Service (State of the World and Delta) that pushes them.
+
+pub mod generate;
+pub mod proxy;
+pub mod resource;
+
+pub use generate::{GenerateError, Generator, PushRequest, Subscription};
+pub use proxy::{Proxy, ProxyError, ProxyType};
+pub use resource::Resource;
