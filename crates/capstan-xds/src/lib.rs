@@ -1,6 +1,7 @@
 //! Pilot for Capstan: per-proxy LDS/RDS/CDS/EDS generation with Istio's naming and semantics,
 //! and the Aggregated Discovery Service (State of the World and Delta) that pushes them.
 
+pub mod debounce;
 pub mod generate;
 pub mod proxy;
 pub mod resource;
