@@ -34,7 +34,10 @@ pub struct DebounceOptions {
 
 impl Default for DebounceOptions {
     fn default() -> Self {
-        DebounceOptions { quiet: Duration::from_millis(100), max_delay: Duration::from_secs(10) }
+        DebounceOptions {
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+        }
     }
 }
 
@@ -43,7 +46,11 @@ pub fn push_for(change: &Change) -> PushRequest {
     match change {
         Change::Config(c) => PushRequest {
             full: true,
-            changed: c.events.iter().map(|e| format!("{}/{}/{}", e.key.kind, e.key.namespace, e.key.name)).collect(),
+            changed: c
+                .events
+                .iter()
+                .map(|e| format!("{}/{}/{}", e.key.kind, e.key.namespace, e.key.name))
+                .collect(),
             ..PushRequest::default()
         },
         Change::Registry(events) => {
@@ -54,7 +61,9 @@ pub fn push_for(change: &Change) -> PushRequest {
                     RegistryEvent::EndpointsChanged(host, _) => {
                         push.eds_hosts.insert(host.clone());
                     }
-                    RegistryEvent::ServiceAdded(h) | RegistryEvent::ServiceChanged(h) | RegistryEvent::ServiceRemoved(h) => {
+                    RegistryEvent::ServiceAdded(h)
+                    | RegistryEvent::ServiceChanged(h)
+                    | RegistryEvent::ServiceRemoved(h) => {
                         push.full = true;
                         changed.insert(h.clone());
                     }
@@ -70,7 +79,10 @@ pub fn push_for(change: &Change) -> PushRequest {
             }
             push
         }
-        Change::Everything => PushRequest { full: true, ..PushRequest::default() },
+        Change::Everything => PushRequest {
+            full: true,
+            ..PushRequest::default()
+        },
     }
 }
 
@@ -85,10 +97,16 @@ fn is_empty(change: &Change) -> bool {
 
 /// Runs until the input closes: merges changes, and calls `push` once per debounced burst with
 /// a version one higher than the previous push's.
-pub async fn run(mut input: mpsc::Receiver<Change>, opts: DebounceOptions, mut push: impl FnMut(PushRequest)) {
+pub async fn run(
+    mut input: mpsc::Receiver<Change>,
+    opts: DebounceOptions,
+    mut push: impl FnMut(PushRequest),
+) {
     let mut version = 0u64;
     loop {
-        let Some(first) = input.recv().await else { return };
+        let Some(first) = input.recv().await else {
+            return;
+        };
         if is_empty(&first) {
             continue;
         }
@@ -125,22 +143,39 @@ mod tests {
     use capstan_config::{ConfigEvent, ConfigKey, EventKind};
 
     fn endpoints(host: &str) -> Change {
-        Change::Registry(Arc::new(vec![RegistryEvent::EndpointsChanged(host.into(), 80)]))
+        Change::Registry(Arc::new(vec![RegistryEvent::EndpointsChanged(
+            host.into(),
+            80,
+        )]))
     }
 
     fn config(name: &str) -> Change {
         Change::Config(ConfigChange {
             revision: 1,
-            events: vec![ConfigEvent { event: EventKind::Updated, key: ConfigKey { kind: Kind::VirtualService, namespace: "default".into(), name: name.into() } }],
+            events: vec![ConfigEvent {
+                event: EventKind::Updated,
+                key: ConfigKey {
+                    kind: Kind::VirtualService,
+                    namespace: "default".into(),
+                    name: name.into(),
+                },
+            }],
         })
     }
 
-    async fn collect(changes: Vec<(u64, Change)>, opts: DebounceOptions) -> Vec<(u64, PushRequest)> {
+    async fn collect(
+        changes: Vec<(u64, Change)>,
+        opts: DebounceOptions,
+    ) -> Vec<(u64, PushRequest)> {
         let (tx, rx) = mpsc::channel(100);
         let pushes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = pushes.clone();
         let start = Instant::now();
-        let task = tokio::spawn(run(rx, opts, move |p| sink.lock().unwrap().push(((Instant::now() - start).as_millis() as u64, p))));
+        let task = tokio::spawn(run(rx, opts, move |p| {
+            sink.lock()
+                .unwrap()
+                .push(((Instant::now() - start).as_millis() as u64, p))
+        }));
         for (at_ms, change) in changes {
             tokio::time::sleep_until(start + Duration::from_millis(at_ms)).await;
             tx.send(change).await.unwrap();
@@ -153,19 +188,35 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_of_endpoint_changes_is_one_eds_push_after_the_quiet_period() {
-        let pushes = collect(vec![(0, endpoints("a")), (50, endpoints("b")), (120, endpoints("a")), (400, endpoints("c"))], DebounceOptions::default()).await;
+        let pushes = collect(
+            vec![
+                (0, endpoints("a")),
+                (50, endpoints("b")),
+                (120, endpoints("a")),
+                (400, endpoints("c")),
+            ],
+            DebounceOptions::default(),
+        )
+        .await;
         assert_eq!(pushes.len(), 2);
         let (at, first) = &pushes[0];
         assert_eq!(*at, 220, "100 ms after the last change of the burst");
         assert!(!first.full);
-        assert_eq!(first.eds_hosts, ["a", "b"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            first.eds_hosts,
+            ["a", "b"].iter().map(|s| s.to_string()).collect()
+        );
         assert_eq!(first.version, 1);
         assert_eq!(pushes[1].1.version, 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_config_change_makes_the_merged_push_full() {
-        let pushes = collect(vec![(0, endpoints("a")), (10, config("reviews"))], DebounceOptions::default()).await;
+        let pushes = collect(
+            vec![(0, endpoints("a")), (10, config("reviews"))],
+            DebounceOptions::default(),
+        )
+        .await;
         assert_eq!(pushes.len(), 1);
         let p = &pushes[0].1;
         assert!(p.full && p.eds_hosts.is_empty());
@@ -175,9 +226,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn constant_changes_still_push_by_the_maximum_delay() {
         let changes: Vec<(u64, Change)> = (0..100).map(|i| (i * 50, endpoints("a"))).collect();
-        let opts = DebounceOptions { quiet: Duration::from_millis(100), max_delay: Duration::from_millis(1000) };
+        let opts = DebounceOptions {
+            quiet: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
         let pushes = collect(changes, opts).await;
-        assert!(pushes.len() >= 4, "pushes every max delay while changes keep coming: {pushes:?}");
+        assert!(
+            pushes.len() >= 4,
+            "pushes every max delay while changes keep coming: {pushes:?}"
+        );
         assert!(pushes[0].0 <= 1000);
     }
 }
