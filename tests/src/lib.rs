@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+pub mod private_consul;
+pub mod private_kube;
+
 /// Default limit for a single helper command (kubectl, helm, curl...).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -1,8 +1,10 @@
 //! Service discovery for Capstan: the service model, registry adapters, and the aggregate
 //! index the xDS server reads.
 
+pub mod consul;
 pub mod file;
 pub mod index;
+pub mod kubernetes;
 pub mod model;
 pub mod serviceentry;
 

@@ -5,7 +5,9 @@ pub mod debounce;
 pub mod generate;
 pub mod proxy;
 pub mod resource;
+pub mod server;
 
 pub use generate::{GenerateError, Generator, PushRequest, Subscription};
 pub use proxy::{Proxy, ProxyError, ProxyType};
 pub use resource::Resource;
+pub use server::{AdsOptions, AdsServer, ConnectionStatus, Metrics};

@@ -1,0 +1,318 @@
+//! `capstan-loadgen`: generates a synthetic mesh, starts `capstan discovery` on it, connects N
+//! simulated sidecars over Delta xDS (each ACKs every response), then measures: full initial
+//! sync, convergence of endpoint changes and VirtualService changes at every proxy (from the
+//! file write to the last proxy's receipt: debounce included), the server's CPU seconds and
+//! peak RSS, and bytes sent. Loopback only; every wait is bounded.
+//!
+//! ```sh
+//! cargo build --release -p capstan -p capstan-loadgen
+//! target/release/capstan-loadgen --proxies 1000 --services 1000 --endpoints 10 \
+//!     --virtual-services 500 --destination-rules 500 --changes 20
+//! ```
+
+mod client;
+mod mesh;
+mod stats;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use client::Report;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Load simulator for `capstan discovery`.
+#[derive(Parser, Debug)]
+struct Args {
+    /// The capstan binary.
+    #[arg(long, default_value = "target/release/capstan")]
+    capstan: PathBuf,
+    /// Where to write the mesh (a fresh temporary directory by default).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Simulated sidecars.
+    #[arg(long, default_value_t = 1000)]
+    proxies: usize,
+    /// Services in the mesh.
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Endpoints per service.
+    #[arg(long, default_value_t = 10)]
+    endpoints: usize,
+    /// VirtualServices.
+    #[arg(long, default_value_t = 500)]
+    virtual_services: usize,
+    /// DestinationRules.
+    #[arg(long, default_value_t = 500)]
+    destination_rules: usize,
+    /// Changes of each kind to measure.
+    #[arg(long, default_value_t = 20)]
+    changes: usize,
+    /// Longest wait for any one phase.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+/// Kills the server when the run ends, however it ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the xDS port {port} did not open within {limit:?}")
+}
+
+/// Waits until every proxy reported a response of `type_url` naming `name` after `since`;
+/// returns each proxy's latency.
+async fn converge(
+    rx: &mut mpsc::UnboundedReceiver<Report>,
+    proxies: usize,
+    type_url: &str,
+    name: &str,
+    since: Instant,
+    limit: Duration,
+    bytes: &mut usize,
+) -> Result<Vec<Duration>> {
+    let mut seen: HashMap<usize, Duration> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while seen.len() < proxies {
+        let report = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| {
+                format!(
+                    "only {} of {proxies} proxies saw {name} within {limit:?}",
+                    seen.len()
+                )
+            })?;
+        match report {
+            Some(Report::Received {
+                client,
+                type_url: t,
+                names,
+                bytes: b,
+                at,
+                ..
+            }) => {
+                *bytes += b;
+                if t == type_url && at >= since && names.iter().any(|n| n == name) {
+                    seen.entry(client).or_insert(at - since);
+                }
+            }
+            Some(Report::Rejected {
+                client,
+                type_url,
+                error,
+            }) => eprintln!("proxy {client} rejected {type_url}: {error}"),
+            Some(Report::Closed { client, error }) => {
+                bail!("proxy {client}'s stream closed: {error:?}")
+            }
+            Some(Report::Synced) => {}
+            None => bail!("all clients stopped"),
+        }
+    }
+    Ok(seen.into_values().collect())
+}
+
+fn line(label: &str, samples: Vec<Duration>) -> String {
+    let (p50, p99, max) = stats::percentiles(samples);
+    format!(
+        "| {label} | {:.1} | {:.1} | {:.1} |",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    )
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let spec = mesh::MeshSpec {
+        services: args.services,
+        endpoints: args.endpoints,
+        virtual_services: args.virtual_services,
+        destination_rules: args.destination_rules,
+    };
+    let tmp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("capstan-loadgen-{}", std::process::id()));
+            tmp
+        }
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    mesh::write(&dir, &spec)?;
+    let xds_port = free_port()?;
+    let child = Command::new(&args.capstan)
+        .args(["discovery", "--config-dir"])
+        .arg(dir.join("config"))
+        .arg("--registry-file")
+        .arg(dir.join("registry.yaml"))
+        .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
+        .args(["--debug-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--monitoring-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", args.capstan.display()))?;
+    let server = Server(child);
+    let pid = server.0.id();
+    let limit = Duration::from_secs(args.timeout_secs);
+    wait_for_port(xds_port, Duration::from_secs(60)).await?;
+    let cpu_start = stats::cpu_seconds(pid).unwrap_or_default();
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let started = Instant::now();
+    for i in 0..args.proxies {
+        let tx = tx.clone();
+        let endpoint = format!("http://127.0.0.1:{xds_port}");
+        tokio::spawn(async move {
+            if let Err(e) = client::run(i, endpoint, tx.clone()).await {
+                let _ = tx.send(Report::Closed {
+                    client: i,
+                    error: Some(format!("{e:#}")),
+                });
+            }
+        });
+    }
+    let mut synced = 0;
+    let mut bytes = 0usize;
+    let deadline = tokio::time::Instant::now() + limit;
+    while synced < args.proxies {
+        match tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .with_context(|| {
+                format!(
+                    "only {synced} of {} proxies synced within {limit:?}",
+                    args.proxies
+                )
+            })? {
+            Some(Report::Synced) => synced += 1,
+            Some(Report::Received { bytes: b, .. }) => bytes += b,
+            Some(Report::Rejected {
+                client,
+                type_url,
+                error,
+            }) => eprintln!("proxy {client} rejected {type_url}: {error}"),
+            Some(Report::Closed { client, error }) => {
+                bail!("proxy {client}'s stream closed during initial sync: {error:?}")
+            }
+            None => bail!("all clients stopped"),
+        }
+    }
+    let initial = started.elapsed();
+    let initial_bytes = bytes;
+    let cpu_initial = stats::cpu_seconds(pid).unwrap_or_default() - cpu_start;
+    // Let trailing responses drain before measuring changes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(r) = rx.try_recv() {
+        if let Report::Received { bytes: b, .. } = r {
+            bytes += b;
+        }
+    }
+
+    let mut eds = Vec::new();
+    let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
+    let bytes_before = bytes;
+    for k in 0..args.changes {
+        let s = (k * 37) % args.services;
+        std::fs::write(
+            dir.join("registry.yaml"),
+            mesh::registry_yaml(&spec, Some((s, k + 1))),
+        )?;
+        let since = Instant::now();
+        let cluster = format!("outbound|9080||{}", mesh::hostname(s));
+        eds.extend(
+            converge(
+                &mut rx,
+                args.proxies,
+                client::ENDPOINT,
+                &cluster,
+                since,
+                limit,
+                &mut bytes,
+            )
+            .await?,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cpu_eds = stats::cpu_seconds(pid).unwrap_or_default() - cpu_before;
+    let bytes_eds = bytes - bytes_before;
+
+    let mut rds = Vec::new();
+    let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
+    let bytes_before = bytes;
+    for k in 0..args.changes.min(args.virtual_services) {
+        let i = k % args.virtual_services.max(1);
+        let weight = if k % 2 == 0 { 50 } else { 80 };
+        std::fs::write(
+            dir.join(format!("config/virtual-services/svc-{i}.yaml")),
+            mesh::virtual_service_yaml(i, weight),
+        )?;
+        let since = Instant::now();
+        rds.extend(
+            converge(
+                &mut rx,
+                args.proxies,
+                client::ROUTE,
+                "9080",
+                since,
+                limit,
+                &mut bytes,
+            )
+            .await?,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cpu_rds = stats::cpu_seconds(pid).unwrap_or_default() - cpu_before;
+    let bytes_rds = bytes - bytes_before;
+    let rss = stats::peak_rss_mib(pid).unwrap_or_default();
+
+    println!("mesh: {} services x {} endpoints, {} VirtualServices, {} DestinationRules; {} proxies (Delta xDS)", args.services, args.endpoints, args.virtual_services, args.destination_rules, args.proxies);
+    println!(
+        "initial sync of all proxies: {:.2} s, {:.1} CPU-s, {:.1} MiB sent",
+        initial.as_secs_f64(),
+        cpu_initial,
+        initial_bytes as f64 / 1048576.0
+    );
+    println!(
+        "| change (x{}) | p50 ms | p99 ms | max ms |\n|---|---|---|---|",
+        args.changes
+    );
+    println!(
+        "{}",
+        line("one endpoint (EDS push, debounce included)", eds)
+    );
+    println!(
+        "{}",
+        line("one VirtualService (RDS push, debounce included)", rds)
+    );
+    println!("endpoint changes: {cpu_eds:.2} CPU-s, {:.1} KiB sent; VirtualService changes: {cpu_rds:.2} CPU-s, {:.1} KiB sent", bytes_eds as f64 / 1024.0, bytes_rds as f64 / 1024.0);
+    println!("peak RSS of capstan discovery: {rss:.1} MiB");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! The adapter's local copy of the watched objects, with the reverse indexes that make
+//! updates incremental: EndpointSlices by Service, Services by referenced Pod, Pods by Node.
+//! Pure (no I/O): each mutation returns what must be recomputed; [`Cache::flush`] writes it.
+
+use super::convert::{self, PodInfo, ServiceOutput, SERVICE_NAME_LABEL};
+use crate::index::{EndpointKey, RegistryState};
+use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::{BTreeSet, HashMap};
+
+/// `(namespace, name)` of a namespaced object.
+pub type Key = (String, String);
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Key> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+/// What a change made stale.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    /// Services (by key) whose output must be recomputed.
+    pub services: BTreeSet<Key>,
+    /// Pods (by key) whose workload must be recomputed.
+    pub pods: BTreeSet<Key>,
+}
+
+impl Dirty {
+    /// Adds everything `other` marks.
+    pub fn extend(&mut self, other: Dirty) {
+        self.services.extend(other.services);
+        self.pods.extend(other.pods);
+    }
+}
+
+/// What one Service last wrote into the registry state (so a recompute can remove it).
+#[derive(Debug, Default)]
+struct Owned {
+    hosts: BTreeSet<String>,
+    endpoints: BTreeSet<EndpointKey>,
+}
+
+/// Watched objects and indexes.
+#[derive(Debug, Default)]
+pub struct Cache {
+    suffix: String,
+    services: HashMap<Key, KubeService>,
+    slices: HashMap<Key, EndpointSlice>,
+    /// Service key → names of its slices.
+    slices_by_service: HashMap<Key, BTreeSet<String>>,
+    pods: HashMap<Key, Pod>,
+    nodes: HashMap<String, Node>,
+    /// Pod key → keys of slices whose endpoints reference it.
+    slices_by_pod: HashMap<Key, BTreeSet<Key>>,
+    /// Node name → pods scheduled there.
+    pods_by_node: HashMap<String, BTreeSet<Key>>,
+    owned: HashMap<Key, Owned>,
+}
+
+fn slice_service(slice: &EndpointSlice) -> Option<Key> {
+    let ns = slice.metadata.namespace.clone()?;
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((ns, svc.clone()))
+}
+
+fn slice_pods(slice: &EndpointSlice) -> impl Iterator<Item = Key> + '_ {
+    let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
+    slice
+        .endpoints
+        .iter()
+        .flatten()
+        .filter_map(|e| e.target_ref.as_ref())
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .filter_map(move |r| {
+            Some((
+                r.namespace.clone().unwrap_or_else(|| ns.to_string()),
+                r.name.clone()?,
+            ))
+        })
+}
+
+impl Cache {
+    /// An empty cache producing hostnames under `suffix`.
+    pub fn new(suffix: &str) -> Cache {
+        Cache {
+            suffix: suffix.to_string(),
+            ..Cache::default()
+        }
+    }
+
+    /// Adds or replaces a Service.
+    pub fn apply_service(&mut self, svc: KubeService) -> Dirty {
+        let Some(key) = key_of(&svc.metadata) else {
+            tracing::warn!("Service without name/namespace skipped");
+            return Dirty::default();
+        };
+        self.services.insert(key.clone(), svc);
+        Dirty {
+            services: BTreeSet::from([key]),
+            ..Dirty::default()
+        }
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, svc: &KubeService) -> Dirty {
+        let mut dirty = Dirty::default();
+        if let Some(key) = key_of(&svc.metadata) {
+            self.services.remove(&key);
+            dirty.services.insert(key);
+        }
+        dirty
+    }
+
+    /// Adds or replaces an EndpointSlice.
+    pub fn apply_slice(&mut self, slice: EndpointSlice) -> Dirty {
+        let Some(key) = key_of(&slice.metadata) else {
+            tracing::warn!("EndpointSlice without name/namespace skipped");
+            return Dirty::default();
+        };
+        let mut dirty = self.remove_slice(&key);
+        if let Some(svc) = slice_service(&slice) {
+            self.slices_by_service
+                .entry(svc.clone())
+                .or_default()
+                .insert(key.1.clone());
+            dirty.services.insert(svc);
+        }
+        for pod in slice_pods(&slice) {
+            self.slices_by_pod
+                .entry(pod)
+                .or_default()
+                .insert(key.clone());
+        }
+        self.slices.insert(key, slice);
+        dirty
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Dirty {
+        key_of(&slice.metadata)
+            .map(|k| self.remove_slice(&k))
+            .unwrap_or_default()
+    }
+
+    fn remove_slice(&mut self, key: &Key) -> Dirty {
+        let mut dirty = Dirty::default();
+        let Some(old) = self.slices.remove(key) else {
+            return dirty;
+        };
+        if let Some(svc) = slice_service(&old) {
+            if let Some(set) = self.slices_by_service.get_mut(&svc) {
+                set.remove(&key.1);
+                if set.is_empty() {
+                    self.slices_by_service.remove(&svc);
+                }
+            }
+            dirty.services.insert(svc);
+        }
+        for pod in slice_pods(&old) {
+            if let Some(set) = self.slices_by_pod.get_mut(&pod) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.slices_by_pod.remove(&pod);
+                }
+            }
+        }
+        dirty
+    }
+
+    /// Services whose slices reference this pod, plus the pod's own workload.
+    fn pod_dirty(&self, pod: &Key) -> Dirty {
+        let services = self
+            .slices_by_pod
+            .get(pod)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.slices.get(s).and_then(slice_service))
+            .collect();
+        Dirty {
+            services,
+            pods: BTreeSet::from([pod.clone()]),
+        }
+    }
+
+    /// Adds or replaces a Pod.
+    pub fn apply_pod(&mut self, pod: Pod) -> Dirty {
+        let Some(key) = key_of(&pod.metadata) else {
+            tracing::warn!("Pod without name/namespace skipped");
+            return Dirty::default();
+        };
+        self.unlink_pod(&key);
+        if let Some(node) = convert::pod_node(&pod) {
+            self.pods_by_node
+                .entry(node.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+        self.pods.insert(key.clone(), pod);
+        self.pod_dirty(&key)
+    }
+
+    /// Removes a Pod.
+    pub fn delete_pod(&mut self, pod: &Pod) -> Dirty {
+        let Some(key) = key_of(&pod.metadata) else {
+            return Dirty::default();
+        };
+        self.unlink_pod(&key);
+        self.pods.remove(&key);
+        self.pod_dirty(&key)
+    }
+
+    fn unlink_pod(&mut self, key: &Key) {
+        let Some(old) = self.pods.get(key) else {
+            return;
+        };
+        if let Some(node) = convert::pod_node(old) {
+            if let Some(set) = self.pods_by_node.get_mut(node) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.pods_by_node.remove(node);
+                }
+            }
+        }
+    }
+
+    fn node_dirty(&self, node: &str) -> Dirty {
+        let mut dirty = Dirty::default();
+        for pod in self.pods_by_node.get(node).into_iter().flatten() {
+            dirty.extend(self.pod_dirty(pod));
+        }
+        dirty
+    }
+
+    /// Adds or replaces a Node. Only a change of its locality labels dirties its pods.
+    pub fn apply_node(&mut self, node: Node) -> Dirty {
+        let Some(name) = node.metadata.name.clone() else {
+            return Dirty::default();
+        };
+        let new = convert::node_locality(&node);
+        let old = self.nodes.insert(name.clone(), node);
+        if old.is_some_and(|o| convert::node_locality(&o) == new) {
+            return Dirty::default();
+        }
+        self.node_dirty(&name)
+    }
+
+    /// Removes a Node.
+    pub fn delete_node(&mut self, node: &Node) -> Dirty {
+        let Some(name) = node.metadata.name.as_deref() else {
+            return Dirty::default();
+        };
+        if self.nodes.remove(name).is_none() {
+            return Dirty::default();
+        }
+        self.node_dirty(name)
+    }
+
+    /// Replaces every Service (after a re-list).
+    pub fn reset_services(&mut self, items: Vec<KubeService>) {
+        self.services.clear();
+        for s in items {
+            self.apply_service(s);
+        }
+    }
+
+    /// Replaces every EndpointSlice (after a re-list).
+    pub fn reset_slices(&mut self, items: Vec<EndpointSlice>) {
+        self.slices.clear();
+        self.slices_by_service.clear();
+        self.slices_by_pod.clear();
+        for s in items {
+            self.apply_slice(s);
+        }
+    }
+
+    /// Replaces every Pod (after a re-list).
+    pub fn reset_pods(&mut self, items: Vec<Pod>) {
+        self.pods.clear();
+        self.pods_by_node.clear();
+        for p in items {
+            self.apply_pod(p);
+        }
+    }
+
+    /// Replaces every Node (after a re-list).
+    pub fn reset_nodes(&mut self, items: Vec<Node>) {
+        self.nodes.clear();
+        for n in items {
+            self.apply_node(n);
+        }
+    }
+
+    fn pod_info(&self, namespace: &str, name: &str) -> Option<PodInfo> {
+        let pod = self.pods.get(&(namespace.to_string(), name.to_string()))?;
+        let node = convert::pod_node(pod).and_then(|n| self.nodes.get(n));
+        Some(convert::pod_info(pod, node))
+    }
+
+    fn output(&self, key: &Key) -> ServiceOutput {
+        let Some(svc) = self.services.get(key) else {
+            return ServiceOutput::default();
+        };
+        let service = match convert::convert_service(svc, &self.suffix) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(namespace = %key.0, name = %key.1, error = %e, "malformed Service skipped");
+                return ServiceOutput::default();
+            }
+        };
+        let slices = self
+            .slices_by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())));
+        convert::service_output(&service, slices, &|ns, name| self.pod_info(ns, name))
+    }
+
+    /// Writes the recomputed output of everything `dirty` marks into `state`.
+    pub fn flush(&mut self, dirty: &Dirty, state: &mut RegistryState) {
+        for key in &dirty.services {
+            let out = self.output(key);
+            if let Some(old) = self.owned.remove(key) {
+                for h in old.hosts.iter().filter(|h| !out.services.contains_key(*h)) {
+                    state.services.remove(h);
+                }
+                for k in old
+                    .endpoints
+                    .iter()
+                    .filter(|k| !out.endpoints.contains_key(*k))
+                {
+                    state.endpoints.remove(k);
+                }
+            }
+            let owned = Owned {
+                hosts: out.services.keys().cloned().collect(),
+                endpoints: out.endpoints.keys().cloned().collect(),
+            };
+            state.services.extend(out.services);
+            state.endpoints.extend(out.endpoints);
+            if !owned.hosts.is_empty() {
+                self.owned.insert(key.clone(), owned);
+            }
+        }
+        for key in &dirty.pods {
+            let name = format!("{}/{}", key.0, key.1);
+            let workload = self.pods.get(key).and_then(|pod| {
+                let node = convert::pod_node(pod).and_then(|n| self.nodes.get(n));
+                convert::workload(pod, node)
+            });
+            match workload {
+                Some(w) => state.workloads.insert(name, w),
+                None => state.workloads.remove(&name),
+            };
+        }
+    }
+
+    /// The complete registry state from everything cached (used after a (re-)list).
+    pub fn build(&mut self) -> RegistryState {
+        self.owned.clear();
+        let dirty = Dirty {
+            services: self.services.keys().cloned().collect(),
+            pods: self.pods.keys().cloned().collect(),
+        };
+        let mut state = RegistryState::default();
+        self.flush(&dirty, &mut state);
+        state
+    }
+}

@@ -1,0 +1,443 @@
+//! One ADS stream: the task that reads requests, receives push announcements, and writes
+//! responses, with the bookkeeping both protocols share (nonces, ACK/NACK, status, metrics).
+//!
+//! The protocol state machines ([`super::sotw`], [`super::delta`]) are synchronous: they turn a
+//! request or a push into responses. This module owns everything that waits: the request stream,
+//! the push broadcast, the ACK timeout and the bounded outbound channel.
+
+use super::metrics::{incr, Counters};
+use super::status::{now_unix_ms, ConnectionStatus, NackStatus, TypeStatus};
+use super::{Core, PushEvent};
+use crate::generate::{Generator, PushRequest, Subscription};
+use crate::proxy::Proxy;
+use crate::resource::{Resource, PUSH_ORDER};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{broadcast, mpsc};
+use tonic::{Status, Streaming};
+use tracing::{debug, info, warn};
+
+/// A protocol state machine (SotW or Delta) driven by [`serve`].
+pub(crate) trait Protocol: Default + Send + 'static {
+    /// Request message of the stream.
+    type Request: Send + 'static;
+    /// Response message of the stream.
+    type Response: prost::Message + Send + 'static;
+    /// True for Delta (shown in syncz).
+    const DELTA: bool;
+    /// The node of a request (only the first request of a stream must carry one).
+    fn node(req: &Self::Request) -> Option<&Node>;
+    /// Handles one request; an error closes the stream with that status.
+    fn on_request(
+        &mut self,
+        cx: &mut Ctx,
+        req: Self::Request,
+    ) -> Result<Vec<Self::Response>, Status>;
+    /// Handles one (possibly merged) push, returning what changed, in [`PUSH_ORDER`].
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<Self::Response>;
+    /// The ACK trackers of all types, to see whether a response is still unacknowledged.
+    fn tracks(&mut self) -> Vec<&mut Track>;
+}
+
+/// ACK bookkeeping of one type on one stream.
+#[derive(Debug, Default)]
+pub(crate) struct Track {
+    /// Nonce of the last response sent (empty: nothing sent yet).
+    pub nonce: String,
+    /// Version of the last response sent.
+    pub version: String,
+    /// Set while the last response waits for its ACK or NACK.
+    pub awaiting_since: Option<Instant>,
+}
+
+/// How a request relates to the last response of its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// No nonce: an initial request (or a client starting over).
+    Fresh,
+    /// Accepts the last response.
+    Ack,
+    /// Rejects the last response.
+    Nack,
+    /// Answers an older response: Envoy semantics say ignore it.
+    Stale,
+}
+
+/// True for the type URLs Capstan serves.
+pub(crate) fn is_known_type(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
+}
+
+/// What the protocol state machines may use: the proxy, the generator, status and metrics.
+pub(crate) struct Ctx {
+    pub proxy: Proxy,
+    generator: Arc<dyn Generator>,
+    core: Arc<Core>,
+    status: Arc<Mutex<ConnectionStatus>>,
+    conn: u64,
+    next_nonce: u64,
+    /// A NACK arrived since the current push was sent (its convergence is not recorded).
+    push_nacked: bool,
+}
+
+impl Ctx {
+    /// Fails with `resource_exhausted` when a request names more resources than allowed.
+    pub fn check_names(&self, type_url: &str, count: usize) -> Result<(), Status> {
+        let max = self.core.options.max_resource_names;
+        if count > max {
+            incr(&self.core.counters.rejected_streams);
+            return Err(Status::resource_exhausted(format!(
+                "request for {type_url} names {count} resources; at most {max} are accepted"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The push a request is answered from: the current state, everything.
+    pub fn request_push(&self) -> PushRequest {
+        PushRequest {
+            version: self.core.version.load(Ordering::Relaxed),
+            full: true,
+            ..PushRequest::default()
+        }
+    }
+
+    /// Generates `type_url` for the proxy, keeping only wanted resources. On error: log, count,
+    /// and return `None` so the proxy keeps what it has.
+    pub fn generate(
+        &self,
+        type_url: &str,
+        sub: &Subscription,
+        push: &PushRequest,
+    ) -> Option<Vec<Resource>> {
+        match self.generator.generate(&self.proxy, type_url, sub, push) {
+            Ok(mut resources) => {
+                resources.retain(|r| sub.wants(&r.name));
+                Some(resources)
+            }
+            Err(e) => {
+                incr(&self.core.counters.generation_errors);
+                warn!(proxy = %self.proxy.id, type_url, error = %e,
+                    "generation failed; the proxy keeps its last config for this type");
+                None
+            }
+        }
+    }
+
+    /// Classifies a request against the type's last response and records an ACK or NACK.
+    pub fn reply(
+        &mut self,
+        type_url: &str,
+        track: &mut Track,
+        nonce: &str,
+        error: Option<&RpcStatus>,
+    ) -> Reply {
+        if nonce.is_empty() || track.nonce.is_empty() {
+            return Reply::Fresh;
+        }
+        if nonce != track.nonce {
+            debug!(type_url, nonce, latest = %track.nonce, "ignoring a request with a stale nonce");
+            return Reply::Stale;
+        }
+        track.awaiting_since = None;
+        match error {
+            None => {
+                let version = track.version.clone();
+                self.update(type_url, |t| t.last_acked_version = version);
+                Reply::Ack
+            }
+            Some(e) => {
+                incr(&self.core.counters.nacks);
+                self.push_nacked = true;
+                warn!(proxy = %self.proxy.id, type_url, nonce, version = %track.version,
+                    message = %e.message, "proxy rejected (NACK) a response; it keeps its last accepted config");
+                let nack = NackStatus {
+                    message: e.message.clone(),
+                    nonce: nonce.to_string(),
+                    version: track.version.clone(),
+                    at_unix_ms: now_unix_ms(),
+                };
+                self.update(type_url, |t| t.last_nack = Some(nack));
+                Reply::Nack
+            }
+        }
+    }
+
+    /// Records a response about to be sent and returns its fresh nonce.
+    pub fn sent(
+        &mut self,
+        type_url: &str,
+        track: &mut Track,
+        version: String,
+        resources: usize,
+    ) -> String {
+        self.next_nonce += 1;
+        let nonce = format!("{:x}-{}", self.conn, self.next_nonce);
+        track.nonce = nonce.clone();
+        track.version = version.clone();
+        track.awaiting_since = Some(Instant::now());
+        self.update(type_url, |t| {
+            t.last_sent_version = version;
+            t.last_sent_nonce = nonce.clone();
+            t.last_response_resources = resources;
+            t.resources_sent += resources as u64;
+            t.responses_sent += 1;
+        });
+        nonce
+    }
+
+    /// Records what the proxy subscribes to.
+    pub fn subscribed(&self, type_url: &str, sub: &Subscription) {
+        self.update(type_url, |t| {
+            t.wildcard = sub.wildcard;
+            t.subscribed_names = sub.names.len();
+        });
+    }
+
+    fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(status.types.entry(type_url.to_string()).or_default());
+    }
+}
+
+/// Removes the connection from syncz and the gauge however the task ends.
+struct Registration {
+    core: Arc<Core>,
+    conn: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.core
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.conn);
+        self.core
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends one response, bounded by the send timeout. False: stop serving this stream (the
+/// client went away, or does not read and would otherwise hold this task forever).
+async fn send<R: prost::Message>(
+    core: &Core,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    resp: R,
+    proxy: &str,
+) -> bool {
+    let bytes = resp.encoded_len() as u64;
+    match tokio::time::timeout(core.options.send_timeout, tx.send(Ok(resp))).await {
+        Ok(Ok(())) => {
+            core.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+            true
+        }
+        Ok(Err(_)) => false,
+        Err(_) => {
+            incr(&core.counters.send_timeouts);
+            warn!(proxy, timeout = ?core.options.send_timeout,
+                "proxy does not read its responses; closing the stream");
+            false
+        }
+    }
+}
+
+async fn send_all<R: prost::Message>(
+    core: &Core,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    responses: Vec<R>,
+    counter: &std::sync::atomic::AtomicU64,
+    proxy: &str,
+) -> bool {
+    for resp in responses {
+        if !send(core, tx, resp, proxy).await {
+            return false;
+        }
+        incr(counter);
+    }
+    true
+}
+
+fn earliest_awaiting<P: Protocol>(proto: &mut P) -> Option<Instant> {
+    proto
+        .tracks()
+        .into_iter()
+        .filter_map(|t| t.awaiting_since)
+        .min()
+}
+
+/// Serves one stream until the client closes it, breaks a rule, or stops reading.
+pub(crate) async fn serve<P: Protocol>(
+    core: Arc<Core>,
+    generator: Arc<dyn Generator>,
+    conn: u64,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+    mut pushes: broadcast::Receiver<Arc<PushEvent>>,
+) {
+    let first = match requests.message().await {
+        Ok(Some(req)) => req,
+        Ok(None) => return,
+        Err(status) => {
+            debug!(%status, "stream failed before its first request");
+            return;
+        }
+    };
+    let proxy = match Proxy::from_node(P::node(&first)) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            incr(&core.counters.rejected_streams);
+            warn!(error = %e, "refusing an ADS stream: bad node");
+            let status = Status::invalid_argument(format!("invalid node: {e}"));
+            // The client may not read; do not wait for it longer than for any response.
+            let _ = tokio::time::timeout(core.options.send_timeout, tx.send(Err(status))).await;
+            return;
+        }
+    };
+    tracing::Span::current().record("proxy", proxy.id.as_str());
+    let status = Arc::new(Mutex::new(ConnectionStatus {
+        proxy_id: proxy.id.clone(),
+        connection_id: format!("{}-{}", proxy.id, conn),
+        delta: P::DELTA,
+        connected_since_unix_ms: now_unix_ms(),
+        types: BTreeMap::new(),
+    }));
+    core.connections
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(conn, status.clone());
+    incr(&core.counters.connections);
+    incr(&core.counters.connections_total);
+    let _registration = Registration {
+        core: core.clone(),
+        conn,
+    };
+    info!(proxy = %proxy.id, delta = P::DELTA, "ADS stream connected");
+
+    let counters: &Counters = &core.counters;
+    let mut cx = Ctx {
+        proxy,
+        generator,
+        core: core.clone(),
+        status,
+        conn,
+        next_nonce: 0,
+        push_nacked: false,
+    };
+    let proxy_id = cx.proxy.id.clone();
+    let mut proto = P::default();
+    // Pushes that arrived while a response waited for its ACK, merged into one.
+    let mut pending: Option<(PushRequest, Instant)> = None;
+    // Creation time of the push whose ACKs are awaited (for convergence time).
+    let mut inflight: Option<Instant> = None;
+    let mut pushes_open = true;
+    let mut next = Some(first);
+    loop {
+        if let Some(req) = next.take() {
+            match proto.on_request(&mut cx, req) {
+                Ok(responses) => {
+                    let ok = send_all(
+                        &core,
+                        &tx,
+                        responses,
+                        &counters.request_responses,
+                        &proxy_id,
+                    );
+                    if !ok.await {
+                        return;
+                    }
+                }
+                Err(status) => {
+                    warn!(proxy = %proxy_id, %status, "closing the ADS stream");
+                    let wait = core.options.send_timeout;
+                    let _ = tokio::time::timeout(wait, tx.send(Err(status))).await;
+                    return;
+                }
+            }
+        }
+        if let Some(created) = inflight {
+            if earliest_awaiting(&mut proto).is_none() {
+                if !cx.push_nacked {
+                    counters.record_convergence(created.elapsed());
+                }
+                inflight = None;
+            }
+        }
+        if earliest_awaiting(&mut proto).is_none() {
+            if let Some((push, created)) = pending.take() {
+                cx.push_nacked = false;
+                let responses = if cx.generator.affects(&cx.proxy, &push) {
+                    proto.on_push(&mut cx, &push)
+                } else {
+                    Vec::new()
+                };
+                if !responses.is_empty() {
+                    inflight = Some(created);
+                }
+                if !send_all(&core, &tx, responses, &counters.push_responses, &proxy_id).await {
+                    return;
+                }
+            }
+        }
+        // Only a waiting push needs the ACK timeout: without one, a missing ACK harms nothing.
+        let ack_deadline = pending
+            .as_ref()
+            .and(earliest_awaiting(&mut proto))
+            .map(|t| tokio::time::Instant::from_std(t + core.options.ack_timeout));
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+        tokio::select! {
+            msg = requests.message() => match msg {
+                Ok(Some(req)) => next = Some(req),
+                Ok(None) => {
+                    info!(proxy = %proxy_id, "ADS stream closed by the proxy");
+                    return;
+                }
+                Err(status) => {
+                    debug!(proxy = %proxy_id, %status, "ADS stream failed");
+                    return;
+                }
+            },
+            event = pushes.recv(), if pushes_open => {
+                let event = match event {
+                    Ok(event) => (event.request.clone(), event.created),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // We do not know what the missed pushes covered: push everything.
+                        debug!(proxy = %proxy_id, missed, "push announcements lagged; doing a full push");
+                        let request = PushRequest {
+                            version: core.version.load(Ordering::Relaxed),
+                            full: true,
+                            ..PushRequest::default()
+                        };
+                        (request, Instant::now())
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        pushes_open = false;
+                        continue;
+                    }
+                };
+                pending = Some(match pending.take() {
+                    Some((queued, created)) => (queued.merge(event.0), created.min(event.1)),
+                    None => event,
+                });
+            },
+            () = tokio::time::sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
+                let mut expired = 0;
+                for track in proto.tracks() {
+                    if track.awaiting_since.take().is_some() {
+                        expired += 1;
+                    }
+                }
+                core.counters.ack_timeouts.fetch_add(expired, Ordering::Relaxed);
+                warn!(proxy = %proxy_id, timeout = ?core.options.ack_timeout,
+                    "no ACK in time; sending the next push anyway");
+                inflight = None;
+            },
+        }
+    }
+}

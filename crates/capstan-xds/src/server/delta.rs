@@ -1,0 +1,245 @@
+//! Delta ADS (`DeltaAggregatedResources`): per type, the server tracks which version of each
+//! resource the client has, and sends only what differs plus the names that went away.
+
+use super::connection::{is_known_type, Ctx, Protocol, Track};
+use crate::generate::{PushRequest, Subscription};
+use crate::resource::{is_wildcard_type, Resource, ENDPOINT, PUSH_ORDER};
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use tonic::Status;
+use tracing::warn;
+
+/// Per type: what the client subscribes to and which versions it has.
+#[derive(Debug, Default)]
+struct TypeState {
+    sub: Subscription,
+    track: Track,
+    /// Name → version the client has: from `initial_resource_versions` on (re)connect, then
+    /// from what was sent. A NACKed response stays recorded, so the rejected content is resent
+    /// only once it changes.
+    client: BTreeMap<String, String>,
+}
+
+/// The Delta state machine of one stream.
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    types: BTreeMap<String, TypeState>,
+}
+
+/// Applies a request's subscribe/unsubscribe lists; true when something new is wanted.
+fn apply_subscription(
+    type_url: &str,
+    state: &mut TypeState,
+    first: bool,
+    subscribe: Vec<String>,
+    unsubscribe: Vec<String>,
+) -> bool {
+    let mut grew = false;
+    // The xDS legacy rule: a first LDS/CDS request without names is a wildcard subscription.
+    if first && subscribe.is_empty() && is_wildcard_type(type_url) {
+        state.sub.wildcard = true;
+        grew = true;
+    }
+    for name in subscribe {
+        if name == "*" {
+            grew |= !state.sub.wildcard;
+            state.sub.wildcard = true;
+        } else {
+            grew |= state.sub.names.insert(name);
+        }
+    }
+    let mut dropped_wildcard = false;
+    for name in unsubscribe {
+        if name == "*" {
+            dropped_wildcard |= state.sub.wildcard;
+            state.sub.wildcard = false;
+        } else {
+            state.sub.names.remove(&name);
+            // The client forgets what it unsubscribed; if it subscribes again it gets it again.
+            if !state.sub.wildcard {
+                state.client.remove(&name);
+            }
+        }
+    }
+    if dropped_wildcard {
+        let names = &state.sub.names;
+        state.client.retain(|name, _| names.contains(name));
+    }
+    grew
+}
+
+/// Builds a response with the resources the client lacks or has at another version, and, when
+/// `removals` (the generated set is complete), the names it has that no longer exist. `None`
+/// when there is nothing to say (unless `force`) or generation failed.
+fn diff_response(
+    cx: &mut Ctx,
+    type_url: &str,
+    state: &mut TypeState,
+    push: &PushRequest,
+    removals: bool,
+    force: bool,
+) -> Option<DeltaDiscoveryResponse> {
+    let resources = cx.generate(type_url, &state.sub, push)?;
+    let removed: Vec<String> = if removals {
+        let present: BTreeSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+        state
+            .client
+            .keys()
+            .filter(|name| !present.contains(name.as_str()))
+            .cloned()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let changed: Vec<Resource> = resources
+        .into_iter()
+        .filter(|r| state.client.get(&r.name) != Some(&r.version))
+        .collect();
+    if changed.is_empty() && removed.is_empty() && !force {
+        return None;
+    }
+    for name in &removed {
+        state.client.remove(name);
+    }
+    for r in &changed {
+        state.client.insert(r.name.clone(), r.version.clone());
+    }
+    let version = push.version.to_string();
+    let count = changed.len();
+    let nonce = cx.sent(type_url, &mut state.track, version.clone(), count);
+    Some(DeltaDiscoveryResponse {
+        system_version_info: version,
+        resources: changed
+            .into_iter()
+            .map(|r| DeltaResource {
+                name: r.name,
+                version: r.version,
+                resource: Some(r.body),
+                ..DeltaResource::default()
+            })
+            .collect(),
+        type_url: type_url.to_string(),
+        removed_resources: removed,
+        nonce,
+        ..DeltaDiscoveryResponse::default()
+    })
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const DELTA: bool = true;
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        cx: &mut Ctx,
+        req: DeltaDiscoveryRequest,
+    ) -> Result<Vec<DeltaDiscoveryResponse>, Status> {
+        let names = req.resource_names_subscribe.len()
+            + req.resource_names_unsubscribe.len()
+            + req.initial_resource_versions.len();
+        cx.check_names(&req.type_url, names)?;
+        if !is_known_type(&req.type_url) {
+            warn!(proxy = %cx.proxy.id, type_url = %req.type_url,
+                "ignoring a request for a type Capstan does not serve");
+            return Ok(Vec::new());
+        }
+        let type_url = req.type_url.clone();
+        let first = !self.types.contains_key(&type_url);
+        let state = self.types.entry(type_url.clone()).or_default();
+        if first {
+            state.client = req.initial_resource_versions.into_iter().collect();
+        }
+        // ACK/NACK bookkeeping only: subscription changes are increments and must be applied
+        // whatever nonce they carry, or the server and client would disagree on the set.
+        cx.reply(
+            &type_url,
+            &mut state.track,
+            &req.response_nonce,
+            req.error_detail.as_ref(),
+        );
+        let grew = apply_subscription(
+            &type_url,
+            state,
+            first,
+            req.resource_names_subscribe,
+            req.resource_names_unsubscribe,
+        );
+        cx.subscribed(&type_url, &state.sub);
+        if !(first || grew) {
+            return Ok(Vec::new());
+        }
+        let push = cx.request_push();
+        // The first request of a type is always answered (possibly empty) so the client's
+        // initialization, which waits for it, completes.
+        Ok(diff_response(cx, &type_url, state, &push, true, first)
+            .into_iter()
+            .collect())
+    }
+
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DeltaDiscoveryResponse> {
+        let mut out = Vec::new();
+        for type_url in PUSH_ORDER {
+            if !push.full && type_url != ENDPOINT {
+                continue;
+            }
+            let Some(state) = self.types.get_mut(type_url) else {
+                continue;
+            };
+            // An EDS-only push generates only the changed hosts' clusters: absent ones are not
+            // gone, so removals are computed on full pushes only.
+            out.extend(diff_response(cx, type_url, state, push, push.full, false));
+        }
+        out
+    }
+
+    fn tracks(&mut self) -> Vec<&mut Track> {
+        self.types.values_mut().map(|t| &mut t.track).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{CLUSTER, ROUTE};
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn legacy_wildcard_explicit_star_and_unsubscribe() {
+        let mut s = TypeState::default();
+        assert!(apply_subscription(CLUSTER, &mut s, true, vec![], vec![]));
+        assert!(s.sub.wildcard);
+        let mut s = TypeState::default();
+        assert!(!apply_subscription(ROUTE, &mut s, true, vec![], vec![]));
+        assert!(!s.sub.wildcard);
+        assert!(apply_subscription(
+            ROUTE,
+            &mut s,
+            false,
+            names(&["80", "*"]),
+            vec![]
+        ));
+        s.client.insert("80".into(), "v".into());
+        s.client.insert("90".into(), "v".into());
+        assert!(!apply_subscription(
+            ROUTE,
+            &mut s,
+            false,
+            vec![],
+            names(&["*"])
+        ));
+        assert_eq!(s.client.keys().collect::<Vec<_>>(), vec!["80"]);
+        apply_subscription(ROUTE, &mut s, false, vec![], names(&["80"]));
+        assert!(s.client.is_empty() && s.sub.names.is_empty());
+    }
+}

@@ -1,0 +1,205 @@
+//! The Aggregated Discovery Service: State of the World and Delta ADS over gRPC.
+//!
+//! [`AdsServer`] is a cheap handle. Every stream gets its own task ([`connection`]) with a
+//! bounded outbound channel, so a slow proxy only ever slows itself. Pushes are announced on a
+//! broadcast channel; each task merges the announcements that arrive while a response awaits
+//! its ACK into one pending push, so at most one push per connection is in flight.
+
+mod connection;
+mod delta;
+mod metrics;
+mod sotw;
+mod status;
+
+pub use metrics::{Histogram, Metrics, BUCKETS_MS};
+pub use status::{ConnectionStatus, NackStatus, TypeStatus};
+
+use crate::generate::{Generator, PushRequest};
+use connection::Protocol;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+/// Limits and timeouts of the ADS server.
+#[derive(Clone, Debug)]
+pub struct AdsOptions {
+    /// Most resource names one request may carry; beyond, the stream is closed with
+    /// `resource_exhausted` (bounds the memory a hostile client can make us hold).
+    pub max_resource_names: usize,
+    /// How long a connection waits for the ACK of a response before sending the next push.
+    pub ack_timeout: Duration,
+    /// How long a connection waits for room in its outbound channel before closing the stream
+    /// (the proxy does not read).
+    pub send_timeout: Duration,
+    /// Responses buffered per connection.
+    pub send_buffer: usize,
+    /// Push announcements buffered per connection; a connection that falls further behind does
+    /// one full push instead.
+    pub push_buffer: usize,
+    /// Largest request message accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for AdsOptions {
+    fn default() -> Self {
+        AdsOptions {
+            max_resource_names: 100_000,
+            ack_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
+            send_buffer: 16,
+            push_buffer: 64,
+            max_request_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A push announcement with the time it was made (for convergence time).
+#[derive(Debug)]
+pub(crate) struct PushEvent {
+    request: PushRequest,
+    created: Instant,
+}
+
+/// State shared by the handle and every connection task.
+pub(crate) struct Core {
+    options: AdsOptions,
+    counters: metrics::Counters,
+    /// Highest push version announced: what requests are answered from.
+    version: AtomicU64,
+    pushes: broadcast::Sender<Arc<PushEvent>>,
+    connections: Mutex<BTreeMap<u64, Arc<Mutex<ConnectionStatus>>>>,
+    next_conn: AtomicU64,
+}
+
+/// The ADS server: mount [`AdsServer::service`] in tonic, announce pushes with
+/// [`AdsServer::push`], and read [`AdsServer::syncz`] and [`AdsServer::metrics`].
+pub struct AdsServer<G: Generator> {
+    core: Arc<Core>,
+    generator: Arc<G>,
+}
+
+impl<G: Generator> Clone for AdsServer<G> {
+    fn clone(&self) -> Self {
+        AdsServer {
+            core: self.core.clone(),
+            generator: self.generator.clone(),
+        }
+    }
+}
+
+impl<G: Generator> AdsServer<G> {
+    /// A server generating resources with `generator`.
+    pub fn new(generator: Arc<G>, options: AdsOptions) -> Self {
+        let (pushes, _) = broadcast::channel(options.push_buffer.max(1));
+        AdsServer {
+            core: Arc::new(Core {
+                options,
+                counters: metrics::Counters::default(),
+                version: AtomicU64::new(0),
+                pushes,
+                connections: Mutex::new(BTreeMap::new()),
+                next_conn: AtomicU64::new(1),
+            }),
+            generator,
+        }
+    }
+
+    /// Announces a push to every connection. Returns at once; each connection applies it when
+    /// its previous push is ACKed.
+    pub fn push(&self, request: PushRequest) {
+        self.core
+            .version
+            .fetch_max(request.version, Ordering::Relaxed);
+        metrics::incr(&self.core.counters.pushes);
+        let event = Arc::new(PushEvent {
+            request,
+            created: Instant::now(),
+        });
+        // An error only means no stream is connected: nobody to tell.
+        let _ = self.core.pushes.send(event);
+    }
+
+    /// The tonic service to add to a `tonic::transport::Server`.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer<G>> {
+        AggregatedDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(self.core.options.max_request_bytes)
+    }
+
+    /// Status of every open stream, ordered by connection.
+    pub fn syncz(&self) -> Vec<ConnectionStatus> {
+        // Clone the handles first so no two locks are held together.
+        let handles: Vec<_> = self
+            .core
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        handles
+            .iter()
+            .map(|h| h.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect()
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.core.counters.snapshot()
+    }
+
+    fn spawn<P: Protocol>(
+        &self,
+        requests: Streaming<P::Request>,
+    ) -> ReceiverStream<Result<P::Response, Status>> {
+        let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
+        let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);
+        let span =
+            tracing::info_span!("ads", conn, delta = P::DELTA, proxy = tracing::field::Empty);
+        let generator: Arc<dyn Generator> = self.generator.clone();
+        let task = connection::serve::<P>(
+            self.core.clone(),
+            generator,
+            conn,
+            requests,
+            tx,
+            self.core.pushes.subscribe(),
+        );
+        tokio::spawn(task.instrument(span));
+        ReceiverStream::new(rx)
+    }
+}
+
+#[tonic::async_trait]
+impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(
+            self.spawn::<sotw::Sotw>(request.into_inner()),
+        ))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(
+            self.spawn::<delta::Delta>(request.into_inner()),
+        ))
+    }
+}
