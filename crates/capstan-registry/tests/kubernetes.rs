@@ -681,13 +681,13 @@ async fn measure_initial_sync_500_services() -> Result<()> {
         )
         .await?;
     let host = format!("s7.{ns}.svc.cluster.local");
-    while t.elapsed() < Duration::from_secs(10) {
+    let mut seen = false;
+    while !seen && t.elapsed() < Duration::from_secs(10) {
         if let Ok(Ok(b)) = tokio::time::timeout(Duration::from_secs(1), h.events.recv()).await {
-            if b.contains(&ep_changed(&host, 80)) {
-                break;
-            }
+            seen = b.contains(&ep_changed(&host, 80));
         }
     }
+    assert!(seen, "the slice update never reached the index");
     eprintln!("slice update → EndpointsChanged: {:?}", t.elapsed());
     Ok(())
 }
