@@ -50,8 +50,15 @@ struct Args {
     /// Changes of each kind to measure.
     #[arg(long, default_value_t = 20)]
     changes: usize,
+    /// Quiet period of the server's file watchers (the input side; the push debounce stays at
+    /// its default of 100 ms and is included in every measurement).
+    #[arg(long, default_value_t = 10)]
+    file_debounce_ms: u64,
+    /// Print every response received (for debugging a run).
+    #[arg(long)]
+    verbose: bool,
     /// Longest wait for any one phase.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
 }
 
@@ -83,6 +90,49 @@ async fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the xDS port {port} did not open within {limit:?}")
+}
+
+/// GET over plain HTTP/1.0 on loopback (the monitoring port); returns the body.
+async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
+        .await
+        .context("reading the HTTP response")??;
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until the server has loaded the whole mesh and pushed it (so proxies connect to a
+/// server that is ready, as in a rollout).
+async fn wait_loaded(port: u16, services: u64, objects: u64, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(text) = http_get(port, "/metrics").await {
+            if metric(&text, "capstan_services") >= Some(services)
+                && metric(&text, "capstan_config_objects") >= Some(objects)
+            {
+                // One more debounce period, so the push of the loaded state has happened.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!(
+        "the server did not load {services} services and {objects} config objects within {limit:?}"
+    )
 }
 
 /// Waits until every proxy reported a response of `type_url` naming `name` after `since`;
@@ -166,6 +216,7 @@ async fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     mesh::write(&dir, &spec)?;
     let xds_port = free_port()?;
+    let monitoring_port = free_port()?;
     let child = Command::new(&args.capstan)
         .args(["discovery", "--config-dir"])
         .arg(dir.join("config"))
@@ -173,7 +224,8 @@ async fn main() -> Result<()> {
         .arg(dir.join("registry.yaml"))
         .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--debug-addr", &format!("127.0.0.1:{}", free_port()?)])
-        .args(["--monitoring-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
+        .args(["--file-debounce-ms", &args.file_debounce_ms.to_string()])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -182,6 +234,9 @@ async fn main() -> Result<()> {
     let pid = server.0.id();
     let limit = Duration::from_secs(args.timeout_secs);
     wait_for_port(xds_port, Duration::from_secs(60)).await?;
+    let objects = (args.virtual_services.min(args.services)
+        + args.destination_rules.min(args.services)) as u64;
+    wait_loaded(monitoring_port, args.services as u64, objects, limit).await?;
     let cpu_start = stats::cpu_seconds(pid).unwrap_or_default();
 
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -211,7 +266,23 @@ async fn main() -> Result<()> {
                 )
             })? {
             Some(Report::Synced) => synced += 1,
-            Some(Report::Received { bytes: b, .. }) => bytes += b,
+            Some(Report::Received {
+                client,
+                type_url,
+                names,
+                bytes: b,
+                ..
+            }) => {
+                if args.verbose {
+                    eprintln!(
+                        "proxy {client}: {} {} resources {:?}",
+                        type_url.rsplit('.').next().unwrap_or_default(),
+                        names.len(),
+                        names.iter().take(3).collect::<Vec<_>>()
+                    );
+                }
+                bytes += b
+            }
             Some(Report::Rejected {
                 client,
                 type_url,
@@ -267,7 +338,12 @@ async fn main() -> Result<()> {
     let bytes_before = bytes;
     for k in 0..args.changes.min(args.virtual_services) {
         let i = k % args.virtual_services.max(1);
-        let weight = if k % 2 == 0 { 50 } else { 80 };
+        // Each VirtualService starts at 80; every visit flips it, so each write is a real change.
+        let weight = if (k / args.virtual_services.max(1)) % 2 == 0 {
+            50
+        } else {
+            80
+        };
         std::fs::write(
             dir.join(format!("config/virtual-services/svc-{i}.yaml")),
             mesh::virtual_service_yaml(i, weight),

@@ -1,12 +1,15 @@
 //! Pilot for Capstan: per-proxy LDS/RDS/CDS/EDS generation with Istio's naming and semantics,
 //! and the Aggregated Discovery Service (State of the World and Delta) that pushes them.
 
+pub mod context;
 pub mod debounce;
 pub mod generate;
 pub mod proxy;
 pub mod resource;
 pub mod server;
 
+pub use context::{MeshConfig, ProxyScope, PushContext};
+pub use generate::istio::IstioGenerator;
 pub use generate::{GenerateError, Generator, PushRequest, Subscription};
 pub use proxy::{Proxy, ProxyError, ProxyType};
 pub use resource::Resource;

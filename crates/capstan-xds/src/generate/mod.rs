@@ -5,6 +5,17 @@
 //! the requests that arrive meanwhile into one ([`PushRequest::merge`]), so newer state
 //! supersedes queued older state and at most one push per connection is in flight.
 
+pub mod cds;
+pub mod cds_policy;
+pub mod common;
+pub mod eds;
+pub mod gateway;
+pub mod grpc;
+pub mod istio;
+pub mod lds;
+pub mod rds;
+pub mod rds_route;
+
 use crate::proxy::Proxy;
 use crate::resource::Resource;
 use std::collections::BTreeSet;

@@ -306,6 +306,7 @@ pub(crate) async fn serve<P: Protocol>(
         connection_id: format!("{}-{}", proxy.id, conn),
         delta: P::DELTA,
         connected_since_unix_ms: now_unix_ms(),
+        proxy: proxy.clone(),
         types: BTreeMap::new(),
     }));
     core.connections

@@ -14,7 +14,7 @@ pub(crate) fn now_unix_ms() -> u64 {
 }
 
 /// One ADS stream.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ConnectionStatus {
     /// The node id the proxy sent.
     pub proxy_id: String,
@@ -24,6 +24,8 @@ pub struct ConnectionStatus {
     pub delta: bool,
     /// When the stream was opened, in milliseconds since the Unix epoch.
     pub connected_since_unix_ms: u64,
+    /// The proxy as parsed from its node (type, IPs, namespace, labels, metadata).
+    pub proxy: crate::proxy::Proxy,
     /// Per type URL.
     pub types: BTreeMap<String, TypeStatus>,
 }

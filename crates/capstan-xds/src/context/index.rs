@@ -1,0 +1,280 @@
+//! Indexes of the config snapshot: VirtualServices by gateway and host, DestinationRules by
+//! host, Sidecars by namespace, Gateways; and the look-ups with Istio's precedence.
+
+use super::{exported_to, host_matches, resolve_host, selects, MeshConfig, PushContext};
+use crate::proxy::Proxy;
+use capstan_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
+use capstan_api::{Kind, Spec};
+use capstan_config::Snapshot;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One config object of type `T`, with its name and namespace.
+#[derive(Clone, Debug)]
+pub struct ConfigEntry<T> {
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The spec.
+    pub spec: T,
+}
+
+/// A VirtualService with its hosts and gateways resolved to FQDNs / `ns/name` (or `mesh`).
+#[derive(Clone, Debug)]
+pub struct VirtualServiceEntry {
+    /// The object.
+    pub config: ConfigEntry<VirtualService>,
+    /// Hosts, resolved relative to the VirtualService's namespace.
+    pub hosts: Vec<String>,
+    /// Gateways, `ns/name` or `mesh` (default when none given).
+    pub gateways: Vec<String>,
+}
+
+impl VirtualServiceEntry {
+    /// Whether any http route uses fault injection.
+    pub fn has_fault(&self) -> bool {
+        self.config.spec.http.iter().any(|r| r.fault.is_some())
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ConfigIndex {
+    pub virtual_services: Vec<Arc<VirtualServiceEntry>>,
+    /// Gateway (`mesh` or `ns/name`) → indexes into `virtual_services`.
+    pub vs_by_gateway: HashMap<String, Vec<usize>>,
+    /// Resolved host → DestinationRules for it, in snapshot order.
+    pub destination_rules: HashMap<String, Vec<Arc<ConfigEntry<DestinationRule>>>>,
+    /// DestinationRules whose host is a wildcard.
+    pub wildcard_rules: Vec<(String, Arc<ConfigEntry<DestinationRule>>)>,
+    /// Namespace → Sidecars.
+    pub sidecars: HashMap<String, Vec<Arc<ConfigEntry<Sidecar>>>>,
+    pub gateways: Vec<Arc<ConfigEntry<Gateway>>>,
+}
+
+fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
+    ConfigEntry {
+        name: key.name.clone(),
+        namespace: key.namespace.clone(),
+        spec: spec.clone(),
+    }
+}
+
+/// Resolves a VirtualService gateway reference (`name`, `ns/name`, `mesh`).
+fn resolve_gateway(gw: &str, namespace: &str) -> String {
+    if gw == "mesh" || gw.contains('/') {
+        gw.to_string()
+    } else {
+        format!("{namespace}/{gw}")
+    }
+}
+
+impl ConfigIndex {
+    pub fn build(config: &Snapshot, mesh: &MeshConfig) -> ConfigIndex {
+        let mut index = ConfigIndex::default();
+        for (key, stored) in config.objects.iter() {
+            match (&stored.object.spec, key.kind) {
+                (Spec::VirtualService(vs), Kind::VirtualService) => {
+                    if vs.is_delegate() {
+                        continue;
+                    }
+                    let hosts = vs
+                        .hosts
+                        .iter()
+                        .map(|h| resolve_host(h, &key.namespace, &mesh.domain_suffix))
+                        .collect();
+                    let gateways: Vec<String> = if vs.gateways.is_empty() {
+                        vec!["mesh".to_string()]
+                    } else {
+                        vs.gateways
+                            .iter()
+                            .map(|g| resolve_gateway(g, &key.namespace))
+                            .collect()
+                    };
+                    let at = index.virtual_services.len();
+                    for g in &gateways {
+                        index.vs_by_gateway.entry(g.clone()).or_default().push(at);
+                    }
+                    index.virtual_services.push(Arc::new(VirtualServiceEntry {
+                        config: entry(key, &**vs),
+                        hosts,
+                        gateways,
+                    }));
+                }
+                (Spec::DestinationRule(dr), Kind::DestinationRule) => {
+                    let host = resolve_host(&dr.host, &key.namespace, &mesh.domain_suffix);
+                    let e = Arc::new(entry(key, &**dr));
+                    if host.starts_with('*') {
+                        index.wildcard_rules.push((host, e));
+                    } else {
+                        index.destination_rules.entry(host).or_default().push(e);
+                    }
+                }
+                (Spec::Sidecar(sc), Kind::Sidecar) => {
+                    index
+                        .sidecars
+                        .entry(key.namespace.clone())
+                        .or_default()
+                        .push(Arc::new(entry(key, &**sc)));
+                }
+                (Spec::Gateway(gw), Kind::Gateway) => {
+                    index.gateways.push(Arc::new(entry(key, &**gw)));
+                }
+                _ => {}
+            }
+        }
+        // Most specific wildcard first.
+        index
+            .wildcard_rules
+            .sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+        index
+    }
+}
+
+impl PushContext {
+    /// VirtualServices bound to `gateway` (`mesh` or `ns/name`) visible from `proxy_ns`.
+    pub fn virtual_services(
+        &self,
+        proxy_ns: &str,
+        gateway: &str,
+    ) -> impl Iterator<Item = &Arc<VirtualServiceEntry>> + '_ {
+        let proxy_ns = proxy_ns.to_string();
+        let gateway_scoped = gateway != "mesh";
+        self.index
+            .vs_by_gateway
+            .get(gateway)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.index.virtual_services[*i])
+            .filter(move |vs| {
+                gateway_scoped
+                    || exported_to(&vs.config.spec.export_to, &vs.config.namespace, &proxy_ns)
+            })
+    }
+
+    /// The VirtualServices for the mesh whose hosts match `host`, visible from `proxy_ns`
+    /// (exact host first, then wildcards).
+    pub fn virtual_services_for_host(
+        &self,
+        proxy_ns: &str,
+        host: &str,
+    ) -> Vec<&Arc<VirtualServiceEntry>> {
+        let mut exact = Vec::new();
+        let mut wild = Vec::new();
+        for vs in self.virtual_services(proxy_ns, "mesh") {
+            if vs.hosts.iter().any(|h| h == host) {
+                exact.push(vs);
+            } else if vs.hosts.iter().any(|h| host_matches(h, host)) {
+                wild.push(vs);
+            }
+        }
+        exact.extend(wild);
+        exact
+    }
+
+    /// The DestinationRule that applies to `host` for a proxy, with Istio's precedence: a rule
+    /// selecting the proxy's workload, then the proxy's namespace, the service's namespace, the
+    /// root namespace, then any other rule exported to the proxy; exact hosts before wildcards.
+    pub fn destination_rule(
+        &self,
+        proxy: &Proxy,
+        host: &str,
+    ) -> Option<&Arc<ConfigEntry<DestinationRule>>> {
+        let service_ns = self
+            .services
+            .service(host)
+            .map(|s| s.namespace.as_str())
+            .unwrap_or("");
+        let proxy_ns = proxy.namespace.as_str();
+        let applicable = |dr: &&Arc<ConfigEntry<DestinationRule>>| {
+            match &dr.spec.workload_selector {
+                Some(sel) if !sel.match_labels.is_empty() => {
+                    return dr.namespace == proxy_ns && selects(&sel.match_labels, &proxy.labels)
+                }
+                _ => {}
+            }
+            exported_to(&dr.spec.export_to, &dr.namespace, proxy_ns)
+        };
+        let roots = [proxy_ns, service_ns, self.mesh.root_namespace.as_str()];
+        let exact: Vec<_> = self
+            .index
+            .destination_rules
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter(applicable)
+            .collect();
+        if let Some(dr) = pick(exact, &roots) {
+            return Some(dr);
+        }
+        let wild: Vec<_> = self
+            .index
+            .wildcard_rules
+            .iter()
+            .filter(|(h, _)| host_matches(h, host))
+            .map(|(_, dr)| dr)
+            .filter(applicable)
+            .collect();
+        pick(wild, &roots)
+    }
+
+    /// The Sidecar for a proxy: one in its namespace selecting its labels, else the
+    /// namespace's selector-less one, else the root namespace's selector-less one.
+    pub fn sidecar(&self, proxy: &Proxy) -> Option<&Arc<ConfigEntry<Sidecar>>> {
+        let has_selector = |s: &Arc<ConfigEntry<Sidecar>>| {
+            s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|w| !w.labels.is_empty())
+        };
+        let in_ns = self.index.sidecars.get(&proxy.namespace);
+        if let Some(s) = in_ns.into_iter().flatten().find(|s| {
+            has_selector(s)
+                && selects(
+                    &s.spec.workload_selector.as_ref().expect("checked").labels,
+                    &proxy.labels,
+                )
+        }) {
+            return Some(s);
+        }
+        if let Some(s) = in_ns.into_iter().flatten().find(|s| !has_selector(s)) {
+            return Some(s);
+        }
+        self.index
+            .sidecars
+            .get(&self.mesh.root_namespace)
+            .into_iter()
+            .flatten()
+            .find(|s| !has_selector(s))
+    }
+
+    /// Gateways whose selector matches the proxy's labels.
+    pub fn gateways_for(&self, proxy: &Proxy) -> Vec<&Arc<ConfigEntry<Gateway>>> {
+        self.index
+            .gateways
+            .iter()
+            .filter(|g| !g.spec.selector.is_empty() && selects(&g.spec.selector, &proxy.labels))
+            .collect()
+    }
+}
+
+type Rule = Arc<ConfigEntry<DestinationRule>>;
+
+/// Istio's precedence among applicable rules for one host: a workload-selecting rule, then
+/// by namespace order (`roots`), then the first other one.
+fn pick<'a>(rules: Vec<&'a Rule>, roots: &[&str]) -> Option<&'a Rule> {
+    if let Some(dr) = rules.iter().find(|dr| {
+        dr.spec
+            .workload_selector
+            .as_ref()
+            .is_some_and(|s| !s.match_labels.is_empty())
+    }) {
+        return Some(*dr);
+    }
+    for ns in roots {
+        if let Some(dr) = rules.iter().find(|dr| dr.namespace == *ns) {
+            return Some(*dr);
+        }
+    }
+    rules.first().copied()
+}

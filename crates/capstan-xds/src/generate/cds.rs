@@ -1,0 +1,281 @@
+//! CDS: outbound clusters per visible service port and DestinationRule subset, inbound clusters
+//! for the proxy's own service ports, and Istio's passthrough / blackhole clusters.
+
+use super::cds_policy::{apply_policy, EffectivePolicy};
+use super::common::{
+    ads, cluster_name, secs, socket, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
+    PASSTHROUGH_CLUSTER,
+};
+use crate::context::{ProxyScope, PushContext};
+use crate::proxy::Proxy;
+use crate::resource::Resource;
+use crate::Subscription;
+use capstan_registry::{Resolution, Service, ServicePort};
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+};
+use std::collections::BTreeSet;
+
+/// Istio's mesh default connect timeout.
+const CONNECT_TIMEOUT_SECS: i64 = 10;
+
+fn discovery(t: cluster::DiscoveryType) -> Option<cluster::ClusterDiscoveryType> {
+    Some(cluster::ClusterDiscoveryType::Type(t as i32))
+}
+
+fn static_assignment(name: &str, addrs: &[(String, u32)]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: addrs
+                .iter()
+                .map(|(a, p)| LbEndpoint {
+                    host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                        address: Some(socket(a, *p)),
+                        ..Endpoint::default()
+                    })),
+                    ..LbEndpoint::default()
+                })
+                .collect(),
+            ..LocalityLbEndpoints::default()
+        }],
+        ..ClusterLoadAssignment::default()
+    }
+}
+
+/// The bare outbound cluster for a service port (discovery type by resolution).
+fn base_cluster(ctx: &PushContext, name: &str, svc: &Service, port: &ServicePort) -> Cluster {
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(secs(CONNECT_TIMEOUT_SECS)),
+        ..Cluster::default()
+    };
+    match svc.resolution {
+        Resolution::ClientSideLb => {
+            c.cluster_discovery_type = discovery(cluster::DiscoveryType::Eds);
+            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                eds_config: Some(ads()),
+                service_name: name.to_string(),
+            });
+        }
+        Resolution::DnsLb | Resolution::DnsRoundRobinLb => {
+            c.cluster_discovery_type = discovery(if svc.resolution == Resolution::DnsLb {
+                cluster::DiscoveryType::StrictDns
+            } else {
+                cluster::DiscoveryType::LogicalDns
+            });
+            c.dns_lookup_family = cluster::DnsLookupFamily::V4Only as i32;
+            let mut addrs: Vec<(String, u32)> = ctx
+                .services
+                .endpoint_set(&svc.hostname, port.port)
+                .into_iter()
+                .flat_map(|e| e.iter())
+                .map(|e| (e.address.clone(), u32::from(e.port)))
+                .collect();
+            if addrs.is_empty() {
+                addrs.push((svc.hostname.clone(), u32::from(port.port)));
+            }
+            if svc.resolution == Resolution::DnsRoundRobinLb {
+                addrs.truncate(1);
+            }
+            c.load_assignment = Some(static_assignment(name, &addrs));
+        }
+        Resolution::Passthrough => {
+            c.cluster_discovery_type = discovery(cluster::DiscoveryType::OriginalDst);
+        }
+    }
+    c
+}
+
+/// Outbound clusters for one service, its subsets included.
+pub fn outbound_clusters(ctx: &PushContext, proxy: &Proxy, svc: &Service) -> Vec<Cluster> {
+    let dr = ctx.destination_rule(proxy, &svc.hostname);
+    let mut out = Vec::new();
+    for port in &svc.ports {
+        if port.protocol == capstan_registry::Protocol::Udp {
+            continue;
+        }
+        let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+        let mut subsets: Vec<(&str, Option<&capstan_api::networking::TrafficPolicy>)> =
+            vec![("", None)];
+        if let Some(d) = dr {
+            subsets.extend(
+                d.spec
+                    .subsets
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.traffic_policy.as_ref())),
+            );
+        }
+        for (subset, subset_policy) in subsets {
+            let name = cluster_name("outbound", port.port, subset, &svc.hostname);
+            let mut c = base_cluster(ctx, &name, svc, port);
+            let policy = EffectivePolicy::merge(top, subset_policy, port.port);
+            let sni = format!("outbound_.{}_.{}_.{}", port.port, subset, svc.hostname);
+            apply_policy(&mut c, &policy, &sni);
+            if svc.resolution == Resolution::Passthrough {
+                c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `inbound|PORT||` clusters for the proxy's own service ports, one endpoint per proxy IP.
+pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+    let mut ports = BTreeSet::new();
+    for ip in &proxy.ip_addresses {
+        for host in ctx.services.services_at(ip) {
+            let Some(svc) = ctx.services.service(host) else {
+                continue;
+            };
+            for sp in &svc.ports {
+                let target = ctx
+                    .services
+                    .endpoint_set(host, sp.port)
+                    .into_iter()
+                    .flat_map(|e| e.iter())
+                    .find(|e| proxy.ip_addresses.contains(&e.address))
+                    .map(|e| e.port)
+                    .unwrap_or(sp.port);
+                ports.insert(target);
+            }
+        }
+    }
+    ports
+        .into_iter()
+        .map(|port| {
+            let name = format!("inbound|{port}||");
+            let addrs: Vec<(String, u32)> = proxy
+                .ip_addresses
+                .iter()
+                .map(|ip| (ip.clone(), u32::from(port)))
+                .collect();
+            Cluster {
+                name: name.clone(),
+                connect_timeout: Some(secs(CONNECT_TIMEOUT_SECS)),
+                cluster_discovery_type: discovery(cluster::DiscoveryType::Static),
+                load_assignment: Some(static_assignment(&name, &addrs)),
+                ..Cluster::default()
+            }
+        })
+        .collect()
+}
+
+/// The ports the proxy serves (target ports of its services), for inbound listeners.
+pub fn inbound_ports(ctx: &PushContext, proxy: &Proxy) -> Vec<(u16, capstan_registry::Protocol)> {
+    let mut out = std::collections::BTreeMap::new();
+    for ip in &proxy.ip_addresses {
+        for host in ctx.services.services_at(ip) {
+            let Some(svc) = ctx.services.service(host) else {
+                continue;
+            };
+            for sp in &svc.ports {
+                let target = ctx
+                    .services
+                    .endpoint_set(host, sp.port)
+                    .into_iter()
+                    .flat_map(|e| e.iter())
+                    .find(|e| proxy.ip_addresses.contains(&e.address))
+                    .map(|e| e.port)
+                    .unwrap_or(sp.port);
+                out.entry(target).or_insert(sp.protocol);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn special_clusters() -> Vec<Cluster> {
+    let timeout = Some(secs(CONNECT_TIMEOUT_SECS));
+    vec![
+        Cluster {
+            name: BLACKHOLE_CLUSTER.into(),
+            connect_timeout: timeout,
+            cluster_discovery_type: discovery(cluster::DiscoveryType::Static),
+            ..Cluster::default()
+        },
+        Cluster {
+            name: PASSTHROUGH_CLUSTER.into(),
+            connect_timeout: timeout,
+            cluster_discovery_type: discovery(cluster::DiscoveryType::OriginalDst),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            ..Cluster::default()
+        },
+        Cluster {
+            name: INBOUND_PASSTHROUGH_CLUSTER.into(),
+            connect_timeout: timeout,
+            cluster_discovery_type: discovery(cluster::DiscoveryType::OriginalDst),
+            lb_policy: cluster::LbPolicy::ClusterProvided as i32,
+            upstream_bind_config: Some(BindConfig {
+                source_address: Some(SocketAddress {
+                    address: "127.0.0.6".into(),
+                    port_specifier: Some(
+                        envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(0),
+                    ),
+                    ..SocketAddress::default()
+                }),
+                ..BindConfig::default()
+            }),
+            ..Cluster::default()
+        },
+    ]
+}
+
+/// All clusters for a proxy.
+pub fn generate(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+    sub: &Subscription,
+) -> Vec<Resource> {
+    let mut clusters = Vec::new();
+    match proxy.proxy_type {
+        crate::ProxyType::Proxyless => {
+            // Only what it asks for; always EDS (gRPC resolves no DNS clusters itself).
+            for name in &sub.names {
+                let Some(key) = super::common::parse_outbound(name) else {
+                    continue;
+                };
+                let Some(svc) = ctx.services.service(key.host) else {
+                    continue;
+                };
+                if !crate::context::exported_to(&svc.export_to, &svc.namespace, &proxy.namespace) {
+                    continue;
+                }
+                clusters.extend(
+                    outbound_clusters(ctx, proxy, svc)
+                        .into_iter()
+                        .filter(|c| &c.name == name)
+                        .map(|mut c| {
+                            c.cluster_discovery_type = discovery(cluster::DiscoveryType::Eds);
+                            c.load_assignment = None;
+                            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+                                eds_config: Some(ads()),
+                                service_name: c.name.clone(),
+                            });
+                            c
+                        }),
+                );
+            }
+        }
+        crate::ProxyType::Sidecar | crate::ProxyType::Router => {
+            for svc in &scope.services {
+                clusters.extend(outbound_clusters(ctx, proxy, svc));
+            }
+            if proxy.proxy_type == crate::ProxyType::Sidecar {
+                clusters.extend(inbound_clusters(ctx, proxy));
+            }
+            clusters.extend(special_clusters());
+            if !sub.wildcard {
+                clusters.retain(|c| sub.names.contains(&c.name));
+            }
+        }
+    }
+    clusters
+        .iter()
+        .map(|c| Resource::new(c.name.clone(), c))
+        .collect()
+}

@@ -1,0 +1,281 @@
+//! DestinationRule traffic policy → Envoy cluster settings (load balancing, connection pool,
+//! outlier detection, TLS), with Istio's merge order: top level, its port-level settings, the
+//! subset's policy, the subset's port-level settings.
+
+use super::common::{ads, any, duration, u32v};
+use capstan_api::networking::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings,
+    OutlierDetection, SimpleLb, TrafficPolicy,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    circuit_breakers::Thresholds, cluster, CircuitBreakers, Cluster,
+    OutlierDetection as EnvoyOutlier,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, transport_socket, DataSource, TransportSocket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
+    TlsCertificate, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+
+/// The settings that apply to one cluster after merging.
+#[derive(Clone, Debug, Default)]
+pub struct EffectivePolicy<'a> {
+    /// Load balancer.
+    pub lb: Option<&'a LoadBalancerSettings>,
+    /// Connection pool.
+    pub pool: Option<&'a ConnectionPoolSettings>,
+    /// Outlier detection.
+    pub outlier: Option<&'a OutlierDetection>,
+    /// Client TLS.
+    pub tls: Option<&'a ClientTlsSettings>,
+}
+
+impl<'a> EffectivePolicy<'a> {
+    fn apply(&mut self, p: &'a TrafficPolicy, port: u16) {
+        self.lb = p.load_balancer.as_ref().or(self.lb);
+        self.pool = p.connection_pool.as_ref().or(self.pool);
+        self.outlier = p.outlier_detection.as_ref().or(self.outlier);
+        self.tls = p.tls.as_ref().or(self.tls);
+        if let Some(pl) = p
+            .port_level_settings
+            .iter()
+            .find(|pl| pl.port.is_some_and(|s| s.number == u32::from(port)))
+        {
+            self.lb = pl.load_balancer.as_ref().or(self.lb);
+            self.pool = pl.connection_pool.as_ref().or(self.pool);
+            self.outlier = pl.outlier_detection.as_ref().or(self.outlier);
+            self.tls = pl.tls.as_ref().or(self.tls);
+        }
+    }
+
+    /// Merges the top-level policy and a subset's policy for `port`.
+    pub fn merge(
+        top: Option<&'a TrafficPolicy>,
+        subset: Option<&'a TrafficPolicy>,
+        port: u16,
+    ) -> EffectivePolicy<'a> {
+        let mut out = EffectivePolicy::default();
+        for p in [top, subset].into_iter().flatten() {
+            out.apply(p, port);
+        }
+        out
+    }
+}
+
+/// Istio's defaults: every threshold at its maximum, remaining tracked.
+fn default_thresholds() -> Thresholds {
+    Thresholds {
+        max_connections: Some(u32v(u32::MAX)),
+        max_pending_requests: Some(u32v(u32::MAX)),
+        max_requests: Some(u32v(u32::MAX)),
+        max_retries: Some(u32v(u32::MAX)),
+        track_remaining: true,
+        ..Thresholds::default()
+    }
+}
+
+fn positive(v: Option<i32>) -> Option<u32> {
+    v.filter(|v| *v > 0).map(|v| v as u32)
+}
+
+/// Applies the policy to a cluster; `sni` is Istio's `outbound_.PORT_.SUBSET_.HOST` for
+/// ISTIO_MUTUAL. `allow_passthrough_lb` is false for proxyless clients.
+pub fn apply_policy(c: &mut Cluster, p: &EffectivePolicy<'_>, istio_sni: &str) {
+    use cluster::LbPolicy;
+    // Load balancing (Istio's default is LEAST_REQUEST).
+    c.lb_policy = LbPolicy::LeastRequest as i32;
+    if let Some(lb) = p.lb {
+        if let Some(simple) = lb.simple {
+            c.lb_policy = match simple {
+                SimpleLb::RoundRobin => LbPolicy::RoundRobin,
+                SimpleLb::Random => LbPolicy::Random,
+                SimpleLb::Passthrough => {
+                    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+                        cluster::DiscoveryType::OriginalDst as i32,
+                    ));
+                    c.eds_cluster_config = None;
+                    c.load_assignment = None;
+                    LbPolicy::ClusterProvided
+                }
+                SimpleLb::LeastConn | SimpleLb::LeastRequest | SimpleLb::Unspecified => {
+                    LbPolicy::LeastRequest
+                }
+            } as i32;
+        }
+        if let Some(hash) = &lb.consistent_hash {
+            if let Some(maglev) = &hash.maglev {
+                c.lb_policy = LbPolicy::Maglev as i32;
+                c.lb_config = Some(cluster::LbConfig::MaglevLbConfig(cluster::MaglevLbConfig {
+                    table_size: maglev
+                        .table_size
+                        .map(|t| envoy_types::pb::google::protobuf::UInt64Value { value: t.0 }),
+                }));
+            } else {
+                c.lb_policy = LbPolicy::RingHash as i32;
+                let min = hash
+                    .ring_hash
+                    .as_ref()
+                    .and_then(|r| r.minimum_ring_size)
+                    .or(hash.minimum_ring_size);
+                c.lb_config = Some(cluster::LbConfig::RingHashLbConfig(
+                    cluster::RingHashLbConfig {
+                        minimum_ring_size: min
+                            .map(|m| envoy_types::pb::google::protobuf::UInt64Value { value: m.0 }),
+                        ..cluster::RingHashLbConfig::default()
+                    },
+                ));
+            }
+        }
+    }
+    // Connection pool.
+    let mut thresholds = default_thresholds();
+    if let Some(pool) = p.pool {
+        if let Some(tcp) = &pool.tcp {
+            if let Some(m) = positive(tcp.max_connections) {
+                thresholds.max_connections = Some(u32v(m));
+            }
+            if let Some(t) = &tcp.connect_timeout {
+                c.connect_timeout = Some(duration(t));
+            }
+        }
+        if let Some(http) = &pool.http {
+            if let Some(m) = positive(http.http1_max_pending_requests) {
+                thresholds.max_pending_requests = Some(u32v(m));
+            }
+            if let Some(m) = positive(http.http2_max_requests) {
+                thresholds.max_requests = Some(u32v(m));
+            }
+            if let Some(m) = positive(http.max_retries) {
+                thresholds.max_retries = Some(u32v(m));
+            }
+            if let Some(m) = positive(http.max_requests_per_connection) {
+                // Deprecated in Envoy in favour of the HTTP protocol options extension, still
+                // accepted; kept because that extension needs an upstream protocol choice.
+                #[allow(deprecated)]
+                {
+                    c.max_requests_per_connection = Some(u32v(m));
+                }
+            }
+        }
+    }
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![thresholds],
+        ..CircuitBreakers::default()
+    });
+    // Outlier detection.
+    if let Some(o) = p.outlier {
+        let mut od = EnvoyOutlier {
+            // Istio disables success-rate ejection.
+            enforcing_success_rate: Some(u32v(0)),
+            interval: o.interval.as_ref().map(duration),
+            base_ejection_time: o.base_ejection_time.as_ref().map(duration),
+            max_ejection_percent: positive(o.max_ejection_percent).map(u32v),
+            ..EnvoyOutlier::default()
+        };
+        let five_xx = o
+            .consecutive_5xx_errors
+            .or_else(|| positive(o.consecutive_errors));
+        match five_xx {
+            Some(0) => od.enforcing_consecutive_5xx = Some(u32v(0)),
+            Some(n) => {
+                od.consecutive_5xx = Some(u32v(n));
+                od.enforcing_consecutive_5xx = Some(u32v(100));
+            }
+            None => {}
+        }
+        if let Some(n) = o.consecutive_gateway_errors.filter(|n| *n > 0) {
+            od.consecutive_gateway_failure = Some(u32v(n));
+            od.enforcing_consecutive_gateway_failure = Some(u32v(100));
+        }
+        if let Some(pct) = o.min_health_percent.filter(|p| *p >= 0) {
+            let common = c.common_lb_config.get_or_insert_with(Default::default);
+            common.healthy_panic_threshold = Some(Percent {
+                value: f64::from(pct),
+            });
+        }
+        c.outlier_detection = Some(od);
+    }
+    // TLS.
+    if let Some(tls) = p.tls {
+        if let Some(ctx) = upstream_tls(tls, istio_sni) {
+            c.transport_socket = Some(TransportSocket {
+                name: "envoy.transport_sockets.tls".into(),
+                config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+            });
+        }
+    }
+}
+
+fn file(path: &str) -> Option<DataSource> {
+    (!path.is_empty()).then(|| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..DataSource::default()
+    })
+}
+
+fn sds(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ads()),
+    }
+}
+
+/// The UpstreamTlsContext for a client TLS setting (None for DISABLE).
+pub fn upstream_tls(tls: &ClientTlsSettings, istio_sni: &str) -> Option<UpstreamTlsContext> {
+    let mut common = CommonTlsContext::default();
+    let mut sni = tls.sni.clone();
+    match tls.mode {
+        ClientTlsMode::Disable => return None,
+        ClientTlsMode::IstioMutual => {
+            common.tls_certificate_sds_secret_configs = vec![sds("default")];
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+                    "ROOTCA",
+                )),
+            );
+            common.alpn_protocols = vec!["istio-peer-exchange".into(), "istio".into()];
+            if sni.is_empty() {
+                sni = istio_sni.to_string();
+            }
+        }
+        ClientTlsMode::Simple | ClientTlsMode::Mutual => {
+            if !tls.credential_name.is_empty() {
+                if tls.mode == ClientTlsMode::Mutual {
+                    common.tls_certificate_sds_secret_configs =
+                        vec![sds(&format!("kubernetes://{}", tls.credential_name))];
+                }
+                common.validation_context_type = Some(
+                    common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                        sds(&format!("kubernetes://{}-cacert", tls.credential_name)),
+                    ),
+                );
+            } else {
+                if tls.mode == ClientTlsMode::Mutual {
+                    common.tls_certificates = vec![TlsCertificate {
+                        certificate_chain: file(&tls.client_certificate),
+                        private_key: file(&tls.private_key),
+                        ..TlsCertificate::default()
+                    }];
+                }
+                if !tls.ca_certificates.is_empty() {
+                    common.validation_context_type = Some(
+                        common_tls_context::ValidationContextType::ValidationContext(
+                            CertificateValidationContext {
+                                trusted_ca: file(&tls.ca_certificates),
+                                ..CertificateValidationContext::default()
+                            },
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Some(UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni,
+        ..UpstreamTlsContext::default()
+    })
+}

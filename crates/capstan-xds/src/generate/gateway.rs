@@ -1,0 +1,324 @@
+//! Gateways (`router` proxies): listeners `0.0.0.0_PORT` from the servers of Gateways that
+//! select the proxy, plain HTTP → HCM with routes `http.PORT`, HTTPS SIMPLE/MUTUAL → TLS
+//! termination with routes `https.PORT.PORTNAME.GATEWAY.NAMESPACE`, PASSTHROUGH → SNI chains
+//! with TCP proxies; and the route configurations for them.
+
+use super::common::{any, hcm_filter, hcm_rds, http_filters, socket, tcp_proxy_filter};
+use super::rds_route::{route_match, virtual_service_routes, RouteCtx};
+use crate::context::{host_matches, ConfigEntry, PushContext};
+use crate::proxy::Proxy;
+use capstan_api::networking::{Gateway, Server, ServerTlsMode};
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, transport_socket, DataSource, TransportSocket,
+};
+use envoy_types::pb::envoy::config::listener::v3::{
+    listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, virtual_host, DirectResponseAction, Route, RouteConfiguration, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+    SdsSecretConfig, TlsCertificate,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct ServerRef<'a> {
+    gateway: &'a Arc<ConfigEntry<Gateway>>,
+    server: &'a Server,
+}
+
+impl ServerRef<'_> {
+    fn gateway_name(&self) -> String {
+        format!("{}/{}", self.gateway.namespace, self.gateway.name)
+    }
+    fn protocol(&self) -> String {
+        self.server
+            .port
+            .as_ref()
+            .map(|p| p.protocol.to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+    fn tls_mode(&self) -> Option<ServerTlsMode> {
+        self.server.tls.as_ref().map(|t| t.mode.unwrap_or_default())
+    }
+    fn is_plain_http(&self) -> bool {
+        matches!(self.protocol().as_str(), "HTTP" | "HTTP2" | "GRPC")
+    }
+    fn terminates_http(&self) -> bool {
+        self.protocol() == "HTTPS"
+            && matches!(
+                self.tls_mode(),
+                Some(ServerTlsMode::Simple | ServerTlsMode::Mutual)
+            )
+    }
+    fn hosts(&self) -> Vec<&str> {
+        self.server
+            .hosts
+            .iter()
+            .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h))
+            .collect()
+    }
+    fn https_route_name(&self, port: u32) -> String {
+        let port_name = self
+            .server
+            .port
+            .as_ref()
+            .map(|p| p.name.as_str())
+            .unwrap_or("");
+        format!(
+            "https.{port}.{port_name}.{}.{}",
+            self.gateway.name, self.gateway.namespace
+        )
+    }
+}
+
+fn servers<'a>(ctx: &'a PushContext, proxy: &Proxy) -> BTreeMap<u32, Vec<ServerRef<'a>>> {
+    let mut out: BTreeMap<u32, Vec<ServerRef<'a>>> = BTreeMap::new();
+    for gateway in ctx.gateways_for(proxy) {
+        for server in &gateway.spec.servers {
+            if let Some(port) = &server.port {
+                out.entry(port.number)
+                    .or_default()
+                    .push(ServerRef { gateway, server });
+            }
+        }
+    }
+    out
+}
+
+fn virtual_hosts(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    port: u32,
+    refs: &[&ServerRef<'_>],
+) -> Vec<VirtualHost> {
+    let mut hosts: BTreeMap<String, VirtualHost> = BTreeMap::new();
+    for sr in refs {
+        let gw = sr.gateway_name();
+        let rc = RouteCtx {
+            ctx,
+            proxy,
+            port: port as u16,
+            gateway: &gw,
+        };
+        let server_hosts = sr.hosts();
+        let redirect = sr.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+        for vs in ctx.virtual_services(&proxy.namespace, &gw) {
+            for host in &vs.hosts {
+                if !server_hosts
+                    .iter()
+                    .any(|s| host_matches(s, host) || host_matches(host, s))
+                {
+                    continue;
+                }
+                let vh = hosts.entry(host.clone()).or_insert_with(|| VirtualHost {
+                    name: format!("{host}:{port}"),
+                    domains: vec![host.clone(), format!("{host}:*")],
+                    ..VirtualHost::default()
+                });
+                vh.routes.extend(virtual_service_routes(&rc, vs));
+                if redirect {
+                    vh.require_tls = virtual_host::TlsRequirementType::All as i32;
+                }
+            }
+        }
+    }
+    let mut out: Vec<VirtualHost> = hosts.into_values().collect();
+    if out.is_empty() {
+        out.push(VirtualHost {
+            name: format!("blackhole:{port}"),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(route_match(None)),
+                action: Some(route::Action::DirectResponse(DirectResponseAction {
+                    status: 404,
+                    ..DirectResponseAction::default()
+                })),
+                ..Route::default()
+            }],
+            ..VirtualHost::default()
+        });
+    }
+    out
+}
+
+/// Route configurations for a gateway proxy.
+pub fn route_configs(ctx: &PushContext, proxy: &Proxy) -> Vec<RouteConfiguration> {
+    let mut out = Vec::new();
+    for (port, refs) in servers(ctx, proxy) {
+        let plain: Vec<&ServerRef<'_>> = refs.iter().filter(|s| s.is_plain_http()).collect();
+        if !plain.is_empty() {
+            out.push(RouteConfiguration {
+                name: format!("http.{port}"),
+                virtual_hosts: virtual_hosts(ctx, proxy, port, &plain),
+                validate_clusters: Some(BoolValue { value: false }),
+                ..RouteConfiguration::default()
+            });
+        }
+        for sr in refs.iter().filter(|s| s.terminates_http()) {
+            out.push(RouteConfiguration {
+                name: sr.https_route_name(port),
+                virtual_hosts: virtual_hosts(ctx, proxy, port, &[sr]),
+                validate_clusters: Some(BoolValue { value: false }),
+                ..RouteConfiguration::default()
+            });
+        }
+    }
+    out
+}
+
+fn file(path: &str) -> Option<DataSource> {
+    (!path.is_empty()).then(|| DataSource {
+        specifier: Some(data_source::Specifier::Filename(path.to_string())),
+        ..DataSource::default()
+    })
+}
+
+fn downstream_tls(server: &Server) -> Option<TransportSocket> {
+    let tls = server.tls.as_ref()?;
+    let mutual = tls.mode == Some(ServerTlsMode::Mutual);
+    let mut common = CommonTlsContext {
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        ..CommonTlsContext::default()
+    };
+    let sds = |name: String| SdsSecretConfig {
+        name,
+        sds_config: Some(super::common::ads()),
+    };
+    if !tls.credential_name.is_empty() {
+        common.tls_certificate_sds_secret_configs =
+            vec![sds(format!("kubernetes://{}", tls.credential_name))];
+        if mutual {
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+                    format!("kubernetes://{}-cacert", tls.credential_name),
+                )),
+            );
+        }
+    } else {
+        common.tls_certificates = vec![TlsCertificate {
+            certificate_chain: file(&tls.server_certificate),
+            private_key: file(&tls.private_key),
+            ..TlsCertificate::default()
+        }];
+        if mutual && !tls.ca_certificates.is_empty() {
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: file(&tls.ca_certificates),
+                        ..CertificateValidationContext::default()
+                    },
+                ),
+            );
+        }
+    }
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(BoolValue { value: mutual }),
+        ..DownstreamTlsContext::default()
+    };
+    Some(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
+    })
+}
+
+fn sni_match(hosts: &[&str]) -> Option<FilterChainMatch> {
+    let names: Vec<String> = hosts
+        .iter()
+        .filter(|h| **h != "*")
+        .map(|h| h.to_string())
+        .collect();
+    (!names.is_empty()).then(|| FilterChainMatch {
+        server_names: names,
+        ..FilterChainMatch::default()
+    })
+}
+
+/// Listeners for a gateway proxy.
+pub fn listeners(ctx: &PushContext, proxy: &Proxy) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (port, refs) in servers(ctx, proxy) {
+        let name = format!("0.0.0.0_{port}");
+        let stat = format!("outbound_0.0.0.0_{port}");
+        let mut chains = Vec::new();
+        let mut tls_inspect = false;
+        if refs.iter().any(|s| s.is_plain_http()) {
+            let hcm = hcm_rds(&stat, &format!("http.{port}"), http_filters(true, true));
+            chains.push(FilterChain {
+                filters: vec![hcm_filter(&hcm)],
+                ..FilterChain::default()
+            });
+        }
+        for sr in refs.iter().filter(|s| s.terminates_http()) {
+            tls_inspect = true;
+            let hcm = hcm_rds(&stat, &sr.https_route_name(port), http_filters(true, true));
+            chains.push(FilterChain {
+                filter_chain_match: sni_match(&sr.hosts()),
+                filters: vec![hcm_filter(&hcm)],
+                transport_socket: downstream_tls(sr.server),
+                ..FilterChain::default()
+            });
+        }
+        for sr in refs
+            .iter()
+            .filter(|s| s.tls_mode() == Some(ServerTlsMode::Passthrough))
+        {
+            tls_inspect = true;
+            let gw = sr.gateway_name();
+            for vs in ctx.virtual_services(&proxy.namespace, &gw) {
+                for tr in &vs.config.spec.tls {
+                    let Some(dest) = tr.route.first().and_then(|d| d.destination.as_ref()) else {
+                        continue;
+                    };
+                    let rc = RouteCtx {
+                        ctx,
+                        proxy,
+                        port: port as u16,
+                        gateway: &gw,
+                    };
+                    let cluster = rc.cluster(dest, &vs.config.namespace);
+                    let sni: Vec<&str> = tr
+                        .r#match
+                        .iter()
+                        .flat_map(|m| m.sni_hosts.iter().map(String::as_str))
+                        .collect();
+                    chains.push(FilterChain {
+                        filter_chain_match: sni_match(&sni),
+                        filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                        ..FilterChain::default()
+                    });
+                }
+            }
+        }
+        if chains.is_empty() {
+            continue;
+        }
+        let listener_filters = if tls_inspect {
+            vec![ListenerFilter {
+                name: "envoy.filters.listener.tls_inspector".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(any(
+                    &TlsInspector::default(),
+                ))),
+                ..ListenerFilter::default()
+            }]
+        } else {
+            Vec::new()
+        };
+        out.push(Listener {
+            name,
+            address: Some(socket("0.0.0.0", port)),
+            filter_chains: chains,
+            listener_filters,
+            traffic_direction: envoy_types::pb::envoy::config::core::v3::TrafficDirection::Outbound
+                as i32,
+            ..Listener::default()
+        });
+    }
+    out
+}

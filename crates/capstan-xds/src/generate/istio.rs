@@ -1,0 +1,123 @@
+//! The Istio generator: CDS/EDS/LDS/RDS over the current PushContext, per proxy type.
+
+use crate::context::PushContext;
+use crate::proxy::{Proxy, ProxyType};
+use crate::resource::{Resource, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::{GenerateError, Generator, PushRequest, Subscription};
+use arc_swap::ArcSwap;
+use capstan_api::{Kind, Spec};
+use std::sync::Arc;
+
+/// Generates Istio-shaped xDS from the latest [`PushContext`].
+pub struct IstioGenerator {
+    ctx: ArcSwap<PushContext>,
+}
+
+impl IstioGenerator {
+    /// A generator starting at `ctx`.
+    pub fn new(ctx: PushContext) -> IstioGenerator {
+        IstioGenerator {
+            ctx: ArcSwap::from_pointee(ctx),
+        }
+    }
+
+    /// Switches to a newer context (the next push generates from it).
+    pub fn update(&self, ctx: PushContext) {
+        self.ctx.store(Arc::new(ctx));
+    }
+
+    /// The current context.
+    pub fn context(&self) -> Arc<PushContext> {
+        self.ctx.load_full()
+    }
+}
+
+impl Generator for IstioGenerator {
+    fn generate(
+        &self,
+        proxy: &Proxy,
+        type_url: &str,
+        subscription: &Subscription,
+        push: &PushRequest,
+    ) -> Result<Vec<Resource>, GenerateError> {
+        let ctx = self.ctx.load();
+        let scope = ctx.scope(proxy);
+        Ok(match type_url {
+            CLUSTER => super::cds::generate(&ctx, proxy, &scope, subscription),
+            ENDPOINT => super::eds::generate(&ctx, proxy, &scope, subscription, push),
+            LISTENER => super::lds::generate(&ctx, proxy, &scope, subscription),
+            ROUTE => super::rds::generate(&ctx, proxy, &scope, subscription),
+            other => return Err(GenerateError(format!("unsupported type {other}"))),
+        })
+    }
+
+    fn affects(&self, proxy: &Proxy, push: &PushRequest) -> bool {
+        let ctx = self.ctx.load();
+        if !push.full {
+            let scope = ctx.scope(proxy);
+            return push.eds_hosts.iter().any(|h| match proxy.proxy_type {
+                ProxyType::Proxyless => ctx.services.service(h).is_some(),
+                _ => scope.contains(h),
+            });
+        }
+        if push.changed.is_empty() {
+            return true;
+        }
+        let scope = ctx.scope(proxy);
+        push.changed
+            .iter()
+            .any(|key| config_affects(&ctx, proxy, &scope, key))
+    }
+}
+
+/// Whether one changed key (`Kind/ns/name` or a hostname) can matter to the proxy.
+fn config_affects(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &crate::context::ProxyScope,
+    key: &str,
+) -> bool {
+    let parts: Vec<&str> = key.splitn(3, '/').collect();
+    let [kind, ns, name] = parts.as_slice() else {
+        // A hostname.
+        return proxy.proxy_type != ProxyType::Sidecar || scope.contains(key);
+    };
+    let Some(stored) = ctx
+        .config
+        .objects
+        .iter()
+        .find(|(k, _)| k.kind.name() == *kind && k.namespace == *ns && k.name == *name)
+        .map(|(_, v)| v)
+    else {
+        // Deleted or unknown: be conservative.
+        return true;
+    };
+    match (&stored.object.spec, stored.object.kind) {
+        (Spec::VirtualService(vs), Kind::VirtualService) => {
+            if proxy.proxy_type == ProxyType::Router {
+                return true;
+            }
+            crate::context::exported_to(&vs.export_to, ns, &proxy.namespace)
+                && vs.hosts.iter().any(|h| {
+                    let h = ctx.resolve_host(h, ns);
+                    scope
+                        .hosts
+                        .iter()
+                        .any(|s| crate::context::host_matches(&h, s))
+                })
+        }
+        (Spec::DestinationRule(dr), Kind::DestinationRule) => {
+            let h = ctx.resolve_host(&dr.host, ns);
+            crate::context::exported_to(&dr.export_to, ns, &proxy.namespace)
+                && scope
+                    .hosts
+                    .iter()
+                    .any(|s| crate::context::host_matches(&h, s))
+        }
+        (Spec::Sidecar(_), Kind::Sidecar) => {
+            *ns == proxy.namespace || *ns == ctx.mesh.root_namespace
+        }
+        (Spec::Gateway(_), Kind::Gateway) => proxy.proxy_type == ProxyType::Router,
+        _ => true,
+    }
+}

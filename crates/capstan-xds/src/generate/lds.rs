@@ -1,0 +1,275 @@
+//! LDS for sidecars: `virtualOutbound` (15001), `virtualInbound` (15006), per-port outbound
+//! listeners (`0.0.0.0_PORT` for HTTP and sniffed ports, `VIP_PORT` for TCP); gateways and
+//! proxyless clients are delegated to their modules.
+
+use super::common::{
+    any, cluster_name, hcm_filter, hcm_rds, http_filters, socket, tcp_proxy_filter,
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+};
+use crate::context::{ProxyScope, PushContext};
+use crate::proxy::{Proxy, ProxyType};
+use crate::resource::Resource;
+use crate::Subscription;
+use capstan_api::networking::OutboundTrafficMode;
+use capstan_registry::{Protocol, Service};
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{
+    listener_filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+fn listener_filter<M: prost::Message + prost::Name>(name: &str, m: &M) -> ListenerFilter {
+    ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(any(m))),
+        ..ListenerFilter::default()
+    }
+}
+
+fn original_dst() -> ListenerFilter {
+    listener_filter(
+        "envoy.filters.listener.original_dst",
+        &OriginalDst::default(),
+    )
+}
+
+fn sniffers() -> Vec<ListenerFilter> {
+    vec![
+        listener_filter(
+            "envoy.filters.listener.tls_inspector",
+            &TlsInspector::default(),
+        ),
+        listener_filter(
+            "envoy.filters.listener.http_inspector",
+            &HttpInspector::default(),
+        ),
+    ]
+}
+
+fn unknown_destination(policy: OutboundTrafficMode) -> &'static str {
+    match policy {
+        OutboundTrafficMode::AllowAny => PASSTHROUGH_CLUSTER,
+        OutboundTrafficMode::RegistryOnly => BLACKHOLE_CLUSTER,
+    }
+}
+
+fn virtual_outbound(scope: &ProxyScope) -> Listener {
+    let cluster = unknown_destination(scope.outbound_policy);
+    Listener {
+        name: "virtualOutbound".into(),
+        address: Some(socket("0.0.0.0", 15001)),
+        use_original_dst: Some(BoolValue { value: true }),
+        listener_filters: vec![original_dst()],
+        filter_chains: vec![FilterChain {
+            name: "virtualOutbound-catchall-tcp".into(),
+            filters: vec![tcp_proxy_filter(cluster, cluster)],
+            ..FilterChain::default()
+        }],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Listener::default()
+    }
+}
+
+fn virtual_inbound(ctx: &PushContext, proxy: &Proxy) -> Listener {
+    let mut chains = Vec::new();
+    for (port, protocol) in super::cds::inbound_ports(ctx, proxy) {
+        let cluster = format!("inbound|{port}||");
+        let stat = format!("inbound_0.0.0.0_{port}");
+        let filter = if protocol.is_http() || protocol == Protocol::Unknown {
+            let mut hcm = hcm_rds(&stat, "", http_filters(false, false));
+            hcm.route_specifier = Some(
+                envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier::RouteConfig(
+                    envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
+                        name: cluster.clone(),
+                        virtual_hosts: vec![envoy_types::pb::envoy::config::route::v3::VirtualHost {
+                            name: "inbound|http|".to_string() + &port.to_string(),
+                            domains: vec!["*".into()],
+                            routes: vec![super::rds_route::default_route(cluster.clone())],
+                            ..Default::default()
+                        }],
+                        validate_clusters: Some(BoolValue { value: false }),
+                        ..Default::default()
+                    },
+                ),
+            );
+            hcm_filter(&hcm)
+        } else {
+            tcp_proxy_filter(&stat, &cluster)
+        };
+        chains.push(FilterChain {
+            name: cluster.clone(),
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(super::common::u32v(u32::from(port))),
+                ..FilterChainMatch::default()
+            }),
+            filters: vec![filter],
+            ..FilterChain::default()
+        });
+    }
+    chains.push(FilterChain {
+        name: "virtualInbound-catchall-tcp".into(),
+        filters: vec![tcp_proxy_filter(
+            INBOUND_PASSTHROUGH_CLUSTER,
+            INBOUND_PASSTHROUGH_CLUSTER,
+        )],
+        ..FilterChain::default()
+    });
+    let mut listener_filters = vec![original_dst()];
+    listener_filters.extend(sniffers());
+    Listener {
+        name: "virtualInbound".into(),
+        address: Some(socket("0.0.0.0", 15006)),
+        listener_filters,
+        filter_chains: chains,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Listener::default()
+    }
+}
+
+fn outbound_listener(
+    name: String,
+    ip: &str,
+    port: u16,
+    chains: Vec<FilterChain>,
+    sniff: bool,
+) -> Listener {
+    Listener {
+        name,
+        address: Some(socket(ip, u32::from(port))),
+        filter_chains: chains,
+        listener_filters: if sniff { sniffers() } else { Vec::new() },
+        bind_to_port: Some(BoolValue { value: false }),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Listener::default()
+    }
+}
+
+fn http_chain(port: u16) -> FilterChain {
+    let hcm = hcm_rds(
+        &format!("outbound_0.0.0.0_{port}"),
+        &port.to_string(),
+        http_filters(true, true),
+    );
+    FilterChain {
+        filters: vec![hcm_filter(&hcm)],
+        ..FilterChain::default()
+    }
+}
+
+/// Per-port outbound listeners.
+fn outbound_listeners(scope: &ProxyScope) -> Vec<Listener> {
+    let mut by_port: BTreeMap<u16, Vec<(&Arc<Service>, Protocol)>> = BTreeMap::new();
+    for svc in &scope.services {
+        for p in &svc.ports {
+            if p.protocol != Protocol::Udp {
+                by_port.entry(p.port).or_default().push((svc, p.protocol));
+            }
+        }
+    }
+    let fallback = unknown_destination(scope.outbound_policy);
+    let mut out = Vec::new();
+    for (port, services) in by_port {
+        let any_http = services.iter().any(|(_, p)| p.is_http());
+        let any_unknown = services.iter().any(|(_, p)| *p == Protocol::Unknown);
+        let tcp: Vec<&Arc<Service>> = services
+            .iter()
+            .filter(|(_, p)| !p.is_http() && *p != Protocol::Unknown)
+            .map(|(s, _)| *s)
+            .collect();
+        let wildcard = format!("0.0.0.0_{port}");
+        if any_unknown {
+            // Protocol sniffing: HTTP chain by application protocol, TCP chain otherwise.
+            let mut http = http_chain(port);
+            http.filter_chain_match = Some(FilterChainMatch {
+                application_protocols: vec!["http/1.1".into(), "h2c".into()],
+                ..FilterChainMatch::default()
+            });
+            let single: Vec<&Arc<Service>> = services.iter().map(|(s, _)| *s).collect();
+            let tcp_cluster = match single.as_slice() {
+                [one] => cluster_name("outbound", port, "", &one.hostname),
+                _ => fallback.to_string(),
+            };
+            let tcp_chain = FilterChain {
+                filters: vec![tcp_proxy_filter(&tcp_cluster, &tcp_cluster)],
+                ..FilterChain::default()
+            };
+            out.push(outbound_listener(
+                wildcard,
+                "0.0.0.0",
+                port,
+                vec![http, tcp_chain],
+                true,
+            ));
+        } else if any_http {
+            out.push(outbound_listener(
+                wildcard,
+                "0.0.0.0",
+                port,
+                vec![http_chain(port)],
+                false,
+            ));
+        }
+        for svc in tcp {
+            let cluster = cluster_name("outbound", port, "", &svc.hostname);
+            let chain = FilterChain {
+                filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                ..FilterChain::default()
+            };
+            match svc.addresses.iter().find(|a| a.as_str() != "0.0.0.0") {
+                Some(vip) => out.push(outbound_listener(
+                    format!("{vip}_{port}"),
+                    vip,
+                    port,
+                    vec![chain],
+                    false,
+                )),
+                None if !(any_http || any_unknown) => {
+                    out.push(outbound_listener(
+                        format!("0.0.0.0_{port}"),
+                        "0.0.0.0",
+                        port,
+                        vec![chain],
+                        false,
+                    ));
+                }
+                None => {}
+            }
+        }
+    }
+    // Two VIP-less TCP services on one port would collide: keep the first.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|l| seen.insert(l.name.clone()));
+    out
+}
+
+/// Listeners for a proxy.
+pub fn generate(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+    sub: &Subscription,
+) -> Vec<Resource> {
+    let listeners: Vec<Listener> = match proxy.proxy_type {
+        ProxyType::Proxyless => sub
+            .names
+            .iter()
+            .filter_map(|n| super::grpc::listener(ctx, proxy, n))
+            .collect(),
+        ProxyType::Router => super::gateway::listeners(ctx, proxy),
+        ProxyType::Sidecar => {
+            let mut l = vec![virtual_outbound(scope), virtual_inbound(ctx, proxy)];
+            l.extend(outbound_listeners(scope));
+            l
+        }
+    };
+    listeners
+        .iter()
+        .filter(|l| proxy.proxy_type == ProxyType::Proxyless || sub.wants(&l.name))
+        .map(|l| Resource::new(l.name.clone(), l))
+        .collect()
+}

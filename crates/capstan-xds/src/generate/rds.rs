@@ -1,0 +1,188 @@
+//! RDS: sidecar route configurations named by port (`9080`), one virtual host per service
+//! with Istio's domains, VirtualService routes or the default route, and the catch-all host.
+
+use super::common::{cluster_name, PASSTHROUGH_CLUSTER};
+use super::rds_route::{default_route, virtual_service_routes, RouteCtx};
+use crate::context::{ProxyScope, PushContext};
+use crate::proxy::{Proxy, ProxyType};
+use crate::resource::Resource;
+use crate::Subscription;
+use capstan_api::networking::OutboundTrafficMode;
+use capstan_registry::{Protocol, Service};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::BTreeSet;
+
+/// Whether a port gets an HTTP route configuration (HTTP protocols, and sniffed ports).
+pub fn routed(protocol: Protocol) -> bool {
+    protocol.is_http() || protocol == Protocol::Unknown
+}
+
+/// Istio's domains for a service port as seen from `proxy_ns`: the FQDN, its shorter forms
+/// (`reviews.default.svc`, `reviews.default`, and `reviews` from the same namespace), and the
+/// VIPs; each bare and with `:port`.
+pub fn domains(svc: &Service, port: u16, proxy_ns: &str, suffix: &str) -> Vec<String> {
+    let host = svc.hostname.as_str();
+    let mut names = vec![host.to_string()];
+    if let Some(short) = host.strip_suffix(&format!(".svc.{suffix}")) {
+        names.push(format!("{short}.svc"));
+        names.push(short.to_string());
+        if svc.namespace == proxy_ns {
+            if let Some((name, _)) = short.split_once('.') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names.extend(
+        svc.addresses
+            .iter()
+            .filter(|a| a.as_str() != "0.0.0.0")
+            .cloned(),
+    );
+    names
+        .into_iter()
+        .flat_map(|n| [format!("{n}:{port}"), n])
+        .collect()
+}
+
+/// The routes of a service's virtual host: the first applicable VirtualService's, else the
+/// default route.
+pub fn service_routes(rc: &RouteCtx<'_>, svc: &Service) -> Vec<Route> {
+    for vs in rc
+        .ctx
+        .virtual_services_for_host(&rc.proxy.namespace, &svc.hostname)
+    {
+        let routes = virtual_service_routes(rc, vs);
+        if !routes.is_empty() {
+            return routes;
+        }
+    }
+    vec![default_route(cluster_name(
+        "outbound",
+        rc.port,
+        "",
+        &svc.hostname,
+    ))]
+}
+
+fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
+    let (name, action) = match policy {
+        OutboundTrafficMode::AllowAny => (
+            "allow_any",
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(
+                    envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier::Cluster(
+                        PASSTHROUGH_CLUSTER.into(),
+                    ),
+                ),
+                timeout: Some(super::common::secs(0)),
+                ..RouteAction::default()
+            }),
+        ),
+        OutboundTrafficMode::RegistryOnly => (
+            "block_all",
+            route::Action::DirectResponse(DirectResponseAction {
+                status: 502,
+                ..DirectResponseAction::default()
+            }),
+        ),
+    };
+    VirtualHost {
+        name: name.to_string(),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: name.to_string(),
+            r#match: Some(super::rds_route::route_match(None)),
+            action: Some(action),
+            ..Route::default()
+        }],
+        ..VirtualHost::default()
+    }
+}
+
+/// The sidecar route configuration for `port`.
+pub fn sidecar_route_config(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+    port: u16,
+) -> RouteConfiguration {
+    let rc = RouteCtx {
+        ctx,
+        proxy,
+        port,
+        gateway: "mesh",
+    };
+    let mut virtual_hosts: Vec<VirtualHost> = scope
+        .services
+        .iter()
+        .filter(|s| s.port(port).is_some_and(|p| routed(p.protocol)))
+        .map(|svc| VirtualHost {
+            name: format!("{}:{port}", svc.hostname),
+            domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
+            routes: service_routes(&rc, svc),
+            include_request_attempt_count: true,
+            ..VirtualHost::default()
+        })
+        .collect();
+    virtual_hosts.push(catch_all(scope.outbound_policy));
+    RouteConfiguration {
+        name: port.to_string(),
+        virtual_hosts,
+        validate_clusters: Some(BoolValue { value: false }),
+        ..RouteConfiguration::default()
+    }
+}
+
+/// The ports that get sidecar route configurations.
+pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
+    scope
+        .services
+        .iter()
+        .flat_map(|s| s.ports.iter())
+        .filter(|p| routed(p.protocol))
+        .map(|p| p.port)
+        .collect()
+}
+
+/// Route configurations for a proxy.
+pub fn generate(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+    sub: &Subscription,
+) -> Vec<Resource> {
+    let configs: Vec<RouteConfiguration> = match proxy.proxy_type {
+        ProxyType::Proxyless => sub
+            .names
+            .iter()
+            .filter_map(|n| super::grpc::route_config(ctx, proxy, n))
+            .collect(),
+        ProxyType::Router => super::gateway::route_configs(ctx, proxy)
+            .into_iter()
+            .filter(|r| sub.wants(&r.name))
+            .collect(),
+        ProxyType::Sidecar => {
+            let ports = routed_ports(scope);
+            let wanted: Vec<u16> = if sub.wildcard {
+                ports.into_iter().collect()
+            } else {
+                sub.names
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .filter(|p| ports.contains(p))
+                    .collect()
+            };
+            wanted
+                .into_iter()
+                .map(|p| sidecar_route_config(ctx, proxy, scope, p))
+                .collect()
+        }
+    };
+    configs
+        .iter()
+        .map(|r| Resource::new(r.name.clone(), r))
+        .collect()
+}

@@ -1,0 +1,178 @@
+//! `capstan discovery`: the control plane. Config sources feed the store, registries feed the
+//! service index, changes are debounced into pushes, and the ADS server sends every connected
+//! proxy its own LDS/RDS/CDS/EDS.
+
+mod debug;
+mod dump;
+pub(crate) mod dump_routes;
+mod registries;
+
+use anyhow::{Context as _, Result};
+use capstan_api::CheckOptions;
+use capstan_config::{ConfigStore, FileSource};
+use capstan_registry::ServiceIndex;
+use capstan_xds::context::{MeshConfig, PushContext};
+use capstan_xds::debounce::{self, Change, DebounceOptions};
+use capstan_xds::generate::istio::IstioGenerator;
+use capstan_xds::{AdsOptions, AdsServer};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+/// Arguments of `capstan discovery`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Directory (recursive) or file of Istio YAML/JSON config; repeatable. Hot-reloaded.
+    #[arg(long = "config-dir")]
+    config_dirs: Vec<PathBuf>,
+    /// File registry (services and endpoints in YAML); hot-reloaded.
+    #[arg(long = "registry-file")]
+    registry_file: Option<PathBuf>,
+    /// Kubernetes registry: kubeconfig to use (`in-cluster` for the pod's service account).
+    #[arg(long)]
+    kubeconfig: Option<String>,
+    /// Consul registry: the agent's HTTP address.
+    #[arg(long = "consul-addr")]
+    consul_addr: Option<String>,
+    /// DNS suffix of the mesh.
+    #[arg(long, default_value = "cluster.local")]
+    domain: String,
+    /// Plaintext gRPC xDS (ADS) address.
+    #[arg(long = "xds-addr", default_value = "0.0.0.0:15010")]
+    xds_addr: SocketAddr,
+    /// Debug endpoints (/debug/*): local only by default since they show every proxy's config.
+    #[arg(long = "debug-addr", default_value = "127.0.0.1:8080")]
+    debug_addr: SocketAddr,
+    /// Monitoring endpoints (/metrics, /ready).
+    #[arg(long = "monitoring-addr", default_value = "0.0.0.0:15014")]
+    monitoring_addr: SocketAddr,
+    /// Quiet period of the file watchers (config directories, registry file) before a reload.
+    #[arg(long = "file-debounce-ms", default_value_t = 100)]
+    file_debounce_ms: u64,
+    /// Quiet period after a change before it is pushed (PILOT_DEBOUNCE_AFTER).
+    #[arg(long = "debounce-ms", default_value_t = 100)]
+    debounce_ms: u64,
+    /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
+    #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
+    debounce_max_ms: u64,
+}
+
+/// Everything the debug and monitoring endpoints read.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub store: Arc<ConfigStore>,
+    pub index: Arc<ServiceIndex>,
+    pub generator: Arc<IstioGenerator>,
+    pub ads: AdsServer<IstioGenerator>,
+}
+
+/// Forwards a broadcast of changes into the push pipeline; a lagging receiver means "something
+/// changed, but what is lost", which becomes a full push.
+fn forward<T: Clone + Send + 'static>(
+    mut rx: broadcast::Receiver<T>,
+    tx: mpsc::Sender<Change>,
+    wrap: fn(T) -> Change,
+) {
+    tokio::spawn(async move {
+        loop {
+            let change = match rx.recv().await {
+                Ok(v) => wrap(v),
+                Err(broadcast::error::RecvError::Lagged(_)) => Change::Everything,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(change).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn serve_xds(addr: SocketAddr, ads: AdsServer<IstioGenerator>) -> Result<()> {
+    // gRPC servers share ports with SO_REUSEPORT; bind first so a port in use is an error.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the xDS address {addr}"))?;
+    tracing::info!(%addr, "serving xDS (ADS, SotW and Delta)");
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(ads.service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .context("serving xDS")
+}
+
+/// Runs until interrupted.
+pub fn run(args: Args) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        anyhow::ensure!(
+            !args.config_dirs.is_empty() || args.kubeconfig.is_some(),
+            "no config source: give --config-dir DIR (files) or --kubeconfig PATH"
+        );
+        for dir in &args.config_dirs {
+            anyhow::ensure!(dir.exists(), "config directory {} does not exist", dir.display());
+        }
+        let debounce = Duration::from_millis(args.debounce_ms);
+        let file_debounce = Duration::from_millis(args.file_debounce_ms);
+        let store = Arc::new(ConfigStore::new());
+        let index = Arc::new(ServiceIndex::new());
+        let mesh = MeshConfig { domain_suffix: args.domain.clone(), ..MeshConfig::default() };
+        let generator = Arc::new(IstioGenerator::new(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), 0)));
+        let ads = AdsServer::new(generator.clone(), AdsOptions::default());
+
+        // The push pipeline: store and index changes → debounce → new PushContext → push.
+        let (tx, rx) = mpsc::channel(4096);
+        forward(store.subscribe(), tx.clone(), Change::Config);
+        forward(index.subscribe(), tx.clone(), Change::Registry);
+        let opts = DebounceOptions { quiet: debounce, max_delay: Duration::from_millis(args.debounce_max_ms) };
+        {
+            let (store, index, generator, ads) = (store.clone(), index.clone(), generator.clone(), ads.clone());
+            tokio::spawn(debounce::run(rx, opts, move |push| {
+                let started = std::time::Instant::now();
+                generator.update(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), push.version));
+                tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?started.elapsed(), "push");
+                ads.push(push);
+            }));
+        }
+
+        // Sources and registries.
+        if !args.config_dirs.is_empty() {
+            let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
+            let source = FileSource::new(args.config_dirs.clone(), opts);
+            let store = store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = source.run(store, file_debounce).await {
+                    tracing::error!(error = %e, "config directory watcher stopped");
+                }
+            });
+        }
+        registries::spawn_service_entry_sync(store.clone(), index.clone());
+        if let Some(path) = args.registry_file.clone() {
+            registries::spawn_file(path, index.clone(), file_debounce)?;
+        }
+        if let Some(kubeconfig) = &args.kubeconfig {
+            let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
+            registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
+        }
+        if let Some(addr) = args.consul_addr.clone() {
+            registries::spawn_consul(addr, index.clone())?;
+        }
+        drop(tx);
+
+        let state = State { store, index, generator, ads: ads.clone() };
+        tokio::select! {
+            r = serve_xds(args.xds_addr, ads) => r,
+            r = debug::serve(args.debug_addr, debug::debug_router(state.clone())) => r,
+            r = debug::serve(args.monitoring_addr, debug::monitoring_router(state)) => r,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; shutting down");
+                Ok(())
+            }
+        }
+    })
+}
