@@ -108,10 +108,10 @@ async function main() {
     elapsed_ms: Date.now() - started,
     results,
   };
-  process.stdout.write(JSON.stringify(summary) + '\n');
   const ok = !args.requireOk || (byCode.OK || 0) === args.calls;
-  // xDS watchers may keep timers alive: exit explicitly.
-  process.exit(ok ? 0 : 1);
+  // xDS watchers may keep timers alive: exit explicitly, but only once the summary is flushed
+  // (process.exit would cut a piped write at the pipe's 64 KiB buffer).
+  process.stdout.write(JSON.stringify(summary) + '\n', () => process.exit(ok ? 0 : 1));
 }
 
 main().catch((e) => {

@@ -250,6 +250,13 @@ pub fn generate(
                         .into_iter()
                         .filter(|c| &c.name == name)
                         .map(|mut c| {
+                            // gRPC implements only ROUND_ROBIN and RING_HASH through `lb_policy`
+                            // and NACKs the rest ("LB policy is not supported"); Istio's grpcgen
+                            // likewise falls back to round robin.
+                            if c.lb_policy != cluster::LbPolicy::RingHash as i32 {
+                                c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+                                c.lb_config = None;
+                            }
                             c.cluster_discovery_type = discovery(cluster::DiscoveryType::Eds);
                             c.load_assignment = None;
                             c.eds_cluster_config = Some(cluster::EdsClusterConfig {
