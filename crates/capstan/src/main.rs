@@ -1,6 +1,7 @@
 //! The `capstan` binary: argument parsing and wiring only.
 
 mod discovery;
+mod proxy_status;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,10 @@ struct Cli {
 enum Command {
     /// Run the control plane.
     Discovery(discovery::Args),
+    /// Show every connected proxy's sync state per xDS type (like `istioctl proxy-status`).
+    ProxyStatus(proxy_status::StatusArgs),
+    /// Show what a proxy was sent (like `istioctl proxy-config`).
+    ProxyConfig(proxy_status::ConfigArgs),
     /// Validate Istio configuration files, like `istioctl validate`.
     Validate(validate::Args),
     /// Print the version.
@@ -44,9 +49,21 @@ fn main() -> ExitCode {
             }
         }
         Command::Validate(args) => validate::run(&args),
+        Command::ProxyStatus(args) => report(proxy_status::status(&args)),
+        Command::ProxyConfig(args) => report(proxy_status::config(&args)),
         Command::Version => {
             println!("capstan {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
