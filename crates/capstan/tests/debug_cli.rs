@@ -27,6 +27,18 @@ fn free_port() -> u16 {
         .port()
 }
 
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
 fn capstan(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(args)

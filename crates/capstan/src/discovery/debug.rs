@@ -257,5 +257,26 @@ async fn metrics(AxState(state): AxState<State>) -> impl IntoResponse {
             );
         }
     }
+    let push_time = state
+        .push_time
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let _ = writeln!(out, "# HELP pilot_xds_push_time Time to build the state of a push (PushContext), seconds.\n# TYPE pilot_xds_push_time summary");
+    for q in [0.5, 0.9, 0.99] {
+        if let Some(ms) = push_time.quantile_ms(q) {
+            let _ = writeln!(
+                out,
+                "pilot_xds_push_time{{quantile=\"{q}\"}} {}",
+                ms as f64 / 1000.0
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "pilot_xds_push_time_count {}\npilot_xds_push_time_sum {}",
+        push_time.count,
+        push_time.sum_ms as f64 / 1000.0
+    );
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -67,6 +67,8 @@ pub(crate) struct State {
     pub index: Arc<ServiceIndex>,
     pub generator: Arc<IstioGenerator>,
     pub ads: AdsServer<IstioGenerator>,
+    /// Time to build each push's PushContext (`pilot_xds_push_time`'s build part).
+    pub push_time: Arc<std::sync::Mutex<capstan_xds::server::Histogram>>,
 }
 
 /// Forwards a broadcast of changes into the push pipeline; a lagging receiver means "something
@@ -130,12 +132,15 @@ pub fn run(args: Args) -> Result<()> {
         forward(store.subscribe(), tx.clone(), Change::Config);
         forward(index.subscribe(), tx.clone(), Change::Registry);
         let opts = DebounceOptions { quiet: debounce, max_delay: Duration::from_millis(args.debounce_max_ms) };
+        let push_time = Arc::new(std::sync::Mutex::new(capstan_xds::server::Histogram::default()));
         {
-            let (store, index, generator, ads) = (store.clone(), index.clone(), generator.clone(), ads.clone());
+            let (store, index, generator, ads, push_time) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone());
             tokio::spawn(debounce::run(rx, opts, move |push| {
                 let started = std::time::Instant::now();
                 generator.update(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), push.version));
-                tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?started.elapsed(), "push");
+                let took = started.elapsed();
+                push_time.lock().unwrap_or_else(|e| e.into_inner()).record(took);
+                tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?took, "push");
                 ads.push(push);
             }));
         }
@@ -164,7 +169,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         drop(tx);
 
-        let state = State { store, index, generator, ads: ads.clone() };
+        let state = State { store, index, generator, ads: ads.clone(), push_time };
         tokio::select! {
             r = serve_xds(args.xds_addr, ads) => r,
             r = debug::serve(args.debug_addr, debug::debug_router(state.clone())) => r,
