@@ -202,6 +202,19 @@ async fn proxy_status_and_proxy_config_show_what_a_sidecar_was_sent() {
         "{endpoints}"
     );
 
+    let metrics = http_get(monitoring, "/metrics");
+    for name in [
+        "pilot_xds 1",
+        "pilot_xds_pushes",
+        "pilot_total_xds_rejects 0",
+        "pilot_proxy_convergence_time",
+        "pilot_xds_push_time_count",
+        "capstan_services 4",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    assert!(http_get(monitoring, "/ready").contains("ready"));
+
     let out = capstan(&[
         "proxy-config",
         "cluster",
