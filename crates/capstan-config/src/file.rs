@@ -238,8 +238,8 @@ impl FileSource {
         debounce: Duration,
     ) -> Result<(), capstan_fswatch::Error> {
         self.sync(&store);
-        let paths = self.dirs.clone();
-        capstan_fswatch::watch(&paths, debounce, || {
+        let targets: Vec<capstan_fswatch::Target> = self.dirs.iter().cloned().map(capstan_fswatch::Target::Tree).collect();
+        capstan_fswatch::watch(&targets, debounce, || {
             self.sync(&store);
             Arc::strong_count(&store) > 1
         })

@@ -1,33 +1,67 @@
-//! Debounced recursive file watching: calls back once per burst of changes, after the paths
-//! have been quiet for `debounce` (or at most `10 × debounce` after the burst began, so a
-//! constantly changing directory still gets reloaded).
+//! Debounced file watching: calls back once per burst of changes, after the paths have been
+//! quiet for `debounce` (or at most `10 × debounce` after the burst began, so a constantly
+//! changing directory still gets reloaded).
+//!
+//! Only changes count (create, modify, remove, rename): access events are ignored, because the
+//! reload itself opens and reads every file, and counting those would make each reload trigger
+//! the next.
 
 pub use notify::Error;
-use notify::{RecursiveMode, Watcher};
-use std::path::PathBuf;
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Watches `paths` (files or directories, recursively) and calls `on_change` after each burst
-/// of changes. Returns when `on_change` returns `false`, or with an error when watching fails.
-pub async fn watch(
-    paths: &[PathBuf],
-    debounce: Duration,
-    mut on_change: impl FnMut() -> bool,
-) -> Result<(), notify::Error> {
+/// What to watch.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A directory and everything under it (or a single file).
+    Tree(PathBuf),
+    /// One file, watched through its directory so that editors' write-and-rename is seen.
+    File(PathBuf),
+}
+
+fn is_change(kind: &EventKind) -> bool {
+    matches!(kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
+}
+
+fn concerns(targets: &[Target], paths: &[PathBuf]) -> bool {
+    targets.iter().any(|t| match t {
+        Target::Tree(_) => true,
+        Target::File(file) => paths.is_empty() || paths.iter().any(|p| p == file || p.file_name() == file.file_name()),
+    })
+}
+
+/// Watches `targets` and calls `on_change` after each burst of changes. Returns when
+/// `on_change` returns `false`, or with an error when watching fails.
+pub async fn watch(targets: &[Target], debounce: Duration, mut on_change: impl FnMut() -> bool) -> Result<(), notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let owned = targets.to_vec();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // The receiver only goes away when watching stops; nothing to do then.
-        let _ = tx.send(event.is_ok());
+        let relevant = match &event {
+            Ok(e) => is_change(&e.kind) && concerns(&owned, &e.paths),
+            // Errors (queue overflow) may hide changes: reload to be safe.
+            Err(_) => true,
+        };
+        if relevant {
+            // The receiver only goes away when watching stops; nothing to do then.
+            let _ = tx.send(());
+        }
     })?;
-    for path in paths {
-        watcher.watch(path, RecursiveMode::Recursive)?;
+    for target in targets {
+        match target {
+            Target::Tree(path) => watcher.watch(path, RecursiveMode::Recursive)?,
+            Target::File(file) => {
+                let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                watcher.watch(dir, RecursiveMode::NonRecursive)?
+            }
+        }
     }
     while rx.recv().await.is_some() {
         let deadline = tokio::time::Instant::now() + debounce * 10;
         loop {
             let quiet = tokio::time::Instant::now() + debounce;
             match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
-                Ok(Some(_)) if tokio::time::Instant::now() < deadline => continue,
+                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
                 Ok(None) => return Ok(()),
                 _ => break,
             }
@@ -37,4 +71,65 @@ pub async fn watch(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn reading_files_does_not_trigger_a_reload_but_writing_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counter = reloads.clone();
+        let reader = file.clone();
+        let task = tokio::spawn(async move {
+            watch(&[Target::Tree(dir.path().to_path_buf())], Duration::from_millis(20), move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                // What a reload does: read every file.
+                let _ = std::fs::read_to_string(&reader);
+                true
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(&file, "b").unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for _ in 0..5 {
+            let _ = std::fs::read_to_string(&file);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        assert_eq!(reloads.load(Ordering::SeqCst), 1, "one write, one reload; reads trigger nothing");
+    }
+
+    #[tokio::test]
+    async fn a_file_target_ignores_its_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.yaml");
+        std::fs::write(&file, "a").unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counter = reloads.clone();
+        let target = file.clone();
+        let task = tokio::spawn(async move {
+            watch(&[Target::File(target)], Duration::from_millis(20), move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                true
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(dir.path().join("other.yaml"), "x").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(reloads.load(Ordering::SeqCst), 0);
+        std::fs::write(dir.path().join(".tmp"), "new").unwrap();
+        std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        assert_eq!(reloads.load(Ordering::SeqCst), 1);
+    }
 }

@@ -320,13 +320,10 @@ impl FileRegistry {
             }
         };
         log(self.sync(&index));
-        // Watch the directory: editors replace files by rename, which a watch on the file misses.
-        let dir = self
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        capstan_fswatch::watch(&[dir], debounce, || {
+        // A file target watches the directory (editors replace files by rename) but reacts only
+        // to this file.
+        let target = capstan_fswatch::Target::File(self.path.clone());
+        capstan_fswatch::watch(&[target], debounce, || {
             log(self.sync(&index));
             Arc::strong_count(&index) > 1
         })
