@@ -99,7 +99,10 @@ async fn serve_xds(addr: SocketAddr, ads: AdsServer<IstioGenerator>) -> Result<(
         .with_context(|| format!("binding the xDS address {addr}"))?;
     tracing::info!(%addr, "serving xDS (ADS, SotW and Delta)");
     tonic::transport::Server::builder()
+        // Find dead peers, but give a busy one (thousands of proxies syncing on two cores) a
+        // minute to answer a ping before its connection is dropped.
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(60)))
         .add_service(ads.service())
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await
