@@ -23,6 +23,8 @@ pub struct PrivateKube {
     pub kube_port: u16,
     /// Extra kube-apiserver flags given at start.
     extra_flags: Vec<String>,
+    /// etcd's data directory (removed on drop).
+    etcd_data: PathBuf,
     // Field order: the API server is dropped (killed) before etcd.
     apiserver: Option<ChildGuard>,
     etcd: Option<ChildGuard>,
@@ -81,6 +83,16 @@ impl PrivateKube {
     /// Starts etcd and kube-apiserver under `target/infra/tmp/private-kube-<name>-<pid>`,
     /// with `extra_flags` for the API server, and waits until the API server is ready.
     pub fn start(name: &str, extra_flags: &[&str]) -> Result<PrivateKube> {
+        PrivateKube::start_with_etcd_dir(name, extra_flags, None)
+    }
+
+    /// Like [`PrivateKube::start`], with etcd's data under `etcd_parent` (e.g. `/dev/shm`, so
+    /// load tests are not bound by disk writes); `None` keeps it in the private directory.
+    pub fn start_with_etcd_dir(
+        name: &str,
+        extra_flags: &[&str],
+        etcd_parent: Option<&Path>,
+    ) -> Result<PrivateKube> {
         let infra = infra()?;
         let dir = infra.root().join("target/infra/tmp").join(format!(
             "private-kube-{}-{:x}",
@@ -88,6 +100,15 @@ impl PrivateKube {
             std::process::id()
         ));
         let _ = std::fs::remove_dir_all(&dir);
+        let etcd_data = match etcd_parent {
+            Some(parent) => parent.join(format!(
+                "capstan-etcd-{}-{:x}",
+                crate::dns_label(name, 30),
+                std::process::id()
+            )),
+            None => dir.join("etcd-data"),
+        };
+        let _ = std::fs::remove_dir_all(&etcd_data);
         let certs = dir.join("certs");
         std::fs::create_dir_all(&certs)?;
         openssl(
@@ -128,6 +149,7 @@ impl PrivateKube {
             etcd_peer_port: free_port()?,
             kube_port: free_port()?,
             extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
+            etcd_data,
             apiserver: None,
             etcd: None,
         };
@@ -170,7 +192,7 @@ impl PrivateKube {
         let client = self.etcd_endpoint();
         let child = Command::new(self.infra.tool("etcd")?)
             .args(["--name", "private", "--data-dir"])
-            .arg(self.dir.join("etcd-data"))
+            .arg(&self.etcd_data)
             .args([
                 "--listen-client-urls",
                 &client,
@@ -327,6 +349,7 @@ impl Drop for PrivateKube {
     fn drop(&mut self) {
         self.apiserver = None;
         self.etcd = None;
+        let _ = std::fs::remove_dir_all(&self.etcd_data);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

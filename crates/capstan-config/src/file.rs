@@ -238,7 +238,12 @@ impl FileSource {
         debounce: Duration,
     ) -> Result<(), capstan_fswatch::Error> {
         self.sync(&store);
-        let targets: Vec<capstan_fswatch::Target> = self.dirs.iter().cloned().map(capstan_fswatch::Target::Tree).collect();
+        let targets: Vec<capstan_fswatch::Target> = self
+            .dirs
+            .iter()
+            .cloned()
+            .map(capstan_fswatch::Target::Tree)
+            .collect();
         capstan_fswatch::watch(&targets, debounce, || {
             self.sync(&store);
             Arc::strong_count(&store) > 1

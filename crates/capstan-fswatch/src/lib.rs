@@ -21,19 +21,31 @@ pub enum Target {
 }
 
 fn is_change(kind: &EventKind) -> bool {
-    matches!(kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    )
 }
 
 fn concerns(targets: &[Target], paths: &[PathBuf]) -> bool {
     targets.iter().any(|t| match t {
         Target::Tree(_) => true,
-        Target::File(file) => paths.is_empty() || paths.iter().any(|p| p == file || p.file_name() == file.file_name()),
+        Target::File(file) => {
+            paths.is_empty()
+                || paths
+                    .iter()
+                    .any(|p| p == file || p.file_name() == file.file_name())
+        }
     })
 }
 
 /// Watches `targets` and calls `on_change` after each burst of changes. Returns when
 /// `on_change` returns `false`, or with an error when watching fails.
-pub async fn watch(targets: &[Target], debounce: Duration, mut on_change: impl FnMut() -> bool) -> Result<(), notify::Error> {
+pub async fn watch(
+    targets: &[Target],
+    debounce: Duration,
+    mut on_change: impl FnMut() -> bool,
+) -> Result<(), notify::Error> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let owned = targets.to_vec();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -51,7 +63,10 @@ pub async fn watch(targets: &[Target], debounce: Duration, mut on_change: impl F
         match target {
             Target::Tree(path) => watcher.watch(path, RecursiveMode::Recursive)?,
             Target::File(file) => {
-                let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let dir = file
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
                 watcher.watch(dir, RecursiveMode::NonRecursive)?
             }
         }
@@ -88,12 +103,16 @@ mod tests {
         let counter = reloads.clone();
         let reader = file.clone();
         let task = tokio::spawn(async move {
-            watch(&[Target::Tree(dir.path().to_path_buf())], Duration::from_millis(20), move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                // What a reload does: read every file.
-                let _ = std::fs::read_to_string(&reader);
-                true
-            })
+            watch(
+                &[Target::Tree(dir.path().to_path_buf())],
+                Duration::from_millis(20),
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    // What a reload does: read every file.
+                    let _ = std::fs::read_to_string(&reader);
+                    true
+                },
+            )
             .await
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -104,7 +123,11 @@ mod tests {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
         task.abort();
-        assert_eq!(reloads.load(Ordering::SeqCst), 1, "one write, one reload; reads trigger nothing");
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            1,
+            "one write, one reload; reads trigger nothing"
+        );
     }
 
     #[tokio::test]
@@ -116,10 +139,14 @@ mod tests {
         let counter = reloads.clone();
         let target = file.clone();
         let task = tokio::spawn(async move {
-            watch(&[Target::File(target)], Duration::from_millis(20), move || {
-                counter.fetch_add(1, Ordering::SeqCst);
-                true
-            })
+            watch(
+                &[Target::File(target)],
+                Duration::from_millis(20),
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    true
+                },
+            )
             .await
         });
         tokio::time::sleep(Duration::from_millis(200)).await;

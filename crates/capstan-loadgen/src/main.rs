@@ -54,6 +54,9 @@ struct Args {
     /// its default of 100 ms and is included in every measurement).
     #[arg(long, default_value_t = 10)]
     file_debounce_ms: u64,
+    /// Proxies connecting per 100 ms during the initial ramp.
+    #[arg(long, default_value_t = 50)]
+    connect_batch: usize,
     /// Print every response received (for debugging a run).
     #[arg(long)]
     verbose: bool,
@@ -242,6 +245,11 @@ async fn main() -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let started = Instant::now();
     for i in 0..args.proxies {
+        // Connect in waves: a thousand SYNs at once overflow the loopback listener's SYN queue
+        // (the kernel falls back to SYN cookies and resets), which measures the kernel, not us.
+        if i > 0 && i % args.connect_batch == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let tx = tx.clone();
         let endpoint = format!("http://127.0.0.1:{xds_port}");
         tokio::spawn(async move {

@@ -14,9 +14,12 @@
 use crate::model::{Endpoint, RegistryKind, Service, Workload};
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
+
+mod cowmap;
+use cowmap::CowMap;
 
 /// Identifies one registry instance (there may be several Consul or file registries).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -61,10 +64,15 @@ pub enum RegistryEvent {
 pub struct IndexSnapshot {
     /// Increases with every change to the merged view.
     pub version: u64,
-    services: BTreeMap<String, Arc<Service>>,
-    endpoints: HashMap<EndpointKey, Arc<[Endpoint]>>,
-    workloads: HashMap<String, Arc<Workload>>,
-    services_by_address: HashMap<String, Arc<BTreeSet<String>>>,
+    // Every change publishes a new snapshot while readers may still hold the old one, so the
+    // maps are shared copy-on-write: publishing costs O(touched keys), not O(mesh size).
+    services: Arc<BTreeMap<String, Arc<Service>>>,
+    endpoints: CowMap<EndpointKey, Arc<[Endpoint]>>,
+    workloads: CowMap<String, Arc<Workload>>,
+    /// Address → (hostname, how many of the host's ports have an endpoint there), sorted by
+    /// hostname. A small vector: most addresses serve one host, and a B-tree node per address
+    /// would cost ~300 bytes each on a 50,000-endpoint mesh.
+    services_by_address: CowMap<String, Arc<Vec<(String, u32)>>>,
 }
 
 impl IndexSnapshot {
@@ -112,7 +120,74 @@ impl IndexSnapshot {
         self.services_by_address
             .get(address)
             .into_iter()
-            .flat_map(|s| s.iter())
+            .flat_map(|s| s.iter().map(|(host, _)| host))
+    }
+}
+
+/// Keyed changes to one registry's state, for [`ServiceIndex::apply`]: `Some` sets a key,
+/// `None` removes it (later entries for a key replace earlier ones, as sequential writes
+/// would). Applying costs O(changed keys), where [`ServiceIndex::update`] has to compare the
+/// registry's whole state — what a watch adapter wants on large meshes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryDelta {
+    /// Services by hostname.
+    pub services: BTreeMap<String, Option<Service>>,
+    /// Endpoints by (hostname, service port).
+    pub endpoints: BTreeMap<EndpointKey, Option<Vec<Endpoint>>>,
+    /// Workloads by name.
+    pub workloads: BTreeMap<String, Option<Workload>>,
+}
+
+fn set_key<K: Ord + Clone, V: PartialEq>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    value: Option<V>,
+) -> Option<Option<V>> {
+    if map.get(&key) == value.as_ref() {
+        return None;
+    }
+    Some(match value {
+        Some(v) => map.insert(key, v),
+        None => map.remove(&key),
+    })
+}
+
+impl RegistryDelta {
+    /// True when it changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.endpoints.is_empty() && self.workloads.is_empty()
+    }
+
+    /// Applies the changes to `state` directly (without an index).
+    pub fn apply_to(self, state: &mut RegistryState) {
+        let mut touched = Touched::default();
+        self.apply_tracked(state, &mut touched);
+    }
+
+    /// Applies the changes and records the keys whose value really changed.
+    fn apply_tracked(self, state: &mut RegistryState, touched: &mut Touched) {
+        for (host, service) in self.services {
+            if set_key(&mut state.services, host.clone(), service).is_some() {
+                touched.hosts.insert(host);
+            }
+        }
+        for (key, endpoints) in self.endpoints {
+            if set_key(&mut state.endpoints, key.clone(), endpoints).is_some() {
+                touched.endpoints.insert(key);
+            }
+        }
+        for (name, workload) in self.workloads {
+            let new_addresses: Vec<String> = workload
+                .iter()
+                .flat_map(|w| w.addresses.iter().cloned())
+                .collect();
+            if let Some(old) = set_key(&mut state.workloads, name, workload) {
+                touched.addresses.extend(new_addresses);
+                touched
+                    .addresses
+                    .extend(old.into_iter().flat_map(|w| w.addresses));
+            }
+        }
     }
 }
 
@@ -136,6 +211,30 @@ struct Touched {
     hosts: BTreeSet<String>,
     endpoints: BTreeSet<EndpointKey>,
     addresses: BTreeSet<String>,
+}
+
+impl Touched {
+    /// Keys that differ between two states of one registry.
+    fn diff(before: &RegistryState, after: &RegistryState) -> Touched {
+        let mut touched = Touched::default();
+        diff_into(&before.services, &after.services, &mut touched.hosts);
+        diff_into(&before.endpoints, &after.endpoints, &mut touched.endpoints);
+        let mut workload_names = BTreeSet::new();
+        diff_into(&before.workloads, &after.workloads, &mut workload_names);
+        for name in &workload_names {
+            for w in [before.workloads.get(name), after.workloads.get(name)]
+                .into_iter()
+                .flatten()
+            {
+                touched.addresses.extend(w.addresses.iter().cloned());
+            }
+        }
+        touched
+    }
+
+    fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.endpoints.is_empty() && self.addresses.is_empty()
+    }
 }
 
 fn diff_into<K: Ord + Clone, V: PartialEq>(
@@ -180,12 +279,16 @@ impl ServiceIndex {
     /// Replaces everything a registry knows (a full re-list). Only real differences produce
     /// events, so a re-list after a reconnect emits nothing when nothing changed.
     pub fn replace(&self, id: &RegistryId, state: RegistryState) -> Vec<RegistryEvent> {
-        self.update(id, |s| *s = state)
+        let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        let current = registries.entry(id.clone()).or_default();
+        let before = std::mem::replace(current, state);
+        let touched = Touched::diff(&before, current);
+        self.merge(&registries, touched)
     }
 
     /// Removes a registry and everything it contributed.
     pub fn remove_registry(&self, id: &RegistryId) -> Vec<RegistryEvent> {
-        let events = self.update(id, |s| *s = RegistryState::default());
+        let events = self.replace(id, RegistryState::default());
         self.registries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -193,8 +296,9 @@ impl ServiceIndex {
         events
     }
 
-    /// Changes a registry's state in place (incremental updates from watches) and merges only
-    /// the keys that changed.
+    /// Changes a registry's state in place and merges only the keys that changed. The state
+    /// is compared before and after `change`, which costs O(registry size): watch adapters
+    /// on large meshes should prefer [`ServiceIndex::apply`].
     pub fn update(
         &self,
         id: &RegistryId,
@@ -204,23 +308,17 @@ impl ServiceIndex {
         let state = registries.entry(id.clone()).or_default();
         let before = state.clone();
         change(state);
+        let touched = Touched::diff(&before, state);
+        self.merge(&registries, touched)
+    }
+
+    /// Applies keyed changes to a registry's state (incremental updates from watches), in
+    /// O(changed keys + their endpoints).
+    pub fn apply(&self, id: &RegistryId, delta: RegistryDelta) -> Vec<RegistryEvent> {
+        let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        let state = registries.entry(id.clone()).or_default();
         let mut touched = Touched::default();
-        diff_into(&before.services, &state.services, &mut touched.hosts);
-        diff_into(&before.endpoints, &state.endpoints, &mut touched.endpoints);
-        let mut workload_names = BTreeSet::new();
-        diff_into(&before.workloads, &state.workloads, &mut workload_names);
-        for name in &workload_names {
-            for w in [before.workloads.get(name), state.workloads.get(name)]
-                .into_iter()
-                .flatten()
-            {
-                touched.addresses.extend(w.addresses.iter().cloned());
-            }
-        }
-        if touched.hosts.is_empty() && touched.endpoints.is_empty() && touched.addresses.is_empty()
-        {
-            return Vec::new();
-        }
+        delta.apply_tracked(state, &mut touched);
         self.merge(&registries, touched)
     }
 
@@ -229,23 +327,28 @@ impl ServiceIndex {
         registries: &BTreeMap<RegistryId, RegistryState>,
         touched: Touched,
     ) -> Vec<RegistryEvent> {
+        if touched.is_empty() {
+            return Vec::new();
+        }
         let old = self.current.load_full();
         let mut next = (*old).clone();
         let mut events = Vec::new();
+        // Copied (once) only when a service changes; endpoint churn leaves it shared.
+        let services = &mut next.services;
         for host in &touched.hosts {
             let merged = registries.values().find_map(|r| r.services.get(host));
             match (old.services.get(host), merged) {
                 (None, None) => {}
                 (Some(_), None) => {
-                    next.services.remove(host);
+                    Arc::make_mut(services).remove(host);
                     events.push(RegistryEvent::ServiceRemoved(host.clone()));
                 }
                 (None, Some(s)) => {
-                    next.services.insert(host.clone(), Arc::new(s.clone()));
+                    Arc::make_mut(services).insert(host.clone(), Arc::new(s.clone()));
                     events.push(RegistryEvent::ServiceAdded(host.clone()));
                 }
                 (Some(o), Some(s)) if **o != *s => {
-                    next.services.insert(host.clone(), Arc::new(s.clone()));
+                    Arc::make_mut(services).insert(host.clone(), Arc::new(s.clone()));
                     events.push(RegistryEvent::ServiceChanged(host.clone()));
                 }
                 _ => {}
@@ -272,33 +375,35 @@ impl ServiceIndex {
                 .map(|e| e.address.as_str())
                 .collect();
             let new_addresses: BTreeSet<&str> = merged.iter().map(|e| e.address.as_str()).collect();
+            // Counting the host's ports per address keeps this O(changed addresses): the host
+            // stays listed at an address while any of its ports still has an endpoint there.
             for gone in old_addresses.difference(&new_addresses) {
-                // Still present under another port of the same host? Then the host stays listed.
-                let elsewhere = next
-                    .endpoints
-                    .iter()
-                    .any(|(k, e)| k.0 == key.0 && k != key && e.iter().any(|e| e.address == *gone));
-                if !elsewhere {
-                    if let Some(hosts) = next.services_by_address.get_mut(*gone) {
-                        let mut set = (**hosts).clone();
-                        set.remove(&key.0);
-                        if set.is_empty() {
-                            next.services_by_address.remove(*gone);
-                        } else {
-                            *hosts = Arc::new(set);
-                        }
+                let Some(hosts) = next.services_by_address.get_mut(*gone) else {
+                    continue;
+                };
+                let hosts_mut = Arc::make_mut(hosts);
+                if let Ok(i) = hosts_mut.binary_search_by(|(h, _)| h.as_str().cmp(&key.0)) {
+                    hosts_mut[i].1 -= 1;
+                    if hosts_mut[i].1 == 0 {
+                        hosts_mut.remove(i);
                     }
+                }
+                if hosts_mut.is_empty() {
+                    next.services_by_address.remove(*gone);
                 }
             }
             for added in new_addresses.difference(&old_addresses) {
-                let entry = next
-                    .services_by_address
-                    .entry(added.to_string())
-                    .or_default();
-                if !entry.contains(&key.0) {
-                    let mut set = (**entry).clone();
-                    set.insert(key.0.clone());
-                    *entry = Arc::new(set);
+                match next.services_by_address.get_mut(*added) {
+                    Some(hosts) => {
+                        let hosts = Arc::make_mut(hosts);
+                        match hosts.binary_search_by(|(h, _)| h.as_str().cmp(&key.0)) {
+                            Ok(i) => hosts[i].1 += 1,
+                            Err(i) => hosts.insert(i, (key.0.clone(), 1)),
+                        }
+                    }
+                    None => next
+                        .services_by_address
+                        .insert(added.to_string(), Arc::new(vec![(key.0.clone(), 1)])),
                 }
             }
             if merged.is_empty() {
@@ -332,5 +437,116 @@ impl ServiceIndex {
             let _ = self.events.send(Arc::new(events.clone()));
         }
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::file::parse;
+
+    fn id() -> RegistryId {
+        RegistryId {
+            kind: RegistryKind::File,
+            name: "f".into(),
+        }
+    }
+
+    /// The keyed changes that turn `before` into `after`.
+    fn delta(before: &RegistryState, after: &RegistryState) -> RegistryDelta {
+        fn keyed<K: Ord + Clone, V: Clone + PartialEq>(
+            b: &BTreeMap<K, V>,
+            a: &BTreeMap<K, V>,
+        ) -> BTreeMap<K, Option<V>> {
+            let mut out: BTreeMap<K, Option<V>> = b
+                .keys()
+                .filter(|k| !a.contains_key(*k))
+                .map(|k| (k.clone(), None))
+                .collect();
+            out.extend(
+                a.iter()
+                    .filter(|(k, v)| b.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            );
+            out
+        }
+        RegistryDelta {
+            services: keyed(&before.services, &after.services),
+            endpoints: keyed(&before.endpoints, &after.endpoints),
+            workloads: keyed(&before.workloads, &after.workloads),
+        }
+    }
+
+    /// Everything a reader can see, for comparing two indexes.
+    fn view(s: &IndexSnapshot) -> String {
+        let mut out = format!("{:?}\n", s.services);
+        let mut eps: Vec<_> = s.endpoints.shards.iter().flat_map(|m| m.iter()).collect();
+        eps.sort_by(|a, b| a.0.cmp(b.0));
+        let mut addrs: Vec<_> = s
+            .services_by_address
+            .shards
+            .iter()
+            .flat_map(|m| m.iter())
+            .collect();
+        addrs.sort_by(|a, b| a.0.cmp(b.0));
+        let mut wls: Vec<_> = s.workloads.shards.iter().flat_map(|m| m.iter()).collect();
+        wls.sort_by(|a, b| a.0.cmp(b.0));
+        out += &format!("{eps:?}\n{addrs:?}\n{wls:?}");
+        out
+    }
+
+    const STEPS: [&str; 4] = [
+        "services:\n- hostname: a.shop\n  ports: [{name: http, port: 80}, {name: grpc, port: 90}]\n  endpoints: [{address: 10.0.0.1}, {address: 10.0.0.2}]\nworkloads:\n- {name: vm, addresses: [10.0.0.1, 192.168.0.1]}\n",
+        "services:\n- hostname: a.shop\n  ports: [{name: http, port: 80}]\n  endpoints: [{address: 10.0.0.1}, {address: 10.0.0.3}]\n- hostname: b.shop\n  ports: [{name: http, port: 80}]\n  endpoints: [{address: 10.0.0.1}]\nworkloads:\n- {name: vm, addresses: [10.0.0.1]}\n",
+        "services:\n- hostname: b.shop\n  ports: [{name: http, port: 8080}]\n  endpoints: [{address: 10.0.0.1}]\n",
+        "services: []\n",
+    ];
+
+    #[test]
+    fn apply_equals_replace_with_the_same_change() {
+        let (by_replace, by_apply) = (ServiceIndex::new(), ServiceIndex::new());
+        let mut before = RegistryState::default();
+        for step in STEPS {
+            let after = parse(step).unwrap();
+            let expected = by_replace.replace(&id(), after.clone());
+            let got = by_apply.apply(&id(), delta(&before, &after));
+            assert_eq!(got, expected, "events after {step}");
+            assert_eq!(
+                view(&by_apply.snapshot()),
+                view(&by_replace.snapshot()),
+                "view after {step}"
+            );
+            assert!(
+                by_apply.apply(&id(), delta(&before, &after)).is_empty(),
+                "re-applying the same change is silent"
+            );
+            before = after;
+        }
+        assert_eq!(by_apply.snapshot().service_count(), 0);
+        assert!(by_apply.snapshot().services_at("10.0.0.1").next().is_none());
+    }
+
+    #[test]
+    fn a_host_stays_at_an_address_while_any_of_its_ports_has_it() {
+        let index = ServiceIndex::new();
+        index.replace(&id(), parse(STEPS[0]).unwrap());
+        let at = |a: &str| -> Vec<String> { index.snapshot().services_at(a).cloned().collect() };
+        assert_eq!(at("10.0.0.2"), ["a.shop"]);
+        // Port 90 loses 10.0.0.2, port 80 still has it.
+        let mut d = RegistryDelta::default();
+        let key = ("a.shop".to_string(), 90);
+        let mut eps = index.registries.lock().unwrap()[&id()].endpoints[&key].clone();
+        eps.retain(|e| e.address != "10.0.0.2");
+        d.endpoints.insert(key, Some(eps));
+        assert_eq!(
+            index.apply(&id(), d),
+            [RegistryEvent::EndpointsChanged("a.shop".into(), 90)]
+        );
+        assert_eq!(at("10.0.0.2"), ["a.shop"]);
+        let mut d = RegistryDelta::default();
+        d.endpoints.insert(("a.shop".to_string(), 80), None);
+        index.apply(&id(), d);
+        assert!(at("10.0.0.2").is_empty());
+        assert_eq!(at("10.0.0.1"), ["a.shop"]);
     }
 }

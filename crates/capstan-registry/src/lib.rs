@@ -8,7 +8,9 @@ pub mod kubernetes;
 pub mod model;
 pub mod serviceentry;
 
-pub use index::{IndexSnapshot, RegistryEvent, RegistryId, RegistryState, ServiceIndex};
+pub use index::{
+    IndexSnapshot, RegistryDelta, RegistryEvent, RegistryId, RegistryState, ServiceIndex,
+};
 pub use model::{
     Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
 };

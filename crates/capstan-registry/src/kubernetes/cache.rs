@@ -3,7 +3,7 @@
 //! Pure (no I/O): each mutation returns what must be recomputed; [`Cache::flush`] writes it.
 
 use super::convert::{self, PodInfo, ServiceOutput, SERVICE_NAME_LABEL};
-use crate::index::{EndpointKey, RegistryState};
+use crate::index::{EndpointKey, RegistryDelta, RegistryState};
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeSet, HashMap};
@@ -317,26 +317,41 @@ impl Cache {
 
     /// Writes the recomputed output of everything `dirty` marks into `state`.
     pub fn flush(&mut self, dirty: &Dirty, state: &mut RegistryState) {
+        self.flush_delta(dirty).apply_to(state);
+    }
+
+    /// The recomputed output of everything `dirty` marks, as keyed changes (for
+    /// [`crate::ServiceIndex::apply`], which then costs O(what changed)).
+    pub fn flush_delta(&mut self, dirty: &Dirty) -> RegistryDelta {
+        let mut delta = RegistryDelta::default();
         for key in &dirty.services {
             let out = self.output(key);
             if let Some(old) = self.owned.remove(key) {
-                for h in old.hosts.iter().filter(|h| !out.services.contains_key(*h)) {
-                    state.services.remove(h);
+                for h in old
+                    .hosts
+                    .into_iter()
+                    .filter(|h| !out.services.contains_key(h))
+                {
+                    delta.services.insert(h, None);
                 }
                 for k in old
                     .endpoints
-                    .iter()
-                    .filter(|k| !out.endpoints.contains_key(*k))
+                    .into_iter()
+                    .filter(|k| !out.endpoints.contains_key(k))
                 {
-                    state.endpoints.remove(k);
+                    delta.endpoints.insert(k, None);
                 }
             }
             let owned = Owned {
                 hosts: out.services.keys().cloned().collect(),
                 endpoints: out.endpoints.keys().cloned().collect(),
             };
-            state.services.extend(out.services);
-            state.endpoints.extend(out.endpoints);
+            delta
+                .services
+                .extend(out.services.into_iter().map(|(k, v)| (k, Some(v))));
+            delta
+                .endpoints
+                .extend(out.endpoints.into_iter().map(|(k, v)| (k, Some(v))));
             if !owned.hosts.is_empty() {
                 self.owned.insert(key.clone(), owned);
             }
@@ -347,11 +362,9 @@ impl Cache {
                 let node = convert::pod_node(pod).and_then(|n| self.nodes.get(n));
                 convert::workload(pod, node)
             });
-            match workload {
-                Some(w) => state.workloads.insert(name, w),
-                None => state.workloads.remove(&name),
-            };
+            delta.workloads.insert(name, workload);
         }
+        delta
     }
 
     /// The complete registry state from everything cached (used after a (re-)list).

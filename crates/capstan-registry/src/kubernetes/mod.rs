@@ -24,8 +24,13 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// Receives, for every incremental index write, the time from the watch event arriving in the
+/// adapter's loop to [`ServiceIndex`] having applied it (see
+/// [`KubernetesRegistry::with_latency_recorder`]). Called on the adapter's task: keep it cheap.
+pub type LatencyRecorder = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// The Kubernetes registry adapter. Build it, take [`KubernetesRegistry::ready`], then
 /// [`KubernetesRegistry::run`] it (typically in a spawned task).
@@ -35,6 +40,7 @@ pub struct KubernetesRegistry {
     namespace: Option<String>,
     ready: watch::Sender<bool>,
     relists: watch::Sender<u64>,
+    latency: Option<LatencyRecorder>,
 }
 
 /// Watcher output of one resource kind, tagged. Moved once per event, so the size difference
@@ -100,6 +106,13 @@ impl<K> Phase<K> {
     }
 }
 
+/// Drops what the cache never reads before it is stored: `managedFields` is often the largest
+/// part of an object (a JSON tree per field manager) and would dominate memory on large
+/// meshes. Istio's informers strip it the same way (`kubeclient.StripUnusedFields`).
+fn strip_unused<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
 impl KubernetesRegistry {
     /// A registry for every namespace, naming services `name.namespace.svc.<domain_suffix>`
     /// (`cluster.local` in a default cluster).
@@ -113,6 +126,7 @@ impl KubernetesRegistry {
             namespace: None,
             ready: watch::channel(false).0,
             relists: watch::channel(0).0,
+            latency: None,
         }
     }
 
@@ -125,6 +139,16 @@ impl KubernetesRegistry {
     /// Sets the registry name (to tell several clusters apart); the default is `kubernetes`.
     pub fn with_name(mut self, name: impl Into<String>) -> KubernetesRegistry {
         self.id.name = name.into();
+        self
+    }
+
+    /// Reports the watch-event → index latency of every incremental update (issue 4's target:
+    /// 5 ms p99) to `recorder`. Without one, nothing is timed.
+    pub fn with_latency_recorder(
+        mut self,
+        recorder: impl Fn(Duration) + Send + Sync + 'static,
+    ) -> KubernetesRegistry {
+        self.latency = Some(Arc::new(recorder));
         self
     }
 
@@ -161,18 +185,22 @@ impl KubernetesRegistry {
         let streams: Vec<BoxStream<'static, Msg>> = vec![
             watcher::watcher(self.api::<KubeService>(&client), config.clone())
                 .default_backoff()
+                .modify(strip_unused)
                 .map(Msg::Service)
                 .boxed(),
             watcher::watcher(self.api::<EndpointSlice>(&client), config.clone())
                 .default_backoff()
+                .modify(strip_unused)
                 .map(Msg::Slice)
                 .boxed(),
             watcher::watcher(self.api::<Pod>(&client), config.clone())
                 .default_backoff()
+                .modify(strip_unused)
                 .map(Msg::Pod)
                 .boxed(),
             watcher::watcher(Api::<Node>::all(client.clone()), config)
                 .default_backoff()
+                .modify(strip_unused)
                 .map(Msg::Node)
                 .boxed(),
         ];
@@ -184,6 +212,7 @@ impl KubernetesRegistry {
         let mut nodes = Phase::new("Node");
         let started = Instant::now();
         while let Some(msg) = events.next().await {
+            let received = self.latency.as_ref().map(|_| Instant::now());
             let (dirty, relisted) = match msg {
                 Msg::Service(e) => match services.on(e) {
                     Step::Nothing => continue,
@@ -249,7 +278,11 @@ impl KubernetesRegistry {
                     self.relists.send_modify(|n| *n += 1);
                 }
             } else if !dirty.services.is_empty() || !dirty.pods.is_empty() {
-                index.update(&self.id, |state| cache.flush(&dirty, state));
+                // Keyed changes: O(what the event changed), not O(registry size).
+                index.apply(&self.id, cache.flush_delta(&dirty));
+                if let (Some(record), Some(received)) = (&self.latency, received) {
+                    record(received.elapsed());
+                }
             }
         }
     }
