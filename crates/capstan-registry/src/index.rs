@@ -110,6 +110,16 @@ impl IndexSnapshot {
         self.endpoints.get(&(hostname.to_string(), port))
     }
 
+    /// Every workload once (a workload with several addresses is indexed under each).
+    pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
+        let mut seen = std::collections::HashSet::new();
+        self.workloads
+            .shards
+            .iter()
+            .flat_map(|shard| shard.values())
+            .filter(move |w| seen.insert((w.registry, w.namespace.as_str(), w.name.as_str())))
+    }
+
     /// The workload that has this address.
     pub fn workload_by_ip(&self, address: &str) -> Option<&Arc<Workload>> {
         self.workloads.get(address)

@@ -62,6 +62,43 @@ fn endpoint_for(
 /// When two ServiceEntries define one hostname, the first (in the given order) wins, as in
 /// Istio, where the oldest wins.
 pub fn from_config<'a>(objects: impl IntoIterator<Item = &'a IstioObject>) -> RegistryState {
+    from_config_with_pods(objects, std::iter::empty())
+}
+
+/// A Kubernetes pod as a ServiceEntry's `workloadSelector` sees it.
+struct Pod {
+    namespace: String,
+    name: String,
+    entry: WorkloadEntry,
+}
+
+/// Like [`from_config`]; a ServiceEntry's `workloadSelector` also selects Kubernetes pods
+/// (workloads of the Kubernetes registry) of its namespace, as Istio's ServiceEntry controller
+/// does. Each selected pod contributes an endpoint at its first address.
+pub fn from_config_with_pods<'a>(
+    objects: impl IntoIterator<Item = &'a IstioObject>,
+    workloads: impl IntoIterator<Item = &'a Workload>,
+) -> RegistryState {
+    let pods: Vec<Pod> = workloads
+        .into_iter()
+        .filter(|w| w.registry == RegistryKind::Kubernetes)
+        .filter_map(|w| {
+            let l = &w.locality;
+            let locality = [l.region.as_str(), l.zone.as_str(), l.subzone.as_str()].join("/");
+            Some(Pod {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                entry: WorkloadEntry {
+                    address: w.addresses.first()?.clone(),
+                    labels: w.labels.clone(),
+                    locality: locality.trim_end_matches('/').to_string(),
+                    network: w.network.clone(),
+                    service_account: w.service_account.clone(),
+                    ..WorkloadEntry::default()
+                },
+            })
+        })
+        .collect();
     let mut entries: Vec<(&IstioObject, &ServiceEntry)> = Vec::new();
     let mut workload_entries: Vec<(&IstioObject, &WorkloadEntry)> = Vec::new();
     for object in objects {
@@ -118,6 +155,16 @@ pub fn from_config<'a>(objects: impl IntoIterator<Item = &'a IstioObject>) -> Re
                         .all(|(k, v)| we.labels.get(k) == Some(v));
                 if selected {
                     instances.push((we, weo.metadata.name.clone()));
+                }
+            }
+            for pod in &pods {
+                let selected = pod.namespace == namespace
+                    && selector
+                        .labels
+                        .iter()
+                        .all(|(k, v)| pod.entry.labels.get(k) == Some(v));
+                if selected {
+                    instances.push((&pod.entry, pod.name.clone()));
                 }
             }
         }

@@ -134,3 +134,37 @@ fn recomputing_after_an_unrelated_change_emits_nothing() {
         .endpoints("mysqldb.legacy.svc.cluster.local", 3306, &none)
         .any(|e| e.port == 3309));
 }
+
+#[test]
+fn workload_selectors_also_select_kubernetes_pods_of_their_namespace() {
+    let config = objects(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: db, namespace: legacy}\nspec:\n  hosts: [db.legacy.internal]\n  location: MESH_INTERNAL\n  ports: [{number: 5432, name: tcp-pg, protocol: TCP, targetPort: 15432}]\n  resolution: STATIC\n  workloadSelector:\n    labels: {app: db}\n",
+    );
+    let pod = |name: &str, ns: &str, ip: &str, app: &str| capstan_registry::Workload {
+        name: name.into(),
+        namespace: ns.into(),
+        addresses: vec![ip.into(), format!("fd00::{}", name.len())],
+        labels: [("app".to_string(), app.to_string())].into(),
+        service_account: "db".into(),
+        locality: capstan_registry::Locality::parse("r/z"),
+        network: String::new(),
+        registry: RegistryKind::Kubernetes,
+    };
+    let workloads = [
+        pod("db-0", "legacy", "10.9.0.1", "db"),
+        pod("db-x", "other", "10.9.0.2", "db"),
+        pod("web-0", "legacy", "10.9.0.3", "web"),
+    ];
+    let state = capstan_registry::serviceentry::from_config_with_pods(&config, workloads.iter());
+    let eps = &state.endpoints[&("db.legacy.internal".to_string(), 5432)];
+    let got: Vec<(&str, u16, &str)> = eps
+        .iter()
+        .map(|e| (e.address.as_str(), e.port, e.workload.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("10.9.0.1", 15432, "db-0")],
+        "only the matching pod of the same namespace, at its first address"
+    );
+    assert_eq!(eps[0].locality.zone, "z");
+}
