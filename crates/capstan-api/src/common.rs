@@ -314,6 +314,28 @@ pub struct PortSelector {
     pub number: u32,
 }
 
+/// gRPC status code names, indexed by code (`UNAVAILABLE` is 14): what `fault.abort.grpcStatus`
+/// accepts and what generation turns into a numeric code.
+pub const GRPC_STATUS_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 /// Label map as used throughout Istio (`map<string, string>`).
 pub type Labels = BTreeMap<String, String>;
 

@@ -232,25 +232,7 @@ fn fraction(pct: Option<&Percent>, legacy: Option<i32>) -> FractionalPercent {
 }
 
 fn grpc_code(s: &str) -> Option<u32> {
-    const CODES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
+    const CODES: [&str; 17] = capstan_api::common::GRPC_STATUS_CODES;
     s.parse()
         .ok()
         .or_else(|| CODES.iter().position(|c| *c == s).map(|i| i as u32))

@@ -62,25 +62,7 @@ pub(super) const CORS_METHODS: &[&str] = &[
 ];
 
 /// gRPC status names accepted in `fault.abort.grpcStatus`.
-pub(super) const GRPC_STATUSES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
+pub(super) const GRPC_STATUSES: &[&str] = &crate::common::GRPC_STATUS_CODES;
 
 /// HTTP/2 pseudo-headers that may be matched on.
 pub(super) const PSEUDO_HEADERS: &[&str] =
