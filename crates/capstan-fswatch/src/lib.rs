@@ -162,6 +162,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         task.abort();
-        assert!(reloads.load(Ordering::SeqCst) >= 1, "replacing the file must reload");
+        assert!(
+            reloads.load(Ordering::SeqCst) >= 1,
+            "replacing the file must reload"
+        );
     }
 }

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
@@ -311,7 +311,9 @@ async fn a_client_that_never_reads_or_acks_does_not_delay_others() {
     let options = AdsOptions {
         send_buffer: 1,
         ack_timeout: Duration::from_millis(300),
-        send_timeout: Duration::from_secs(2),
+        // Far longer than the harness's bounded receive: if the silent client could hold up the
+        // others, their pushes would wait for this and `recv` would fail. No timing is asserted.
+        send_timeout: Duration::from_secs(120),
         ..AdsOptions::default()
     };
     let h = Harness::start(options).await;
@@ -326,15 +328,9 @@ async fn a_client_that_never_reads_or_acks_does_not_delay_others() {
     s.ack(&cds, &[]).await;
     for i in 0..15 {
         h.gen.set(CLUSTER, "reviews", &format!("{big}{i}"));
-        let started = Instant::now();
         let v = h.push_full();
         let resp = s.recv().await;
-        assert_eq!(resp.version_info, v.to_string());
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "push {i} took {:?}",
-            started.elapsed()
-        );
+        assert_eq!(resp.version_info, v.to_string(), "push {i}");
         s.ack(&resp, &[]).await;
     }
     drop(lazy);
