@@ -39,6 +39,37 @@ pub fn endpoint_ip(i: usize, e: usize, generation: usize) -> String {
     )
 }
 
+/// The registry as JSON (what a machine writes; it parses several times faster than YAML), with
+/// service `changed` (if any) at endpoint generation `generation`.
+pub fn registry_json(spec: &MeshSpec, changed: Option<(usize, usize)>) -> String {
+    let services: Vec<serde_json::Value> = (0..spec.services)
+        .map(|i| {
+            let gen = match changed {
+                Some((s, g)) if s == i => g,
+                _ => 0,
+            };
+            let endpoints: Vec<serde_json::Value> = (0..spec.endpoints)
+                .map(|e| {
+                    serde_json::json!({
+                        "address": endpoint_ip(i, e, gen),
+                        "labels": {"app": format!("svc-{i}"), "version": format!("v{}", e % 2 + 1)},
+                        "serviceAccount": format!("svc-{i}"),
+                        "locality": format!("region-a/zone-{}", e % 3),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "hostname": hostname(i),
+                "namespace": namespace(i),
+                "ports": [{"name": "http", "port": 9080}],
+                "addresses": [format!("10.96.{}.{}", i / 250, i % 250 + 1)],
+                "endpoints": endpoints,
+            })
+        })
+        .collect();
+    serde_json::json!({ "services": services }).to_string()
+}
+
 /// The registry YAML, with service `changed` (if any) at endpoint generation `generation`.
 pub fn registry_yaml(spec: &MeshSpec, changed: Option<(usize, usize)>) -> String {
     let mut out = String::from("services:\n");
@@ -78,6 +109,7 @@ pub fn write(dir: &Path, spec: &MeshSpec) -> Result<()> {
         .context("creating mesh directories")?;
     std::fs::create_dir_all(config.join("destination-rules"))?;
     std::fs::write(dir.join("registry.yaml"), registry_yaml(spec, None))?;
+    std::fs::write(dir.join("registry.json"), registry_json(spec, None))?;
     for i in 0..spec.virtual_services.min(spec.services) {
         std::fs::write(
             config.join(format!("virtual-services/svc-{i}.yaml")),
