@@ -2,9 +2,11 @@
 //! Invalid objects never enter the store; each source owns the objects it put there.
 
 pub mod file;
+pub mod kube;
 pub mod store;
 
 pub use file::FileSource;
+pub use kube::KubernetesSource;
 pub use store::{
     ConfigChange, ConfigEvent, ConfigKey, ConfigStore, EventKind, Snapshot, StoredObject,
 };

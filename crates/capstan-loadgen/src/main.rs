@@ -222,7 +222,11 @@ async fn main() -> Result<()> {
     };
     let _ = std::fs::remove_dir_all(&dir);
     mesh::write(&dir, &spec)?;
-    let registry_file = if args.yaml_registry { "registry.yaml" } else { "registry.json" };
+    let registry_file = if args.yaml_registry {
+        "registry.yaml"
+    } else {
+        "registry.json"
+    };
     let xds_port = free_port()?;
     let monitoring_port = free_port()?;
     let child = Command::new(&args.capstan)
@@ -404,8 +408,16 @@ async fn main() -> Result<()> {
     println!("endpoint changes: {cpu_eds:.2} CPU-s, {:.1} KiB sent; VirtualService changes: {cpu_rds:.2} CPU-s, {:.1} KiB sent", bytes_eds as f64 / 1024.0, bytes_rds as f64 / 1024.0);
     println!("peak RSS of capstan discovery: {rss:.1} MiB");
     if let Ok(text) = http_get(monitoring_port, "/metrics").await {
-        let wanted = ["pilot_xds_push_time", "pilot_proxy_convergence_time", "pilot_push_triggers", "pilot_total_xds_rejects"];
-        for line in text.lines().filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.starts_with(w))) {
+        let wanted = [
+            "pilot_xds_push_time",
+            "pilot_proxy_convergence_time",
+            "pilot_push_triggers",
+            "pilot_total_xds_rejects",
+        ];
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && wanted.iter().any(|w| l.starts_with(w)))
+        {
             println!("server metric: {line}");
         }
     }

@@ -30,8 +30,8 @@ pub struct Args {
     /// File registry (services and endpoints in YAML); hot-reloaded.
     #[arg(long = "registry-file")]
     registry_file: Option<PathBuf>,
-    /// Kubernetes service registry (Services, EndpointSlices, Pods, Nodes): kubeconfig to use,
-    /// or `in-cluster` for the pod's service account.
+    /// Kubernetes: Istio config from its CRDs and the service registry (Services,
+    /// EndpointSlices, Pods, Nodes). The kubeconfig to use, or `in-cluster`.
     #[arg(long)]
     kubeconfig: Option<String>,
     /// Consul registry: the agent's HTTP address.
@@ -116,9 +116,10 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        // Istio config comes from files today; the Kubernetes CRD watch is not built yet, so
-        // --kubeconfig feeds the service registry only.
-        anyhow::ensure!(!args.config_dirs.is_empty(), "no config source: give --config-dir DIR (a directory of Istio YAML)");
+        anyhow::ensure!(
+            !args.config_dirs.is_empty() || args.kubeconfig.is_some(),
+            "no config source: give --config-dir DIR (Istio YAML files) or --kubeconfig PATH (Istio CRDs)"
+        );
         for dir in &args.config_dirs {
             anyhow::ensure!(dir.exists(), "config directory {} does not exist", dir.display());
         }
@@ -165,7 +166,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         if let Some(kubeconfig) = &args.kubeconfig {
             let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
-            registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
+            let client = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
+            let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
+            tokio::spawn(capstan_config::KubernetesSource::new(opts).run(client, store.clone()));
         }
         if let Some(addr) = args.consul_addr.clone() {
             registries::spawn_consul(addr, index.clone())?;
