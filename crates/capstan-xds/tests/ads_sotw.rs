@@ -335,3 +335,27 @@ async fn a_client_that_never_reads_or_acks_does_not_delay_others() {
     }
     drop(lazy);
 }
+
+#[tokio::test]
+async fn a_push_throttle_of_one_still_reaches_every_connection() {
+    let options = AdsOptions {
+        max_concurrent_pushes: 1,
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        let mut s = Stream::open(&h).await;
+        s.hello(CLUSTER, &[]).await;
+        let cds = s.recv().await;
+        s.ack(&cds, &[]).await;
+        streams.push(s);
+    }
+    h.gen.set(CLUSTER, "reviews", "changed");
+    let v = h.push_full();
+    for s in &mut streams {
+        let resp = s.recv().await;
+        assert_eq!(resp.version_info, v.to_string());
+        s.ack(&resp, &[]).await;
+    }
+}

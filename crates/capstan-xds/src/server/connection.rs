@@ -341,6 +341,10 @@ pub(crate) async fn serve<P: Protocol>(
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take() {
+            // Answering a request generates too (a reconnect storm is a push to everyone).
+            let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
+                return;
+            };
             match proto.on_request(&mut cx, req) {
                 Ok(responses) => {
                     let ok = send_all(
@@ -373,6 +377,11 @@ pub(crate) async fn serve<P: Protocol>(
         if earliest_awaiting(&mut proto).is_none() {
             if let Some((push, created)) = pending.take() {
                 cx.push_nacked = false;
+                // Throttle: only so many connections generate and hand over a push at once.
+                // The semaphore is never closed, so acquiring only fails if it were.
+                let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let responses = if cx.generator.affects(&cx.proxy, &push) {
                     proto.on_push(&mut cx, &push)
                 } else {

@@ -49,6 +49,10 @@ pub struct AdsOptions {
     pub push_buffer: usize,
     /// Largest request message accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Connections that may generate and hand over a push at the same time (Istio's
+    /// `PILOT_PUSH_THROTTLE`): bounds the CPU and the memory of generated-but-unsent
+    /// responses when thousands of proxies need the same push.
+    pub max_concurrent_pushes: usize,
 }
 
 impl Default for AdsOptions {
@@ -60,6 +64,7 @@ impl Default for AdsOptions {
             send_buffer: 16,
             push_buffer: 64,
             max_request_bytes: 16 * 1024 * 1024,
+            max_concurrent_pushes: 100,
         }
     }
 }
@@ -80,6 +85,8 @@ pub(crate) struct Core {
     pushes: broadcast::Sender<Arc<PushEvent>>,
     connections: Mutex<BTreeMap<u64, Arc<Mutex<ConnectionStatus>>>>,
     next_conn: AtomicU64,
+    /// Permits for generating and handing over a push (see `max_concurrent_pushes`).
+    push_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// The ADS server: mount [`AdsServer::service`] in tonic, announce pushes with
@@ -102,8 +109,12 @@ impl<G: Generator> AdsServer<G> {
     /// A server generating resources with `generator`.
     pub fn new(generator: Arc<G>, options: AdsOptions) -> Self {
         let (pushes, _) = broadcast::channel(options.push_buffer.max(1));
+        let push_permits = Arc::new(tokio::sync::Semaphore::new(
+            options.max_concurrent_pushes.max(1),
+        ));
         AdsServer {
             core: Arc::new(Core {
+                push_permits,
                 options,
                 counters: metrics::Counters::default(),
                 version: AtomicU64::new(0),
