@@ -200,7 +200,14 @@ fn check_values(values: &[String], name: &str, path: &Path<'_>, wildcards: bool,
     }
 }
 
-fn check_ips(values: &[String], name: &str, path: &Path<'_>, out: &mut Report) {
+/// Checks every value of the list field `name`: non-empty, and valid by `check`.
+fn check_each(
+    values: &[String],
+    name: &str,
+    path: &Path<'_>,
+    out: &mut Report,
+    check: fn(&str) -> Result<(), String>,
+) {
     let list = path.field(name);
     for (i, v) in values.iter().enumerate() {
         if v.is_empty() {
@@ -208,24 +215,18 @@ fn check_ips(values: &[String], name: &str, path: &Path<'_>, out: &mut Report) {
                 &list.index(i),
                 format!("empty value not allowed, found in {name}"),
             );
-        } else if let Err(e) = validate_ip_block(v) {
+        } else if let Err(e) = check(v) {
             out.error(&list.index(i), e);
         }
     }
 }
 
+fn check_ips(values: &[String], name: &str, path: &Path<'_>, out: &mut Report) {
+    check_each(values, name, path, out, validate_ip_block);
+}
+
 fn check_ports(values: &[String], name: &str, path: &Path<'_>, out: &mut Report) {
-    let list = path.field(name);
-    for (i, v) in values.iter().enumerate() {
-        if v.is_empty() {
-            out.error(
-                &list.index(i),
-                format!("empty value not allowed, found in {name}"),
-            );
-        } else if let Err(e) = validate_port_string(v) {
-            out.error(&list.index(i), e);
-        }
-    }
+    check_each(values, name, path, out, validate_port_string);
 }
 
 fn check_service_accounts(values: &[String], name: &str, path: &Path<'_>, out: &mut Report) {
