@@ -81,6 +81,12 @@ impl IndexSnapshot {
         self.services.values()
     }
 
+    /// Whether `other` has exactly this snapshot's services (the same shared map: no service
+    /// changed between the two; endpoints and workloads may have).
+    pub fn same_services(&self, other: &IndexSnapshot) -> bool {
+        Arc::ptr_eq(&self.services, &other.services)
+    }
+
     /// Number of services.
     pub fn service_count(&self) -> usize {
         self.services.len()

@@ -1,8 +1,15 @@
 //! Generated xDS resources and the type URLs Capstan serves.
+//!
+//! A [`Resource`] is encoded once, when it is generated, as the `google.protobuf.Any` that goes
+//! on the wire; responses to every proxy share those bytes (see [`crate::server`]'s wire
+//! messages), so a push to a thousand proxies encodes each resource once and copies it only
+//! into each stream's output buffer.
 
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// `type.googleapis.com/envoy.config.listener.v3.Listener`
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -22,15 +29,17 @@ pub fn is_wildcard_type(type_url: &str) -> bool {
     type_url == LISTENER || type_url == CLUSTER
 }
 
-/// One named resource, packed, with a version that changes exactly when its content does.
-#[derive(Clone, Debug, PartialEq)]
+/// One named resource, encoded, with a version that changes exactly when its content does.
+/// Generators hand out `Arc<Resource>`s: one generated resource is shared by every proxy that
+/// gets it and by every connection's record of what it sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     /// Resource name (`outbound|9080||reviews.default.svc.cluster.local`, `0.0.0.0_9080`, `9080`).
     pub name: String,
-    /// Content hash of the encoded resource, hex.
-    pub version: String,
-    /// The resource.
-    pub body: Any,
+    /// Content hash of the encoded resource (sent as 16 hex digits).
+    pub version: u64,
+    /// The encoded `google.protobuf.Any` holding the resource.
+    pub body: Bytes,
 }
 
 impl Resource {
@@ -39,18 +48,58 @@ impl Resource {
         let value = message.encode_to_vec();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         value.hash(&mut hasher);
+        let any = Any {
+            type_url: M::type_url(),
+            value,
+        };
         Resource {
             name: name.into(),
-            version: format!("{:016x}", hasher.finish()),
-            body: Any {
-                type_url: M::type_url(),
-                value,
-            },
+            version: hasher.finish(),
+            body: Bytes::from(any.encode_to_vec()),
         }
+    }
+
+    /// [`Resource::new`], shared.
+    pub fn shared<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Arc<Resource> {
+        Arc::new(Resource::new(name, message))
+    }
+
+    /// The version as sent on the wire: 16 lower-case hex digits.
+    pub fn version_string(&self) -> String {
+        format!("{:016x}", self.version)
+    }
+
+    /// The `Any` the resource is packed in.
+    pub fn any(&self) -> Result<Any, prost::DecodeError> {
+        Any::decode(self.body.as_ref())
     }
 
     /// Decodes the body back into its message (for tests and debugging).
     pub fn decode<M: Message + Default>(&self) -> Result<M, prost::DecodeError> {
-        M::decode(self.body.value.as_slice())
+        M::decode(self.any()?.value.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+
+    #[test]
+    fn versions_follow_content_and_bodies_round_trip() {
+        let a = Cluster {
+            name: "a".into(),
+            ..Cluster::default()
+        };
+        let b = Cluster {
+            name: "b".into(),
+            ..Cluster::default()
+        };
+        let ra = Resource::new("a", &a);
+        assert_eq!(ra.version, Resource::new("a", &a).version);
+        assert_ne!(ra.version, Resource::new("b", &b).version);
+        assert_eq!(ra.decode::<Cluster>().unwrap(), a);
+        assert_eq!(ra.any().unwrap().type_url, CLUSTER);
+        assert_eq!(ra.version_string().len(), 16);
     }
 }

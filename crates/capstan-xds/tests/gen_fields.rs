@@ -14,7 +14,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use prost::Message;
 
-fn of<'a>(all: &'a [(&str, Vec<capstan_xds::Resource>)], t: &str) -> &'a [capstan_xds::Resource] {
+type Shared = std::sync::Arc<capstan_xds::Resource>;
+
+fn of<'a>(all: &'a [(&str, Vec<Shared>)], t: &str) -> &'a [Shared] {
     &all.iter().find(|(n, _)| *n == t).unwrap().1
 }
 

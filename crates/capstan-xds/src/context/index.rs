@@ -50,6 +50,9 @@ pub(crate) struct ConfigIndex {
     /// Namespace → Sidecars.
     pub sidecars: HashMap<String, Vec<Arc<ConfigEntry<Sidecar>>>>,
     pub gateways: Vec<Arc<ConfigEntry<Gateway>>>,
+    /// Whether some VirtualService matches on `sourceLabels` (routes then depend on the
+    /// proxy's labels, not only its namespace).
+    pub source_label_routes: bool,
 }
 
 fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
@@ -91,6 +94,11 @@ impl ConfigIndex {
                             .map(|g| resolve_gateway(g, &key.namespace))
                             .collect()
                     };
+                    index.source_label_routes |= vs
+                        .http
+                        .iter()
+                        .flat_map(|r| r.r#match.iter())
+                        .any(|m| !m.source_labels.is_empty());
                     let at = index.virtual_services.len();
                     for g in &gateways {
                         index.vs_by_gateway.entry(g.clone()).or_default().push(at);

@@ -1,15 +1,18 @@
 //! PushContext: one immutable, indexed snapshot of config and services, built once per push and
 //! shared (by `Arc`) by every proxy's generation.
 
+pub(crate) mod cache;
 mod index;
 mod scope;
 
+pub use cache::CacheStats;
 pub use index::{ConfigEntry, VirtualServiceEntry};
 pub use scope::ProxyScope;
 
 use capstan_api::networking::OutboundTrafficMode;
 use capstan_config::Snapshot;
 use capstan_registry::IndexSnapshot;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Mesh-wide settings (the parts of Istio's MeshConfig generation reads).
@@ -44,7 +47,10 @@ pub struct PushContext {
     pub config: Arc<Snapshot>,
     /// The service snapshot it was built from.
     pub services: Arc<IndexSnapshot>,
-    pub(crate) index: index::ConfigIndex,
+    /// Indexes of `config`; shared with the next context when the config is the same.
+    pub(crate) index: Arc<index::ConfigIndex>,
+    /// What proxies of this push share (see [`cache`]).
+    pub(crate) cache: cache::Cache,
 }
 
 impl PushContext {
@@ -55,14 +61,53 @@ impl PushContext {
         mesh: MeshConfig,
         version: u64,
     ) -> PushContext {
-        let index = index::ConfigIndex::build(&config, &mesh);
+        let index = Arc::new(index::ConfigIndex::build(&config, &mesh));
         PushContext {
             version,
             mesh,
             config,
             services,
             index,
+            cache: cache::Cache::default(),
         }
+    }
+
+    /// The context after this one. The config indexes are reused when the config snapshot is
+    /// the same one; when, besides, only the endpoints of `endpoints_of` changed (an EDS-only
+    /// push; `None` for anything else), the shared resources not derived from those endpoints
+    /// are carried over.
+    pub fn next(
+        &self,
+        config: Arc<Snapshot>,
+        services: Arc<IndexSnapshot>,
+        endpoints_of: Option<&BTreeSet<String>>,
+        version: u64,
+    ) -> PushContext {
+        let same_config = Arc::ptr_eq(&config, &self.config);
+        let index = if same_config {
+            self.index.clone()
+        } else {
+            Arc::new(index::ConfigIndex::build(&config, &self.mesh))
+        };
+        let cache = match endpoints_of {
+            Some(hosts) if same_config && services.same_services(&self.services) => {
+                self.cache.carry_over(hosts)
+            }
+            _ => cache::Cache::default(),
+        };
+        PushContext {
+            version,
+            mesh: self.mesh.clone(),
+            config,
+            services,
+            index,
+            cache,
+        }
+    }
+
+    /// Hits and misses of this context's shared-resource cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     /// Resolves a (possibly short) host name written in an object of `namespace` to a FQDN, as

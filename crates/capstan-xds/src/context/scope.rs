@@ -1,6 +1,7 @@
 //! What one proxy can see: services visible by `exportTo`, narrowed by its Sidecar's egress
 //! hosts, and its outbound traffic policy.
 
+use super::cache::{ByAddress, ScopeKey};
 use super::{exported_to, host_matches, PushContext};
 use crate::proxy::Proxy;
 use capstan_api::networking::OutboundTrafficMode;
@@ -41,8 +42,21 @@ fn egress_selects(entry: &str, sidecar_ns: &str, service: &Service) -> bool {
 }
 
 impl PushContext {
-    /// The proxy's scope.
-    pub fn scope(&self, proxy: &Proxy) -> ProxyScope {
+    /// The key of the proxy's scope in the cache: what the scope depends on.
+    pub(crate) fn scope_key(&self, proxy: &Proxy) -> ScopeKey {
+        ScopeKey {
+            namespace: proxy.namespace.clone(),
+            sidecar: self.sidecar(proxy).cloned().map(ByAddress),
+        }
+    }
+
+    /// The proxy's scope (computed once per namespace and Sidecar per push).
+    pub fn scope(&self, proxy: &Proxy) -> Arc<ProxyScope> {
+        let key = self.scope_key(proxy);
+        self.cache.scope(key, || self.compute_scope(proxy))
+    }
+
+    fn compute_scope(&self, proxy: &Proxy) -> ProxyScope {
         let sidecar = self.sidecar(proxy);
         let egress_hosts: Option<Vec<&str>> =
             sidecar.filter(|s| !s.spec.egress.is_empty()).map(|s| {

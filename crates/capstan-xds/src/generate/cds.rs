@@ -6,6 +6,7 @@ use super::common::{
     ads, cluster_name, secs, socket, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER,
 };
+use crate::context::cache::ByAddress;
 use crate::context::{ProxyScope, PushContext};
 use crate::proxy::Proxy;
 use crate::resource::Resource;
@@ -17,6 +18,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Istio's mesh default connect timeout.
 const CONNECT_TIMEOUT_SECS: i64 = 10;
@@ -224,17 +226,64 @@ fn special_clusters() -> Vec<Cluster> {
     ]
 }
 
+/// gRPC implements only ROUND_ROBIN and RING_HASH through `lb_policy` and NACKs the rest
+/// ("LB policy is not supported"); Istio's grpcgen likewise falls back to round robin. gRPC
+/// resolves no DNS clusters itself, so every cluster is EDS.
+fn for_proxyless(mut c: Cluster) -> Cluster {
+    if c.lb_policy != cluster::LbPolicy::RingHash as i32 {
+        c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+        c.lb_config = None;
+    }
+    c.cluster_discovery_type = discovery(cluster::DiscoveryType::Eds);
+    c.load_assignment = None;
+    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+        eds_config: Some(ads()),
+        service_name: c.name.clone(),
+    });
+    c
+}
+
+/// A service's outbound clusters as resources, shared by every proxy of the push that uses
+/// the same DestinationRule for it.
+fn shared_outbound(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    svc: &Service,
+    proxyless: bool,
+) -> Arc<[Arc<Resource>]> {
+    let dr = ctx.destination_rule(proxy, &svc.hostname);
+    let key = dr.cloned().map(ByAddress);
+    ctx.cache.clusters(&svc.hostname, key, proxyless, || {
+        outbound_clusters(ctx, proxy, svc)
+            .into_iter()
+            .map(|c| if proxyless { for_proxyless(c) } else { c })
+            .map(|c| Resource::shared(c.name.clone(), &c))
+            .collect()
+    })
+}
+
+/// Istio's passthrough and blackhole clusters, the same for every proxy.
+fn special_resources() -> &'static [Arc<Resource>] {
+    static SPECIAL: std::sync::OnceLock<Vec<Arc<Resource>>> = std::sync::OnceLock::new();
+    SPECIAL.get_or_init(|| {
+        special_clusters()
+            .iter()
+            .map(|c| Resource::shared(c.name.clone(), c))
+            .collect()
+    })
+}
+
 /// All clusters for a proxy.
 pub fn generate(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &ProxyScope,
     sub: &Subscription,
-) -> Vec<Resource> {
-    let mut clusters = Vec::new();
+) -> Vec<Arc<Resource>> {
+    let mut out: Vec<Arc<Resource>> = Vec::new();
     match proxy.proxy_type {
         crate::ProxyType::Proxyless => {
-            // Only what it asks for; always EDS (gRPC resolves no DNS clusters itself).
+            // Only what it asks for.
             for name in &sub.names {
                 let Some(key) = super::common::parse_outbound(name) else {
                     continue;
@@ -245,44 +294,26 @@ pub fn generate(
                 if !crate::context::exported_to(&svc.export_to, &svc.namespace, &proxy.namespace) {
                     continue;
                 }
-                clusters.extend(
-                    outbound_clusters(ctx, proxy, svc)
-                        .into_iter()
-                        .filter(|c| &c.name == name)
-                        .map(|mut c| {
-                            // gRPC implements only ROUND_ROBIN and RING_HASH through `lb_policy`
-                            // and NACKs the rest ("LB policy is not supported"); Istio's grpcgen
-                            // likewise falls back to round robin.
-                            if c.lb_policy != cluster::LbPolicy::RingHash as i32 {
-                                c.lb_policy = cluster::LbPolicy::RoundRobin as i32;
-                                c.lb_config = None;
-                            }
-                            c.cluster_discovery_type = discovery(cluster::DiscoveryType::Eds);
-                            c.load_assignment = None;
-                            c.eds_cluster_config = Some(cluster::EdsClusterConfig {
-                                eds_config: Some(ads()),
-                                service_name: c.name.clone(),
-                            });
-                            c
-                        }),
-                );
+                let all = shared_outbound(ctx, proxy, svc, true);
+                out.extend(all.iter().filter(|c| c.name == **name).cloned());
             }
         }
         crate::ProxyType::Sidecar | crate::ProxyType::Router => {
             for svc in &scope.services {
-                clusters.extend(outbound_clusters(ctx, proxy, svc));
+                out.extend(shared_outbound(ctx, proxy, svc, false).iter().cloned());
             }
             if proxy.proxy_type == crate::ProxyType::Sidecar {
-                clusters.extend(inbound_clusters(ctx, proxy));
+                out.extend(
+                    inbound_clusters(ctx, proxy)
+                        .iter()
+                        .map(|c| Resource::shared(c.name.clone(), c)),
+                );
             }
-            clusters.extend(special_clusters());
+            out.extend(special_resources().iter().cloned());
             if !sub.wildcard {
-                clusters.retain(|c| sub.names.contains(&c.name));
+                out.retain(|c| sub.names.contains(c.name.as_str()));
             }
         }
     }
-    clusters
-        .iter()
-        .map(|c| Resource::new(c.name.clone(), c))
-        .collect()
+    out
 }

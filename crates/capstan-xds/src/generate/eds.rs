@@ -3,6 +3,7 @@
 //! localities without one).
 
 use super::common::{cluster_name, parse_outbound, socket, u32v};
+use crate::context::cache::ByAddress;
 use crate::context::{exported_to, ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
@@ -13,6 +14,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// The assignment for one outbound cluster, or None when the cluster is not an EDS cluster of
 /// a known service.
@@ -77,7 +79,7 @@ pub fn load_assignment(
 }
 
 /// Every EDS cluster name in scope for a proxy (what a wildcard EDS request means).
-fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> BTreeSet<String> {
+fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> BTreeSet<Arc<str>> {
     let mut out = BTreeSet::new();
     for svc in &scope.services {
         if svc.resolution != Resolution::ClientSideLb {
@@ -85,13 +87,30 @@ fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> BTreeSet<S
         }
         let dr = ctx.destination_rule(proxy, &svc.hostname);
         for p in &svc.ports {
-            out.insert(cluster_name("outbound", p.port, "", &svc.hostname));
+            out.insert(cluster_name("outbound", p.port, "", &svc.hostname).into());
             for s in dr.iter().flat_map(|d| d.spec.subsets.iter()) {
-                out.insert(cluster_name("outbound", p.port, &s.name, &svc.hostname));
+                out.insert(cluster_name("outbound", p.port, &s.name, &svc.hostname).into());
             }
         }
     }
     out
+}
+
+/// The shared assignment of one cluster: keyed by the DestinationRule only for subsets (the
+/// rule's subset labels select the endpoints).
+fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc<Resource>> {
+    let key = parse_outbound(name)?;
+    let rule = if key.subset.is_empty() {
+        None
+    } else {
+        ctx.destination_rule(proxy, key.host)
+            .cloned()
+            .map(ByAddress)
+    };
+    ctx.cache.endpoints(name, rule, || {
+        load_assignment(ctx, proxy, name)
+            .map(|cla| Resource::shared(cla.cluster_name.clone(), &cla))
+    })
 }
 
 /// Assignments for the subscribed clusters; for a non-full push only those of `eds_hosts`.
@@ -101,11 +120,13 @@ pub fn generate(
     scope: &ProxyScope,
     sub: &Subscription,
     push: &PushRequest,
-) -> Vec<Resource> {
+) -> Vec<Arc<Resource>> {
+    let all;
     let names = if sub.wildcard {
-        all_names(ctx, proxy, scope)
+        all = all_names(ctx, proxy, scope);
+        &all
     } else {
-        sub.names.clone()
+        &sub.names
     };
     names
         .iter()
@@ -124,7 +145,6 @@ pub fn generate(
                 _ => scope.contains(key.host),
             }
         })
-        .filter_map(|name| load_assignment(ctx, proxy, name))
-        .map(|cla| Resource::new(cla.cluster_name.clone(), &cla))
+        .filter_map(|name| shared_assignment(ctx, proxy, name))
         .collect()
 }

@@ -26,6 +26,20 @@ impl IstioGenerator {
         self.ctx.store(Arc::new(ctx));
     }
 
+    /// Switches to the context for `push`, built from the latest snapshots: indexes and
+    /// shared resources of the current context are reused where the push leaves them valid
+    /// ([`PushContext::next`]).
+    pub fn advance(
+        &self,
+        config: Arc<capstan_config::Snapshot>,
+        services: Arc<capstan_registry::IndexSnapshot>,
+        push: &PushRequest,
+    ) {
+        let current = self.ctx.load_full();
+        let endpoints_only = (!push.full).then_some(&push.eds_hosts);
+        self.update(current.next(config, services, endpoints_only, push.version));
+    }
+
     /// The current context.
     pub fn context(&self) -> Arc<PushContext> {
         self.ctx.load_full()
@@ -39,7 +53,7 @@ impl Generator for IstioGenerator {
         type_url: &str,
         subscription: &Subscription,
         push: &PushRequest,
-    ) -> Result<Vec<Resource>, GenerateError> {
+    ) -> Result<Vec<Arc<Resource>>, GenerateError> {
         let ctx = self.ctx.load();
         let scope = ctx.scope(proxy);
         Ok(match type_url {

@@ -253,7 +253,7 @@ pub fn generate(
     proxy: &Proxy,
     scope: &ProxyScope,
     sub: &Subscription,
-) -> Vec<Resource> {
+) -> Vec<std::sync::Arc<Resource>> {
     let listeners: Vec<Listener> = match proxy.proxy_type {
         ProxyType::Proxyless => sub
             .names
@@ -270,6 +270,6 @@ pub fn generate(
     listeners
         .iter()
         .filter(|l| proxy.proxy_type == ProxyType::Proxyless || sub.wants(&l.name))
-        .map(|l| Resource::new(l.name.clone(), l))
+        .map(|l| Resource::shared(l.name.clone(), l))
         .collect()
 }

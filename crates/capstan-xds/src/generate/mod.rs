@@ -19,14 +19,16 @@ pub mod rds_route;
 use crate::proxy::Proxy;
 use crate::resource::Resource;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Which resources of one type a client asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subscription {
     /// Everything of the type (LDS/CDS with no names, or Delta's `*`).
     pub wildcard: bool,
-    /// Explicitly named resources (EDS cluster names, RDS route names, gRPC's LDS `host:port`).
-    pub names: BTreeSet<String>,
+    /// Explicitly named resources (EDS cluster names, RDS route names, gRPC's LDS `host:port`);
+    /// shared strings, since a thousand proxies subscribe to the same names.
+    pub names: BTreeSet<Arc<str>>,
 }
 
 impl Subscription {
@@ -93,7 +95,7 @@ pub trait Generator: Send + Sync + 'static {
         type_url: &str,
         subscription: &Subscription,
         push: &PushRequest,
-    ) -> Result<Vec<Resource>, GenerateError>;
+    ) -> Result<Vec<Arc<Resource>>, GenerateError>;
 
     /// Whether `push` can change anything `proxy` has (scoping by Sidecar and exportTo).
     /// The default is conservative: yes.

@@ -3,6 +3,7 @@
 
 use super::common::{cluster_name, PASSTHROUGH_CLUSTER};
 use super::rds_route::{default_route, virtual_service_routes, RouteCtx};
+use crate::context::cache::RouteKey;
 use crate::context::{ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
@@ -14,6 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// Whether a port gets an HTTP route configuration (HTTP protocols, and sniffed ports).
 pub fn routed(protocol: Protocol) -> bool {
@@ -147,13 +149,32 @@ pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
         .collect()
 }
 
+/// A sidecar's route configuration for `port`, shared by the proxies with the same scope
+/// (and, when routes match on source labels, the same labels).
+fn shared_route_config(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    scope: &ProxyScope,
+    port: u16,
+) -> Arc<Resource> {
+    let key = RouteKey {
+        port,
+        scope: ctx.scope_key(proxy),
+        labels: ctx.index.source_label_routes.then(|| proxy.labels.clone()),
+    };
+    ctx.cache.route(key, || {
+        let rc = sidecar_route_config(ctx, proxy, scope, port);
+        Resource::shared(rc.name.clone(), &rc)
+    })
+}
+
 /// Route configurations for a proxy.
 pub fn generate(
     ctx: &PushContext,
     proxy: &Proxy,
     scope: &ProxyScope,
     sub: &Subscription,
-) -> Vec<Resource> {
+) -> Vec<Arc<Resource>> {
     let configs: Vec<RouteConfiguration> = match proxy.proxy_type {
         ProxyType::Proxyless => sub
             .names
@@ -175,14 +196,14 @@ pub fn generate(
                     .filter(|p| ports.contains(p))
                     .collect()
             };
-            wanted
+            return wanted
                 .into_iter()
-                .map(|p| sidecar_route_config(ctx, proxy, scope, p))
-                .collect()
+                .map(|p| shared_route_config(ctx, proxy, scope, p))
+                .collect();
         }
     };
     configs
         .iter()
-        .map(|r| Resource::new(r.name.clone(), r))
+        .map(|r| Resource::shared(r.name.clone(), r))
         .collect()
 }

@@ -69,7 +69,12 @@ pub(crate) enum Reply {
 
 /// True for the type URLs Capstan serves.
 pub(crate) fn is_known_type(type_url: &str) -> bool {
-    PUSH_ORDER.contains(&type_url)
+    known_type(type_url).is_some()
+}
+
+/// The static copy of a type URL Capstan serves.
+pub(crate) fn known_type(type_url: &str) -> Option<&'static str> {
+    PUSH_ORDER.into_iter().find(|t| *t == type_url)
 }
 
 /// What the protocol state machines may use: the proxy, the generator, status and metrics.
@@ -97,6 +102,11 @@ impl Ctx {
         Ok(())
     }
 
+    /// The shared copies of subscribed names.
+    pub fn interner(&self) -> &super::intern::Interner {
+        &self.core.names
+    }
+
     /// The push a request is answered from: the current state, everything.
     pub fn request_push(&self) -> PushRequest {
         PushRequest {
@@ -113,7 +123,7 @@ impl Ctx {
         type_url: &str,
         sub: &Subscription,
         push: &PushRequest,
-    ) -> Option<Vec<Resource>> {
+    ) -> Option<Vec<Arc<Resource>>> {
         match self.generator.generate(&self.proxy, type_url, sub, push) {
             Ok(mut resources) => {
                 resources.retain(|r| sub.wants(&r.name));

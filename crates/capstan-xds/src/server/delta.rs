@@ -1,14 +1,15 @@
 //! Delta ADS (`DeltaAggregatedResources`): per type, the server tracks which version of each
 //! resource the client has, and sends only what differs plus the names that went away.
 
-use super::connection::{is_known_type, Ctx, Protocol, Track};
+use super::connection::{is_known_type, known_type, Ctx, Protocol, Track};
+use super::intern::Interner;
+use super::sent::SentSet;
+use super::wire::DeltaResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, Resource, ENDPOINT, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, ENDPOINT, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as DeltaResource,
-};
-use std::collections::{BTreeMap, BTreeSet};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use std::collections::{BTreeMap, HashSet};
 use tonic::Status;
 use tracing::warn;
 
@@ -17,20 +18,21 @@ use tracing::warn;
 struct TypeState {
     sub: Subscription,
     track: Track,
-    /// Name → version the client has: from `initial_resource_versions` on (re)connect, then
-    /// from what was sent. A NACKed response stays recorded, so the rejected content is resent
-    /// only once it changes.
-    client: BTreeMap<String, String>,
+    /// What the client has: from `initial_resource_versions` on (re)connect, then from what
+    /// was sent. A NACKed response stays recorded, so the rejected content is resent only once
+    /// it changes.
+    client: SentSet,
 }
 
 /// The Delta state machine of one stream.
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
-    types: BTreeMap<String, TypeState>,
+    types: BTreeMap<&'static str, TypeState>,
 }
 
 /// Applies a request's subscribe/unsubscribe lists; true when something new is wanted.
 fn apply_subscription(
+    names: &Interner,
     type_url: &str,
     state: &mut TypeState,
     first: bool,
@@ -48,7 +50,7 @@ fn apply_subscription(
             grew |= !state.sub.wildcard;
             state.sub.wildcard = true;
         } else {
-            grew |= state.sub.names.insert(name);
+            grew |= state.sub.names.insert(names.intern(name));
         }
     }
     let mut dropped_wildcard = false;
@@ -57,7 +59,7 @@ fn apply_subscription(
             dropped_wildcard |= state.sub.wildcard;
             state.sub.wildcard = false;
         } else {
-            state.sub.names.remove(&name);
+            state.sub.names.remove(name.as_str());
             // The client forgets what it unsubscribed; if it subscribes again it gets it again.
             if !state.sub.wildcard {
                 state.client.remove(&name);
@@ -66,7 +68,7 @@ fn apply_subscription(
     }
     if dropped_wildcard {
         let names = &state.sub.names;
-        state.client.retain(|name, _| names.contains(name));
+        state.client.retain(|name| names.contains(name));
     }
     grew
 }
@@ -76,61 +78,47 @@ fn apply_subscription(
 /// when there is nothing to say (unless `force`) or generation failed.
 fn diff_response(
     cx: &mut Ctx,
-    type_url: &str,
+    type_url: &'static str,
     state: &mut TypeState,
     push: &PushRequest,
     removals: bool,
     force: bool,
-) -> Option<DeltaDiscoveryResponse> {
+) -> Option<DeltaResponse> {
     let resources = cx.generate(type_url, &state.sub, push)?;
     let removed: Vec<String> = if removals {
-        let present: BTreeSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+        let present: HashSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
         state
             .client
-            .keys()
-            .filter(|name| !present.contains(name.as_str()))
-            .cloned()
+            .names()
+            .filter(|name| !present.contains(name))
+            .map(str::to_string)
             .collect()
     } else {
         Vec::new()
     };
-    let changed: Vec<Resource> = resources
+    let changed: Vec<_> = resources
         .into_iter()
-        .filter(|r| state.client.get(&r.name) != Some(&r.version))
+        .filter(|r| !state.client.has(r))
         .collect();
     if changed.is_empty() && removed.is_empty() && !force {
         return None;
     }
-    for name in &removed {
-        state.client.remove(name);
-    }
-    for r in &changed {
-        state.client.insert(r.name.clone(), r.version.clone());
-    }
+    state.client.apply(&changed, &removed);
     let version = push.version.to_string();
     let count = changed.len();
     let nonce = cx.sent(type_url, &mut state.track, version.clone(), count);
-    Some(DeltaDiscoveryResponse {
+    Some(DeltaResponse {
         system_version_info: version,
-        resources: changed
-            .into_iter()
-            .map(|r| DeltaResource {
-                name: r.name,
-                version: r.version,
-                resource: Some(r.body),
-                ..DeltaResource::default()
-            })
-            .collect(),
-        type_url: type_url.to_string(),
+        resources: changed,
+        type_url,
         removed_resources: removed,
         nonce,
-        ..DeltaDiscoveryResponse::default()
     })
 }
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const DELTA: bool = true;
 
     fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -141,7 +129,7 @@ impl Protocol for Delta {
         &mut self,
         cx: &mut Ctx,
         req: DeltaDiscoveryRequest,
-    ) -> Result<Vec<DeltaDiscoveryResponse>, Status> {
+    ) -> Result<Vec<DeltaResponse>, Status> {
         let names = req.resource_names_subscribe.len()
             + req.resource_names_unsubscribe.len()
             + req.initial_resource_versions.len();
@@ -149,42 +137,44 @@ impl Protocol for Delta {
         if !is_known_type(&req.type_url) {
             warn!(proxy = %cx.proxy.id, type_url = %req.type_url,
                 "ignoring a request for a type Capstan does not serve");
-            return Ok(Vec::new());
         }
-        let type_url = req.type_url.clone();
-        let first = !self.types.contains_key(&type_url);
-        let state = self.types.entry(type_url.clone()).or_default();
+        let Some(type_url) = known_type(&req.type_url) else {
+            return Ok(Vec::new());
+        };
+        let first = !self.types.contains_key(type_url);
+        let state = self.types.entry(type_url).or_default();
         if first {
-            state.client = req.initial_resource_versions.into_iter().collect();
+            state.client = SentSet::claimed(req.initial_resource_versions.into_iter().collect());
         }
         // ACK/NACK bookkeeping only: subscription changes are increments and must be applied
         // whatever nonce they carry, or the server and client would disagree on the set.
         cx.reply(
-            &type_url,
+            type_url,
             &mut state.track,
             &req.response_nonce,
             req.error_detail.as_ref(),
         );
         let grew = apply_subscription(
-            &type_url,
+            cx.interner(),
+            type_url,
             state,
             first,
             req.resource_names_subscribe,
             req.resource_names_unsubscribe,
         );
-        cx.subscribed(&type_url, &state.sub);
+        cx.subscribed(type_url, &state.sub);
         if !(first || grew) {
             return Ok(Vec::new());
         }
         let push = cx.request_push();
         // The first request of a type is always answered (possibly empty) so the client's
         // initialization, which waits for it, completes.
-        Ok(diff_response(cx, &type_url, state, &push, true, first)
+        Ok(diff_response(cx, type_url, state, &push, true, first)
             .into_iter()
             .collect())
     }
 
-    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DeltaDiscoveryResponse> {
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
             if !push.full && type_url != ENDPOINT {
@@ -208,7 +198,8 @@ impl Protocol for Delta {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{CLUSTER, ROUTE};
+    use crate::resource::{Resource, CLUSTER, ROUTE};
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
@@ -216,30 +207,40 @@ mod tests {
 
     #[test]
     fn legacy_wildcard_explicit_star_and_unsubscribe() {
+        let i = Interner::default();
         let mut s = TypeState::default();
-        assert!(apply_subscription(CLUSTER, &mut s, true, vec![], vec![]));
+        assert!(apply_subscription(
+            &i,
+            CLUSTER,
+            &mut s,
+            true,
+            vec![],
+            vec![]
+        ));
         assert!(s.sub.wildcard);
         let mut s = TypeState::default();
-        assert!(!apply_subscription(ROUTE, &mut s, true, vec![], vec![]));
+        assert!(!apply_subscription(&i, ROUTE, &mut s, true, vec![], vec![]));
         assert!(!s.sub.wildcard);
         assert!(apply_subscription(
+            &i,
             ROUTE,
             &mut s,
             false,
             names(&["80", "*"]),
             vec![]
         ));
-        s.client.insert("80".into(), "v".into());
-        s.client.insert("90".into(), "v".into());
+        let route = |n: &str| Resource::shared(n, &RouteConfiguration::default());
+        s.client.apply(&[route("80"), route("90")], &[]);
         assert!(!apply_subscription(
+            &i,
             ROUTE,
             &mut s,
             false,
             vec![],
             names(&["*"])
         ));
-        assert_eq!(s.client.keys().collect::<Vec<_>>(), vec!["80"]);
-        apply_subscription(ROUTE, &mut s, false, vec![], names(&["80"]));
-        assert!(s.client.is_empty() && s.sub.names.is_empty());
+        assert_eq!(s.client.names().collect::<Vec<_>>(), vec!["80"]);
+        apply_subscription(&i, ROUTE, &mut s, false, vec![], names(&["80"]));
+        assert!(s.client.names().next().is_none() && s.sub.names.is_empty());
     }
 }

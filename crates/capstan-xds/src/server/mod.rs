@@ -7,28 +7,26 @@
 
 mod connection;
 mod delta;
+mod intern;
 mod metrics;
+mod sent;
 mod sotw;
 mod status;
+mod wire;
 
 pub use metrics::{Histogram, Metrics, BUCKETS_MS};
 pub use status::{ConnectionStatus, NackStatus, TypeStatus};
+pub use wire::AdsService;
 
 use crate::generate::{Generator, PushRequest};
 use connection::Protocol;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use tracing::Instrument;
 
 /// Limits and timeouts of the ADS server.
@@ -87,6 +85,8 @@ pub(crate) struct Core {
     next_conn: AtomicU64,
     /// Permits for generating and handing over a push (see `max_concurrent_pushes`).
     push_permits: Arc<tokio::sync::Semaphore>,
+    /// Subscribed resource names, shared between connections.
+    names: intern::Interner,
 }
 
 /// The ADS server: mount [`AdsServer::service`] in tonic, announce pushes with
@@ -121,6 +121,7 @@ impl<G: Generator> AdsServer<G> {
                 pushes,
                 connections: Mutex::new(BTreeMap::new()),
                 next_conn: AtomicU64::new(1),
+                names: intern::Interner::default(),
             }),
             generator,
         }
@@ -142,9 +143,8 @@ impl<G: Generator> AdsServer<G> {
     }
 
     /// The tonic service to add to a `tonic::transport::Server`.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer<G>> {
-        AggregatedDiscoveryServiceServer::new(self.clone())
-            .max_decoding_message_size(self.core.options.max_request_bytes)
+    pub fn service(&self) -> AdsService<G> {
+        AdsService::new(self.clone(), self.core.options.max_request_bytes)
     }
 
     /// Status of every open stream, ordered by connection.
@@ -169,7 +169,7 @@ impl<G: Generator> AdsServer<G> {
         self.core.counters.snapshot()
     }
 
-    fn spawn<P: Protocol>(
+    pub(crate) fn spawn<P: Protocol>(
         &self,
         requests: Streaming<P::Request>,
     ) -> ReceiverStream<Result<P::Response, Status>> {
@@ -188,29 +188,5 @@ impl<G: Generator> AdsServer<G> {
         );
         tokio::spawn(task.instrument(span));
         ReceiverStream::new(rx)
-    }
-}
-
-#[tonic::async_trait]
-impl<G: Generator> AggregatedDiscoveryService for AdsServer<G> {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<sotw::Sotw>(request.into_inner()),
-        ))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<delta::Delta>(request.into_inner()),
-        ))
     }
 }

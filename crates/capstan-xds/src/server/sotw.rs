@@ -2,12 +2,16 @@
 //! whole subscribed set, except EDS-only pushes, which carry just the changed clusters (allowed
 //! for EDS, which is not a wildcard type: absent resources are kept by the client).
 
-use super::connection::{is_known_type, Ctx, Protocol, Reply, Track};
+use super::connection::{known_type, Ctx, Protocol, Reply, Track};
+use super::intern::Interner;
+use super::sent::SentSet;
+use super::wire::SotwResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, ENDPOINT, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, Resource, ENDPOINT, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tonic::Status;
 use tracing::warn;
 
@@ -16,20 +20,20 @@ use tracing::warn;
 struct TypeState {
     sub: Subscription,
     track: Track,
-    /// Name → version of what the proxy was last sent (ACKed or not: after a NACK, the same
-    /// content is not sent again, only changed content).
-    sent: BTreeMap<String, String>,
+    /// What the proxy was last sent (ACKed or not: after a NACK, the same content is not sent
+    /// again, only changed content).
+    sent: SentSet,
 }
 
 /// The SotW state machine of one stream.
 #[derive(Debug, Default)]
 pub(crate) struct Sotw {
-    types: BTreeMap<String, TypeState>,
+    types: BTreeMap<&'static str, TypeState>,
 }
 
 /// The subscription a SotW request expresses: no names means everything for LDS/CDS and
 /// nothing for EDS/RDS; `*` is an explicit wildcard.
-fn subscription(type_url: &str, names: &[String]) -> Subscription {
+fn subscription(interner: &Interner, type_url: &str, names: Vec<String>) -> Subscription {
     let mut sub = Subscription {
         wildcard: names.is_empty() && is_wildcard_type(type_url),
         ..Subscription::default()
@@ -38,7 +42,7 @@ fn subscription(type_url: &str, names: &[String]) -> Subscription {
         if name == "*" {
             sub.wildcard = true;
         } else {
-            sub.names.insert(name.clone());
+            sub.names.insert(interner.intern(name));
         }
     }
     sub
@@ -48,62 +52,55 @@ fn subscription(type_url: &str, names: &[String]) -> Subscription {
 /// `force` is false) or generation failed.
 fn full_response(
     cx: &mut Ctx,
-    type_url: &str,
+    type_url: &'static str,
     state: &mut TypeState,
     push: &PushRequest,
     force: bool,
-) -> Option<DiscoveryResponse> {
+) -> Option<SotwResponse> {
     let resources = cx.generate(type_url, &state.sub, push)?;
-    let now: BTreeMap<String, String> = resources
-        .iter()
-        .map(|r| (r.name.clone(), r.version.clone()))
-        .collect();
-    if !force && now == state.sent {
+    if !force && state.sent.is_exactly(&resources) {
         return None;
     }
-    state.sent = now;
+    state.sent.replace(&resources);
     Some(response(cx, type_url, state, push, resources))
 }
 
 /// Builds a response with only the resources whose version changed (EDS-only pushes).
 fn changed_response(
     cx: &mut Ctx,
-    type_url: &str,
+    type_url: &'static str,
     state: &mut TypeState,
     push: &PushRequest,
-) -> Option<DiscoveryResponse> {
+) -> Option<SotwResponse> {
     let mut resources = cx.generate(type_url, &state.sub, push)?;
-    resources.retain(|r| state.sent.get(&r.name) != Some(&r.version));
+    resources.retain(|r| !state.sent.has(r));
     if resources.is_empty() {
         return None;
     }
-    for r in &resources {
-        state.sent.insert(r.name.clone(), r.version.clone());
-    }
+    state.sent.apply(&resources, &[]);
     Some(response(cx, type_url, state, push, resources))
 }
 
 fn response(
     cx: &mut Ctx,
-    type_url: &str,
+    type_url: &'static str,
     state: &mut TypeState,
     push: &PushRequest,
-    resources: Vec<crate::resource::Resource>,
-) -> DiscoveryResponse {
+    resources: Vec<Arc<Resource>>,
+) -> SotwResponse {
     let version = push.version.to_string();
     let nonce = cx.sent(type_url, &mut state.track, version.clone(), resources.len());
-    DiscoveryResponse {
+    SotwResponse {
         version_info: version,
-        resources: resources.into_iter().map(|r| r.body).collect(),
-        type_url: type_url.to_string(),
+        resources,
+        type_url,
         nonce,
-        ..DiscoveryResponse::default()
     }
 }
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const DELTA: bool = false;
 
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
@@ -114,16 +111,15 @@ impl Protocol for Sotw {
         &mut self,
         cx: &mut Ctx,
         req: DiscoveryRequest,
-    ) -> Result<Vec<DiscoveryResponse>, Status> {
+    ) -> Result<Vec<SotwResponse>, Status> {
         cx.check_names(&req.type_url, req.resource_names.len())?;
-        if !is_known_type(&req.type_url) {
+        let Some(type_url) = known_type(&req.type_url) else {
             warn!(proxy = %cx.proxy.id, type_url = %req.type_url,
                 "ignoring a request for a type Capstan does not serve");
             return Ok(Vec::new());
-        }
-        let type_url = req.type_url.as_str();
-        let sub = subscription(type_url, &req.resource_names);
-        let state = self.types.entry(type_url.to_string()).or_default();
+        };
+        let sub = subscription(cx.interner(), type_url, req.resource_names);
+        let state = self.types.entry(type_url).or_default();
         let reply = cx.reply(
             type_url,
             &mut state.track,
@@ -148,7 +144,7 @@ impl Protocol for Sotw {
         }
     }
 
-    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DiscoveryResponse> {
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<SotwResponse> {
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
             if !push.full && type_url != ENDPOINT {
@@ -181,12 +177,13 @@ mod tests {
 
     #[test]
     fn empty_names_are_wildcard_only_for_lds_and_cds() {
-        assert!(subscription(LISTENER, &[]).wildcard);
-        assert!(subscription(CLUSTER, &[]).wildcard);
-        assert!(!subscription(ENDPOINT, &[]).wildcard);
-        assert!(!subscription(ROUTE, &[]).wildcard);
-        let named = subscription(LISTENER, &["a:80".to_string()]);
+        let i = Interner::default();
+        assert!(subscription(&i, LISTENER, vec![]).wildcard);
+        assert!(subscription(&i, CLUSTER, vec![]).wildcard);
+        assert!(!subscription(&i, ENDPOINT, vec![]).wildcard);
+        assert!(!subscription(&i, ROUTE, vec![]).wildcard);
+        let named = subscription(&i, LISTENER, vec!["a:80".to_string()]);
         assert!(!named.wildcard && named.wants("a:80"));
-        assert!(subscription(ENDPOINT, &["*".to_string()]).wildcard);
+        assert!(subscription(&i, ENDPOINT, vec!["*".to_string()]).wildcard);
     }
 }

@@ -112,7 +112,7 @@ impl Generator for FakeGen {
         type_url: &str,
         sub: &Subscription,
         push: &PushRequest,
-    ) -> Result<Vec<Resource>, GenerateError> {
+    ) -> Result<Vec<Arc<Resource>>, GenerateError> {
         if *self.fail.lock().unwrap() {
             return Err(GenerateError("injected failure".into()));
         }
@@ -125,7 +125,7 @@ impl Generator for FakeGen {
             .filter(|(name, _)| sub.wants(name))
             // An EDS-only push needs only the clusters of the changed hosts (here: same name).
             .filter(|(name, _)| push.full || push.eds_hosts.contains(*name))
-            .map(|(name, tag)| build(type_url, name, tag))
+            .map(|(name, tag)| Arc::new(build(type_url, name, tag)))
             .collect())
     }
 }

@@ -37,6 +37,25 @@ pub fn load_mesh(mesh: &str) -> IstioGenerator {
 
 /// Builds a generator from config and registry text.
 pub fn build(config_text: &str, registry_text: &str) -> IstioGenerator {
+    let (store, index) = world(config_text, registry_text);
+    IstioGenerator::new(PushContext::new(
+        store.snapshot(),
+        index.snapshot(),
+        MeshConfig::default(),
+        1,
+    ))
+}
+
+/// The registry id the file registry text is loaded under.
+pub fn file_registry() -> RegistryId {
+    RegistryId {
+        kind: RegistryKind::File,
+        name: "file".into(),
+    }
+}
+
+/// A config store and service index holding config and registry text.
+pub fn world(config_text: &str, registry_text: &str) -> (ConfigStore, ServiceIndex) {
     let results = capstan_api::check_text(config_text, &CheckOptions::default());
     let mut objects = Vec::new();
     for r in results {
@@ -55,13 +74,7 @@ pub fn build(config_text: &str, registry_text: &str) -> IstioGenerator {
     store.replace_source("test", objects.clone());
     let index = ServiceIndex::new();
     let state = capstan_registry::file::parse(registry_text).unwrap();
-    index.replace(
-        &RegistryId {
-            kind: RegistryKind::File,
-            name: "file".into(),
-        },
-        state,
-    );
+    index.replace(&file_registry(), state);
     let se = capstan_registry::serviceentry::from_config(objects.iter());
     index.replace(
         &RegistryId {
@@ -70,15 +83,11 @@ pub fn build(config_text: &str, registry_text: &str) -> IstioGenerator {
         },
         se,
     );
-    IstioGenerator::new(PushContext::new(
-        store.snapshot(),
-        index.snapshot(),
-        MeshConfig::default(),
-        1,
-    ))
+    (store, index)
 }
 
-fn node(id: &str, meta: &[(&str, &str)], labels: &[(&str, &str)]) -> Proxy {
+/// A proxy from a node id, metadata and labels.
+pub fn node(id: &str, meta: &[(&str, &str)], labels: &[(&str, &str)]) -> Proxy {
     let s = |v: &str| Value {
         kind: Some(Kind::StringValue(v.to_string())),
     };
@@ -151,7 +160,7 @@ fn wildcard() -> Subscription {
 fn names<I: IntoIterator<Item = String>>(n: I) -> Subscription {
     Subscription {
         wildcard: false,
-        names: n.into_iter().collect(),
+        names: n.into_iter().map(Into::into).collect(),
     }
 }
 
@@ -159,7 +168,7 @@ fn names<I: IntoIterator<Item = String>>(n: I) -> Subscription {
 pub fn generate_all(
     g: &IstioGenerator,
     proxy: &Proxy,
-) -> Vec<(&'static str, Vec<capstan_xds::Resource>)> {
+) -> Vec<(&'static str, Vec<Arc<capstan_xds::Resource>>)> {
     let push = full();
     if proxy.proxy_type == capstan_xds::ProxyType::Proxyless {
         let target = names([GRPC_TARGET.to_string()]);

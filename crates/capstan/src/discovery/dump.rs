@@ -150,7 +150,11 @@ fn route_summary(r: &RouteConfiguration) -> Value {
 }
 
 fn summarise(type_url: &str, r: &Resource) -> Value {
-    let bytes = r.body.value.as_slice();
+    let any = match r.any() {
+        Ok(any) => any,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
+    let bytes = any.value.as_slice();
     let decoded = match type_url {
         CLUSTER => Cluster::decode(bytes).map(|c| cluster_summary(&c)),
         ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|c| endpoint_summary(&c)),
@@ -162,7 +166,11 @@ fn summarise(type_url: &str, r: &Resource) -> Value {
 }
 
 fn full(type_url: &str, r: &Resource) -> String {
-    let bytes = r.body.value.as_slice();
+    let any = match r.any() {
+        Ok(any) => any,
+        Err(e) => return e.to_string(),
+    };
+    let bytes = any.value.as_slice();
     match type_url {
         CLUSTER => Cluster::decode(bytes).map(|m| format!("{m:#?}")),
         ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|m| format!("{m:#?}")),
@@ -192,8 +200,8 @@ pub fn dump<G: Generator>(generator: &G, proxy: &Proxy, with_full: bool) -> Resu
         .map_err(|e| e.to_string())?;
     let eds_names = clusters
         .iter()
-        .filter(|r| Cluster::decode(r.body.value.as_slice()).is_ok_and(|c| matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32)))
-        .map(|r| r.name.clone())
+        .filter(|r| r.decode::<Cluster>().is_ok_and(|c| matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32)))
+        .map(|r| r.name.as_str().into())
         .collect();
     let endpoints = generator
         .generate(
@@ -221,12 +229,12 @@ pub fn dump<G: Generator>(generator: &G, proxy: &Proxy, with_full: bool) -> Resu
             &push,
         )
         .map_err(|e| e.to_string())?;
-    let section = |type_url: &str, resources: &[Resource]| -> Vec<Entry> {
+    let section = |type_url: &str, resources: &[std::sync::Arc<Resource>]| -> Vec<Entry> {
         resources
             .iter()
             .map(|r| Entry {
                 name: r.name.clone(),
-                version: r.version.clone(),
+                version: r.version_string(),
                 summary: summarise(type_url, r),
                 full: with_full.then(|| full(type_url, r)),
             })

@@ -25,8 +25,8 @@ fn rds_name(any: &Any) -> Option<String> {
 }
 
 /// The RDS names a listener resource references.
-pub fn route_names(resource: &Resource) -> Vec<String> {
-    let Ok(listener) = Listener::decode(resource.body.value.as_slice()) else {
+pub fn route_names(resource: &std::sync::Arc<Resource>) -> Vec<std::sync::Arc<str>> {
+    let Ok(listener) = resource.decode::<Listener>() else {
         return Vec::new();
     };
     let mut names: Vec<String> = listener
@@ -47,5 +47,5 @@ pub fn route_names(resource: &Resource) -> Vec<String> {
     }
     names.sort();
     names.dedup();
-    names
+    names.into_iter().map(Into::into).collect()
 }

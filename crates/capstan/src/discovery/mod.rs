@@ -141,7 +141,7 @@ pub fn run(args: Args) -> Result<()> {
             let (store, index, generator, ads, push_time) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone());
             tokio::spawn(debounce::run(rx, opts, move |push| {
                 let started = std::time::Instant::now();
-                generator.update(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), push.version));
+                generator.advance(store.snapshot(), index.snapshot(), &push);
                 let took = started.elapsed();
                 push_time.lock().unwrap_or_else(|e| e.into_inner()).record(took);
                 tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?took, "push");

@@ -1,0 +1,219 @@
+//! The push's cache of what does not depend on the individual proxy (Istio's XdsCache, scoped
+//! to one [`PushContext`](super::PushContext) so that it never needs invalidating by hand).
+//!
+//! Generation asks the cache first; a miss generates and stores. The keys are exactly what the
+//! generated resource depends on besides the context itself:
+//!
+//! | entry | key |
+//! |---|---|
+//! | a proxy's scope | proxy namespace, the Sidecar that applies |
+//! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
+//! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets only) |
+//! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels |
+//!
+//! Config objects are keyed by their `Arc` (pointer identity, the `Arc` held by the key so an
+//! address cannot be reused while the entry lives). A new context starts empty, except after
+//! an endpoints-only push, when everything not derived from the changed hosts' endpoints is
+//! carried over ([`Cache::carry_over`]).
+
+use super::index::ConfigEntry;
+use super::ProxyScope;
+use crate::generate::common::parse_outbound;
+use crate::resource::Resource;
+use capstan_api::networking::{DestinationRule, Sidecar};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// An `Arc` compared and hashed by address.
+#[derive(Debug)]
+pub(crate) struct ByAddress<T>(pub Arc<T>);
+
+impl<T> Clone for ByAddress<T> {
+    fn clone(&self) -> Self {
+        ByAddress(self.0.clone())
+    }
+}
+
+impl<T> PartialEq for ByAddress<T> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<T> Eq for ByAddress<T> {}
+
+impl<T> Hash for ByAddress<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as *const u8).hash(state);
+    }
+}
+
+/// The DestinationRule an entry was generated with.
+pub(crate) type RuleKey = Option<ByAddress<ConfigEntry<DestinationRule>>>;
+
+/// What a sidecar's scope depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ScopeKey {
+    pub namespace: String,
+    pub sidecar: Option<ByAddress<ConfigEntry<Sidecar>>>,
+}
+
+/// What a sidecar's route configuration for one port depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RouteKey {
+    pub port: u16,
+    pub scope: ScopeKey,
+    /// The proxy's labels, only when some VirtualService matches on source labels.
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+type Shared = Arc<[Arc<Resource>]>;
+/// Host → (rule, proxyless, the service's clusters).
+type ClusterMap = HashMap<String, Vec<(RuleKey, bool, Shared)>>;
+/// Cluster name → (rule, its assignment if it has one).
+type EndpointMap = HashMap<String, Vec<(RuleKey, Option<Arc<Resource>>)>>;
+
+/// Hits and misses, for benchmarks and debugging.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Look-ups answered from the cache.
+    pub hits: u64,
+    /// Look-ups that generated.
+    pub misses: u64,
+}
+
+/// See the module documentation.
+#[derive(Default)]
+pub(crate) struct Cache {
+    scopes: Mutex<HashMap<ScopeKey, Arc<ProxyScope>>>,
+    clusters: Mutex<ClusterMap>,
+    endpoints: Mutex<EndpointMap>,
+    routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Cache {
+    fn hit<T>(&self, v: T) -> T {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        v
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hits and misses so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The scope for `key`, made by `make` on a miss. The lock is not held while generating:
+    /// two proxies missing at once both generate, and the first stored wins.
+    pub fn scope(&self, key: ScopeKey, make: impl FnOnce() -> ProxyScope) -> Arc<ProxyScope> {
+        if let Some(s) = lock(&self.scopes).get(&key) {
+            return self.hit(s.clone());
+        }
+        self.miss();
+        let made = Arc::new(make());
+        lock(&self.scopes).entry(key).or_insert(made).clone()
+    }
+
+    /// A service's outbound clusters.
+    pub fn clusters(
+        &self,
+        host: &str,
+        rule: RuleKey,
+        proxyless: bool,
+        make: impl FnOnce() -> Vec<Arc<Resource>>,
+    ) -> Shared {
+        if let Some(list) = lock(&self.clusters).get(host) {
+            if let Some((_, _, v)) = list.iter().find(|(r, p, _)| *r == rule && *p == proxyless) {
+                return self.hit(v.clone());
+            }
+        }
+        self.miss();
+        let made: Shared = make().into();
+        let mut map = lock(&self.clusters);
+        let list = map.entry(host.to_string()).or_default();
+        if let Some((_, _, v)) = list.iter().find(|(r, p, _)| *r == rule && *p == proxyless) {
+            return v.clone();
+        }
+        list.push((rule, proxyless, made.clone()));
+        made
+    }
+
+    /// A cluster's load assignment (`None`: the cluster has none).
+    pub fn endpoints(
+        &self,
+        cluster: &str,
+        rule: RuleKey,
+        make: impl FnOnce() -> Option<Arc<Resource>>,
+    ) -> Option<Arc<Resource>> {
+        if let Some(list) = lock(&self.endpoints).get(cluster) {
+            if let Some((_, v)) = list.iter().find(|(r, _)| *r == rule) {
+                return self.hit(v.clone());
+            }
+        }
+        self.miss();
+        let made = make();
+        let mut map = lock(&self.endpoints);
+        let list = map.entry(cluster.to_string()).or_default();
+        if let Some((_, v)) = list.iter().find(|(r, _)| *r == rule) {
+            return v.clone();
+        }
+        list.push((rule, made.clone()));
+        made
+    }
+
+    /// A sidecar route configuration.
+    pub fn route(&self, key: RouteKey, make: impl FnOnce() -> Arc<Resource>) -> Arc<Resource> {
+        if let Some(r) = lock(&self.routes).get(&key) {
+            return self.hit(r.clone());
+        }
+        self.miss();
+        let made = make();
+        lock(&self.routes).entry(key).or_insert(made).clone()
+    }
+
+    /// The entries still valid after an endpoints-only change of `hosts` (same config, same
+    /// services): everything except those hosts' clusters (DNS clusters embed endpoints) and
+    /// load assignments. Scopes and routes depend on no endpoint.
+    pub fn carry_over(&self, hosts: &BTreeSet<String>) -> Cache {
+        let clusters = lock(&self.clusters)
+            .iter()
+            .filter(|(host, _)| !hosts.contains(*host))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let endpoints = lock(&self.endpoints)
+            .iter()
+            .filter(|(name, _)| parse_outbound(name).is_none_or(|k| !hosts.contains(k.host)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Cache {
+            scopes: Mutex::new(lock(&self.scopes).clone()),
+            clusters: Mutex::new(clusters),
+            endpoints: Mutex::new(endpoints),
+            routes: Mutex::new(lock(&self.routes).clone()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The push's shared-resource cache: proxies generated one after another from one context get
+//! exactly what each would get from a fresh context, and an endpoints-only push carries over
+//! only what those endpoints cannot have changed.
+
+mod common;
+
+use capstan_xds::resource::ENDPOINT;
+use capstan_xds::{Generator, IstioGenerator, MeshConfig, Proxy, PushContext, PushRequest};
+use common::*;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use std::path::PathBuf;
+
+fn mesh_text(mesh: &str) -> (String, String) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/meshes")
+        .join(mesh);
+    (
+        std::fs::read_to_string(dir.join("config.yaml")).unwrap(),
+        std::fs::read_to_string(dir.join("registry.yaml")).unwrap(),
+    )
+}
+
+fn proxies() -> Vec<Proxy> {
+    vec![
+        reviews_v1(),
+        // Same namespace, other labels.
+        node(
+            "sidecar~10.1.0.30~ratings-v1-x.default~default.svc.cluster.local",
+            &[],
+            &[("app", "ratings"), ("version", "v1")],
+        ),
+        // Another namespace.
+        node(
+            "sidecar~10.1.1.5~mysql-0.db~db.svc.cluster.local",
+            &[],
+            &[("app", "mysql")],
+        ),
+        node(
+            "sidecar~10.1.9.9~tools-0.istio-system~istio-system.svc.cluster.local",
+            &[],
+            &[("app", "tools")],
+        ),
+        ingress_gateway(),
+        grpc_client(),
+        reviews_v1(),
+    ]
+}
+
+#[test]
+fn shared_resources_equal_fresh_generation_for_every_proxy() {
+    for mesh in ["bookinfo", "bookinfo-routing", "egress-scoped"] {
+        let (config, registry) = mesh_text(mesh);
+        let shared = build(&config, &registry);
+        for proxy in proxies() {
+            let fresh = build(&config, &registry);
+            assert_eq!(
+                render_all(&shared, &proxy),
+                render_all(&fresh, &proxy),
+                "{mesh}: {}",
+                proxy.id
+            );
+        }
+        let stats = shared.context().cache_stats();
+        assert!(
+            stats.hits > stats.misses,
+            "{mesh}: later proxies should mostly hit: {stats:?}"
+        );
+    }
+}
+
+const SOURCE_LABELS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+    - match: [{sourceLabels: {app: productpage}}]
+      route: [{destination: {host: reviews, subset: v2}}]
+    - route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+"#;
+
+fn route_9080(g: &IstioGenerator, proxy: &Proxy) -> String {
+    let all = generate_all(g, proxy);
+    let rds = &all.iter().find(|(n, _)| *n == "rds").unwrap().1;
+    let rc: RouteConfiguration = rds
+        .iter()
+        .find(|r| r.name == "9080")
+        .expect("route 9080")
+        .decode()
+        .unwrap();
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name.starts_with("reviews."))
+        .expect("reviews virtual host");
+    format!("{:?}", vh.routes)
+}
+
+/// Routes that match on source labels differ between proxies of one namespace, so the route
+/// cache must tell them apart.
+#[test]
+fn source_label_routes_are_not_shared_across_labels() {
+    let (_, registry) = mesh_text("bookinfo");
+    let g = build(SOURCE_LABELS, &registry);
+    let productpage = node(
+        "sidecar~10.1.0.10~productpage-v1-x.default~default.svc.cluster.local",
+        &[],
+        &[("app", "productpage"), ("version", "v1")],
+    );
+    let other = reviews_v1();
+    let for_other = route_9080(&g, &other);
+    let for_productpage = route_9080(&g, &productpage);
+    assert_ne!(for_other, for_productpage);
+    assert!(for_productpage.contains("outbound|9080|v2|reviews"));
+    assert!(!for_other.contains("outbound|9080|v2|reviews"));
+    let fresh = build(SOURCE_LABELS, &registry);
+    assert_eq!(route_9080(&fresh, &productpage), for_productpage);
+}
+
+fn assignment(g: &IstioGenerator, proxy: &Proxy, cluster: &str) -> ClusterLoadAssignment {
+    let sub = capstan_xds::Subscription {
+        wildcard: false,
+        names: [cluster.into()].into_iter().collect(),
+    };
+    let push = PushRequest {
+        full: true,
+        ..PushRequest::default()
+    };
+    g.generate(proxy, ENDPOINT, &sub, &push).unwrap()[0]
+        .decode()
+        .unwrap()
+}
+
+#[test]
+fn an_endpoints_only_push_regenerates_exactly_the_changed_hosts() {
+    let (config, registry) = mesh_text("bookinfo-routing");
+    let (store, index) = world(&config, &registry);
+    let g = IstioGenerator::new(PushContext::new(
+        store.snapshot(),
+        index.snapshot(),
+        MeshConfig::default(),
+        1,
+    ));
+    let proxy = reviews_v1();
+    let before = render_all(&g, &proxy);
+
+    // Move one reviews endpoint; nothing else changes.
+    let moved = registry.replace("10.1.0.22", "10.1.0.99");
+    assert_ne!(moved, registry);
+    index.replace(
+        &file_registry(),
+        capstan_registry::file::parse(&moved).unwrap(),
+    );
+    let reviews = "reviews.default.svc.cluster.local".to_string();
+    let push = PushRequest {
+        version: 2,
+        full: false,
+        eds_hosts: [reviews.clone()].into_iter().collect(),
+        ..PushRequest::default()
+    };
+    g.advance(store.snapshot(), index.snapshot(), &push);
+    let after = render_all(&g, &proxy);
+    let carried = g.context().cache_stats();
+
+    // Exactly what a fresh context gives.
+    let fresh = IstioGenerator::new(PushContext::new(
+        store.snapshot(),
+        index.snapshot(),
+        MeshConfig::default(),
+        2,
+    ));
+    assert_eq!(after, render_all(&fresh, &proxy));
+    // Only EDS changed, and it shows the new address.
+    for ((name, b), (_, a)) in before.iter().zip(&after) {
+        assert_eq!(*name == "eds", a != b, "{name}");
+    }
+    let cla = assignment(
+        &g,
+        &proxy,
+        "outbound|9080|v2|reviews.default.svc.cluster.local",
+    );
+    assert!(format!("{cla:?}").contains("10.1.0.99"));
+    // The unchanged hosts' resources were carried over, not regenerated.
+    assert!(carried.hits > 0, "{carried:?}");
+
+    // A full push starts from an empty cache.
+    let full = PushRequest {
+        version: 3,
+        full: true,
+        ..PushRequest::default()
+    };
+    g.advance(store.snapshot(), index.snapshot(), &full);
+    assert_eq!(g.context().cache_stats().hits, 0);
+    assert_eq!(render_all(&g, &proxy), after);
+}
