@@ -64,6 +64,10 @@ struct Args {
     /// Print every response received (for debugging a run).
     #[arg(long)]
     verbose: bool,
+    /// `RUST_LOG` filter for the server (its log goes to this process's stderr), to trace
+    /// where a change's time goes, e.g. `capstan=debug,capstan_xds=debug`
+    #[arg(long, default_value = "warn")]
+    server_log: String,
     /// Longest wait for any one phase.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
@@ -238,7 +242,7 @@ async fn main() -> Result<()> {
         .args(["--debug-addr", &format!("127.0.0.1:{}", free_port()?)])
         .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
         .args(["--file-debounce-ms", &args.file_debounce_ms.to_string()])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &args.server_log)
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", args.capstan.display()))?;

@@ -26,7 +26,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
     /// Request message of the stream.
     type Request: Send + 'static;
     /// Response message of the stream.
-    type Response: prost::Message + Send + 'static;
+    type Response: super::wire::Wire;
     /// True for Delta (shown in syncz).
     const DELTA: bool;
     /// The node of a request (only the first request of a stream must carry one).

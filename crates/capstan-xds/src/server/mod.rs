@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
@@ -172,7 +171,7 @@ impl<G: Generator> AdsServer<G> {
     pub(crate) fn spawn<P: Protocol>(
         &self,
         requests: Streaming<P::Request>,
-    ) -> ReceiverStream<Result<P::Response, Status>> {
+    ) -> mpsc::Receiver<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
         let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);
         let span =
@@ -187,6 +186,6 @@ impl<G: Generator> AdsServer<G> {
             self.core.pushes.subscribe(),
         );
         tokio::spawn(task.instrument(span));
-        ReceiverStream::new(rx)
+        rx
     }
 }

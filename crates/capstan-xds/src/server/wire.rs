@@ -8,29 +8,116 @@
 //! A queued response costs a few pointers per resource; the only per-proxy copy is the one into
 //! the stream's output buffer. Requests are decoded with the generated types.
 //!
-//! [`AdsService`] is the tonic service routing the two ADS methods to [`AdsServer`] (the
-//! generated server would fix the response types).
+//! [`AdsService`] is the tonic service routing the two ADS methods to [`AdsServer`]. It does
+//! not use tonic's response encoder, which copies every message into a per-stream buffer that
+//! keeps the capacity of the largest message for the life of the stream (a megabyte per proxy
+//! on a thousand-service mesh): the response body ([`GrpcBody`]) passes large resource bodies
+//! to HTTP/2 as the shared `Bytes` they are, and copies only the framing around them.
 
 use super::AdsServer;
 use crate::generate::Generator;
 use crate::resource::Resource;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use bytes::{Bytes, BytesMut};
 use prost::bytes::{Buf, BufMut};
+use std::collections::VecDeque;
+use tokio::sync::mpsc;
+use tonic::codec::Codec;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::{DecodeError, Message};
 use std::sync::Arc;
 use tonic::codegen::{http, Body, BoxFuture, Context, Poll, StdError};
 use tonic::{Status, Streaming};
 
+/// Where a response is written: a plain buffer (prost's `encode`), or the chunks of a gRPC
+/// response body, where resource bodies are passed on as the shared `Bytes` they are.
+pub(crate) trait Sink {
+    /// The buffer for everything but resource bodies.
+    fn buf(&mut self) -> &mut impl BufMut;
+    /// A resource body.
+    fn shared(&mut self, bytes: &Bytes);
+}
+
+/// A `BufMut` as a [`Sink`] (copies resource bodies).
+struct Copy<'a, B: BufMut>(&'a mut B);
+
+impl<B: BufMut> Sink for Copy<'_, B> {
+    fn buf(&mut self) -> &mut impl BufMut {
+        self.0
+    }
+    fn shared(&mut self, bytes: &Bytes) {
+        self.0.put_slice(bytes);
+    }
+}
+
+/// Resource bodies at least this long are sent as their own chunk, without copying; shorter
+/// ones are copied into the surrounding chunk (a chunk is an HTTP/2 DATA frame).
+const SHARE_AT_LEAST: usize = 1024;
+/// A chunk of copied bytes is flushed at this size.
+const CHUNK: usize = 16 * 1024;
+
+/// A response cut into body chunks: copied framing, shared resource bodies.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    small: BytesMut,
+    pub frames: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn flush(&mut self) {
+        if !self.small.is_empty() {
+            self.frames.push_back(self.small.split().freeze());
+        }
+    }
+}
+
+impl Sink for Chunks {
+    fn buf(&mut self) -> &mut impl BufMut {
+        if self.small.len() >= CHUNK {
+            self.flush();
+        }
+        &mut self.small
+    }
+    fn shared(&mut self, bytes: &Bytes) {
+        if bytes.len() < SHARE_AT_LEAST {
+            self.small.put_slice(bytes);
+        } else {
+            self.flush();
+            self.frames.push_back(bytes.clone());
+        }
+    }
+}
+
+/// A response message of the ADS stream.
+pub(crate) trait Wire: Message + Sized + Send + 'static {
+    /// Writes the encoded message.
+    fn write_to(&self, sink: &mut impl Sink);
+
+    /// The message as gRPC length-prefixed body chunks.
+    fn chunks(&self, out: &mut Chunks) {
+        let len = self.encoded_len();
+        let buf = out.buf();
+        buf.put_u8(0); // not compressed
+        buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+        self.write_to(out);
+        out.flush();
+    }
+}
+
 /// Length of a length-delimited field carrying `len` bytes.
 fn delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
+/// Writes the key and length of a length-delimited field.
+fn put_header(tag: u32, len: usize, buf: &mut impl BufMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
 /// Writes a length-delimited field (string, bytes or an already encoded message).
 fn put_delimited(tag: u32, bytes: &[u8], buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(bytes.len() as u64, buf);
+    put_header(tag, bytes.len(), buf);
     buf.put_slice(bytes);
 }
 
@@ -59,14 +146,21 @@ pub(crate) struct SotwResponse {
 }
 
 // DiscoveryResponse: version_info = 1, resources (Any) = 2, type_url = 4, nonce = 5.
-impl Message for SotwResponse {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_str(1, &self.version_info, buf);
+impl Wire for SotwResponse {
+    fn write_to(&self, sink: &mut impl Sink) {
+        put_str(1, &self.version_info, sink.buf());
         for r in &self.resources {
-            put_delimited(2, &r.body, buf);
+            put_header(2, r.body.len(), sink.buf());
+            sink.shared(&r.body);
         }
-        put_str(4, self.type_url, buf);
-        put_str(5, &self.nonce, buf);
+        put_str(4, self.type_url, sink.buf());
+        put_str(5, &self.nonce, sink.buf());
+    }
+}
+
+impl Message for SotwResponse {
+    fn encode_raw(&self, mut buf: &mut impl BufMut) {
+        self.write_to(&mut Copy(&mut buf));
     }
 
     // Only ever encoded (the server sends it); decoding skips every field.
@@ -123,22 +217,29 @@ fn delta_resource_len(r: &Resource) -> usize {
 
 // DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5,
 // removed_resources = 6.
-impl Message for DeltaResponse {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        put_str(1, &self.system_version_info, buf);
+impl Wire for DeltaResponse {
+    fn write_to(&self, sink: &mut impl Sink) {
+        put_str(1, &self.system_version_info, sink.buf());
         for r in &self.resources {
-            encode_key(2, WireType::LengthDelimited, buf);
-            encode_varint(delta_resource_len(r) as u64, buf);
+            let buf = sink.buf();
+            put_header(2, delta_resource_len(r), buf);
             put_delimited(1, &version_hex(r.version), buf);
-            put_delimited(2, &r.body, buf);
-            put_str(3, &r.name, buf);
+            put_header(2, r.body.len(), buf);
+            sink.shared(&r.body);
+            put_str(3, &r.name, sink.buf());
         }
-        put_str(4, self.type_url, buf);
-        put_str(5, &self.nonce, buf);
+        put_str(4, self.type_url, sink.buf());
+        put_str(5, &self.nonce, sink.buf());
         for name in &self.removed_resources {
             // Repeated strings are sent even when empty.
-            put_delimited(6, name.as_bytes(), buf);
+            put_delimited(6, name.as_bytes(), sink.buf());
         }
+    }
+}
+
+impl Message for DeltaResponse {
+    fn encode_raw(&self, mut buf: &mut impl BufMut) {
+        self.write_to(&mut Copy(&mut buf));
     }
 
     // Only ever encoded (the server sends it); decoding skips every field.
@@ -198,36 +299,68 @@ impl<G: Generator> Clone for AdsService<G> {
 }
 
 /// The full gRPC path of a method of the service.
-const SOTW_PATH: &str =
-    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-struct SotwMethod<G: Generator>(AdsServer<G>);
-struct DeltaMethod<G: Generator>(AdsServer<G>);
+/// The response body of one ADS stream: the connection task's responses as gRPC messages,
+/// then the status in trailers. Hyper polls it only when the stream has send capacity, so a
+/// proxy that reads slowly holds at most HTTP/2's send buffer plus the task's bounded queue.
+pub(crate) struct GrpcBody<M> {
+    rx: mpsc::Receiver<Result<M, Status>>,
+    chunks: Chunks,
+    done: bool,
+}
 
-type Stream<R> = tokio_stream::wrappers::ReceiverStream<Result<R, Status>>;
+impl<M: Wire> http_body::Body for GrpcBody<M> {
+    type Data = Bytes;
+    type Error = Status;
 
-impl<G: Generator> tonic::server::StreamingService<DiscoveryRequest> for SotwMethod<G> {
-    type Response = SotwResponse;
-    type ResponseStream = Stream<SotwResponse>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: tonic::Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        let stream = self.0.spawn::<super::sotw::Sotw>(request.into_inner());
-        Box::pin(async move { Ok(tonic::Response::new(stream)) })
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(chunk) = this.chunks.frames.pop_front() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let status = match this.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(message))) => {
+                message.chunks(&mut this.chunks);
+                let chunk = this.chunks.frames.pop_front().unwrap_or_default();
+                return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+            }
+            Poll::Ready(Some(Err(status))) => status,
+            Poll::Ready(None) => Status::ok(""),
+        };
+        this.done = true;
+        let mut trailers = http::HeaderMap::new();
+        if let Err(e) = status.add_header(&mut trailers) {
+            trailers.clear();
+            // Only a status whose message cannot be a header value gets here.
+            let _ = Status::internal("unrepresentable status").add_header(&mut trailers);
+            tracing::debug!(error = %e, "ADS status not representable in trailers");
+        }
+        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
     }
 }
 
-impl<G: Generator> tonic::server::StreamingService<DeltaDiscoveryRequest> for DeltaMethod<G> {
-    type Response = DeltaResponse;
-    type ResponseStream = Stream<DeltaResponse>;
-    type Future = BoxFuture<tonic::Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: tonic::Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let stream = self.0.spawn::<super::delta::Delta>(request.into_inner());
-        Box::pin(async move { Ok(tonic::Response::new(stream)) })
-    }
+fn grpc_response<M: Wire>(rx: mpsc::Receiver<Result<M, Status>>) -> http::Response<tonic::body::Body> {
+    let body = GrpcBody {
+        rx,
+        chunks: Chunks::default(),
+        done: false,
+    };
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
 }
 
 impl<G, B> tonic::codegen::Service<http::Request<B>> for AdsService<G>
@@ -245,26 +378,24 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let server = self.server.clone();
         let limit = Some(self.max_decoding_message_size);
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(limit, None);
-                Ok(grpc.streaming(SotwMethod(server), req).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let codec =
+        // Requests are decoded by tonic; compressed requests are refused by its decoder
+        // (Capstan announces no request compression).
+        let response = match req.uri().path() {
+            SOTW_PATH => {
+                let mut codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
+                let requests = Streaming::new_request(codec.decoder(), req.into_body(), None, limit);
+                grpc_response(self.server.spawn::<super::sotw::Sotw>(requests))
+            }
+            DELTA_PATH => {
+                let mut codec =
                     tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc =
-                    tonic::server::Grpc::new(codec).apply_max_message_size_config(limit, None);
-                Ok(grpc.streaming(DeltaMethod(server), req).await)
-            }),
-            _ => Box::pin(async move {
-                Ok(Status::unimplemented("unknown method").into_http::<tonic::body::Body>())
-            }),
-        }
+                let requests = Streaming::new_request(codec.decoder(), req.into_body(), None, limit);
+                grpc_response(self.server.spawn::<super::delta::Delta>(requests))
+            }
+            _ => Status::unimplemented("unknown method").into_http::<tonic::body::Body>(),
+        };
+        Box::pin(async move { Ok(response) })
     }
 }
 
@@ -354,6 +485,54 @@ mod tests {
             DeltaDiscoveryResponse::decode(&DeltaResponse::default().encode_to_vec()[..]).is_ok()
         );
         let _: Any = rs[0].any().unwrap();
+    }
+
+    /// The body chunks of a response are its gRPC frame: flag, length, the encoding; large
+    /// bodies are passed on without copying.
+    #[test]
+    fn chunks_are_the_length_prefixed_encoding_and_share_large_bodies() {
+        let big = Resource::shared(
+            "big",
+            &Cluster {
+                name: "big".into(),
+                alt_stat_name: "x".repeat(5000),
+                ..Cluster::default()
+            },
+        );
+        let mut rs = resources();
+        rs.push(big.clone());
+        let delta = DeltaResponse {
+            system_version_info: "8".into(),
+            resources: rs.clone(),
+            type_url: crate::resource::CLUSTER,
+            removed_resources: vec!["gone".into()],
+            nonce: "3".into(),
+        };
+        let sotw = SotwResponse {
+            version_info: "1".into(),
+            resources: rs,
+            type_url: crate::resource::CLUSTER,
+            nonce: "2".into(),
+        };
+        fn check<M: Wire>(m: &M, big: &Resource) {
+            let mut chunks = Chunks::default();
+            m.chunks(&mut chunks);
+            m.chunks(&mut chunks);
+            let joined: Vec<u8> = chunks.frames.iter().flat_map(|c| c.iter().copied()).collect();
+            let one = m.encode_to_vec();
+            let mut want = vec![0u8];
+            want.extend_from_slice(&(one.len() as u32).to_be_bytes());
+            want.extend_from_slice(&one);
+            assert_eq!(joined, [want.clone(), want].concat());
+            let shared = chunks
+                .frames
+                .iter()
+                .filter(|c| c.as_ptr() == big.body.as_ptr())
+                .count();
+            assert_eq!(shared, 2, "the large body is sent from the resource's own bytes");
+        }
+        check(&delta, &big);
+        check(&sotw, &big);
     }
 
     #[test]
