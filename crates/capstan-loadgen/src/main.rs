@@ -326,6 +326,8 @@ async fn main() -> Result<()> {
         }
     }
 
+    let rss_synced = stats::rss_mib(pid).unwrap_or_default();
+    let peak_synced = stats::peak_rss_mib(pid).unwrap_or_default();
     let mut eds = Vec::new();
     let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
     let bytes_before = bytes;
@@ -389,6 +391,7 @@ async fn main() -> Result<()> {
     let cpu_rds = stats::cpu_seconds(pid).unwrap_or_default() - cpu_before;
     let bytes_rds = bytes - bytes_before;
     let rss = stats::peak_rss_mib(pid).unwrap_or_default();
+    let rss_end = stats::rss_mib(pid).unwrap_or_default();
 
     println!("mesh: {} services x {} endpoints, {} VirtualServices, {} DestinationRules; {} proxies (Delta xDS)", args.services, args.endpoints, args.virtual_services, args.destination_rules, args.proxies);
     println!(
@@ -410,7 +413,7 @@ async fn main() -> Result<()> {
         line("one VirtualService (RDS push, debounce included)", rds)
     );
     println!("endpoint changes: {cpu_eds:.2} CPU-s, {:.1} KiB sent; VirtualService changes: {cpu_rds:.2} CPU-s, {:.1} KiB sent", bytes_eds as f64 / 1024.0, bytes_rds as f64 / 1024.0);
-    println!("peak RSS of capstan discovery: {rss:.1} MiB");
+    println!("RSS of capstan discovery: {rss_synced:.1} MiB after the initial sync (peak so far {peak_synced:.1} MiB), {rss_end:.1} MiB at the end; peak {rss:.1} MiB");
     if let Ok(text) = http_get(monitoring_port, "/metrics").await {
         let wanted = [
             "pilot_xds_push_time",

@@ -6,6 +6,7 @@
 //! the push broadcast, the ACK timeout and the bounded outbound channel.
 
 use super::metrics::{incr, Counters};
+use super::requests::Requests;
 use super::status::{now_unix_ms, ConnectionStatus, NackStatus, TypeStatus};
 use super::{Core, PushEvent};
 use crate::generate::{Generator, PushRequest, Subscription};
@@ -18,13 +19,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::{debug, info, warn};
 
 /// A protocol state machine (SotW or Delta) driven by [`serve`].
 pub(crate) trait Protocol: Default + Send + 'static {
     /// Request message of the stream.
-    type Request: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     /// Response message of the stream.
     type Response: super::wire::Wire;
     /// True for Delta (shown in syncz).
@@ -287,7 +288,7 @@ pub(crate) async fn serve<P: Protocol>(
     core: Arc<Core>,
     generator: Arc<dyn Generator>,
     conn: u64,
-    mut requests: Streaming<P::Request>,
+    mut requests: Requests<P::Request>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut pushes: broadcast::Receiver<Arc<PushEvent>>,
 ) {

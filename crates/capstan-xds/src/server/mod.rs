@@ -9,6 +9,7 @@ mod connection;
 mod delta;
 mod intern;
 mod metrics;
+mod requests;
 mod sent;
 mod sotw;
 mod status;
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
-use tonic::{Status, Streaming};
+use tonic::Status;
 use tracing::Instrument;
 
 /// Limits and timeouts of the ADS server.
@@ -170,7 +171,7 @@ impl<G: Generator> AdsServer<G> {
 
     pub(crate) fn spawn<P: Protocol>(
         &self,
-        requests: Streaming<P::Request>,
+        requests: requests::Requests<P::Request>,
     ) -> mpsc::Receiver<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
         let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);

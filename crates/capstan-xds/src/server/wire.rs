@@ -14,20 +14,20 @@
 //! on a thousand-service mesh): the response body ([`GrpcBody`]) passes large resource bodies
 //! to HTTP/2 as the shared `Bytes` they are, and copies only the framing around them.
 
+use super::requests::Requests;
 use super::AdsServer;
 use crate::generate::Generator;
 use crate::resource::Resource;
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use bytes::{Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use prost::bytes::{Buf, BufMut};
-use std::collections::VecDeque;
-use tokio::sync::mpsc;
-use tonic::codec::Codec;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::{DecodeError, Message};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 use tonic::codegen::{http, Body, BoxFuture, Context, Poll, StdError};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 /// Where a response is written: a plain buffer (prost's `encode`), or the chunks of a gRPC
 /// response body, where resource bodies are passed on as the shared `Bytes` they are.
@@ -299,7 +299,8 @@ impl<G: Generator> Clone for AdsService<G> {
 }
 
 /// The full gRPC path of a method of the service.
-const SOTW_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
@@ -349,7 +350,9 @@ impl<M: Wire> http_body::Body for GrpcBody<M> {
     }
 }
 
-fn grpc_response<M: Wire>(rx: mpsc::Receiver<Result<M, Status>>) -> http::Response<tonic::body::Body> {
+fn grpc_response<M: Wire>(
+    rx: mpsc::Receiver<Result<M, Status>>,
+) -> http::Response<tonic::body::Body> {
     let body = GrpcBody {
         rx,
         chunks: Chunks::default(),
@@ -367,6 +370,7 @@ impl<G, B> tonic::codegen::Service<http::Request<B>> for AdsService<G>
 where
     G: Generator,
     B: Body + Send + 'static,
+    B::Data: Send,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -378,19 +382,14 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let limit = Some(self.max_decoding_message_size);
-        // Requests are decoded by tonic; compressed requests are refused by its decoder
-        // (Capstan announces no request compression).
+        let limit = self.max_decoding_message_size;
         let response = match req.uri().path() {
             SOTW_PATH => {
-                let mut codec = tonic_prost::ProstCodec::<SotwResponse, DiscoveryRequest>::default();
-                let requests = Streaming::new_request(codec.decoder(), req.into_body(), None, limit);
+                let requests = Requests::<DiscoveryRequest>::new(req.into_body(), limit);
                 grpc_response(self.server.spawn::<super::sotw::Sotw>(requests))
             }
             DELTA_PATH => {
-                let mut codec =
-                    tonic_prost::ProstCodec::<DeltaResponse, DeltaDiscoveryRequest>::default();
-                let requests = Streaming::new_request(codec.decoder(), req.into_body(), None, limit);
+                let requests = Requests::<DeltaDiscoveryRequest>::new(req.into_body(), limit);
                 grpc_response(self.server.spawn::<super::delta::Delta>(requests))
             }
             _ => Status::unimplemented("unknown method").into_http::<tonic::body::Body>(),
@@ -518,7 +517,11 @@ mod tests {
             let mut chunks = Chunks::default();
             m.chunks(&mut chunks);
             m.chunks(&mut chunks);
-            let joined: Vec<u8> = chunks.frames.iter().flat_map(|c| c.iter().copied()).collect();
+            let joined: Vec<u8> = chunks
+                .frames
+                .iter()
+                .flat_map(|c| c.iter().copied())
+                .collect();
             let one = m.encode_to_vec();
             let mut want = vec![0u8];
             want.extend_from_slice(&(one.len() as u32).to_be_bytes());
@@ -529,7 +532,10 @@ mod tests {
                 .iter()
                 .filter(|c| c.as_ptr() == big.body.as_ptr())
                 .count();
-            assert_eq!(shared, 2, "the large body is sent from the resource's own bytes");
+            assert_eq!(
+                shared, 2,
+                "the large body is sent from the resource's own bytes"
+            );
         }
         check(&delta, &big);
         check(&sotw, &big);
