@@ -43,6 +43,10 @@ pub(crate) struct ConfigIndex {
     pub virtual_services: Vec<Arc<VirtualServiceEntry>>,
     /// Gateway (`mesh` or `ns/name`) → indexes into `virtual_services`.
     pub vs_by_gateway: HashMap<String, Vec<usize>>,
+    /// For VirtualServices bound to `mesh`: exact host → indexes, in order.
+    pub mesh_vs_by_host: HashMap<String, Vec<usize>>,
+    /// Mesh-bound VirtualServices with a wildcard host, in order.
+    pub mesh_vs_wildcard: Vec<usize>,
     /// Resolved host → DestinationRules for it, in snapshot order.
     pub destination_rules: HashMap<String, Vec<Arc<ConfigEntry<DestinationRule>>>>,
     /// DestinationRules whose host is a wildcard.
@@ -81,7 +85,7 @@ impl ConfigIndex {
                     if vs.is_delegate() {
                         continue;
                     }
-                    let hosts = vs
+                    let hosts: Vec<String> = vs
                         .hosts
                         .iter()
                         .map(|h| resolve_host(h, &key.namespace, &mesh.domain_suffix))
@@ -102,6 +106,20 @@ impl ConfigIndex {
                     let at = index.virtual_services.len();
                     for g in &gateways {
                         index.vs_by_gateway.entry(g.clone()).or_default().push(at);
+                    }
+                    if gateways.iter().any(|g| g == "mesh") {
+                        for h in &hosts {
+                            if h.starts_with('*') {
+                                if index.mesh_vs_wildcard.last() != Some(&at) {
+                                    index.mesh_vs_wildcard.push(at);
+                                }
+                            } else {
+                                let list = index.mesh_vs_by_host.entry(h.clone()).or_default();
+                                if list.last() != Some(&at) {
+                                    list.push(at);
+                                }
+                            }
+                        }
                     }
                     index.virtual_services.push(Arc::new(VirtualServiceEntry {
                         config: entry(key, &**vs),
@@ -167,17 +185,26 @@ impl PushContext {
         proxy_ns: &str,
         host: &str,
     ) -> Vec<&Arc<VirtualServiceEntry>> {
-        let mut exact = Vec::new();
-        let mut wild = Vec::new();
-        for vs in self.virtual_services(proxy_ns, "mesh") {
-            if vs.hosts.iter().any(|h| h == host) {
-                exact.push(vs);
-            } else if vs.hosts.iter().any(|h| host_matches(h, host)) {
-                wild.push(vs);
-            }
-        }
-        exact.extend(wild);
-        exact
+        let visible = |vs: &&Arc<VirtualServiceEntry>| {
+            exported_to(&vs.config.spec.export_to, &vs.config.namespace, proxy_ns)
+        };
+        let exact_at = self.index.mesh_vs_by_host.get(host);
+        let mut out: Vec<_> = exact_at
+            .into_iter()
+            .flatten()
+            .map(|i| &self.index.virtual_services[*i])
+            .filter(visible)
+            .collect();
+        out.extend(
+            self.index
+                .mesh_vs_wildcard
+                .iter()
+                .filter(|i| !exact_at.is_some_and(|e| e.contains(i)))
+                .map(|i| &self.index.virtual_services[*i])
+                .filter(|vs| vs.hosts.iter().any(|h| host_matches(h, host)))
+                .filter(visible),
+        );
+        out
     }
 
     /// The DestinationRule that applies to `host` for a proxy, with Istio's precedence: a rule
