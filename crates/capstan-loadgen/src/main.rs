@@ -429,6 +429,8 @@ async fn main() -> Result<()> {
         }
     }
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    if args.dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }

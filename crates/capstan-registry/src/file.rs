@@ -134,12 +134,22 @@ struct FileWorkload {
 
 /// Parses a registry document into a registry state; errors name the field path.
 pub fn parse(text: &str) -> Result<RegistryState, String> {
-    let value: serde_json::Value = capstan_api::decode::parse_document(text)?;
-    if value.is_null() {
-        return Ok(RegistryState::default());
-    }
-    let doc: FileDoc = serde_path_to_error::deserialize(&value)
-        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    let trimmed = text.trim_start();
+    let doc: FileDoc = if trimmed.starts_with('{') {
+        // JSON (what machines write) straight into the typed document: no intermediate value.
+        let mut de = serde_json::Deserializer::from_str(text);
+        let doc = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+        doc
+    } else {
+        let value: serde_json::Value = capstan_api::decode::parse_document(text)?;
+        if value.is_null() {
+            return Ok(RegistryState::default());
+        }
+        serde_path_to_error::deserialize(&value)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?
+    };
     let mut state = RegistryState::default();
     for (si, s) in doc.services.into_iter().enumerate() {
         if s.hostname.is_empty() {

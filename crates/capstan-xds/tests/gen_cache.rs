@@ -193,6 +193,37 @@ fn an_endpoints_only_push_regenerates_exactly_the_changed_hosts() {
     assert!(format!("{cla:?}").contains("10.1.0.99"));
     // The unchanged hosts' resources were carried over, not regenerated.
     assert!(carried.hits > 0, "{carried:?}");
+    // The EDS-only push itself yields the changed host's subscribed clusters, no others.
+    let every_cluster = capstan_xds::Subscription {
+        wildcard: false,
+        names: generate_all(&g, &proxy)
+            .into_iter()
+            .find(|(n, _)| *n == "eds")
+            .unwrap()
+            .1
+            .iter()
+            .map(|r| r.name.as_str().into())
+            .collect(),
+    };
+    let pushed: Vec<String> = g
+        .generate(&proxy, ENDPOINT, &every_cluster, &push)
+        .unwrap()
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    assert!(!pushed.is_empty());
+    assert!(
+        pushed
+            .iter()
+            .all(|n| n.ends_with("|reviews.default.svc.cluster.local")),
+        "{pushed:?}"
+    );
+    let all_reviews = every_cluster
+        .names
+        .iter()
+        .filter(|n| n.ends_with("|reviews.default.svc.cluster.local"))
+        .count();
+    assert_eq!(pushed.len(), all_reviews);
 
     // A full push starts from an empty cache.
     let full = PushRequest {

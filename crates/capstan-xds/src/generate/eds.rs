@@ -96,6 +96,35 @@ fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> BTreeSet<A
     out
 }
 
+/// The subscribed EDS cluster names of `hosts`.
+fn changed_names(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    hosts: &BTreeSet<String>,
+    sub: &Subscription,
+) -> BTreeSet<Arc<str>> {
+    let mut out = BTreeSet::new();
+    for host in hosts {
+        let Some(svc) = ctx.services.service(host) else {
+            continue;
+        };
+        let dr = ctx.destination_rule(proxy, host);
+        for p in &svc.ports {
+            let subsets = std::iter::once("").chain(
+                dr.iter()
+                    .flat_map(|d| d.spec.subsets.iter().map(|s| s.name.as_str())),
+            );
+            for subset in subsets {
+                let name = cluster_name("outbound", p.port, subset, host);
+                if sub.wants(&name) {
+                    out.insert(name.into());
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The shared assignment of one cluster: keyed by the DestinationRule only for subsets (the
 /// rule's subset labels select the endpoints).
 fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc<Resource>> {
@@ -122,7 +151,12 @@ pub fn generate(
     push: &PushRequest,
 ) -> Vec<Arc<Resource>> {
     let all;
-    let names = if sub.wildcard {
+    let names = if !push.full {
+        // Only the changed hosts' clusters, found from the hosts rather than by scanning
+        // thousands of subscribed names.
+        all = changed_names(ctx, proxy, &push.eds_hosts, sub);
+        &all
+    } else if sub.wildcard {
         all = all_names(ctx, proxy, scope);
         &all
     } else {

@@ -55,6 +55,16 @@ pub struct PushRequest {
 }
 
 impl PushRequest {
+    /// Whether this push must regenerate `type_url`, like Istio's per-type "needs push"
+    /// checks: an endpoints-only push concerns EDS only; a full push every type that depends
+    /// on something that changed. Hostnames, workloads and unknown changes concern every type.
+    pub fn needs(&self, type_url: &str) -> bool {
+        if !self.full {
+            return type_url == crate::resource::ENDPOINT;
+        }
+        self.changed.is_empty() || self.changed.iter().any(|key| key_concerns(key, type_url))
+    }
+
     /// Combines a queued request with a newer one: the union of what both cover.
     pub fn merge(mut self, newer: PushRequest) -> PushRequest {
         self.version = self.version.max(newer.version);
@@ -75,6 +85,20 @@ impl PushRequest {
         }
         self.full = full;
         self
+    }
+}
+
+/// Whether a changed key (`Kind/namespace/name`, a hostname, `workload:<address>`) can change
+/// resources of `type_url`. Clusters and their endpoints depend on services, DestinationRules,
+/// ServiceEntries, WorkloadEntries and Sidecars, not on routing (VirtualService, Gateway).
+fn key_concerns(key: &str, type_url: &str) -> bool {
+    use crate::resource::{LISTENER, ROUTE};
+    let Some((kind, _)) = key.split_once('/') else {
+        return true;
+    };
+    match kind {
+        "VirtualService" | "Gateway" => type_url == LISTENER || type_url == ROUTE,
+        _ => true,
     }
 }
 
@@ -140,6 +164,40 @@ mod tests {
         let m = a.merge(full);
         assert!(m.full && m.eds_hosts.is_empty());
         assert_eq!(m.changed, hosts(&["VirtualService/default/reviews", "a"]));
+    }
+
+    #[test]
+    fn routing_changes_need_no_clusters_or_endpoints() {
+        use crate::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+        let push = |keys: &[&str]| PushRequest {
+            version: 1,
+            full: true,
+            changed: hosts(keys),
+            ..PushRequest::default()
+        };
+        let vs = push(&["VirtualService/default/reviews", "Gateway/istio-system/gw"]);
+        assert!(vs.needs(LISTENER) && vs.needs(ROUTE));
+        assert!(!vs.needs(CLUSTER) && !vs.needs(ENDPOINT));
+        for other in [
+            "DestinationRule/default/reviews",
+            "Sidecar/default/default",
+            "reviews.default.svc.cluster.local",
+            "workload:10.0.0.1",
+        ] {
+            let p = push(&["VirtualService/default/reviews", other]);
+            assert!([CLUSTER, ENDPOINT, LISTENER, ROUTE]
+                .iter()
+                .all(|t| p.needs(t)));
+        }
+        assert!(
+            push(&[]).needs(CLUSTER),
+            "unknown changes concern everything"
+        );
+        let eds = PushRequest {
+            eds_hosts: hosts(&["a"]),
+            ..PushRequest::default()
+        };
+        assert!(eds.needs(ENDPOINT) && !eds.needs(CLUSTER) && !eds.needs(ROUTE));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::intern::Interner;
 use super::sent::SentSet;
 use super::wire::DeltaResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, ENDPOINT, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, HashSet};
@@ -177,7 +177,7 @@ impl Protocol for Delta {
     fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
-            if !push.full && type_url != ENDPOINT {
+            if !push.needs(type_url) {
                 continue;
             }
             let Some(state) = self.types.get_mut(type_url) else {

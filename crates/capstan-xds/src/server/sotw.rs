@@ -7,7 +7,7 @@ use super::intern::Interner;
 use super::sent::SentSet;
 use super::wire::SotwResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, Resource, ENDPOINT, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, Resource, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use std::collections::BTreeMap;
@@ -147,14 +147,14 @@ impl Protocol for Sotw {
     fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<SotwResponse> {
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
-            if !push.full && type_url != ENDPOINT {
-                continue;
-            }
             let Some(state) = self.types.get_mut(type_url) else {
                 continue;
             };
             // Never answered (generation failed at first): the client still waits for one.
             let force = state.track.nonce.is_empty();
+            if !force && !push.needs(type_url) {
+                continue;
+            }
             let resp = if push.full || force {
                 full_response(cx, type_url, state, push, force)
             } else {
@@ -173,7 +173,7 @@ impl Protocol for Sotw {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::{CLUSTER, LISTENER, ROUTE};
+    use crate::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
     #[test]
     fn empty_names_are_wildcard_only_for_lds_and_cds() {
