@@ -136,12 +136,18 @@ struct FileWorkload {
 pub fn parse(text: &str) -> Result<RegistryState, String> {
     let trimmed = text.trim_start();
     let doc: FileDoc = if trimmed.starts_with('{') {
-        // JSON (what machines write) straight into the typed document: no intermediate value.
-        let mut de = serde_json::Deserializer::from_str(text);
-        let doc = serde_path_to_error::deserialize(&mut de)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        de.end().map_err(|e| format!("invalid JSON: {e}"))?;
-        doc
+        // JSON (what machines write) straight into the typed document: no intermediate value,
+        // and no field-path tracking unless it fails (then parsed again for the path).
+        match serde_json::from_str(text) {
+            Ok(doc) => doc,
+            Err(_) => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                let doc = serde_path_to_error::deserialize(&mut de)
+                    .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+                de.end().map_err(|e| format!("invalid JSON: {e}"))?;
+                doc
+            }
+        }
     } else {
         let value: serde_json::Value = capstan_api::decode::parse_document(text)?;
         if value.is_null() {
@@ -354,5 +360,20 @@ mod tests {
         );
         let err = parse("services:\n- hostname: a\n  ports: [{name: http, port: 80}]\n  endpoints:\n  - address: 1.2.3.4\n    ports: {grpc: 81}\n").unwrap_err();
         assert!(err.contains("no service port named"), "{err}");
+    }
+
+    #[test]
+    fn json_documents_parse_directly_and_errors_still_name_the_field() {
+        let good = r#"{"services": [{"hostname": "a", "ports": [{"name": "http", "port": 80}],
+            "endpoints": [{"address": "1.2.3.4", "weight": 3}]}]}"#;
+        let state = parse(good).unwrap();
+        assert_eq!(state.endpoints[&("a".to_string(), 80)][0].weight, 3);
+        let err = parse(&good.replace("weight", "wieght")).unwrap_err();
+        assert!(
+            err.contains("services[0].endpoints[0]") && err.contains("wieght"),
+            "{err}"
+        );
+        let err = parse(&format!("{good} trailing")).unwrap_err();
+        assert!(err.contains("trailing") || err.contains("JSON"), "{err}");
     }
 }
