@@ -211,7 +211,13 @@ impl Ctx {
 
     fn update(&self, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        f(status.types.entry(type_url.to_string()).or_default());
+        // Look up before inserting: most updates are for a type already present, and this
+        // runs for every response and every ACK.
+        if let Some(t) = status.types.get_mut(type_url) {
+            f(t);
+        } else {
+            f(status.types.entry(type_url.to_string()).or_default());
+        }
     }
 }
 
