@@ -19,12 +19,12 @@
 //! ```
 //! A bad file is reported with the field path and the registry keeps its last good state.
 
-use crate::index::{RegistryId, RegistryState, ServiceIndex};
+use crate::index::{RegistryDelta, RegistryId, RegistryState, ServiceIndex};
 use crate::model::{
     Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
 };
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +41,7 @@ struct FileDoc {
     workloads: Vec<FileWorkload>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Hash)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FileService {
     hostname: String,
@@ -62,7 +62,7 @@ struct FileService {
     endpoints: Vec<FileEndpoint>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Hash)]
 #[serde(deny_unknown_fields)]
 struct FilePort {
     #[serde(default)]
@@ -72,7 +72,7 @@ struct FilePort {
     protocol: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 enum FileResolution {
     #[default]
@@ -82,7 +82,7 @@ enum FileResolution {
     None,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Hash)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FileEndpoint {
     address: String,
@@ -106,7 +106,7 @@ struct FileEndpoint {
     tls_mode: Option<String>,
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default, Clone, Copy, Hash)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 enum FileHealth {
     #[default]
@@ -132,54 +132,43 @@ struct FileWorkload {
     network: String,
 }
 
-/// Parses a registry document into a registry state; errors name the field path.
-pub fn parse(text: &str) -> Result<RegistryState, String> {
+/// Decodes a registry document; errors name the field path.
+fn decode(text: &str) -> Result<FileDoc, String> {
     let trimmed = text.trim_start();
-    let doc: FileDoc = if trimmed.starts_with('{') {
+    if trimmed.starts_with('{') {
         // JSON (what machines write) straight into the typed document: no intermediate value,
         // and no field-path tracking unless it fails (then parsed again for the path).
-        match serde_json::from_str(text) {
-            Ok(doc) => doc,
+        return match serde_json::from_str(text) {
+            Ok(doc) => Ok(doc),
             Err(_) => {
                 let mut de = serde_json::Deserializer::from_str(text);
                 let doc = serde_path_to_error::deserialize(&mut de)
                     .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
                 de.end().map_err(|e| format!("invalid JSON: {e}"))?;
-                doc
+                Ok(doc)
             }
-        }
-    } else {
-        let value: serde_json::Value = capstan_api::decode::parse_document(text)?;
-        if value.is_null() {
-            return Ok(RegistryState::default());
-        }
-        serde_path_to_error::deserialize(&value)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?
-    };
-    let mut state = RegistryState::default();
-    for (si, s) in doc.services.into_iter().enumerate() {
+        };
+    }
+    let value: serde_json::Value = capstan_api::decode::parse_document(text)?;
+    if value.is_null() {
+        return Ok(FileDoc::default());
+    }
+    serde_path_to_error::deserialize(&value).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+}
+
+/// The checks serde cannot make, over the whole document (so a bad file changes nothing).
+fn check(doc: &FileDoc) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for (si, s) in doc.services.iter().enumerate() {
         if s.hostname.is_empty() {
             return Err(format!("services[{si}].hostname: must not be empty"));
         }
-        if state.services.contains_key(&s.hostname) {
+        if !seen.insert(s.hostname.as_str()) {
             return Err(format!(
                 "services[{si}].hostname: {} is defined twice",
                 s.hostname
             ));
         }
-        let mut ports: Vec<ServicePort> = s
-            .ports
-            .iter()
-            .map(|p| ServicePort {
-                name: p.name.clone(),
-                port: p.port,
-                protocol: match &p.protocol {
-                    Some(proto) => Protocol::parse(proto),
-                    None => Protocol::for_port(None, &p.name),
-                },
-            })
-            .collect();
-        ports.sort();
         for (pi, p) in s.ports.iter().enumerate() {
             if p.port == 0 {
                 return Err(format!("services[{si}].ports[{pi}].port: must be 1..65535"));
@@ -191,76 +180,106 @@ pub fn parse(text: &str) -> Result<RegistryState, String> {
                     return Err(format!("services[{si}].endpoints[{ei}].ports[{name}]: no service port named {name:?}"));
                 }
             }
-            let locality = Locality::parse(&e.locality);
-            for port in &ports {
-                let endpoint = Endpoint {
-                    address: e.address.clone(),
-                    port: e.ports.get(&port.name).copied().unwrap_or(port.port),
-                    service_port: port.port,
-                    labels: e.labels.clone(),
-                    locality: locality.clone(),
-                    weight: e.weight,
-                    health: match e.health {
-                        FileHealth::Healthy => Health::Healthy,
-                        FileHealth::Unhealthy => Health::Unhealthy,
-                        FileHealth::Draining => Health::Draining,
-                    },
-                    network: e.network.clone(),
-                    service_account: e.service_account.clone(),
-                    tls_mode: e.tls_mode.clone().unwrap_or_else(|| "istio".into()),
-                    workload: e.workload.clone(),
-                    namespace: s.namespace.clone(),
-                };
-                state
-                    .endpoints
-                    .entry((s.hostname.clone(), port.port))
-                    .or_default()
-                    .push(endpoint);
-            }
-            if !e.workload.is_empty() {
-                let key = format!("{}/{}", s.namespace, e.workload);
-                let w = state.workloads.entry(key).or_insert_with(|| Workload {
-                    name: e.workload.clone(),
-                    namespace: s.namespace.clone(),
-                    addresses: Vec::new(),
-                    labels: e.labels.clone(),
-                    service_account: e.service_account.clone(),
-                    locality: locality.clone(),
-                    network: e.network.clone(),
-                    registry: RegistryKind::File,
-                });
-                if !w.addresses.contains(&e.address) {
-                    w.addresses.push(e.address.clone());
-                }
+        }
+    }
+    Ok(())
+}
+
+/// The service ports of a file service, sorted.
+fn service_ports(s: &FileService) -> Vec<ServicePort> {
+    let mut ports: Vec<ServicePort> = s
+        .ports
+        .iter()
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: p.port,
+            protocol: match &p.protocol {
+                Some(proto) => Protocol::parse(proto),
+                None => Protocol::for_port(None, &p.name),
+            },
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+/// A checked file service's model: the service and its endpoints per service port (every port
+/// present, possibly empty).
+fn build_service(s: &FileService) -> (Service, BTreeMap<u16, Vec<Endpoint>>) {
+    let ports = service_ports(s);
+    let mut endpoints: BTreeMap<u16, Vec<Endpoint>> =
+        ports.iter().map(|p| (p.port, Vec::new())).collect();
+    for e in &s.endpoints {
+        let locality = Locality::parse(&e.locality);
+        for port in &ports {
+            let endpoint = Endpoint {
+                address: e.address.clone(),
+                port: e.ports.get(&port.name).copied().unwrap_or(port.port),
+                service_port: port.port,
+                labels: e.labels.clone(),
+                locality: locality.clone(),
+                weight: e.weight,
+                health: match e.health {
+                    FileHealth::Healthy => Health::Healthy,
+                    FileHealth::Unhealthy => Health::Unhealthy,
+                    FileHealth::Draining => Health::Draining,
+                },
+                network: e.network.clone(),
+                service_account: e.service_account.clone(),
+                tls_mode: e.tls_mode.clone().unwrap_or_else(|| "istio".into()),
+                workload: e.workload.clone(),
+                namespace: s.namespace.clone(),
+            };
+            endpoints.entry(port.port).or_default().push(endpoint);
+        }
+    }
+    for list in endpoints.values_mut() {
+        list.sort();
+    }
+    let service = Service {
+        hostname: s.hostname.clone(),
+        namespace: s.namespace.clone(),
+        ports,
+        addresses: s.addresses.clone(),
+        labels: s.labels.clone(),
+        resolution: match s.resolution {
+            FileResolution::Static => Resolution::ClientSideLb,
+            FileResolution::Dns => Resolution::DnsLb,
+            FileResolution::DnsRoundRobin => Resolution::DnsRoundRobinLb,
+            FileResolution::None => Resolution::Passthrough,
+        },
+        mesh_external: s.mesh_external,
+        export_to: s.export_to.clone(),
+        registry: RegistryKind::File,
+        external_name: None,
+    };
+    (service, endpoints)
+}
+
+/// Workloads: those named by endpoints (`workload`), merged with the `workloads` list.
+fn build_workloads(doc: &FileDoc) -> BTreeMap<String, Workload> {
+    let mut workloads: BTreeMap<String, Workload> = BTreeMap::new();
+    for s in &doc.services {
+        for e in s.endpoints.iter().filter(|e| !e.workload.is_empty()) {
+            let key = format!("{}/{}", s.namespace, e.workload);
+            let w = workloads.entry(key).or_insert_with(|| Workload {
+                name: e.workload.clone(),
+                namespace: s.namespace.clone(),
+                addresses: Vec::new(),
+                labels: e.labels.clone(),
+                service_account: e.service_account.clone(),
+                locality: Locality::parse(&e.locality),
+                network: e.network.clone(),
+                registry: RegistryKind::File,
+            });
+            if !w.addresses.contains(&e.address) {
+                w.addresses.push(e.address.clone());
             }
         }
-        state.services.insert(
-            s.hostname.clone(),
-            Service {
-                hostname: s.hostname,
-                namespace: s.namespace,
-                ports,
-                addresses: s.addresses,
-                labels: s.labels,
-                resolution: match s.resolution {
-                    FileResolution::Static => Resolution::ClientSideLb,
-                    FileResolution::Dns => Resolution::DnsLb,
-                    FileResolution::DnsRoundRobin => Resolution::DnsRoundRobinLb,
-                    FileResolution::None => Resolution::Passthrough,
-                },
-                mesh_external: s.mesh_external,
-                export_to: s.export_to,
-                registry: RegistryKind::File,
-                external_name: None,
-            },
-        );
     }
-    for endpoints in state.endpoints.values_mut() {
-        endpoints.sort();
-    }
-    for w in doc.workloads {
+    for w in &doc.workloads {
         let key = format!("{}/{}", w.namespace, w.name);
-        let entry = state.workloads.entry(key).or_insert_with(|| Workload {
+        let entry = workloads.entry(key).or_insert_with(|| Workload {
             name: w.name.clone(),
             namespace: w.namespace.clone(),
             addresses: Vec::new(),
@@ -270,19 +289,102 @@ pub fn parse(text: &str) -> Result<RegistryState, String> {
             network: w.network.clone(),
             registry: RegistryKind::File,
         });
-        for a in w.addresses {
-            if !entry.addresses.contains(&a) {
-                entry.addresses.push(a);
+        for a in &w.addresses {
+            if !entry.addresses.contains(a) {
+                entry.addresses.push(a.clone());
             }
         }
     }
+    workloads
+}
+
+/// Parses a registry document into a registry state; errors name the field path.
+pub fn parse(text: &str) -> Result<RegistryState, String> {
+    let doc = decode(text)?;
+    check(&doc)?;
+    let mut state = RegistryState::default();
+    for s in &doc.services {
+        let (service, endpoints) = build_service(s);
+        for (port, list) in endpoints {
+            if !list.is_empty() {
+                state.endpoints.insert((s.hostname.clone(), port), list);
+            }
+        }
+        state.services.insert(s.hostname.clone(), service);
+    }
+    state.workloads = build_workloads(&doc);
     Ok(state)
+}
+
+fn content_hash(s: &FileService) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// What the file held when last applied: per service a hash of its document and its ports,
+/// and the workloads; the next read becomes a delta of the services whose document changed.
+#[derive(Default)]
+struct Applied {
+    services: HashMap<String, (u64, Vec<u16>)>,
+    workloads: BTreeMap<String, Workload>,
+}
+
+impl Applied {
+    /// The delta from what was applied to `doc` (checked), and the new record.
+    fn delta(&self, doc: &FileDoc) -> (RegistryDelta, Applied) {
+        let mut delta = RegistryDelta::default();
+        let mut next = Applied::default();
+        for s in &doc.services {
+            let hash = content_hash(s);
+            let ports: Vec<u16> = s.ports.iter().map(|p| p.port).collect();
+            let before = self.services.get(&s.hostname);
+            if before.map(|(h, _)| *h) != Some(hash) {
+                let (service, endpoints) = build_service(s);
+                delta.services.insert(s.hostname.clone(), Some(service));
+                for (port, list) in endpoints {
+                    let list = (!list.is_empty()).then_some(list);
+                    delta.endpoints.insert((s.hostname.clone(), port), list);
+                }
+                for port in before
+                    .iter()
+                    .flat_map(|(_, p)| p)
+                    .filter(|p| !ports.contains(p))
+                {
+                    delta.endpoints.insert((s.hostname.clone(), *port), None);
+                }
+            }
+            next.services.insert(s.hostname.clone(), (hash, ports));
+        }
+        for (host, (_, ports)) in &self.services {
+            if !next.services.contains_key(host) {
+                delta.services.insert(host.clone(), None);
+                for port in ports {
+                    delta.endpoints.insert((host.clone(), *port), None);
+                }
+            }
+        }
+        next.workloads = build_workloads(doc);
+        for (key, w) in &next.workloads {
+            if self.workloads.get(key) != Some(w) {
+                delta.workloads.insert(key.clone(), Some(w.clone()));
+            }
+        }
+        for key in self.workloads.keys() {
+            if !next.workloads.contains_key(key) {
+                delta.workloads.insert(key.clone(), None);
+            }
+        }
+        (delta, next)
+    }
 }
 
 /// A file registry bound to one file.
 pub struct FileRegistry {
     path: PathBuf,
     id: RegistryId,
+    applied: std::sync::Mutex<Applied>,
 }
 
 impl FileRegistry {
@@ -292,7 +394,11 @@ impl FileRegistry {
             kind: RegistryKind::File,
             name: format!("file:{}", path.display()),
         };
-        FileRegistry { path, id }
+        FileRegistry {
+            path,
+            id,
+            applied: std::sync::Mutex::default(),
+        }
     }
 
     /// The registry's id in the index.
@@ -300,7 +406,7 @@ impl FileRegistry {
         &self.id
     }
 
-    fn read(path: &Path) -> Result<RegistryState, String> {
+    fn read(path: &Path) -> Result<FileDoc, String> {
         use std::io::Read;
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut text = String::new();
@@ -313,14 +419,23 @@ impl FileRegistry {
                 path.display()
             ));
         }
-        parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let doc = decode(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        check(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(doc)
     }
 
-    /// Reads the file and replaces this registry's state in the index; on error the index keeps
-    /// the last good state and the error is returned.
+    /// Reads the file and brings this registry's state in the index up to date; on error the
+    /// index keeps the last good state and the error is returned. Only services whose part of
+    /// the file changed are rebuilt and handed to the index (the first sync hands everything).
     pub fn sync(&self, index: &ServiceIndex) -> Result<usize, String> {
-        let state = FileRegistry::read(&self.path)?;
-        Ok(index.replace(&self.id, state).len())
+        let doc = FileRegistry::read(&self.path)?;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let (delta, next) = applied.delta(&doc);
+        *applied = next;
+        if delta.is_empty() {
+            return Ok(0);
+        }
+        Ok(index.apply(&self.id, delta).len())
     }
 
     /// Syncs, then re-syncs on every change of the file until everyone else drops the index.
@@ -375,5 +490,74 @@ mod tests {
         );
         let err = parse(&format!("{good} trailing")).unwrap_err();
         assert!(err.contains("trailing") || err.contains("JSON"), "{err}");
+    }
+
+    /// Everything the index shows, as text, for comparing two indexes.
+    fn view(index: &ServiceIndex) -> String {
+        let snap = index.snapshot();
+        let mut out = String::new();
+        for svc in snap.services() {
+            out += &format!("{svc:?}\n");
+            for p in &svc.ports {
+                out += &format!(
+                    "  {}: {:?}\n",
+                    p.port,
+                    snap.endpoint_set(&svc.hostname, p.port)
+                );
+            }
+        }
+        // Every key the test uses, present or not (a stale endpoint list shows here).
+        for host in ["a", "b", "c"] {
+            for port in [80, 90] {
+                out += &format!("{host}:{port} {:?}\n", snap.endpoint_set(host, port));
+            }
+        }
+        let mut workloads: Vec<String> = snap.workloads().map(|w| format!("{w:?}")).collect();
+        workloads.sort();
+        out + &workloads.join("\n")
+    }
+
+    /// Each incremental sync leaves the index exactly as a full replace of the same file.
+    #[test]
+    fn incremental_syncs_match_a_full_reload() {
+        let svc = |host: &str, ports: &str, eps: &str| {
+            format!(
+                r#"{{"hostname": "{host}", "namespace": "default", "ports": [{ports}], "endpoints": [{eps}]}}"#
+            )
+        };
+        let http = r#"{"name": "http", "port": 80}"#;
+        let grpc = r#"{"name": "grpc", "port": 90}"#;
+        let ep = |ip: &str, wl: &str| {
+            format!(r#"{{"address": "{ip}", "labels": {{"app": "x"}}, "workload": "{wl}"}}"#)
+        };
+        let doc = |services: Vec<String>| format!(r#"{{"services": [{}]}}"#, services.join(","));
+        let versions = [
+            doc(vec![svc("a", http, &ep("10.0.0.1", "a-1")), svc("b", http, &ep("10.0.0.2", ""))]),
+            // One endpoint moves.
+            doc(vec![svc("a", http, &ep("10.0.0.9", "a-1")), svc("b", http, &ep("10.0.0.2", ""))]),
+            // A port is added, then removed; a service goes away; endpoints go to none.
+            doc(vec![svc("a", &format!("{http},{grpc}"), &ep("10.0.0.9", "a-1")), svc("b", http, &ep("10.0.0.2", ""))]),
+            doc(vec![svc("a", grpc, &ep("10.0.0.9", "a-2"))]),
+            doc(vec![svc("a", grpc, ""), svc("c", http, &ep("10.0.0.3", "c-1"))]),
+            r#"{"services": [], "workloads": [{"name": "vm", "namespace": "default", "addresses": ["10.9.0.1"]}]}"#.to_string(),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let registry = FileRegistry::new(path.clone());
+        let incremental = ServiceIndex::new();
+        for text in &versions {
+            std::fs::write(&path, text).unwrap();
+            registry.sync(&incremental).unwrap();
+            let full = ServiceIndex::new();
+            full.replace(registry.id(), parse(text).unwrap());
+            assert_eq!(view(&incremental), view(&full), "after {text}");
+        }
+        // A bad file changes nothing, and an unchanged file makes no events.
+        let before = view(&incremental);
+        std::fs::write(&path, r#"{"services": [{"hostname": ""}]}"#).unwrap();
+        assert!(registry.sync(&incremental).is_err());
+        assert_eq!(view(&incremental), before);
+        std::fs::write(&path, &versions[5]).unwrap();
+        assert_eq!(registry.sync(&incremental), Ok(0));
     }
 }
