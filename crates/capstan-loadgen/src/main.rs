@@ -330,6 +330,7 @@ async fn main() -> Result<()> {
     let peak_synced = stats::peak_rss_mib(pid).unwrap_or_default();
     let mut eds = Vec::new();
     let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
+    let own_before = stats::cpu_seconds(std::process::id()).unwrap_or_default();
     let bytes_before = bytes;
     for k in 0..args.changes {
         let s = (k * 37) % args.services;
@@ -356,6 +357,7 @@ async fn main() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let cpu_eds = stats::cpu_seconds(pid).unwrap_or_default() - cpu_before;
+    let own_eds = stats::cpu_seconds(std::process::id()).unwrap_or_default() - own_before;
     let bytes_eds = bytes - bytes_before;
 
     let mut rds = Vec::new();
@@ -413,6 +415,7 @@ async fn main() -> Result<()> {
         line("one VirtualService (RDS push, debounce included)", rds)
     );
     println!("endpoint changes: {cpu_eds:.2} CPU-s, {:.1} KiB sent; VirtualService changes: {cpu_rds:.2} CPU-s, {:.1} KiB sent", bytes_eds as f64 / 1024.0, bytes_rds as f64 / 1024.0);
+    println!("load generator's own CPU during the endpoint changes (its clients share the machine): {own_eds:.2} CPU-s");
     println!("RSS of capstan discovery: {rss_synced:.1} MiB after the initial sync (peak so far {peak_synced:.1} MiB), {rss_end:.1} MiB at the end; peak {rss:.1} MiB");
     if let Ok(text) = http_get(monitoring_port, "/metrics").await {
         let wanted = [
