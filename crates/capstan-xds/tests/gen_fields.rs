@@ -239,7 +239,7 @@ fn sidecar_scoping_hides_other_namespaces_and_blocks_unknown() {
 
 /// A quick timing of all four types for one sidecar in a 1,000-service mesh (printed).
 #[test]
-fn thousand_service_mesh_timing() {
+fn thousand_service_mesh_generates_everything() {
     let mut reg = String::from("services:\n");
     for i in 0..1000 {
         reg.push_str(&format!(
@@ -255,4 +255,107 @@ fn thousand_service_mesh_timing() {
     let count: usize = all.iter().map(|(_, r)| r.len()).sum();
     eprintln!("1000-service mesh: {count} resources in {elapsed:?}");
     assert!(count > 2000);
+}
+
+const HASHING: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {consistentHash: {useSourceIp: true}}
+    portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {consistentHash: {httpCookie: {name: session, ttl: 10s, path: /}}}
+  subsets:
+    - name: v1
+      labels: {version: v1}
+    - name: v2
+      labels: {version: v2}
+      trafficPolicy:
+        loadBalancer: {consistentHash: {httpQueryParameterName: user}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-for-productpage, namespace: default}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {app: productpage}}
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-pp}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+    - match: [{uri: {prefix: /v2}}]
+      route: [{destination: {host: ratings, subset: v2}}]
+    - route:
+        - {destination: {host: ratings, subset: v1}, weight: 50}
+        - {destination: {host: ratings, subset: v2}, weight: 50}
+"#;
+
+fn ratings_hash_policies(
+    g: &capstan_xds::IstioGenerator,
+    proxy: &capstan_xds::Proxy,
+) -> Vec<String> {
+    let all = generate_all(g, proxy);
+    let rc: RouteConfiguration = of(&all, "rds")
+        .iter()
+        .find(|r| r.name == "9080")
+        .unwrap()
+        .decode()
+        .unwrap();
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name.starts_with("ratings."))
+        .unwrap();
+    vh.routes
+        .iter()
+        .map(|r| match &r.action {
+            Some(route::Action::Route(a)) => format!("{:?}", a.hash_policy),
+            other => format!("{other:?}"),
+        })
+        .collect()
+}
+
+/// DestinationRule consistent hashing reaches the routes (Envoy's ring hash and Maglev hash on
+/// the route's hash policy): subset over port level over top level, one policy per distinct
+/// destination policy, and a rule selecting the proxy's workload wins for that proxy only.
+#[test]
+fn consistent_hash_rules_become_route_hash_policies() {
+    let registry = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/meshes/bookinfo/registry.yaml"),
+    )
+    .unwrap();
+    let g = common::build(HASHING, &registry);
+    let reviews = ratings_hash_policies(&g, &reviews_v1());
+    assert_eq!(reviews.len(), 2, "{reviews:?}");
+    assert!(reviews[0].contains("QueryParameter") && reviews[0].contains("\"user\""));
+    assert!(!reviews[0].contains("Cookie"), "{}", reviews[0]);
+    // Weighted v1 (port-level cookie) and v2 (subset query parameter).
+    assert!(reviews[1].contains("Cookie") && reviews[1].contains("\"session\""));
+    assert!(reviews[1].contains("seconds: 10") && reviews[1].contains("QueryParameter"));
+    assert!(!reviews[1].contains("source_ip"), "{}", reviews[1]);
+    // Same namespace, selected by the workload rule: its header policy instead.
+    let productpage = common::node(
+        "sidecar~10.1.0.10~productpage-v1-x.default~default.svc.cluster.local",
+        &[],
+        &[("app", "productpage"), ("version", "v1")],
+    );
+    let fresh = ratings_hash_policies(&common::build(HASHING, &registry), &productpage);
+    assert!(fresh.iter().all(|p| p.contains("x-pp")), "fresh: {fresh:?}");
+    let pp = ratings_hash_policies(&g, &productpage);
+    assert!(
+        pp.iter()
+            .all(|p| p.contains("x-pp") && !p.contains("Cookie")),
+        "{pp:?}"
+    );
+    // And the shared route cache kept them apart.
+    assert_eq!(ratings_hash_policies(&g, &reviews_v1()), reviews);
 }

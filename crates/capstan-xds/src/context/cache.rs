@@ -9,7 +9,7 @@
 //! | a proxy's scope | proxy namespace, the Sidecar that applies |
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
 //! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets only) |
-//! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels |
+//! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
 //! Config objects are keyed by their `Arc` (pointer identity, the `Arc` held by the key so an
 //! address cannot be reused while the entry lives). A new context starts empty, except after
@@ -65,7 +65,8 @@ pub(crate) struct ScopeKey {
 pub(crate) struct RouteKey {
     pub port: u16,
     pub scope: ScopeKey,
-    /// The proxy's labels, only when some VirtualService matches on source labels.
+    /// The proxy's labels, only when some VirtualService matches on source labels or some
+    /// DestinationRule selects workloads.
     pub labels: Option<BTreeMap<String, String>>,
 }
 

@@ -57,6 +57,9 @@ pub(crate) struct ConfigIndex {
     /// Whether some VirtualService matches on `sourceLabels` (routes then depend on the
     /// proxy's labels, not only its namespace).
     pub source_label_routes: bool,
+    /// Whether some DestinationRule selects workloads (routes' hash policies then depend on
+    /// the proxy's labels).
+    pub workload_rules: bool,
 }
 
 fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
@@ -128,6 +131,10 @@ impl ConfigIndex {
                     }));
                 }
                 (Spec::DestinationRule(dr), Kind::DestinationRule) => {
+                    index.workload_rules |= dr
+                        .workload_selector
+                        .as_ref()
+                        .is_some_and(|s| !s.match_labels.is_empty());
                     let host = resolve_host(&dr.host, &key.namespace, &mesh.domain_suffix);
                     let e = Arc::new(entry(key, &**dr));
                     if host.starts_with('*') {

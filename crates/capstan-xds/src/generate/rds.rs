@@ -160,7 +160,8 @@ fn shared_route_config(
     let key = RouteKey {
         port,
         scope: ctx.scope_key(proxy),
-        labels: ctx.index.source_label_routes.then(|| proxy.labels.clone()),
+        labels: (ctx.index.source_label_routes || ctx.index.workload_rules)
+            .then(|| proxy.labels.clone()),
     };
     ctx.cache.route(key, || {
         let rc = sidecar_route_config(ctx, proxy, scope, port);

@@ -1,6 +1,7 @@
 //! One VirtualService http route → Envoy routes: matches, destinations, redirects, rewrites,
 //! timeouts, retries, faults, mirrors, header manipulation and CORS, with Istio's defaults.
 
+use super::cds_policy::EffectivePolicy;
 use super::common::{any, cluster_name, duration, secs, u32v, CORS_FILTER, FAULT_FILTER};
 use crate::context::{selects, PushContext, VirtualServiceEntry};
 use crate::proxy::Proxy;
@@ -45,8 +46,8 @@ pub struct RouteCtx<'a> {
 }
 
 impl RouteCtx<'_> {
-    /// Cluster name for a destination written in a VirtualService of `namespace`.
-    pub fn cluster(&self, d: &Destination, namespace: &str) -> String {
+    /// The host and port a destination written in a VirtualService of `namespace` goes to.
+    fn target(&self, d: &Destination, namespace: &str) -> (String, u16) {
         let host = self.ctx.resolve_host(&d.host, namespace);
         let port = d
             .port
@@ -59,7 +60,59 @@ impl RouteCtx<'_> {
                     .map(|s| s.ports[0].port)
             })
             .unwrap_or(self.port);
+        (host, port)
+    }
+
+    /// Cluster name for a destination written in a VirtualService of `namespace`.
+    pub fn cluster(&self, d: &Destination, namespace: &str) -> String {
+        let (host, port) = self.target(d, namespace);
         cluster_name("outbound", port, &d.subset, &host)
+    }
+
+    /// The route hash policy for a destination whose DestinationRule (for this proxy) asks for
+    /// consistent hashing (subset and port-level settings override the top level), as Istio's
+    /// `consistentHashToHashPolicy`: the cluster's ring hash or Maglev balancer hashes on it.
+    pub fn hash_policy(
+        &self,
+        d: &Destination,
+        namespace: &str,
+    ) -> Option<route_action::HashPolicy> {
+        use route_action::hash_policy::{
+            ConnectionProperties, Cookie, Header, PolicySpecifier, QueryParameter,
+        };
+        let (host, port) = self.target(d, namespace);
+        let dr = self.ctx.destination_rule(self.proxy, &host)?;
+        let subset = dr
+            .spec
+            .subsets
+            .iter()
+            .find(|s| !d.subset.is_empty() && s.name == d.subset)
+            .and_then(|s| s.traffic_policy.as_ref());
+        let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_ref(), subset, port);
+        let hash = policy.lb?.consistent_hash.as_ref()?;
+        let specifier = if let Some(h) = &hash.http_header_name {
+            PolicySpecifier::Header(Header {
+                header_name: h.clone(),
+                ..Header::default()
+            })
+        } else if let Some(c) = &hash.http_cookie {
+            PolicySpecifier::Cookie(Cookie {
+                name: c.name.clone(),
+                path: c.path.clone(),
+                ttl: c.ttl.as_ref().map(duration),
+                ..Cookie::default()
+            })
+        } else if hash.use_source_ip == Some(true) {
+            PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true })
+        } else if let Some(q) = &hash.http_query_parameter_name {
+            PolicySpecifier::QueryParameter(QueryParameter { name: q.clone() })
+        } else {
+            return None;
+        };
+        Some(route_action::HashPolicy {
+            policy_specifier: Some(specifier),
+            ..route_action::HashPolicy::default()
+        })
     }
 
     fn applies(&self, m: &HttpMatchRequest, vs_ns: &str) -> bool {
@@ -388,6 +441,18 @@ fn action(rc: &RouteCtx<'_>, r: &HttpRoute, ns: &str) -> route::Action {
             },
         )),
     };
+    // Hash policies of the destinations that hash (one per distinct policy, in order).
+    for d in &dests {
+        if let Some(h) = d
+            .destination
+            .as_ref()
+            .and_then(|dst| rc.hash_policy(dst, ns))
+        {
+            if !a.hash_policy.contains(&h) {
+                a.hash_policy.push(h);
+            }
+        }
+    }
     if let Some(rw) = &r.rewrite {
         if !rw.uri.is_empty() {
             a.prefix_rewrite = rw.uri.clone();
