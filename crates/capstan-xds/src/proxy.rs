@@ -43,6 +43,9 @@ pub struct Proxy {
     pub cluster_id: String,
     /// Network (`NETWORK`), if any.
     pub network: String,
+    /// Where the proxy runs (the node's `locality`, as Istio's agent reports it); empty when
+    /// not reported.
+    pub locality: capstan_registry::Locality,
 }
 
 /// Why a node could not be understood.
@@ -164,6 +167,15 @@ impl Proxy {
                 .unwrap_or_else(|| "REDIRECT".into()),
             cluster_id: string_field(metadata, "CLUSTER_ID").unwrap_or_default(),
             network: string_field(metadata, "NETWORK").unwrap_or_default(),
+            locality: node
+                .locality
+                .as_ref()
+                .map(|l| capstan_registry::Locality {
+                    region: l.region.clone(),
+                    zone: l.zone.clone(),
+                    subzone: l.sub_zone.clone(),
+                })
+                .unwrap_or_default(),
             id,
         })
     }

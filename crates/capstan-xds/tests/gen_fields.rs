@@ -359,3 +359,111 @@ fn consistent_hash_rules_become_route_hash_policies() {
     // And the shared route cache kept them apart.
     assert_eq!(ratings_hash_policies(&g, &reviews_v1()), reviews);
 }
+
+const FAILOVER_REGISTRY: &str = r#"
+services:
+  - hostname: api.default.svc.cluster.local
+    namespace: default
+    addresses: [10.96.5.1]
+    ports: [{name: http, port: 8080}]
+    endpoints:
+      - {address: 10.5.0.1, labels: {app: api}, locality: us-east1/us-east1-a/rack1}
+      - {address: 10.5.0.2, labels: {app: api}, locality: us-east1/us-east1-a/rack2}
+      - {address: 10.5.0.3, labels: {app: api}, locality: us-east1/us-east1-b}
+      - {address: 10.5.0.4, labels: {app: api}, locality: eu-west1/eu-west1-a}
+      - {address: 10.5.0.5, labels: {app: api}, locality: asia-east1/asia-east1-a}
+"#;
+
+fn failover_rule(extra: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: default}}\nspec:\n  host: api\n  trafficPolicy:\n{extra}"
+    )
+}
+
+fn located(locality: Option<(&str, &str, &str)>) -> capstan_xds::Proxy {
+    use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+    let node = Node {
+        id: "sidecar~10.1.0.21~client-0.default~default.svc.cluster.local".into(),
+        locality: locality.map(|(region, zone, sub_zone)| Locality {
+            region: region.into(),
+            zone: zone.into(),
+            sub_zone: sub_zone.into(),
+        }),
+        ..Node::default()
+    };
+    capstan_xds::Proxy::from_node(Some(&node)).unwrap()
+}
+
+/// Region/zone/subzone → priority of the `api` cluster's localities for a proxy.
+fn priorities(g: &capstan_xds::IstioGenerator, proxy: &capstan_xds::Proxy) -> Vec<(String, u32)> {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    let sub = capstan_xds::Subscription {
+        wildcard: false,
+        names: ["outbound|8080||api.default.svc.cluster.local".into()]
+            .into_iter()
+            .collect(),
+    };
+    let push = capstan_xds::PushRequest {
+        full: true,
+        ..capstan_xds::PushRequest::default()
+    };
+    let cla: ClusterLoadAssignment =
+        capstan_xds::Generator::generate(g, proxy, capstan_xds::resource::ENDPOINT, &sub, &push)
+            .unwrap()[0]
+            .decode()
+            .unwrap();
+    cla.endpoints
+        .iter()
+        .map(|g| {
+            let l = g.locality.clone().unwrap_or_default();
+            (
+                format!("{}/{}/{}", l.region, l.zone, l.sub_zone),
+                g.priority,
+            )
+        })
+        .collect()
+}
+
+/// With outlier detection, endpoints are prioritised by closeness to the proxy's locality,
+/// as Istio's locality failover does by default; a failover rule demotes regions it does not
+/// name; without outlier detection (or with locality LB off) every locality stays at priority 0.
+#[test]
+fn locality_failover_orders_endpoints_by_closeness() {
+    let outlier =
+        "    outlierDetection: {consecutive5xxErrors: 3, interval: 10s, baseEjectionTime: 30s}\n";
+    let g = common::build(&failover_rule(outlier), FAILOVER_REGISTRY);
+    let rack1 = located(Some(("us-east1", "us-east1-a", "rack1")));
+    let p = |v: &[(String, u32)], l: &str| v.iter().find(|(k, _)| k.starts_with(l)).unwrap().1;
+    let near = priorities(&g, &rack1);
+    assert_eq!(p(&near, "us-east1/us-east1-a/rack1"), 0, "{near:?}");
+    assert_eq!(p(&near, "us-east1/us-east1-a/rack2"), 1);
+    assert_eq!(p(&near, "us-east1/us-east1-b"), 2);
+    assert_eq!(p(&near, "eu-west1"), 3);
+    assert_eq!(p(&near, "asia-east1"), 3);
+    // Another proxy of the same push, elsewhere: its own order (not the cached one above).
+    let eu = priorities(&g, &located(Some(("eu-west1", "eu-west1-a", ""))));
+    assert_eq!(p(&eu, "eu-west1"), 0, "{eu:?}");
+    assert_eq!(p(&eu, "us-east1/us-east1-b"), 1);
+    // No locality reported: no priorities.
+    let unknown = priorities(&g, &located(None));
+    assert!(unknown.iter().all(|(_, pr)| *pr == 0), "{unknown:?}");
+
+    // A failover rule from us-east1 to eu-west1 puts asia behind europe.
+    let with_rule = format!(
+        "{outlier}    loadBalancer:\n      localityLbSetting:\n        failover: [{{from: us-east1, to: eu-west1}}]\n"
+    );
+    let g = common::build(&failover_rule(&with_rule), FAILOVER_REGISTRY);
+    let ruled = priorities(&g, &rack1);
+    assert_eq!(p(&ruled, "eu-west1"), 3, "{ruled:?}");
+    assert_eq!(p(&ruled, "asia-east1"), 4);
+
+    // Without outlier detection, or with locality load balancing off: all at priority 0.
+    for extra in [
+        "    connectionPool: {tcp: {maxConnections: 10}}\n".to_string(),
+        format!("{outlier}    loadBalancer:\n      localityLbSetting: {{enabled: false}}\n"),
+    ] {
+        let g = common::build(&failover_rule(&extra), FAILOVER_REGISTRY);
+        let flat = priorities(&g, &rack1);
+        assert!(flat.iter().all(|(_, pr)| *pr == 0), "{extra}: {flat:?}");
+    }
+}

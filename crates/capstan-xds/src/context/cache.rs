@@ -8,7 +8,7 @@
 //! |---|---|
 //! | a proxy's scope | proxy namespace, the Sidecar that applies |
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
-//! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets only) |
+//! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets and locality failover only), the proxy's locality (locality failover only) |
 //! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
 //! Config objects are keyed by their `Arc` (pointer identity, the `Arc` held by the key so an
@@ -21,6 +21,7 @@ use super::ProxyScope;
 use crate::generate::common::parse_outbound;
 use crate::resource::Resource;
 use capstan_api::networking::{DestinationRule, Sidecar};
+use capstan_registry::Locality;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,8 +74,8 @@ pub(crate) struct RouteKey {
 type Shared = Arc<[Arc<Resource>]>;
 /// Host → (rule, proxyless, the service's clusters).
 type ClusterMap = HashMap<String, Vec<(RuleKey, bool, Shared)>>;
-/// Cluster name → (rule, its assignment if it has one).
-type EndpointMap = HashMap<String, Vec<(RuleKey, Option<Arc<Resource>>)>>;
+/// Cluster name → (rule, proxy locality for locality failover, its assignment if it has one).
+type EndpointMap = HashMap<String, Vec<(RuleKey, Option<Locality>, Option<Arc<Resource>>)>>;
 
 /// Hits and misses, for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,15 +162,18 @@ impl Cache {
         made
     }
 
-    /// A cluster's load assignment (`None`: the cluster has none).
+    /// A cluster's load assignment (`None`: the cluster has none). `locality` is the proxy's,
+    /// when locality failover orders the endpoints for it.
     pub fn endpoints(
         &self,
         cluster: &str,
         rule: RuleKey,
+        locality: Option<Locality>,
         make: impl FnOnce() -> Option<Arc<Resource>>,
     ) -> Option<Arc<Resource>> {
+        let same = |(r, l, _): &&(RuleKey, Option<Locality>, _)| *r == rule && *l == locality;
         if let Some(list) = lock(&self.endpoints).get(cluster) {
-            if let Some((_, v)) = list.iter().find(|(r, _)| *r == rule) {
+            if let Some((_, _, v)) = list.iter().find(same) {
                 return self.hit(v.clone());
             }
         }
@@ -177,10 +181,10 @@ impl Cache {
         let made = make();
         let mut map = lock(&self.endpoints);
         let list = map.entry(cluster.to_string()).or_default();
-        if let Some((_, v)) = list.iter().find(|(r, _)| *r == rule) {
+        if let Some((_, _, v)) = list.iter().find(same) {
             return v.clone();
         }
-        list.push((rule, made.clone()));
+        list.push((rule, locality, made.clone()));
         made
     }
 
