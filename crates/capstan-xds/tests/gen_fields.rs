@@ -467,3 +467,139 @@ fn locality_failover_orders_endpoints_by_closeness() {
         assert!(flat.iter().all(|(_, pr)| *pr == 0), "{extra}: {flat:?}");
     }
 }
+
+const L4_REGISTRY: &str = r#"
+services:
+  - hostname: mysql.db.svc.cluster.local
+    namespace: db
+    addresses: [10.96.1.5]
+    ports: [{name: tcp-mysql, port: 3306}]
+    endpoints:
+      - {address: 10.1.1.5, labels: {app: mysql, version: v1}}
+      - {address: 10.1.1.6, labels: {app: mysql, version: v2}}
+  - hostname: edge.default.svc.cluster.local
+    namespace: default
+    addresses: [10.96.2.1]
+    ports: [{name: tls, port: 443}]
+    endpoints:
+      - {address: 10.1.2.1, labels: {app: edge}}
+  - hostname: a.default.svc.cluster.local
+    namespace: default
+    addresses: [10.96.2.2]
+    ports: [{name: tls, port: 443}]
+    endpoints:
+      - {address: 10.1.2.2, labels: {app: a}}
+"#;
+
+const L4_CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: mysql, namespace: db}
+spec:
+  hosts: [mysql.db.svc.cluster.local]
+  tcp:
+    - match: [{destinationSubnets: [10.96.1.0/24], port: 3306}]
+      route: [{destination: {host: mysql.db.svc.cluster.local, subset: v2}}]
+    - route:
+        - {destination: {host: mysql.db.svc.cluster.local, subset: v1}, weight: 80}
+        - {destination: {host: mysql.db.svc.cluster.local, subset: v2}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: edge, namespace: default}
+spec:
+  hosts: [edge, "*.example.com"]
+  tls:
+    - match: [{sniHosts: [a.example.com], port: 443}]
+      route: [{destination: {host: a, port: {number: 443}}}]
+    - match: [{sniHosts: [other.example.com], port: 8443}]
+      route: [{destination: {host: a}}]
+"#;
+
+/// VirtualService `tcp` and `tls` routes shape the sidecar's TCP listeners: weighted TCP
+/// proxies, chains by destination subnet, SNI-matched chains (with the TLS inspector), and a
+/// default chain to the service itself for what matches no route.
+#[test]
+fn tcp_and_tls_routes_shape_outbound_tcp_listeners() {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy::ClusterSpecifier, TcpProxy,
+    };
+    let g = common::build(L4_CONFIG, L4_REGISTRY);
+    let all = generate_all(&g, &reviews_v1());
+    let listener = |name: &str| -> Listener {
+        of(&all, "lds")
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("listener {name}"))
+            .decode()
+            .unwrap()
+    };
+    let proxies = |l: &Listener| -> Vec<(Vec<String>, Vec<String>, String)> {
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                let m = c.filter_chain_match.clone().unwrap_or_default();
+                let Some(
+                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                        any,
+                    ),
+                ) = &c.filters[0].config_type
+                else {
+                    panic!("typed config")
+                };
+                let tp = TcpProxy::decode(any.value.as_slice()).unwrap();
+                let to = match tp.cluster_specifier.unwrap() {
+                    ClusterSpecifier::Cluster(c) => c,
+                    ClusterSpecifier::WeightedClusters(w) => w
+                        .clusters
+                        .iter()
+                        .map(|c| format!("{}={}", c.name, c.weight))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                };
+                (
+                    m.server_names,
+                    m.prefix_ranges
+                        .iter()
+                        .map(|r| r.address_prefix.clone())
+                        .collect(),
+                    to,
+                )
+            })
+            .collect()
+    };
+    let mysql = proxies(&listener("10.96.1.5_3306"));
+    assert_eq!(
+        mysql,
+        vec![
+            (vec![], vec!["10.96.1.0".to_string()], "outbound|3306|v2|mysql.db.svc.cluster.local".to_string()),
+            (vec![], vec![], "outbound|3306|v1|mysql.db.svc.cluster.local=80,outbound|3306|v2|mysql.db.svc.cluster.local=20".to_string()),
+        ]
+    );
+    let edge_listener = listener("10.96.2.1_443");
+    let edge = proxies(&edge_listener);
+    assert_eq!(
+        edge,
+        vec![
+            (
+                vec!["a.example.com".to_string()],
+                vec![],
+                "outbound|443||a.default.svc.cluster.local".to_string()
+            ),
+            (
+                vec![],
+                vec![],
+                "outbound|443||edge.default.svc.cluster.local".to_string()
+            ),
+        ],
+        "the 8443 match does not apply to port 443"
+    );
+    assert!(edge_listener
+        .listener_filters
+        .iter()
+        .any(|f| f.name == "envoy.filters.listener.tls_inspector"));
+    // A service without routes keeps its single default chain and no inspector.
+    let a = listener("10.96.2.2_443");
+    assert_eq!(proxies(&a).len(), 1);
+    assert!(a.listener_filters.is_empty());
+}

@@ -162,7 +162,7 @@ fn http_chain(port: u16) -> FilterChain {
 }
 
 /// Per-port outbound listeners.
-fn outbound_listeners(scope: &ProxyScope) -> Vec<Listener> {
+fn outbound_listeners(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> Vec<Listener> {
     let mut by_port: BTreeMap<u16, Vec<(&Arc<Service>, Protocol)>> = BTreeMap::new();
     for svc in &scope.services {
         for p in &svc.ports {
@@ -176,10 +176,10 @@ fn outbound_listeners(scope: &ProxyScope) -> Vec<Listener> {
     for (port, services) in by_port {
         let any_http = services.iter().any(|(_, p)| p.is_http());
         let any_unknown = services.iter().any(|(_, p)| *p == Protocol::Unknown);
-        let tcp: Vec<&Arc<Service>> = services
+        let tcp: Vec<(&Arc<Service>, Protocol)> = services
             .iter()
             .filter(|(_, p)| !p.is_http() && *p != Protocol::Unknown)
-            .map(|(s, _)| *s)
+            .map(|(s, p)| (*s, *p))
             .collect();
         let wildcard = format!("0.0.0.0_{port}");
         if any_unknown {
@@ -214,31 +214,23 @@ fn outbound_listeners(scope: &ProxyScope) -> Vec<Listener> {
                 false,
             ));
         }
-        for svc in tcp {
-            let cluster = cluster_name("outbound", port, "", &svc.hostname);
-            let chain = FilterChain {
-                filters: vec![tcp_proxy_filter(&cluster, &cluster)],
-                ..FilterChain::default()
-            };
-            match svc.addresses.iter().find(|a| a.as_str() != "0.0.0.0") {
-                Some(vip) => out.push(outbound_listener(
-                    format!("{vip}_{port}"),
-                    vip,
-                    port,
-                    vec![chain],
-                    false,
-                )),
+        for (svc, protocol) in tcp {
+            let (chains, sni) = super::lds_tcp::chains(ctx, proxy, svc, port, protocol);
+            let listener = match svc.addresses.iter().find(|a| a.as_str() != "0.0.0.0") {
+                Some(vip) => outbound_listener(format!("{vip}_{port}"), vip, port, chains, false),
                 None if !(any_http || any_unknown) => {
-                    out.push(outbound_listener(
-                        format!("0.0.0.0_{port}"),
-                        "0.0.0.0",
-                        port,
-                        vec![chain],
-                        false,
-                    ));
+                    outbound_listener(format!("0.0.0.0_{port}"), "0.0.0.0", port, chains, false)
                 }
-                None => {}
+                None => continue,
+            };
+            let mut listener = listener;
+            if sni {
+                listener.listener_filters.push(listener_filter(
+                    "envoy.filters.listener.tls_inspector",
+                    &TlsInspector::default(),
+                ));
             }
+            out.push(listener);
         }
     }
     // Two VIP-less TCP services on one port would collide: keep the first.
@@ -263,7 +255,7 @@ pub fn generate(
         ProxyType::Router => super::gateway::listeners(ctx, proxy),
         ProxyType::Sidecar => {
             let mut l = vec![virtual_outbound(scope), virtual_inbound(ctx, proxy)];
-            l.extend(outbound_listeners(scope));
+            l.extend(outbound_listeners(ctx, proxy, scope));
             l
         }
     };

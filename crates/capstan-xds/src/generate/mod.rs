@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod istio;
 pub mod lds;
+pub mod lds_tcp;
 pub mod rds;
 pub mod rds_route;
 
