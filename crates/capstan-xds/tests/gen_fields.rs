@@ -603,3 +603,106 @@ fn tcp_and_tls_routes_shape_outbound_tcp_listeners() {
     assert_eq!(proxies(&a).len(), 1);
     assert!(a.listener_filters.is_empty());
 }
+
+const DELEGATION: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+    - name: root
+      match: [{uri: {prefix: /reviews}}]
+      timeout: 3s
+      delegate: {name: reviews-routes, namespace: team}
+    - name: rest
+      route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes, namespace: team}
+spec:
+  http:
+    - name: v2
+      match: [{uri: {prefix: /reviews/v2}}]
+      route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+    - name: outside
+      match: [{uri: {prefix: /elsewhere}}]
+      route: [{destination: {host: reviews.default.svc.cluster.local, subset: v2}}]
+    - name: local
+      route: [{destination: {host: ratings}}]
+"#;
+
+/// A root VirtualService's delegating route is replaced by the delegate's routes merged into
+/// it (matches narrowed, the root's timeout inherited, short names resolved in the delegate's
+/// namespace); a delegate route matching outside the root's match is left out.
+#[test]
+fn delegate_virtual_services_are_followed() {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let registry = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/meshes/bookinfo/registry.yaml"),
+    )
+    .unwrap();
+    let g = common::build(DELEGATION, &registry);
+    let all = generate_all(&g, &reviews_v1());
+    let rc: RouteConfiguration = of(&all, "rds")
+        .iter()
+        .find(|r| r.name == "9080")
+        .unwrap()
+        .decode()
+        .unwrap();
+    let vh = rc
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name.starts_with("reviews."))
+        .unwrap();
+    let routes: Vec<(String, String, String, Option<i64>)> = vh
+        .routes
+        .iter()
+        .map(|r| {
+            let path = match r.r#match.as_ref().and_then(|m| m.path_specifier.clone()) {
+                Some(PathSpecifier::Prefix(p)) => p,
+                other => format!("{other:?}"),
+            };
+            let Some(route::Action::Route(a)) = &r.action else {
+                panic!("route action")
+            };
+            let to = match &a.cluster_specifier {
+                Some(route_action::ClusterSpecifier::Cluster(c)) => c.clone(),
+                other => format!("{other:?}"),
+            };
+            (
+                r.name.clone(),
+                path,
+                to,
+                a.timeout.as_ref().map(|t| t.seconds),
+            )
+        })
+        .collect();
+    let want = [
+        (
+            "root-v2",
+            "/reviews/v2",
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            Some(3),
+        ),
+        (
+            "root-local",
+            "/reviews",
+            "outbound|9080||ratings.team.svc.cluster.local",
+            Some(3),
+        ),
+        (
+            "rest",
+            "/",
+            "outbound|9080|v1|reviews.default.svc.cluster.local",
+            Some(0),
+        ),
+    ];
+    let want: Vec<_> = want
+        .iter()
+        .map(|(n, p, c, t)| (n.to_string(), p.to_string(), c.to_string(), *t))
+        .collect();
+    assert_eq!(routes, want);
+}

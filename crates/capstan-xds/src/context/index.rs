@@ -82,12 +82,29 @@ fn resolve_gateway(gw: &str, namespace: &str) -> String {
 impl ConfigIndex {
     pub fn build(config: &Snapshot, mesh: &MeshConfig) -> ConfigIndex {
         let mut index = ConfigIndex::default();
+        let delegates: super::delegate::Delegates<'_> = config
+            .objects
+            .iter()
+            .filter_map(|(key, stored)| match (&stored.object.spec, key.kind) {
+                (Spec::VirtualService(vs), Kind::VirtualService) if vs.is_delegate() => {
+                    Some(((key.namespace.as_str(), key.name.as_str()), &**vs))
+                }
+                _ => None,
+            })
+            .collect();
         for (key, stored) in config.objects.iter() {
             match (&stored.object.spec, key.kind) {
                 (Spec::VirtualService(vs), Kind::VirtualService) => {
                     if vs.is_delegate() {
                         continue;
                     }
+                    let expanded = super::delegate::expand(
+                        vs,
+                        &key.namespace,
+                        &delegates,
+                        &mesh.domain_suffix,
+                    );
+                    let vs: &VirtualService = expanded.as_deref().unwrap_or(vs);
                     let hosts: Vec<String> = vs
                         .hosts
                         .iter()
@@ -125,7 +142,7 @@ impl ConfigIndex {
                         }
                     }
                     index.virtual_services.push(Arc::new(VirtualServiceEntry {
-                        config: entry(key, &**vs),
+                        config: entry(key, vs),
                         hosts,
                         gateways,
                     }));

@@ -2,6 +2,7 @@
 //! shared (by `Arc`) by every proxy's generation.
 
 pub(crate) mod cache;
+mod delegate;
 mod index;
 mod scope;
 

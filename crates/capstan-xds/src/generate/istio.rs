@@ -108,7 +108,8 @@ fn config_affects(
     };
     match (&stored.object.spec, stored.object.kind) {
         (Spec::VirtualService(vs), Kind::VirtualService) => {
-            if proxy.proxy_type == ProxyType::Router {
+            // A delegate has no hosts of its own: whoever uses its root may be affected.
+            if proxy.proxy_type == ProxyType::Router || vs.is_delegate() {
                 return true;
             }
             crate::context::exported_to(&vs.export_to, ns, &proxy.namespace)
