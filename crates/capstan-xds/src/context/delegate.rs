@@ -171,15 +171,12 @@ fn merge_route(root: &HttpRoute, leaf: &HttpRoute) -> Option<HttpRoute> {
     };
     out.delegate = None;
     out.rewrite = leaf.rewrite.clone().or_else(|| root.rewrite.clone());
-    out.timeout = leaf.timeout.clone().or_else(|| root.timeout.clone());
+    out.timeout = leaf.timeout.or(root.timeout);
     out.retries = leaf.retries.clone().or_else(|| root.retries.clone());
     out.fault = leaf.fault.clone().or_else(|| root.fault.clone());
     out.mirror = leaf.mirror.clone().or_else(|| root.mirror.clone());
     out.mirror_percent = leaf.mirror_percent.or(root.mirror_percent);
-    out.mirror_percentage = leaf
-        .mirror_percentage
-        .clone()
-        .or_else(|| root.mirror_percentage.clone());
+    out.mirror_percentage = leaf.mirror_percentage.or(root.mirror_percentage);
     out.cors_policy = leaf
         .cors_policy
         .clone()
