@@ -59,6 +59,22 @@ impl Resource {
         }
     }
 
+    /// A resource from an already encoded message of type `type_url` (for messages assembled
+    /// from cached encoded parts).
+    pub fn from_encoded(name: impl Into<String>, type_url: &str, value: Vec<u8>) -> Resource {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut hasher);
+        let any = Any {
+            type_url: type_url.to_string(),
+            value,
+        };
+        Resource {
+            name: name.into(),
+            version: hasher.finish(),
+            body: Bytes::from(any.encode_to_vec()),
+        }
+    }
+
     /// [`Resource::new`], shared.
     pub fn shared<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Arc<Resource> {
         Arc::new(Resource::new(name, message))

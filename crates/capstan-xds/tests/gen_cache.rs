@@ -235,3 +235,66 @@ fn an_endpoints_only_push_regenerates_exactly_the_changed_hosts() {
     assert_eq!(g.context().cache_stats().hits, 0);
     assert_eq!(render_all(&g, &proxy), after);
 }
+
+/// Configurations whose routes differ by the proxy's namespace in ways other than short names:
+/// a VirtualService exported to its own namespace only, a route matching on the source
+/// namespace, DestinationRules in two namespaces (precedence by the proxy's namespace).
+const NAMESPACE_SENSITIVE: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-private, namespace: default}
+spec:
+  hosts: [reviews]
+  exportTo: ["."]
+  http:
+    - route: [{destination: {host: reviews, subset: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: default}
+spec:
+  hosts: [ratings]
+  http:
+    - match: [{sourceNamespace: db}]
+      route: [{destination: {host: ratings, subset: v1}}]
+      timeout: 7s
+    - route: [{destination: {host: ratings}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: default}
+spec:
+  host: details.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-default}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: db}
+spec:
+  host: details.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-db}}}
+"#;
+
+/// Virtual hosts are shared across namespaces only when nothing but the short names differ.
+#[test]
+fn shared_virtual_hosts_respect_namespace_dependent_routes() {
+    let (_, registry) = mesh_text("bookinfo");
+    let shared = build(NAMESPACE_SENSITIVE, &registry);
+    let mut seen = Vec::new();
+    for proxy in proxies() {
+        let fresh = build(NAMESPACE_SENSITIVE, &registry);
+        let got = render_all(&shared, &proxy);
+        assert_eq!(got, render_all(&fresh, &proxy), "{}", proxy.id);
+        seen.push((proxy.namespace.clone(), got));
+    }
+    // The namespaces really do see different routes (the test would prove nothing otherwise).
+    let rds = |ns: &str| {
+        seen.iter()
+            .find(|(n, _)| n == ns)
+            .map(|(_, r)| r.iter().find(|(t, _)| *t == "rds").unwrap().1.clone())
+            .unwrap()
+    };
+    assert_ne!(rds("default"), rds("db"));
+    assert!(rds("db").contains("x-db") && !rds("db").contains("x-default"));
+    assert!(rds("default").contains("x-default"));
+}

@@ -9,6 +9,7 @@
 //! | a proxy's scope | proxy namespace, the Sidecar that applies |
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
 //! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets and locality failover only), the proxy's locality (locality failover only) |
+//! | a sidecar virtual host (encoded) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |
 //! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
 //! Config objects are keyed by their `Arc` (pointer identity, the `Arc` held by the key so an
@@ -71,6 +72,20 @@ pub(crate) struct RouteKey {
     pub labels: Option<BTreeMap<String, String>>,
 }
 
+/// What one sidecar virtual host (a service on a port) depends on besides the service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct VhostKey {
+    pub host: String,
+    pub port: u16,
+    /// Whether the proxy is in the service's namespace (short-name domains).
+    pub same_namespace: bool,
+    /// The proxy's namespace, only when the host's VirtualServices or DestinationRules make
+    /// its routes depend on it (`exportTo`, `sourceNamespace`, several DestinationRules).
+    pub namespace: Option<String>,
+    /// The proxy's labels, only when some route depends on labels.
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
 type Shared = Arc<[Arc<Resource>]>;
 /// Host → (rule, proxyless, the service's clusters).
 type ClusterMap = HashMap<String, Vec<(RuleKey, bool, Shared)>>;
@@ -93,6 +108,7 @@ pub(crate) struct Cache {
     clusters: Mutex<ClusterMap>,
     endpoints: Mutex<EndpointMap>,
     routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
+    vhosts: Mutex<HashMap<VhostKey, bytes::Bytes>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -198,6 +214,17 @@ impl Cache {
         lock(&self.routes).entry(key).or_insert(made).clone()
     }
 
+    /// A sidecar virtual host, encoded (route configurations are assembled from these, so a
+    /// namespace's configuration costs a copy, not a generation).
+    pub fn vhost(&self, key: VhostKey, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+        if let Some(v) = lock(&self.vhosts).get(&key) {
+            return self.hit(v.clone());
+        }
+        self.miss();
+        let made = make();
+        lock(&self.vhosts).entry(key).or_insert(made).clone()
+    }
+
     /// The entries still valid after an endpoints-only change of `hosts` (same config, same
     /// services): everything except those hosts' clusters (DNS clusters embed endpoints) and
     /// load assignments. Scopes and routes depend on no endpoint.
@@ -217,6 +244,7 @@ impl Cache {
             clusters: Mutex::new(clusters),
             endpoints: Mutex::new(endpoints),
             routes: Mutex::new(lock(&self.routes).clone()),
+            vhosts: Mutex::new(lock(&self.vhosts).clone()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

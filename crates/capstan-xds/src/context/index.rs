@@ -277,6 +277,55 @@ impl PushContext {
         pick(wild, &roots)
     }
 
+    /// Whether a host's sidecar routes can differ between proxy namespaces beyond the
+    /// short-name domains: a VirtualService or DestinationRule for it with a restricted
+    /// `exportTo`, a route matching on `sourceNamespace`, or several DestinationRules (whose
+    /// precedence depends on the proxy's namespace).
+    pub(crate) fn routes_depend_on_namespace(&self, host: &str) -> bool {
+        let public = |e: &[String]| e.iter().all(|x| x == "*");
+        let exact = self
+            .index
+            .mesh_vs_by_host
+            .get(host)
+            .into_iter()
+            .flatten()
+            .map(|i| &self.index.virtual_services[*i]);
+        let wild = self
+            .index
+            .mesh_vs_wildcard
+            .iter()
+            .map(|i| &self.index.virtual_services[*i])
+            .filter(|vs| vs.hosts.iter().any(|h| host_matches(h, host)));
+        let sensitive_vs = exact.chain(wild).any(|vs| {
+            !public(&vs.config.spec.export_to)
+                || vs
+                    .config
+                    .spec
+                    .http
+                    .iter()
+                    .flat_map(|r| r.r#match.iter())
+                    .any(|m| !m.source_namespace.is_empty())
+        });
+        if sensitive_vs {
+            return true;
+        }
+        let rules: Vec<_> = self
+            .index
+            .destination_rules
+            .get(host)
+            .into_iter()
+            .flatten()
+            .chain(
+                self.index
+                    .wildcard_rules
+                    .iter()
+                    .filter(|(h, _)| host_matches(h, host))
+                    .map(|(_, dr)| dr),
+            )
+            .collect();
+        rules.len() > 1 || rules.iter().any(|dr| !public(&dr.spec.export_to))
+    }
+
     /// The Sidecar for a proxy: one in its namespace selecting its labels, else the
     /// namespace's selector-less one, else the root namespace's selector-less one.
     pub fn sidecar(&self, proxy: &Proxy) -> Option<&Arc<ConfigEntry<Sidecar>>> {

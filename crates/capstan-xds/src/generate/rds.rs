@@ -3,7 +3,7 @@
 
 use super::common::{cluster_name, PASSTHROUGH_CLUSTER};
 use super::rds_route::{default_route, virtual_service_routes, RouteCtx};
-use crate::context::cache::RouteKey;
+use crate::context::cache::{RouteKey, VhostKey};
 use crate::context::{ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route, DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
+use prost::Message;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -61,12 +62,22 @@ pub fn service_routes(rc: &RouteCtx<'_>, svc: &Service) -> Vec<Route> {
             return routes;
         }
     }
-    vec![default_route(cluster_name(
-        "outbound",
-        rc.port,
-        "",
-        &svc.hostname,
-    ))]
+    // No VirtualService: the default route, hashing as the DestinationRule asks (Istio
+    // applies a service's consistent hash to its default route too).
+    let mut route = default_route(cluster_name("outbound", rc.port, "", &svc.hostname));
+    let own = capstan_api::networking::Destination {
+        host: svc.hostname.clone(),
+        subset: String::new(),
+        port: Some(capstan_api::common::PortSelector {
+            number: u32::from(rc.port),
+        }),
+    };
+    if let (Some(h), Some(route::Action::Route(a))) =
+        (rc.hash_policy(&own, &svc.namespace), route.action.as_mut())
+    {
+        a.hash_policy.push(h);
+    }
+    vec![route]
 }
 
 fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
@@ -104,40 +115,6 @@ fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
     }
 }
 
-/// The sidecar route configuration for `port`.
-pub fn sidecar_route_config(
-    ctx: &PushContext,
-    proxy: &Proxy,
-    scope: &ProxyScope,
-    port: u16,
-) -> RouteConfiguration {
-    let rc = RouteCtx {
-        ctx,
-        proxy,
-        port,
-        gateway: "mesh",
-    };
-    let mut virtual_hosts: Vec<VirtualHost> = scope
-        .services
-        .iter()
-        .filter(|s| s.port(port).is_some_and(|p| routed(p.protocol)))
-        .map(|svc| VirtualHost {
-            name: format!("{}:{port}", svc.hostname),
-            domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
-            routes: service_routes(&rc, svc),
-            include_request_attempt_count: true,
-            ..VirtualHost::default()
-        })
-        .collect();
-    virtual_hosts.push(catch_all(scope.outbound_policy));
-    RouteConfiguration {
-        name: port.to_string(),
-        virtual_hosts,
-        validate_clusters: Some(BoolValue { value: false }),
-        ..RouteConfiguration::default()
-    }
-}
-
 /// The ports that get sidecar route configurations.
 pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
     scope
@@ -149,8 +126,42 @@ pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
         .collect()
 }
 
+/// One service's virtual host on `port`, encoded; shared by every proxy for which it is the same
+/// (see [`VhostKey`]), in any namespace.
+fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> bytes::Bytes {
+    let key = VhostKey {
+        host: svc.hostname.clone(),
+        port,
+        same_namespace: svc.namespace == proxy.namespace,
+        namespace: ctx
+            .routes_depend_on_namespace(&svc.hostname)
+            .then(|| proxy.namespace.clone()),
+        labels: (ctx.index.source_label_routes || ctx.index.workload_rules)
+            .then(|| proxy.labels.clone()),
+    };
+    ctx.cache.vhost(key, || {
+        let rc = RouteCtx {
+            ctx,
+            proxy,
+            port,
+            gateway: "mesh",
+        };
+        VirtualHost {
+            name: format!("{}:{port}", svc.hostname),
+            domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
+            routes: service_routes(&rc, svc),
+            include_request_attempt_count: true,
+            ..VirtualHost::default()
+        }
+        .encode_to_vec()
+        .into()
+    })
+}
+
 /// A sidecar's route configuration for `port`, shared by the proxies with the same scope
-/// (and, when routes match on source labels, the same labels).
+/// (and, when routes match on source labels, the same labels). It is assembled from the shared
+/// virtual hosts: the configuration's own fields, then each virtual host as an encoded
+/// `virtual_hosts` entry (protobuf allows fields in any order; decoders merge them).
 fn shared_route_config(
     ctx: &PushContext,
     proxy: &Proxy,
@@ -164,8 +175,31 @@ fn shared_route_config(
             .then(|| proxy.labels.clone()),
     };
     ctx.cache.route(key, || {
-        let rc = sidecar_route_config(ctx, proxy, scope, port);
-        Resource::shared(rc.name.clone(), &rc)
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let shell = RouteConfiguration {
+            name: port.to_string(),
+            validate_clusters: Some(BoolValue { value: false }),
+            ..RouteConfiguration::default()
+        };
+        let mut value = shell.encode_to_vec();
+        let mut put = |vhost: &[u8]| {
+            encode_key(2, WireType::LengthDelimited, &mut value);
+            encode_varint(vhost.len() as u64, &mut value);
+            value.extend_from_slice(vhost);
+        };
+        for svc in scope
+            .services
+            .iter()
+            .filter(|s| s.port(port).is_some_and(|p| routed(p.protocol)))
+        {
+            put(&shared_vhost(ctx, proxy, svc, port));
+        }
+        put(&catch_all(scope.outbound_policy).encode_to_vec());
+        Arc::new(Resource::from_encoded(
+            port.to_string(),
+            crate::resource::ROUTE,
+            value,
+        ))
     })
 }
 
