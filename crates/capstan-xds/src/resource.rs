@@ -64,14 +64,32 @@ impl Resource {
     pub fn from_encoded(name: impl Into<String>, type_url: &str, value: Vec<u8>) -> Resource {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         value.hash(&mut hasher);
-        let any = Any {
-            type_url: type_url.to_string(),
-            value,
-        };
+        Resource::with_version(name, type_url, &value, hasher.finish())
+    }
+
+    /// A resource from an encoded message and a version the caller derived from its content
+    /// (e.g. from the versions of the parts it was assembled from).
+    pub fn with_version(
+        name: impl Into<String>,
+        type_url: &str,
+        value: &[u8],
+        version: u64,
+    ) -> Resource {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        // google.protobuf.Any: type_url = 1, value = 2, written directly (no second copy).
+        let mut body = Vec::with_capacity(
+            type_url.len() + value.len() + 2 + encoded_len_varint(value.len() as u64) + 8,
+        );
+        encode_key(1, WireType::LengthDelimited, &mut body);
+        encode_varint(type_url.len() as u64, &mut body);
+        body.extend_from_slice(type_url.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut body);
+        encode_varint(value.len() as u64, &mut body);
+        body.extend_from_slice(value);
         Resource {
             name: name.into(),
-            version: hasher.finish(),
-            body: Bytes::from(any.encode_to_vec()),
+            version,
+            body: Bytes::from(body),
         }
     }
 
@@ -117,5 +135,8 @@ mod tests {
         assert_eq!(ra.decode::<Cluster>().unwrap(), a);
         assert_eq!(ra.any().unwrap().type_url, CLUSTER);
         assert_eq!(ra.version_string().len(), 16);
+        let rebuilt = Resource::from_encoded("a", CLUSTER, a.encode_to_vec());
+        assert_eq!(rebuilt.any().unwrap(), ra.any().unwrap());
+        assert_eq!(rebuilt.decode::<Cluster>().unwrap(), a);
     }
 }

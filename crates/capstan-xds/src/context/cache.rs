@@ -108,7 +108,7 @@ pub(crate) struct Cache {
     clusters: Mutex<ClusterMap>,
     endpoints: Mutex<EndpointMap>,
     routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
-    vhosts: Mutex<HashMap<VhostKey, bytes::Bytes>>,
+    vhosts: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -216,7 +216,12 @@ impl Cache {
 
     /// A sidecar virtual host, encoded (route configurations are assembled from these, so a
     /// namespace's configuration costs a copy, not a generation).
-    pub fn vhost(&self, key: VhostKey, make: impl FnOnce() -> bytes::Bytes) -> bytes::Bytes {
+    /// With the bytes, a hash of them (route configurations are versioned from these).
+    pub fn vhost(
+        &self,
+        key: VhostKey,
+        make: impl FnOnce() -> (bytes::Bytes, u64),
+    ) -> (bytes::Bytes, u64) {
         if let Some(v) = lock(&self.vhosts).get(&key) {
             return self.hit(v.clone());
         }

@@ -199,9 +199,15 @@ fn apply_failover(
 /// proxy's locality.
 fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc<Resource>> {
     let key = parse_outbound(name)?;
-    let dr = ctx.destination_rule(proxy, key.host);
+    let located = proxy.locality != Locality::default();
+    // The rule matters only for subsets and locality failover; most look-ups need neither.
+    let dr = if key.subset.is_empty() && !located {
+        None
+    } else {
+        ctx.destination_rule(proxy, key.host)
+    };
     let failover = dr
-        .filter(|_| proxy.locality != Locality::default())
+        .filter(|_| located)
         .and_then(|d| failover(d, key.subset, key.port));
     let rule = if key.subset.is_empty() && failover.is_none() {
         None

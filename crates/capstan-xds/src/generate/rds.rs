@@ -128,7 +128,7 @@ pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
 
 /// One service's virtual host on `port`, encoded; shared by every proxy for which it is the same
 /// (see [`VhostKey`]), in any namespace.
-fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> bytes::Bytes {
+fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (bytes::Bytes, u64) {
     let key = VhostKey {
         host: svc.hostname.clone(),
         port,
@@ -146,15 +146,17 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> b
             port,
             gateway: "mesh",
         };
-        VirtualHost {
+        let bytes = VirtualHost {
             name: format!("{}:{port}", svc.hostname),
             domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
             routes: service_routes(&rc, svc),
             include_request_attempt_count: true,
             ..VirtualHost::default()
         }
-        .encode_to_vec()
-        .into()
+        .encode_to_vec();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&bytes, &mut hasher);
+        (bytes.into(), std::hash::Hasher::finish(&hasher))
     })
 }
 
@@ -182,23 +184,37 @@ fn shared_route_config(
             ..RouteConfiguration::default()
         };
         let mut value = shell.encode_to_vec();
-        let mut put = |vhost: &[u8]| {
-            encode_key(2, WireType::LengthDelimited, &mut value);
-            encode_varint(vhost.len() as u64, &mut value);
+        // Versioned by the parts' hashes: hashing 500 KiB per namespace and push is avoidable.
+        let mut version = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&value, &mut version);
+        let mut put = |vhost: &[u8], hash: Option<u64>, value: &mut Vec<u8>| {
+            encode_key(2, WireType::LengthDelimited, value);
+            encode_varint(vhost.len() as u64, value);
             value.extend_from_slice(vhost);
+            match hash {
+                Some(h) => std::hash::Hasher::write_u64(&mut version, h),
+                None => std::hash::Hash::hash(vhost, &mut version),
+            }
         };
         for svc in scope
             .services
             .iter()
             .filter(|s| s.port(port).is_some_and(|p| routed(p.protocol)))
         {
-            put(&shared_vhost(ctx, proxy, svc, port));
+            let (bytes, hash) = shared_vhost(ctx, proxy, svc, port);
+            put(&bytes, Some(hash), &mut value);
         }
-        put(&catch_all(scope.outbound_policy).encode_to_vec());
-        Arc::new(Resource::from_encoded(
+        put(
+            &catch_all(scope.outbound_policy).encode_to_vec(),
+            None,
+            &mut value,
+        );
+        let version = std::hash::Hasher::finish(&version);
+        Arc::new(Resource::with_version(
             port.to_string(),
             crate::resource::ROUTE,
-            value,
+            &value,
+            version,
         ))
     })
 }
