@@ -55,17 +55,6 @@ pub enum Report {
     },
 }
 
-/// Node id of simulated sidecar `i`.
-pub fn node_id(i: usize) -> String {
-    format!(
-        "sidecar~10.200.{}.{}~load-{i}.ns-{}~ns-{}.svc.cluster.local",
-        (i >> 8) & 255,
-        i & 255,
-        i % 10,
-        i % 10
-    )
-}
-
 fn route_names(listener: &Listener) -> Vec<String> {
     let mut out = Vec::new();
     for chain in &listener.filter_chains {
@@ -110,7 +99,7 @@ pub async fn run(
         .context("connecting to the xDS server")?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
     let node = Node {
-        id: node_id(client),
+        id: capstan_loadgen::mesh::node_id(client),
         cluster: "loadgen".into(),
         ..Node::default()
     };

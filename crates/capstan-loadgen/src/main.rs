@@ -11,8 +11,9 @@
 //! ```
 
 mod client;
-mod mesh;
 mod stats;
+
+use capstan_loadgen::mesh;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;

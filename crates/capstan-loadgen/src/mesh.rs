@@ -102,6 +102,25 @@ fn destination_rule_yaml(i: usize) -> String {
     )
 }
 
+/// Node id of simulated sidecar `i` (namespace `ns-{i % 10}`, an IP outside the endpoints).
+pub fn node_id(i: usize) -> String {
+    format!(
+        "sidecar~10.200.{}.{}~load-{i}.ns-{}~ns-{}.svc.cluster.local",
+        (i >> 8) & 255,
+        i & 255,
+        i % 10,
+        i % 10
+    )
+}
+
+/// Every VirtualService (80/20) and DestinationRule of the mesh, as one multi-document YAML
+/// text (what `write` puts in separate files).
+pub fn config_yaml(spec: &MeshSpec) -> String {
+    let vs = (0..spec.virtual_services.min(spec.services)).map(|i| virtual_service_yaml(i, 80));
+    let dr = (0..spec.destination_rules.min(spec.services)).map(destination_rule_yaml);
+    vs.chain(dr).collect::<Vec<_>>().join("---\n")
+}
+
 /// Writes `dir/registry.yaml` and `dir/config/{virtual-services,destination-rules}/*.yaml`.
 pub fn write(dir: &Path, spec: &MeshSpec) -> Result<()> {
     let config = dir.join("config");

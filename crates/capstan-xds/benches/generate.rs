@@ -36,11 +36,20 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-mod mesh;
+use capstan_loadgen::mesh;
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 
 type Snapshots = (Arc<Snapshot>, Arc<IndexSnapshot>);
+
+/// The load simulator's default mesh: 1,000 services × 10 endpoints, 500 VirtualServices,
+/// 500 DestinationRules.
+const LOADGEN: mesh::MeshSpec = mesh::MeshSpec {
+    services: 1_000,
+    endpoints: 10,
+    virtual_services: 500,
+    destination_rules: 500,
+};
 
 /// Config and service snapshots of the mesh, built the way the generator tests build them.
 fn snapshots(spec: &mesh::MeshSpec) -> Snapshots {
@@ -59,7 +68,7 @@ fn snapshots(spec: &mesh::MeshSpec) -> Snapshots {
     let store = ConfigStore::new();
     store.replace_source("bench", objects.clone());
     let index = ServiceIndex::new();
-    let state = capstan_registry::file::parse(&mesh::registry_json(spec)).unwrap();
+    let state = capstan_registry::file::parse(&mesh::registry_json(spec, None)).unwrap();
     index.replace(
         &RegistryId {
             kind: RegistryKind::File,
@@ -186,7 +195,7 @@ fn all_four(
 }
 
 fn bench(c: &mut Criterion) {
-    let spec = mesh::LOADGEN;
+    let spec = LOADGEN;
     let snap = snapshots(&spec);
 
     // The proxy measured, a later one in its namespace, and a later one in another namespace.
