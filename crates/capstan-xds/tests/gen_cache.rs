@@ -8,7 +8,6 @@ use capstan_xds::resource::ENDPOINT;
 use capstan_xds::{Generator, IstioGenerator, MeshConfig, Proxy, PushContext, PushRequest};
 use common::*;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use std::path::PathBuf;
 
 fn mesh_text(mesh: &str) -> (String, String) {
@@ -91,20 +90,7 @@ spec:
 "#;
 
 fn route_9080(g: &IstioGenerator, proxy: &Proxy) -> String {
-    let all = generate_all(g, proxy);
-    let rds = &all.iter().find(|(n, _)| *n == "rds").unwrap().1;
-    let rc: RouteConfiguration = rds
-        .iter()
-        .find(|r| r.name == "9080")
-        .expect("route 9080")
-        .decode()
-        .unwrap();
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name.starts_with("reviews."))
-        .expect("reviews virtual host");
-    format!("{:?}", vh.routes)
+    format!("{:?}", virtual_host(g, proxy, "9080", "reviews.").routes)
 }
 
 /// Routes that match on source labels differ between proxies of one namespace, so the route

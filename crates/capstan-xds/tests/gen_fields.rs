@@ -302,18 +302,7 @@ fn ratings_hash_policies(
     g: &capstan_xds::IstioGenerator,
     proxy: &capstan_xds::Proxy,
 ) -> Vec<String> {
-    let all = generate_all(g, proxy);
-    let rc: RouteConfiguration = of(&all, "rds")
-        .iter()
-        .find(|r| r.name == "9080")
-        .unwrap()
-        .decode()
-        .unwrap();
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name.starts_with("ratings."))
-        .unwrap();
+    let vh = common::virtual_host(g, proxy, "9080", "ratings.");
     vh.routes
         .iter()
         .map(|r| match &r.action {
@@ -328,11 +317,7 @@ fn ratings_hash_policies(
 /// destination policy, and a rule selecting the proxy's workload wins for that proxy only.
 #[test]
 fn consistent_hash_rules_become_route_hash_policies() {
-    let registry = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/meshes/bookinfo/registry.yaml"),
-    )
-    .unwrap();
+    let registry = common::registry_text("bookinfo");
     let g = common::build(HASHING, &registry);
     let reviews = ratings_hash_policies(&g, &reviews_v1());
     assert_eq!(reviews.len(), 2, "{reviews:?}");
@@ -639,24 +624,9 @@ spec:
 #[test]
 fn delegate_virtual_services_are_followed() {
     use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
-    let registry = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("testdata/meshes/bookinfo/registry.yaml"),
-    )
-    .unwrap();
+    let registry = common::registry_text("bookinfo");
     let g = common::build(DELEGATION, &registry);
-    let all = generate_all(&g, &reviews_v1());
-    let rc: RouteConfiguration = of(&all, "rds")
-        .iter()
-        .find(|r| r.name == "9080")
-        .unwrap()
-        .decode()
-        .unwrap();
-    let vh = rc
-        .virtual_hosts
-        .iter()
-        .find(|v| v.name.starts_with("reviews."))
-        .unwrap();
+    let vh = common::virtual_host(&g, &reviews_v1(), "9080", "reviews.");
     let routes: Vec<(String, String, String, Option<i64>)> = vh
         .routes
         .iter()

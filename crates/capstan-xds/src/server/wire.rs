@@ -90,6 +90,9 @@ impl Sink for Chunks {
 
 /// A response message of the ADS stream.
 pub(crate) trait Wire: Message + Sized + Send + 'static {
+    /// Length of the encoded message.
+    fn wire_len(&self) -> usize;
+
     /// Writes the encoded message.
     fn write_to(&self, sink: &mut impl Sink);
 
@@ -102,6 +105,36 @@ pub(crate) trait Wire: Message + Sized + Send + 'static {
         self.write_to(out);
         out.flush();
     }
+}
+
+/// `prost::Message` for an encode-only [`Wire`] message: encoding goes through
+/// [`Wire::write_to`]; decoding (never done: the server only sends these) skips every field.
+macro_rules! encode_only {
+    ($t:ty) => {
+        impl Message for $t {
+            fn encode_raw(&self, mut buf: &mut impl BufMut) {
+                self.write_to(&mut Copy(&mut buf));
+            }
+
+            fn merge_field(
+                &mut self,
+                tag: u32,
+                wire_type: WireType,
+                buf: &mut impl Buf,
+                ctx: prost::encoding::DecodeContext,
+            ) -> Result<(), DecodeError> {
+                prost::encoding::skip_field(wire_type, tag, buf, ctx)
+            }
+
+            fn encoded_len(&self) -> usize {
+                self.wire_len()
+            }
+
+            fn clear(&mut self) {
+                *self = <$t>::default();
+            }
+        }
+    };
 }
 
 /// Length of a length-delimited field carrying `len` bytes.
@@ -147,6 +180,17 @@ pub(crate) struct SotwResponse {
 
 // DiscoveryResponse: version_info = 1, resources (Any) = 2, type_url = 4, nonce = 5.
 impl Wire for SotwResponse {
+    fn wire_len(&self) -> usize {
+        str_len(1, &self.version_info)
+            + self
+                .resources
+                .iter()
+                .map(|r| delimited_len(2, r.body.len()))
+                .sum::<usize>()
+            + str_len(4, self.type_url)
+            + str_len(5, &self.nonce)
+    }
+
     fn write_to(&self, sink: &mut impl Sink) {
         put_str(1, &self.version_info, sink.buf());
         for r in &self.resources {
@@ -158,37 +202,7 @@ impl Wire for SotwResponse {
     }
 }
 
-impl Message for SotwResponse {
-    fn encode_raw(&self, mut buf: &mut impl BufMut) {
-        self.write_to(&mut Copy(&mut buf));
-    }
-
-    // Only ever encoded (the server sends it); decoding skips every field.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        str_len(1, &self.version_info)
-            + self
-                .resources
-                .iter()
-                .map(|r| delimited_len(2, r.body.len()))
-                .sum::<usize>()
-            + str_len(4, self.type_url)
-            + str_len(5, &self.nonce)
-    }
-
-    fn clear(&mut self) {
-        *self = SotwResponse::default();
-    }
-}
+encode_only!(SotwResponse);
 
 /// `envoy.service.discovery.v3.DeltaDiscoveryResponse` with shared resources.
 #[derive(Clone, Debug, Default)]
@@ -218,6 +232,22 @@ fn delta_resource_len(r: &Resource) -> usize {
 // DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5,
 // removed_resources = 6.
 impl Wire for DeltaResponse {
+    fn wire_len(&self) -> usize {
+        str_len(1, &self.system_version_info)
+            + self
+                .resources
+                .iter()
+                .map(|r| delimited_len(2, delta_resource_len(r)))
+                .sum::<usize>()
+            + str_len(4, self.type_url)
+            + str_len(5, &self.nonce)
+            + self
+                .removed_resources
+                .iter()
+                .map(|n| delimited_len(6, n.len()))
+                .sum::<usize>()
+    }
+
     fn write_to(&self, sink: &mut impl Sink) {
         put_str(1, &self.system_version_info, sink.buf());
         for r in &self.resources {
@@ -237,42 +267,7 @@ impl Wire for DeltaResponse {
     }
 }
 
-impl Message for DeltaResponse {
-    fn encode_raw(&self, mut buf: &mut impl BufMut) {
-        self.write_to(&mut Copy(&mut buf));
-    }
-
-    // Only ever encoded (the server sends it); decoding skips every field.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        str_len(1, &self.system_version_info)
-            + self
-                .resources
-                .iter()
-                .map(|r| delimited_len(2, delta_resource_len(r)))
-                .sum::<usize>()
-            + str_len(4, self.type_url)
-            + str_len(5, &self.nonce)
-            + self
-                .removed_resources
-                .iter()
-                .map(|n| delimited_len(6, n.len()))
-                .sum::<usize>()
-    }
-
-    fn clear(&mut self) {
-        *self = DeltaResponse::default();
-    }
-}
+encode_only!(DeltaResponse);
 
 /// The `envoy.service.discovery.v3.AggregatedDiscoveryService` tonic service.
 pub struct AdsService<G: Generator> {

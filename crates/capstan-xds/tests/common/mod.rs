@@ -35,6 +35,39 @@ pub fn load_mesh(mesh: &str) -> IstioGenerator {
     build(&config_text, &registry_text)
 }
 
+/// The registry text of `testdata/meshes/<mesh>`.
+pub fn registry_text(mesh: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/meshes")
+        .join(mesh)
+        .join("registry.yaml");
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// The virtual host whose name starts with `host_prefix` in the proxy's RDS `route`.
+pub fn virtual_host(
+    g: &IstioGenerator,
+    proxy: &Proxy,
+    route: &str,
+    host_prefix: &str,
+) -> envoy_types::pb::envoy::config::route::v3::VirtualHost {
+    let rds = generate_all(g, proxy)
+        .into_iter()
+        .find(|(n, _)| *n == "rds")
+        .unwrap()
+        .1;
+    let rc: RouteConfiguration = rds
+        .iter()
+        .find(|r| r.name == route)
+        .unwrap_or_else(|| panic!("route {route}"))
+        .decode()
+        .unwrap();
+    rc.virtual_hosts
+        .into_iter()
+        .find(|v| v.name.starts_with(host_prefix))
+        .unwrap_or_else(|| panic!("virtual host {host_prefix}"))
+}
+
 /// Builds a generator from config and registry text.
 pub fn build(config_text: &str, registry_text: &str) -> IstioGenerator {
     let (store, index) = world(config_text, registry_text);
