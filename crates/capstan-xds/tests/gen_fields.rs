@@ -676,3 +676,72 @@ fn delegate_virtual_services_are_followed() {
         .collect();
     assert_eq!(routes, want);
 }
+
+const INGRESS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: reviews-ingress, namespace: default}
+spec:
+  workloadSelector: {labels: {app: reviews}}
+  ingress:
+    - port: {number: 9080, protocol: HTTP, name: http}
+      defaultEndpoint: 127.0.0.1:8080
+    - port: {number: 9443, protocol: TCP, name: tcp}
+      defaultEndpoint: 0.0.0.0:7000
+  egress:
+    - hosts: ["./*"]
+"#;
+
+/// A Sidecar's ingress listeners replace the service ports on the inbound side: one
+/// `inbound|PORT||` cluster per listener, forwarding to its default endpoint (loopback, or the
+/// proxy's own address for `0.0.0.0`), and a virtualInbound chain per port.
+#[test]
+fn sidecar_ingress_listeners_define_inbound_ports() {
+    use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    let g = common::build(INGRESS, &common::registry_text("bookinfo"));
+    let all = generate_all(&g, &reviews_v1());
+    let inbound: Vec<(String, Vec<String>)> = of(&all, "cds")
+        .iter()
+        .filter(|r| r.name.starts_with("inbound|"))
+        .map(|r| {
+            let c: Cluster = r.decode().unwrap();
+            let addrs = c
+                .load_assignment
+                .unwrap()
+                .endpoints
+                .iter()
+                .flat_map(|l| l.lb_endpoints.iter())
+                .filter_map(|e| match &e.host_identifier {
+                    Some(HostIdentifier::Endpoint(ep)) => {
+                        let sa = ep.address.as_ref()?.address.as_ref()?;
+                        match sa {
+                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s) => Some(format!(
+                                "{}:{:?}",
+                                s.address, s.port_specifier
+                            )),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                })
+                .collect();
+            (c.name, addrs)
+        })
+        .collect();
+    assert_eq!(inbound.len(), 2, "{inbound:?}");
+    assert_eq!(inbound[0].0, "inbound|9080||");
+    assert!(inbound[0].1[0].starts_with("127.0.0.1:") && inbound[0].1[0].contains("8080"));
+    assert_eq!(inbound[1].0, "inbound|9443||");
+    assert!(inbound[1].1[0].starts_with("10.1.0.21:") && inbound[1].1[0].contains("7000"));
+    let vi: Listener = of(&all, "lds")
+        .iter()
+        .find(|r| r.name == "virtualInbound")
+        .unwrap()
+        .decode()
+        .unwrap();
+    let chains: Vec<&str> = vi.filter_chains.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        chains.contains(&"inbound|9080||") && chains.contains(&"inbound|9443||"),
+        "{chains:?}"
+    );
+}

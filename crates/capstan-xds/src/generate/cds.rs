@@ -17,7 +17,6 @@ use envoy_types::pb::envoy::config::core::v3::{BindConfig, SocketAddress};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Istio's mesh default connect timeout.
@@ -125,9 +124,72 @@ pub fn outbound_clusters(ctx: &PushContext, proxy: &Proxy, svc: &Service) -> Vec
     out
 }
 
-/// `inbound|PORT||` clusters for the proxy's own service ports, one endpoint per proxy IP.
-pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
-    let mut ports = BTreeSet::new();
+/// One inbound port of a sidecar: where traffic arrives and where it is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundPort {
+    /// The port traffic arrives on (the `inbound|PORT||` cluster, the listener chain).
+    pub port: u16,
+    /// Its protocol.
+    pub protocol: capstan_registry::Protocol,
+    /// Where the cluster sends it.
+    pub endpoints: Vec<(String, u32)>,
+}
+
+/// Where a Sidecar ingress listener forwards: `127.0.0.1:PORT`, `[::1]:PORT`, or
+/// `0.0.0.0:PORT` (the proxy's own addresses); an empty endpoint means the listener's port on the
+/// proxy's addresses. `unix://` sockets are not supported (no endpoints).
+fn default_endpoint(spec: &str, port: u32, proxy: &Proxy) -> Vec<(String, u32)> {
+    let on_instance = |p: u32| -> Vec<(String, u32)> {
+        proxy
+            .ip_addresses
+            .iter()
+            .map(|ip| (ip.clone(), p))
+            .collect()
+    };
+    if spec.is_empty() {
+        return on_instance(port);
+    }
+    let Some((host, p)) = spec.rsplit_once(':') else {
+        return Vec::new();
+    };
+    let Ok(p) = p.parse::<u32>() else {
+        return Vec::new();
+    };
+    match host.trim_start_matches('[').trim_end_matches(']') {
+        "0.0.0.0" | "::" => on_instance(p),
+        h if h.parse::<std::net::IpAddr>().is_ok() => vec![(h.to_string(), p)],
+        _ => Vec::new(),
+    }
+}
+
+/// The sidecar's inbound ports: its Sidecar's `ingress` listeners when it has any (as Istio),
+/// else its services' target ports, forwarded to the proxy's own addresses.
+pub fn inbound(ctx: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
+    if let Some(sidecar) = ctx.sidecar(proxy).filter(|s| !s.spec.ingress.is_empty()) {
+        let mut out: Vec<InboundPort> = sidecar
+            .spec
+            .ingress
+            .iter()
+            .filter_map(|l| {
+                let p = l.port.as_ref()?;
+                let port = u16::try_from(p.number).ok()?;
+                let protocol = if p.protocol.is_empty() {
+                    capstan_registry::Protocol::for_port(None, &p.name)
+                } else {
+                    capstan_registry::Protocol::parse(&p.protocol)
+                };
+                Some(InboundPort {
+                    port,
+                    protocol,
+                    endpoints: default_endpoint(&l.default_endpoint, p.number, proxy),
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| p.port);
+        out.dedup_by_key(|p| p.port);
+        return out;
+    }
+    let mut ports = std::collections::BTreeMap::new();
     for ip in &proxy.ip_addresses {
         for host in ctx.services.services_at(ip) {
             let Some(svc) = ctx.services.service(host) else {
@@ -142,52 +204,47 @@ pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
                     .find(|e| proxy.ip_addresses.contains(&e.address))
                     .map(|e| e.port)
                     .unwrap_or(sp.port);
-                ports.insert(target);
+                ports.entry(target).or_insert(sp.protocol);
             }
         }
     }
     ports
         .into_iter()
-        .map(|port| {
-            let name = format!("inbound|{port}||");
-            let addrs: Vec<(String, u32)> = proxy
+        .map(|(port, protocol)| InboundPort {
+            port,
+            protocol,
+            endpoints: proxy
                 .ip_addresses
                 .iter()
                 .map(|ip| (ip.clone(), u32::from(port)))
-                .collect();
+                .collect(),
+        })
+        .collect()
+}
+
+/// `inbound|PORT||` clusters for the proxy's inbound ports.
+pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+    inbound(ctx, proxy)
+        .into_iter()
+        .map(|p| {
+            let name = format!("inbound|{}||", p.port);
             Cluster {
                 name: name.clone(),
                 connect_timeout: Some(secs(CONNECT_TIMEOUT_SECS)),
                 cluster_discovery_type: discovery(cluster::DiscoveryType::Static),
-                load_assignment: Some(static_assignment(&name, &addrs)),
+                load_assignment: Some(static_assignment(&name, &p.endpoints)),
                 ..Cluster::default()
             }
         })
         .collect()
 }
 
-/// The ports the proxy serves (target ports of its services), for inbound listeners.
+/// The ports the proxy serves, for inbound listeners.
 pub fn inbound_ports(ctx: &PushContext, proxy: &Proxy) -> Vec<(u16, capstan_registry::Protocol)> {
-    let mut out = std::collections::BTreeMap::new();
-    for ip in &proxy.ip_addresses {
-        for host in ctx.services.services_at(ip) {
-            let Some(svc) = ctx.services.service(host) else {
-                continue;
-            };
-            for sp in &svc.ports {
-                let target = ctx
-                    .services
-                    .endpoint_set(host, sp.port)
-                    .into_iter()
-                    .flat_map(|e| e.iter())
-                    .find(|e| proxy.ip_addresses.contains(&e.address))
-                    .map(|e| e.port)
-                    .unwrap_or(sp.port);
-                out.entry(target).or_insert(sp.protocol);
-            }
-        }
-    }
-    out.into_iter().collect()
+    inbound(ctx, proxy)
+        .into_iter()
+        .map(|p| (p.port, p.protocol))
+        .collect()
 }
 
 fn special_clusters() -> Vec<Cluster> {
