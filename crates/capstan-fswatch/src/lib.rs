@@ -4,7 +4,9 @@
 //!
 //! Only changes count (create, modify, remove, rename): access events are ignored, because the
 //! reload itself opens and reads every file, and counting those would make each reload trigger
-//! the next.
+//! the next. Two events say a write is complete, and end the quiet period at once: a file
+//! closed after writing, and a file renamed into place (editors' and tools' atomic replace).
+//! A burst of such writes still reloads once per write, never in the middle of one.
 
 pub use notify::Error;
 use notify::{EventKind, RecursiveMode, Watcher};
@@ -24,6 +26,16 @@ fn is_change(kind: &EventKind) -> bool {
     matches!(
         kind,
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    ) || is_complete(kind)
+}
+
+/// A write that is finished: the writer closed the file, or moved it into place.
+fn is_complete(kind: &EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
     )
 }
 
@@ -49,14 +61,17 @@ pub async fn watch(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let owned = targets.to_vec();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let relevant = match &event {
-            Ok(e) => is_change(&e.kind) && concerns(&owned, &e.paths),
+        let (relevant, complete) = match &event {
+            Ok(e) => (
+                is_change(&e.kind) && concerns(&owned, &e.paths),
+                is_complete(&e.kind),
+            ),
             // Errors (queue overflow) may hide changes: reload to be safe.
-            Err(_) => true,
+            Err(_) => (true, false),
         };
         if relevant {
             // The receiver only goes away when watching stops; nothing to do then.
-            let _ = tx.send(());
+            let _ = tx.send(complete);
         }
     })?;
     for target in targets {
@@ -71,16 +86,19 @@ pub async fn watch(
             }
         }
     }
-    while rx.recv().await.is_some() {
+    while let Some(first) = rx.recv().await {
         let deadline = tokio::time::Instant::now() + debounce * 10;
-        loop {
+        let mut complete = first;
+        while !complete {
             let quiet = tokio::time::Instant::now() + debounce;
             match tokio::time::timeout_at(quiet.min(deadline), rx.recv()).await {
-                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                Ok(Some(done)) if tokio::time::Instant::now() < deadline => complete = done,
                 Ok(None) => return Ok(()),
                 _ => break,
             }
         }
+        // Whatever else already arrived belongs to this reload.
+        while rx.try_recv().is_ok() {}
         if !on_change() {
             return Ok(());
         }
@@ -166,5 +184,66 @@ mod tests {
             reloads.load(Ordering::SeqCst) >= 1,
             "replacing the file must reload"
         );
+    }
+
+    /// A finished write (closed, or renamed into place) is applied without waiting out the
+    /// quiet period; an open, unfinished one waits. (The quiet period here is 60 s, so this
+    /// checks the behaviour, not a speed: the bounds are generous.)
+    #[tokio::test]
+    async fn finished_writes_end_the_quiet_period() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("registry.json");
+        std::fs::write(&file, "a").unwrap();
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counter = reloads.clone();
+        let target = file.clone();
+        let task = tokio::spawn(async move {
+            watch(
+                &[Target::File(target)],
+                Duration::from_secs(60),
+                move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    true
+                },
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let wait_for = |n: usize| {
+            let reloads = reloads.clone();
+            async move {
+                for _ in 0..200 {
+                    if reloads.load(Ordering::SeqCst) >= n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                false
+            }
+        };
+        // Written and closed.
+        std::fs::write(&file, "b").unwrap();
+        assert!(wait_for(1).await, "a closed write is applied at once");
+        // Written elsewhere and renamed into place.
+        std::fs::write(dir.path().join(".tmp"), "c").unwrap();
+        std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
+        assert!(wait_for(2).await, "a rename into place is applied at once");
+        // Still open: waits for the quiet period (60 s), so nothing within a second.
+        let mut open = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        open.write_all(b"d").unwrap();
+        open.flush().unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            2,
+            "an unfinished write waits"
+        );
+        drop(open);
+        assert!(wait_for(3).await, "closing it finishes the write");
+        task.abort();
     }
 }
