@@ -10,7 +10,7 @@ pub mod server;
 
 pub use context::{MeshConfig, ProxyScope, PushContext};
 pub use generate::istio::IstioGenerator;
-pub use generate::{GenerateError, Generator, PushRequest, Subscription};
+pub use generate::{GenerateError, Generator, NameSet, PushRequest, Subscription};
 pub use proxy::{Proxy, ProxyError, ProxyType};
 pub use resource::Resource;
 pub use server::{AdsOptions, AdsServer, ConnectionStatus, Metrics};

@@ -9,7 +9,7 @@ use crate::context::ConfigEntry;
 use crate::context::{exported_to, ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
-use crate::{PushRequest, Subscription};
+use crate::{NameSet, PushRequest, Subscription};
 use capstan_api::networking::{DestinationRule, LocalityFailover};
 use capstan_registry::{Health, Locality, Resolution};
 use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality as EnvoyLocality};
@@ -82,21 +82,21 @@ pub fn load_assignment(
 }
 
 /// Every EDS cluster name in scope for a proxy (what a wildcard EDS request means).
-fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> BTreeSet<Arc<str>> {
-    let mut out = BTreeSet::new();
+fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> NameSet {
+    let mut out = Vec::new();
     for svc in &scope.services {
         if svc.resolution != Resolution::ClientSideLb {
             continue;
         }
         let dr = ctx.destination_rule(proxy, &svc.hostname);
         for p in &svc.ports {
-            out.insert(cluster_name("outbound", p.port, "", &svc.hostname).into());
+            out.push(cluster_name("outbound", p.port, "", &svc.hostname).into());
             for s in dr.iter().flat_map(|d| d.spec.subsets.iter()) {
-                out.insert(cluster_name("outbound", p.port, &s.name, &svc.hostname).into());
+                out.push(cluster_name("outbound", p.port, &s.name, &svc.hostname).into());
             }
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 /// The subscribed EDS cluster names of `hosts`.
@@ -105,8 +105,8 @@ fn changed_names(
     proxy: &Proxy,
     hosts: &BTreeSet<String>,
     sub: &Subscription,
-) -> BTreeSet<Arc<str>> {
-    let mut out = BTreeSet::new();
+) -> NameSet {
+    let mut out = Vec::new();
     for host in hosts {
         let Some(svc) = ctx.services.service(host) else {
             continue;
@@ -120,12 +120,12 @@ fn changed_names(
             for subset in subsets {
                 let name = cluster_name("outbound", p.port, subset, host);
                 if sub.wants(&name) {
-                    out.insert(name.into());
+                    out.push(name.into());
                 }
             }
         }
     }
-    out
+    out.into_iter().collect()
 }
 
 /// The failover settings when Istio's locality failover applies to a cluster: the

@@ -22,14 +22,93 @@ use crate::resource::Resource;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+/// A set of resource names: sorted shared strings, 16 bytes per name (a thousand sidecars
+/// each subscribing to a few thousand EDS clusters hold one copy of each name between them,
+/// and a pointer per name each).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NameSet(Vec<Arc<str>>);
+
+impl NameSet {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|n| (**n).cmp(name))
+    }
+
+    /// Whether `name` is in the set.
+    pub fn contains(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    /// Adds `name`; true when it was not there.
+    pub fn insert(&mut self, name: Arc<str>) -> bool {
+        match self.find(&name) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, name);
+                true
+            }
+        }
+    }
+
+    /// Adds many names at once (sorting once); true when any was new.
+    pub fn extend_names(&mut self, names: impl IntoIterator<Item = Arc<str>>) -> bool {
+        let before = self.0.len();
+        self.0.extend(names);
+        self.0.sort_unstable();
+        self.0.dedup();
+        self.0.shrink_to_fit();
+        self.0.len() != before
+    }
+
+    /// Removes `name`; true when it was there.
+    pub fn remove(&mut self, name: &str) -> bool {
+        match self.find(name) {
+            Ok(i) => {
+                self.0.remove(i);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The names, sorted.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.0.iter()
+    }
+
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl FromIterator<Arc<str>> for NameSet {
+    fn from_iter<I: IntoIterator<Item = Arc<str>>>(iter: I) -> Self {
+        let mut set = NameSet::default();
+        set.extend_names(iter);
+        set
+    }
+}
+
+impl<'a> IntoIterator for &'a NameSet {
+    type Item = &'a Arc<str>;
+    type IntoIter = std::slice::Iter<'a, Arc<str>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Which resources of one type a client asked for.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Subscription {
     /// Everything of the type (LDS/CDS with no names, or Delta's `*`).
     pub wildcard: bool,
-    /// Explicitly named resources (EDS cluster names, RDS route names, gRPC's LDS `host:port`);
-    /// shared strings, since a thousand proxies subscribe to the same names.
-    pub names: BTreeSet<Arc<str>>,
+    /// Explicitly named resources (EDS cluster names, RDS route names, gRPC's LDS `host:port`).
+    pub names: NameSet,
 }
 
 impl Subscription {
@@ -165,6 +244,19 @@ mod tests {
         let m = a.merge(full);
         assert!(m.full && m.eds_hosts.is_empty());
         assert_eq!(m.changed, hosts(&["VirtualService/default/reviews", "a"]));
+    }
+
+    #[test]
+    fn name_sets_stay_sorted_and_unique() {
+        let mut set: NameSet = ["b", "a", "b"].into_iter().map(Arc::from).collect();
+        assert_eq!(set.len(), 2);
+        assert!(set.insert(Arc::from("c")) && !set.insert(Arc::from("a")));
+        assert!(!set.extend_names(["a", "c"].into_iter().map(Arc::from)));
+        assert!(set.extend_names(["0"].into_iter().map(Arc::from)));
+        assert!(set.remove("b") && !set.remove("b"));
+        let names: Vec<&str> = set.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["0", "a", "c"]);
+        assert!(set.contains("c") && !set.contains("b"));
     }
 
     #[test]

@@ -45,14 +45,16 @@ fn apply_subscription(
         state.sub.wildcard = true;
         grew = true;
     }
+    let mut named = Vec::with_capacity(subscribe.len());
     for name in subscribe {
         if name == "*" {
             grew |= !state.sub.wildcard;
             state.sub.wildcard = true;
         } else {
-            grew |= state.sub.names.insert(names.intern(name));
+            named.push(names.intern(name));
         }
     }
+    grew |= state.sub.names.extend_names(named);
     let mut dropped_wildcard = false;
     for name in unsubscribe {
         if name == "*" {

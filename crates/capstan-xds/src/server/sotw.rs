@@ -38,13 +38,15 @@ fn subscription(interner: &Interner, type_url: &str, names: Vec<String>) -> Subs
         wildcard: names.is_empty() && is_wildcard_type(type_url),
         ..Subscription::default()
     };
+    let mut named = Vec::with_capacity(names.len());
     for name in names {
         if name == "*" {
             sub.wildcard = true;
         } else {
-            sub.names.insert(interner.intern(name));
+            named.push(interner.intern(name));
         }
     }
+    sub.names.extend_names(named);
     sub
 }
 
