@@ -52,7 +52,16 @@ impl NameSet {
     /// Adds many names at once (sorting once); true when any was new.
     pub fn extend_names(&mut self, names: impl IntoIterator<Item = Arc<str>>) -> bool {
         let before = self.0.len();
-        self.0.extend(names);
+        // Most requests (ACKs) carry none, and most names are already there: sort only when
+        // something is new.
+        let new: Vec<Arc<str>> = names
+            .into_iter()
+            .filter(|n| self.find(n).is_err())
+            .collect();
+        if new.is_empty() {
+            return false;
+        }
+        self.0.extend(new);
         self.0.sort_unstable();
         self.0.dedup();
         self.0.shrink_to_fit();
