@@ -209,6 +209,7 @@ async fn proxy_status_and_proxy_config_show_what_a_sidecar_was_sent() {
         "pilot_total_xds_rejects 0",
         "pilot_proxy_convergence_time",
         "pilot_xds_push_time_count",
+        "pilot_xds_cache_reads{type=\"hit\"}",
         "capstan_services 4",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");

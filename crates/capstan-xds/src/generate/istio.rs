@@ -11,6 +11,8 @@ use std::sync::Arc;
 /// Generates Istio-shaped xDS from the latest [`PushContext`].
 pub struct IstioGenerator {
     ctx: ArcSwap<PushContext>,
+    /// Cache reads of the contexts already replaced (each context counts its own).
+    retired: std::sync::Mutex<crate::context::CacheStats>,
 }
 
 impl IstioGenerator {
@@ -18,12 +20,28 @@ impl IstioGenerator {
     pub fn new(ctx: PushContext) -> IstioGenerator {
         IstioGenerator {
             ctx: ArcSwap::from_pointee(ctx),
+            retired: std::sync::Mutex::default(),
         }
     }
 
     /// Switches to a newer context (the next push generates from it).
     pub fn update(&self, ctx: PushContext) {
-        self.ctx.store(Arc::new(ctx));
+        let old = self.ctx.swap(Arc::new(ctx));
+        let done = old.cache_stats();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.hits += done.hits;
+        retired.misses += done.misses;
+    }
+
+    /// Cache reads since start, over every context (Istio's `pilot_xds_cache_reads`). Reads
+    /// made through a replaced context after its replacement are not counted.
+    pub fn cache_stats(&self) -> crate::context::CacheStats {
+        let now = self.ctx.load().cache_stats();
+        let retired = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        crate::context::CacheStats {
+            hits: retired.hits + now.hits,
+            misses: retired.misses + now.misses,
+        }
     }
 
     /// Switches to the context for `push`, built from the latest snapshots: indexes and

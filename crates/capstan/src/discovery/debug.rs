@@ -247,6 +247,12 @@ async fn metrics(AxState(state): AxState<State>) -> impl IntoResponse {
         "Services in the merged index.",
         state.index.snapshot().service_count() as u64,
     );
+    let cache = state.generator.cache_stats();
+    let _ = writeln!(
+        out,
+        "# HELP pilot_xds_cache_reads Reads of the push's shared-resource cache, by outcome.\n# TYPE pilot_xds_cache_reads counter\npilot_xds_cache_reads{{type=\"hit\"}} {}\npilot_xds_cache_reads{{type=\"miss\"}} {}",
+        cache.hits, cache.misses
+    );
     let _ = writeln!(out, "# HELP pilot_proxy_convergence_time Delay in seconds between config change and a proxy receiving all required configuration.\n# TYPE pilot_proxy_convergence_time summary");
     for q in [0.5, 0.9, 0.99] {
         if let Some(ms) = m.convergence.quantile_ms(q) {
