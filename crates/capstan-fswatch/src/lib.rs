@@ -148,42 +148,49 @@ mod tests {
         );
     }
 
+    /// Watches `target`, counting reloads.
+    fn counting(
+        target: Target,
+        debounce: Duration,
+    ) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<Result<(), Error>>) {
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let counter = reloads.clone();
+        let task = tokio::spawn(async move {
+            watch(&[target], debounce, move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                true
+            })
+            .await
+        });
+        (reloads, task)
+    }
+
+    /// Waits (at most 10 s) until `reloads` reaches `n`.
+    async fn wait_for(reloads: &AtomicUsize, n: usize) -> bool {
+        for _ in 0..200 {
+            if reloads.load(Ordering::SeqCst) >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     #[tokio::test]
     async fn a_file_target_ignores_its_neighbours() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("registry.yaml");
         std::fs::write(&file, "a").unwrap();
-        let reloads = Arc::new(AtomicUsize::new(0));
-        let counter = reloads.clone();
-        let target = file.clone();
-        let task = tokio::spawn(async move {
-            watch(
-                &[Target::File(target)],
-                Duration::from_millis(20),
-                move || {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    true
-                },
-            )
-            .await
-        });
+        let (reloads, task) = counting(Target::File(file.clone()), Duration::from_millis(20));
         tokio::time::sleep(Duration::from_millis(200)).await;
         std::fs::write(dir.path().join("other.yaml"), "x").unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(reloads.load(Ordering::SeqCst), 0);
         std::fs::write(dir.path().join(".tmp"), "new").unwrap();
         std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
-        for _ in 0..100 {
-            if reloads.load(Ordering::SeqCst) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let replaced = wait_for(&reloads, 1).await;
         task.abort();
-        assert!(
-            reloads.load(Ordering::SeqCst) >= 1,
-            "replacing the file must reload"
-        );
+        assert!(replaced, "replacing the file must reload");
     }
 
     /// A finished write (closed, or renamed into place) is applied without waiting out the
@@ -195,40 +202,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("registry.json");
         std::fs::write(&file, "a").unwrap();
-        let reloads = Arc::new(AtomicUsize::new(0));
-        let counter = reloads.clone();
-        let target = file.clone();
-        let task = tokio::spawn(async move {
-            watch(
-                &[Target::File(target)],
-                Duration::from_secs(60),
-                move || {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    true
-                },
-            )
-            .await
-        });
+        let (reloads, task) = counting(Target::File(file.clone()), Duration::from_secs(60));
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let wait_for = |n: usize| {
-            let reloads = reloads.clone();
-            async move {
-                for _ in 0..200 {
-                    if reloads.load(Ordering::SeqCst) >= n {
-                        return true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                false
-            }
-        };
         // Written and closed.
         std::fs::write(&file, "b").unwrap();
-        assert!(wait_for(1).await, "a closed write is applied at once");
+        assert!(
+            wait_for(&reloads, 1).await,
+            "a closed write is applied at once"
+        );
         // Written elsewhere and renamed into place.
         std::fs::write(dir.path().join(".tmp"), "c").unwrap();
         std::fs::rename(dir.path().join(".tmp"), &file).unwrap();
-        assert!(wait_for(2).await, "a rename into place is applied at once");
+        assert!(
+            wait_for(&reloads, 2).await,
+            "a rename into place is applied at once"
+        );
         // Still open: waits for the quiet period (60 s), so nothing within a second.
         let mut open = std::fs::OpenOptions::new()
             .append(true)
@@ -243,7 +231,7 @@ mod tests {
             "an unfinished write waits"
         );
         drop(open);
-        assert!(wait_for(3).await, "closing it finishes the write");
+        assert!(wait_for(&reloads, 3).await, "closing it finishes the write");
         task.abort();
     }
 }
