@@ -265,9 +265,9 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let tx = tx.clone();
-        let endpoint = format!("http://127.0.0.1:{xds_port}");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], xds_port));
         tokio::spawn(async move {
-            if let Err(e) = client::run(i, endpoint, tx.clone()).await {
+            if let Err(e) = client::run(i, addr, tx.clone()).await {
                 let _ = tx.send(Report::Closed {
                     client: i,
                     error: Some(format!("{e:#}")),
@@ -327,19 +327,27 @@ async fn main() -> Result<()> {
         }
     }
 
+    // The changed registry files are written out before the phase, so that producing them
+    // is not counted as the load generator's CPU during the changes.
+    let registry_texts: Vec<String> = (0..args.changes)
+        .map(|k| {
+            let changed = Some(((k * 37) % args.services, k + 1));
+            if args.yaml_registry {
+                mesh::registry_yaml(&spec, changed)
+            } else {
+                mesh::registry_json(&spec, changed)
+            }
+        })
+        .collect();
     let rss_synced = stats::rss_mib(pid).unwrap_or_default();
     let peak_synced = stats::peak_rss_mib(pid).unwrap_or_default();
     let mut eds = Vec::new();
     let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
     let own_before = stats::cpu_seconds(std::process::id()).unwrap_or_default();
     let bytes_before = bytes;
-    for k in 0..args.changes {
+    eprintln!("phase: endpoint changes (server pid {pid})");
+    for (k, text) in registry_texts.iter().enumerate() {
         let s = (k * 37) % args.services;
-        let text = if args.yaml_registry {
-            mesh::registry_yaml(&spec, Some((s, k + 1)))
-        } else {
-            mesh::registry_json(&spec, Some((s, k + 1)))
-        };
         std::fs::write(dir.join(registry_file), text)?;
         let since = Instant::now();
         let cluster = format!("outbound|9080||{}", mesh::hostname(s));
@@ -364,6 +372,7 @@ async fn main() -> Result<()> {
     let mut rds = Vec::new();
     let cpu_before = stats::cpu_seconds(pid).unwrap_or_default();
     let bytes_before = bytes;
+    eprintln!("phase: VirtualService changes");
     for k in 0..args.changes.min(args.virtual_services) {
         let i = k % args.virtual_services.max(1);
         // Each VirtualService starts at 80; every visit flips it, so each write is a real change.

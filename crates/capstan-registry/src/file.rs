@@ -160,25 +160,33 @@ fn decode(text: &str) -> Result<FileDoc, String> {
 fn check(doc: &FileDoc) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for (si, s) in doc.services.iter().enumerate() {
-        if s.hostname.is_empty() {
-            return Err(format!("services[{si}].hostname: must not be empty"));
-        }
+        check_service(s).map_err(|e| format!("services[{si}].{e}"))?;
         if !seen.insert(s.hostname.as_str()) {
             return Err(format!(
                 "services[{si}].hostname: {} is defined twice",
                 s.hostname
             ));
         }
-        for (pi, p) in s.ports.iter().enumerate() {
-            if p.port == 0 {
-                return Err(format!("services[{si}].ports[{pi}].port: must be 1..65535"));
-            }
+    }
+    Ok(())
+}
+
+/// The checks of one service; the error's path is relative to the service.
+fn check_service(s: &FileService) -> Result<(), String> {
+    if s.hostname.is_empty() {
+        return Err("hostname: must not be empty".into());
+    }
+    for (pi, p) in s.ports.iter().enumerate() {
+        if p.port == 0 {
+            return Err(format!("ports[{pi}].port: must be 1..65535"));
         }
-        for (ei, e) in s.endpoints.iter().enumerate() {
-            for name in e.ports.keys() {
-                if !s.ports.iter().any(|p| &p.name == name) {
-                    return Err(format!("services[{si}].endpoints[{ei}].ports[{name}]: no service port named {name:?}"));
-                }
+    }
+    for (ei, e) in s.endpoints.iter().enumerate() {
+        for name in e.ports.keys() {
+            if !s.ports.iter().any(|p| &p.name == name) {
+                return Err(format!(
+                    "endpoints[{ei}].ports[{name}]: no service port named {name:?}"
+                ));
             }
         }
     }
@@ -256,28 +264,52 @@ fn build_service(s: &FileService) -> (Service, BTreeMap<u16, Vec<Endpoint>>) {
     (service, endpoints)
 }
 
-/// Workloads: those named by endpoints (`workload`), merged with the `workloads` list.
-fn build_workloads(doc: &FileDoc) -> BTreeMap<String, Workload> {
-    let mut workloads: BTreeMap<String, Workload> = BTreeMap::new();
-    for s in &doc.services {
-        for e in s.endpoints.iter().filter(|e| !e.workload.is_empty()) {
+/// The workloads one service's endpoints name (`workload`), in document order: the key, and
+/// the workload as that endpoint describes it (one address).
+fn endpoint_workloads(s: &FileService) -> Vec<(String, Workload)> {
+    s.endpoints
+        .iter()
+        .filter(|e| !e.workload.is_empty())
+        .map(|e| {
             let key = format!("{}/{}", s.namespace, e.workload);
-            let w = workloads.entry(key).or_insert_with(|| Workload {
+            let w = Workload {
                 name: e.workload.clone(),
                 namespace: s.namespace.clone(),
-                addresses: Vec::new(),
+                addresses: vec![e.address.clone()],
                 labels: e.labels.clone(),
                 service_account: e.service_account.clone(),
                 locality: Locality::parse(&e.locality),
                 network: e.network.clone(),
                 registry: RegistryKind::File,
-            });
-            if !w.addresses.contains(&e.address) {
-                w.addresses.push(e.address.clone());
+            };
+            (key, w)
+        })
+        .collect()
+}
+
+/// Workloads: those named by endpoints (`from_endpoints`, every service's in document order;
+/// the first mention of a workload describes it, later ones add addresses), merged with the
+/// `workloads` list.
+fn build_workloads<'a>(
+    from_endpoints: impl Iterator<Item = &'a [(String, Workload)]>,
+    listed: &[FileWorkload],
+) -> BTreeMap<String, Workload> {
+    let mut workloads: BTreeMap<String, Workload> = BTreeMap::new();
+    for (key, w) in from_endpoints.flatten() {
+        match workloads.get_mut(key) {
+            Some(known) => {
+                for a in &w.addresses {
+                    if !known.addresses.contains(a) {
+                        known.addresses.push(a.clone());
+                    }
+                }
+            }
+            None => {
+                workloads.insert(key.clone(), w.clone());
             }
         }
     }
-    for w in &doc.workloads {
+    for w in listed {
         let key = format!("{}/{}", w.namespace, w.name);
         let entry = workloads.entry(key).or_insert_with(|| Workload {
             name: w.name.clone(),
@@ -312,7 +344,8 @@ pub fn parse(text: &str) -> Result<RegistryState, String> {
         }
         state.services.insert(s.hostname.clone(), service);
     }
-    state.workloads = build_workloads(&doc);
+    let named: Vec<_> = doc.services.iter().map(endpoint_workloads).collect();
+    state.workloads = build_workloads(named.iter().map(Vec::as_slice), &doc.workloads);
     Ok(state)
 }
 
@@ -323,39 +356,135 @@ fn content_hash(s: &FileService) -> u64 {
     h.finish()
 }
 
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// One service of the file, reduced to what the next read needs if its text is unchanged.
+#[derive(Debug)]
+struct Summary {
+    hostname: String,
+    /// Hash of the decoded service (formatting-independent).
+    content: u64,
+    ports: Vec<u16>,
+    workloads: Vec<(String, Workload)>,
+}
+
+impl Summary {
+    fn of(s: &FileService) -> Summary {
+        Summary {
+            hostname: s.hostname.clone(),
+            content: content_hash(s),
+            ports: s.ports.iter().map(|p| p.port).collect(),
+            workloads: endpoint_workloads(s),
+        }
+    }
+}
+
+/// A read of the file: every service in document order, as its summary, with the decoded
+/// service where its text changed since the last read (or the file is not JSON), and the text
+/// hashes that let the next read skip unchanged services.
+struct Read {
+    services: Vec<(Arc<Summary>, Option<FileService>)>,
+    workloads: Vec<FileWorkload>,
+    by_text: HashMap<u64, Arc<Summary>>,
+}
+
+/// A JSON registry document with each service left as its text.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoc<'a> {
+    #[serde(borrow, default)]
+    services: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    workloads: Vec<FileWorkload>,
+}
+
+impl Read {
+    /// Everything decoded (the first read, YAML, or a JSON file the fast path cannot take).
+    fn full(doc: FileDoc) -> Read {
+        Read {
+            services: doc
+                .services
+                .into_iter()
+                .map(|s| (Arc::new(Summary::of(&s)), Some(s)))
+                .collect(),
+            workloads: doc.workloads,
+            by_text: HashMap::new(),
+        }
+    }
+
+    /// JSON, decoding only the services whose text is not among `known` (from the last read).
+    /// `None` when anything is wrong: the caller then decodes the whole document, whose errors
+    /// name the field path.
+    fn incremental(text: &str, known: &HashMap<u64, Arc<Summary>>) -> Option<Read> {
+        let raw: RawDoc = serde_json::from_str(text).ok()?;
+        let mut read = Read {
+            services: Vec::with_capacity(raw.services.len()),
+            workloads: raw.workloads,
+            by_text: HashMap::with_capacity(raw.services.len()),
+        };
+        let mut hosts = std::collections::HashSet::with_capacity(raw.services.len());
+        for service in raw.services {
+            let hash = text_hash(service.get());
+            let entry = match known.get(&hash) {
+                Some(summary) => (summary.clone(), None),
+                None => {
+                    let s: FileService = serde_json::from_str(service.get()).ok()?;
+                    check_service(&s).ok()?;
+                    (Arc::new(Summary::of(&s)), Some(s))
+                }
+            };
+            if !hosts.insert(entry.0.hostname.clone()) {
+                return None;
+            }
+            read.by_text.insert(hash, entry.0.clone());
+            read.services.push(entry);
+        }
+        Some(read)
+    }
+}
+
 /// What the file held when last applied: per service a hash of its document and its ports,
-/// and the workloads; the next read becomes a delta of the services whose document changed.
+/// the workloads, and the services by the hash of their text.
 #[derive(Default)]
 struct Applied {
     services: HashMap<String, (u64, Vec<u16>)>,
     workloads: BTreeMap<String, Workload>,
+    by_text: HashMap<u64, Arc<Summary>>,
 }
 
 impl Applied {
-    /// The delta from what was applied to `doc` (checked), and the new record.
-    fn delta(&self, doc: &FileDoc) -> (RegistryDelta, Applied) {
+    /// The delta from what was applied to `read` (checked), and the new record.
+    fn delta(&self, read: Read) -> (RegistryDelta, Applied) {
         let mut delta = RegistryDelta::default();
         let mut next = Applied::default();
-        for s in &doc.services {
-            let hash = content_hash(s);
-            let ports: Vec<u16> = s.ports.iter().map(|p| p.port).collect();
-            let before = self.services.get(&s.hostname);
-            if before.map(|(h, _)| *h) != Some(hash) {
+        for (summary, decoded) in &read.services {
+            let host = &summary.hostname;
+            let before = self.services.get(host);
+            if let Some(s) = decoded
+                .as_ref()
+                .filter(|_| before.map(|(h, _)| *h) != Some(summary.content))
+            {
                 let (service, endpoints) = build_service(s);
-                delta.services.insert(s.hostname.clone(), Some(service));
+                delta.services.insert(host.clone(), Some(service));
                 for (port, list) in endpoints {
                     let list = (!list.is_empty()).then_some(list);
-                    delta.endpoints.insert((s.hostname.clone(), port), list);
+                    delta.endpoints.insert((host.clone(), port), list);
                 }
                 for port in before
                     .iter()
                     .flat_map(|(_, p)| p)
-                    .filter(|p| !ports.contains(p))
+                    .filter(|p| !summary.ports.contains(p))
                 {
-                    delta.endpoints.insert((s.hostname.clone(), *port), None);
+                    delta.endpoints.insert((host.clone(), *port), None);
                 }
             }
-            next.services.insert(s.hostname.clone(), (hash, ports));
+            next.services
+                .insert(host.clone(), (summary.content, summary.ports.clone()));
         }
         for (host, (_, ports)) in &self.services {
             if !next.services.contains_key(host) {
@@ -365,7 +494,10 @@ impl Applied {
                 }
             }
         }
-        next.workloads = build_workloads(doc);
+        next.workloads = build_workloads(
+            read.services.iter().map(|(s, _)| s.workloads.as_slice()),
+            &read.workloads,
+        );
         for (key, w) in &next.workloads {
             if self.workloads.get(key) != Some(w) {
                 delta.workloads.insert(key.clone(), Some(w.clone()));
@@ -376,6 +508,7 @@ impl Applied {
                 delta.workloads.insert(key.clone(), None);
             }
         }
+        next.by_text = read.by_text;
         (delta, next)
     }
 }
@@ -406,8 +539,9 @@ impl FileRegistry {
         &self.id
     }
 
-    fn read(path: &Path) -> Result<FileDoc, String> {
-        use std::io::Read;
+    /// Reads the file; a JSON file's services whose text is among `known` are not decoded.
+    fn read(path: &Path, known: &HashMap<u64, Arc<Summary>>) -> Result<Read, String> {
+        use std::io::Read as _;
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut text = String::new();
         file.take(MAX_FILE_BYTES + 1)
@@ -419,18 +553,35 @@ impl FileRegistry {
                 path.display()
             ));
         }
+        if !known.is_empty() && text.trim_start().starts_with('{') {
+            if let Some(read) = Read::incremental(&text, known) {
+                return Ok(read);
+            }
+        }
         let doc = decode(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         check(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(doc)
+        let json = text.trim_start().starts_with('{');
+        let mut read = Read::full(doc);
+        if json {
+            // Remember each service's text so the next read can skip the unchanged ones.
+            if let Ok(raw) = serde_json::from_str::<RawDoc>(&text) {
+                for (service, (summary, _)) in raw.services.iter().zip(&read.services) {
+                    read.by_text
+                        .insert(text_hash(service.get()), summary.clone());
+                }
+            }
+        }
+        Ok(read)
     }
 
     /// Reads the file and brings this registry's state in the index up to date; on error the
     /// index keeps the last good state and the error is returned. Only services whose part of
-    /// the file changed are rebuilt and handed to the index (the first sync hands everything).
+    /// the file changed are decoded, rebuilt and handed to the index (the first sync hands
+    /// everything).
     pub fn sync(&self, index: &ServiceIndex) -> Result<usize, String> {
-        let doc = FileRegistry::read(&self.path)?;
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        let (delta, next) = applied.delta(&doc);
+        let read = FileRegistry::read(&self.path, &applied.by_text)?;
+        let (delta, next) = applied.delta(read);
         *applied = next;
         if delta.is_empty() {
             return Ok(0);
@@ -444,18 +595,25 @@ impl FileRegistry {
         index: Arc<ServiceIndex>,
         debounce: Duration,
     ) -> Result<(), capstan_fswatch::Error> {
-        let log = |r: Result<usize, String>| match r {
-            Ok(events) => tracing::info!(registry = %self.id.name, events, "file registry synced"),
+        let log = |(r, took): (Result<usize, String>, Duration)| match r {
+            Ok(events) => {
+                tracing::info!(registry = %self.id.name, events, ?took, "file registry synced")
+            }
             Err(error) => {
                 tracing::error!(registry = %self.id.name, %error, "file registry not updated; keeping last good state")
             }
         };
-        log(self.sync(&index));
+        let timed_sync = || {
+            let started = std::time::Instant::now();
+            let r = self.sync(&index);
+            (r, started.elapsed())
+        };
+        log(timed_sync());
         // A file target watches the directory (editors replace files by rename) but reacts only
         // to this file.
         let target = capstan_fswatch::Target::File(self.path.clone());
         capstan_fswatch::watch(&[target], debounce, || {
-            log(self.sync(&index));
+            log(timed_sync());
             Arc::strong_count(&index) > 1
         })
         .await
@@ -559,5 +717,54 @@ mod tests {
         assert_eq!(view(&incremental), before);
         std::fs::write(&path, &versions[5]).unwrap();
         assert_eq!(registry.sync(&incremental), Ok(0));
+
+        // Unchanged service texts are skipped, and what they were still counts: a new service
+        // reusing an unchanged one's hostname is an error naming the field; reformatting a
+        // service changes nothing.
+        let a = svc("a", http, &ep("10.0.0.1", "a-1"));
+        let b = svc("b", http, &ep("10.0.0.2", ""));
+        std::fs::write(&path, doc(vec![a.clone(), b.clone()])).unwrap();
+        registry.sync(&incremental).unwrap();
+        let before = view(&incremental);
+        std::fs::write(&path, doc(vec![a.clone(), b.clone(), svc("a", grpc, "")])).unwrap();
+        let err = registry.sync(&incremental).unwrap_err();
+        assert!(
+            err.contains("services[2].hostname") && err.contains("defined twice"),
+            "{err}"
+        );
+        assert_eq!(view(&incremental), before);
+        let reformatted = b.replace(", ", ",\n  ");
+        std::fs::write(&path, doc(vec![a.clone(), reformatted])).unwrap();
+        assert_eq!(registry.sync(&incremental), Ok(0));
+        assert_eq!(view(&incremental), before);
+        // The same service in YAML (no text skipping) is also no change.
+        std::fs::write(&path, "services:\n- hostname: a\n  namespace: default\n  ports: [{name: http, port: 80}]\n  endpoints: [{address: 10.0.0.1, labels: {app: x}, workload: a-1}]\n- hostname: b\n  namespace: default\n  ports: [{name: http, port: 80}]\n  endpoints: [{address: 10.0.0.2, labels: {app: x}, workload: ''}]\n").unwrap();
+        assert_eq!(registry.sync(&incremental), Ok(0));
+        assert_eq!(view(&incremental), before);
+    }
+
+    /// A JSON read decodes only the services whose text changed since the last read.
+    #[test]
+    fn unchanged_service_texts_are_not_decoded_again() {
+        let text = |ip: &str| {
+            format!(
+                r#"{{"services": [{{"hostname": "a", "ports": [{{"port": 80}}]}},
+                {{"hostname": "b", "ports": [{{"port": 80}}], "endpoints": [{{"address": "{ip}"}}]}}]}}"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        std::fs::write(&path, text("10.0.0.1")).unwrap();
+        let first = FileRegistry::read(&path, &HashMap::new()).unwrap();
+        assert!(first.services.iter().all(|(_, decoded)| decoded.is_some()));
+        assert_eq!(first.by_text.len(), 2);
+        std::fs::write(&path, text("10.0.0.2")).unwrap();
+        let second = FileRegistry::read(&path, &first.by_text).unwrap();
+        let decoded: Vec<(&str, bool)> = second
+            .services
+            .iter()
+            .map(|(s, d)| (s.hostname.as_str(), d.is_some()))
+            .collect();
+        assert_eq!(decoded, vec![("a", false), ("b", true)]);
     }
 }
