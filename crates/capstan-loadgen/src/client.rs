@@ -10,6 +10,7 @@
 //! Envoy decodes every body, on its own machine. The resources' content is checked elsewhere
 //! (golden tests, the real-client tests); here a body that fails to decode is still NACKed.
 
+use crate::reports;
 use anyhow::{bail, Context, Result};
 use bytes::{Buf, Bytes, BytesMut};
 use envoy_types::pb::envoy::config::cluster::v3::{
@@ -25,7 +26,6 @@ use prost::Message;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// Listener type URL.
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -221,7 +221,7 @@ fn handle(
     client: usize,
     message: Bytes,
     sync: &mut Sync,
-    reports: &mpsc::UnboundedSender<Report>,
+    reports: &reports::Sender,
 ) -> Result<Vec<DeltaDiscoveryRequest>> {
     let at = Instant::now();
     let bytes = message.len();
@@ -284,11 +284,7 @@ fn handle(
 }
 
 /// Runs one client until its stream ends.
-pub async fn run(
-    client: usize,
-    addr: SocketAddr,
-    reports: mpsc::UnboundedSender<Report>,
-) -> Result<()> {
+pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> Result<()> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .context("connecting to the xDS server")?;

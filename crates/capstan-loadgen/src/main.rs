@@ -11,6 +11,7 @@
 //! ```
 
 mod client;
+mod reports;
 mod stats;
 
 use capstan_loadgen::mesh;
@@ -22,7 +23,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Load simulator for `capstan discovery`.
 #[derive(Parser, Debug)]
@@ -55,6 +55,10 @@ struct Args {
     /// its default of 100 ms and is included in every measurement).
     #[arg(long, default_value_t = 10)]
     file_debounce_ms: u64,
+    /// Threads running the simulated proxies (each a single-threaded runtime); default: one per
+    /// CPU.
+    #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
+    client_threads: usize,
     /// Proxies connecting per 100 ms during the initial ramp.
     #[arg(long, default_value_t = 50)]
     connect_batch: usize,
@@ -150,7 +154,7 @@ async fn wait_loaded(port: u16, services: u64, objects: u64, limit: Duration) ->
 /// Waits until every proxy reported a response of `type_url` naming `name` after `since`;
 /// returns each proxy's latency.
 async fn converge(
-    rx: &mut mpsc::UnboundedReceiver<Report>,
+    rx: &mut reports::Receiver,
     proxies: usize,
     type_url: &str,
     name: &str,
@@ -208,7 +212,7 @@ fn line(label: &str, samples: Vec<Duration>) -> String {
     )
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let spec = mesh::MeshSpec {
@@ -256,7 +260,41 @@ async fn main() -> Result<()> {
     wait_loaded(monitoring_port, args.services as u64, objects, limit).await?;
     let cpu_start = stats::cpu_seconds(pid).unwrap_or_default();
 
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], xds_port));
+    let (tx, mut rx) = reports::channel();
+    // The proxies run on their own threads, one single-threaded runtime each (no work stealing
+    // or cross-thread wake-ups between a proxy's connection and its handling).
+    let starters: Vec<tokio::sync::mpsc::UnboundedSender<usize>> = (0..args.client_threads.max(1))
+        .map(|t| {
+            let (start, mut started) = tokio::sync::mpsc::unbounded_channel::<usize>();
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name(format!("proxies-{t}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("a runtime for the simulated proxies");
+                    runtime.block_on(async move {
+                        while let Some(i) = started.recv().await {
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = client::run(i, addr, tx.clone()).await {
+                                    let _ = tx.send(Report::Closed {
+                                        client: i,
+                                        error: Some(format!("{e:#}")),
+                                    });
+                                }
+                            });
+                        }
+                        // Keep serving the proxies until the process ends.
+                        std::future::pending::<()>().await
+                    })
+                })
+                .expect("a thread for the simulated proxies");
+            start
+        })
+        .collect();
     let started = Instant::now();
     for i in 0..args.proxies {
         // Connect in waves: a thousand SYNs at once overflow the loopback listener's SYN queue
@@ -264,16 +302,7 @@ async fn main() -> Result<()> {
         if i > 0 && i % args.connect_batch == 0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let tx = tx.clone();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], xds_port));
-        tokio::spawn(async move {
-            if let Err(e) = client::run(i, addr, tx.clone()).await {
-                let _ = tx.send(Report::Closed {
-                    client: i,
-                    error: Some(format!("{e:#}")),
-                });
-            }
-        });
+        starters[i % starters.len()].send(i)?;
     }
     let mut synced = 0;
     let mut bytes = 0usize;
@@ -321,7 +350,7 @@ async fn main() -> Result<()> {
     let cpu_initial = stats::cpu_seconds(pid).unwrap_or_default() - cpu_start;
     // Let trailing responses drain before measuring changes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    while let Ok(r) = rx.try_recv() {
+    while let Some(r) = rx.try_recv() {
         if let Report::Received { bytes: b, .. } = r {
             bytes += b;
         }

@@ -286,3 +286,92 @@ fn shared_virtual_hosts_respect_namespace_dependent_routes() {
     assert!(rds("db").contains("x-db") && !rds("db").contains("x-default"));
     assert!(rds("default").contains("x-default"));
 }
+
+/// Reviews has subsets v1 and v2 for everyone, but the `db` namespace's own rule (exported to
+/// itself, so it takes precedence there) has only v3.
+const PER_NAMESPACE_SUBSETS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+    - {name: v1, labels: {version: v1}}
+    - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: db}
+spec:
+  host: reviews.default.svc.cluster.local
+  exportTo: ["."]
+  subsets:
+    - {name: v3, labels: {version: v3}}
+"#;
+
+/// An endpoints-only push gives each proxy exactly the changed hosts' part of what a full push
+/// gives it, for its own DestinationRule and its own subscription, whatever proxy generated
+/// first from the shared context.
+#[test]
+fn endpoints_only_pushes_match_full_generation_per_proxy() {
+    let (_, registry) = mesh_text("bookinfo");
+    let g = build(PER_NAMESPACE_SUBSETS, &registry);
+    let changed = [
+        "reviews.default.svc.cluster.local".to_string(),
+        "ratings.default.svc.cluster.local".to_string(),
+    ];
+    let eds_push = PushRequest {
+        version: 1,
+        full: false,
+        eds_hosts: changed.iter().cloned().collect(),
+        ..PushRequest::default()
+    };
+    let full = PushRequest {
+        version: 1,
+        full: true,
+        ..PushRequest::default()
+    };
+    let mut subset_clusters = std::collections::BTreeSet::new();
+    for proxy in proxies() {
+        let every: Vec<String> = generate_all(&g, &proxy)
+            .into_iter()
+            .find(|(n, _)| *n == "eds")
+            .unwrap()
+            .1
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        // Everything, and every other name (a client that subscribed to some clusters only).
+        let partial: Vec<String> = every.iter().step_by(2).cloned().collect();
+        for names in [every, partial] {
+            let sub = capstan_xds::Subscription {
+                wildcard: false,
+                names: names.iter().map(|n| n.as_str().into()).collect(),
+            };
+            let render = |rs: Vec<std::sync::Arc<capstan_xds::Resource>>| {
+                let mut v: Vec<(String, Vec<u8>)> = rs
+                    .iter()
+                    .map(|r| (r.name.clone(), r.body.to_vec()))
+                    .collect();
+                v.sort();
+                v
+            };
+            let expected: Vec<(String, Vec<u8>)> =
+                render(g.generate(&proxy, ENDPOINT, &sub, &full).unwrap())
+                    .into_iter()
+                    .filter(|(n, _)| changed.iter().any(|h| n.ends_with(&format!("|{h}"))))
+                    .collect();
+            let pushed = render(g.generate(&proxy, ENDPOINT, &sub, &eds_push).unwrap());
+            assert_eq!(pushed, expected, "{}", proxy.id);
+            subset_clusters.extend(
+                pushed
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("outbound|9080|v"))
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+    }
+    // Both rules were in play.
+    assert!(subset_clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"));
+    assert!(subset_clusters.contains("outbound|9080|v3|reviews.default.svc.cluster.local"));
+}

@@ -9,6 +9,7 @@
 //! | a proxy's scope | proxy namespace, the Sidecar that applies |
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
 //! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets and locality failover only), the proxy's locality (locality failover only) |
+//! | all load assignments of a host (endpoints-only pushes) | hostname, the DestinationRule that applies, the proxy's locality |
 //! | a sidecar virtual host (encoded) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |
 //! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
@@ -91,6 +92,8 @@ type Shared = Arc<[Arc<Resource>]>;
 type ClusterMap = HashMap<String, Vec<(RuleKey, bool, Shared)>>;
 /// Cluster name → (rule, proxy locality for locality failover, its assignment if it has one).
 type EndpointMap = HashMap<String, Vec<(RuleKey, Option<Locality>, Option<Arc<Resource>>)>>;
+/// Host → (rule, proxy locality, the assignments of all its clusters).
+type HostEndpointMap = HashMap<String, Vec<(RuleKey, Locality, Shared)>>;
 
 /// Hits and misses, for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,6 +110,7 @@ pub(crate) struct Cache {
     scopes: Mutex<HashMap<ScopeKey, Arc<ProxyScope>>>,
     clusters: Mutex<ClusterMap>,
     endpoints: Mutex<EndpointMap>,
+    host_endpoints: Mutex<HostEndpointMap>,
     routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
     vhosts: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
     hits: AtomicU64,
@@ -204,6 +208,32 @@ impl Cache {
         made
     }
 
+    /// Every load assignment of one host's clusters, as a proxy with DestinationRule `rule`
+    /// and `locality` gets them (what an endpoints-only push sends for a changed host).
+    pub fn host_endpoints(
+        &self,
+        host: &str,
+        rule: RuleKey,
+        locality: &Locality,
+        make: impl FnOnce() -> Vec<Arc<Resource>>,
+    ) -> Shared {
+        let same = |(r, l, _): &&(RuleKey, Locality, _)| *r == rule && l == locality;
+        if let Some(list) = lock(&self.host_endpoints).get(host) {
+            if let Some((_, _, v)) = list.iter().find(same) {
+                return self.hit(v.clone());
+            }
+        }
+        self.miss();
+        let made: Shared = make().into();
+        let mut map = lock(&self.host_endpoints);
+        let list = map.entry(host.to_string()).or_default();
+        if let Some((_, _, v)) = list.iter().find(same) {
+            return v.clone();
+        }
+        list.push((rule, locality.clone(), made.clone()));
+        made
+    }
+
     /// A sidecar route configuration.
     pub fn route(&self, key: RouteKey, make: impl FnOnce() -> Arc<Resource>) -> Arc<Resource> {
         if let Some(r) = lock(&self.routes).get(&key) {
@@ -233,23 +263,24 @@ impl Cache {
     /// The entries still valid after an endpoints-only change of `hosts` (same config, same
     /// services): everything except those hosts' clusters (DNS clusters embed endpoints) and
     /// load assignments. Scopes and routes depend on no endpoint.
+    ///
+    /// The entries are moved out, not copied: the context this cache belongs to is being
+    /// replaced, and a proxy still generating from it finds the entries gone and generates
+    /// them afresh (the cache only ever saves work), so the push does not pay for copying
+    /// thousands of keys and dropping the originals.
     pub fn carry_over(&self, hosts: &BTreeSet<String>) -> Cache {
-        let clusters = lock(&self.clusters)
-            .iter()
-            .filter(|(host, _)| !hosts.contains(*host))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let endpoints = lock(&self.endpoints)
-            .iter()
-            .filter(|(name, _)| parse_outbound(name).is_none_or(|k| !hosts.contains(k.host)))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut clusters = std::mem::take(&mut *lock(&self.clusters));
+        clusters.retain(|host, _| !hosts.contains(host));
+        let mut endpoints = std::mem::take(&mut *lock(&self.endpoints));
+        endpoints.retain(|name, _| parse_outbound(name).is_none_or(|k| !hosts.contains(k.host)));
         Cache {
-            scopes: Mutex::new(lock(&self.scopes).clone()),
+            scopes: Mutex::new(std::mem::take(&mut *lock(&self.scopes))),
             clusters: Mutex::new(clusters),
             endpoints: Mutex::new(endpoints),
-            routes: Mutex::new(lock(&self.routes).clone()),
-            vhosts: Mutex::new(lock(&self.vhosts).clone()),
+            // Per-host groups serve the hosts an endpoints-only push changed: never carried.
+            host_endpoints: Mutex::default(),
+            routes: Mutex::new(std::mem::take(&mut *lock(&self.routes))),
+            vhosts: Mutex::new(std::mem::take(&mut *lock(&self.vhosts))),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

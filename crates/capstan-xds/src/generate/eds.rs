@@ -99,19 +99,16 @@ fn all_names(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> NameSet {
     out.into_iter().collect()
 }
 
-/// The subscribed EDS cluster names of `hosts`.
-fn changed_names(
-    ctx: &PushContext,
-    proxy: &Proxy,
-    hosts: &BTreeSet<String>,
-    sub: &Subscription,
-) -> NameSet {
-    let mut out = Vec::new();
-    for host in hosts {
+/// The assignments of every EDS cluster of `host` as this proxy gets them (its
+/// DestinationRule's subsets, its locality), shared by the proxies that get the same.
+fn host_assignments(ctx: &PushContext, proxy: &Proxy, host: &str) -> Arc<[Arc<Resource>]> {
+    let dr = ctx.destination_rule(proxy, host);
+    let rule = dr.cloned().map(ByAddress);
+    ctx.cache.host_endpoints(host, rule, &proxy.locality, || {
         let Some(svc) = ctx.services.service(host) else {
-            continue;
+            return Vec::new();
         };
-        let dr = ctx.destination_rule(proxy, host);
+        let mut out = Vec::new();
         for p in &svc.ports {
             let subsets = std::iter::once("").chain(
                 dr.iter()
@@ -119,13 +116,11 @@ fn changed_names(
             );
             for subset in subsets {
                 let name = cluster_name("outbound", p.port, subset, host);
-                if sub.wants(&name) {
-                    out.push(name.into());
-                }
+                out.extend(shared_assignment(ctx, proxy, &name));
             }
         }
-    }
-    out.into_iter().collect()
+        out
+    })
 }
 
 /// The failover settings when Istio's locality failover applies to a cluster: the
@@ -225,6 +220,18 @@ fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc
     })
 }
 
+/// Whether the proxy may see `host`'s endpoints: in its scope, or for a proxyless client
+/// (which has no scope) exported to its namespace.
+fn visible(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope, host: &str) -> bool {
+    match proxy.proxy_type {
+        ProxyType::Proxyless => ctx
+            .services
+            .service(host)
+            .is_some_and(|s| exported_to(&s.export_to, &s.namespace, &proxy.namespace)),
+        _ => scope.contains(host),
+    }
+}
+
 /// Assignments for the subscribed clusters; for a non-full push only those of `eds_hosts`.
 pub fn generate(
     ctx: &PushContext,
@@ -233,13 +240,21 @@ pub fn generate(
     sub: &Subscription,
     push: &PushRequest,
 ) -> Vec<Arc<Resource>> {
-    let all;
-    let names = if !push.full {
+    if !push.full {
         // Only the changed hosts' clusters, found from the hosts rather than by scanning
         // thousands of subscribed names.
-        all = changed_names(ctx, proxy, &push.eds_hosts, sub);
-        &all
-    } else if sub.wildcard {
+        let mut out: Vec<Arc<Resource>> = Vec::new();
+        for host in &push.eds_hosts {
+            if visible(ctx, proxy, scope, host) {
+                let all = host_assignments(ctx, proxy, host);
+                out.extend(all.iter().filter(|r| sub.wants(&r.name)).cloned());
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        return out;
+    }
+    let all;
+    let names = if sub.wildcard {
         all = all_names(ctx, proxy, scope);
         &all
     } else {
@@ -247,21 +262,7 @@ pub fn generate(
     };
     names
         .iter()
-        .filter(|name| {
-            let Some(key) = parse_outbound(name) else {
-                return false;
-            };
-            if !push.full && !push.eds_hosts.contains(key.host) {
-                return false;
-            }
-            match proxy.proxy_type {
-                ProxyType::Proxyless => ctx
-                    .services
-                    .service(key.host)
-                    .is_some_and(|s| exported_to(&s.export_to, &s.namespace, &proxy.namespace)),
-                _ => scope.contains(key.host),
-            }
-        })
+        .filter(|name| parse_outbound(name).is_some_and(|key| visible(ctx, proxy, scope, key.host)))
         .filter_map(|name| shared_assignment(ctx, proxy, name))
         .collect()
 }
