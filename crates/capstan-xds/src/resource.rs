@@ -40,6 +40,70 @@ pub struct Resource {
     pub version: u64,
     /// The encoded `google.protobuf.Any` holding the resource.
     pub body: Bytes,
+    /// Where the name was last found in a connection's record of what it was sent.
+    pub(crate) sent_at: Hint,
+    /// Where the name was last found in a connection's subscribed names.
+    pub(crate) subscribed_at: Hint,
+}
+
+/// Where a name was last found in a sorted per-connection list. A thousand connections hold
+/// the same names in the same order, so the next connection usually finds the name at the
+/// same index with one comparison instead of a binary search (whose dozen probes into each
+/// connection's own list are cache misses, the largest cost of an endpoints-only push). Only
+/// a hint: it is checked before use, and it never takes part in equality.
+#[derive(Debug)]
+pub(crate) struct Hint(std::sync::atomic::AtomicU32);
+
+impl Default for Hint {
+    fn default() -> Hint {
+        Hint(std::sync::atomic::AtomicU32::new(u32::MAX))
+    }
+}
+
+impl Clone for Hint {
+    fn clone(&self) -> Hint {
+        Hint(std::sync::atomic::AtomicU32::new(self.get() as u32))
+    }
+}
+
+impl PartialEq for Hint {
+    fn eq(&self, _: &Hint) -> bool {
+        true
+    }
+}
+
+impl Eq for Hint {}
+
+impl Hint {
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn set(&self, at: usize) {
+        self.0.store(
+            at.min(u32::MAX as usize) as u32,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// The index of `name` in `list` (sorted by `key`), as `binary_search_by` gives it, trying
+    /// the hinted index first and remembering where it was found.
+    pub(crate) fn search<T>(
+        &self,
+        list: &[T],
+        name: &str,
+        key: impl Fn(&T) -> &str,
+    ) -> Result<usize, usize> {
+        let at = self.get();
+        if list.get(at).is_some_and(|t| key(t) == name) {
+            return Ok(at);
+        }
+        let found = list.binary_search_by(|t| key(t).cmp(name));
+        if let Ok(i) = found {
+            self.set(i);
+        }
+        found
+    }
 }
 
 impl Resource {
@@ -56,6 +120,8 @@ impl Resource {
             name: name.into(),
             version: hasher.finish(),
             body: Bytes::from(any.encode_to_vec()),
+            sent_at: Hint::default(),
+            subscribed_at: Hint::default(),
         }
     }
 
@@ -90,6 +156,8 @@ impl Resource {
             name: name.into(),
             version,
             body: Bytes::from(body),
+            sent_at: Hint::default(),
+            subscribed_at: Hint::default(),
         }
     }
 

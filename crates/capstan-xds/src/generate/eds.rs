@@ -247,7 +247,7 @@ pub fn generate(
         for host in &push.eds_hosts {
             if visible(ctx, proxy, scope, host) {
                 let all = host_assignments(ctx, proxy, host);
-                out.extend(all.iter().filter(|r| sub.wants(&r.name)).cloned());
+                out.extend(all.iter().filter(|r| sub.wants_resource(r)).cloned());
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -38,6 +38,13 @@ impl NameSet {
         self.find(name).is_ok()
     }
 
+    /// Whether the resource's name is in the set (looked up where the last set held it first).
+    fn contains_resource(&self, r: &Resource) -> bool {
+        r.subscribed_at
+            .search(&self.0, &r.name, |n| n.as_ref())
+            .is_ok()
+    }
+
     /// Adds `name`; true when it was not there.
     pub fn insert(&mut self, name: Arc<str>) -> bool {
         match self.find(&name) {
@@ -124,6 +131,11 @@ impl Subscription {
     /// True when `name` is wanted.
     pub fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
+    }
+
+    /// True when the resource is wanted ([`Subscription::wants`] for a generated resource).
+    pub fn wants_resource(&self, r: &Resource) -> bool {
+        self.wildcard || self.names.contains_resource(r)
     }
 }
 
@@ -253,6 +265,30 @@ mod tests {
         let m = a.merge(full);
         assert!(m.full && m.eds_hosts.is_empty());
         assert_eq!(m.changed, hosts(&["VirtualService/default/reviews", "a"]));
+    }
+
+    /// Subscriptions of different contents asked in turn about one resource answer exactly
+    /// (the remembered index is only tried first).
+    #[test]
+    fn wanted_resources_are_found_whatever_the_last_set_was() {
+        use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+        let sub = |names: &[&str]| Subscription {
+            wildcard: false,
+            names: names.iter().map(|n| Arc::from(*n)).collect(),
+        };
+        let (big, small, other) = (sub(&["a", "b", "c"]), sub(&["b"]), sub(&["a", "c"]));
+        let b = Resource::new("b", &Cluster::default());
+        for _ in 0..2 {
+            assert!(big.wants_resource(&b));
+            assert!(small.wants_resource(&b));
+            assert!(!other.wants_resource(&b));
+            assert!(!Subscription::default().wants_resource(&b));
+        }
+        let all = Subscription {
+            wildcard: true,
+            ..Subscription::default()
+        };
+        assert!(all.wants_resource(&b));
     }
 
     #[test]
