@@ -127,7 +127,7 @@ impl Ctx {
     ) -> Option<Vec<Arc<Resource>>> {
         match self.generator.generate(&self.proxy, type_url, sub, push) {
             Ok(mut resources) => {
-                resources.retain(|r| sub.wants(&r.name));
+                resources.retain(|r| sub.wants_resource(r));
                 Some(resources)
             }
             Err(e) => {

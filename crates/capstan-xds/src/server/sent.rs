@@ -91,7 +91,7 @@ impl SentSet {
         }
         if changed.len() <= 8 {
             for r in changed {
-                match self.find(&r.name) {
+                match r.sent_at.search(&self.sent, &r.name, |s| s.name.as_str()) {
                     Ok(i) => self.sent[i] = r.clone(),
                     Err(i) => self.sent.insert(i, r.clone()),
                 }
