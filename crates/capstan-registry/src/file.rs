@@ -356,11 +356,11 @@ fn content_hash(s: &FileService) -> u64 {
     h.finish()
 }
 
+/// A hash of one service's text, to recognise it unchanged in the next read (a fast
+/// non-cryptographic hash: the whole file passes through it on every read).
 fn text_hash(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x5ca1_ab1e).hash_one(text)
 }
 
 /// One service of the file, reduced to what the next read needs if its text is unchanged.
@@ -448,27 +448,28 @@ impl Read {
     }
 }
 
-/// What the file held when last applied: per service a hash of its document and its ports,
-/// the workloads, and the services by the hash of their text.
+/// What the file held when last applied: its services by hostname, the workloads, and the
+/// services by the hash of their text.
 #[derive(Default)]
 struct Applied {
-    services: HashMap<String, (u64, Vec<u16>)>,
+    services: HashMap<String, Arc<Summary>>,
     workloads: BTreeMap<String, Workload>,
     by_text: HashMap<u64, Arc<Summary>>,
 }
 
 impl Applied {
-    /// The delta from what was applied to `read` (checked), and the new record.
-    fn delta(&self, read: Read) -> (RegistryDelta, Applied) {
+    /// Applies `read` (checked) to this record, returning the delta from the old state. The
+    /// record is updated in place: an endpoint change in a large file touches one entry.
+    fn apply(&mut self, read: Read) -> RegistryDelta {
         let mut delta = RegistryDelta::default();
-        let mut next = Applied::default();
         for (summary, decoded) in &read.services {
             let host = &summary.hostname;
+            let Some(s) = decoded else {
+                // Its text is unchanged since the last read, so it is already recorded.
+                continue;
+            };
             let before = self.services.get(host);
-            if let Some(s) = decoded
-                .as_ref()
-                .filter(|_| before.map(|(h, _)| *h) != Some(summary.content))
-            {
+            if before.map(|b| b.content) != Some(summary.content) {
                 let (service, endpoints) = build_service(s);
                 delta.services.insert(host.clone(), Some(service));
                 for (port, list) in endpoints {
@@ -477,39 +478,54 @@ impl Applied {
                 }
                 for port in before
                     .iter()
-                    .flat_map(|(_, p)| p)
+                    .flat_map(|b| &b.ports)
                     .filter(|p| !summary.ports.contains(p))
                 {
                     delta.endpoints.insert((host.clone(), *port), None);
                 }
             }
-            next.services
-                .insert(host.clone(), (summary.content, summary.ports.clone()));
+            self.services.insert(host.clone(), summary.clone());
         }
-        for (host, (_, ports)) in &self.services {
-            if !next.services.contains_key(host) {
-                delta.services.insert(host.clone(), None);
-                for port in ports {
-                    delta.endpoints.insert((host.clone(), *port), None);
+        // Every hostname of the read is now recorded, and they are unique within the read: if
+        // the counts agree, none went away; otherwise find those that did.
+        if self.services.len() != read.services.len() {
+            let present: std::collections::HashSet<&str> = read
+                .services
+                .iter()
+                .map(|(s, _)| s.hostname.as_str())
+                .collect();
+            let gone: Vec<String> = self
+                .services
+                .keys()
+                .filter(|h| !present.contains(h.as_str()))
+                .cloned()
+                .collect();
+            for host in gone {
+                if let Some(old) = self.services.remove(&host) {
+                    for port in &old.ports {
+                        delta.endpoints.insert((host.clone(), *port), None);
+                    }
                 }
+                delta.services.insert(host, None);
             }
         }
-        next.workloads = build_workloads(
+        let workloads = build_workloads(
             read.services.iter().map(|(s, _)| s.workloads.as_slice()),
             &read.workloads,
         );
-        for (key, w) in &next.workloads {
+        for (key, w) in &workloads {
             if self.workloads.get(key) != Some(w) {
                 delta.workloads.insert(key.clone(), Some(w.clone()));
             }
         }
         for key in self.workloads.keys() {
-            if !next.workloads.contains_key(key) {
+            if !workloads.contains_key(key) {
                 delta.workloads.insert(key.clone(), None);
             }
         }
-        next.by_text = read.by_text;
-        (delta, next)
+        self.workloads = workloads;
+        self.by_text = read.by_text;
+        delta
     }
 }
 
@@ -581,8 +597,7 @@ impl FileRegistry {
     pub fn sync(&self, index: &ServiceIndex) -> Result<usize, String> {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         let read = FileRegistry::read(&self.path, &applied.by_text)?;
-        let (delta, next) = applied.delta(read);
-        *applied = next;
+        let delta = applied.apply(read);
         if delta.is_empty() {
             return Ok(0);
         }
