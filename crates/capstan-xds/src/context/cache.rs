@@ -10,6 +10,7 @@
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
 //! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets and locality failover only), the proxy's locality (locality failover only) |
 //! | all load assignments of a host (endpoints-only pushes) | hostname, the DestinationRule that applies, the proxy's locality |
+//! | a sidecar virtual host's routes (encoded) | as the virtual host, but never the namespace flag (the routes do not depend on it) |
 //! | a sidecar virtual host (encoded) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |
 //! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
@@ -113,6 +114,7 @@ pub(crate) struct Cache {
     host_endpoints: Mutex<HostEndpointMap>,
     routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
     vhosts: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
+    vhost_routes: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -260,6 +262,23 @@ impl Cache {
         lock(&self.vhosts).entry(key).or_insert(made).clone()
     }
 
+    /// The encoded fields of a sidecar virtual host after its name and domains (its routes),
+    /// keyed like [`Cache::vhost`] with `same_namespace` always false: only the domains depend
+    /// on it, so the first proxy of a namespace reuses the routes other namespaces generated.
+    pub fn vhost_routes(
+        &self,
+        key: VhostKey,
+        make: impl FnOnce() -> (bytes::Bytes, u64),
+    ) -> (bytes::Bytes, u64) {
+        debug_assert!(!key.same_namespace);
+        if let Some(v) = lock(&self.vhost_routes).get(&key) {
+            return self.hit(v.clone());
+        }
+        self.miss();
+        let made = make();
+        lock(&self.vhost_routes).entry(key).or_insert(made).clone()
+    }
+
     /// The entries still valid after an endpoints-only change of `hosts` (same config, same
     /// services): everything except those hosts' clusters (DNS clusters embed endpoints) and
     /// load assignments. Scopes and routes depend on no endpoint.
@@ -281,6 +300,7 @@ impl Cache {
             host_endpoints: Mutex::default(),
             routes: Mutex::new(std::mem::take(&mut *lock(&self.routes))),
             vhosts: Mutex::new(std::mem::take(&mut *lock(&self.vhosts))),
+            vhost_routes: Mutex::new(std::mem::take(&mut *lock(&self.vhost_routes))),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }

@@ -139,23 +139,45 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
         labels: (ctx.index.source_label_routes || ctx.index.workload_rules)
             .then(|| proxy.labels.clone()),
     };
-    ctx.cache.vhost(key, || {
-        let rc = RouteCtx {
-            ctx,
-            proxy,
-            port,
-            gateway: "mesh",
+    let hash = |bytes: &[u8]| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(bytes, &mut hasher);
+        std::hash::Hasher::finish(&hasher)
+    };
+    ctx.cache.vhost(key.clone(), || {
+        // Encoded in two parts, concatenated in field order (so the bytes are exactly the
+        // whole message's encoding): the name and domains, which depend on whether the proxy
+        // shares the service's namespace, then the routes, which do not and are shared.
+        let routes_key = VhostKey {
+            same_namespace: false,
+            ..key
         };
-        let bytes = VirtualHost {
+        let (routes, routes_hash) = ctx.cache.vhost_routes(routes_key, || {
+            let rc = RouteCtx {
+                ctx,
+                proxy,
+                port,
+                gateway: "mesh",
+            };
+            let bytes = VirtualHost {
+                routes: service_routes(&rc, svc),
+                include_request_attempt_count: true,
+                ..VirtualHost::default()
+            }
+            .encode_to_vec();
+            let h = hash(&bytes);
+            (bytes.into(), h)
+        });
+        let mut bytes = VirtualHost {
             name: format!("{}:{port}", svc.hostname),
             domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
-            routes: service_routes(&rc, svc),
-            include_request_attempt_count: true,
             ..VirtualHost::default()
         }
         .encode_to_vec();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&bytes, &mut hasher);
+        std::hash::Hasher::write_u64(&mut hasher, routes_hash);
+        bytes.extend_from_slice(&routes);
         (bytes.into(), std::hash::Hasher::finish(&hasher))
     })
 }
@@ -257,4 +279,43 @@ pub fn generate(
         .iter()
         .map(|r| Resource::shared(r.name.clone(), r))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::route::v3::{route::Action, RouteAction, RouteMatch};
+
+    /// A shared virtual host is its name and domains encoded, then its routes encoded: the
+    /// same bytes as the whole message encoded at once.
+    #[test]
+    fn split_virtual_host_encoding_is_the_whole_encoding() {
+        let whole = VirtualHost {
+            name: "reviews.default.svc.cluster.local:9080".into(),
+            domains: vec!["reviews".into(), "reviews:9080".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(RouteMatch::default()),
+                action: Some(Action::Route(RouteAction::default())),
+                ..Route::default()
+            }],
+            include_request_attempt_count: true,
+            ..VirtualHost::default()
+        };
+        let mut split = VirtualHost {
+            name: whole.name.clone(),
+            domains: whole.domains.clone(),
+            ..VirtualHost::default()
+        }
+        .encode_to_vec();
+        split.extend(
+            VirtualHost {
+                routes: whole.routes.clone(),
+                include_request_attempt_count: true,
+                ..VirtualHost::default()
+            }
+            .encode_to_vec(),
+        );
+        assert_eq!(split, whole.encode_to_vec());
+    }
 }
