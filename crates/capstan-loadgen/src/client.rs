@@ -306,7 +306,7 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
     let mut h2 = h2.ready().await.context("HTTP/2 stream slot")?;
     let (response, mut send) = h2.send_request(request_head, false)?;
     let node = Node {
-        id: capstan_loadgen::mesh::node_id(client),
+        id: crate::mesh::node_id(client),
         cluster: "loadgen".into(),
         ..Node::default()
     };

@@ -10,11 +10,9 @@
 //!     --virtual-services 500 --destination-rules 500 --changes 20
 //! ```
 
-mod client;
-mod reports;
 mod stats;
 
-use capstan_loadgen::mesh;
+use capstan_loadgen::{client, mesh, reports};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
