@@ -238,7 +238,7 @@ fn handle(
             _ => {}
         }
     }
-    let _ = reports.send(Report::Received {
+    reports.send(Report::Received {
         client,
         type_url,
         names,
@@ -258,11 +258,11 @@ fn handle(
             done: true,
             ..Sync::default()
         };
-        let _ = reports.send(Report::Synced);
+        reports.send(Report::Synced);
     }
     let mut ack = request(&response.type_url, &response.nonce, vec![], None);
     if let Some(e) = error {
-        let _ = reports.send(Report::Rejected {
+        reports.send(Report::Rejected {
             client,
             type_url: response.type_url.clone(),
             error: e.clone(),
@@ -379,7 +379,7 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
             break failed;
         }
     };
-    let _ = reports.send(Report::Closed {
+    reports.send(Report::Closed {
         client,
         error: result,
     });

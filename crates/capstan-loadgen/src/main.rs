@@ -278,7 +278,7 @@ async fn main() -> Result<()> {
                             let tx = tx.clone();
                             tokio::spawn(async move {
                                 if let Err(e) = client::run(i, addr, tx.clone()).await {
-                                    let _ = tx.send(Report::Closed {
+                                    tx.send(Report::Closed {
                                         client: i,
                                         error: Some(format!("{e:#}")),
                                     });

@@ -78,7 +78,7 @@ async fn simulated_proxies_sync_ack_and_see_endpoint_changes() -> Result<()> {
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = client::run(i, addr, tx.clone()).await {
-                let _ = tx.send(Report::Closed {
+                tx.send(Report::Closed {
                     client: i,
                     error: Some(format!("{e:#}")),
                 });
