@@ -283,6 +283,16 @@ fn handle(
     Ok(out)
 }
 
+/// Runs one client until its stream ends; a failure to connect is reported as `Closed` too.
+pub async fn run_reporting(client: usize, addr: SocketAddr, reports: reports::Sender) {
+    if let Err(e) = run(client, addr, reports.clone()).await {
+        reports.send(Report::Closed {
+            client,
+            error: Some(format!("{e:#}")),
+        });
+    }
+}
+
 /// Runs one client until its stream ends.
 pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> Result<()> {
     let tcp = tokio::net::TcpStream::connect(addr)

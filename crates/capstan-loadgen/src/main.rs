@@ -275,15 +275,7 @@ async fn main() -> Result<()> {
                         .expect("a runtime for the simulated proxies");
                     runtime.block_on(async move {
                         while let Some(i) = started.recv().await {
-                            let tx = tx.clone();
-                            tokio::spawn(async move {
-                                if let Err(e) = client::run(i, addr, tx.clone()).await {
-                                    tx.send(Report::Closed {
-                                        client: i,
-                                        error: Some(format!("{e:#}")),
-                                    });
-                                }
-                            });
+                            tokio::spawn(client::run_reporting(i, addr, tx.clone()));
                         }
                         // Keep serving the proxies until the process ends.
                         std::future::pending::<()>().await

@@ -75,15 +75,7 @@ async fn simulated_proxies_sync_ack_and_see_endpoint_changes() -> Result<()> {
     let (tx, mut rx) = reports::channel();
     let proxies = 3;
     for i in 0..proxies {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            if let Err(e) = client::run(i, addr, tx.clone()).await {
-                tx.send(Report::Closed {
-                    client: i,
-                    error: Some(format!("{e:#}")),
-                });
-            }
-        });
+        tokio::spawn(client::run_reporting(i, addr, tx.clone()));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     // Every proxy syncs and has every service's default cluster and the two subsets of those
