@@ -404,7 +404,7 @@ struct RawDoc<'a> {
 }
 
 impl Read {
-    /// Everything decoded (the first read, YAML, or a JSON file the fast path cannot take).
+    /// Everything decoded (YAML, or a JSON file the service-by-service path cannot take).
     fn full(doc: FileDoc) -> Read {
         Read {
             services: doc
@@ -569,24 +569,17 @@ impl FileRegistry {
                 path.display()
             ));
         }
-        if !known.is_empty() && text.trim_start().starts_with('{') {
+        // JSON goes service by service (all decoded on the first read, only the changed ones
+        // after); a file that path cannot take, and YAML, are decoded whole, whose errors name
+        // the field path.
+        if text.trim_start().starts_with('{') {
             if let Some(read) = Read::incremental(&text, known) {
                 return Ok(read);
             }
         }
         let doc = decode(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         check(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
-        let json = text.trim_start().starts_with('{');
-        let mut read = Read::full(doc);
-        if json {
-            // Remember each service's text so the next read can skip the unchanged ones.
-            if let Ok(raw) = serde_json::from_str::<RawDoc>(&text) {
-                for (service, (summary, _)) in raw.services.iter().zip(&read.services) {
-                    read.by_text
-                        .insert(text_hash(service.get()), summary.clone());
-                }
-            }
-        }
+        let read = Read::full(doc);
         Ok(read)
     }
 

@@ -139,9 +139,12 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
         labels: (ctx.index.source_label_routes || ctx.index.workload_rules)
             .then(|| proxy.labels.clone()),
     };
-    let hash = |bytes: &[u8]| {
+    let hash = |bytes: &[u8], more: Option<u64>| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(bytes, &mut hasher);
+        if let Some(more) = more {
+            std::hash::Hasher::write_u64(&mut hasher, more);
+        }
         std::hash::Hasher::finish(&hasher)
     };
     ctx.cache.vhost(key.clone(), || {
@@ -165,7 +168,7 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
                 ..VirtualHost::default()
             }
             .encode_to_vec();
-            let h = hash(&bytes);
+            let h = hash(&bytes, None);
             (bytes.into(), h)
         });
         let mut bytes = VirtualHost {
@@ -174,11 +177,9 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
             ..VirtualHost::default()
         }
         .encode_to_vec();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&bytes, &mut hasher);
-        std::hash::Hasher::write_u64(&mut hasher, routes_hash);
+        let version = hash(&bytes, Some(routes_hash));
         bytes.extend_from_slice(&routes);
-        (bytes.into(), std::hash::Hasher::finish(&hasher))
+        (bytes.into(), version)
     })
 }
 
