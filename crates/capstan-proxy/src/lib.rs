@@ -1,0 +1,25 @@
+//! `capstan proxy`: the bundled data plane. It is configured only by xDS (Envoy's v3 API, as Istio
+//! generates it) and depends on no control-plane crate.
+//!
+//! Layers, each one concern (see `docs/architecture.md`, "The data plane"):
+//! - [`bootstrap`]: the subset of Envoy's bootstrap that Istio's pilot-agent writes;
+//! - [`xds`]: the ADS client (Delta or SotW), ACK/NACK, reconnect;
+//! - [`store`]: compiled resources, warming, one immutable [`store::Snapshot`] per applied update;
+//! - [`listener`], [`route`], [`cluster`]: pure compilation of Envoy protos into resolved types;
+//! - [`server`]: accept loops, filter-chain selection, TCP proxy; [`http`]: the HTTP request path;
+//! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters.
+
+pub mod admin;
+pub mod bootstrap;
+pub mod cluster;
+pub mod error;
+pub mod http;
+pub mod listener;
+pub mod resources;
+pub mod route;
+pub mod server;
+pub mod stats;
+pub mod store;
+pub mod xds;
+
+pub use error::CompileError;

@@ -1,0 +1,1 @@
+//! Accept loops, listener filters, filter-chain selection, the TCP proxy, and draining.
