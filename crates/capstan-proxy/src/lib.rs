@@ -15,11 +15,14 @@ pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod listener;
+pub mod net;
 pub mod resources;
 pub mod route;
 pub mod server;
+pub mod sniff;
 pub mod stats;
 pub mod store;
+pub mod tcp;
 pub mod xds;
 
 pub use error::CompileError;

@@ -22,7 +22,7 @@ pub struct Update {
     /// Its version (Delta: `Resource.version`; SotW: the response's `version_info`).
     pub version: String,
     /// The encoded resource.
-    pub resource: prost_types::Any,
+    pub resource: envoy_types::pb::google::protobuf::Any,
 }
 
 /// Applies what the control plane sends. Implemented by [`crate::store::ConfigStore`].

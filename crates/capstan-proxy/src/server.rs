@@ -1,1 +1,333 @@
-//! Accept loops, listener filters, filter-chain selection, the TCP proxy, and draining.
+//! Accept loops, listener filters, filter-chain selection and hand-off to the HTTP connection
+//! manager or the TCP proxy; draining on listener updates and on shutdown.
+//!
+//! Every listener of the snapshot is *active* (bound or not). Bound ones accept; a connection
+//! accepted by a listener with `use_original_dst` (Istio's `virtualOutbound`) is handed to the
+//! active listener whose address is the connection's original destination (exact address first,
+//! then the wildcard address with that port), as Envoy does. Each version of a listener has its
+//! own drain signal: when the version is replaced or removed, its connections finish their
+//! in-flight requests and close, while new connections get the new version.
+
+use crate::listener::{ConnectionInfo, ListenerConfig, NetworkFilter};
+use crate::net::{self, Prefixed};
+use crate::sniff::{self, Sniff};
+use crate::store::Store;
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// One version of a listener and the drain signal of its connections.
+#[derive(Debug, Clone)]
+struct Version {
+    config: Arc<ListenerConfig>,
+    drain: watch::Receiver<bool>,
+}
+
+struct Active {
+    version: Version,
+    drain: watch::Sender<bool>,
+    /// The accept loop, when the listener binds its address.
+    accept: Option<(SocketAddr, JoinHandle<()>, watch::Sender<Version>)>,
+}
+
+/// Shared by accept loops and connections.
+struct Shared {
+    store: Arc<Store>,
+    active: Mutex<HashMap<String, Version>>,
+    /// One clone per open connection; the count drains to 1 when all have closed.
+    connections: Arc<()>,
+    drain_time: Duration,
+}
+
+impl Shared {
+    fn find(&self, addr: SocketAddr) -> Option<Version> {
+        let active = self.active.lock().expect("active-listener lock: no panics under it");
+        let wildcard = SocketAddr::new(
+            match addr.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            },
+            addr.port(),
+        );
+        let by = |a: SocketAddr| active.values().find(|v| v.config.address == a).cloned();
+        by(addr).or_else(|| by(wildcard))
+    }
+}
+
+/// Runs the snapshot's listeners until `shutdown` becomes true, then drains: stops accepting,
+/// signals every connection to finish its in-flight requests, and returns once all have closed
+/// or `drain_time` has passed.
+pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>, drain_time: Duration) {
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        active: Mutex::new(HashMap::new()),
+        connections: Arc::new(()),
+        drain_time,
+    });
+    let mut listeners: HashMap<String, Active> = HashMap::new();
+    let mut changes = store.subscribe();
+    loop {
+        reconcile(&shared, &mut listeners).await;
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { break },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    tracing::info!(
+        connections = Arc::strong_count(&shared.connections) - 1,
+        "draining listeners"
+    );
+    for (_, a) in listeners.drain() {
+        if let Some((_, task, _)) = a.accept {
+            task.abort();
+        }
+        a.drain.send_replace(true);
+    }
+    let deadline = Instant::now() + drain_time;
+    while Arc::strong_count(&shared.connections) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Brings the active listeners in line with the current snapshot.
+async fn reconcile(shared: &Arc<Shared>, listeners: &mut HashMap<String, Active>) {
+    let snapshot = shared.store.snapshot();
+    listeners.retain(|name, a| {
+        let keep = snapshot.listeners.contains_key(name);
+        if !keep {
+            tracing::info!(listener = %name, "listener removed: draining");
+            if let Some((_, task, _)) = &a.accept {
+                task.abort();
+            }
+            a.drain.send_replace(true);
+        }
+        keep
+    });
+    for (name, config) in &snapshot.listeners {
+        if let Some(a) = listeners.get(name) {
+            if Arc::ptr_eq(&a.version.config, config) {
+                continue;
+            }
+        }
+        let (drain, drain_rx) = watch::channel(false);
+        let version = Version {
+            config: config.clone(),
+            drain: drain_rx,
+        };
+        let old = listeners.remove(name);
+        let mut accept = None;
+        if let Some(old) = old {
+            tracing::info!(listener = %name, "listener updated: draining the old version");
+            old.drain.send_replace(true);
+            if let Some((addr, task, tx)) = old.accept {
+                if addr == config.address && config.bind_to_port {
+                    tx.send_replace(version.clone());
+                    accept = Some((addr, task, tx));
+                } else {
+                    task.abort();
+                }
+            }
+        }
+        if accept.is_none() && config.bind_to_port {
+            match bind(config.address).await {
+                Ok(l) => {
+                    let (tx, rx) = watch::channel(version.clone());
+                    let task = tokio::spawn(accept_loop(l, rx, shared.clone()));
+                    tracing::info!(listener = %name, address = %config.address, "listening");
+                    accept = Some((config.address, task, tx));
+                }
+                Err(e) => {
+                    // Envoy rejects the listener; we keep serving the others and say why.
+                    tracing::error!(listener = %name, address = %config.address, "cannot bind: {e}");
+                }
+            }
+        }
+        listeners.insert(
+            name.clone(),
+            Active {
+                version,
+                drain,
+                accept,
+            },
+        );
+    }
+    let mut active = shared
+        .active
+        .lock()
+        .expect("active-listener lock: no panics under it");
+    active.clear();
+    active.extend(
+        listeners
+            .iter()
+            .map(|(n, a)| (n.clone(), a.version.clone())),
+    );
+}
+
+async fn accept_loop(listener: TcpListener, version: watch::Receiver<Version>, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let v = version.borrow().clone();
+                let guard = shared.connections.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle(stream, peer, v, &shared).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep accepting.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let l = version.config.clone();
+    let mut destination = local;
+    if l.use_original_dst || l.inspectors.original_dst {
+        destination = net::original_dst(&stream).unwrap_or(local);
+    }
+    if l.use_original_dst && destination != local {
+        if let Some(target) = shared.find(destination) {
+            if target.config.name != l.name {
+                version = target;
+            }
+        }
+    }
+    let config = version.config.clone();
+    let Some((prefix, info)) = inspect(&mut stream, &config, destination, peer).await else {
+        tracing::debug!(listener = %config.name, %peer, "listener filters timed out");
+        return;
+    };
+    let Some(chain) = config.select(&info) else {
+        tracing::debug!(listener = %config.name, %peer, %destination, "no filter chain matched");
+        return;
+    };
+    let io = Prefixed::new(prefix.freeze(), stream);
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            let downstream = crate::http::Downstream {
+                peer,
+                local: destination,
+                tls: false,
+            };
+            crate::http::serve_connection(
+                io,
+                hcm.clone(),
+                shared.store.clone(),
+                downstream,
+                version.drain.clone(),
+            )
+            .await;
+        }
+        NetworkFilter::Tcp(tcp) => {
+            let stats = shared.store.stats().tcp(&tcp.stat_prefix);
+            stats.downstream_cx_total.inc();
+            stats.downstream_cx_active.inc();
+            let snapshot = shared.store.snapshot();
+            let mut drain = version.drain.clone();
+            let drain_time = shared.drain_time;
+            tokio::select! {
+                r = crate::tcp::proxy(io, tcp, &snapshot, destination, &stats) => {
+                    if let Err(e) = r {
+                        tracing::debug!(listener = %config.name, %peer, "tcp proxy: {e}");
+                    }
+                }
+                // A TCP connection has no request boundary: it gets the drain window, then closes.
+                _ = async {
+                    let _ = drain.wait_for(|d| *d).await;
+                    tokio::time::sleep(drain_time).await;
+                } => {}
+            }
+            stats.downstream_cx_active.dec();
+        }
+    }
+}
+
+/// Runs the listener's inspectors on the connection's first bytes. Returns the bytes read (to
+/// be replayed) and what was learnt; `None` when the inspectors timed out and the listener does
+/// not continue on timeout.
+async fn inspect(
+    stream: &mut TcpStream,
+    l: &ListenerConfig,
+    destination: SocketAddr,
+    source: SocketAddr,
+) -> Option<(BytesMut, ConnectionInfo)> {
+    let mut info = ConnectionInfo {
+        destination,
+        source,
+        server_name: None,
+        transport_protocol: "raw_buffer",
+        application_protocols: Vec::new(),
+    };
+    let mut buf = BytesMut::new();
+    if !l.inspectors.tls && !l.inspectors.http {
+        return Some((buf, info));
+    }
+    let deadline = l.filters_timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let tls = if l.inspectors.tls {
+            sniff::tls(&buf)
+        } else {
+            Sniff::No
+        };
+        let http = if l.inspectors.http && tls == Sniff::No {
+            sniff::http(&buf)
+        } else {
+            Sniff::No
+        };
+        match (&tls, &http) {
+            (Sniff::Yes(hello), _) => {
+                info.transport_protocol = "tls";
+                info.server_name = hello.server_name.clone();
+                info.application_protocols = hello.alpn.clone();
+                return Some((buf, info));
+            }
+            (_, Sniff::Yes(p)) => {
+                info.application_protocols = vec![(*p).to_string()];
+                return Some((buf, info));
+            }
+            (Sniff::No, Sniff::No) => return Some((buf, info)),
+            _ => {}
+        }
+        if buf.len() >= sniff::MAX_PEEK {
+            return Some((buf, info));
+        }
+        let read = stream.read_buf(&mut buf);
+        let read = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, read).await {
+                Ok(r) => r,
+                Err(_) => return l.continue_on_timeout.then_some((buf, info)),
+            },
+            None => read.await,
+        };
+        match read {
+            Ok(0) | Err(_) => return Some((buf, info)),
+            Ok(_) => {}
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub struct Raw {
     /// Its version.
     pub version: String,
     /// The resource as received.
-    pub resource: prost_types::Any,
+    pub resource: envoy_types::pb::google::protobuf::Any,
     /// When it was applied (seconds since the Unix epoch).
     pub applied_at: u64,
 }
