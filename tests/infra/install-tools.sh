@@ -163,15 +163,36 @@ install_node() {
   echo "$hash" >"$stamp"
 }
 
+# ---------------------------------------------------------------- iptables
+# The traffic-capture test redirects a network namespace's traffic to `capstan proxy` with
+# iptables, as Istio's init container does. Debian's package; needs root (the test is skipped,
+# loudly, without it).
+install_iptables() {
+  if command -v iptables >/dev/null 2>&1; then
+    log "iptables: $(iptables --version)"
+    return 0
+  fi
+  if [[ $(id -u) != 0 ]]; then
+    log "iptables: not installed and not root: the capture test will be skipped"
+    return 0
+  fi
+  log "iptables: apt-get install iptables"
+  local logf="$CACHE/logs/iptables.log"
+  if ! { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iptables; } >"$logf" 2>&1; then
+    log "iptables: install FAILED; last lines of $logf:"; tail -n 20 "$logf" >&2; exit 1
+  fi
+  log "iptables: $(iptables --version)"
+}
+
 # ---------------------------------------------------------------- main
-ALL=(kubernetes etcd consul helm python node)
+ALL=(kubernetes etcd consul helm python node iptables)
 if [[ $# -gt 0 ]]; then SEL=("$@"); else SEL=("${ALL[@]}"); fi
 
 total_start=$(now)
 go_env_setup
 for t in "${SEL[@]}"; do
   case $t in
-    kubernetes|etcd|consul|helm|python|node) timed "$t" with_lock "$t" "install_$t" ;;
+    kubernetes|etcd|consul|helm|python|node|iptables) timed "$t" with_lock "$t" "install_$t" ;;
     *) die "unknown tool '$t' (known: ${ALL[*]})" ;;
   esac
 done

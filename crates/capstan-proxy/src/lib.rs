@@ -18,11 +18,13 @@ pub mod listener;
 pub mod net;
 pub mod resources;
 pub mod route;
+pub mod run;
 pub mod server;
 pub mod sniff;
 pub mod stats;
 pub mod store;
 pub mod tcp;
+pub mod tls;
 pub mod xds;
 
 pub use error::CompileError;

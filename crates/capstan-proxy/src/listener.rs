@@ -75,6 +75,8 @@ pub struct FilterChain {
     pub matcher: ChainMatch,
     /// What handles the connection.
     pub filter: NetworkFilter,
+    /// TLS termination (`transport_socket` with a `DownstreamTlsContext`), when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The terminal network filter of a chain.
@@ -486,12 +488,10 @@ fn network_filter(f: &Filter) -> Result<NetworkFilter, CompileError> {
 }
 
 fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
-    if let Some(ts) = &c.transport_socket {
-        return Err(CompileError::new(
-            "transport_socket",
-            format!("{} is not supported yet", ts.name),
-        ));
-    }
+    let tls = match &c.transport_socket {
+        Some(ts) => crate::tls::downstream(ts).map_err(|e| e.within("transport_socket"))?,
+        None => None,
+    };
     #[allow(deprecated)]
     let proxy_proto = c.use_proxy_proto.is_some_and(|b| b.value);
     if proxy_proto {
@@ -517,6 +517,7 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
         name: c.name.clone(),
         matcher,
         filter,
+        tls,
     })
 }
 

@@ -228,33 +228,66 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         return;
     };
     let io = Prefixed::new(prefix.freeze(), stream);
-    match &chain.filter {
+    let ctx = ChainCtx {
+        listener: &config.name,
+        peer,
+        destination,
+        drain: version.drain.clone(),
+        shared,
+    };
+    match &chain.tls {
+        None => serve_chain(io, &chain.filter, false, ctx).await,
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+                Ok(Ok(tls_stream)) => serve_chain(tls_stream, &chain.filter, true, ctx).await,
+                Ok(Err(e)) => tracing::debug!(listener = %config.name, %peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(listener = %config.name, %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+struct ChainCtx<'a> {
+    listener: &'a str,
+    peer: SocketAddr,
+    destination: SocketAddr,
+    drain: watch::Receiver<bool>,
+    shared: &'a Shared,
+}
+
+/// Hands the (decrypted) connection to the chain's network filter.
+async fn serve_chain<IO>(io: IO, filter: &NetworkFilter, tls: bool, ctx: ChainCtx<'_>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ChainCtx {
+        listener,
+        peer,
+        destination,
+        mut drain,
+        shared,
+    } = ctx;
+    match filter {
         NetworkFilter::Http(hcm) => {
             let downstream = crate::http::Downstream {
                 peer,
                 local: destination,
-                tls: false,
+                tls,
             };
-            crate::http::serve_connection(
-                io,
-                hcm.clone(),
-                shared.store.clone(),
-                downstream,
-                version.drain.clone(),
-            )
-            .await;
+            crate::http::serve_connection(io, hcm.clone(), shared.store.clone(), downstream, drain)
+                .await;
         }
         NetworkFilter::Tcp(tcp) => {
             let stats = shared.store.stats().tcp(&tcp.stat_prefix);
             stats.downstream_cx_total.inc();
             stats.downstream_cx_active.inc();
             let snapshot = shared.store.snapshot();
-            let mut drain = version.drain.clone();
             let drain_time = shared.drain_time;
             tokio::select! {
                 r = crate::tcp::proxy(io, tcp, &snapshot, destination, &stats) => {
                     if let Err(e) = r {
-                        tracing::debug!(listener = %config.name, %peer, "tcp proxy: {e}");
+                        tracing::debug!(%listener, %peer, "tcp proxy: {e}");
                     }
                 }
                 // A TCP connection has no request boundary: it gets the drain window, then closes.

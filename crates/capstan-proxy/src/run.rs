@@ -1,0 +1,88 @@
+//! The proxy process: config store, xDS client, listeners and admin servers wired together, and
+//! Envoy's shutdown (on SIGTERM, SIGINT or `/quitquitquit`: stop being ready, stop accepting,
+//! let in-flight requests finish within the drain window, exit 0).
+
+use crate::bootstrap::Bootstrap;
+use crate::stats::Stats;
+use crate::store::Store;
+use crate::xds::{self, XdsStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How to run the proxy.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Node, xDS server, admin address.
+    pub bootstrap: Bootstrap,
+    /// How long connections get to finish after shutdown starts (pilot-agent's
+    /// `terminationDrainDuration`, default 5 s).
+    pub drain_time: Duration,
+    /// Istio's readiness port (15021, `/healthz/ready`); `None` to not serve it.
+    pub readiness: Option<std::net::SocketAddr>,
+}
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The bootstrap has no ADS config.
+    #[error("the bootstrap has no dynamic_resources.ads_config: nothing to configure the proxy")]
+    NoAds,
+    /// An admin port could not be bound.
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        /// Which server.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Resolves when the process is asked to stop (SIGTERM or SIGINT).
+async fn signalled() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Runs the proxy until it is asked to stop, then drains and returns.
+pub async fn run(opts: Options) -> Result<(), RunError> {
+    if opts.bootstrap.ads.is_none() {
+        return Err(RunError::NoAds);
+    }
+    let stats = Arc::new(Stats::default());
+    let store = Store::new(stats.clone());
+    let status = Arc::new(XdsStatus::default());
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let xds = tokio::spawn(xds::run(
+        opts.bootstrap.clone(),
+        store.clone(),
+        status.clone(),
+        shutdown.clone(),
+    ));
+    let listeners = tokio::spawn(crate::server::run(
+        store.clone(),
+        shutdown.clone(),
+        opts.drain_time,
+    ));
+    let mut asked = shutdown.clone();
+    tokio::select! {
+        _ = signalled() => tracing::info!("signal received: draining"),
+        _ = asked.wait_for(|s| *s) => tracing::info!("shutdown requested: draining"),
+    }
+    shutdown_tx.send_replace(true);
+    let _ = listeners.await;
+    xds.abort();
+    tracing::info!("drained; exiting");
+    Ok(())
+}
