@@ -133,7 +133,9 @@ impl Cidr {
                 u32::from(a) & mask == u32::from(b) & mask
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(a) & mask == u128::from(b) & mask
             }
             _ => false,
@@ -210,7 +212,12 @@ impl ListenerConfig {
             let Some(sni) = c.server_name.as_deref() else {
                 return Some(None);
             };
-            Some(m.server_names.iter().filter_map(|n| sni_score(n, sni)).max())
+            Some(
+                m.server_names
+                    .iter()
+                    .filter_map(|n| sni_score(n, sni))
+                    .max(),
+            )
         });
         candidates = narrow(candidates, |m| {
             m.transport_protocol
@@ -297,7 +304,10 @@ pub fn socket_address(a: Option<&Address>) -> Result<SocketAddr, CompileError> {
         return Err(CompileError::new("", "a socket_address is required"));
     };
     if !sa.resolver_name.is_empty() {
-        return Err(CompileError::new("resolver_name", "custom resolvers are not supported"));
+        return Err(CompileError::new(
+            "resolver_name",
+            "custom resolvers are not supported",
+        ));
     }
     let ip: IpAddr = sa.address.parse().map_err(|_| {
         CompileError::new("address", format!("{:?} is not an IP address", sa.address))
@@ -306,7 +316,10 @@ pub fn socket_address(a: Option<&Address>) -> Result<SocketAddr, CompileError> {
         Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p)
             .map_err(|_| CompileError::new("port_value", format!("{p} is out of range")))?,
         Some(socket_address::PortSpecifier::NamedPort(_)) => {
-            return Err(CompileError::new("named_port", "named ports are not supported"))
+            return Err(CompileError::new(
+                "named_port",
+                "named ports are not supported",
+            ))
         }
         None => return Err(CompileError::new("port_value", "a port is required")),
     };
@@ -323,7 +336,10 @@ fn cidr(r: &CidrRange) -> Result<Cidr, CompileError> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let len = r.prefix_len.map_or(max, |l| l.value);
     if len > max {
-        return Err(CompileError::new("prefix_len", format!("{len} exceeds {max}")));
+        return Err(CompileError::new(
+            "prefix_len",
+            format!("{len} exceeds {max}"),
+        ));
     }
     Ok(Cidr {
         addr,
@@ -374,7 +390,11 @@ fn chain_match(
             .map(|p| port(p.value, "destination_port"))
             .transpose()?,
         prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
-        server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        server_names: m
+            .server_names
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
         transport_protocol,
         application_protocols: m.application_protocols.clone(),
         source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
@@ -508,7 +528,10 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
     if let Some((i, f)) = rest.iter().enumerate().next() {
         return Err(CompileError::new(
             format!("filters[{i}]"),
-            format!("network filter {} is not supported before the terminal filter", f.name),
+            format!(
+                "network filter {} is not supported before the terminal filter",
+                f.name
+            ),
         ));
     }
     let filter =

@@ -127,13 +127,31 @@ fn filter_chain_selection_follows_envoy_order() {
         ("10.0.0.1:9080", None, "raw_buffer", &[], "port-9080"),
         ("10.0.0.1:9080", Some("x"), "tls", &[], "port-9080-tls"),
         // A port match beats an application-protocol match (port is compared first).
-        ("10.0.0.1:9080", None, "raw_buffer", &["http/1.1"], "port-9080"),
+        (
+            "10.0.0.1:9080",
+            None,
+            "raw_buffer",
+            &["http/1.1"],
+            "port-9080",
+        ),
         ("10.0.0.1:7000", None, "raw_buffer", &["h2c"], "http"),
         ("10.0.0.1:7000", None, "raw_buffer", &[], "catchall"),
         ("10.1.2.3:8000", None, "raw_buffer", &[], "narrow-ip"),
         ("10.1.9.3:8000", None, "raw_buffer", &[], "wide-ip"),
-        ("10.1.2.3:443", Some("a.example.com"), "tls", &[], "sni-exact"),
-        ("10.1.2.3:443", Some("b.example.com"), "tls", &[], "sni-wild"),
+        (
+            "10.1.2.3:443",
+            Some("a.example.com"),
+            "tls",
+            &[],
+            "sni-exact",
+        ),
+        (
+            "10.1.2.3:443",
+            Some("b.example.com"),
+            "tls",
+            &[],
+            "sni-wild",
+        ),
     ];
     for (dst, sni, t, alpn, want) in cases {
         let got = l.select(&conn(dst, *sni, t, alpn)).map(|c| c.name.as_str());
@@ -151,7 +169,9 @@ fn default_chain_when_nothing_matches() {
     let mut proto = listener(vec![chain("only-80", Some(port_match(80)))]);
     proto.default_filter_chain = Some(chain("default", None));
     let l = compile(&proto).unwrap();
-    let c = l.select(&conn("1.2.3.4:81", None, "raw_buffer", &[])).unwrap();
+    let c = l
+        .select(&conn("1.2.3.4:81", None, "raw_buffer", &[]))
+        .unwrap();
     assert_eq!(c.name, "default");
 }
 
@@ -160,10 +180,14 @@ fn unsupported_fields_are_named() {
     let mut bad_filter = listener(vec![chain("c", None)]);
     bad_filter.filter_chains[0].filters[0] = Filter {
         name: "envoy.filters.network.redis_proxy".into(),
-        config_type: Some(filter::ConfigType::TypedConfig(envoy_types::pb::google::protobuf::Any {
-            type_url: "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy".into(),
-            value: vec![],
-        })),
+        config_type: Some(filter::ConfigType::TypedConfig(
+            envoy_types::pb::google::protobuf::Any {
+                type_url:
+                    "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"
+                        .into(),
+                value: vec![],
+            },
+        )),
     };
     let mut bad_lf = listener(vec![chain("c", None)]);
     bad_lf.listener_filters = vec![ListenerFilter {
@@ -185,7 +209,10 @@ fn unsupported_fields_are_named() {
     ];
     for (proto, want) in cases {
         let err = compile(&proto).unwrap_err().to_string();
-        assert!(err.starts_with(want), "{err:?} does not start with {want:?}");
+        assert!(
+            err.starts_with(want),
+            "{err:?} does not start with {want:?}"
+        );
     }
 }
 
@@ -197,10 +224,12 @@ fn istio_virtual_outbound_shape_compiles() {
     proto.use_original_dst = Some(BoolValue { value: true });
     proto.listener_filters = vec![ListenerFilter {
         name: "envoy.filters.listener.original_dst".into(),
-        config_type: Some(listener_filter::ConfigType::TypedConfig(envoy_types::pb::google::protobuf::Any {
-            type_url: ORIGINAL_DST_TYPE.into(),
-            value: vec![],
-        })),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(
+            envoy_types::pb::google::protobuf::Any {
+                type_url: ORIGINAL_DST_TYPE.into(),
+                value: vec![],
+            },
+        )),
         ..Default::default()
     }];
     let l = compile(&proto).unwrap();
@@ -209,7 +238,10 @@ fn istio_virtual_outbound_shape_compiles() {
     assert_eq!(l.filters_timeout, Some(DEFAULT_FILTERS_TIMEOUT));
     match &l.chains[0].filter {
         NetworkFilter::Tcp(t) => {
-            assert_eq!(t.clusters, vec![("virtualOutbound-catchall-tcp".to_string(), 1)]);
+            assert_eq!(
+                t.clusters,
+                vec![("virtualOutbound-catchall-tcp".to_string(), 1)]
+            );
             assert_eq!(t.idle_timeout, Some(DEFAULT_TCP_IDLE));
         }
         other => panic!("expected a TCP proxy, got {other:?}"),

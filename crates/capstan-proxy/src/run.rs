@@ -2,6 +2,7 @@
 //! Envoy's shutdown (on SIGTERM, SIGINT or `/quitquitquit`: stop being ready, stop accepting,
 //! let in-flight requests finish within the drain window, exit 0).
 
+use crate::admin::AdminState;
 use crate::bootstrap::Bootstrap;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -40,10 +41,26 @@ pub enum RunError {
     },
 }
 
+/// Envoy's admin address under Istio.
+const DEFAULT_ADMIN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 15000);
+
+async fn bind(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, RunError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { what, addr, source })
+}
+
 /// Resolves when the process is asked to stop (SIGTERM or SIGINT).
 async fn signalled() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {},
@@ -61,8 +78,26 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     }
     let stats = Arc::new(Stats::default());
     let store = Store::new(stats.clone());
-    let status = Arc::new(XdsStatus::default());
+    let status = Arc::new(XdsStatus::with_stats(stats.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let admin_addr = opts.bootstrap.admin.unwrap_or(DEFAULT_ADMIN);
+    let admin_listener = bind("admin", admin_addr).await?;
+    let readiness_listener = match opts.readiness {
+        Some(addr) => Some(bind("readiness", addr).await?),
+        None => None,
+    };
+    let admin = AdminState::new(
+        store.clone(),
+        stats.clone(),
+        status.clone(),
+        opts.bootstrap.clone(),
+        shutdown_tx.clone(),
+    );
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, admin.clone()));
+    let readiness_task =
+        readiness_listener.map(|l| tokio::spawn(crate::admin::serve_readiness(l, admin.clone())));
+    tracing::info!(admin = %admin_addr, "capstan proxy starting");
 
     let xds = tokio::spawn(xds::run(
         opts.bootstrap.clone(),
@@ -83,6 +118,10 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     shutdown_tx.send_replace(true);
     let _ = listeners.await;
     xds.abort();
+    admin_task.abort();
+    if let Some(t) = readiness_task {
+        t.abort();
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -47,7 +47,10 @@ struct Shared {
 
 impl Shared {
     fn find(&self, addr: SocketAddr) -> Option<Version> {
-        let active = self.active.lock().expect("active-listener lock: no panics under it");
+        let active = self
+            .active
+            .lock()
+            .expect("active-listener lock: no panics under it");
         let wildcard = SocketAddr::new(
             match addr.ip() {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -180,7 +183,11 @@ async fn reconcile(shared: &Arc<Shared>, listeners: &mut HashMap<String, Active>
     );
 }
 
-async fn accept_loop(listener: TcpListener, version: watch::Receiver<Version>, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    version: watch::Receiver<Version>,
+    shared: Arc<Shared>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -241,8 +248,12 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
                 Ok(Ok(tls_stream)) => serve_chain(tls_stream, &chain.filter, true, ctx).await,
-                Ok(Err(e)) => tracing::debug!(listener = %config.name, %peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(listener = %config.name, %peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = %config.name, %peer, "TLS handshake failed: {e}")
+                }
+                Err(_) => {
+                    tracing::debug!(listener = %config.name, %peer, "TLS handshake timed out")
+                }
             }
         }
     }

@@ -45,7 +45,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| usize::from(b[0]))
     }
     fn u16(&mut self) -> Option<usize> {
-        self.take(2).map(|b| usize::from(b[0]) << 8 | usize::from(b[1]))
+        self.take(2)
+            .map(|b| usize::from(b[0]) << 8 | usize::from(b[1]))
     }
     fn u24(&mut self) -> Option<usize> {
         self.take(3)
@@ -119,9 +120,7 @@ fn client_hello(record: &[u8]) -> Option<ClientHello> {
                 let mut list = Reader { buf: body.vec16()? };
                 while !list.buf.is_empty() {
                     let proto = list.vec8()?;
-                    hello
-                        .alpn
-                        .push(String::from_utf8_lossy(proto).into_owned());
+                    hello.alpn.push(String::from_utf8_lossy(proto).into_owned());
                 }
             }
             _ => {}
@@ -226,7 +225,10 @@ mod tests {
             assert_eq!(tls(&bytes[..cut]), Sniff::NeedMore, "cut at {cut}");
         }
         assert_eq!(tls(b"GET / HTTP/1.1\r\n"), Sniff::No);
-        assert_eq!(tls(&[0x16, 0x03, 0x01, 0x00, 0x05, 2, 0, 0, 1, 0]), Sniff::No);
+        assert_eq!(
+            tls(&[0x16, 0x03, 0x01, 0x00, 0x05, 2, 0, 0, 1, 0]),
+            Sniff::No
+        );
         // Truncated inside the extensions: not a ClientHello we can read.
         let mut broken = bytes.clone();
         let len = broken.len();

@@ -5,7 +5,9 @@
 //! security work.
 
 use crate::CompileError;
-use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket, DataSource, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::{
+    data_source, transport_socket, DataSource, TransportSocket,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, DownstreamTlsContext,
 };
@@ -31,14 +33,14 @@ fn read(source: Option<&DataSource>, field: &str) -> Result<Vec<u8>, CompileErro
             .map_err(|e| CompileError::new(format!("{field}.filename"), format!("{path}: {e}"))),
         Some(data_source::Specifier::InlineBytes(b)) => Ok(b.clone()),
         Some(data_source::Specifier::InlineString(s)) => Ok(s.clone().into_bytes()),
-        Some(data_source::Specifier::EnvironmentVariable(v)) => std::env::var(v)
-            .map(String::into_bytes)
-            .map_err(|_| {
+        Some(data_source::Specifier::EnvironmentVariable(v)) => {
+            std::env::var(v).map(String::into_bytes).map_err(|_| {
                 CompileError::new(
                     format!("{field}.environment_variable"),
                     format!("{v} is not set"),
                 )
-            }),
+            })
+        }
         None => Err(CompileError::new(field, "is required")),
     }
 }
@@ -71,7 +73,10 @@ pub fn downstream(ts: &TransportSocket) -> Result<Option<Arc<rustls::ServerConfi
     if any.type_url != DOWNSTREAM_TLS_TYPE {
         return Err(CompileError::new(
             "typed_config",
-            format!("type {} where {DOWNSTREAM_TLS_TYPE} was expected", any.type_url),
+            format!(
+                "type {} where {DOWNSTREAM_TLS_TYPE} was expected",
+                any.type_url
+            ),
         ));
     }
     let ctx = DownstreamTlsContext::decode(any.value.as_slice())
@@ -97,10 +102,16 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>
         ));
     };
     let chain = certs(
-        &read(cert.certificate_chain.as_ref(), &at("tls_certificates[0].certificate_chain"))?,
+        &read(
+            cert.certificate_chain.as_ref(),
+            &at("tls_certificates[0].certificate_chain"),
+        )?,
         &at("tls_certificates[0].certificate_chain"),
     )?;
-    let key_pem = read(cert.private_key.as_ref(), &at("tls_certificates[0].private_key"))?;
+    let key_pem = read(
+        cert.private_key.as_ref(),
+        &at("tls_certificates[0].private_key"),
+    )?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         CompileError::new(
             at("tls_certificates[0].private_key"),
@@ -144,7 +155,10 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>
         }
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
-        CompileError::new(at("tls_certificates[0]"), format!("certificate and key: {e}"))
+        CompileError::new(
+            at("tls_certificates[0]"),
+            format!("certificate and key: {e}"),
+        )
     })?;
     config.alpn_protocols = common
         .alpn_protocols

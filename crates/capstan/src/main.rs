@@ -1,6 +1,7 @@
 //! The `capstan` binary: argument parsing and wiring only.
 
 mod discovery;
+mod proxy;
 mod proxy_status;
 mod validate;
 
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the control plane.
     Discovery(discovery::Args),
+    /// Run the bundled sidecar / gateway, configured by xDS (like Envoy under pilot-agent).
+    Proxy(proxy::Args),
     /// Show every connected proxy's sync state per xDS type (like `istioctl proxy-status`).
     ProxyStatus(proxy_status::StatusArgs),
     /// Show what a proxy was sent (like `istioctl proxy-config`).
@@ -33,13 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Discovery(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_tracing();
             match discovery::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -47,6 +44,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Proxy(args) => {
+            init_tracing();
+            report(proxy::run(args))
         }
         Command::Validate(args) => validate::run(&args),
         Command::ProxyStatus(args) => report(proxy_status::status(&args)),
@@ -56,6 +57,15 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

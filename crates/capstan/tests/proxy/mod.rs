@@ -1,0 +1,386 @@
+//! Test harness for `capstan proxy` end-to-end tests: real `capstan discovery` and
+//! `capstan proxy` processes on loopback, in-process HTTP/1.1 + HTTP/2 backends that say who
+//! they are and what they received, and a hyper client.
+
+#![allow(dead_code)]
+
+use anyhow::{bail, ensure, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral loopback port")
+}
+
+/// A child process killed on drop, its stderr kept in a file for failure reports.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Result<Proc> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+    /// The last lines of its log.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(s);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_port(port: u16, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "port {port} not open within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// `capstan discovery` serving `dir/config` and `dir/registry.yaml`.
+pub struct Discovery {
+    pub proc: Proc,
+    pub xds_port: u16,
+    pub debug_port: u16,
+    pub dir: PathBuf,
+}
+
+pub fn discovery(dir: &Path, xds_port: Option<u16>) -> Result<Discovery> {
+    let (xds_port, debug_port, monitoring_port) =
+        (xds_port.unwrap_or_else(free_port), free_port(), free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.arg("discovery")
+        .arg("--config-dir")
+        .arg(dir.join("config"))
+        .arg("--registry-file")
+        .arg(dir.join("registry.yaml"))
+        .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
+        .args(["--debug-addr", &format!("127.0.0.1:{debug_port}")])
+        .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
+        .args(["--file-debounce-ms", "20"]);
+    let proc = Proc::spawn("discovery", &mut cmd, dir)?;
+    wait_port(xds_port, Duration::from_secs(30))
+        .with_context(|| format!("discovery: {}", proc.tail()))?;
+    Ok(Discovery {
+        proc,
+        xds_port,
+        debug_port,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// `capstan proxy` from a bootstrap file like pilot-agent writes.
+pub struct Proxy {
+    pub proc: Proc,
+    pub admin_port: u16,
+}
+
+pub fn bootstrap_json(
+    node_id: &str,
+    labels: &[(&str, &str)],
+    xds_port: u16,
+    admin_port: u16,
+    delta: bool,
+) -> serde_json::Value {
+    let labels: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    serde_json::json!({
+        "node": {
+            "id": node_id,
+            "cluster": "test.default",
+            "metadata": {"NAMESPACE": "default", "LABELS": labels, "ISTIO_VERSION": "1.28.0"},
+            "locality": {}
+        },
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": if delta { "DELTA_GRPC" } else { "GRPC" },
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}]
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"}
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds-grpc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": xds_port}}}}]}]},
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}}
+        }]}
+    })
+}
+
+pub fn proxy(dir: &Path, name: &str, bootstrap: &serde_json::Value) -> Result<Proxy> {
+    let admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
+        .as_u64()
+        .context("admin port")? as u16;
+    let path = dir.join(format!("{name}-bootstrap.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(bootstrap)?)?;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    cmd.arg("proxy")
+        .arg("--bootstrap")
+        .arg(&path)
+        .args(["--drain-time", "2s"]);
+    cmd.env("RUST_LOG", "info,capstan_proxy=debug");
+    let proc = Proc::spawn(name, &mut cmd, dir)?;
+    let p = Proxy { proc, admin_port };
+    wait_port(admin_port, Duration::from_secs(30)).with_context(|| p.proc.tail())?;
+    Ok(p)
+}
+
+impl Proxy {
+    /// Waits until `/ready` answers 200 (the first listeners are applied).
+    pub async fn ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = get(&format!("http://127.0.0.1:{}/ready", self.admin_port), &[]).await {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("proxy not ready within {within:?}: {}", self.proc.tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    pub async fn admin(&self, path: &str) -> Result<String> {
+        let r = get(&format!("http://127.0.0.1:{}{path}", self.admin_port), &[]).await?;
+        Ok(r.body)
+    }
+    /// A counter from `/stats` (0 when absent).
+    pub async fn stat(&self, name: &str) -> Result<u64> {
+        let text = self.admin("/stats").await?;
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .strip_prefix(": ")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0))
+    }
+}
+
+/// A backend's behaviour, changeable while it runs.
+#[derive(Default)]
+pub struct Behaviour {
+    /// Fail this many of every 100 requests with 503 (deterministic: request n fails when
+    /// n % 100 < fail_percent).
+    pub fail_percent: AtomicU32,
+    /// Delay every response by this many milliseconds.
+    pub delay_ms: AtomicU64,
+    /// Requests served.
+    pub requests: AtomicU64,
+    /// Requests in flight.
+    pub in_flight: AtomicU64,
+}
+
+/// An in-process HTTP/1.1 + HTTP/2 (prior knowledge) backend that answers with a JSON
+/// description of the request it received, its name in `x-backend`.
+pub struct Backend {
+    pub name: String,
+    pub port: u16,
+    pub behaviour: Arc<Behaviour>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn backend(name: &str) -> Result<Backend> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let behaviour = Arc::new(Behaviour::default());
+    let b = behaviour.clone();
+    let n = name.to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (b, n) = (b.clone(), n.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let (b, n) = (b.clone(), n.clone());
+                    async move { Ok::<_, std::convert::Infallible>(answer(req, &b, &n).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Backend {
+        name: name.to_string(),
+        port,
+        behaviour,
+        task,
+    })
+}
+
+async fn answer(
+    req: hyper::Request<Incoming>,
+    b: &Behaviour,
+    name: &str,
+) -> hyper::Response<Full<Bytes>> {
+    let n = b.requests.fetch_add(1, Ordering::SeqCst);
+    b.in_flight.fetch_add(1, Ordering::SeqCst);
+    let delay = b.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let headers: BTreeMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let info = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    b.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let fail = (n % 100) < u64::from(b.fail_percent.load(Ordering::SeqCst));
+    hyper::Response::builder()
+        .status(if fail { 503 } else { 200 })
+        .header("x-backend", name)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(info.to_string())))
+        .expect("a valid response")
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn backend(&self) -> Option<&str> {
+        self.header("x-backend")
+    }
+    pub fn json(&self) -> Result<serde_json::Value> {
+        serde_json::from_str(&self.body).with_context(|| format!("not JSON: {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 GET on a new connection.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    send(&client, url, headers).await
+}
+
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// A keep-alive client (HTTP/2 prior knowledge when `h2`).
+pub fn client(h2: bool) -> Client {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build_http()
+}
+
+pub async fn send(client: &Client, url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    let mut req = hyper::Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new()))?;
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .context("request timed out after 20 s")??;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+/// Writes a file atomically (write, then rename), as config tools do.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
