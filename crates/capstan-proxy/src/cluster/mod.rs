@@ -2,16 +2,40 @@
 //! outlives config updates: endpoints, load balancer, circuit breakers, outlier detection,
 //! connection pools.
 //!
-//! SKELETON: the cluster helper owns this module and replaces this file. The signatures below are
-//! the contract the rest of the crate codes against.
+//! - [`compile`](compile()) / [`protocol`]: the `Cluster` proto → [`ClusterConfig`];
+//! - [`endpoints`]: `ClusterLoadAssignment` → [`EndpointSet`];
+//! - [`lb`] and [`hash`]: picking a host; [`breaker`]: circuit breakers;
+//!   [`outlier`]: ejections; [`pool`]: upstream connections; [`dns`]: DNS clusters.
+
+pub mod breaker;
+mod compile;
+pub mod dns;
+pub mod endpoints;
+pub mod hash;
+pub mod lb;
+pub mod outlier;
+pub mod pool;
+pub mod protocol;
+
+pub use breaker::{BreakerConfig, RetryPermit};
+pub use compile::compile;
+pub use dns::{DnsConfig, LookupFamily};
+pub use endpoints::{compile_assignment, EndpointSet};
+pub use lb::{LbConfig, LbPolicy};
+pub use outlier::OutlierConfig;
+pub use pool::{PoolConfig, Tracked};
 
 use crate::http::BoxBody;
 use crate::stats::ClusterStats;
-use crate::CompileError;
-use envoy_types::pb::envoy::config::cluster::v3::Cluster as ClusterProto;
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use arc_swap::ArcSwap;
+use breaker::{Breaker, Resource};
+use lb::Balancer;
+use outlier::{Detector, Outcome};
+use pool::Pool;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
 
 /// How a cluster finds its endpoints.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,22 +57,34 @@ pub struct ClusterConfig {
     pub name: String,
     /// How its endpoints are found.
     pub discovery: Discovery,
+    /// Load balancing.
+    pub lb: LbConfig,
+    /// Circuit breakers (DEFAULT priority).
+    pub breaker: BreakerConfig,
+    /// Outlier detection, when configured.
+    pub outlier: Option<OutlierConfig>,
+    /// Upstream connections and HTTP protocol.
+    pub pool: PoolConfig,
+    /// The inline load assignment (STATIC and DNS clusters; names unresolved for DNS).
+    pub endpoints: Option<EndpointSet>,
+    /// DNS resolution settings (DNS clusters).
+    pub dns: Option<DnsConfig>,
 }
 
-/// Compiles a CDS resource.
-pub fn compile(c: &ClusterProto) -> Result<ClusterConfig, CompileError> {
-    let _ = c;
-    Err(CompileError::new("", "clusters are not implemented yet"))
-}
-
-/// A cluster's endpoints, compiled from a `ClusterLoadAssignment`.
-#[derive(Debug, Clone, Default)]
-pub struct EndpointSet {}
-
-/// Compiles an EDS resource.
-pub fn compile_assignment(cla: &ClusterLoadAssignment) -> Result<EndpointSet, CompileError> {
-    let _ = cla;
-    Err(CompileError::new("", "endpoints are not implemented yet"))
+impl ClusterConfig {
+    /// A config with Envoy's defaults (tests and builders).
+    pub fn new(name: &str, discovery: Discovery) -> ClusterConfig {
+        ClusterConfig {
+            name: name.to_string(),
+            discovery,
+            lb: LbConfig::default(),
+            breaker: BreakerConfig::default(),
+            outlier: None,
+            pool: PoolConfig::default(),
+            endpoints: None,
+            dns: None,
+        }
+    }
 }
 
 /// What the load balancer may use for one pick.
@@ -79,17 +115,65 @@ pub enum UpstreamError {
     Reset(String),
 }
 
+/// One host as the admin page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostStatus {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its load-balancing weight.
+    pub weight: u32,
+    /// Currently ejected by outlier detection.
+    pub ejected: bool,
+    /// Requests in flight.
+    pub active: u32,
+}
+
 /// A live cluster: config plus runtime state.
 #[derive(Debug)]
 pub struct Cluster {
     config: Arc<ClusterConfig>,
     stats: Arc<ClusterStats>,
+    balancer: ArcSwap<Balancer>,
+    breaker: Arc<Breaker>,
+    outlier: Option<Detector>,
+    pool: Pool,
+    /// DNS clusters: when the next resolution is due (None: never resolved).
+    dns_due: Mutex<Option<Instant>>,
+    /// Single flight for DNS resolution.
+    dns_lock: tokio::sync::Mutex<()>,
+}
+
+/// Decrements `upstream_rq_active` and the host's active count when the request ends.
+struct Active<'a>(&'a ClusterStats, Arc<AtomicU32>);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.upstream_rq_active.dec();
+        self.1.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Cluster {
-    /// A cluster with no endpoints yet.
+    /// A cluster with no endpoints yet (STATIC clusters start with their inline ones).
     pub fn new(config: Arc<ClusterConfig>, stats: Arc<ClusterStats>) -> Arc<Cluster> {
-        Arc::new(Cluster { config, stats })
+        let breaker = Breaker::new(config.breaker);
+        let empty = Balancer::new(&config.lb, &EndpointSet::default(), None);
+        let cluster = Cluster {
+            balancer: ArcSwap::from_pointee(empty),
+            outlier: config.outlier.clone().map(Detector::new),
+            pool: Pool::new(config.pool.clone(), breaker.clone(), stats.clone()),
+            breaker,
+            dns_due: Mutex::new(None),
+            dns_lock: tokio::sync::Mutex::new(()),
+            config,
+            stats,
+        };
+        if cluster.config.discovery == Discovery::Static {
+            if let Some(set) = &cluster.config.endpoints {
+                cluster.set_endpoints(set.clone());
+            }
+        }
+        Arc::new(cluster)
     }
     /// Its configuration.
     pub fn config(&self) -> &Arc<ClusterConfig> {
@@ -101,23 +185,196 @@ impl Cluster {
     }
     /// Replaces its endpoints (EDS update), keeping health and outlier state of those that stay.
     pub fn set_endpoints(&self, endpoints: EndpointSet) {
-        let _ = endpoints;
+        let old = self.balancer.load_full();
+        let new = Balancer::new(&self.config.lb, &endpoints, Some(&old));
+        let addrs: std::collections::HashSet<SocketAddr> = new.hosts().map(|h| h.addr).collect();
+        let keep = |a: &SocketAddr| addrs.contains(a);
+        if let Some(d) = &self.outlier {
+            d.retain(&keep, Instant::now(), &self.stats);
+        }
+        if self.config.discovery != Discovery::OriginalDst {
+            self.pool.retain(&keep);
+        }
+        self.stats.membership_total.set(new.len() as i64);
+        self.stats
+            .membership_healthy
+            .set(new.healthy_count(&[]) as i64);
+        self.balancer.store(Arc::new(new));
     }
+    /// Its hosts now, with ejection state (for `/clusters`).
+    pub fn hosts(&self) -> Vec<HostStatus> {
+        let ejected = self.ejected(Instant::now());
+        self.balancer
+            .load()
+            .hosts()
+            .map(|h| HostStatus {
+                addr: h.addr,
+                weight: h.weight,
+                ejected: ejected.contains(&h.addr),
+                active: h.active.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+    /// A permit for one retry under `max_retries`: counts `upstream_rq_retry` when granted and
+    /// `upstream_rq_retry_overflow` when refused (callers do not count these again). Hold it
+    /// while the retry is in flight.
+    pub fn try_retry(&self) -> Option<RetryPermit> {
+        match self.breaker.try_acquire(Resource::Retries) {
+            Some(p) => {
+                self.stats.upstream_rq_retry.inc();
+                Some(RetryPermit(p))
+            }
+            None => {
+                self.stats.upstream_rq_retry_overflow.inc();
+                None
+            }
+        }
+    }
+
+    fn ejected(&self, now: Instant) -> Vec<SocketAddr> {
+        self.outlier
+            .as_ref()
+            .map(|d| d.ejected(now, &self.stats))
+            .unwrap_or_default()
+    }
+
+    /// Records the outcome of a request or connection to `addr` for outlier detection.
+    /// `request` and `connect` do this themselves; the router calls it for outcomes they cannot
+    /// see (e.g. a per-try timeout: `report(addr, 504)`).
+    pub fn report(&self, addr: SocketAddr, status: u16) {
+        self.report_outcome(addr, Outcome::Status(status));
+    }
+
+    fn report_outcome(&self, addr: SocketAddr, outcome: Outcome) {
+        if let Some(d) = &self.outlier {
+            let size = self.balancer.load().len();
+            d.report(addr, outcome, size, Instant::now(), &self.stats);
+        }
+    }
+
+    async fn refresh_dns(&self) {
+        let (Some(dns), Some(set)) = (&self.config.dns, &self.config.endpoints) else {
+            return;
+        };
+        let due = |c: &Cluster| {
+            c.dns_due
+                .lock()
+                .expect("dns lock is never poisoned: no panics under it")
+                .is_none_or(|t| t <= Instant::now())
+        };
+        if !due(self) {
+            return;
+        }
+        let _flight = self.dns_lock.lock().await;
+        if !due(self) {
+            return;
+        }
+        let jitter = dns.jitter.mul_f64(fastrand::f64());
+        let next = match dns::resolve(set, dns).await {
+            Ok(resolved) => {
+                self.set_endpoints(resolved);
+                dns.refresh + jitter
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %self.config.name, "DNS resolution failed: {e}");
+                dns.failure_refresh + jitter
+            }
+        };
+        *self
+            .dns_due
+            .lock()
+            .expect("dns lock is never poisoned: no panics under it") = Some(Instant::now() + next);
+    }
+
+    /// Picks an endpoint (and its active-request counter).
+    async fn pick(&self, ctx: &LbContext) -> Result<(SocketAddr, Arc<AtomicU32>), UpstreamError> {
+        if self.config.discovery == Discovery::OriginalDst {
+            return ctx
+                .original_dst
+                .map(|a| (a, Arc::default()))
+                .ok_or_else(|| {
+                    self.stats.upstream_cx_none_healthy.inc();
+                    UpstreamError::NoHealthyUpstream
+                });
+        }
+        self.refresh_dns().await;
+        let ejected = self.ejected(Instant::now());
+        let balancer = self.balancer.load();
+        let mut rng = fastrand::Rng::new();
+        balancer
+            .pick(ctx, &ejected, &mut rng)
+            .map(|h| (h.addr, h.active.clone()))
+            .ok_or_else(|| {
+                self.stats.upstream_cx_none_healthy.inc();
+                UpstreamError::NoHealthyUpstream
+            })
+    }
+
     /// Sends one HTTP request to an endpoint picked by the load balancer.
     pub async fn request(
         &self,
         req: http::Request<BoxBody>,
         ctx: &LbContext,
     ) -> Result<(http::Response<hyper::body::Incoming>, SocketAddr), UpstreamError> {
-        let _ = (req, ctx);
-        Err(UpstreamError::NoHealthyUpstream)
+        let Some(_rq) = self.breaker.try_acquire(Resource::Requests) else {
+            self.stats.upstream_rq_pending_overflow.inc();
+            return Err(UpstreamError::Overflow);
+        };
+        let (addr, host_active) = self.pick(ctx).await?;
+        self.stats.upstream_rq_total.inc();
+        self.stats.upstream_rq_active.inc();
+        host_active.fetch_add(1, Ordering::Relaxed);
+        let _active = Active(&self.stats, host_active);
+        match self.pool.send(addr, req).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                self.stats.count_status(status);
+                self.report_outcome(addr, Outcome::Status(status));
+                Ok((resp, addr))
+            }
+            Err(UpstreamError::Overflow) => {
+                self.stats.upstream_rq_pending_overflow.inc();
+                Err(UpstreamError::Overflow)
+            }
+            Err(e) => {
+                self.report_outcome(addr, Outcome::LocalFailure);
+                Err(e)
+            }
+        }
     }
-    /// Opens a TCP connection to an endpoint picked by the load balancer.
+
+    /// Opens a TCP connection to an endpoint picked by the load balancer. The connection
+    /// leaves `max_connections` and `upstream_cx_active` when this returns; use
+    /// [`Cluster::connect_tracked`] to keep it counted while open.
     pub async fn connect(
         &self,
         ctx: &LbContext,
     ) -> Result<(tokio::net::TcpStream, SocketAddr), UpstreamError> {
-        let _ = ctx;
-        Err(UpstreamError::NoHealthyUpstream)
+        let (conn, addr) = self.connect_tracked(ctx).await?;
+        Ok((conn.into_stream(), addr))
+    }
+
+    /// Opens a TCP connection counted against `max_connections` and in `upstream_cx_active`
+    /// until dropped; it reads and writes as a `TcpStream`.
+    pub async fn connect_tracked(
+        &self,
+        ctx: &LbContext,
+    ) -> Result<(Tracked, SocketAddr), UpstreamError> {
+        let (addr, _) = self.pick(ctx).await?;
+        match self.pool.connect(addr).await {
+            Ok(conn) => {
+                self.report_outcome(addr, Outcome::Status(200));
+                Ok((conn, addr))
+            }
+            Err(e) => {
+                if !matches!(e, UpstreamError::Overflow) {
+                    self.report_outcome(addr, Outcome::LocalFailure);
+                }
+                Err(e)
+            }
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

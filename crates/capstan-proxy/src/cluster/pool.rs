@@ -1,0 +1,450 @@
+//! Upstream connections: one hyper-util legacy `Client` per endpoint (and protocol), whose
+//! connector always dials that endpoint, so the request keeps the caller's authority (`Host` for
+//! HTTP/1, `:authority` for HTTP/2) while connections are pooled per endpoint. The connector
+//! enforces `max_connections` (a request waits for a free connection, as Envoy's pending
+//! requests, up to `max_pending_requests` waiters and `connect_timeout`), counts connections,
+//! and tags each connection so `max_requests_per_connection` can retire it.
+
+use super::breaker::{Breaker, Permit, Resource};
+use super::UpstreamError;
+use crate::http::BoxBody;
+use crate::stats::ClusterStats;
+use hyper_util::client::legacy::connect::{
+    capture_connection, Connected, Connection, HttpConnector,
+};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Which HTTP version is spoken upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (Envoy's default).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (explicit `http2_protocol_options`).
+    Http2,
+    /// The downstream request's version (`use_downstream_protocol_config`).
+    Downstream,
+}
+
+/// HTTP/2 settings from `http2_protocol_options`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Http2Settings {
+    /// `initial_stream_window_size`.
+    pub initial_stream_window: Option<u32>,
+    /// `initial_connection_window_size`.
+    pub initial_connection_window: Option<u32>,
+    /// `hpack_table_size`.
+    pub header_table_size: Option<u32>,
+    /// `connection_keepalive.interval`.
+    pub keepalive_interval: Option<Duration>,
+    /// `connection_keepalive.timeout`.
+    pub keepalive_timeout: Option<Duration>,
+}
+
+/// Connection settings of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Upstream HTTP version.
+    pub protocol: UpstreamProtocol,
+    /// `connect_timeout` (default 5s).
+    pub connect_timeout: Duration,
+    /// `common_http_protocol_options.idle_timeout` (Envoy's default 1h; None: never).
+    pub idle_timeout: Option<Duration>,
+    /// `max_requests_per_connection` (None: unlimited).
+    pub max_requests_per_connection: Option<u32>,
+    /// HTTP/2 settings.
+    pub http2: Http2Settings,
+    /// `upstream_bind_config.source_address`.
+    pub bind: Option<IpAddr>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            protocol: UpstreamProtocol::Http1,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_requests_per_connection: None,
+            http2: Http2Settings::default(),
+            bind: None,
+        }
+    }
+}
+
+/// Why the connector gave no connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `max_connections` reached and `max_pending_requests` waiters already, or no connection
+    /// freed up within the connect timeout.
+    #[error("connection overflow (circuit breaker)")]
+    Overflow,
+    /// The TCP connection failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Counts requests sent on one connection (set as a `Connected` extra, read from responses).
+#[derive(Debug, Clone, Default)]
+struct ConnUses(Arc<AtomicU32>);
+
+/// Dials one endpoint, within the cluster's connection limit.
+#[derive(Debug, Clone)]
+pub struct EndpointConnector {
+    addr: SocketAddr,
+    http: HttpConnector,
+    timeout: Duration,
+    breaker: Arc<Breaker>,
+    stats: Arc<ClusterStats>,
+}
+
+impl EndpointConnector {
+    /// Opens a connection; with `wait`, waits for a free connection slot (HTTP), else fails
+    /// at once when all are taken (TCP proxy).
+    pub async fn open(&self, wait: bool) -> Result<Tracked, ConnectError> {
+        let permit = match self.breaker.try_acquire(Resource::Connections) {
+            Some(p) => p,
+            None => {
+                self.stats.upstream_cx_overflow.inc();
+                if !wait {
+                    return Err(ConnectError::Overflow);
+                }
+                let _pending = self
+                    .breaker
+                    .try_acquire(Resource::Pending)
+                    .ok_or(ConnectError::Overflow)?;
+                let deadline = tokio::time::Instant::now() + self.timeout;
+                self.breaker
+                    .acquire_connection(deadline)
+                    .await
+                    .ok_or(ConnectError::Overflow)?
+            }
+        };
+        let uri: http::Uri = format!("http://{}", self.addr)
+            .parse()
+            .map_err(|e| ConnectError::Failed(format!("{e}")))?;
+        let mut http = self.http.clone();
+        match tower::Service::call(&mut http, uri).await {
+            Ok(io) => {
+                self.stats.upstream_cx_total.inc();
+                self.stats.upstream_cx_active.inc();
+                Ok(Tracked {
+                    io,
+                    uses: ConnUses::default(),
+                    _guard: CxGuard {
+                        stats: self.stats.clone(),
+                        _permit: permit,
+                    },
+                })
+            }
+            Err(e) => {
+                self.stats.upstream_cx_connect_fail.inc();
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg = format!("{msg}: {s}");
+                    src = s.source();
+                }
+                Err(ConnectError::Failed(msg))
+            }
+        }
+    }
+}
+
+impl tower::Service<http::Uri> for EndpointConnector {
+    type Response = Tracked;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Tracked, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.open(true).await })
+    }
+}
+
+/// An upstream connection holding its `max_connections` permit and counted in
+/// `upstream_cx_active` until dropped.
+#[derive(Debug)]
+pub struct Tracked {
+    io: TokioIo<TcpStream>,
+    uses: ConnUses,
+    _guard: CxGuard,
+}
+
+#[derive(Debug)]
+struct CxGuard {
+    stats: Arc<ClusterStats>,
+    _permit: Permit,
+}
+
+impl Drop for CxGuard {
+    fn drop(&mut self) {
+        self.stats.upstream_cx_active.dec();
+    }
+}
+
+impl Tracked {
+    /// The TCP stream.
+    pub fn stream(&self) -> &TcpStream {
+        self.io.inner()
+    }
+    /// The TCP stream alone; the connection stops counting against the cluster.
+    pub fn into_stream(self) -> TcpStream {
+        self.io.into_inner()
+    }
+}
+
+impl Connection for Tracked {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(self.uses.clone())
+    }
+}
+
+impl hyper::rt::Read for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// Raw byte access for the TCP proxy.
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.io.inner_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io.inner_mut()).poll_shutdown(cx)
+    }
+}
+
+type HttpClient = Client<EndpointConnector, BoxBody>;
+
+/// Clients bound past this many endpoints are dropped (ORIGINAL_DST clusters see arbitrary
+/// destinations); in-flight requests keep theirs.
+const MAX_CLIENTS: usize = 4096;
+
+/// A cluster's upstream clients, by endpoint and HTTP version.
+#[derive(Debug)]
+pub struct Pool {
+    config: PoolConfig,
+    breaker: Arc<Breaker>,
+    stats: Arc<ClusterStats>,
+    clients: Mutex<HashMap<(SocketAddr, bool), HttpClient>>,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub fn new(config: PoolConfig, breaker: Arc<Breaker>, stats: Arc<ClusterStats>) -> Pool {
+        Pool {
+            config,
+            breaker,
+            stats,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn connector(&self, addr: SocketAddr) -> EndpointConnector {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(self.config.connect_timeout));
+        http.set_local_address(self.config.bind);
+        EndpointConnector {
+            addr,
+            http,
+            timeout: self.config.connect_timeout,
+            breaker: self.breaker.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    fn client(&self, addr: SocketAddr, h2: bool) -> HttpClient {
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("pool lock is never poisoned: no panics under it");
+        if let Some(c) = clients.get(&(addr, h2)) {
+            return c.clone();
+        }
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        let cfg = &self.config;
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.idle_timeout);
+        if h2 {
+            let s = &cfg.http2;
+            b.http2_only(true)
+                .http2_initial_stream_window_size(s.initial_stream_window)
+                .http2_initial_connection_window_size(s.initial_connection_window)
+                .http2_header_table_size(s.header_table_size)
+                .http2_keep_alive_interval(s.keepalive_interval);
+            if let Some(t) = s.keepalive_timeout {
+                b.http2_keep_alive_timeout(t);
+            }
+        }
+        let c = b.build(self.connector(addr));
+        clients.insert((addr, h2), c.clone());
+        c
+    }
+
+    /// Drops the clients of endpoints not kept (an endpoint update).
+    pub fn retain(&self, keep: &dyn Fn(&SocketAddr) -> bool) {
+        self.clients
+            .lock()
+            .expect("pool lock is never poisoned: no panics under it")
+            .retain(|(a, _), _| keep(a));
+    }
+
+    /// Sends `req` to `addr`, keeping the caller's authority.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        mut req: http::Request<BoxBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let h2 = match self.config.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Downstream => req.version() == http::Version::HTTP_2,
+        };
+        *req.version_mut() = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        *req.uri_mut() = upstream_uri(&req, addr)?;
+        let capture = capture_connection(&mut req);
+        let resp = self
+            .client(addr, h2)
+            .request(req)
+            .await
+            .map_err(|e| classify(&e))?;
+        if let (Some(limit), Some(uses)) = (
+            self.config.max_requests_per_connection,
+            resp.extensions().get::<ConnUses>(),
+        ) {
+            if uses.0.fetch_add(1, Ordering::Relaxed) + 1 >= limit {
+                if let Some(c) = capture.connection_metadata().as_ref() {
+                    c.poison();
+                }
+            }
+        }
+        Ok(resp)
+    }
+
+    /// Opens a raw TCP connection to `addr` (no waiting for a free connection).
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Tracked, UpstreamError> {
+        self.connector(addr).open(false).await.map_err(|e| match e {
+            ConnectError::Overflow => UpstreamError::Overflow,
+            ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
+        })
+    }
+}
+
+/// `http://<authority><path>`: the request's authority, else its Host header, else the
+/// endpoint's address (the connector dials the endpoint whatever the authority says).
+fn upstream_uri(
+    req: &http::Request<BoxBody>,
+    addr: SocketAddr,
+) -> Result<http::Uri, UpstreamError> {
+    let authority = req
+        .uri()
+        .authority()
+        .cloned()
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        })
+        .map_or_else(|| addr.to_string(), |a| a.to_string());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    http::Uri::builder()
+        .scheme("http")
+        .authority(authority.as_str())
+        .path_and_query(path.as_str())
+        .build()
+        .or_else(|_| {
+            http::Uri::builder()
+                .scheme("http")
+                .authority(addr.to_string().as_str())
+                .path_and_query(path.as_str())
+                .build()
+        })
+        .map_err(|e| UpstreamError::Reset(format!("cannot build upstream URI: {e}")))
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Overflow => UpstreamError::Overflow,
+                ConnectError::Failed(m) => UpstreamError::ConnectFailure(m.clone()),
+            };
+        }
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    if e.is_connect() {
+        UpstreamError::ConnectFailure(msg)
+    } else {
+        UpstreamError::Reset(msg)
+    }
+}
