@@ -120,7 +120,13 @@ impl XdsStatus {
     }
 
     /// Records one response; returns the version now held of its type.
-    fn record(&self, type_url: &str, version: &str, nonce: &str, error: Option<&str>) -> String {
+    pub(crate) fn record(
+        &self,
+        type_url: &str,
+        version: &str,
+        nonce: &str,
+        error: Option<&str>,
+    ) -> String {
         let mut inner = self.lock();
         let t = inner.types.entry(type_url.to_string()).or_default();
         t.nonce = nonce.to_string();
