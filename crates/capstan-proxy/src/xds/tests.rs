@@ -513,6 +513,37 @@ async fn unreachable_server_retries_until_shutdown() {
         .expect("no panic");
 }
 
+#[tokio::test]
+async fn unix_socket_endpoint() {
+    // pilot-agent's bootstrap points at its local xDS proxy over a Unix socket (`pipe`).
+    let dir = std::env::temp_dir().join(format!(
+        "capstan-xds-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("XDS");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind unix socket");
+    let (sotw_tx, mut sotw_rx) = mpsc::unbounded_channel();
+    let (delta_tx, _delta_rx) = mpsc::unbounded_channel();
+    let svc = AggregatedDiscoveryServiceServer::new(Fake {
+        sotw: sotw_tx,
+        delta: delta_tx,
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
+    );
+    let _c = start_client(&format!("unix:{}", path.display()), false);
+    let mut s = tokio::time::timeout(Duration::from_secs(10), sotw_rx.recv())
+        .await
+        .expect("a stream within 10 s")
+        .expect("server running");
+    assert_eq!(s.next().await.type_url, CLUSTER);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn backoff_doubles_to_the_cap() {
     assert_eq!(backoff_bound(0), Duration::from_millis(100));
