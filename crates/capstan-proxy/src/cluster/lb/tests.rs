@@ -16,8 +16,11 @@ fn host(n: u8, weight: u32, health: Health) -> Host {
     }
 }
 
-/// Levels of localities of (host number, weight, health), locality weights given per locality.
-fn set(levels: Vec<Vec<(u32, Vec<(u8, u32, Health)>)>>) -> EndpointSet {
+/// A locality: its weight and hosts as (host number, weight, health).
+type Loc = (u32, Vec<(u8, u32, Health)>);
+
+/// Levels of localities.
+fn set(levels: Vec<Vec<Loc>>) -> EndpointSet {
     EndpointSet {
         priorities: levels
             .into_iter()
@@ -95,7 +98,8 @@ fn policies_respect_weights_health_ejection_and_avoid() {
         ..LbContext::default()
     };
     // (policy, set, ctx, ejected, host that must get nothing, host that must get everything)
-    let cases: Vec<(LbPolicy, EndpointSet, LbContext, Vec<SocketAddr>, u8, u8)> = vec![
+    type Case = (LbPolicy, EndpointSet, LbContext, Vec<SocketAddr>, u8, u8);
+    let cases: Vec<Case> = vec![
         (
             LbPolicy::Random,
             set(vec![vec![(1, vec![(1, 1, BAD), (2, 1, OK), (3, 1, OK)])]]),
