@@ -46,6 +46,35 @@ fn static_assignment(name: &str, addrs: &[(String, u32)]) -> ClusterLoadAssignme
     }
 }
 
+/// HTTP/2 to the upstream for HTTP2 and gRPC ports, as Istio's `setH2Options`: the
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` extension with explicit HTTP/2.
+/// Without it a proxy speaks HTTP/1.1 upstream and gRPC breaks.
+fn h2_upstream(c: &mut Cluster, protocol: capstan_registry::Protocol) {
+    use capstan_registry::Protocol;
+    use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    if !matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
+        return;
+    }
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    Http2ProtocolOptions::default(),
+                )),
+            },
+        )),
+        ..HttpProtocolOptions::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
+        super::common::any(&options),
+    );
+}
+
 /// The bare outbound cluster for a service port (discovery type by resolution).
 fn base_cluster(ctx: &PushContext, name: &str, svc: &Service, port: &ServicePort) -> Cluster {
     let mut c = Cluster {
@@ -112,6 +141,7 @@ pub fn outbound_clusters(ctx: &PushContext, proxy: &Proxy, svc: &Service) -> Vec
         for (subset, subset_policy) in subsets {
             let name = cluster_name("outbound", port.port, subset, &svc.hostname);
             let mut c = base_cluster(ctx, &name, svc, port);
+            h2_upstream(&mut c, port.protocol);
             let policy = EffectivePolicy::merge(top, subset_policy, port.port);
             let sni = format!("outbound_.{}_.{}_.{}", port.port, subset, svc.hostname);
             apply_policy(&mut c, &policy, &sni);
@@ -228,13 +258,15 @@ pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
         .into_iter()
         .map(|p| {
             let name = format!("inbound|{}||", p.port);
-            Cluster {
+            let mut c = Cluster {
                 name: name.clone(),
                 connect_timeout: Some(secs(CONNECT_TIMEOUT_SECS)),
                 cluster_discovery_type: discovery(cluster::DiscoveryType::Static),
                 load_assignment: Some(static_assignment(&name, &p.endpoints)),
                 ..Cluster::default()
-            }
+            };
+            h2_upstream(&mut c, p.protocol);
+            c
         })
         .collect()
 }
