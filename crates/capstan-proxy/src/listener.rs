@@ -253,10 +253,10 @@ impl ListenerConfig {
 /// One selection step. `score` is `None` when the chain leaves the criterion empty,
 /// `Some(None)` when it names the criterion and does not match, `Some(Some(s))` when it matches
 /// with specificity `s`.
-fn narrow<'a>(
-    chains: Vec<&'a FilterChain>,
+fn narrow(
+    chains: Vec<&FilterChain>,
     score: impl Fn(&ChainMatch) -> Option<Option<u32>>,
-) -> Vec<&'a FilterChain> {
+) -> Vec<&FilterChain> {
     let scored: Vec<(Option<Option<u32>>, &FilterChain)> =
         chains.into_iter().map(|c| (score(&c.matcher), c)).collect();
     let best = scored.iter().filter_map(|(s, _)| s.flatten()).max();

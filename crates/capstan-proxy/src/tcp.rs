@@ -46,14 +46,14 @@ where
         original_dst: Some(original_dst),
         ..LbContext::default()
     };
+    // Tracked: the connection counts against max_connections and cx_active until it closes.
     let (upstream, _) = cluster
-        .connect(&ctx)
+        .connect_tracked(&ctx)
         .await
         .map_err(|source| TcpError::Upstream {
             cluster: name,
             source,
         })?;
-    let _ = upstream.set_nodelay(true);
     let (rx, tx) = copy_with_idle(downstream, upstream, config.idle_timeout).await;
     stats.rx_bytes.add(rx);
     stats.tx_bytes.add(tx);
