@@ -77,6 +77,11 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         return Err(RunError::NoAds);
     }
     let stats = Arc::new(Stats::default());
+    stats
+        .istio
+        .set_workload(crate::istio_metrics::Workload::from_node(
+            &opts.bootstrap.node,
+        ));
     let store = Store::new(stats.clone());
     let status = Arc::new(XdsStatus::with_stats(stats.clone()));
     let (shutdown_tx, shutdown) = watch::channel(false);

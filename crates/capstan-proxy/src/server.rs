@@ -296,7 +296,7 @@ where
             let snapshot = shared.store.snapshot();
             let drain_time = shared.drain_time;
             tokio::select! {
-                r = crate::tcp::proxy(io, tcp, &snapshot, destination, &stats) => {
+                r = crate::tcp::proxy(io, tcp, &snapshot, destination, shared.store.stats()) => {
                     if let Err(e) = r {
                         tracing::debug!(%listener, %peer, "tcp proxy: {e}");
                     }

@@ -181,6 +181,8 @@ pub struct Stats {
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     /// `server.*` and xDS client counters.
     pub server: ServerStats,
+    /// Istio's standard metrics.
+    pub istio: crate::istio_metrics::IstioMetrics,
 }
 
 /// `server.*` and `control_plane.*`.

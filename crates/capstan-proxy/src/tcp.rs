@@ -31,7 +31,7 @@ pub async fn proxy<S>(
     config: &TcpProxyConfig,
     snapshot: &Snapshot,
     original_dst: SocketAddr,
-    stats: &crate::stats::TcpStats,
+    stats: &crate::stats::Stats,
 ) -> Result<(), TcpError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -47,16 +47,23 @@ where
         ..LbContext::default()
     };
     // Tracked: the connection counts against max_connections and cx_active until it closes.
-    let (upstream, _) = cluster
-        .connect_tracked(&ctx)
-        .await
-        .map_err(|source| TcpError::Upstream {
-            cluster: name,
-            source,
-        })?;
+    let (upstream, _) =
+        cluster
+            .connect_tracked(&ctx)
+            .await
+            .map_err(|source| TcpError::Upstream {
+                cluster: name.clone(),
+                source,
+            })?;
+    let istio = stats.istio.tcp(&name);
+    istio.opened.inc();
     let (rx, tx) = copy_with_idle(downstream, upstream, config.idle_timeout).await;
-    stats.rx_bytes.add(rx);
-    stats.tx_bytes.add(tx);
+    istio.closed.inc();
+    istio.received_bytes.add(rx);
+    istio.sent_bytes.add(tx);
+    let tcp = stats.tcp(&config.stat_prefix);
+    tcp.rx_bytes.add(rx);
+    tcp.tx_bytes.add(tx);
     Ok(())
 }
 

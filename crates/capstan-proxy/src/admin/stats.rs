@@ -366,6 +366,7 @@ pub fn prometheus(state: &AdminState) -> String {
                 }
             }
         }
+        state.stats.istio.render(&mut out);
         out
     })
 }
