@@ -37,6 +37,9 @@ pub struct Args {
     /// 0.0.0.0:15021; unset: not served.
     #[arg(long)]
     readiness_address: Option<SocketAddr>,
+    /// Worker threads (Envoy's `--concurrency`); 0: one per core.
+    #[arg(long, default_value_t = 0)]
+    concurrency: usize,
     /// How long in-flight requests get after SIGTERM (e.g. `5s`, `500ms`).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_time: Duration,
@@ -91,7 +94,11 @@ fn bootstrap(args: &Args) -> Result<Bootstrap> {
 /// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, then drains.
 pub fn run(args: Args) -> Result<()> {
     let bootstrap = bootstrap(&args)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.concurrency > 0 {
+        builder.worker_threads(args.concurrency);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of `capstan proxy` against HAProxy and nginx (Debian's packages), and
+# direct to the backend, all routing 80/20 between two backends, on one machine in one run.
+#
+#   bench/proxy.sh                         # rates 1000 and 10000 rps, 15 s each, HTTP/1.1 and HTTP/2
+#   RATES="1000" DURATION=10s bench/proxy.sh
+#
+# Load: oha (open loop at a fixed rate, --latency-correction: no coordinated omission), 16
+# keep-alive connections. Backends: nginx answering 200 from two ports. Each proxy runs one worker
+# (capstan --concurrency 1, HAProxy nbthread 1, nginx worker_processes 1). Reports added latency
+# (proxy percentile minus direct percentile), CPU-seconds per 1,000 requests and peak RSS of the
+# proxy process, and maximum throughput (closed loop, 64 connections, 10 s).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
+RATES="${RATES:-1000 10000}"
+DURATION="${DURATION:-15s}"
+OHA_VERSION=1.8.0
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# ---- tools (pinned, cached)
+if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then
+  log "apt-get install haproxy nginx-light"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy nginx-light >/dev/null
+fi
+OHA="$CACHE/oha-$OHA_VERSION/bin/oha"
+if [[ ! -x $OHA ]]; then
+  log "cargo install oha $OHA_VERSION"
+  cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
+fi
+(cd "$ROOT" && cargo build --release -p capstan >&2)
+CAPSTAN="$ROOT/target/release/capstan"
+
+WORK="$(mktemp -d /tmp/capstan-bench.XXXXXX)"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+V1=18081 V2=18082 CAP=18090 HAP=18091 NGX=18092 XDS=18010 ADMIN=18000
+mkdir -p "$WORK/config" "$WORK/nginx"
+
+# ---- backends: nginx, two ports, a small fixed body
+cat >"$WORK/nginx/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$V1 http2; listen 127.0.0.1:$((V1+100)); location / { return 200 "v1\n"; } }
+  server { listen 127.0.0.1:$V2 http2; listen 127.0.0.1:$((V2+100)); location / { return 200 "v2\n"; } }
+}
+CONF
+# The h2c ports above serve HTTP/2 with prior knowledge; +100 serve HTTP/1.1.
+nginx -c "$WORK/nginx/backend.conf" -e stderr & PIDS+=($!)
+
+# ---- capstan: discovery (file config + registry) and the proxy as a gateway
+cat >"$WORK/registry.yaml" <<YAML
+services:
+- hostname: reviews.default.svc.cluster.local
+  namespace: default
+  ports: [{name: http, port: 9080}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: $((V1+100))}, labels: {version: v1}}
+  - {address: 127.0.0.1, ports: {http: $((V2+100))}, labels: {version: v2}}
+YAML
+cat >"$WORK/config/mesh.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: $CAP, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [web]
+  http:
+  - route:
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 80}
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v2}, weight: 20}
+YAML
+"$CAPSTAN" discovery --config-dir "$WORK/config" --registry-file "$WORK/registry.yaml" \
+  --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:18080 --monitoring-addr 127.0.0.1:18014 2>"$WORK/discovery.log" & PIDS+=($!)
+sleep 1
+RUST_LOG=warn "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$XDS --admin-address 127.0.0.1:$ADMIN \
+  --node-id "router~127.0.0.1~gw-0.default~default.svc.cluster.local" --metadata 'LABELS={"istio":"ingressgateway"}' \
+  2>"$WORK/proxy.log" & CAP_PID=$!; PIDS+=($CAP_PID)
+
+# ---- HAProxy, one thread, 80/20
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend web
+  bind 127.0.0.1:$HAP
+  bind 127.0.0.1:$((HAP+100)) proto h2
+  default_backend reviews
+backend reviews
+  balance roundrobin
+  server v1 127.0.0.1:$((V1+100)) weight 80
+  server v2 127.0.0.1:$((V2+100)) weight 20
+CONF
+haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & HAP_PID=$!; PIDS+=($HAP_PID)
+
+# ---- nginx as the proxy, one worker, 80/20 (weights 4:1), upstream keep-alive
+cat >"$WORK/nginx/proxy.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx/proxy.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream reviews { server 127.0.0.1:$((V1+100)) weight=4; server 127.0.0.1:$((V2+100)) weight=1; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; listen 127.0.0.1:$((NGX+100)) http2;
+    location / { proxy_pass http://reviews; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+}
+CONF
+nginx -c "$WORK/nginx/proxy.conf" -e stderr & PIDS+=($!)
+
+# Wait until every target answers.
+for port in $((V1+100)) $CAP $HAP $NGX; do
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  curl -sf -o /dev/null "http://127.0.0.1:$port/" || { log "port $port not answering"; tail -20 "$WORK"/*.log >&2; exit 1; }
+done
+NGX_PID=$(cat "$WORK/nginx/proxy.pid")
+NGX_WORKER=$(pgrep -P "$NGX_PID" | head -1)
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+TCK=$(getconf CLK_TCK)
+
+# run NAME PID URL RATE HTTPVERSION -> one JSON line
+run() {
+  local name=$1 pid=$2 url=$3 rate=$4 ver=$5 extra=()
+  [[ $ver == 2 ]] && extra=(--http2)
+  local before; before=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+  local json
+  json=$("$OHA" -z "$DURATION" -c 16 -q "$rate" --latency-correction --no-tui -j "${extra[@]}" "$url")
+  local after; after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+  local rss; rss=$([[ $pid == - ]] && echo 0 || rss_kb "$pid")
+  python3 - "$name" "$rate" "$ver" "$before" "$after" "$TCK" "$rss" <<PY
+import json, sys
+name, rate, ver, before, after, tck, rss = sys.argv[1:8]
+d = json.loads('''$json''')
+p = d["latencyPercentiles"]
+s = d["summary"]
+total = sum(d.get("statusCodeDistribution", {}).values())
+cpu = (int(after) - int(before)) / int(tck)
+print(json.dumps({"target": name, "rate": int(rate), "http": ver,
+  "p50": p["p50"]*1e3, "p90": p["p90"]*1e3, "p99": p["p99"]*1e3, "p99.9": p["p99.9"]*1e3,
+  "rps": s["requestsPerSec"], "ok": total, "errors": sum(d.get("errorDistribution", {}).values()),
+  "cpu_s_per_1k": (cpu / total * 1000) if total else None, "rss_mb": int(rss) / 1024}))
+PY
+}
+
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+for ver in 1 2; do
+  for rate in $RATES; do
+    if [[ $ver == 1 ]]; then off=0; else off=100; fi
+    run direct - "http://127.0.0.1:$((V1+off))/" "$rate" "$ver" >>"$RESULTS"
+    run capstan "$CAP_PID" "http://127.0.0.1:$CAP/" "$rate" "$ver" >>"$RESULTS"
+    run haproxy "$HAP_PID" "http://127.0.0.1:$((HAP+off))/" "$rate" "$ver" >>"$RESULTS"
+    run nginx "$NGX_WORKER" "http://127.0.0.1:$((NGX+off))/" "$rate" "$ver" >>"$RESULTS"
+  done
+done
+# Maximum throughput: closed loop, 64 connections, 10 s.
+for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $HAP" "nginx $NGX_WORKER $NGX" "direct - $((V1+100))"; do
+  read -r name pid port <<<"$t"
+  json=$("$OHA" -z 10s -c 64 --no-tui -j "http://127.0.0.1:$port/")
+  python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps({'target': '$name', 'max_rps': d['summary']['requestsPerSec'], 'rss_peak_mb': (int('$( [[ $pid == - ]] && echo 0 || hwm_kb "$pid")')/1024)}))" "$json" >>"$RESULTS"
+done
+python3 "$ROOT/bench/proxy_report.py" "$RESULTS"
