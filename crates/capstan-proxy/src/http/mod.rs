@@ -2,16 +2,28 @@
 //! filters Istio generates (fault, CORS, router), and the router's request path (route, rewrite,
 //! headers, retries, timeouts, mirroring) onto a cluster.
 //!
-//! SKELETON: the HTTP helper owns this module and replaces this file. `BoxBody`, `HcmConfig`,
-//! `RouteSource`, `compile_hcm` and `serve_connection` are the contract the rest of the crate
-//! codes against.
+//! - [`hcm`]: compiling the `HttpConnectionManager`; [`headers`]: forwarding headers;
+//! - [`cors`], [`fault`]: the two filters; [`router`], [`retry`], [`mirror`]: upstream.
 
-use crate::route::RouteTable;
+pub mod cors;
+pub mod fault;
+pub mod hcm;
+pub mod headers;
+pub mod mirror;
+pub mod retry;
+pub mod router;
+
+use crate::route::action::{self, Action};
+use crate::route::filters::{FaultConfig, Override};
+use crate::route::{RequireTls, RouteTable};
+use crate::stats::HttpStats;
 use crate::store::Store;
-use crate::CompileError;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+pub use hcm::compile_hcm;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Any error a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,6 +39,28 @@ pub enum RouteSource {
     Inline(Arc<RouteTable>),
 }
 
+/// `codec_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 or HTTP/2 prior knowledge, detected.
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only.
+    Http2,
+}
+
+/// Host-header port stripping before virtual-host matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripPort {
+    /// Keep the port.
+    None,
+    /// `strip_matching_host_port`: strip it when it is the listener's port.
+    Matching,
+    /// `strip_any_host_port`.
+    Any,
+}
+
 /// A compiled `HttpConnectionManager`.
 #[derive(Debug)]
 pub struct HcmConfig {
@@ -34,12 +68,38 @@ pub struct HcmConfig {
     pub stat_prefix: String,
     /// Where routes come from.
     pub routes: RouteSource,
-}
-
-/// Compiles an `HttpConnectionManager` network filter's config.
-pub fn compile_hcm(hcm: &HttpConnectionManager) -> Result<HcmConfig, CompileError> {
-    let _ = hcm;
-    Err(CompileError::new("", "HTTP is not implemented yet"))
+    /// `codec_type`.
+    pub codec: Codec,
+    /// The fault filter, when present, with its filter-level config.
+    pub fault: Option<Arc<FaultConfig>>,
+    /// Whether the CORS filter is present.
+    pub cors: bool,
+    /// `stream_idle_timeout` (default 5 min; None = disabled).
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout` (None = disabled).
+    pub request_timeout: Option<Duration>,
+    /// `use_remote_address`.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`.
+    pub xff_num_trusted_hops: u32,
+    /// `skip_xff_append`.
+    pub skip_xff_append: bool,
+    /// `generate_request_id` (default true).
+    pub generate_request_id: bool,
+    /// `preserve_external_request_id`.
+    pub preserve_external_request_id: bool,
+    /// `always_set_request_id_in_response`.
+    pub always_set_request_id_in_response: bool,
+    /// `server_name` (default `envoy`).
+    pub server_name: String,
+    /// `server_header_transformation` (0 overwrite, 1 append if absent, 2 pass through).
+    pub server_header: i32,
+    /// Host port stripping.
+    pub strip_port: StripPort,
+    /// `normalize_path`.
+    pub normalize_path: bool,
+    /// `merge_slashes`.
+    pub merge_slashes: bool,
 }
 
 /// What the HTTP layer knows of the downstream connection.
@@ -53,6 +113,313 @@ pub struct Downstream {
     pub tls: bool,
 }
 
+/// A response the proxy generates itself (`text/plain` body when not empty).
+pub fn local_reply(status: u16, body: &str) -> Response<BoxBody> {
+    let mut r = Response::new(
+        http_body_util::Full::new(bytes::Bytes::from(body.to_string()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    if !body.is_empty() {
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
+    }
+    r
+}
+
+/// Normalizes a path as `normalize_path` (RFC 3986 dot segments) and `merge_slashes` do.
+pub fn normalize(path: &str, dots: bool, merge: bool) -> String {
+    let (p, q) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = p.split('/').collect();
+    for (i, s) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        match *s {
+            "." if dots => {
+                if last {
+                    out.push("");
+                }
+            }
+            ".." if dots => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            "" if merge && i > 0 && !last => {}
+            s => out.push(s),
+        }
+    }
+    let mut p = out.join("/");
+    if !p.starts_with('/') {
+        p.insert(0, '/');
+    }
+    match q {
+        Some(q) => format!("{p}?{q}"),
+        None => p,
+    }
+}
+
+struct Ctx {
+    hcm: Arc<HcmConfig>,
+    store: Arc<Store>,
+    down: Downstream,
+    stats: Arc<HttpStats>,
+}
+
+fn authority(
+    req: &http::request::Parts,
+    hcm: &HcmConfig,
+    table: &RouteTable,
+    local: SocketAddr,
+) -> String {
+    let raw = match &table.vhost_header {
+        Some(h) => req
+            .headers
+            .get(h.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        None => req.uri.authority().map(|a| a.to_string()).or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        }),
+    }
+    .unwrap_or_default();
+    let (bare, port) = action::split_host_port(&raw);
+    match (hcm.strip_port, port) {
+        (StripPort::Any, Some(_)) => bare.to_string(),
+        (StripPort::Matching, Some(p)) if p == local.port().to_string() => bare.to_string(),
+        _ => raw,
+    }
+}
+
+async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
+    let (mut parts, body) = req.into_parts();
+    let snapshot = ctx.store.snapshot();
+    let table = match &ctx.hcm.routes {
+        RouteSource::Rds(name) => snapshot.route(name).cloned(),
+        RouteSource::Inline(t) => Some(t.clone()),
+    };
+    let Some(table) = table else {
+        ctx.stats.no_route.inc();
+        return local_reply(404, "");
+    };
+    let trusted = headers::on_request(&ctx.hcm, &mut parts.headers, &ctx.down);
+    if ctx.hcm.normalize_path || ctx.hcm.merge_slashes {
+        let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let n = normalize(pq, ctx.hcm.normalize_path, ctx.hcm.merge_slashes);
+        if let Ok(u) = n.parse() {
+            parts.uri = u;
+        }
+    }
+    let host = authority(&parts, &ctx.hcm, &table, ctx.down.local);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let Some((vh, route)) = table.route(&host, &path_and_query, &parts.headers) else {
+        ctx.stats.no_route.inc();
+        return local_reply(404, "");
+    };
+    let scheme = if ctx.down.tls { "https" } else { "http" };
+    let xfp_https = parts
+        .headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v == "https");
+    let needs_tls = match vh.require_tls {
+        RequireTls::None => false,
+        RequireTls::All => !ctx.down.tls && !xfp_https,
+        RequireTls::ExternalOnly => !ctx.down.tls && !xfp_https && !trusted,
+    };
+    if needs_tls {
+        let r = action::Redirect {
+            scheme: Some("https".into()),
+            status: 301,
+            ..action::Redirect::default()
+        };
+        return redirect(&action::location(&r, scheme, &host, &path_and_query, None));
+    }
+    // CORS.
+    let mut cors_headers = None;
+    if ctx.hcm.cors {
+        if let Override::Set(c) = &route.filters.cors {
+            match cors::evaluate(c, &parts.method, &parts.headers) {
+                cors::Cors::Preflight(h) => {
+                    let mut r = local_reply(200, "");
+                    r.headers_mut().extend(h);
+                    return r;
+                }
+                cors::Cors::Response(h) => cors_headers = Some(h),
+                cors::Cors::Pass => {}
+            }
+        }
+    }
+    // Fault.
+    if let Some(filter_level) = &ctx.hcm.fault {
+        let cfg = match &route.filters.fault {
+            Override::Set(c) => Some(c.clone()),
+            Override::Inherit => Some(filter_level.clone()),
+            Override::Disabled => None,
+        };
+        if let Some(cfg) = cfg {
+            let cluster = match &route.action {
+                Action::Forward(f) => match &f.clusters {
+                    action::ClusterChoice::Single(c) => Some(c.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(r) = fault::apply(&cfg, &parts.headers, cluster, &ctx.stats).await {
+                return r;
+            }
+        }
+    }
+    let (mut resp, cookie) = match &route.action {
+        Action::Direct(d) => (local_reply(d.status, ""), None).map_body(d.body.clone()),
+        Action::Redirect(r) => (
+            redirect(&action::location(
+                r,
+                scheme,
+                &host,
+                &path_and_query,
+                route.matched_prefix(),
+            ))
+            .with_status(r.status),
+            None,
+        ),
+        Action::Forward(f) => {
+            let m = router::Matched {
+                table: &table,
+                vh,
+                route,
+                forward: f,
+            };
+            router::forward(m, &snapshot, parts, body, &host, &ctx.down, trusted).await
+        }
+    };
+    if !matches!(route.action, Action::Forward(_)) {
+        let m_levels = [
+            &route.response_headers,
+            &vh.response_headers,
+            &table.response_headers,
+        ];
+        let mut order: Vec<_> = m_levels.to_vec();
+        if table.most_specific_wins {
+            order.reverse();
+        }
+        for l in order {
+            l.apply(resp.headers_mut());
+        }
+    }
+    if let Some(h) = cors_headers {
+        resp.headers_mut().extend(h);
+    }
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        resp.headers_mut().append(http::header::SET_COOKIE, c);
+    }
+    resp
+}
+
+trait ReplyExt {
+    fn map_body(self, b: bytes::Bytes) -> (Response<BoxBody>, Option<String>);
+}
+
+impl ReplyExt for (Response<BoxBody>, Option<String>) {
+    fn map_body(self, b: bytes::Bytes) -> (Response<BoxBody>, Option<String>) {
+        let (mut parts, _) = self.0.into_parts();
+        if !b.is_empty() {
+            parts.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+        }
+        (
+            Response::from_parts(
+                parts,
+                http_body_util::Full::new(b).map_err(|e| match e {}).boxed(),
+            ),
+            self.1,
+        )
+    }
+}
+
+trait StatusExt {
+    fn with_status(self, s: u16) -> Self;
+}
+
+impl StatusExt for Response<BoxBody> {
+    fn with_status(mut self, s: u16) -> Self {
+        if let Ok(s) = http::StatusCode::from_u16(s) {
+            *self.status_mut() = s;
+        }
+        self
+    }
+}
+
+fn redirect(location: &str) -> Response<BoxBody> {
+    let mut r = local_reply(301, "");
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(http::header::LOCATION, v);
+    }
+    r
+}
+
+/// Runs one request through the connection manager: counters, request timeout, `server`.
+async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Response<BoxBody> {
+    let start = Instant::now();
+    ctx.stats.downstream_rq_total.inc();
+    ctx.stats.downstream_rq_active.inc();
+    let request_id = req.headers().get("x-request-id").cloned();
+    let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+    let fut = handle(&ctx, req);
+    let mut resp = match ctx.hcm.request_timeout {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => local_reply(408, "request timeout"),
+        },
+        None => fut.await,
+    };
+    let h = resp.headers_mut();
+    let server =
+        HeaderValue::from_str(&ctx.hcm.server_name).unwrap_or(HeaderValue::from_static("envoy"));
+    match ctx.hcm.server_header {
+        0 => {
+            h.insert(http::header::SERVER, server);
+        }
+        1 if !h.contains_key(http::header::SERVER) => {
+            h.insert(http::header::SERVER, server);
+        }
+        _ => {}
+    }
+    if ctx.hcm.always_set_request_id_in_response {
+        if let Some(id) = request_id {
+            h.insert("x-request-id", id);
+        }
+    }
+    let status = resp.status().as_u16();
+    if let Some(c) = ctx
+        .stats
+        .downstream_rq_class
+        .get(usize::from(status / 100).wrapping_sub(1))
+    {
+        c.inc();
+    }
+    ctx.stats.downstream_rq_time.record(start.elapsed());
+    ctx.stats.downstream_rq_active.dec();
+    resp
+}
+
 /// Serves one downstream connection (after filter-chain selection) until it closes or
 /// `drain` fires (then in-flight requests finish and the connection closes gracefully).
 pub async fn serve_connection<IO>(
@@ -60,9 +427,52 @@ pub async fn serve_connection<IO>(
     hcm: Arc<HcmConfig>,
     store: Arc<Store>,
     downstream: Downstream,
-    drain: tokio::sync::watch::Receiver<bool>,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = (io, hcm, store, downstream, drain);
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stats = store.stats().http(&hcm.stat_prefix);
+    stats.downstream_cx_total.inc();
+    stats.downstream_cx_active.inc();
+    let ctx = Arc::new(Ctx {
+        hcm: hcm.clone(),
+        store,
+        down: downstream,
+        stats: stats.clone(),
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(serve_request(ctx, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    match hcm.codec {
+        Codec::Http1 => builder = builder.http1_only(),
+        Codec::Http2 => builder = builder.http2_only(),
+        Codec::Auto => {}
+    }
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let draining = async {
+        if drain.wait_for(|d| *d).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("http connection: {e}");
+            }
+        }
+        _ = draining => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!("http connection (draining): {e}");
+            }
+        }
+    }
+    stats.downstream_cx_active.dec();
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -235,7 +235,12 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
     let host_rewrite = match &a.host_rewrite_specifier {
         None => HostRewrite::None,
         Some(HostRewriteSpecifier::HostRewriteLiteral(h)) => HostRewrite::Literal(h.clone()),
-        Some(HostRewriteSpecifier::AutoHostRewrite(b)) if b.value => HostRewrite::Auto,
+        Some(HostRewriteSpecifier::AutoHostRewrite(b)) if b.value => {
+            return Err(CompileError::new(
+                "host_rewrite_specifier",
+                "auto_host_rewrite is not supported",
+            ))
+        }
         Some(HostRewriteSpecifier::AutoHostRewrite(_)) => HostRewrite::None,
         Some(_) => {
             return Err(CompileError::new(

@@ -1,0 +1,241 @@
+//! `compile_hcm`: an `HttpConnectionManager` into [`HcmConfig`]: codec, routes (RDS or inline),
+//! HTTP filters (fault, CORS, router last), timeouts and the forwarding-header settings.
+
+use super::{HcmConfig, RouteSource};
+use crate::route::filters::{FaultConfig, FAULT_TYPE};
+use crate::CompileError;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
+};
+use prost::Message;
+use std::sync::Arc;
+use std::time::Duration;
+
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const CORS_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors";
+
+fn dur(
+    d: &Option<envoy_types::pb::google::protobuf::Duration>,
+    field: &str,
+) -> Result<Option<Duration>, CompileError> {
+    d.as_ref()
+        .map(|d| crate::listener::duration(d).map_err(|e| e.within(field)))
+        .transpose()
+}
+
+/// Compiles an `HttpConnectionManager` network filter's config.
+#[allow(deprecated)]
+pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError> {
+    let routes = match &h.route_specifier {
+        Some(RouteSpecifier::Rds(r)) if !r.route_config_name.is_empty() => {
+            RouteSource::Rds(r.route_config_name.clone())
+        }
+        Some(RouteSpecifier::Rds(_)) => {
+            return Err(CompileError::new("rds.route_config_name", "is required"))
+        }
+        Some(RouteSpecifier::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
+            crate::route::compile(rc).map_err(|e| e.within("route_config"))?,
+        )),
+        Some(_) => return Err(CompileError::new("scoped_routes", "is not supported")),
+        None => return Err(CompileError::new("route_specifier", "is required")),
+    };
+    let codec = match h.codec_type {
+        0 => super::Codec::Auto,
+        1 => super::Codec::Http1,
+        2 => super::Codec::Http2,
+        c => {
+            return Err(CompileError::new(
+                "codec_type",
+                format!("{c} is not supported"),
+            ))
+        }
+    };
+    let mut fault = None;
+    let mut cors = false;
+    let mut router = false;
+    for (i, f) in h.http_filters.iter().enumerate() {
+        let path = format!("http_filters[{i}]");
+        if router {
+            return Err(CompileError::new(
+                path,
+                "the router must be the last filter",
+            ));
+        }
+        if f.disabled {
+            continue;
+        }
+        let any = match &f.config_type {
+            Some(ConfigType::TypedConfig(a)) => Some(a),
+            _ => None,
+        };
+        let type_url = any.map(|a| a.type_url.as_str()).unwrap_or("");
+        match (f.name.as_str(), type_url) {
+            (_, ROUTER_TYPE) | ("envoy.filters.http.router", "") => router = true,
+            (_, CORS_TYPE) | ("envoy.filters.http.cors", "") => cors = true,
+            (_, FAULT_TYPE) | ("envoy.filters.http.fault", "") => {
+                let proto = match any {
+                    Some(a) => HttpFault::decode(a.value.as_slice()).map_err(|e| {
+                        CompileError::new(
+                            format!("{path}.typed_config"),
+                            format!("cannot decode: {e}"),
+                        )
+                    })?,
+                    None => HttpFault::default(),
+                };
+                fault = Some(Arc::new(
+                    FaultConfig::compile(&proto)
+                        .map_err(|e| e.within(&format!("{path}.typed_config")))?,
+                ));
+            }
+            _ if f.is_optional => {}
+            (name, t) => {
+                return Err(CompileError::new(
+                    path,
+                    format!("HTTP filter {name} ({t}) is not supported"),
+                ))
+            }
+        }
+    }
+    if !router {
+        return Err(CompileError::new(
+            "http_filters",
+            "the router filter is required",
+        ));
+    }
+    let unsupported = [
+        ("upgrade_configs", !h.upgrade_configs.is_empty()),
+        (
+            "forward_client_cert_details",
+            h.forward_client_cert_details != 0,
+        ),
+        ("local_reply_config", h.local_reply_config.is_some()),
+        ("request_id_extension", h.request_id_extension.is_some()),
+        (
+            "original_ip_detection_extensions",
+            !h.original_ip_detection_extensions.is_empty(),
+        ),
+        (
+            "early_header_mutation_extensions",
+            !h.early_header_mutation_extensions.is_empty(),
+        ),
+        (
+            "path_with_escaped_slashes_action",
+            h.path_with_escaped_slashes_action > 1,
+        ),
+        ("via", !h.via.is_empty()),
+        ("proxy_status_config", h.proxy_status_config.is_some()),
+    ];
+    if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(CompileError::new(*f, "is not supported"));
+    }
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode;
+    let strip_port = match &h.strip_port_mode {
+        Some(StripPortMode::StripAnyHostPort(true)) => super::StripPort::Any,
+        _ if h.strip_matching_host_port => super::StripPort::Matching,
+        _ => super::StripPort::None,
+    };
+    Ok(HcmConfig {
+        stat_prefix: h.stat_prefix.clone(),
+        routes,
+        codec,
+        fault,
+        cors,
+        stream_idle_timeout: match dur(&h.stream_idle_timeout, "stream_idle_timeout")? {
+            None => Some(Duration::from_secs(300)),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        },
+        request_timeout: dur(&h.request_timeout, "request_timeout")?.filter(|d| !d.is_zero()),
+        use_remote_address: h.use_remote_address.is_some_and(|b| b.value),
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        skip_xff_append: h.skip_xff_append,
+        generate_request_id: h.generate_request_id.is_none_or(|b| b.value),
+        preserve_external_request_id: h.preserve_external_request_id,
+        always_set_request_id_in_response: h.always_set_request_id_in_response,
+        server_name: if h.server_name.is_empty() {
+            "envoy".into()
+        } else {
+            h.server_name.clone()
+        },
+        // server_header_transformation: 0 OVERWRITE, 1 APPEND_IF_ABSENT, 2 PASS_THROUGH.
+        server_header: h.server_header_transformation,
+        strip_port,
+        normalize_path: h.normalize_path.is_some_and(|b| b.value),
+        merge_slashes: h.merge_slashes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+        HttpFilter, Rds,
+    };
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn filter(name: &str, type_url: &str, optional: bool) -> HttpFilter {
+        HttpFilter {
+            name: name.into(),
+            is_optional: optional,
+            config_type: Some(ConfigType::TypedConfig(Any {
+                type_url: type_url.into(),
+                value: vec![],
+            })),
+            ..HttpFilter::default()
+        }
+    }
+
+    fn hcm(filters: Vec<HttpFilter>) -> HttpConnectionManager {
+        HttpConnectionManager {
+            stat_prefix: "outbound_0.0.0.0_80".into(),
+            route_specifier: Some(RouteSpecifier::Rds(Rds {
+                route_config_name: "80".into(),
+                ..Rds::default()
+            })),
+            http_filters: filters,
+            ..HttpConnectionManager::default()
+        }
+    }
+
+    #[test]
+    fn filter_lists() {
+        let router = || filter("envoy.filters.http.router", ROUTER_TYPE, false);
+        let cases: Vec<(Vec<HttpFilter>, Option<&str>)> = vec![
+            (vec![router()], None),
+            (
+                vec![
+                    filter("envoy.filters.http.cors", CORS_TYPE, false),
+                    filter("envoy.filters.http.fault", FAULT_TYPE, false),
+                    router(),
+                ],
+                None,
+            ),
+            (
+                vec![filter("x", "type.googleapis.com/x.Y", true), router()],
+                None,
+            ),
+            (
+                vec![filter("x", "type.googleapis.com/x.Y", false), router()],
+                Some("http_filters[0]"),
+            ),
+            (
+                vec![
+                    router(),
+                    filter("envoy.filters.http.cors", CORS_TYPE, false),
+                ],
+                Some("http_filters[1]"),
+            ),
+            (vec![], Some("http_filters")),
+        ];
+        for (i, (filters, err)) in cases.into_iter().enumerate() {
+            let r = compile_hcm(&hcm(filters));
+            assert_eq!(r.err().map(|e| e.path), err.map(str::to_string), "case {i}");
+        }
+        let c = compile_hcm(&hcm(vec![router()])).unwrap();
+        assert_eq!(c.stat_prefix, "outbound_0.0.0.0_80");
+        assert!(matches!(&c.routes, RouteSource::Rds(n) if n == "80"));
+        assert!(c.generate_request_id);
+        assert_eq!(c.server_name, "envoy");
+    }
+}

@@ -1,0 +1,170 @@
+//! Forwarding headers on the way in, as Envoy's connection manager sets them:
+//! `x-forwarded-for`, `x-forwarded-proto`, `x-request-id`, `x-envoy-internal`, and removal of
+//! `x-envoy-*` headers from untrusted (external) requests.
+
+use super::{Downstream, HcmConfig};
+use http::{HeaderMap, HeaderValue};
+use std::net::IpAddr;
+
+/// Whether an address is internal (RFC 1918, loopback, link-local, unique-local), as Envoy's
+/// default `internal_address_config`.
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || v6
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// A random UUID v4, for `x-request-id`.
+pub fn uuid4() -> String {
+    let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The trusted client address: the peer with `use_remote_address`, else the XFF entry
+/// `xff_num_trusted_hops` from the right.
+fn client_ip(hcm: &HcmConfig, headers: &HeaderMap, down: &Downstream) -> Option<IpAddr> {
+    if hcm.use_remote_address {
+        return Some(down.peer.ip());
+    }
+    let xff = super::super::route::matcher::header_value(headers, "x-forwarded-for")?;
+    let hops: Vec<&str> = xff.split(',').map(str::trim).collect();
+    let idx = hops
+        .len()
+        .checked_sub(1 + hcm.xff_num_trusted_hops as usize)?;
+    hops.get(idx)?.parse().ok()
+}
+
+/// Edits request headers on arrival; returns whether the request is internal (its `x-envoy-*`
+/// headers are honoured).
+pub fn on_request(hcm: &HcmConfig, headers: &mut HeaderMap, down: &Downstream) -> bool {
+    let client = client_ip(hcm, headers, down);
+    let internal = client.is_some_and(is_internal);
+    if hcm.use_remote_address {
+        if !internal {
+            // Envoy removes x-envoy-* headers from external requests.
+            let names: Vec<_> = headers
+                .keys()
+                .filter(|k| k.as_str().starts_with("x-envoy-"))
+                .cloned()
+                .collect();
+            for n in names {
+                headers.remove(n);
+            }
+        } else {
+            headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
+        }
+        if !hcm.skip_xff_append {
+            let peer = down.peer.ip().to_string();
+            let v = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(old) if !old.is_empty() => format!("{old},{peer}"),
+                _ => peer,
+            };
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+        let proto = if down.tls { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    } else if !headers.contains_key("x-forwarded-proto") {
+        let proto = if down.tls { "https" } else { "http" };
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    let keep_id = headers.contains_key("x-request-id")
+        && (internal || hcm.preserve_external_request_id || !hcm.use_remote_address);
+    if hcm.generate_request_id && !keep_id {
+        if let Ok(v) = HeaderValue::from_str(&uuid4()) {
+            headers.insert("x-request-id", v);
+        }
+    }
+    internal || !hcm.use_remote_address
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::tests::hcm_config;
+
+    fn down(peer: &str, tls: bool) -> Downstream {
+        Downstream {
+            peer: peer.parse().unwrap(),
+            local: "10.0.0.9:80".parse().unwrap(),
+            tls,
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_table() {
+        // (use_remote_address, peer, incoming xff, incoming x-envoy-retry-on, want xff, want retry header kept, want internal)
+        let cases = [
+            (
+                true,
+                "1.2.3.4:1",
+                Some("9.9.9.9"),
+                true,
+                Some("9.9.9.9,1.2.3.4"),
+                false,
+                false,
+            ),
+            (true, "10.1.1.1:1", None, true, Some("10.1.1.1"), true, true),
+            (
+                false,
+                "1.2.3.4:1",
+                Some("9.9.9.9"),
+                true,
+                Some("9.9.9.9"),
+                true,
+                true,
+            ),
+        ];
+        for (i, (ura, peer, xff, retry, want_xff, kept, want_trusted)) in
+            cases.into_iter().enumerate()
+        {
+            let mut hcm = hcm_config();
+            hcm.use_remote_address = ura;
+            let mut h = HeaderMap::new();
+            if let Some(x) = xff {
+                h.insert("x-forwarded-for", x.parse().unwrap());
+            }
+            if retry {
+                h.insert("x-envoy-retry-on", "5xx".parse().unwrap());
+            }
+            let trusted = on_request(&hcm, &mut h, &down(peer, false));
+            assert_eq!(
+                h.get("x-forwarded-for").map(|v| v.to_str().unwrap()),
+                want_xff,
+                "case {i}"
+            );
+            assert_eq!(h.contains_key("x-envoy-retry-on"), kept, "case {i}");
+            assert_eq!(trusted, want_trusted, "case {i}");
+            assert_eq!(h["x-forwarded-proto"], "http");
+            assert_eq!(h["x-request-id"].len(), 36);
+        }
+    }
+
+    #[test]
+    fn request_id_preserved_when_internal() {
+        let hcm = hcm_config();
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", "abc".parse().unwrap());
+        on_request(&hcm, &mut h, &down("127.0.0.1:1", false));
+        assert_eq!(h["x-request-id"], "abc");
+        assert_ne!(uuid4(), uuid4());
+    }
+}

@@ -1,0 +1,234 @@
+//! Retry decisions and the per-request retry state: the route's policy overridden by Envoy's
+//! request headers (`x-envoy-retry-on`, `x-envoy-retry-grpc-on`, `x-envoy-max-retries`,
+//! `x-envoy-retriable-status-codes`, `x-envoy-upstream-rq-timeout-ms`,
+//! `x-envoy-upstream-rq-per-try-timeout-ms`), which are then removed from the request.
+
+use crate::route::retry::{RetryOn, RetryPolicy};
+use http::HeaderMap;
+use std::time::Duration;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Response headers arrived (`grpc-status` read from them for trailers-only responses).
+    Response {
+        /// HTTP status.
+        status: u16,
+        /// `grpc-status` in the headers, if any.
+        grpc_status: Option<u32>,
+    },
+    /// The connection could not be made.
+    ConnectFailure,
+    /// The upstream reset or closed before headers (`refused`: HTTP/2 REFUSED_STREAM).
+    Reset {
+        /// REFUSED_STREAM.
+        refused: bool,
+    },
+    /// The per-try timeout fired.
+    PerTryTimeout,
+    /// A circuit breaker refused the request (never retried).
+    Overflow,
+    /// No healthy host (never retried).
+    NoHealthyUpstream,
+}
+
+/// The effective retry settings of one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryState {
+    /// Effective policy (route's, with header overrides).
+    pub policy: RetryPolicy,
+    /// Effective route timeout (None: disabled).
+    pub timeout: Option<Duration>,
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Builds the request's retry state from the route's `policy` and `timeout`; when `honour` is
+/// true (the request is trusted) Envoy's `x-envoy-*` request headers override them. The headers
+/// are removed either way, as the router consumes them.
+pub fn state(
+    policy: Option<&RetryPolicy>,
+    timeout: Option<Duration>,
+    headers: &mut HeaderMap,
+    honour: bool,
+) -> RetryState {
+    let mut p = policy.cloned().unwrap_or(RetryPolicy {
+        num_retries: 0,
+        ..RetryPolicy::default()
+    });
+    let mut timeout = timeout;
+    if honour {
+        let had_policy = policy.is_some();
+        let mut on_header = false;
+        for name in ["x-envoy-retry-on", "x-envoy-retry-grpc-on"] {
+            if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                p.on.0 |= RetryOn::parse(v).0 .0;
+                on_header = true;
+            }
+        }
+        if on_header && !had_policy {
+            p.num_retries = 1;
+        }
+        if let Some(n) = header_u64(headers, "x-envoy-max-retries") {
+            p.num_retries = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+        if let Some(v) = headers
+            .get("x-envoy-retriable-status-codes")
+            .and_then(|v| v.to_str().ok())
+        {
+            p.status_codes
+                .extend(v.split(',').filter_map(|c| c.trim().parse::<u16>().ok()));
+        }
+        if let Some(ms) = header_u64(headers, "x-envoy-upstream-rq-timeout-ms") {
+            timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Some(ms) = header_u64(headers, "x-envoy-upstream-rq-per-try-timeout-ms") {
+            p.per_try_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+    }
+    for name in [
+        "x-envoy-retry-on",
+        "x-envoy-retry-grpc-on",
+        "x-envoy-max-retries",
+        "x-envoy-retriable-status-codes",
+        "x-envoy-upstream-rq-timeout-ms",
+        "x-envoy-upstream-rq-per-try-timeout-ms",
+    ] {
+        headers.remove(name);
+    }
+    RetryState { policy: p, timeout }
+}
+
+/// Whether `outcome` is retriable under `on` and `status_codes` (Envoy's `RetryStateImpl`).
+pub fn retriable(on: RetryOn, status_codes: &[u16], outcome: Outcome) -> bool {
+    match outcome {
+        Outcome::Overflow | Outcome::NoHealthyUpstream => false,
+        Outcome::ConnectFailure => on.has(
+            RetryOn::CONNECT_FAILURE
+                | RetryOn::FIVE_XX
+                | RetryOn::GATEWAY_ERROR
+                | RetryOn::RESET
+                | RetryOn::RESET_BEFORE_REQUEST,
+        ),
+        Outcome::Reset { refused } => {
+            on.has(RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR | RetryOn::RESET)
+                || (refused && on.has(RetryOn::REFUSED_STREAM))
+        }
+        Outcome::PerTryTimeout => on.has(RetryOn::FIVE_XX | RetryOn::GATEWAY_ERROR),
+        Outcome::Response {
+            status,
+            grpc_status,
+        } => {
+            (on.has(RetryOn::FIVE_XX) && status >= 500)
+                || (on.has(RetryOn::GATEWAY_ERROR) && matches!(status, 502..=504))
+                || (on.has(RetryOn::RETRIABLE_4XX) && status == 409)
+                || (on.has(RetryOn::STATUS_CODES) && status_codes.contains(&status))
+                || match grpc_status {
+                    Some(1) => on.has(RetryOn::GRPC_CANCELLED),
+                    Some(4) => on.has(RetryOn::GRPC_DEADLINE_EXCEEDED),
+                    Some(8) => on.has(RetryOn::GRPC_RESOURCE_EXHAUSTED),
+                    Some(13) => on.has(RetryOn::GRPC_INTERNAL),
+                    Some(14) => on.has(RetryOn::GRPC_UNAVAILABLE),
+                    _ => false,
+                }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(s: &str) -> RetryOn {
+        RetryOn::parse(s).0
+    }
+
+    #[test]
+    fn retry_decisions() {
+        let resp = |status, grpc_status| Outcome::Response {
+            status,
+            grpc_status,
+        };
+        let cases: Vec<(&str, Vec<u16>, Outcome, bool)> = vec![
+            ("5xx", vec![], resp(500, None), true),
+            ("5xx", vec![], resp(404, None), false),
+            ("5xx", vec![], Outcome::ConnectFailure, true),
+            ("5xx", vec![], Outcome::PerTryTimeout, true),
+            ("gateway-error", vec![], resp(500, None), false),
+            ("gateway-error", vec![], resp(503, None), true),
+            (
+                "gateway-error",
+                vec![],
+                Outcome::Reset { refused: false },
+                true,
+            ),
+            ("reset", vec![], Outcome::Reset { refused: false }, true),
+            ("reset", vec![], resp(503, None), false),
+            ("connect-failure", vec![], Outcome::ConnectFailure, true),
+            (
+                "connect-failure",
+                vec![],
+                Outcome::Reset { refused: false },
+                false,
+            ),
+            (
+                "refused-stream",
+                vec![],
+                Outcome::Reset { refused: true },
+                true,
+            ),
+            (
+                "refused-stream",
+                vec![],
+                Outcome::Reset { refused: false },
+                false,
+            ),
+            ("retriable-4xx", vec![], resp(409, None), true),
+            ("retriable-4xx", vec![], resp(400, None), false),
+            ("retriable-status-codes", vec![418], resp(418, None), true),
+            ("retriable-status-codes", vec![], resp(418, None), false),
+            ("unavailable", vec![], resp(200, Some(14)), true),
+            ("cancelled", vec![], resp(200, Some(14)), false),
+            ("5xx", vec![], Outcome::Overflow, false),
+            ("5xx", vec![], Outcome::NoHealthyUpstream, false),
+        ];
+        for (i, (s, codes, o, want)) in cases.into_iter().enumerate() {
+            assert_eq!(retriable(on(s), &codes, o), want, "case {i}: {s} {o:?}");
+        }
+    }
+
+    #[test]
+    fn headers_override_policy_when_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert("x-envoy-retry-on", "5xx".parse().unwrap());
+        h.insert("x-envoy-max-retries", "3".parse().unwrap());
+        h.insert("x-envoy-upstream-rq-timeout-ms", "250".parse().unwrap());
+        h.insert(
+            "x-envoy-upstream-rq-per-try-timeout-ms",
+            "50".parse().unwrap(),
+        );
+        let s = state(None, Some(Duration::from_secs(15)), &mut h.clone(), true);
+        assert!(s.policy.on.has(RetryOn::FIVE_XX));
+        assert_eq!(s.policy.num_retries, 3);
+        assert_eq!(s.timeout, Some(Duration::from_millis(250)));
+        assert_eq!(s.policy.per_try_timeout, Some(Duration::from_millis(50)));
+        let s = state(None, None, &mut h, false);
+        assert_eq!(s.policy.num_retries, 0);
+        assert_eq!(s.timeout, None);
+        assert!(h.is_empty(), "x-envoy headers are consumed");
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let p = RetryPolicy::default();
+        for n in 1..6 {
+            for r in [0u64, 7, 1_000_003, u64::MAX] {
+                let b = p.backoff(n, r);
+                let cap = (25u64 << (n - 1)).min(250);
+                assert!(b < Duration::from_millis(cap), "n={n} r={r} {b:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The router: a forwarding route's cluster choice, rewrites and header mutations, then the
+//! upstream attempts (retries, per-try and route timeouts, back-off, previous-hosts avoidance)
+//! and the response streamed back.
+
+use super::retry::{self, Outcome};
+use super::{local_reply, BoxBody, Downstream};
+use crate::cluster::{Cluster, LbContext, UpstreamError};
+use crate::route::action::{ClusterChoice, Forward, HostRewrite, WeightedTarget};
+use crate::route::headers::HeaderMutation;
+use crate::route::{Route, RouteTable, VirtualHost};
+use crate::store::Snapshot;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Bodies up to this size are buffered so the request can be retried or mirrored (Envoy's
+/// default `per_connection_buffer_limit_bytes`).
+pub const BUFFER_LIMIT: usize = 1 << 20;
+
+/// Everything the router needs about the matched route.
+pub struct Matched<'a> {
+    /// The route table.
+    pub table: &'a RouteTable,
+    /// The virtual host.
+    pub vh: &'a VirtualHost,
+    /// The route.
+    pub route: &'a Route,
+    /// Its forwarding action.
+    pub forward: &'a Forward,
+}
+
+/// The chosen cluster and the weighted target it came from.
+pub fn choose<'a>(
+    f: &'a Forward,
+    headers: &http::HeaderMap,
+) -> Option<(String, Option<&'a WeightedTarget>)> {
+    match &f.clusters {
+        ClusterChoice::Single(c) => Some((c.clone(), None)),
+        ClusterChoice::Header(h) => headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(|c| (c.to_string(), None)),
+        ClusterChoice::Weighted { targets, total } => {
+            let t = ClusterChoice::pick_weighted(targets, fastrand::u64(0..*total))?;
+            Some((t.cluster.clone(), Some(t)))
+        }
+    }
+}
+
+/// The mutation levels in the order they apply: by default the least specific applies last
+/// (wins); with `most_specific_header_mutations_wins`, the most specific does.
+pub fn levels<'a>(
+    m: &Matched<'a>,
+    target: Option<&'a WeightedTarget>,
+    request: bool,
+) -> Vec<&'a HeaderMutation> {
+    let pick = |r: &'a HeaderMutation, s: &'a HeaderMutation| if request { r } else { s };
+    let mut v: Vec<&HeaderMutation> = Vec::with_capacity(4);
+    if let Some(t) = target {
+        v.push(pick(&t.request_headers, &t.response_headers));
+    }
+    v.push(pick(&m.route.request_headers, &m.route.response_headers));
+    v.push(pick(&m.vh.request_headers, &m.vh.response_headers));
+    v.push(pick(&m.table.request_headers, &m.table.response_headers));
+    if m.table.most_specific_wins {
+        v.reverse();
+    }
+    v
+}
+
+/// Rewrites the path: `prefix_rewrite` replaces the matched prefix, else `regex_rewrite`.
+pub fn rewrite_path(f: &Forward, matched_prefix: Option<&str>, path_and_query: &str) -> String {
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let new = if let (Some(rw), Some(prefix)) = (&f.prefix_rewrite, matched_prefix) {
+        if path.len() >= prefix.len() && path[..prefix.len()].eq_ignore_ascii_case(prefix) {
+            format!("{rw}{}", &path[prefix.len()..])
+        } else {
+            path.to_string()
+        }
+    } else if let Some((re, sub)) = &f.regex_rewrite {
+        re.replace_all(path, sub.as_str()).into_owned()
+    } else {
+        return path_and_query.to_string();
+    };
+    match query {
+        Some(q) => format!("{new}?{q}"),
+        None => new,
+    }
+}
+
+/// The request body, buffered when small enough to be replayed.
+enum ReqBody {
+    Buffered(Bytes),
+    Streaming(BoxBody),
+}
+
+async fn buffer(body: BoxBody) -> Result<ReqBody, Response<BoxBody>> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(ReqBody::Buffered(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n as usize <= BUFFER_LIMIT => match body.collect().await {
+            Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
+            Err(_) => Err(local_reply(400, "downstream request body error")),
+        },
+        // Unknown or large sizes stream once (no retry), so streaming requests still flow.
+        _ => Ok(ReqBody::Streaming(body)),
+    }
+}
+
+fn full(b: Bytes) -> BoxBody {
+    http_body_util::Full::new(b).map_err(|e| match e {}).boxed()
+}
+
+fn upstream_error_reply(e: &UpstreamError) -> Response<BoxBody> {
+    const PREFIX: &str =
+        "upstream connect error or disconnect/reset before headers. reset reason: ";
+    match e {
+        UpstreamError::Overflow => {
+            let mut r = local_reply(503, &format!("{PREFIX}overflow"));
+            r.headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+            r
+        }
+        UpstreamError::NoHealthyUpstream => local_reply(503, "no healthy upstream"),
+        UpstreamError::ConnectFailure(m) => local_reply(
+            503,
+            &format!("{PREFIX}connection failure, transport failure reason: {m}"),
+        ),
+        UpstreamError::Reset(m) => {
+            local_reply(503, &format!("{PREFIX}connection termination: {m}"))
+        }
+    }
+}
+
+fn outcome_of(e: &UpstreamError) -> Outcome {
+    match e {
+        UpstreamError::Overflow => Outcome::Overflow,
+        UpstreamError::NoHealthyUpstream => Outcome::NoHealthyUpstream,
+        UpstreamError::ConnectFailure(_) => Outcome::ConnectFailure,
+        UpstreamError::Reset(m) => Outcome::Reset {
+            refused: m.to_ascii_lowercase().contains("refused"),
+        },
+    }
+}
+
+/// Forwards a request on a matched route; `host` is the request's authority. Returns the
+/// response and a generated hash-policy cookie to set.
+pub async fn forward(
+    m: Matched<'_>,
+    snapshot: &Snapshot,
+    mut parts: http::request::Parts,
+    body: BoxBody,
+    host: &str,
+    down: &Downstream,
+    trusted: bool,
+) -> (Response<BoxBody>, Option<String>) {
+    let f = m.forward;
+    let Some((cluster_name, target)) = choose(f, &parts.headers) else {
+        return (local_reply(f.cluster_not_found_status, ""), None);
+    };
+    let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
+        return (local_reply(f.cluster_not_found_status, ""), None);
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let (hash, new_cookie) =
+        crate::route::hash::compute(&f.hash, &parts.headers, &path_and_query, down.peer);
+    // Rewrites.
+    let new_path = rewrite_path(f, m.route.matched_prefix(), &path_and_query);
+    let mut new_host = host.to_string();
+    let literal = target
+        .and_then(|t| t.host_rewrite.clone())
+        .or(match &f.host_rewrite {
+            HostRewrite::Literal(h) => Some(h.clone()),
+            _ => None,
+        });
+    if let Some(h) = literal {
+        if f.append_x_forwarded_host {
+            if let Ok(v) = HeaderValue::from_str(host) {
+                parts.headers.append("x-forwarded-host", v);
+            }
+        }
+        new_host = h;
+    }
+    if let Ok(v) = HeaderValue::from_str(&new_host) {
+        parts.headers.insert(http::header::HOST, v);
+    }
+    parts.uri = new_path
+        .parse()
+        .unwrap_or_else(|_| http::Uri::from_static("/"));
+    for level in levels(&m, target, true) {
+        level.apply(&mut parts.headers);
+    }
+    let state = retry::state(f.retry.as_ref(), f.timeout, &mut parts.headers, trusted);
+    if let Some(t) = state.timeout {
+        parts.headers.insert(
+            "x-envoy-expected-rq-timeout-ms",
+            HeaderValue::from(t.as_millis() as u64),
+        );
+    }
+    let body = match buffer(body).await {
+        Ok(b) => b,
+        Err(r) => return (r, None),
+    };
+    if let ReqBody::Buffered(b) = &body {
+        for mirror in &f.mirrors {
+            if let Some(c) = snapshot.cluster(&mirror.cluster) {
+                if mirror.fraction.sample() {
+                    super::mirror::spawn(c.clone(), &parts, b.clone(), &new_host, mirror.keep_host);
+                }
+            }
+        }
+    }
+    let ctx = LbContext {
+        hash,
+        original_dst: Some(down.local),
+        avoid: Vec::new(),
+    };
+    let resp = attempts(
+        &cluster,
+        &state,
+        parts,
+        body,
+        ctx,
+        m.vh.include_attempt_count,
+    )
+    .await;
+    let mut resp = resp;
+    for level in levels(&m, target, false) {
+        level.apply(resp.headers_mut());
+    }
+    (resp, new_cookie.map(|c| c.header))
+}
+
+async fn attempts(
+    cluster: &Arc<Cluster>,
+    state: &retry::RetryState,
+    parts: http::request::Parts,
+    body: ReqBody,
+    mut ctx: LbContext,
+    attempt_header: bool,
+) -> Response<BoxBody> {
+    let start = Instant::now();
+    let deadline = state.timeout.map(|t| start + t);
+    let (replay, mut once) = match body {
+        ReqBody::Buffered(b) => (Some(b), None),
+        ReqBody::Streaming(s) => (None, Some(s)),
+    };
+    let policy = &state.policy;
+    let mut attempt: u32 = 0;
+    let mut _permit = None;
+    loop {
+        attempt += 1;
+        let body = match (&replay, once.take()) {
+            (Some(b), _) => full(b.clone()),
+            (None, Some(s)) => s,
+            (None, None) => return local_reply(503, "no body to retry"),
+        };
+        let mut req = Request::from_parts(parts.clone(), body);
+        if attempt_header {
+            req.headers_mut()
+                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        }
+        let now = Instant::now();
+        let remaining = deadline.map(|d| d.saturating_duration_since(now));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            cluster.stats().upstream_rq_timeout.inc();
+            return local_reply(504, "upstream request timeout");
+        }
+        let per_try = policy.per_try_timeout;
+        let limit: Option<Duration> = match (remaining, per_try) {
+            (Some(r), Some(p)) => Some(r.min(p)),
+            (r, p) => r.or(p),
+        };
+        let fut = cluster.request(req, &ctx);
+        let result = match limit {
+            Some(l) => tokio::time::timeout(l, fut).await.ok(),
+            None => Some(fut.await),
+        };
+        let (outcome, reply) = match result {
+            None => {
+                let global = deadline.is_some_and(|d| Instant::now() >= d);
+                if global {
+                    cluster.stats().upstream_rq_timeout.inc();
+                    return local_reply(504, "upstream request timeout");
+                }
+                cluster.stats().upstream_rq_per_try_timeout.inc();
+                (
+                    Outcome::PerTryTimeout,
+                    local_reply(504, "upstream request timeout"),
+                )
+            }
+            Some(Ok((resp, addr))) => {
+                let status = resp.status().as_u16();
+                let grpc_status = resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let outcome = Outcome::Response {
+                    status,
+                    grpc_status,
+                };
+                if policy.previous_hosts {
+                    ctx.avoid.push(addr);
+                }
+                let (mut p, b) = resp.into_parts();
+                p.headers.insert(
+                    "x-envoy-upstream-service-time",
+                    HeaderValue::from(now.elapsed().as_millis() as u64),
+                );
+                let resp = Response::from_parts(
+                    p,
+                    b.map_err(|e| -> super::BoxError { Box::new(e) }).boxed(),
+                );
+                (outcome, resp)
+            }
+            Some(Err(e)) => (outcome_of(&e), upstream_error_reply(&e)),
+        };
+        let may_retry = replay.is_some()
+            && attempt <= policy.num_retries
+            && retry::retriable(policy.on, &policy.status_codes, outcome);
+        if !may_retry {
+            return reply;
+        }
+        match cluster.try_retry() {
+            Some(p) => _permit = Some(p),
+            None => return reply,
+        }
+        let wait = policy.backoff(attempt, fastrand::u64(..));
+        if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            return reply;
+        }
+        // The discarded response is dropped here, releasing its connection.
+        drop(reply);
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::action::ClusterChoice;
+    use regex::Regex;
+
+    fn fwd() -> Forward {
+        Forward {
+            clusters: ClusterChoice::Single("c".into()),
+            cluster_not_found_status: 503,
+            prefix_rewrite: None,
+            regex_rewrite: None,
+            host_rewrite: HostRewrite::None,
+            append_x_forwarded_host: false,
+            timeout: None,
+            idle_timeout: None,
+            retry: None,
+            hash: vec![],
+            mirrors: vec![],
+        }
+    }
+
+    #[test]
+    fn path_rewrites() {
+        let prefix = |p: &str| Forward {
+            prefix_rewrite: Some(p.into()),
+            ..fwd()
+        };
+        let regex = |r: &str, s: &str| Forward {
+            regex_rewrite: Some((Regex::new(r).unwrap(), s.into())),
+            ..fwd()
+        };
+        let cases: Vec<(Forward, Option<&str>, &str, &str)> = vec![
+            (
+                prefix("/v2/"),
+                Some("/v1/"),
+                "/v1/users?x=1",
+                "/v2/users?x=1",
+            ),
+            (prefix("/"), Some("/api"), "/api", "/"),
+            (prefix("/"), Some("/api/"), "/api/x", "/x"),
+            (
+                regex("^/svc/([^/]+)/(.*)$", "/${2}/${1}"),
+                None,
+                "/svc/a/b/c?q",
+                "/b/c/a?q",
+            ),
+            (fwd(), Some("/"), "/same?q", "/same?q"),
+        ];
+        for (i, (f, matched, path, want)) in cases.into_iter().enumerate() {
+            assert_eq!(rewrite_path(&f, matched, path), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn cluster_header_choice() {
+        let f = Forward {
+            clusters: ClusterChoice::Header("x-cluster".into()),
+            ..fwd()
+        };
+        let mut h = http::HeaderMap::new();
+        assert!(choose(&f, &h).is_none());
+        h.insert("x-cluster", "a".parse().unwrap());
+        assert_eq!(choose(&f, &h).unwrap().0, "a");
+    }
+
+    #[test]
+    fn upstream_error_replies() {
+        let r = upstream_error_reply(&UpstreamError::Overflow);
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["x-envoy-overloaded"], "true");
+        assert_eq!(
+            upstream_error_reply(&UpstreamError::NoHealthyUpstream).status(),
+            503
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! End-to-end tests of `serve_connection` with a real hyper client over loopback.
+
+use super::*;
+use crate::resources::{ResourceSink, Update, ROUTE};
+use crate::stats::Stats;
+use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, route_match, DirectResponseAction, RedirectAction, Route as RoutePb,
+    RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use prost::Message;
+
+/// An HCM config with Envoy's defaults reading RDS route `80`.
+pub(crate) fn hcm_config() -> HcmConfig {
+    HcmConfig {
+        stat_prefix: "test".into(),
+        routes: RouteSource::Rds("80".into()),
+        codec: Codec::Auto,
+        fault: None,
+        cors: false,
+        stream_idle_timeout: None,
+        request_timeout: None,
+        use_remote_address: false,
+        xff_num_trusted_hops: 0,
+        skip_xff_append: false,
+        generate_request_id: true,
+        preserve_external_request_id: false,
+        always_set_request_id_in_response: false,
+        server_name: "envoy".into(),
+        server_header: 0,
+        strip_port: StripPort::None,
+        normalize_path: false,
+        merge_slashes: false,
+    }
+}
+
+fn prefix_route(p: &str, action: route::Action) -> RoutePb {
+    RoutePb {
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix(p.into())),
+            ..RouteMatch::default()
+        }),
+        action: Some(action),
+        ..RoutePb::default()
+    }
+}
+
+fn routes() -> RouteConfiguration {
+    RouteConfiguration {
+        name: "80".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "app".into(),
+            domains: vec!["app".into(), "app:80".into()],
+            routes: vec![
+                prefix_route(
+                    "/direct",
+                    route::Action::DirectResponse(DirectResponseAction {
+                        status: 418,
+                        body: Some(DataSource {
+                            specifier: Some(data_source::Specifier::InlineString("teapot".into())),
+                            ..DataSource::default()
+                        }),
+                        ..DirectResponseAction::default()
+                    }),
+                ),
+                prefix_route(
+                    "/old",
+                    route::Action::Redirect(RedirectAction {
+                        host_redirect: "new.example.com".into(),
+                        ..RedirectAction::default()
+                    }),
+                ),
+                prefix_route(
+                    "/missing",
+                    route::Action::Route(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            "outbound|80||nowhere".into(),
+                        )),
+                        ..RouteAction::default()
+                    }),
+                ),
+            ],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    }
+}
+
+async fn start(store: Arc<Store>) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let hcm = Arc::new(hcm_config());
+    tokio::spawn(async move {
+        while let Ok((sock, peer)) = listener.accept().await {
+            let down = Downstream {
+                peer,
+                local: addr,
+                tls: false,
+            };
+            tokio::spawn(serve_connection(
+                sock,
+                hcm.clone(),
+                store.clone(),
+                down,
+                rx.clone(),
+            ));
+        }
+    });
+    (addr, tx)
+}
+
+fn store_with_routes() -> Arc<Store> {
+    let store = Store::new(Arc::new(Stats::default()));
+    let rc = routes();
+    store
+        .apply(
+            ROUTE,
+            vec![Update {
+                name: rc.name.clone(),
+                version: "1".into(),
+                resource: envoy_types::pb::google::protobuf::Any {
+                    type_url: ROUTE.into(),
+                    value: rc.encode_to_vec(),
+                },
+            }],
+            &[],
+            false,
+        )
+        .unwrap();
+    store
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str, h2: bool) -> (u16, http::HeaderMap, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let req = Request::builder()
+        .uri(format!("http://{host}{path}"))
+        .header(http::header::HOST, host)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = if h2 {
+        let (mut s, c) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    } else {
+        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(c);
+        s.send_request(req).await.unwrap()
+    };
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn serves_local_replies_over_http1_and_http2() {
+    let store = store_with_routes();
+    let (addr, _drain) = start(store.clone()).await;
+    for h2 in [false, true] {
+        let (s, h, b) = get(addr, "app", "/direct/x", h2).await;
+        assert_eq!((s, b.as_str()), (418, "teapot"), "h2={h2}");
+        assert_eq!(h["server"], "envoy");
+        let (s, h, _) = get(addr, "app:80", "/old/path?q=1", h2).await;
+        assert_eq!(s, 301);
+        assert_eq!(
+            h["location"],
+            "http://new.example.com:80/old/path?q=1".replace(":80", "")
+        );
+        let (s, _, _) = get(addr, "app", "/nothing", h2).await;
+        assert_eq!(s, 404);
+        let (s, _, _) = get(addr, "other", "/direct", h2).await;
+        assert_eq!(s, 404);
+        let (s, _, _) = get(addr, "app", "/missing", h2).await;
+        assert_eq!(s, 503);
+    }
+    let stats = store.stats().http("test");
+    assert_eq!(stats.downstream_rq_total.get(), 10);
+    assert_eq!(stats.no_route.get(), 4);
+    assert_eq!(stats.downstream_rq_class[3].get(), 6);
+}
+
+#[tokio::test]
+async fn drain_closes_idle_connections() {
+    let store = store_with_routes();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let (sock, peer) = listener.accept().await.unwrap();
+        let down = Downstream {
+            peer,
+            local: addr,
+            tls: false,
+        };
+        serve_connection(sock, Arc::new(hcm_config()), store, down, rx).await;
+    });
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let req = Request::builder()
+        .uri("/direct")
+        .header("host", "app")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(s.send_request(req).await.unwrap().status(), 418);
+    tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("connection closes on drain")
+        .unwrap();
+}
+
+#[test]
+fn path_normalization() {
+    for (p, dots, merge, want) in [
+        ("/a/./b/../c", true, false, "/a/c"),
+        ("/a//b///c?x=//", false, true, "/a/b/c?x=//"),
+        ("/../a", true, false, "/a"),
+        ("/a/b/..", true, false, "/a/"),
+    ] {
+        assert_eq!(normalize(p, dots, merge), want, "{p}");
+    }
+}
