@@ -347,10 +347,10 @@ fn weighted(w: &rpb::WeightedCluster) -> Result<ClusterChoice, CompileError> {
             ));
         }
         use rpb::weighted_cluster::cluster_weight::HostRewriteSpecifier as H;
-        let host_rewrite = match &c.host_rewrite_specifier {
-            Some(H::HostRewriteLiteral(h)) => Some(h.clone()),
-            None => None,
-        };
+        let host_rewrite = c
+            .host_rewrite_specifier
+            .as_ref()
+            .map(|H::HostRewriteLiteral(h)| h.clone());
         targets.push(WeightedTarget {
             cluster: c.name.clone(),
             weight: c.weight.map_or(0, |w| w.value),

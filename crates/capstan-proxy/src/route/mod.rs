@@ -369,8 +369,8 @@ pub fn compile(rc: &RouteConfiguration) -> Result<RouteTable, CompileError> {
         }
     }
     // Longest first; ties keep configuration order (stable sort).
-    table.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-    table.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    table.suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+    table.prefixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
     Ok(table)
 }
 

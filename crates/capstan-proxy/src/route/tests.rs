@@ -235,7 +235,8 @@ fn route_matching_table() {
             rt("root", prefix("/")),
         ],
     )]);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("/exact", vec![], "exact"),
         ("/exact?x=1", vec![], "exact"),
         ("/exactly", vec![], "root"),
