@@ -228,3 +228,121 @@ fn path_normalization() {
         assert_eq!(normalize(p, dots, merge), want, "{p}");
     }
 }
+
+/// An upstream answering 503 to the first `fail` requests, then 200 with the path it saw.
+async fn flaky_upstream(fail: usize) -> SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    let status = if n < fail { 503 } else { 200 };
+                    let body = format!(
+                        "{} {}",
+                        req.uri().path(),
+                        req.headers()["host"].to_str().unwrap()
+                    );
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+fn apply_static_cluster(store: &Store, name: &str, upstream: SocketAddr) {
+    use crate::cluster::endpoints::tests::{cla, lb_endpoint};
+    use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+    let c = Cluster {
+        name: name.into(),
+        connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::Static as i32,
+        )),
+        load_assignment: Some(cla(vec![lb_endpoint(
+            "127.0.0.1",
+            u32::from(upstream.port()),
+        )])),
+        ..Cluster::default()
+    };
+    store
+        .apply(
+            crate::resources::CLUSTER,
+            vec![Update {
+                name: name.into(),
+                version: "1".into(),
+                resource: envoy_types::pb::google::protobuf::Any {
+                    type_url: crate::resources::CLUSTER.into(),
+                    value: c.encode_to_vec(),
+                },
+            }],
+            &[],
+            false,
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn retries_a_503_and_rewrites_prefix() {
+    use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
+    let upstream = flaky_upstream(1).await;
+    let store = store_with_routes();
+    apply_static_cluster(&store, "up", upstream);
+    let mut rc = routes();
+    rc.virtual_hosts[0].routes.insert(
+        0,
+        prefix_route(
+            "/api/",
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("up".into())),
+                prefix_rewrite: "/v2/".into(),
+                retry_policy: Some(RetryPolicy {
+                    retry_on: "5xx".into(),
+                    num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value { value: 2 }),
+                    ..RetryPolicy::default()
+                }),
+                ..RouteAction::default()
+            }),
+        ),
+    );
+    store
+        .apply(
+            ROUTE,
+            vec![Update {
+                name: "80".into(),
+                version: "2".into(),
+                resource: envoy_types::pb::google::protobuf::Any {
+                    type_url: ROUTE.into(),
+                    value: rc.encode_to_vec(),
+                },
+            }],
+            &[],
+            false,
+        )
+        .unwrap();
+    let (addr, _drain) = start(store.clone()).await;
+    let (s, h, b) = get(addr, "app", "/api/users", false).await;
+    assert_eq!((s, b.as_str()), (200, "/v2/users app"));
+    assert!(h.contains_key("x-envoy-upstream-service-time"));
+    assert_eq!(store.stats().cluster("up").upstream_rq_retry.get(), 1);
+}
