@@ -124,7 +124,13 @@ fn filter_chain_selection_follows_envoy_order() {
     ]))
     .unwrap();
     // (destination, SNI, transport, ALPN, expected chain)
-    type Case<'a> = (&'a str, Option<&'a str>, &'static str, &'a [&'a str], &'a str);
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'static str,
+        &'a [&'a str],
+        &'a str,
+    );
     let cases: &[Case] = &[
         ("10.0.0.1:9080", None, "raw_buffer", &[], "port-9080"),
         ("10.0.0.1:9080", Some("x"), "tls", &[], "port-9080-tls"),

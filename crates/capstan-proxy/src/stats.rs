@@ -131,7 +131,10 @@ pub struct ClusterStats {
 impl ClusterStats {
     /// Counts a response status.
     pub fn count_status(&self, status: u16) {
-        if let Some(c) = self.upstream_rq_class.get(usize::from(status / 100).wrapping_sub(1)) {
+        if let Some(c) = self
+            .upstream_rq_class
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
             c.inc();
         }
     }
@@ -199,7 +202,9 @@ pub struct ServerStats {
 }
 
 fn scope<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, name: &str) -> Arc<T> {
-    let mut map = map.lock().expect("stats map lock is never poisoned: no panics under it");
+    let mut map = map
+        .lock()
+        .expect("stats map lock is never poisoned: no panics under it");
     if let Some(s) = map.get(name) {
         return s.clone();
     }

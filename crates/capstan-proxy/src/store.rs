@@ -149,7 +149,8 @@ impl Store {
         let mut compiled = Vec::with_capacity(updated.len());
         for u in updated {
             let proto = decode(u, resources::CLUSTER)?;
-            let config = cluster::compile(&proto).map_err(|e| format!("cluster {}: {e}", u.name))?;
+            let config =
+                cluster::compile(&proto).map_err(|e| format!("cluster {}: {e}", u.name))?;
             compiled.push(config);
         }
         for name in removed {

@@ -215,6 +215,29 @@ fn iptables_capture_routes_plain_curl_through_the_sidecar() -> Result<()> {
     let _v2 = web(&ns, dir, "reviews-v2", "10.0.0.2", 9082)?;
     let _outside = web(&ns, dir, "not-in-mesh", "10.0.0.3", 8000)?;
 
+    // The servers answer (asked as the proxy's UID, which the capture leaves alone).
+    for (proc, url) in [
+        (&_v1, "http://10.0.0.2:9081/"),
+        (&_v2, "http://10.0.0.2:9082/"),
+        (&_outside, "http://10.0.0.3:8000/"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = ns
+                .command("setpriv")
+                .args(["--reuid", PROXY_UID, "--regid", PROXY_UID, "--clear-groups"])
+                .args(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+                .output()?;
+            if out.stdout == b"200" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{url} not answering within 10 s: {}", proc.tail());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     let bin = env!("CARGO_BIN_EXE_capstan");
     let mut cmd = ns.command(bin);
     cmd.arg("discovery")

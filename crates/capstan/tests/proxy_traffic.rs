@@ -16,7 +16,8 @@ struct Mesh {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
     v1: Backend,
-    v2: Backend,
+    /// Kept alive for the mesh's lifetime.
+    _v2: Backend,
     port: u16,
     discovery: proxy::Discovery,
     gateway: proxy::Proxy,
@@ -71,7 +72,7 @@ async fn mesh(vs: &str) -> Result<Mesh> {
         _tmp: tmp,
         dir,
         v1,
-        v2,
+        _v2: v2,
         port,
         discovery,
         gateway,
@@ -325,5 +326,50 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() -> Result<()> {
     let r = in_flight.await??;
     ensure!(r.status == 200, "the in-flight request got {}", r.status);
     ensure!(status.success(), "gateway exited with {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_the_proxy_cannot_apply_is_nacked_and_traffic_continues() -> Result<()> {
+    let m = mesh(&weights(100, 0)).await?;
+    // An HTTPS server whose certificate comes over SDS (credentialName): the proxy does not
+    // implement SDS yet, so it must NACK the listener by name and keep its last good config.
+    let tls_port = free_port();
+    let extra = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: secure, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {tls_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: SIMPLE, credentialName: web-cert}}\n"
+    );
+    write_atomic(&m.dir.join("config/secure.yaml"), &extra)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args([
+                "proxy-status",
+                "--debug-addr",
+                &format!("127.0.0.1:{}", m.discovery.debug_port),
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("NACK") {
+            break text;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no NACK shown within 10 s: {text}\n{}",
+            m.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(status.contains("router~127.0.0.1~ingress-0"), "{status}");
+    let dump = m.gateway.admin("/config_dump").await?;
+    ensure!(
+        dump.contains("SDS"),
+        "config_dump does not show the rejection: {dump}"
+    );
+    let client = proxy::client(false);
+    let (v1, _, failed) = split(&m, &client, 50).await?;
+    ensure!(
+        v1 == 50 && failed == 0,
+        "after the NACK: v1={v1} failed={failed}"
+    );
     Ok(())
 }

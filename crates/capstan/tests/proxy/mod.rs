@@ -223,8 +223,8 @@ impl Proxy {
 /// A backend's behaviour, changeable while it runs.
 #[derive(Default)]
 pub struct Behaviour {
-    /// Fail this many of every 100 requests with 503 (deterministic: request n fails when
-    /// n % 100 < fail_percent).
+    /// Fail this percentage of requests with 503 (deterministic but scattered: request n fails
+    /// when a hash of n, mod 100, is below it).
     pub fail_percent: AtomicU32,
     /// Delay every response by this many milliseconds.
     pub delay_ms: AtomicU64,
@@ -311,7 +311,8 @@ async fn answer(
         "body_len": body.len(),
     });
     b.in_flight.fetch_sub(1, Ordering::SeqCst);
-    let fail = (n % 100) < u64::from(b.fail_percent.load(Ordering::SeqCst));
+    let scattered = (n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % 100;
+    let fail = scattered < u64::from(b.fail_percent.load(Ordering::SeqCst));
     hyper::Response::builder()
         .status(if fail { 503 } else { 200 })
         .header("x-backend", name)
@@ -340,34 +341,86 @@ impl Reply {
     }
 }
 
-/// One HTTP/1.1 GET on a new connection.
+/// One HTTP/1.1 GET on a new client.
 pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    send(&client, url, headers).await
+    send(&client(false), url, headers).await
 }
 
-pub type Client = hyper_util::client::legacy::Client<
+type LegacyClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
 
+/// A keep-alive client: HTTP/1.1 through hyper-util's pool, or one HTTP/2 connection with prior
+/// knowledge whose `:authority` is the `host` header the caller gives (as a real h2 client
+/// sends the service's name, not the address it connects to).
+pub enum Client {
+    H1(Box<LegacyClient>),
+    H2(tokio::sync::Mutex<Option<hyper::client::conn::http2::SendRequest<Full<Bytes>>>>),
+}
+
 /// A keep-alive client (HTTP/2 prior knowledge when `h2`).
 pub fn client(h2: bool) -> Client {
-    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build_http()
+    if h2 {
+        Client::H2(tokio::sync::Mutex::new(None))
+    } else {
+        Client::H1(Box::new(
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
+        ))
+    }
 }
 
 pub async fn send(client: &Client, url: &str, headers: &[(&str, &str)]) -> Result<Reply> {
-    let mut req = hyper::Request::get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new()))?;
-    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
-        .await
-        .context("request timed out after 20 s")??;
+    let uri: http::Uri = url.parse()?;
+    let resp = match client {
+        Client::H1(c) => {
+            let mut req = hyper::Request::get(uri);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(Bytes::new()))?;
+            tokio::time::timeout(Duration::from_secs(20), c.request(req))
+                .await
+                .context("request timed out after 20 s")??
+        }
+        Client::H2(conn) => {
+            let authority = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+                .map(|(_, v)| (*v).to_string())
+                .or_else(|| uri.authority().map(|a| a.to_string()))
+                .context("no authority")?;
+            let target = uri.authority().context("no address")?.to_string();
+            let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let mut req = hyper::Request::get(format!("http://{authority}{path}"));
+            for (k, v) in headers
+                .iter()
+                .filter(|(k, _)| !k.eq_ignore_ascii_case("host"))
+            {
+                req = req.header(*k, *v);
+            }
+            let req = req.body(Full::new(Bytes::new()))?;
+            let mut guard = conn.lock().await;
+            let reuse = match guard.as_mut() {
+                Some(s) => s.ready().await.is_ok(),
+                None => false,
+            };
+            if !reuse {
+                let tcp = tokio::net::TcpStream::connect(&target).await?;
+                let (sender, connection) =
+                    hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                        .await?;
+                tokio::spawn(connection);
+                *guard = Some(sender);
+            }
+            let sender = guard.as_mut().context("an HTTP/2 connection")?;
+            let fut = sender.send_request(req);
+            drop(guard);
+            tokio::time::timeout(Duration::from_secs(20), fut)
+                .await
+                .context("request timed out after 20 s")??
+        }
+    };
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Reply {
