@@ -231,6 +231,33 @@ async fn header_routing_redirect_rewrite_and_headers() -> Result<()> {
 
     let r = proxy::get(&m.url("/"), &[("host", "unknown.example.org")]).await?;
     ensure!(r.status == 404, "unknown host answered {}", r.status);
+
+    // Istio's standard metrics, as Grafana's and Kiali's queries expect them.
+    let prom = m.gateway.admin("/stats/prometheus").await?;
+    let v2 = prom
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("destination_service=\"reviews.default.svc.cluster.local\"")
+                && l.contains("destination_version=\"v2\"")
+        })
+        .ok_or_else(|| anyhow::anyhow!("no istio_requests_total for reviews v2 in:\n{prom}"))?;
+    ensure!(
+        v2.contains("reporter=\"source\"") && v2.contains("response_code=\"200\""),
+        "{v2}"
+    );
+    ensure!(
+        v2.ends_with(" 1"),
+        "jason's one request to v2 counted as: {v2}"
+    );
+    ensure!(
+        prom.contains("istio_request_duration_milliseconds_bucket{"),
+        "no duration histogram"
+    );
+    ensure!(
+        prom.contains("envoy_cluster_upstream_rq_total{"),
+        "no Envoy cluster stats"
+    );
     Ok(())
 }
 

@@ -305,7 +305,17 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
                 route,
                 forward: f,
             };
-            router::forward(m, &snapshot, parts, body, &host, &ctx.down, trusted).await
+            router::forward(
+                m,
+                &snapshot,
+                parts,
+                body,
+                &host,
+                &ctx.down,
+                trusted,
+                ctx.store.stats(),
+            )
+            .await
         }
     };
     if !matches!(route.action, Action::Forward(_)) {

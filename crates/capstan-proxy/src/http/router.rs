@@ -160,7 +160,9 @@ pub async fn forward(
     host: &str,
     down: &Downstream,
     trusted: bool,
+    stats: &crate::stats::Stats,
 ) -> (Response<BoxBody>, Option<String>) {
+    let started = Instant::now();
     let f = m.forward;
     let Some((cluster_name, target)) = choose(f, &parts.headers) else {
         return (local_reply(f.cluster_not_found_status, ""), None);
@@ -226,6 +228,19 @@ pub async fn forward(
         original_dst: Some(down.local),
         avoid: Vec::new(),
     };
+    let protocol = if parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        crate::istio_metrics::RequestProtocol::Grpc
+    } else {
+        crate::istio_metrics::RequestProtocol::Http
+    };
+    let request_bytes = match &body {
+        ReqBody::Buffered(b) => b.len() as u64,
+        ReqBody::Streaming(_) => 0,
+    };
     let resp = attempts(
         &cluster,
         &state,
@@ -235,6 +250,20 @@ pub async fn forward(
         m.vh.include_attempt_count,
     )
     .await;
+    // Istio's standard metrics: the duration runs to the response headers (the body streams).
+    let series = stats
+        .istio
+        .request(&cluster_name, resp.status().as_u16(), protocol);
+    series.requests.inc();
+    series.duration.record(started.elapsed());
+    series.request_bytes.add(request_bytes);
+    if let Some(len) = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
+        series.response_bytes.add(len);
+    }
     let mut resp = resp;
     for level in levels(&m, target, false) {
         level.apply(resp.headers_mut());
