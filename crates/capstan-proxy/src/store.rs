@@ -209,6 +209,16 @@ impl Store {
     ) -> Result<(), String> {
         let mut compiled = Vec::with_capacity(updated.len());
         for u in updated {
+            // A listener re-sent byte for byte is not replaced: replacing it would drain its
+            // connections for nothing.
+            let unchanged = state
+                .raw
+                .get(resources::LISTENER)
+                .and_then(|held| held.get(&u.name))
+                .is_some_and(|r| r.resource == u.resource);
+            if unchanged && state.listeners.contains_key(&u.name) {
+                continue;
+            }
             let proto = decode(u, resources::LISTENER)?;
             let l = listener::compile(&proto).map_err(|e| format!("listener {}: {e}", u.name))?;
             compiled.push(l);
@@ -363,3 +373,7 @@ impl ResourceSink for Store {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
