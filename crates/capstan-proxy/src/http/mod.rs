@@ -311,9 +311,11 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
                 parts,
                 body,
                 &host,
-                &ctx.down,
-                trusted,
-                ctx.store.stats(),
+                router::Caller {
+                    down: &ctx.down,
+                    trusted,
+                    stats: ctx.store.stats(),
+                },
             )
             .await
         }

@@ -150,6 +150,17 @@ fn outcome_of(e: &UpstreamError) -> Outcome {
     }
 }
 
+/// Who is asking: the downstream connection, whether its `x-envoy-*` headers are trusted, and
+/// where to count.
+pub struct Caller<'a> {
+    /// The downstream connection.
+    pub down: &'a Downstream,
+    /// Whether the request is internal (its `x-envoy-*` headers are honoured).
+    pub trusted: bool,
+    /// The process's counters.
+    pub stats: &'a crate::stats::Stats,
+}
+
 /// Forwards a request on a matched route; `host` is the request's authority. Returns the
 /// response and a generated hash-policy cookie to set.
 pub async fn forward(
@@ -158,10 +169,13 @@ pub async fn forward(
     mut parts: http::request::Parts,
     body: BoxBody,
     host: &str,
-    down: &Downstream,
-    trusted: bool,
-    stats: &crate::stats::Stats,
+    caller: Caller<'_>,
 ) -> (Response<BoxBody>, Option<String>) {
+    let Caller {
+        down,
+        trusted,
+        stats,
+    } = caller;
     let started = Instant::now();
     let f = m.forward;
     let Some((cluster_name, target)) = choose(f, &parts.headers) else {
