@@ -232,6 +232,8 @@ pub struct Behaviour {
     pub requests: AtomicU64,
     /// Requests in flight.
     pub in_flight: AtomicU64,
+    /// The `Host` (HTTP/1.1) or `:authority` (HTTP/2) of every request received, in order.
+    pub hosts: std::sync::Mutex<Vec<String>>,
 }
 
 /// An in-process HTTP/1.1 + HTTP/2 (prior knowledge) backend that answers with a JSON
@@ -292,6 +294,17 @@ async fn answer(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    b.hosts
+        .lock()
+        .expect("the hosts list is only pushed to")
+        .push(host);
     let body = body
         .collect()
         .await
