@@ -102,7 +102,7 @@ RUST_LOG=warn "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$XDS --ad
 cat >"$WORK/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s
@@ -135,7 +135,7 @@ nginx -c "$WORK/nginx/proxy.conf" -e stderr & PIDS+=($!)
 # Wait until every target answers.
 for port in $((V1+100)) $CAP $HAP $NGX; do
   for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-  curl -sf -o /dev/null "http://127.0.0.1:$port/" || { log "port $port not answering"; tail -20 "$WORK"/*.log >&2; exit 1; }
+  curl -sf -o /dev/null "http://127.0.0.1:$port/" || { log "port $port not answering"; tail -n 20 "$WORK"/*.log >&2; exit 1; }
 done
 NGX_PID=$(cat "$WORK/nginx/proxy.pid")
 NGX_WORKER=$(pgrep -P "$NGX_PID" | head -1)
@@ -173,8 +173,9 @@ RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 for ver in 1 2; do
   for rate in $RATES; do
-    if [[ $ver == 1 ]]; then off=0; else off=100; fi
-    run direct - "http://127.0.0.1:$((V1+off))/" "$rate" "$ver" >>"$RESULTS"
+    # HTTP/1.1 targets on the base ports (backends on +100); h2c on +100 (backends on the base).
+    if [[ $ver == 1 ]]; then off=0; direct=$((V1+100)); else off=100; direct=$V1; fi
+    run direct - "http://127.0.0.1:$direct/" "$rate" "$ver" >>"$RESULTS"
     run capstan "$CAP_PID" "http://127.0.0.1:$CAP/" "$rate" "$ver" >>"$RESULTS"
     run haproxy "$HAP_PID" "http://127.0.0.1:$((HAP+off))/" "$rate" "$ver" >>"$RESULTS"
     run nginx "$NGX_WORKER" "http://127.0.0.1:$((NGX+off))/" "$rate" "$ver" >>"$RESULTS"
