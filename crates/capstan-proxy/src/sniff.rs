@@ -140,7 +140,9 @@ pub fn http(buf: &[u8]) -> Sniff<&'static str> {
             Sniff::NeedMore
         };
     }
-    let line_end = buf.windows(2).position(|w| w == b"\r\n");
+    // Envoy's HTTP inspector ends the request line at the first CR or LF: a line-based
+    // protocol's bare-LF line is decided at once instead of waiting for bytes that never come.
+    let line_end = buf.iter().position(|b| *b == b'\r' || *b == b'\n');
     let line = match line_end {
         Some(end) => &buf[..end],
         None if buf.len() >= MAX_PEEK => return Sniff::No,
@@ -250,6 +252,9 @@ mod tests {
             (b"\x00\x01binary", Sniff::No),
             (b"hello world\r\n", Sniff::No),
             (b"SSH-2.0-OpenSSH\r\n", Sniff::No),
+            (b"HELLO WORLD\n", Sniff::No),
+            (b"SET key\n", Sniff::No),
+            (b"GET / HTTP/1.1\r", Sniff::Yes("http/1.1")),
         ];
         for (input, want) in cases {
             assert_eq!(&http(input), want, "{:?}", String::from_utf8_lossy(input));
