@@ -20,6 +20,17 @@ use std::sync::Arc;
 pub struct KubernetesSource {
     opts: CheckOptions,
     namespace: Option<String>,
+    ready: tokio::sync::watch::Sender<bool>,
+}
+
+/// Whether a watch error means the kind is not served at all (its CRD is not installed): such
+/// a kind has nothing to wait for, so it does not hold readiness back.
+fn kind_not_served(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
+    }
 }
 
 fn api_resource(kind: Kind) -> ApiResource {
@@ -79,7 +90,14 @@ impl KubernetesSource {
         KubernetesSource {
             opts,
             namespace: None,
+            ready: tokio::sync::watch::channel(false).0,
         }
+    }
+
+    /// Turns `true` once every kind has been listed once (or found not served) and the listing
+    /// is in the store.
+    pub fn ready(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 
     /// Watches one namespace only.
@@ -104,8 +122,11 @@ impl KubernetesSource {
         });
         let mut events = futures::stream::select_all(streams);
         let mut listing: std::collections::BTreeMap<Kind, Vec<IstioObject>> = Default::default();
+        let mut listed = std::collections::BTreeSet::new();
         while let Some((kind, event)) = events.next().await {
             let source = source_name(kind);
+            let settled = matches!(&event, Ok(Event::InitDone))
+                || matches!(&event, Err(e) if kind_not_served(e));
             match event {
                 Ok(Event::Init) => {
                     listing.insert(kind, Vec::new());
@@ -147,6 +168,10 @@ impl KubernetesSource {
                     store.delete(&source, &key_of(kind, &obj));
                 }
                 Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
+            }
+            if settled && listed.insert(kind) && listed.len() == Kind::ALL.len() {
+                tracing::info!("Istio config listed from Kubernetes");
+                self.ready.send_replace(true);
             }
         }
     }

@@ -67,11 +67,15 @@ async fn kubectl_apply_reaches_the_store_and_invalid_edits_keep_the_last_good_ve
         kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?,
     )?;
     let store = Arc::new(ConfigStore::new());
-    let task = tokio::spawn(
-        KubernetesSource::new(CheckOptions::default())
-            .with_namespace(ctx.namespace.clone())
-            .run(client, store.clone()),
-    );
+    let source =
+        KubernetesSource::new(CheckOptions::default()).with_namespace(ctx.namespace.clone());
+    let mut ready = source.ready();
+    let task = tokio::spawn(source.run(client, store.clone()));
+    // Every kind listed once (a kind whose CRD is not installed counts as listed: it has
+    // nothing to wait for), so `capstan discovery` may open its xDS port.
+    tokio::time::timeout(Duration::from_secs(60), ready.wait_for(|r| *r))
+        .await
+        .context("the source never reported its first sync")??;
     let key = ConfigKey {
         kind: Kind::VirtualService,
         namespace: ctx.namespace.clone(),

@@ -137,9 +137,13 @@ async fn wait_loaded(port: u16, services: u64, objects: u64, limit: Duration) ->
             if metric(&text, "capstan_services") >= Some(services)
                 && metric(&text, "capstan_config_objects") >= Some(objects)
             {
-                // One more debounce period, so the push of the loaded state has happened.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                return Ok(());
+                // `/ready` turns 200 once the loaded state has been pushed.
+                if http_get(port, "/ready")
+                    .await
+                    .is_ok_and(|b| b.starts_with("ready"))
+                {
+                    return Ok(());
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

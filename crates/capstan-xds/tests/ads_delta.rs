@@ -236,3 +236,20 @@ async fn malformed_delta_requests() {
     let st = within(s.rx.message()).await.expect_err("too many names");
     assert_eq!(st.code(), Code::ResourceExhausted);
 }
+
+#[tokio::test]
+async fn a_server_that_is_not_ready_refuses_new_streams_until_it_is() {
+    let h = Harness::start(AdsOptions::default()).await;
+    h.ads.set_ready(false);
+    let (_tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
+    let mut client = h.client().await;
+    let refused = within(client.delta_aggregated_resources(ReceiverStream::new(rx)))
+        .await
+        .expect_err("a stream opened before the server is ready");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("not ready"), "{refused:?}");
+    h.ads.set_ready(true);
+    let mut s = Stream::open(&h).await;
+    s.hello(req(CLUSTER, &[], &[], "")).await;
+    assert_eq!(names(&s.recv().await).len(), 2);
+}

@@ -76,8 +76,7 @@ async fn proxy_status_and_proxy_config_show_what_a_sidecar_was_sent() {
         let out = capstan(&["proxy-status", "--debug-addr", &debug_addr]);
         if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("PUSH VERSION\n0")
         {
-            let ready = std::net::TcpStream::connect(("127.0.0.1", monitoring)).is_ok();
-            if ready {
+            if capstan_e2e::wait_http_ok(monitoring, "/ready", Duration::from_millis(1)).is_ok() {
                 break;
             }
         }

@@ -3,13 +3,13 @@
 //! changed clusters, with no NACKs. (The load generator's numbers in docs/benchmarks.md are only
 //! as good as these clients.)
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use capstan_e2e::ChildGuard;
 use capstan_loadgen::client::{self, Report, ENDPOINT};
 use capstan_loadgen::{mesh, reports};
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -48,6 +48,7 @@ async fn simulated_proxies_sync_ack_and_see_endpoint_changes() -> Result<()> {
     };
     mesh::write(dir.path(), &spec)?;
     let xds_port = free_port()?;
+    let monitoring_port = free_port()?;
     let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(["discovery", "--config-dir"])
         .arg(dir.path().join("config"))
@@ -55,21 +56,17 @@ async fn simulated_proxies_sync_ack_and_see_endpoint_changes() -> Result<()> {
         .arg(dir.path().join("registry.json"))
         .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--debug-addr", &format!("127.0.0.1:{}", free_port()?)])
-        .args(["--monitoring-addr", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
         .args(["--file-debounce-ms", "20"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting capstan discovery")?;
     let _guard = ChildGuard::new("capstan-discovery", child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", xds_port)).is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "the xDS port did not open in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::task::spawn_blocking(move || {
+        capstan_e2e::wait_http_ok(monitoring_port, "/ready", Duration::from_secs(30))
+    })
+    .await??;
 
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], xds_port));
     let (tx, mut rx) = reports::channel();

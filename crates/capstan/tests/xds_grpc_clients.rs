@@ -9,7 +9,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const HOST: &str = "greeter.default.svc.cluster.local";
 const PORT: u16 = 50051;
@@ -89,14 +89,8 @@ fn discovery(dir: &Path) -> Result<Discovery> {
         .spawn()
         .context("starting capstan discovery")?;
     let guard = ChildGuard::new("capstan-discovery", child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", xds_port)).is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "capstan discovery did not open its xDS port within 30s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    capstan_e2e::wait_http_ok(monitoring_port, "/ready", Duration::from_secs(30))
+        .context("capstan discovery did not become ready")?;
     Ok(Discovery {
         _child: guard,
         xds_port,

@@ -84,6 +84,11 @@ pub struct ConsulStatus {
 }
 
 impl ConsulStatus {
+    /// The first-sync signal: turns `true` as [`ConsulStatus::is_synced`] does.
+    pub fn synced(&self) -> watch::Receiver<bool> {
+        self.synced.clone()
+    }
+
     /// True once the catalog was listed and every listed service applied to the index.
     pub fn is_synced(&self) -> bool {
         *self.synced.borrow()

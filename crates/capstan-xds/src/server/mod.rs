@@ -87,6 +87,8 @@ pub(crate) struct Core {
     push_permits: Arc<tokio::sync::Semaphore>,
     /// Subscribed resource names, shared between connections.
     names: intern::Interner,
+    /// Whether new streams are accepted (see [`AdsServer::set_ready`]).
+    ready: std::sync::atomic::AtomicBool,
 }
 
 /// The ADS server: mount [`AdsServer::service`] in tonic, announce pushes with
@@ -122,6 +124,7 @@ impl<G: Generator> AdsServer<G> {
                 connections: Mutex::new(BTreeMap::new()),
                 next_conn: AtomicU64::new(1),
                 names: intern::Interner::default(),
+                ready: std::sync::atomic::AtomicBool::new(true),
             }),
             generator,
         }
@@ -140,6 +143,19 @@ impl<G: Generator> AdsServer<G> {
         });
         // An error only means no stream is connected: nobody to tell.
         let _ = self.core.pushes.send(event);
+    }
+
+    /// Opens or closes the door to new streams. A server that is not ready refuses every new
+    /// stream with `UNAVAILABLE` (as istiod does until its caches have synced), so a proxy
+    /// retries with backoff instead of receiving a partial mesh that would remove the clusters
+    /// and listeners it is serving with. Open streams are not affected. Ready by default.
+    pub fn set_ready(&self, ready: bool) {
+        self.core.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Whether new streams are accepted.
+    pub fn is_ready(&self) -> bool {
+        self.core.ready.load(Ordering::SeqCst)
     }
 
     /// The tonic service to add to a `tonic::transport::Server`.

@@ -378,7 +378,13 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let limit = self.max_decoding_message_size;
-        let response = match req.uri().path() {
+        let path = req.uri().path();
+        let xds = path == SOTW_PATH || path == DELTA_PATH;
+        let response = match path {
+            _ if xds && !self.server.is_ready() => {
+                Status::unavailable("server is not ready to serve discovery information")
+                    .into_http::<tonic::body::Body>()
+            }
             SOTW_PATH => {
                 let requests = Requests::<DiscoveryRequest>::new(req.into_body(), limit);
                 grpc_response(self.server.spawn::<super::sotw::Sotw>(requests))

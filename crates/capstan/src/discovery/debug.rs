@@ -155,12 +155,12 @@ async fn config_dump(AxState(state): AxState<State>, Query(q): Query<DumpQuery>)
 }
 
 async fn ready(AxState(state): AxState<State>) -> impl IntoResponse {
-    if state.generator.context().version > 0 {
+    if state.ads.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no push yet: config and services not loaded\n",
+            "not ready: config sources and registries still syncing\n",
         )
     }
 }

@@ -130,6 +130,9 @@ pub fn run(args: Args) -> Result<()> {
         let mesh = MeshConfig { domain_suffix: args.domain.clone(), ..MeshConfig::default() };
         let generator = Arc::new(IstioGenerator::new(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), 0)));
         let ads = AdsServer::new(generator.clone(), AdsOptions::default());
+        // Closed until every source has synced once and a push has been built from all of it.
+        ads.set_ready(false);
+        let sources_synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         // The push pipeline: store and index changes → debounce → new PushContext → push.
         let (tx, rx) = mpsc::channel(4096);
@@ -138,21 +141,28 @@ pub fn run(args: Args) -> Result<()> {
         let opts = DebounceOptions { quiet: debounce, max_delay: Duration::from_millis(args.debounce_max_ms) };
         let push_time = Arc::new(std::sync::Mutex::new(capstan_xds::server::Histogram::default()));
         {
-            let (store, index, generator, ads, push_time) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone());
+            let (store, index, generator, ads, push_time, synced) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone(), sources_synced.clone());
             tokio::spawn(debounce::run(rx, opts, move |push| {
+                // Read before the snapshots: if every source had synced, this push holds it all.
+                let complete = synced.load(std::sync::atomic::Ordering::SeqCst);
                 let started = std::time::Instant::now();
                 generator.advance(store.snapshot(), index.snapshot(), &push);
                 let took = started.elapsed();
                 push_time.lock().unwrap_or_else(|e| e.into_inner()).record(took);
                 tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?took, "push");
                 ads.push(push);
+                if complete && !ads.is_ready() {
+                    tracing::info!("every config source and registry synced; serving xDS");
+                    ads.set_ready(true);
+                }
             }));
         }
 
         // Sources and registries.
         if !args.config_dirs.is_empty() {
             let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
-            let source = FileSource::new(args.config_dirs.clone(), opts);
+            let mut source = FileSource::new(args.config_dirs.clone(), opts);
+            source.sync(&store);
             let store = store.clone();
             tokio::spawn(async move {
                 if let Err(e) = source.run(store, file_debounce).await {
@@ -164,16 +174,33 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(path) = args.registry_file.clone() {
             registries::spawn_file(path, index.clone(), file_debounce)?;
         }
+        // First-sync signals of the sources that load asynchronously (files loaded above).
+        let mut pending: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)> = Vec::new();
         if let Some(kubeconfig) = &args.kubeconfig {
             let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
-            let client = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
+            let (client, ready) = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
+            pending.push(("Kubernetes registry", ready));
             let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
-            tokio::spawn(capstan_config::KubernetesSource::new(opts).run(client, store.clone()));
+            let source = capstan_config::KubernetesSource::new(opts);
+            pending.push(("Kubernetes config", source.ready()));
+            tokio::spawn(source.run(client, store.clone()));
         }
         if let Some(addr) = args.consul_addr.clone() {
-            registries::spawn_consul(addr, index.clone())?;
+            let status = registries::spawn_consul(addr, index.clone())?;
+            pending.push(("Consul registry", status.synced()));
         }
-        drop(tx);
+        tokio::spawn(async move {
+            for (what, mut ready) in pending {
+                if ready.wait_for(|r| *r).await.is_err() {
+                    tracing::error!(source = what, "stopped before its first sync; xDS stays unready");
+                    return;
+                }
+                tracing::debug!(source = what, "first sync done");
+            }
+            sources_synced.store(true, std::sync::atomic::Ordering::SeqCst);
+            // A push built from now on holds every source: ask for one.
+            let _ = tx.send(Change::Everything).await;
+        });
 
         let state = State { store, index, generator, ads: ads.clone(), push_time };
         tokio::select! {

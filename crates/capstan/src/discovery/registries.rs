@@ -66,7 +66,8 @@ pub fn spawn_service_entry_sync(store: Arc<ConfigStore>, index: Arc<ServiceIndex
     });
 }
 
-/// Starts the file registry.
+/// Starts the file registry, after reading the file once (a bad file is logged and leaves the
+/// registry empty until it is fixed, as later bad edits keep the last good state).
 pub fn spawn_file(path: PathBuf, index: Arc<ServiceIndex>, debounce: Duration) -> Result<()> {
     anyhow::ensure!(
         path.is_file(),
@@ -74,6 +75,9 @@ pub fn spawn_file(path: PathBuf, index: Arc<ServiceIndex>, debounce: Duration) -
         path.display()
     );
     let registry = FileRegistry::new(path);
+    if let Err(error) = registry.sync(&index) {
+        tracing::error!(%error, "registry file not loaded");
+    }
     tokio::spawn(async move {
         if let Err(e) = registry.run(index, debounce).await {
             tracing::error!(error = %e, "file registry watcher stopped");
@@ -83,11 +87,12 @@ pub fn spawn_file(path: PathBuf, index: Arc<ServiceIndex>, debounce: Duration) -
 }
 
 /// Starts the Kubernetes registry with a client from `kubeconfig` (or in-cluster config).
+/// Returns the client and the registry's first-sync signal.
 pub async fn spawn_kubernetes(
     kubeconfig: Option<PathBuf>,
     domain: &str,
     index: Arc<ServiceIndex>,
-) -> Result<kube::Client> {
+) -> Result<(kube::Client, tokio::sync::watch::Receiver<bool>)> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(&path)
@@ -102,17 +107,22 @@ pub async fn spawn_kubernetes(
     };
     let client = kube::Client::try_from(config).context("building the Kubernetes client")?;
     let registry = KubernetesRegistry::new(domain);
+    let ready = registry.ready();
     tokio::spawn(registry.run(client.clone(), index));
-    Ok(client)
+    Ok((client, ready))
 }
 
-/// Starts the Consul registry.
-pub fn spawn_consul(address: String, index: Arc<ServiceIndex>) -> Result<()> {
+/// Starts the Consul registry; returns its status (first sync).
+pub fn spawn_consul(
+    address: String,
+    index: Arc<ServiceIndex>,
+) -> Result<capstan_registry::consul::ConsulStatus> {
     let registry = ConsulRegistry::new(ConsulConfig {
         address,
         ..ConsulConfig::default()
     })
     .context("configuring the Consul registry")?;
+    let status = registry.status();
     tokio::spawn(registry.run(index));
-    Ok(())
+    Ok(status)
 }

@@ -100,6 +100,11 @@ pub struct Discovery {
 }
 
 pub fn discovery(dir: &Path, xds_port: Option<u16>) -> Result<Discovery> {
+    discovery_with(dir, xds_port, &[])
+}
+
+/// [`discovery`] with extra flags.
+pub fn discovery_with(dir: &Path, xds_port: Option<u16>, extra: &[&str]) -> Result<Discovery> {
     let (xds_port, debug_port, monitoring_port) =
         (xds_port.unwrap_or_else(free_port), free_port(), free_port());
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_capstan"));
@@ -111,9 +116,10 @@ pub fn discovery(dir: &Path, xds_port: Option<u16>) -> Result<Discovery> {
         .args(["--xds-addr", &format!("127.0.0.1:{xds_port}")])
         .args(["--debug-addr", &format!("127.0.0.1:{debug_port}")])
         .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
-        .args(["--file-debounce-ms", "20"]);
+        .args(["--file-debounce-ms", "20"])
+        .args(extra);
     let proc = Proc::spawn("discovery", &mut cmd, dir)?;
-    wait_port(xds_port, Duration::from_secs(30))
+    capstan_e2e::wait_http_ok(monitoring_port, "/ready", Duration::from_secs(30))
         .with_context(|| format!("discovery: {}", proc.tail()))?;
     Ok(Discovery {
         proc,
