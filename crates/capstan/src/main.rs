@@ -1,5 +1,8 @@
 //! The `capstan` binary: argument parsing and wiring only.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod discovery;
 mod proxy;
 mod proxy_status;

@@ -94,8 +94,14 @@ fn bootstrap(args: &Args) -> Result<Bootstrap> {
 /// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, then drains.
 pub fn run(args: Args) -> Result<()> {
     let bootstrap = bootstrap(&args)?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.concurrency > 0 {
+    // One worker is one event loop, as one Envoy worker or one HAProxy thread: a
+    // current-thread runtime has no work-stealing queues or cross-thread wake-ups to pay for.
+    let mut builder = if args.concurrency == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if args.concurrency > 1 {
         builder.worker_threads(args.concurrency);
     }
     let runtime = builder

@@ -398,6 +398,8 @@ fn upstream_uri(
     req: &http::Request<BoxBody>,
     addr: SocketAddr,
 ) -> Result<http::Uri, UpstreamError> {
+    use http::uri::{Authority, PathAndQuery, Scheme};
+    // Built from parts (no formatting and re-parsing: this runs once per request).
     let authority = req
         .uri()
         .authority()
@@ -405,27 +407,20 @@ fn upstream_uri(
         .or_else(|| {
             req.headers()
                 .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .and_then(|h| h.parse::<http::uri::Authority>().ok())
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         })
-        .map_or_else(|| addr.to_string(), |a| a.to_string());
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    http::Uri::builder()
-        .scheme("http")
-        .authority(authority.as_str())
-        .path_and_query(path.as_str())
-        .build()
-        .or_else(|_| {
-            http::Uri::builder()
-                .scheme("http")
-                .authority(addr.to_string().as_str())
-                .path_and_query(path.as_str())
-                .build()
-        })
+        .map_or_else(|| Authority::try_from(addr.to_string()), Ok)
+        .map_err(|e| UpstreamError::Reset(format!("cannot build upstream URI: {e}")))?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
+    http::Uri::from_parts(parts)
         .map_err(|e| UpstreamError::Reset(format!("cannot build upstream URI: {e}")))
 }
 

@@ -191,8 +191,15 @@ pub async fn forward(
         .to_string();
     let (hash, new_cookie) =
         crate::route::hash::compute(&f.hash, &parts.headers, &path_and_query, down.peer);
-    // Rewrites.
-    let new_path = rewrite_path(f, m.route.matched_prefix(), &path_and_query);
+    // Rewrites. Without one, an origin-form URI is kept as it is (no re-parse); an absolute
+    // one (HTTP/2's :authority) is reduced to its path so the Host header decides upstream.
+    let rewrites = f.prefix_rewrite.is_some() || f.regex_rewrite.is_some();
+    if rewrites || parts.uri.authority().is_some() {
+        let new_path = rewrite_path(f, m.route.matched_prefix(), &path_and_query);
+        parts.uri = new_path
+            .parse()
+            .unwrap_or_else(|_| http::Uri::from_static("/"));
+    }
     let mut new_host = host.to_string();
     let literal = target
         .and_then(|t| t.host_rewrite.clone())
@@ -211,9 +218,6 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(&new_host) {
         parts.headers.insert(http::header::HOST, v);
     }
-    parts.uri = new_path
-        .parse()
-        .unwrap_or_else(|_| http::Uri::from_static("/"));
     for level in levels(&m, target, true) {
         level.apply(&mut parts.headers);
     }
@@ -302,6 +306,7 @@ async fn attempts(
     let policy = &state.policy;
     let mut attempt: u32 = 0;
     let mut _permit = None;
+    let mut parts = Some(parts);
     loop {
         attempt += 1;
         let body = match (&replay, once.take()) {
@@ -309,7 +314,16 @@ async fn attempts(
             (None, Some(s)) => s,
             (None, None) => return local_reply(503, "no body to retry"),
         };
-        let mut req = Request::from_parts(parts.clone(), body);
+        // The request head is copied only when another attempt may follow this one.
+        let may_follow = replay.is_some() && attempt <= policy.num_retries;
+        let head = match (may_follow, &parts) {
+            (true, Some(p)) => p.clone(),
+            _ => match parts.take() {
+                Some(p) => p,
+                None => return local_reply(503, "no request to retry"),
+            },
+        };
+        let mut req = Request::from_parts(head, body);
         if attempt_header {
             req.headers_mut()
                 .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
