@@ -1,0 +1,39 @@
+//! Citadel for Capstan: Istio's certificate authority.
+//!
+//! - [`CertificateAuthority`]: key material from a plugged-in `cacerts` directory, or a
+//!   self-signed root generated at first start and persisted through [`CaStorage`]
+//!   (Istio's `istio-ca-secret`); signs workload CSRs for authenticated [`Identity`]s and
+//!   issues the control plane's serving certificate.
+//! - [`authn`]: who is calling, by TLS client certificate or Kubernetes service-account token.
+//! - [`CaService`]: the `istio.v1.auth.IstioCertificateService` gRPC service.
+//!
+//! Signing is plain synchronous code; only storage, TokenReview and the service are async.
+
+#![deny(missing_docs)]
+
+pub mod authn;
+mod authority;
+mod csr;
+mod identity;
+mod pem;
+mod service;
+mod sign;
+mod storage;
+
+pub use authn::{
+    AuthError, Authenticator, Caller, ClientCertAuthenticator, TokenReviewAuthenticator,
+};
+pub use authority::{CaError, CaOptions, CertificateAuthority};
+pub use csr::CsrError;
+pub use identity::{validate_trust_domain, Identity, IdentityError, DEFAULT_TRUST_DOMAIN};
+pub use service::{CaService, PeerCertificates};
+pub use sign::{ServingCertificate, SignError};
+pub use storage::{
+    CaSecret, CaStorage, DirStorage, StorageError, CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT,
+    SELF_SIGNED_SECRET_NAME,
+};
+
+#[cfg(test)]
+mod sign_tests;
+#[cfg(test)]
+mod test_support;
