@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod cluster;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod istio_metrics;
 pub mod listener;
 pub mod net;
