@@ -21,6 +21,20 @@ pub struct Options {
     pub drain_time: Duration,
     /// Istio's readiness port (15021, `/healthz/ready`); `None` to not serve it.
     pub readiness: Option<std::net::SocketAddr>,
+    /// Where the workload certificate comes from (none: no mTLS).
+    pub identity: IdentitySource,
+}
+
+/// Where the workload certificate (SDS `default` / `ROOTCA`) comes from.
+#[derive(Debug, Clone, Default)]
+pub enum IdentitySource {
+    /// None: configuration that needs it fails its handshakes.
+    #[default]
+    None,
+    /// Files in Istio's `/etc/certs` layout, re-read when they change.
+    Files(std::path::PathBuf),
+    /// The mesh CA.
+    Ca(crate::identity::ca::CaOptions),
 }
 
 /// Why the proxy could not start.
@@ -104,6 +118,16 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         readiness_listener.map(|l| tokio::spawn(crate::admin::serve_readiness(l, admin.clone())));
     tracing::info!(admin = %admin_addr, "capstan proxy starting");
 
+    let identity = crate::identity::Identity::workload().clone();
+    let identity_task = match opts.identity.clone() {
+        IdentitySource::None => None,
+        IdentitySource::Files(dir) => Some(tokio::spawn(crate::identity::files::run(
+            dir,
+            identity,
+            Duration::from_secs(1),
+        ))),
+        IdentitySource::Ca(ca) => Some(tokio::spawn(crate::identity::ca::run(ca, identity))),
+    };
     let xds = tokio::spawn(xds::run(
         opts.bootstrap.clone(),
         store.clone(),
@@ -123,6 +147,9 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
     shutdown_tx.send_replace(true);
     let _ = listeners.await;
     xds.abort();
+    if let Some(t) = identity_task {
+        t.abort();
+    }
     admin_task.abort();
     if let Some(t) = readiness_task {
         t.abort();

@@ -243,11 +243,15 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         shared,
     };
     match &chain.tls {
-        None => serve_chain(io, &chain.filter, false, ctx).await,
+        None => serve_chain(io, &chain.filter, None, ctx).await,
         Some(tls) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
-                Ok(Ok(tls_stream)) => serve_chain(tls_stream, &chain.filter, true, ctx).await,
+                Ok(Ok(tls_stream)) => {
+                    let peer_cert =
+                        crate::identity::peer_cert(tls_stream.get_ref().1.peer_certificates());
+                    serve_chain(tls_stream, &chain.filter, Some(peer_cert), ctx).await
+                }
                 Ok(Err(e)) => {
                     tracing::debug!(listener = %config.name, %peer, "TLS handshake failed: {e}")
                 }
@@ -268,8 +272,13 @@ struct ChainCtx<'a> {
 }
 
 /// Hands the (decrypted) connection to the chain's network filter.
-async fn serve_chain<IO>(io: IO, filter: &NetworkFilter, tls: bool, ctx: ChainCtx<'_>)
-where
+/// `tls`: the connection was TLS, with the client's certificate if it showed one.
+async fn serve_chain<IO>(
+    io: IO,
+    filter: &NetworkFilter,
+    tls: Option<Option<Arc<crate::identity::PeerCert>>>,
+    ctx: ChainCtx<'_>,
+) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ChainCtx {
@@ -284,7 +293,8 @@ where
             let downstream = crate::http::Downstream {
                 peer,
                 local: destination,
-                tls,
+                tls: tls.is_some(),
+                peer_cert: tls.flatten(),
             };
             crate::http::serve_connection(io, hcm.clone(), shared.store.clone(), downstream, drain)
                 .await;

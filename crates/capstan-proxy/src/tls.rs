@@ -90,10 +90,7 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let at = |f: &str| format!("common_tls_context.{f}");
     if !common.tls_certificate_sds_secret_configs.is_empty() {
-        return Err(CompileError::new(
-            at("tls_certificate_sds_secret_configs"),
-            "SDS certificates (credentialName) are not supported yet",
-        ));
+        return workload_server_config(ctx);
     }
     let [cert] = common.tls_certificates.as_slice() else {
         return Err(CompileError::new(
@@ -166,6 +163,102 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>
         .map(|p| p.as_bytes().to_vec())
         .collect();
     Ok(Arc::new(config))
+}
+
+/// Istio's inbound mTLS: the workload certificate (SDS `default`) and, when a validation
+/// context names `ROOTCA`, clients verified against the workload roots (and the SANs of the
+/// combined context).
+fn workload_server_config(
+    ctx: &DownstreamTlsContext,
+) -> Result<Arc<rustls::ServerConfig>, CompileError> {
+    use crate::identity::{Identity, DEFAULT_SECRET, ROOT_SECRET};
+    let common = ctx.common_tls_context.clone().unwrap_or_default();
+    let at = |f: &str| format!("common_tls_context.{f}");
+    match common.tls_certificate_sds_secret_configs.as_slice() {
+        [s] if s.name == DEFAULT_SECRET => {}
+        [s] => {
+            return Err(CompileError::new(
+                at("tls_certificate_sds_secret_configs[0].name"),
+                format!(
+                    "SDS secret {:?} is not served by this proxy (only {DEFAULT_SECRET:?}: the workload identity; gateway credentialName secrets are not yet)",
+                    s.name
+                ),
+            ))
+        }
+        _ => {
+            return Err(CompileError::new(
+                at("tls_certificate_sds_secret_configs"),
+                "exactly one certificate is supported",
+            ))
+        }
+    }
+    if !common.tls_certificates.is_empty() {
+        return Err(CompileError::new(
+            at("tls_certificates"),
+            "cannot be combined with an SDS certificate",
+        ));
+    }
+    let root = |name: &str, field: String| {
+        if name == ROOT_SECRET {
+            Ok(())
+        } else {
+            Err(CompileError::new(
+                field,
+                format!("SDS secret {name:?} is not served by this proxy (only {ROOT_SECRET:?})"),
+            ))
+        }
+    };
+    let mut sans = Vec::new();
+    let verify = match &common.validation_context_type {
+        None => false,
+        Some(common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
+            root(&s.name, at("validation_context_sds_secret_config.name"))?;
+            true
+        }
+        Some(common_tls_context::ValidationContextType::CombinedValidationContext(c)) => {
+            let field = at("combined_validation_context.validation_context_sds_secret_config");
+            let s = c
+                .validation_context_sds_secret_config
+                .as_ref()
+                .ok_or_else(|| CompileError::new(field.clone(), "is required"))?;
+            root(&s.name, format!("{field}.name"))?;
+            #[allow(deprecated)]
+            if let Some(v) = &c.default_validation_context {
+                use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+                for (i, m) in v.match_subject_alt_names.iter().enumerate() {
+                    match &m.match_pattern {
+                        Some(MatchPattern::Exact(s)) => sans.push(s.clone()),
+                        _ => {
+                            return Err(CompileError::new(
+                                at(&format!("combined_validation_context.default_validation_context.match_subject_alt_names[{i}]")),
+                                "only exact matches are supported",
+                            ))
+                        }
+                    }
+                }
+            }
+            true
+        }
+        Some(_) => {
+            return Err(CompileError::new(
+                at("validation_context"),
+                "an inline validation context cannot be combined with the workload certificate",
+            ))
+        }
+    };
+    let require = ctx.require_client_certificate.is_some_and(|b| b.value);
+    if require && !verify {
+        return Err(CompileError::new(
+            at("validation_context"),
+            "require_client_certificate needs a trusted CA",
+        ));
+    }
+    let alpn = common
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    Ok(Identity::workload().server_config(alpn, require, sans))
 }
 
 #[cfg(test)]

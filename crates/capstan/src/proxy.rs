@@ -43,6 +43,30 @@ pub struct Args {
     /// How long in-flight requests get after SIGTERM (e.g. `5s`, `500ms`).
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     drain_time: Duration,
+    /// Workload certificate files in Istio's `/etc/certs` layout (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`), re-read when they change.
+    #[arg(long, conflicts_with = "ca_address")]
+    cert_dir: Option<PathBuf>,
+    /// The mesh CA (pilot-agent's `CA_ADDR`, istiod's 15012): the proxy generates its key,
+    /// sends a CSR and renews at half-life.
+    #[arg(long)]
+    ca_address: Option<String>,
+    /// Root certificate trusted for the CA's serving certificate (the mounted
+    /// `istio-ca-root-cert` ConfigMap).
+    #[arg(long, default_value = "/var/run/secrets/istio/root-cert.pem")]
+    ca_root_cert: PathBuf,
+    /// ServiceAccount token presented to the CA (audience `istio-ca`), re-read at each request.
+    #[arg(long)]
+    ca_token_file: Option<PathBuf>,
+    /// Name expected on the CA's serving certificate.
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    ca_server_name: String,
+    /// Requested workload certificate lifetime (e.g. `24h`, `90s`).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    workload_cert_ttl: Duration,
+    /// Trust domain of the SPIFFE id asked for.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -56,7 +80,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?}: unit must be ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
     }
 }
 
@@ -108,10 +133,28 @@ pub fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let identity = match (&args.cert_dir, &args.ca_address) {
+        (Some(dir), _) => capstan_proxy::run::IdentitySource::Files(dir.clone()),
+        (None, Some(address)) => {
+            let spiffe =
+                capstan_proxy::identity::spiffe_for_node(&bootstrap.node, &args.trust_domain)
+                    .map_err(anyhow::Error::msg)?;
+            capstan_proxy::run::IdentitySource::Ca(capstan_proxy::identity::ca::CaOptions {
+                address: address.clone(),
+                server_name: args.ca_server_name.clone(),
+                root_cert: args.ca_root_cert.clone(),
+                token_file: args.ca_token_file.clone(),
+                spiffe,
+                ttl: args.workload_cert_ttl,
+            })
+        }
+        (None, None) => capstan_proxy::run::IdentitySource::None,
+    };
     runtime.block_on(capstan_proxy::run::run(capstan_proxy::run::Options {
         bootstrap,
         drain_time: args.drain_time,
         readiness: args.readiness_address,
+        identity,
     }))?;
     Ok(())
 }

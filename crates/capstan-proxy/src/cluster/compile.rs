@@ -12,12 +12,10 @@ use super::protocol;
 use super::{ClusterConfig, Discovery, DnsConfig, LookupFamily};
 use crate::CompileError;
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster, OutlierDetection};
-use envoy_types::pb::envoy::config::core::v3::{
-    config_source, socket_address, RoutingPriority, TransportSocket,
-};
+use envoy_types::pb::envoy::config::core::v3::{config_source, socket_address, RoutingPriority};
 use std::time::Duration;
 
-fn err(path: &str, message: impl Into<String>) -> CompileError {
+pub(crate) fn err(path: &str, message: impl Into<String>) -> CompileError {
     CompileError::new(path, message)
 }
 
@@ -41,7 +39,7 @@ pub fn compile(c: &Cluster) -> Result<ClusterConfig, CompileError> {
         return Err(err("name", "must not be empty"));
     }
     unsupported(c)?;
-    transport_sockets(c)?;
+    let transport = super::transport::compile(c)?;
     let discovery = discovery(c)?;
     let lb = lb_config(c, &discovery)?;
     let mut pool = PoolConfig {
@@ -80,6 +78,7 @@ pub fn compile(c: &Cluster) -> Result<ClusterConfig, CompileError> {
         pool,
         endpoints,
         dns,
+        transport,
     })
 }
 
@@ -131,47 +130,6 @@ fn unsupported(c: &Cluster) -> Result<(), CompileError> {
         Some((_, path)) => Err(err(path, "not supported")),
         None => Ok(()),
     }
-}
-
-fn socket_kind(path: &str, t: &TransportSocket) -> Result<(), CompileError> {
-    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
-    let type_url = match &t.config_type {
-        Some(ConfigType::TypedConfig(any)) => any.type_url.as_str(),
-        None => "",
-    };
-    let tls = t.name == "envoy.transport_sockets.tls"
-        || type_url.ends_with("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext");
-    let raw = t.name == "envoy.transport_sockets.raw_buffer"
-        || type_url.ends_with("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer");
-    if tls {
-        Err(err(
-            path,
-            "envoy.transport_sockets.tls is not supported yet",
-        ))
-    } else if raw || (t.name.is_empty() && type_url.is_empty()) {
-        Ok(())
-    } else {
-        Err(err(
-            path,
-            format!("transport socket {:?} is not supported", t.name),
-        ))
-    }
-}
-
-/// Upstream TLS is not implemented: a TLS socket anywhere is a NACK; plaintext is accepted.
-fn transport_sockets(c: &Cluster) -> Result<(), CompileError> {
-    if let Some(t) = &c.transport_socket {
-        socket_kind("transport_socket", t)?;
-    }
-    for (i, m) in c.transport_socket_matches.iter().enumerate() {
-        if let Some(t) = &m.transport_socket {
-            socket_kind(
-                &format!("transport_socket_matches[{i}].transport_socket"),
-                t,
-            )?;
-        }
-    }
-    Ok(())
 }
 
 fn discovery(c: &Cluster) -> Result<Discovery, CompileError> {

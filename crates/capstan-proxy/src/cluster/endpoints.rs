@@ -41,6 +41,8 @@ pub struct Host {
     pub weight: u32,
     /// Its reported health.
     pub health: Health,
+    /// `envoy.transport_socket_match` metadata (string fields).
+    pub socket_match: Vec<(String, String)>,
 }
 
 /// `Locality` (region/zone/sub_zone), for locality-weighted balancing and the admin page.
@@ -119,6 +121,7 @@ impl EndpointSet {
                     hosts: addrs
                         .iter()
                         .map(|a| Host {
+                            socket_match: Vec::new(),
                             address: HostAddress::Ip(*a),
                             weight: 1,
                             health: Health::Healthy,
@@ -308,10 +311,29 @@ fn host(e: &LbEndpoint, names: bool) -> Result<Host, CompileError> {
             ))
         }
     };
+    // `envoy.transport_socket_match` metadata chooses the transport socket (Istio's auto mTLS
+    // marks sidecar endpoints `tlsMode: istio`).
+    let socket_match = e
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+        .map(|s| {
+            s.fields
+                .iter()
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(v)) => {
+                        Some((k.clone(), v.clone()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Host {
         address,
         weight,
         health,
+        socket_match,
     })
 }
 

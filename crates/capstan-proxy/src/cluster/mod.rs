@@ -16,6 +16,7 @@ pub mod lb;
 pub mod outlier;
 pub mod pool;
 pub mod protocol;
+pub mod transport;
 
 pub use breaker::{BreakerConfig, RetryPermit};
 pub use compile::compile;
@@ -69,6 +70,8 @@ pub struct ClusterConfig {
     pub endpoints: Option<EndpointSet>,
     /// DNS resolution settings (DNS clusters).
     pub dns: Option<DnsConfig>,
+    /// Transport sockets (plaintext or TLS, per endpoint with `transport_socket_matches`).
+    pub transport: transport::TransportConfig,
 }
 
 impl ClusterConfig {
@@ -83,6 +86,7 @@ impl ClusterConfig {
             pool: PoolConfig::default(),
             endpoints: None,
             dns: None,
+            transport: transport::TransportConfig::default(),
         }
     }
 }
@@ -137,10 +141,28 @@ pub struct Cluster {
     breaker: Arc<Breaker>,
     outlier: Option<Detector>,
     pool: Pool,
+    /// Transport-socket index per endpoint (only with `transport_socket_matches`).
+    transport_of: ArcSwap<std::collections::HashMap<SocketAddr, usize>>,
     /// DNS clusters: when the next resolution is due (None: never resolved).
     dns_due: Mutex<Option<Instant>>,
     /// Single flight for DNS resolution.
     dns_lock: tokio::sync::Mutex<()>,
+}
+
+/// The TLS connectors of each transport socket (index as [`transport::TransportConfig::choose`]).
+/// Specs were checked when compiled; one that still fails to build connects as an error.
+fn connectors(t: &transport::TransportConfig) -> Vec<Option<Arc<transport::Connector>>> {
+    (0..=t.matches.len())
+        .map(|i| {
+            t.spec(i).and_then(|spec| match transport::connector(spec) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(error) => {
+                    tracing::error!(%error, "upstream TLS configuration unusable");
+                    None
+                }
+            })
+        })
+        .collect()
 }
 
 /// Decrements `upstream_rq_active` and the host's active count when the request ends.
@@ -161,7 +183,13 @@ impl Cluster {
         let cluster = Cluster {
             balancer: ArcSwap::from_pointee(empty),
             outlier: config.outlier.clone().map(Detector::new),
-            pool: Pool::new(config.pool.clone(), breaker.clone(), stats.clone()),
+            pool: Pool::new(
+                config.pool.clone(),
+                breaker.clone(),
+                stats.clone(),
+                connectors(&config.transport),
+            ),
+            transport_of: ArcSwap::from_pointee(std::collections::HashMap::new()),
             breaker,
             dns_due: Mutex::new(None),
             dns_lock: tokio::sync::Mutex::new(()),
@@ -175,6 +203,19 @@ impl Cluster {
         }
         Arc::new(cluster)
     }
+    /// The transport-socket index of an endpoint (0: the cluster's `transport_socket`; an
+    /// endpoint not in EDS, e.g. ORIGINAL_DST, matches with no metadata).
+    fn transport(&self, addr: SocketAddr) -> usize {
+        if self.config.transport.matches.is_empty() {
+            return 0;
+        }
+        self.transport_of
+            .load()
+            .get(&addr)
+            .copied()
+            .unwrap_or_else(|| self.config.transport.choose(&[]))
+    }
+
     /// Its configuration.
     pub fn config(&self) -> &Arc<ClusterConfig> {
         &self.config
@@ -194,6 +235,18 @@ impl Cluster {
         }
         if self.config.discovery != Discovery::OriginalDst {
             self.pool.retain(&keep);
+        }
+        if !self.config.transport.matches.is_empty() {
+            let by_addr = endpoints
+                .hosts()
+                .filter_map(|h| match h.address {
+                    endpoints::HostAddress::Ip(a) => {
+                        Some((a, self.config.transport.choose(&h.socket_match)))
+                    }
+                    endpoints::HostAddress::Name(..) => None,
+                })
+                .collect();
+            self.transport_of.store(Arc::new(by_addr));
         }
         self.stats.membership_total.set(new.len() as i64);
         self.stats
@@ -325,7 +378,7 @@ impl Cluster {
         self.stats.upstream_rq_active.inc();
         host_active.fetch_add(1, Ordering::Relaxed);
         let _active = Active(&self.stats, host_active);
-        match self.pool.send(addr, req).await {
+        match self.pool.send(addr, self.transport(addr), req).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 self.stats.count_status(status);
@@ -349,7 +402,7 @@ impl Cluster {
     pub async fn connect(
         &self,
         ctx: &LbContext,
-    ) -> Result<(tokio::net::TcpStream, SocketAddr), UpstreamError> {
+    ) -> Result<(pool::UpstreamIo, SocketAddr), UpstreamError> {
         let (conn, addr) = self.connect_tracked(ctx).await?;
         Ok((conn.into_stream(), addr))
     }
@@ -361,7 +414,7 @@ impl Cluster {
         ctx: &LbContext,
     ) -> Result<(Tracked, SocketAddr), UpstreamError> {
         let (addr, _) = self.pick(ctx).await?;
-        match self.pool.connect(addr).await {
+        match self.pool.connect(addr, self.transport(addr)).await {
             Ok(conn) => {
                 self.report_outcome(addr, Outcome::Status(200));
                 Ok((conn, addr))

@@ -102,6 +102,7 @@ struct ConnUses(Arc<AtomicU32>);
 #[derive(Debug, Clone)]
 pub struct EndpointConnector {
     addr: SocketAddr,
+    tls: Option<Arc<super::transport::Connector>>,
     http: HttpConnector,
     timeout: Duration,
     breaker: Arc<Breaker>,
@@ -136,10 +137,30 @@ impl EndpointConnector {
         let mut http = self.http.clone();
         match tower::Service::call(&mut http, uri).await {
             Ok(io) => {
+                let io = match &self.tls {
+                    None => UpstreamIo::Plain(io.into_inner()),
+                    Some(tls) => {
+                        let handshake = tokio_rustls::TlsConnector::from(tls.config.clone())
+                            .connect(tls.name.clone(), io.into_inner());
+                        match tokio::time::timeout(self.timeout, handshake).await {
+                            Ok(Ok(s)) => UpstreamIo::Tls(Box::new(s)),
+                            Ok(Err(e)) => {
+                                self.stats.upstream_cx_connect_fail.inc();
+                                return Err(ConnectError::Failed(format!("TLS error: {e}")));
+                            }
+                            Err(_) => {
+                                self.stats.upstream_cx_connect_fail.inc();
+                                return Err(ConnectError::Failed(
+                                    "TLS error: handshake timed out".into(),
+                                ));
+                            }
+                        }
+                    }
+                };
                 self.stats.upstream_cx_total.inc();
                 self.stats.upstream_cx_active.inc();
                 Ok(Tracked {
-                    io,
+                    io: TokioIo::new(io),
                     uses: ConnUses::default(),
                     _guard: CxGuard {
                         stats: self.stats.clone(),
@@ -180,7 +201,7 @@ impl tower::Service<http::Uri> for EndpointConnector {
 /// `upstream_cx_active` until dropped.
 #[derive(Debug)]
 pub struct Tracked {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpstreamIo>,
     uses: ConnUses,
     _guard: CxGuard,
 }
@@ -198,19 +219,100 @@ impl Drop for CxGuard {
 }
 
 impl Tracked {
-    /// The TCP stream.
+    /// The TCP stream underneath.
     pub fn stream(&self) -> &TcpStream {
-        self.io.inner()
+        self.io.inner().tcp()
     }
-    /// The TCP stream alone; the connection stops counting against the cluster.
-    pub fn into_stream(self) -> TcpStream {
+    /// The connection alone; it stops counting against the cluster.
+    pub fn into_stream(self) -> UpstreamIo {
         self.io.into_inner()
+    }
+}
+
+/// An upstream connection: plaintext or TLS.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    /// `raw_buffer`.
+    Plain(TcpStream),
+    /// `envoy.transport_sockets.tls`.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl UpstreamIo {
+    /// The TCP stream underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            UpstreamIo::Plain(s) => s,
+            UpstreamIo::Tls(s) => s.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        // The HTTP version is the cluster's configuration, never ALPN (Istio's mTLS offers
+        // `istio-peer-exchange`/`istio`).
+        Connected::new()
     }
 }
 
 impl Connection for Tracked {
     fn connected(&self) -> Connected {
-        self.io.connected().extra(self.uses.clone())
+        self.io.inner().connected().extra(self.uses.clone())
     }
 }
 
@@ -279,27 +381,36 @@ pub struct Pool {
     config: PoolConfig,
     breaker: Arc<Breaker>,
     stats: Arc<ClusterStats>,
-    clients: Mutex<HashMap<(SocketAddr, bool), HttpClient>>,
+    clients: Mutex<HashMap<(SocketAddr, bool, usize), HttpClient>>,
+    /// TLS per transport-socket index (see [`super::transport::TransportConfig::choose`]).
+    tls: Vec<Option<Arc<super::transport::Connector>>>,
 }
 
 impl Pool {
     /// An empty pool.
-    pub fn new(config: PoolConfig, breaker: Arc<Breaker>, stats: Arc<ClusterStats>) -> Pool {
+    pub fn new(
+        config: PoolConfig,
+        breaker: Arc<Breaker>,
+        stats: Arc<ClusterStats>,
+        tls: Vec<Option<Arc<super::transport::Connector>>>,
+    ) -> Pool {
         Pool {
             config,
             breaker,
             stats,
             clients: Mutex::new(HashMap::new()),
+            tls,
         }
     }
 
-    fn connector(&self, addr: SocketAddr) -> EndpointConnector {
+    fn connector(&self, addr: SocketAddr, transport: usize) -> EndpointConnector {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.config.connect_timeout));
         http.set_local_address(self.config.bind);
         EndpointConnector {
             addr,
+            tls: self.tls.get(transport).cloned().flatten(),
             http,
             timeout: self.config.connect_timeout,
             breaker: self.breaker.clone(),
@@ -307,12 +418,12 @@ impl Pool {
         }
     }
 
-    fn client(&self, addr: SocketAddr, h2: bool) -> HttpClient {
+    fn client(&self, addr: SocketAddr, h2: bool, transport: usize) -> HttpClient {
         let mut clients = self
             .clients
             .lock()
             .expect("pool lock is never poisoned: no panics under it");
-        if let Some(c) = clients.get(&(addr, h2)) {
+        if let Some(c) = clients.get(&(addr, h2, transport)) {
             return c.clone();
         }
         if clients.len() >= MAX_CLIENTS {
@@ -334,8 +445,8 @@ impl Pool {
                 b.http2_keep_alive_timeout(t);
             }
         }
-        let c = b.build(self.connector(addr));
-        clients.insert((addr, h2), c.clone());
+        let c = b.build(self.connector(addr, transport));
+        clients.insert((addr, h2, transport), c.clone());
         c
     }
 
@@ -344,13 +455,14 @@ impl Pool {
         self.clients
             .lock()
             .expect("pool lock is never poisoned: no panics under it")
-            .retain(|(a, _), _| keep(a));
+            .retain(|(a, _, _), _| keep(a));
     }
 
     /// Sends `req` to `addr`, keeping the caller's authority.
     pub async fn send(
         &self,
         addr: SocketAddr,
+        transport: usize,
         mut req: http::Request<BoxBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         let h2 = match self.config.protocol {
@@ -366,7 +478,7 @@ impl Pool {
         *req.uri_mut() = upstream_uri(&req, addr)?;
         let capture = capture_connection(&mut req);
         let resp = self
-            .client(addr, h2)
+            .client(addr, h2, transport)
             .request(req)
             .await
             .map_err(|e| classify(&e))?;
@@ -384,11 +496,18 @@ impl Pool {
     }
 
     /// Opens a raw TCP connection to `addr` (no waiting for a free connection).
-    pub async fn connect(&self, addr: SocketAddr) -> Result<Tracked, UpstreamError> {
-        self.connector(addr).open(false).await.map_err(|e| match e {
-            ConnectError::Overflow => UpstreamError::Overflow,
-            ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
-        })
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        transport: usize,
+    ) -> Result<Tracked, UpstreamError> {
+        self.connector(addr, transport)
+            .open(false)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Overflow => UpstreamError::Overflow,
+                ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
+            })
     }
 }
 

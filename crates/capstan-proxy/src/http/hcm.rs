@@ -105,10 +105,6 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
     }
     let unsupported = [
         ("upgrade_configs", !h.upgrade_configs.is_empty()),
-        (
-            "forward_client_cert_details",
-            h.forward_client_cert_details != 0,
-        ),
         ("local_reply_config", h.local_reply_config.is_some()),
         ("request_id_extension", h.request_id_extension.is_some()),
         (
@@ -163,6 +159,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         strip_port,
         normalize_path: h.normalize_path.is_some_and(|b| b.value),
         merge_slashes: h.merge_slashes,
+        xfcc: super::headers::Xfcc::compile(h)?,
     })
 }
 

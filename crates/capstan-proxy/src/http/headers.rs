@@ -1,6 +1,6 @@
 //! Forwarding headers on the way in, as Envoy's connection manager sets them:
 //! `x-forwarded-for`, `x-forwarded-proto`, `x-request-id`, `x-envoy-internal`, and removal of
-//! `x-envoy-*` headers from untrusted (external) requests.
+//! `x-envoy-*` headers from untrusted (external) requests, and `x-forwarded-client-cert`.
 
 use super::{Downstream, HcmConfig};
 use http::{HeaderMap, HeaderValue};
@@ -93,7 +93,121 @@ pub fn on_request(hcm: &HcmConfig, headers: &mut HeaderMap, down: &Downstream) -
             headers.insert("x-request-id", v);
         }
     }
+    xfcc(&hcm.xfcc, headers, down);
     internal || !hcm.use_remote_address
+}
+
+/// `forward_client_cert_details` (Envoy's enum order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XfccMode {
+    /// Remove the header (the default).
+    #[default]
+    Sanitize,
+    /// Forward it untouched on mTLS connections.
+    ForwardOnly,
+    /// On mTLS, append this hop's client-certificate details.
+    AppendForward,
+    /// On mTLS, replace it with this hop's details.
+    SanitizeSet,
+    /// Forward it untouched, mTLS or not.
+    AlwaysForwardOnly,
+}
+
+/// `forward_client_cert_details` with `set_current_client_cert_details`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Xfcc {
+    /// The mode.
+    pub mode: XfccMode,
+    /// Add `Subject="…"`.
+    pub subject: bool,
+    /// Add `URI=…`.
+    pub uri: bool,
+    /// Add `DNS=…` (one per DNS SAN).
+    pub dns: bool,
+}
+
+const XFCC: &str = "x-forwarded-client-cert";
+
+impl Xfcc {
+    /// Reads the two fields of a connection manager.
+    pub fn compile(
+        h: &envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager,
+    ) -> Result<Xfcc, crate::CompileError> {
+        let mode = match h.forward_client_cert_details {
+            0 => XfccMode::Sanitize,
+            1 => XfccMode::ForwardOnly,
+            2 => XfccMode::AppendForward,
+            3 => XfccMode::SanitizeSet,
+            4 => XfccMode::AlwaysForwardOnly,
+            n => {
+                return Err(crate::CompileError::new(
+                    "forward_client_cert_details",
+                    format!("unknown value {n}"),
+                ))
+            }
+        };
+        let set = h.set_current_client_cert_details.unwrap_or_default();
+        if set.cert || set.chain {
+            return Err(crate::CompileError::new(
+                "set_current_client_cert_details",
+                "cert and chain are not supported (subject, uri and dns are)",
+            ));
+        }
+        Ok(Xfcc {
+            mode,
+            subject: set.subject.is_some_and(|b| b.value),
+            uri: set.uri,
+            dns: set.dns,
+        })
+    }
+}
+
+/// This hop's element: `By=<our URI SAN>;Hash=<sha256>;Subject="…";URI=…;DNS=…`.
+fn xfcc_element(cfg: &Xfcc, peer: &crate::identity::PeerCert) -> String {
+    let mut parts = Vec::with_capacity(5);
+    if let Some(by) = crate::identity::Identity::workload()
+        .current()
+        .and_then(|m| m.spiffe.clone())
+    {
+        parts.push(format!("By={by}"));
+    }
+    parts.push(format!("Hash={}", peer.hash));
+    if cfg.subject {
+        parts.push(format!("Subject=\"{}\"", peer.subject.replace('"', "\\\"")));
+    }
+    if cfg.uri {
+        if let Some(u) = peer.uris.first() {
+            parts.push(format!("URI={u}"));
+        }
+    }
+    if cfg.dns {
+        parts.extend(peer.dns.iter().map(|d| format!("DNS={d}")));
+    }
+    parts.join(";")
+}
+
+fn xfcc(cfg: &Xfcc, headers: &mut HeaderMap, down: &Downstream) {
+    let mtls = down.peer_cert.as_ref();
+    let set = |headers: &mut HeaderMap, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            headers.insert(XFCC, v);
+        }
+    };
+    match (cfg.mode, mtls) {
+        (XfccMode::AlwaysForwardOnly, _) | (XfccMode::ForwardOnly, Some(_)) => {}
+        (XfccMode::AppendForward, Some(peer)) => {
+            let element = xfcc_element(cfg, peer);
+            let v = match headers.get(XFCC).and_then(|v| v.to_str().ok()) {
+                Some(old) if !old.is_empty() => format!("{old},{element}"),
+                _ => element,
+            };
+            set(headers, v);
+        }
+        (XfccMode::SanitizeSet, Some(peer)) => set(headers, xfcc_element(cfg, peer)),
+        _ => {
+            headers.remove(XFCC);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -103,10 +217,62 @@ mod tests {
 
     fn down(peer: &str, tls: bool) -> Downstream {
         Downstream {
+            peer_cert: None,
             peer: peer.parse().unwrap(),
             local: "10.0.0.9:80".parse().unwrap(),
             tls,
         }
+    }
+
+    #[test]
+    fn xfcc_modes() {
+        let peer = std::sync::Arc::new(crate::identity::PeerCert {
+            hash: "ab12".into(),
+            uris: vec!["spiffe://cluster.local/ns/default/sa/sleep".into()],
+            dns: vec![],
+            subject: String::new(),
+        });
+        let mtls = Downstream {
+            peer_cert: Some(peer),
+            ..down("10.0.0.1:1", true)
+        };
+        let run = |mode: XfccMode, d: &Downstream, incoming: Option<&str>| {
+            let mut hcm = hcm_config();
+            hcm.xfcc = Xfcc {
+                mode,
+                subject: true,
+                uri: true,
+                dns: true,
+            };
+            let mut h = HeaderMap::new();
+            if let Some(v) = incoming {
+                h.insert(XFCC, v.parse().unwrap());
+            }
+            on_request(&hcm, &mut h, d);
+            h.get(XFCC).map(|v| v.to_str().unwrap().to_string())
+        };
+        let plain = down("10.0.0.1:1", false);
+        let element = "Hash=ab12;Subject=\"\";URI=spiffe://cluster.local/ns/default/sa/sleep";
+        // The workload identity is unset in unit tests, so there is no By= element.
+        assert_eq!(
+            run(XfccMode::AppendForward, &mtls, Some("By=x;Hash=1")).as_deref(),
+            Some(format!("By=x;Hash=1,{element}").as_str())
+        );
+        assert_eq!(run(XfccMode::AppendForward, &plain, Some("forged")), None);
+        assert_eq!(
+            run(XfccMode::SanitizeSet, &mtls, Some("forged")).as_deref(),
+            Some(element)
+        );
+        assert_eq!(run(XfccMode::Sanitize, &mtls, Some("forged")), None);
+        assert_eq!(
+            run(XfccMode::ForwardOnly, &mtls, Some("kept")).as_deref(),
+            Some("kept")
+        );
+        assert_eq!(run(XfccMode::ForwardOnly, &plain, Some("kept")), None);
+        assert_eq!(
+            run(XfccMode::AlwaysForwardOnly, &plain, Some("kept")).as_deref(),
+            Some("kept")
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct HcmConfig {
     pub strip_port: StripPort,
     /// `normalize_path`.
     pub normalize_path: bool,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`.
+    pub xfcc: headers::Xfcc,
     /// `merge_slashes`.
     pub merge_slashes: bool,
 }
@@ -111,6 +113,8 @@ pub struct Downstream {
     pub local: SocketAddr,
     /// Whether the connection is TLS (for `x-forwarded-proto`).
     pub tls: bool,
+    /// The client's certificate, when it presented one (mTLS).
+    pub peer_cert: Option<Arc<crate::identity::PeerCert>>,
 }
 
 /// A response the proxy generates itself (`text/plain` body when not empty).

@@ -31,6 +31,7 @@ pub(crate) fn hcm_config() -> HcmConfig {
         strip_port: StripPort::None,
         normalize_path: false,
         merge_slashes: false,
+        xfcc: crate::http::headers::Xfcc::default(),
     }
 }
 
@@ -94,6 +95,7 @@ async fn start(store: Arc<Store>) -> (SocketAddr, tokio::sync::watch::Sender<boo
     tokio::spawn(async move {
         while let Ok((sock, peer)) = listener.accept().await {
             let down = Downstream {
+                peer_cert: None,
                 peer,
                 local: addr,
                 tls: false,
@@ -193,6 +195,7 @@ async fn drain_closes_idle_connections() {
     let server = tokio::spawn(async move {
         let (sock, peer) = listener.accept().await.unwrap();
         let down = Downstream {
+            peer_cert: None,
             peer,
             local: addr,
             tls: false,

@@ -185,7 +185,76 @@ impl Identity {
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         c.alpn_protocols = alpn;
+        // Sessions resumed across a rotation would still carry the old certificate (the
+        // server sees the identity of the original handshake): as Envoy builds a new TLS
+        // context per secret version, the session cache starts empty after each rotation.
+        c.resumption = rustls::client::Resumption::store(Arc::new(RotatingSessions {
+            identity: self.clone(),
+            inner: std::sync::Mutex::new((
+                0,
+                Arc::new(rustls::client::ClientSessionMemoryCache::new(256)),
+            )),
+        }));
         Arc::new(c)
+    }
+}
+
+/// A client session cache emptied whenever the identity rotates.
+#[derive(Debug)]
+struct RotatingSessions {
+    identity: Arc<Identity>,
+    inner: std::sync::Mutex<(u64, Arc<rustls::client::ClientSessionMemoryCache>)>,
+}
+
+impl RotatingSessions {
+    fn cache(&self) -> Arc<rustls::client::ClientSessionMemoryCache> {
+        let now = self.identity.rotations();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.0 != now {
+            *inner = (
+                now,
+                Arc::new(rustls::client::ClientSessionMemoryCache::new(256)),
+            );
+        }
+        inner.1.clone()
+    }
+}
+
+impl rustls::client::ClientSessionStore for RotatingSessions {
+    fn set_kx_hint(&self, name: rustls_pki_types::ServerName<'static>, group: rustls::NamedGroup) {
+        self.cache().set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &rustls_pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.cache().kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: rustls_pki_types::ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.cache().set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &rustls_pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.cache().tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls_pki_types::ServerName<'static>) {
+        self.cache().remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls_pki_types::ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.cache().insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls_pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.cache().take_tls13_ticket(name)
     }
 }
 
@@ -206,6 +275,73 @@ impl rustls::client::ResolvesClientCert for Resolver {
     fn has_certs(&self) -> bool {
         true
     }
+}
+
+/// The SPIFFE id a node asks for: `spiffe://<trust domain>/ns/<NAMESPACE>/sa/<SERVICE_ACCOUNT>`
+/// from the node metadata pilot-agent writes (the namespace falls back to the node id's
+/// `<pod>.<namespace>` part, the service account to `default`).
+pub fn spiffe_for_node(
+    node: &envoy_types::pb::envoy::config::core::v3::Node,
+    trust_domain: &str,
+) -> Result<String, String> {
+    let meta = |k: &str| -> Option<String> {
+        match node.metadata.as_ref()?.fields.get(k)?.kind.as_ref()? {
+            envoy_types::pb::google::protobuf::value::Kind::StringValue(s) if !s.is_empty() => {
+                Some(s.clone())
+            }
+            _ => None,
+        }
+    };
+    let namespace = meta("NAMESPACE")
+        .or_else(|| {
+            let pod = node.id.split('~').nth(2)?;
+            pod.split_once('.').map(|(_, ns)| ns.to_string())
+        })
+        .ok_or_else(|| {
+            format!(
+                "node {:?}: no NAMESPACE metadata and no <pod>.<namespace> in the id",
+                node.id
+            )
+        })?;
+    let sa = meta("SERVICE_ACCOUNT").unwrap_or_else(|| "default".into());
+    Ok(format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}"))
+}
+
+/// What the HTTP layer knows of a downstream peer's certificate (for XFCC and RBAC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCert {
+    /// SHA-256 of the leaf's DER, lower-case hex (XFCC `Hash`).
+    pub hash: String,
+    /// URI SANs (the first `spiffe://` one is the principal).
+    pub uris: Vec<String>,
+    /// DNS SANs.
+    pub dns: Vec<String>,
+    /// The subject, RFC 4514 style.
+    pub subject: String,
+}
+
+impl PeerCert {
+    /// The principal: the first SPIFFE URI SAN.
+    pub fn spiffe(&self) -> Option<&str> {
+        self.uris
+            .iter()
+            .map(String::as_str)
+            .find(|u| u.starts_with("spiffe://"))
+    }
+}
+
+/// Reads the peer's leaf certificate after a handshake (None without one).
+pub fn peer_cert(certs: Option<&[CertificateDer<'_>]>) -> Option<Arc<PeerCert>> {
+    let leaf = certs?.first()?;
+    let parsed = verify::parse_leaf(leaf).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, leaf.as_ref());
+    let hash = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Some(Arc::new(PeerCert {
+        hash,
+        uris: parsed.uris,
+        dns: parsed.dns,
+        subject: parsed.subject,
+    }))
 }
 
 /// The peer's SPIFFE id from its leaf certificate (the principal of RBAC and XFCC's `URI`).

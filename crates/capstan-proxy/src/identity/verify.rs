@@ -16,6 +16,10 @@ use std::time::{Duration, SystemTime};
 pub struct Leaf {
     /// URI subject alternative names.
     pub uris: Vec<String>,
+    /// DNS subject alternative names.
+    pub dns: Vec<String>,
+    /// The subject (RFC 4514).
+    pub subject: String,
     /// Validity.
     pub not_before: SystemTime,
     /// Validity.
@@ -36,16 +40,20 @@ pub fn parse_leaf(der: &CertificateDer<'_>) -> Result<Leaf, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let mut uris = Vec::new();
+    let (mut uris, mut dns) = (Vec::new(), Vec::new());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let GeneralName::URI(u) = name {
-                uris.push((*u).to_string());
+            match name {
+                GeneralName::URI(u) => uris.push((*u).to_string()),
+                GeneralName::DNSName(d) => dns.push((*d).to_string()),
+                _ => {}
             }
         }
     }
     Ok(Leaf {
         uris,
+        dns,
+        subject: cert.subject().to_string(),
         not_before: system_time(cert.validity().not_before),
         not_after: system_time(cert.validity().not_after),
     })

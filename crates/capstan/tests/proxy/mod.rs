@@ -173,6 +173,16 @@ pub fn bootstrap_json(
 }
 
 pub fn proxy(dir: &Path, name: &str, bootstrap: &serde_json::Value) -> Result<Proxy> {
+    proxy_with(dir, name, bootstrap, &[])
+}
+
+/// [`proxy`] with extra flags.
+pub fn proxy_with(
+    dir: &Path,
+    name: &str,
+    bootstrap: &serde_json::Value,
+    extra: &[&str],
+) -> Result<Proxy> {
     let admin_port = bootstrap["admin"]["address"]["socket_address"]["port_value"]
         .as_u64()
         .context("admin port")? as u16;
@@ -182,7 +192,8 @@ pub fn proxy(dir: &Path, name: &str, bootstrap: &serde_json::Value) -> Result<Pr
     cmd.arg("proxy")
         .arg("--bootstrap")
         .arg(&path)
-        .args(["--drain-time", "2s"]);
+        .args(["--drain-time", "2s"])
+        .args(extra);
     cmd.env("RUST_LOG", "info,capstan_proxy=debug");
     let proc = Proc::spawn(name, &mut cmd, dir)?;
     let p = Proxy { proc, admin_port };

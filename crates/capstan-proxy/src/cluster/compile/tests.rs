@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds, CircuitBreakers, OutlierDetection,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    transport_socket, BindConfig, HealthCheck, Http2ProtocolOptions, SocketAddress,
+    transport_socket, BindConfig, HealthCheck, Http2ProtocolOptions, SocketAddress, TransportSocket,
 };
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::{explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions},
@@ -147,7 +147,22 @@ fn unsupported_fields_are_rejected_with_their_path() {
             type_url:
                 "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
                     .into(),
-            value: vec![],
+            value: prost::Message::encode_to_vec(
+                &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext {
+                    common_tls_context: Some(
+                        envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CommonTlsContext {
+                            tls_certificate_sds_secret_configs: vec![
+                                envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::SdsSecretConfig {
+                                    name: "kubernetes://client-cred".into(),
+                                    sds_config: None,
+                                },
+                            ],
+                            ..Default::default()
+                        },
+                    ),
+                    ..Default::default()
+                },
+            ),
         })),
     };
     let raw = TransportSocket {
@@ -164,8 +179,8 @@ fn unsupported_fields_are_rejected_with_their_path() {
                 transport_socket: Some(tls.clone()),
                 ..istio_outbound()
             },
-            "transport_socket",
-            "envoy.transport_sockets.tls is not supported yet",
+            "transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name",
+            "is not served by this proxy",
         ),
         (
             Cluster {
@@ -183,8 +198,8 @@ fn unsupported_fields_are_rejected_with_their_path() {
                 ],
                 ..istio_outbound()
             },
-            "transport_socket_matches[1].transport_socket",
-            "tls",
+            "transport_socket_matches[1].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs[0].name",
+            "is not served by this proxy",
         ),
         (
             Cluster {

@@ -10,6 +10,7 @@ fn addr(n: u8) -> SocketAddr {
 
 fn host(n: u8, weight: u32, health: Health) -> Host {
     Host {
+        socket_match: Vec::new(),
         address: HostAddress::Ip(addr(n)),
         weight,
         health,
