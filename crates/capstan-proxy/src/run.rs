@@ -23,6 +23,8 @@ pub struct Options {
     pub readiness: Option<std::net::SocketAddr>,
     /// Where the workload certificate comes from (none: no mTLS).
     pub identity: IdentitySource,
+    /// TLS and token for a secured control plane (istiod's 15012); None: plaintext.
+    pub xds_tls: Option<crate::xds::XdsTls>,
 }
 
 /// Where the workload certificate (SDS `default` / `ROOTCA`) comes from.
@@ -128,11 +130,12 @@ pub async fn run(opts: Options) -> Result<(), RunError> {
         ))),
         IdentitySource::Ca(ca) => Some(tokio::spawn(crate::identity::ca::run(ca, identity))),
     };
-    let xds = tokio::spawn(xds::run(
+    let xds = tokio::spawn(xds::run_with(
         opts.bootstrap.clone(),
         store.clone(),
         status.clone(),
         shutdown.clone(),
+        opts.xds_tls.clone(),
     ));
     let listeners = tokio::spawn(crate::server::run(
         store.clone(),

@@ -64,6 +64,10 @@ pub struct Args {
     /// Requested workload certificate lifetime (e.g. `24h`, `90s`).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     workload_cert_ttl: Duration,
+    /// The xDS server is secured (istiod's 15012): TLS verified with `--ca-root-cert` for
+    /// `--ca-server-name`, with the `--ca-token-file` token and the workload certificate.
+    #[arg(long)]
+    xds_tls: bool,
     /// Trust domain of the SPIFFE id asked for.
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
@@ -150,11 +154,17 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => capstan_proxy::run::IdentitySource::None,
     };
+    let xds_tls = args.xds_tls.then(|| capstan_proxy::xds::XdsTls {
+        root_cert: args.ca_root_cert.clone(),
+        server_name: args.ca_server_name.clone(),
+        token_file: args.ca_token_file.clone(),
+    });
     runtime.block_on(capstan_proxy::run::run(capstan_proxy::run::Options {
         bootstrap,
         drain_time: args.drain_time,
         readiness: args.readiness_address,
         identity,
+        xds_tls,
     }))?;
     Ok(())
 }

@@ -176,6 +176,52 @@ pub(crate) enum StreamError {
     Closed,
 }
 
+/// How to reach a secured control plane (istiod's 15012): TLS verified against `root_cert`
+/// for `server_name`, the workload certificate presented when there is one, and the
+/// ServiceAccount token in `authorization` (what pilot-agent does for Envoy).
+#[derive(Debug, Clone)]
+pub struct XdsTls {
+    /// Roots trusted for the control plane's serving certificate.
+    pub root_cert: std::path::PathBuf,
+    /// Name expected on it.
+    pub server_name: String,
+    /// Bearer token file (re-read at every connection).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl XdsTls {
+    fn token(&self) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, StreamError> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| StreamError::Endpoint(format!("token {}: {e}", path.display())))?;
+        format!("Bearer {}", text.trim())
+            .parse()
+            .map(Some)
+            .map_err(|_| StreamError::Endpoint(format!("token {}: not a header value", path.display())))
+    }
+}
+
+/// Opens a TLS channel to `endpoint` (`http://host:port` names the address).
+async fn connect_tls(endpoint: &str, tls: &XdsTls) -> Result<Channel, StreamError> {
+    let address = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let roots = std::fs::read(&tls.root_cert).map_err(|e| {
+        StreamError::Endpoint(format!("{}: {e}", tls.root_cert.display()))
+    })?;
+    let config = crate::identity::ca::control_plane_tls(
+        &roots,
+        Some(crate::identity::Identity::workload().clone()),
+    )
+    .map_err(StreamError::Endpoint)?;
+    crate::identity::ca::tls_channel(address, &tls.server_name, config)
+        .await
+        .map_err(StreamError::Endpoint)
+}
+
 /// Opens a channel to `endpoint`: `http://host:port` or `unix:/path`.
 async fn connect(endpoint: &str) -> Result<Channel, StreamError> {
     let connect_err = |source| StreamError::Connect {
@@ -229,13 +275,17 @@ async fn run_stream(
     machine: &mut Machine,
     status: &XdsStatus,
     shutdown: &mut watch::Receiver<bool>,
+    tls: Option<&XdsTls>,
 ) -> Result<(), StreamError> {
-    let channel = connect(&ads.endpoint).await?;
+    let (channel, token) = match tls {
+        Some(t) => (connect_tls(&ads.endpoint, t).await?, t.token()?),
+        None => (connect(&ads.endpoint).await?, None),
+    };
     let node = bootstrap.node.clone();
     if ads.delta {
-        delta::run(channel, node, machine, status, shutdown).await
+        delta::run(channel, token, node, machine, status, shutdown).await
     } else {
-        sotw::run(channel, node, machine, status, shutdown).await
+        sotw::run(channel, token, node, machine, status, shutdown).await
     }
 }
 
@@ -244,7 +294,18 @@ pub async fn run(
     bootstrap: Bootstrap,
     sink: Arc<dyn ResourceSink>,
     status: Arc<XdsStatus>,
+    shutdown: watch::Receiver<bool>,
+) {
+    run_with(bootstrap, sink, status, shutdown, None).await
+}
+
+/// [`run`], over TLS to a secured control plane when `tls` is given.
+pub async fn run_with(
+    bootstrap: Bootstrap,
+    sink: Arc<dyn ResourceSink>,
+    status: Arc<XdsStatus>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<XdsTls>,
 ) {
     let Some(ads) = bootstrap.ads.clone() else {
         tracing::error!("no ADS config in the bootstrap: the xDS client does not run");
@@ -257,7 +318,15 @@ pub async fn run(
             return;
         }
         let started = Instant::now();
-        let result = run_stream(&ads, &bootstrap, &mut machine, &status, &mut shutdown).await;
+        let result = run_stream(
+            &ads,
+            &bootstrap,
+            &mut machine,
+            &status,
+            &mut shutdown,
+            tls.as_ref(),
+        )
+        .await;
         status.set_connected(false);
         match result {
             Ok(()) => return,
@@ -273,6 +342,18 @@ pub async fn run(
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// The stream request, with `authorization` when a token is given.
+fn with_token<T>(
+    stream: T,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(stream);
+    if let Some(t) = token {
+        request.metadata_mut().insert("authorization", t);
+    }
+    request
 }
 
 /// A NACK's `error_detail`: `google.rpc.Status` with code 3 (INVALID_ARGUMENT), as Envoy sends.

@@ -118,6 +118,7 @@ fn response(r: DiscoveryResponse) -> (Response, Option<String>) {
 /// Speaks SotW ADS on `channel` until the stream ends (`Err`) or `shutdown` fires (`Ok`).
 pub(crate) async fn run(
     channel: Channel,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     node: Node,
     machine: &mut Machine,
     status: &XdsStatus,
@@ -134,7 +135,7 @@ pub(crate) async fn run(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let mut inbound = tokio::select! {
-        r = client.stream_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)) => r?.into_inner(),
+        r = client.stream_aggregated_resources(super::with_token(tokio_stream::wrappers::UnboundedReceiverStream::new(rx), token)) => r?.into_inner(),
         _ = shutdown.wait_for(|s| *s) => return Ok(()),
     };
     status.set_connected(true);
