@@ -161,6 +161,10 @@ pub struct HttpStats {
     pub fault_delays_injected: Counter,
     /// `fault.aborts_injected`.
     pub fault_aborts_injected: Counter,
+    /// `rbac.allowed`.
+    pub rbac_allowed: Counter,
+    /// `rbac.denied`.
+    pub rbac_denied: Counter,
 }
 
 /// `tcp.<stat_prefix>.*` for one TCP proxy.

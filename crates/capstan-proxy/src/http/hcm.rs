@@ -52,6 +52,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         }
     };
     let mut fault = None;
+    let mut rbac = Vec::new();
     let mut cors = false;
     let mut router = false;
     for (i, f) in h.http_filters.iter().enumerate() {
@@ -85,6 +86,21 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
                 };
                 fault = Some(Arc::new(
                     FaultConfig::compile(&proto)
+                        .map_err(|e| e.within(&format!("{path}.typed_config")))?,
+                ));
+            }
+            (_, super::rbac::RBAC_TYPE) | ("envoy.filters.http.rbac", "") => {
+                let proto = match any {
+                    Some(a) => prost::Message::decode(a.value.as_slice()).map_err(|e| {
+                        CompileError::new(
+                            format!("{path}.typed_config"),
+                            format!("cannot decode: {e}"),
+                        )
+                    })?,
+                    None => Default::default(),
+                };
+                rbac.push(Arc::new(
+                    super::rbac::RbacFilter::compile(&proto)
                         .map_err(|e| e.within(&format!("{path}.typed_config")))?,
                 ));
             }
@@ -160,6 +176,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         normalize_path: h.normalize_path.is_some_and(|b| b.value),
         merge_slashes: h.merge_slashes,
         xfcc: super::headers::Xfcc::compile(h)?,
+        rbac,
     })
 }
 

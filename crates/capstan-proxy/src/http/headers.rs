@@ -39,7 +39,7 @@ pub fn uuid4() -> String {
 
 /// The trusted client address: the peer with `use_remote_address`, else the XFF entry
 /// `xff_num_trusted_hops` from the right.
-fn client_ip(hcm: &HcmConfig, headers: &HeaderMap, down: &Downstream) -> Option<IpAddr> {
+pub fn client_ip(hcm: &HcmConfig, headers: &HeaderMap, down: &Downstream) -> Option<IpAddr> {
     if hcm.use_remote_address {
         return Some(down.peer.ip());
     }

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod hcm;
 pub mod headers;
 pub mod mirror;
+pub mod rbac;
 pub mod retry;
 pub mod router;
 
@@ -100,6 +101,8 @@ pub struct HcmConfig {
     pub normalize_path: bool,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub xfcc: headers::Xfcc,
+    /// RBAC filters in chain order (Istio: DENY before ALLOW).
+    pub rbac: Vec<Arc<rbac::RbacFilter>>,
     /// `merge_slashes`.
     pub merge_slashes: bool,
 }
@@ -219,6 +222,11 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         return local_reply(404, "");
     };
     let trusted = headers::on_request(&ctx.hcm, &mut parts.headers, &ctx.down);
+    if !ctx.hcm.rbac.is_empty() {
+        if let Some(denied) = authorize(ctx, &parts) {
+            return denied;
+        }
+    }
     if ctx.hcm.normalize_path || ctx.hcm.merge_slashes {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let n = normalize(pq, ctx.hcm.normalize_path, ctx.hcm.merge_slashes);
@@ -345,6 +353,45 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         resp.headers_mut().append(http::header::SET_COOKIE, c);
     }
     resp
+}
+
+/// Runs the RBAC filters; a refusal is Envoy's `403 RBAC: access denied`.
+fn authorize(ctx: &Ctx, parts: &http::request::Parts) -> Option<Response<BoxBody>> {
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let remote =
+        headers::client_ip(&ctx.hcm, &parts.headers, &ctx.down).unwrap_or(ctx.down.peer.ip());
+    let request = rbac::RbacRequest {
+        headers: &parts.headers,
+        method: parts.method.as_str(),
+        path: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        authority,
+        scheme: if ctx.down.tls { "https" } else { "http" },
+        destination: ctx.down.local,
+        direct_remote: ctx.down.peer.ip(),
+        remote,
+        peer: ctx.down.peer_cert.as_deref(),
+        server_name: None,
+    };
+    for filter in &ctx.hcm.rbac {
+        let (allowed, policy) = filter.check(&request);
+        if !allowed {
+            ctx.stats.rbac_denied.inc();
+            tracing::debug!(?policy, peer = ?request.peer.and_then(|p| p.spiffe()), "RBAC: access denied");
+            return Some(local_reply(403, "RBAC: access denied"));
+        }
+    }
+    ctx.stats.rbac_allowed.inc();
+    None
 }
 
 trait ReplyExt {

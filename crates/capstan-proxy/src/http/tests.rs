@@ -32,6 +32,7 @@ pub(crate) fn hcm_config() -> HcmConfig {
         normalize_path: false,
         merge_slashes: false,
         xfcc: crate::http::headers::Xfcc::default(),
+        rbac: Vec::new(),
     }
 }
 

@@ -186,7 +186,12 @@ impl HeaderMatcher {
 
     /// Whether the headers match.
     pub fn matches(&self, headers: &http::HeaderMap) -> bool {
-        let value = header_value(headers, &self.name);
+        self.matches_value(header_value(headers, &self.name))
+    }
+
+    /// Whether a header with this value (None: absent) matches; for pseudo-headers the caller
+    /// supplies the value.
+    pub fn matches_value(&self, value: Option<String>) -> bool {
         let value = match (value, self.missing_as_empty) {
             (Some(v), _) => Some(v),
             (None, true) => Some(String::new()),

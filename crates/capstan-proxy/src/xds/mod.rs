@@ -190,7 +190,9 @@ pub struct XdsTls {
 }
 
 impl XdsTls {
-    fn token(&self) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, StreamError> {
+    fn token(
+        &self,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, StreamError> {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
@@ -199,7 +201,9 @@ impl XdsTls {
         format!("Bearer {}", text.trim())
             .parse()
             .map(Some)
-            .map_err(|_| StreamError::Endpoint(format!("token {}: not a header value", path.display())))
+            .map_err(|_| {
+                StreamError::Endpoint(format!("token {}: not a header value", path.display()))
+            })
     }
 }
 
@@ -209,9 +213,8 @@ async fn connect_tls(endpoint: &str, tls: &XdsTls) -> Result<Channel, StreamErro
         .strip_prefix("http://")
         .or_else(|| endpoint.strip_prefix("https://"))
         .unwrap_or(endpoint);
-    let roots = std::fs::read(&tls.root_cert).map_err(|e| {
-        StreamError::Endpoint(format!("{}: {e}", tls.root_cert.display()))
-    })?;
+    let roots = std::fs::read(&tls.root_cert)
+        .map_err(|e| StreamError::Endpoint(format!("{}: {e}", tls.root_cert.display())))?;
     let config = crate::identity::ca::control_plane_tls(
         &roots,
         Some(crate::identity::Identity::workload().clone()),
