@@ -331,6 +331,7 @@ fn path_matcher(
     }
 }
 
+#[allow(deprecated)] // Metadata: what Istio sends for JWT claims
 fn permission(p: &pb::Permission) -> Result<Permission, CompileError> {
     use pb::permission::Rule as R;
     let set = |s: &pb::permission::Set, f: &str| -> Result<Vec<Permission>, CompileError> {

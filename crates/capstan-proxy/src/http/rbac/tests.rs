@@ -209,6 +209,7 @@ fn addresses_ports_and_not() {
 }
 
 #[test]
+#[allow(deprecated)]
 fn unsupported_fields_name_their_path() {
     let with_condition = RbacFilterPb {
         rules: Some(pb::Rbac {
