@@ -28,8 +28,11 @@ if [[ ! -x $OHA ]]; then
   log "cargo install oha $OHA_VERSION"
   cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
 fi
-(cd "$ROOT" && cargo build --release -p capstan >&2)
-CAPSTAN="$ROOT/target/release/capstan"
+# CAPSTAN=/path/to/capstan benchmarks a given binary instead of building this tree.
+if [[ -z ${CAPSTAN:-} ]]; then
+  (cd "$ROOT" && cargo build --release -p capstan >&2)
+  CAPSTAN="$ROOT/target/release/capstan"
+fi
 
 WORK="$(mktemp -d /tmp/capstan-bench.XXXXXX)"
 PIDS=()
