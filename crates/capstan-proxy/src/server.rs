@@ -245,8 +245,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
     match &chain.tls {
         None => serve_chain(io, &chain.filter, None, ctx).await,
         Some(tls) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(io)).await {
+            match tokio::time::timeout(Duration::from_secs(10), accept_tls(io, tls)).await {
                 Ok(Ok(tls_stream)) => {
                     let peer_cert =
                         crate::identity::peer_cert(tls_stream.get_ref().1.peer_certificates());
@@ -261,6 +260,39 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
             }
         }
     }
+}
+
+/// Accepts TLS as Envoy (BoringSSL) does: when the client offers ALPN protocols none of which
+/// the chain lists (Istio's mTLS clients offer `istio-peer-exchange`/`istio` to servers that
+/// list `h2`/`http/1.1`), the handshake goes on without ALPN instead of failing as RFC 7301 and
+/// rustls would.
+async fn accept_tls<IO>(
+    io: IO,
+    config: &Arc<rustls::ServerConfig>,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let start =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+    let hello = start.client_hello();
+    let disjoint = !config.alpn_protocols.is_empty()
+        && hello.alpn().is_some_and(|mut offered| {
+            !offered.any(|p| {
+                config
+                    .alpn_protocols
+                    .iter()
+                    .any(|ours| ours.as_slice() == p)
+            })
+        });
+    let config = if disjoint {
+        let mut c = (**config).clone();
+        c.alpn_protocols.clear();
+        Arc::new(c)
+    } else {
+        config.clone()
+    };
+    start.into_stream(config).await
 }
 
 struct ChainCtx<'a> {
@@ -383,5 +415,44 @@ async fn inspect(
             Ok(0) | Err(_) => return Some((buf, info)),
             Ok(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod alpn_tests {
+    use super::accept_tls;
+    use crate::identity::tests::TestCa;
+    use crate::identity::Identity;
+    use std::sync::Arc;
+
+    /// An Istio mTLS client (ALPN `istio-peer-exchange`, `istio`) reaches a chain that lists
+    /// `h2`, `http/1.1`: the handshake succeeds without ALPN, as with Envoy.
+    #[tokio::test]
+    async fn disjoint_alpn_is_not_fatal() {
+        let ca = TestCa::new("mesh");
+        let (server_id, client_id) = (Arc::new(Identity::default()), Arc::new(Identity::default()));
+        server_id.set(ca.material("spiffe://cluster.local/ns/default/sa/b"));
+        client_id.set(ca.material("spiffe://cluster.local/ns/default/sa/a"));
+        let server =
+            server_id.server_config(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true, vec![]);
+        let client = client_id.client_config(
+            vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()],
+            vec![],
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let srv = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            accept_tls(tcp, &server)
+                .await
+                .map(|s| s.get_ref().1.alpn_protocol().map(<[u8]>::to_vec))
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("outbound_.80_._.b").unwrap();
+        let c = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await;
+        assert!(c.is_ok(), "{:?}", c.err());
+        assert_eq!(srv.await.unwrap().unwrap(), None);
     }
 }

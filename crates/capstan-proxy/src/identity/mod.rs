@@ -355,4 +355,4 @@ pub fn peer_spiffe(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
