@@ -2,7 +2,7 @@
 //!
 //! - [`CertificateAuthority`]: key material from a plugged-in `cacerts` directory, or a
 //!   self-signed root generated at first start and persisted through [`CaStorage`]
-//!   (Istio's `istio-ca-secret`); signs workload CSRs for authenticated [`Identity`]s and
+//!   (Istio's `istio-ca-secret`: [`DirStorage`] or [`KubeSecretStorage`]); signs workload CSRs for authenticated [`Identity`]s and
 //!   issues the control plane's serving certificate.
 //! - [`authn`]: who is calling, by TLS client certificate or Kubernetes service-account token.
 //! - [`CaService`]: the `istio.v1.auth.IstioCertificateService` gRPC service.
@@ -16,16 +16,21 @@ mod authority;
 mod csr;
 mod identity;
 mod pem;
+mod secret_storage;
 mod service;
 mod sign;
 mod storage;
 
 pub use authn::{
-    AuthError, Authenticator, Caller, ClientCertAuthenticator, TokenReviewAuthenticator,
+    AuthError, Authenticator, Caller, ClientCertAuthenticator, StaticTokenAuthenticator,
+    TokenFileError, TokenReviewAuthenticator,
 };
 pub use authority::{CaError, CaOptions, CertificateAuthority};
 pub use csr::CsrError;
 pub use identity::{validate_trust_domain, Identity, IdentityError, DEFAULT_TRUST_DOMAIN};
+pub use secret_storage::{
+    object_from_secret, secret_from_object, KubeSecretStorage, CA_SECRET_TYPE,
+};
 pub use service::{CaService, PeerCertificates};
 pub use sign::{ServingCertificate, SignError};
 pub use storage::{

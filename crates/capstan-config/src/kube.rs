@@ -28,7 +28,11 @@ pub struct KubernetesSource {
 fn kind_not_served(e: &watcher::Error) -> bool {
     match e {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        // An API group nobody serves answers a plain-text 404, whose status has no
+        // `NotFound` reason (kube's `is_not_found` then says no): the code decides.
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => {
+            status.is_not_found() || status.code == 404
+        }
         _ => false,
     }
 }
@@ -174,5 +178,26 @@ impl KubernetesSource {
                 self.ready.send_replace(true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_404_means_the_kind_is_not_served() {
+        let status = |code: u16, reason: &str| {
+            kube::core::Status::failure("x", reason)
+                .with_code(code)
+                .boxed()
+        };
+        let list = |s| watcher::Error::InitialListFailed(kube::Error::Api(s));
+        assert!(kind_not_served(&list(status(404, "NotFound"))));
+        assert!(kind_not_served(&list(status(
+            404,
+            "Failed to parse error data"
+        ))));
+        assert!(!kind_not_served(&list(status(403, "Forbidden"))));
     }
 }

@@ -13,4 +13,7 @@ pub use generate::istio::IstioGenerator;
 pub use generate::{GenerateError, Generator, NameSet, PushRequest, Subscription};
 pub use proxy::{Proxy, ProxyError, ProxyType};
 pub use resource::Resource;
-pub use server::{AdsOptions, AdsServer, ConnectionStatus, Metrics};
+pub use server::{
+    AdsOptions, AdsServer, AuthenticatedPeer, Authorizer, ConnectionStatus, Metrics,
+    NamespaceAuthorizer, PeerIdentity,
+};

@@ -248,3 +248,78 @@ async fn istio_mutual_presents_the_workload_certificate_and_survives_rotation() 
     );
     Ok(())
 }
+
+/// Two proxies talk Istio mTLS: gateway A (plain HTTP in) reaches service `reviews` through
+/// gateway B, whose server is `tls.mode: ISTIO_MUTUAL`; a plaintext client and a client with
+/// a foreign certificate cannot reach B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxies_talk_istio_mutual_and_strangers_are_refused() -> Result<()> {
+    let tmp = tempfile::Builder::new().prefix("capstan-mtls2").tempdir()?;
+    let dir = tmp.path();
+    let ca = ca()?;
+    let v1 = proxy::backend("v1").await?;
+    let (a_port, b_port) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("config"))?;
+    std::fs::write(
+        dir.join("registry.yaml"),
+        format!(
+            "services:\n- hostname: reviews.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 9080}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {b_port}}}}}\n- hostname: backend.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 80}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+            v1.port
+        ),
+    )?;
+    std::fs::write(
+        dir.join("config/mesh.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: a, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a_port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: b, namespace: default}}\nspec:\n  selector: {{istio: eastwestgateway}}\n  servers:\n  - port: {{number: {b_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: ISTIO_MUTUAL}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [a]\n  http:\n  - route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: b, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [b]\n  http:\n  - route:\n    - destination: {{host: backend.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews.default.svc.cluster.local\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n"
+        ),
+    )?;
+    let d = discovery(dir, None)?;
+    let (a_certs, b_certs) = (dir.join("a-certs"), dir.join("b-certs"));
+    write_certs(&a_certs, &ca, GATEWAY_ID)?;
+    write_certs(&b_certs, &ca, REVIEWS_ID)?;
+    let boot = |id: &str, label: &str| {
+        proxy::bootstrap_json(
+            &format!("router~127.0.0.1~{id}.istio-system~istio-system.svc.cluster.local"),
+            &[("istio", label)],
+            d.xds_port,
+            free_port(),
+            true,
+        )
+    };
+    let a_arg = a_certs.display().to_string();
+    let b_arg = b_certs.display().to_string();
+    let a = proxy::proxy_with(dir, "a", &boot("a-0", "ingressgateway"), &["--cert-dir", &a_arg])?;
+    let b = proxy::proxy_with(dir, "b", &boot("b-0", "eastwestgateway"), &["--cert-dir", &b_arg])?;
+    a.ready(Duration::from_secs(30)).await?;
+    b.ready(Duration::from_secs(30)).await?;
+    let logs = || {
+        format!(
+            "--- a:\n{}\n--- b:\n{}\n--- discovery:\n{}",
+            a.proc.tail(),
+            b.proc.tail(),
+            d.proc.tail()
+        )
+    };
+    let client = proxy::client(false);
+    let url = format!("http://127.0.0.1:{a_port}/");
+    let mut ok = 0;
+    for _ in 0..20 {
+        let r = proxy::send(&client, &url, &[("host", "reviews.example.com")])
+            .await
+            .with_context(logs)?;
+        ensure!(r.status == 200 && r.backend() == Some("v1"), "{} {}; {}", r.status, r.body, logs());
+        ok += 1;
+    }
+    ensure!(ok == 20);
+    // Plaintext to B's mTLS port: no response.
+    let plain = proxy::send(
+        &proxy::client(false),
+        &format!("http://127.0.0.1:{b_port}/"),
+        &[("host", "x")],
+    )
+    .await;
+    ensure!(plain.is_err() || plain.as_ref().is_ok_and(|r| r.status != 200), "plaintext reached B: {plain:?}");
+    // A client certificate from another CA is refused by the server: unit-tested in
+    // capstan-proxy (identity::tests::mutual_tls_sees_both_spiffe_ids_and_checks_sans).
+    Ok(())
+}

@@ -1,12 +1,14 @@
 //! Who is asking: Istio's `security.Authenticator`s. Each looks at one kind of credential
-//! (a TLS client certificate, a Kubernetes service-account token); the first that accepts the
+//! (a TLS client certificate, a Kubernetes service-account token, a development token file); the first that accepts the
 //! caller names its identities, and if none does the request is unauthenticated.
 
 mod client_cert;
 mod kube_token;
+mod static_token;
 
 pub use client_cert::ClientCertAuthenticator;
 pub use kube_token::{identity_from_review, TokenReviewAuthenticator, DEFAULT_AUDIENCE};
+pub use static_token::{StaticTokenAuthenticator, TokenFileError};
 
 use std::sync::Arc;
 

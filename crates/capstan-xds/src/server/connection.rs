@@ -295,6 +295,7 @@ pub(crate) async fn serve<P: Protocol>(
     generator: Arc<dyn Generator>,
     conn: u64,
     mut requests: Requests<P::Request>,
+    gate: Option<super::authz::Gate>,
     tx: mpsc::Sender<Result<P::Response, Status>>,
     mut pushes: broadcast::Receiver<Arc<PushEvent>>,
 ) {
@@ -317,6 +318,12 @@ pub(crate) async fn serve<P: Protocol>(
             return;
         }
     };
+    if let Some(refusal) = gate.and_then(|gate| gate.check(&proxy).err()) {
+        incr(&core.counters.rejected_streams);
+        warn!(proxy = %proxy.id, status = %refusal, "refusing an ADS stream: not authorized");
+        let _ = tokio::time::timeout(core.options.send_timeout, tx.send(Err(refusal))).await;
+        return;
+    }
     tracing::Span::current().record("proxy", proxy.id.as_str());
     let status = Arc::new(Mutex::new(ConnectionStatus {
         proxy_id: proxy.id.clone(),

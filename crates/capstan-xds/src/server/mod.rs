@@ -5,6 +5,7 @@
 //! broadcast channel; each task merges the announcements that arrive while a response awaits
 //! its ACK into one pending push, so at most one push per connection is in flight.
 
+mod authz;
 mod connection;
 mod delta;
 mod intern;
@@ -15,6 +16,9 @@ mod sotw;
 mod status;
 mod wire;
 
+pub use authz::{
+    claimed_namespaces, AuthenticatedPeer, Authorizer, NamespaceAuthorizer, PeerIdentity,
+};
 pub use metrics::{Histogram, Metrics, BUCKETS_MS};
 pub use status::{ConnectionStatus, NackStatus, TypeStatus};
 pub use wire::AdsService;
@@ -188,6 +192,7 @@ impl<G: Generator> AdsServer<G> {
     pub(crate) fn spawn<P: Protocol>(
         &self,
         requests: requests::Requests<P::Request>,
+        gate: Option<authz::Gate>,
     ) -> mpsc::Receiver<Result<P::Response, Status>> {
         let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
         let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -199,6 +204,7 @@ impl<G: Generator> AdsServer<G> {
             generator,
             conn,
             requests,
+            gate,
             tx,
             self.core.pushes.subscribe(),
         );

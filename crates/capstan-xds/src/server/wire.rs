@@ -14,6 +14,7 @@
 //! on a thousand-service mesh): the response body ([`GrpcBody`]) passes large resource bodies
 //! to HTTP/2 as the shared `Bytes` they are, and copies only the framing around them.
 
+use super::authz::{AuthenticatedPeer, Authorizer, Gate};
 use super::requests::Requests;
 use super::AdsServer;
 use crate::generate::Generator;
@@ -273,6 +274,7 @@ encode_only!(DeltaResponse);
 pub struct AdsService<G: Generator> {
     server: AdsServer<G>,
     max_decoding_message_size: usize,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl<G: Generator> AdsService<G> {
@@ -280,7 +282,16 @@ impl<G: Generator> AdsService<G> {
         AdsService {
             server,
             max_decoding_message_size,
+            authorizer: None,
         }
+    }
+
+    /// Checks every stream of this service with `authorizer` once its first request names the
+    /// node, against the [`AuthenticatedPeer`] the transport attached to the request (istiod's
+    /// 15012). Without one (15010), every stream is served.
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn Authorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
     }
 }
 
@@ -289,6 +300,7 @@ impl<G: Generator> Clone for AdsService<G> {
         AdsService {
             server: self.server.clone(),
             max_decoding_message_size: self.max_decoding_message_size,
+            authorizer: self.authorizer.clone(),
         }
     }
 }
@@ -380,6 +392,10 @@ where
         let limit = self.max_decoding_message_size;
         let path = req.uri().path();
         let xds = path == SOTW_PATH || path == DELTA_PATH;
+        let gate = self.authorizer.clone().map(|authorizer| Gate {
+            authorizer,
+            peer: req.extensions().get::<AuthenticatedPeer>().cloned(),
+        });
         let response = match path {
             _ if xds && !self.server.is_ready() => {
                 Status::unavailable("server is not ready to serve discovery information")
@@ -387,11 +403,11 @@ where
             }
             SOTW_PATH => {
                 let requests = Requests::<DiscoveryRequest>::new(req.into_body(), limit);
-                grpc_response(self.server.spawn::<super::sotw::Sotw>(requests))
+                grpc_response(self.server.spawn::<super::sotw::Sotw>(requests, gate))
             }
             DELTA_PATH => {
                 let requests = Requests::<DeltaDiscoveryRequest>::new(req.into_body(), limit);
-                grpc_response(self.server.spawn::<super::delta::Delta>(requests))
+                grpc_response(self.server.spawn::<super::delta::Delta>(requests, gate))
             }
             _ => Status::unimplemented("unknown method").into_http::<tonic::body::Body>(),
         };

@@ -2,10 +2,13 @@
 //! service index, changes are debounced into pushes, and the ADS server sends every connected
 //! proxy its own LDS/RDS/CDS/EDS.
 
+mod ca;
 mod debug;
 mod dump;
 pub(crate) mod dump_routes;
 mod registries;
+mod root_cert;
+mod secure;
 
 use anyhow::{Context as _, Result};
 use capstan_api::CheckOptions;
@@ -58,6 +61,9 @@ pub struct Args {
     /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
     debounce_max_ms: u64,
+    /// The certificate authority and the TLS xDS port.
+    #[command(flatten)]
+    ca: ca::CaArgs,
 }
 
 /// Everything the debug and monitoring endpoints read.
@@ -176,6 +182,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         // First-sync signals of the sources that load asynchronously (files loaded above).
         let mut pending: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)> = Vec::new();
+        let mut kube_client = None;
         if let Some(kubeconfig) = &args.kubeconfig {
             let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
             let (client, ready) = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
@@ -183,7 +190,8 @@ pub fn run(args: Args) -> Result<()> {
             let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
             let source = capstan_config::KubernetesSource::new(opts);
             pending.push(("Kubernetes config", source.ready()));
-            tokio::spawn(source.run(client, store.clone()));
+            tokio::spawn(source.run(client.clone(), store.clone()));
+            kube_client = Some(client);
         }
         if let Some(addr) = args.consul_addr.clone() {
             let status = registries::spawn_consul(addr, index.clone())?;
@@ -202,9 +210,25 @@ pub fn run(args: Args) -> Result<()> {
             let _ = tx.send(Change::Everything).await;
         });
 
+        // The CA, and with Kubernetes its root published in every namespace.
+        let ca = args.ca.start(kube_client.as_ref()).await?;
+        if let (Some(ca), Some(client)) = (&ca, kube_client) {
+            tokio::spawn(root_cert::run(client, ca.authority.root_cert_pem().to_owned()));
+        }
+        let secure_addr = args.ca.secure_xds_addr;
+        let secure_service = ads.service();
+        let serve_secure = async move {
+            match ca {
+                Some(ca) => secure::serve(secure_addr, ca, secure_service).await,
+                // Without a CA there is nothing to serve TLS with (the file-only default).
+                None => std::future::pending().await,
+            }
+        };
+
         let state = State { store, index, generator, ads: ads.clone(), push_time };
         tokio::select! {
             r = serve_xds(args.xds_addr, ads) => r,
+            r = serve_secure => r,
             r = debug::serve(args.debug_addr, debug::debug_router(state.clone())) => r,
             r = debug::serve(args.monitoring_addr, debug::monitoring_router(state)) => r,
             _ = tokio::signal::ctrl_c() => {

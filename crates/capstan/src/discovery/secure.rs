@@ -1,0 +1,238 @@
+//! istiod's port 15012: gRPC over TLS serving the CA (`IstioCertificateService`) and xDS for
+//! authenticated proxies.
+//!
+//! The serving certificate is issued by the CA for istiod's DNS names and renewed at half its
+//! life; handshakes read the current one, so renewal drops no connection. Client certificates
+//! are optional at the TLS layer (a workload's first request has only its token) and, when
+//! given, verified against the CA's roots. Every xDS stream is authenticated before it starts
+//! (client certificate, service-account token, development token file: `UNAUTHENTICATED`
+//! otherwise) and its node authorized against the identities found (`PERMISSION_DENIED`).
+
+use super::ca::Ca;
+use anyhow::{Context as _, Result};
+use arc_swap::ArcSwap;
+use capstan_ca::authn::authenticate;
+use capstan_ca::{Authenticator, CaService, Caller, CertificateAuthority};
+use capstan_xds::server::AdsService;
+use capstan_xds::{AuthenticatedPeer, IstioGenerator, NamespaceAuthorizer, PeerIdentity};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
+use tonic::codegen::BoxFuture;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// A TLS handshake that takes longer is abandoned (a client that connects and says nothing
+/// must not hold a task forever).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed renewal, try again this soon.
+const RENEW_RETRY: Duration = Duration::from_secs(60);
+
+/// The serving certificate handshakes use: replaced whole on renewal.
+#[derive(Debug)]
+struct ServingCert(ArcSwap<CertifiedKey>);
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// Issues a serving certificate; returns it with its expiry.
+fn issue(
+    ca: &CertificateAuthority,
+    names: &[String],
+    ttl: Duration,
+) -> Result<(CertifiedKey, SystemTime)> {
+    let serving = ca
+        .issue_serving_certificate(names, None, ttl)
+        .context("issuing the TLS serving certificate")?;
+    let chain = CertificateDer::pem_slice_iter(serving.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .context("the serving certificate's PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())
+        .context("the serving key's PEM")?;
+    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
+        .context("the serving key is not usable")?;
+    Ok((CertifiedKey::new(chain, signing_key), serving.not_after))
+}
+
+/// The rustls configuration: current serving certificate, optional client certificates
+/// verified against the CA's roots, HTTP/2 by ALPN (gRPC clients insist on it).
+fn tls_config(ca: &CertificateAuthority, cert: Arc<ServingCert>) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for root in ca.roots() {
+        roots
+            .add(root.clone())
+            .context("adding a CA root to the TLS trust store")?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .context("the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Renews the serving certificate at half its life, forever.
+async fn renew(
+    ca: Arc<CertificateAuthority>,
+    names: Vec<String>,
+    ttl: Duration,
+    cert: Arc<ServingCert>,
+    mut not_after: SystemTime,
+) {
+    loop {
+        let left = not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        // At least a second: a zero lifetime must not become a busy loop.
+        tokio::time::sleep((left / 2).max(Duration::from_secs(1))).await;
+        match issue(&ca, &names, ttl) {
+            Ok((key, expiry)) => {
+                cert.0.store(Arc::new(key));
+                not_after = expiry;
+                tracing::info!(expires = ?expiry, "renewed the TLS serving certificate");
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "renewing the TLS serving certificate failed; retrying");
+                tokio::time::sleep(RENEW_RETRY).await;
+            }
+        }
+    }
+}
+
+/// The ADS service behind authentication: a stream whose caller no authenticator accepts is
+/// refused before it starts; otherwise the caller's identities go with the request, for the
+/// service's authorizer.
+#[derive(Clone)]
+struct AuthenticatedAds {
+    inner: AdsService<IstioGenerator>,
+    authenticators: Arc<[Arc<dyn Authenticator>]>,
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for AuthenticatedAds {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let mut inner = self.inner.clone();
+        let authenticators = self.authenticators.clone();
+        Box::pin(async move {
+            let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
+            let peer_certs = request
+                .extensions()
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.peer_certs());
+            let caller = Caller {
+                metadata: &metadata,
+                peer_certificates: peer_certs.as_deref().map(Vec::as_slice),
+            };
+            match authenticate(&authenticators, &caller).await {
+                Ok(identities) => {
+                    let peer = AuthenticatedPeer::new(
+                        identities
+                            .iter()
+                            .map(|id| PeerIdentity {
+                                id: id.to_uri(),
+                                namespace: id.namespace().to_owned(),
+                            })
+                            .collect(),
+                    );
+                    request.extensions_mut().insert(peer);
+                    inner.call(request).await
+                }
+                Err(reasons) => {
+                    tracing::info!(%reasons, "refusing an xDS stream: authentication failed");
+                    Ok(
+                        tonic::Status::unauthenticated(format!("authentication failed: {reasons}"))
+                            .into_http(),
+                    )
+                }
+            }
+        })
+    }
+}
+
+impl tonic::server::NamedService for AuthenticatedAds {
+    const NAME: &'static str = <AdsService<IstioGenerator> as tonic::server::NamedService>::NAME;
+}
+
+/// Serves port 15012 until the listener fails.
+pub async fn serve(addr: SocketAddr, ca: Ca, ads: AdsService<IstioGenerator>) -> Result<()> {
+    let (key, not_after) = issue(&ca.authority, &ca.dns_names, ca.serving_ttl)?;
+    let cert = Arc::new(ServingCert(ArcSwap::from_pointee(key)));
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&ca.authority, cert.clone())?));
+    tokio::spawn(renew(
+        ca.authority.clone(),
+        ca.dns_names.clone(),
+        ca.serving_ttl,
+        cert,
+        not_after,
+    ));
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the secure xDS address {addr}"))?;
+    tracing::info!(%addr, names = ?ca.dns_names, "serving xDS and the CA over TLS");
+    // Handshakes run in their own tasks so that a slow client does not hold up the others.
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>,
+    >(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(error = %e, "accepting on the secure xDS port failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+
+    let ads = AuthenticatedAds {
+        inner: ads.with_authorizer(Arc::new(NamespaceAuthorizer)),
+        authenticators: ca.authenticators.clone().into(),
+    };
+    let ca_service = CaService::new(ca.authority.clone(), ca.authenticators);
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(60)))
+        .add_service(ca_service)
+        .add_service(ads)
+        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .context("serving the secure xDS port")
+}
