@@ -52,7 +52,12 @@ impl ServerRef<'_> {
         self.protocol() == "HTTPS"
             && matches!(
                 self.tls_mode(),
-                Some(ServerTlsMode::Simple | ServerTlsMode::Mutual)
+                Some(
+                    ServerTlsMode::Simple
+                        | ServerTlsMode::Mutual
+                        | ServerTlsMode::IstioMutual
+                        | ServerTlsMode::OptionalMutual
+                )
             )
     }
     fn hosts(&self) -> Vec<&str> {
@@ -181,7 +186,12 @@ fn file(path: &str) -> Option<DataSource> {
 
 fn downstream_tls(server: &Server) -> Option<TransportSocket> {
     let tls = server.tls.as_ref()?;
-    let mutual = tls.mode == Some(ServerTlsMode::Mutual);
+    let mutual = matches!(
+        tls.mode,
+        Some(ServerTlsMode::Mutual | ServerTlsMode::IstioMutual)
+    );
+    // OPTIONAL_MUTUAL verifies a client certificate when one is shown.
+    let verify = mutual || tls.mode == Some(ServerTlsMode::OptionalMutual);
     let mut common = CommonTlsContext {
         alpn_protocols: vec!["h2".into(), "http/1.1".into()],
         ..CommonTlsContext::default()
@@ -190,10 +200,18 @@ fn downstream_tls(server: &Server) -> Option<TransportSocket> {
         name,
         sds_config: Some(super::common::ads()),
     };
-    if !tls.credential_name.is_empty() {
+    if tls.mode == Some(ServerTlsMode::IstioMutual) {
+        // The gateway's own workload certificate, clients verified against the mesh roots.
+        common.tls_certificate_sds_secret_configs = vec![sds("default".into())];
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
+                "ROOTCA".into(),
+            )),
+        );
+    } else if !tls.credential_name.is_empty() {
         common.tls_certificate_sds_secret_configs =
             vec![sds(format!("kubernetes://{}", tls.credential_name))];
-        if mutual {
+        if verify {
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
                     format!("kubernetes://{}-cacert", tls.credential_name),
@@ -206,7 +224,7 @@ fn downstream_tls(server: &Server) -> Option<TransportSocket> {
             private_key: file(&tls.private_key),
             ..TlsCertificate::default()
         }];
-        if mutual && !tls.ca_certificates.is_empty() {
+        if verify && !tls.ca_certificates.is_empty() {
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContext(
                     CertificateValidationContext {
