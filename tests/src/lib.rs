@@ -684,6 +684,32 @@ impl Drop for TestContext {
     }
 }
 
+/// Waits (bounded) until `GET http://127.0.0.1:<port><path>` answers 200: e.g. `capstan
+/// discovery`'s `/ready`, which turns 200 once every source has synced and been pushed.
+pub fn wait_http_ok(port: u16, path: &str, within: Duration) -> Result<()> {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("no answer");
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut answer = String::new();
+            if stream.write_all(request.as_bytes()).is_ok()
+                && stream.read_to_string(&mut answer).is_ok()
+            {
+                if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
+                    return Ok(());
+                }
+                last = answer.lines().next().unwrap_or_default().to_string();
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("GET 127.0.0.1:{port}{path} not 200 within {within:?}; last: {last}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -727,31 +753,5 @@ mod tests {
     #[test]
     fn curl_refuses_non_loopback() {
         assert!(curl("GET", "http://10.0.0.1/", None, Duration::from_secs(1)).is_err());
-    }
-}
-
-/// Waits (bounded) until `GET http://127.0.0.1:<port><path>` answers 200: e.g. `capstan
-/// discovery`'s `/ready`, which turns 200 once every source has synced and been pushed.
-pub fn wait_http_ok(port: u16, path: &str, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    let mut last = String::from("no answer");
-    loop {
-        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-            let mut answer = String::new();
-            if stream.write_all(request.as_bytes()).is_ok()
-                && stream.read_to_string(&mut answer).is_ok()
-            {
-                if answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200") {
-                    return Ok(());
-                }
-                last = answer.lines().next().unwrap_or_default().to_string();
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("GET 127.0.0.1:{port}{path} not 200 within {within:?}; last: {last}");
-        }
-        thread::sleep(Duration::from_millis(20));
     }
 }

@@ -13,6 +13,7 @@
 //!     ports: {http: 9080}                      # target port by service port name (default: same number)
 //!     locality: us-east1/us-east1-b
 //!     serviceAccount: bookinfo-reviews
+//!     tlsMode: istio                           # has a sidecar (auto mTLS); default `disabled`
 //!     workload: reviews-v1-0
 //! workloads:                                   # optional: workloads with several addresses
 //! - {name: vm-1, namespace: default, addresses: [10.1.0.9, 192.168.7.9], labels: {app: legacy}}
@@ -28,6 +29,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Label carrying a workload's TLS mode (`istio` when it has a sidecar).
+const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
 
 /// Largest registry file read.
 const MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
@@ -234,7 +238,7 @@ fn build_service(s: &FileService) -> (Service, BTreeMap<u16, Vec<Endpoint>>) {
                 },
                 network: e.network.clone(),
                 service_account: e.service_account.clone(),
-                tls_mode: e.tls_mode.clone().unwrap_or_else(|| "istio".into()),
+                tls_mode: tls_mode(e),
                 workload: e.workload.clone(),
                 namespace: s.namespace.clone(),
             };
@@ -262,6 +266,16 @@ fn build_service(s: &FileService) -> (Service, BTreeMap<u16, Vec<Endpoint>>) {
         external_name: None,
     };
     (service, endpoints)
+}
+
+/// An endpoint's TLS mode: `tlsMode`, else Istio's `security.istio.io/tlsMode` label, else
+/// `disabled`. A file-registry backend has no sidecar unless the entry says so, and only
+/// `istio` endpoints get auto mTLS (Istio's `GetTLSModeFromEndpointLabels`).
+fn tls_mode(e: &FileEndpoint) -> String {
+    e.tls_mode
+        .clone()
+        .or_else(|| e.labels.get(TLS_MODE_LABEL).cloned())
+        .unwrap_or_else(|| "disabled".into())
 }
 
 /// The workloads one service's endpoints name (`workload`), in document order: the key, and
@@ -656,6 +670,32 @@ mod tests {
         );
         let err = parse(&format!("{good} trailing")).unwrap_err();
         assert!(err.contains("trailing") || err.contains("JSON"), "{err}");
+    }
+
+    /// Plain file-registry backends have no sidecar: only `tlsMode: istio` (or Istio's label)
+    /// marks an endpoint for auto mTLS.
+    #[test]
+    fn endpoints_are_plaintext_unless_they_say_istio() {
+        let state = parse(
+            "services:\n- hostname: a\n  ports: [{name: http, port: 80}]\n  endpoints:\n  \
+             - {address: 10.0.0.1}\n  - {address: 10.0.0.2, tlsMode: istio}\n  \
+             - {address: 10.0.0.3, labels: {security.istio.io/tlsMode: istio}}\n  \
+             - {address: 10.0.0.4, tlsMode: disabled, labels: {security.istio.io/tlsMode: istio}}\n",
+        )
+        .unwrap();
+        let modes: Vec<(&str, &str)> = state.endpoints[&("a".to_string(), 80)]
+            .iter()
+            .map(|e| (e.address.as_str(), e.tls_mode.as_str()))
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("10.0.0.1", "disabled"),
+                ("10.0.0.2", "istio"),
+                ("10.0.0.3", "istio"),
+                ("10.0.0.4", "disabled")
+            ]
+        );
     }
 
     /// Everything the index shows, as text, for comparing two indexes.

@@ -60,3 +60,11 @@ fn bookinfo_routing() {
 fn egress_scoped() {
     golden_for("egress-scoped", &[("reviews-v1", reviews_v1())]);
 }
+
+#[test]
+fn mtls() {
+    golden_for(
+        "mtls",
+        &[("reviews-v1", reviews_v1()), ("grpc-client", grpc_client())],
+    );
+}

@@ -74,11 +74,11 @@ async fn proxy_status_and_proxy_config_show_what_a_sidecar_was_sent() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = capstan(&["proxy-status", "--debug-addr", &debug_addr]);
-        if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("PUSH VERSION\n0")
+        if out.status.success()
+            && !String::from_utf8_lossy(&out.stdout).contains("PUSH VERSION\n0")
+            && capstan_e2e::wait_http_ok(monitoring, "/ready", Duration::from_millis(1)).is_ok()
         {
-            if capstan_e2e::wait_http_ok(monitoring, "/ready", Duration::from_millis(1)).is_ok() {
-                break;
-            }
+            break;
         }
         assert!(Instant::now() < deadline, "discovery did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;

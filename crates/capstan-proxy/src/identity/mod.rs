@@ -185,76 +185,13 @@ impl Identity {
             .with_custom_certificate_verifier(verifier)
             .with_client_cert_resolver(Arc::new(Resolver(self.clone())));
         c.alpn_protocols = alpn;
-        // Sessions resumed across a rotation would still carry the old certificate (the
-        // server sees the identity of the original handshake): as Envoy builds a new TLS
-        // context per secret version, the session cache starts empty after each rotation.
-        c.resumption = rustls::client::Resumption::store(Arc::new(RotatingSessions {
-            identity: self.clone(),
-            inner: std::sync::Mutex::new((
-                0,
-                Arc::new(rustls::client::ClientSessionMemoryCache::new(256)),
-            )),
-        }));
+        // No session resumption: a resumed session carries the identity of its first
+        // handshake, and a ticket from a connection made before a rotation can arrive after
+        // it, so a shared cache would keep presenting the old certificate (seen in the
+        // rotation test). Envoy avoids this with one session cache per secret version; full
+        // handshakes cost little here, as upstream connections are pooled.
+        c.resumption = rustls::client::Resumption::disabled();
         Arc::new(c)
-    }
-}
-
-/// A client session cache emptied whenever the identity rotates.
-#[derive(Debug)]
-struct RotatingSessions {
-    identity: Arc<Identity>,
-    inner: std::sync::Mutex<(u64, Arc<rustls::client::ClientSessionMemoryCache>)>,
-}
-
-impl RotatingSessions {
-    fn cache(&self) -> Arc<rustls::client::ClientSessionMemoryCache> {
-        let now = self.identity.rotations();
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.0 != now {
-            *inner = (
-                now,
-                Arc::new(rustls::client::ClientSessionMemoryCache::new(256)),
-            );
-        }
-        inner.1.clone()
-    }
-}
-
-impl rustls::client::ClientSessionStore for RotatingSessions {
-    fn set_kx_hint(&self, name: rustls_pki_types::ServerName<'static>, group: rustls::NamedGroup) {
-        self.cache().set_kx_hint(name, group)
-    }
-    fn kx_hint(&self, name: &rustls_pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
-        self.cache().kx_hint(name)
-    }
-    fn set_tls12_session(
-        &self,
-        name: rustls_pki_types::ServerName<'static>,
-        value: rustls::client::Tls12ClientSessionValue,
-    ) {
-        self.cache().set_tls12_session(name, value)
-    }
-    fn tls12_session(
-        &self,
-        name: &rustls_pki_types::ServerName<'_>,
-    ) -> Option<rustls::client::Tls12ClientSessionValue> {
-        self.cache().tls12_session(name)
-    }
-    fn remove_tls12_session(&self, name: &rustls_pki_types::ServerName<'static>) {
-        self.cache().remove_tls12_session(name)
-    }
-    fn insert_tls13_ticket(
-        &self,
-        name: rustls_pki_types::ServerName<'static>,
-        value: rustls::client::Tls13ClientSessionValue,
-    ) {
-        self.cache().insert_tls13_ticket(name, value)
-    }
-    fn take_tls13_ticket(
-        &self,
-        name: &rustls_pki_types::ServerName<'static>,
-    ) -> Option<rustls::client::Tls13ClientSessionValue> {
-        self.cache().take_tls13_ticket(name)
     }
 }
 

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | a proxy's scope | proxy namespace, the Sidecar that applies |
 //! | a service's outbound clusters | hostname, the DestinationRule that applies, proxyless or not |
-//! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets and locality failover only), the proxy's locality (locality failover only) |
+//! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets, locality failover, and any rule when some rule sets TLS: endpoint `tlsMode` metadata follows it), the proxy's locality (locality failover only) |
 //! | all load assignments of a host (endpoints-only pushes) | hostname, the DestinationRule that applies, the proxy's locality |
 //! | a sidecar virtual host's routes (encoded) | as the virtual host, but never the namespace flag (the routes do not depend on it) |
 //! | a sidecar virtual host (encoded) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |

@@ -60,6 +60,23 @@ pub(crate) struct ConfigIndex {
     /// Whether some DestinationRule selects workloads (routes' hash policies then depend on
     /// the proxy's labels).
     pub workload_rules: bool,
+    /// Whether some DestinationRule sets client TLS anywhere (endpoint metadata for auto mTLS
+    /// then depends on the rule).
+    pub tls_rules: bool,
+    /// PeerAuthentications.
+    pub peer_authentications: super::authn::PeerAuthentications,
+}
+
+/// Whether a rule sets client TLS at any level (top, port, subset, subset port).
+fn sets_tls(dr: &DestinationRule) -> bool {
+    let policy_tls = |p: &capstan_api::networking::TrafficPolicy| {
+        p.tls.is_some() || p.port_level_settings.iter().any(|pl| pl.tls.is_some())
+    };
+    dr.traffic_policy.as_ref().is_some_and(policy_tls)
+        || dr
+            .subsets
+            .iter()
+            .any(|s| s.traffic_policy.as_ref().is_some_and(policy_tls))
 }
 
 fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
@@ -82,6 +99,7 @@ fn resolve_gateway(gw: &str, namespace: &str) -> String {
 impl ConfigIndex {
     pub fn build(config: &Snapshot, mesh: &MeshConfig) -> ConfigIndex {
         let mut index = ConfigIndex::default();
+        let mut peer_authentications = Vec::new();
         let delegates: super::delegate::Delegates<'_> = config
             .objects
             .iter()
@@ -148,6 +166,7 @@ impl ConfigIndex {
                     }));
                 }
                 (Spec::DestinationRule(dr), Kind::DestinationRule) => {
+                    index.tls_rules |= sets_tls(dr);
                     index.workload_rules |= dr
                         .workload_selector
                         .as_ref()
@@ -170,9 +189,15 @@ impl ConfigIndex {
                 (Spec::Gateway(gw), Kind::Gateway) => {
                     index.gateways.push(Arc::new(entry(key, &**gw)));
                 }
+                (Spec::PeerAuthentication(pa), Kind::PeerAuthentication) => {
+                    let created = stored.object.metadata.creation_timestamp.clone();
+                    peer_authentications.push((created, Arc::new(entry(key, &**pa))));
+                }
                 _ => {}
             }
         }
+        index.peer_authentications =
+            super::authn::PeerAuthentications::build(peer_authentications, &mesh.root_namespace);
         // Most specific wildcard first.
         index
             .wildcard_rules

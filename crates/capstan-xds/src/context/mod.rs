@@ -1,11 +1,13 @@
 //! PushContext: one immutable, indexed snapshot of config and services, built once per push and
 //! shared (by `Arc`) by every proxy's generation.
 
+mod authn;
 pub(crate) mod cache;
 mod delegate;
 mod index;
 mod scope;
 
+pub use authn::{MutualTlsMode, WorkloadMtls};
 pub use cache::CacheStats;
 pub use index::{ConfigEntry, VirtualServiceEntry};
 pub use scope::ProxyScope;
@@ -25,6 +27,12 @@ pub struct MeshConfig {
     pub root_namespace: String,
     /// What sidecars do with traffic to unknown destinations (Istio's default: ALLOW_ANY).
     pub outbound_traffic_policy: OutboundTrafficMode,
+    /// Istio's `enableAutoMtls` (default true): clusters without DestinationRule TLS use
+    /// mutual TLS to endpoints that have a sidecar, plaintext to the others.
+    pub enable_auto_mtls: bool,
+    /// Istio's `trustDomain`: the `spiffe://<trust-domain>/ns/<ns>/sa/<sa>` identities
+    /// expected of upstream workloads.
+    pub trust_domain: String,
 }
 
 impl Default for MeshConfig {
@@ -33,6 +41,8 @@ impl Default for MeshConfig {
             domain_suffix: "cluster.local".into(),
             root_namespace: "istio-system".into(),
             outbound_traffic_policy: OutboundTrafficMode::AllowAny,
+            enable_auto_mtls: true,
+            trust_domain: "cluster.local".into(),
         }
     }
 }

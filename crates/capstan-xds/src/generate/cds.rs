@@ -2,6 +2,7 @@
 //! for the proxy's own service ports, and Istio's passthrough / blackhole clusters.
 
 use super::cds_policy::{apply_policy, EffectivePolicy};
+use super::cds_tls::{apply_tls, spiffe_id, ClusterTls};
 use super::common::{
     ads, cluster_name, secs, socket, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
     PASSTHROUGH_CLUSTER,
@@ -119,8 +120,37 @@ fn base_cluster(ctx: &PushContext, name: &str, svc: &Service, port: &ServicePort
     c
 }
 
-/// Outbound clusters for one service, its subsets included.
-pub fn outbound_clusters(ctx: &PushContext, proxy: &Proxy, svc: &Service) -> Vec<Cluster> {
+/// The identities of a service's workloads on a port, sorted (Istio's
+/// `PushContext.ServiceAccounts[host][port]`): what ISTIO_MUTUAL expects of the server.
+fn service_accounts(ctx: &PushContext, svc: &Service, port: u16) -> Vec<String> {
+    let mut out: Vec<String> = ctx
+        .services
+        .endpoint_set(&svc.hostname, port)
+        .into_iter()
+        .flat_map(|e| e.iter())
+        .filter(|e| !e.service_account.is_empty())
+        .map(|e| {
+            let ns = if e.namespace.is_empty() {
+                &svc.namespace
+            } else {
+                &e.namespace
+            };
+            spiffe_id(&ctx.mesh.trust_domain, ns, &e.service_account)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Outbound clusters for one service, its subsets included. Proxyless clients get no auto
+/// mTLS (they have no SDS and would use neither secret).
+pub fn outbound_clusters(
+    ctx: &PushContext,
+    proxy: &Proxy,
+    svc: &Service,
+    proxyless: bool,
+) -> Vec<Cluster> {
     let dr = ctx.destination_rule(proxy, &svc.hostname);
     let mut out = Vec::new();
     for port in &svc.ports {
@@ -138,13 +168,32 @@ pub fn outbound_clusters(ctx: &PushContext, proxy: &Proxy, svc: &Service) -> Vec
                     .map(|s| (s.name.as_str(), s.traffic_policy.as_ref())),
             );
         }
+        let accounts = service_accounts(ctx, svc, port.port);
         for (subset, subset_policy) in subsets {
             let name = cluster_name("outbound", port.port, subset, &svc.hostname);
             let mut c = base_cluster(ctx, &name, svc, port);
             h2_upstream(&mut c, port.protocol);
             let policy = EffectivePolicy::merge(top, subset_policy, port.port);
+            apply_policy(&mut c, &policy);
+            let lb_passthrough = policy
+                .lb
+                .and_then(|lb| lb.simple)
+                .is_some_and(|s| s == capstan_api::networking::SimpleLb::Passthrough);
             let sni = format!("outbound_.{}_.{}_.{}", port.port, subset, svc.hostname);
-            apply_policy(&mut c, &policy, &sni);
+            apply_tls(
+                &mut c,
+                &ClusterTls {
+                    rule: policy.tls,
+                    istio_sni: &sni,
+                    service_accounts: &accounts,
+                    auto_mtls: ctx.mesh.enable_auto_mtls && !proxyless,
+                    service_mode: ctx.service_mtls_mode(svc, port.port, lb_passthrough),
+                    http2: matches!(
+                        port.protocol,
+                        capstan_registry::Protocol::Http2 | capstan_registry::Protocol::Grpc
+                    ),
+                },
+            );
             if svc.resolution == Resolution::Passthrough {
                 c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
             }
@@ -343,7 +392,7 @@ fn shared_outbound(
     let dr = ctx.destination_rule(proxy, &svc.hostname);
     let key = dr.cloned().map(ByAddress);
     ctx.cache.clusters(&svc.hostname, key, proxyless, || {
-        outbound_clusters(ctx, proxy, svc)
+        outbound_clusters(ctx, proxy, svc, proxyless)
             .into_iter()
             .map(|c| if proxyless { for_proxyless(c) } else { c })
             .map(|c| Resource::shared(c.name.clone(), &c))

@@ -1,22 +1,15 @@
 //! DestinationRule traffic policy → Envoy cluster settings (load balancing, connection pool,
-//! outlier detection, TLS), with Istio's merge order: top level, its port-level settings, the
-//! subset's policy, the subset's port-level settings.
+//! outlier detection; TLS is [`super::cds_tls`]), with Istio's merge order: top level, its
+//! port-level settings, the subset's policy, the subset's port-level settings.
 
-use super::common::{ads, any, duration, u32v};
+use super::common::{duration, u32v};
 use capstan_api::networking::{
-    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings,
-    OutlierDetection, SimpleLb, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb,
+    TrafficPolicy,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds, cluster, CircuitBreakers, Cluster,
     OutlierDetection as EnvoyOutlier,
-};
-use envoy_types::pb::envoy::config::core::v3::{
-    data_source, transport_socket, DataSource, TransportSocket,
-};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context, CertificateValidationContext, CommonTlsContext, SdsSecretConfig,
-    TlsCertificate, UpstreamTlsContext,
 };
 use envoy_types::pb::envoy::r#type::v3::Percent;
 
@@ -81,9 +74,8 @@ fn positive(v: Option<i32>) -> Option<u32> {
     v.filter(|v| *v > 0).map(|v| v as u32)
 }
 
-/// Applies the policy to a cluster; `sni` is Istio's `outbound_.PORT_.SUBSET_.HOST` for
-/// ISTIO_MUTUAL. `allow_passthrough_lb` is false for proxyless clients.
-pub fn apply_policy(c: &mut Cluster, p: &EffectivePolicy<'_>, istio_sni: &str) {
+/// Applies the policy's load balancing, connection pool and outlier detection to a cluster.
+pub fn apply_policy(c: &mut Cluster, p: &EffectivePolicy<'_>) {
     use cluster::LbPolicy;
     // Load balancing (Istio's default is LEAST_REQUEST).
     c.lb_policy = LbPolicy::LeastRequest as i32;
@@ -198,84 +190,4 @@ pub fn apply_policy(c: &mut Cluster, p: &EffectivePolicy<'_>, istio_sni: &str) {
         }
         c.outlier_detection = Some(od);
     }
-    // TLS.
-    if let Some(tls) = p.tls {
-        if let Some(ctx) = upstream_tls(tls, istio_sni) {
-            c.transport_socket = Some(TransportSocket {
-                name: "envoy.transport_sockets.tls".into(),
-                config_type: Some(transport_socket::ConfigType::TypedConfig(any(&ctx))),
-            });
-        }
-    }
-}
-
-fn file(path: &str) -> Option<DataSource> {
-    (!path.is_empty()).then(|| DataSource {
-        specifier: Some(data_source::Specifier::Filename(path.to_string())),
-        ..DataSource::default()
-    })
-}
-
-fn sds(name: &str) -> SdsSecretConfig {
-    SdsSecretConfig {
-        name: name.to_string(),
-        sds_config: Some(ads()),
-    }
-}
-
-/// The UpstreamTlsContext for a client TLS setting (None for DISABLE).
-pub fn upstream_tls(tls: &ClientTlsSettings, istio_sni: &str) -> Option<UpstreamTlsContext> {
-    let mut common = CommonTlsContext::default();
-    let mut sni = tls.sni.clone();
-    match tls.mode {
-        ClientTlsMode::Disable => return None,
-        ClientTlsMode::IstioMutual => {
-            common.tls_certificate_sds_secret_configs = vec![sds("default")];
-            common.validation_context_type = Some(
-                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
-                    "ROOTCA",
-                )),
-            );
-            common.alpn_protocols = vec!["istio-peer-exchange".into(), "istio".into()];
-            if sni.is_empty() {
-                sni = istio_sni.to_string();
-            }
-        }
-        ClientTlsMode::Simple | ClientTlsMode::Mutual => {
-            if !tls.credential_name.is_empty() {
-                if tls.mode == ClientTlsMode::Mutual {
-                    common.tls_certificate_sds_secret_configs =
-                        vec![sds(&format!("kubernetes://{}", tls.credential_name))];
-                }
-                common.validation_context_type = Some(
-                    common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
-                        sds(&format!("kubernetes://{}-cacert", tls.credential_name)),
-                    ),
-                );
-            } else {
-                if tls.mode == ClientTlsMode::Mutual {
-                    common.tls_certificates = vec![TlsCertificate {
-                        certificate_chain: file(&tls.client_certificate),
-                        private_key: file(&tls.private_key),
-                        ..TlsCertificate::default()
-                    }];
-                }
-                if !tls.ca_certificates.is_empty() {
-                    common.validation_context_type = Some(
-                        common_tls_context::ValidationContextType::ValidationContext(
-                            CertificateValidationContext {
-                                trusted_ca: file(&tls.ca_certificates),
-                                ..CertificateValidationContext::default()
-                            },
-                        ),
-                    );
-                }
-            }
-        }
-    }
-    Some(UpstreamTlsContext {
-        common_tls_context: Some(common),
-        sni,
-        ..UpstreamTlsContext::default()
-    })
 }

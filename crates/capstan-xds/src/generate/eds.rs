@@ -3,6 +3,7 @@
 //! localities without one).
 
 use super::cds_policy::EffectivePolicy;
+use super::cds_tls::{istio_tls_mode, TRANSPORT_SOCKET_MATCH};
 use super::common::{cluster_name, parse_outbound, socket, u32v};
 use crate::context::cache::ByAddress;
 use crate::context::ConfigEntry;
@@ -10,14 +11,122 @@ use crate::context::{exported_to, ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
 use crate::{NameSet, PushRequest, Subscription};
-use capstan_api::networking::{DestinationRule, LocalityFailover};
-use capstan_registry::{Health, Locality, Resolution};
-use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality as EnvoyLocality};
+use capstan_api::networking::{
+    ClientTlsMode, DestinationRule, LocalityFailover, Subset, TrafficPolicy,
+};
+use capstan_registry::{Endpoint as RegistryEndpoint, Health, Locality, Resolution};
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality as EnvoyLocality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
+use envoy_types::pb::google::protobuf::{value, Struct, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+/// The TLS mode a client's rule sets for a port: the policy's, overridden by its port-level
+/// setting (Istio's `trafficPolicyTLSModeForPort`).
+fn rule_tls_mode(policy: Option<&TrafficPolicy>, port: u16) -> Option<ClientTlsMode> {
+    let policy = policy?;
+    policy
+        .port_level_settings
+        .iter()
+        .find(|pl| pl.port.is_some_and(|p| p.number == u32::from(port)) && pl.tls.is_some())
+        .and_then(|pl| pl.tls.as_ref())
+        .or(policy.tls.as_ref())
+        .map(|t| t.mode)
+}
+
+/// Which endpoints of a cluster get `envoy.transport_socket_match: {tlsMode: ...}` metadata, so
+/// that auto mTLS picks ISTIO_MUTUAL for them (Istio's endpoint builder with its mtlsChecker,
+/// `ENABLE_AUTO_MTLS_CHECK_POLICIES`): endpoints with a sidecar (`tlsMode: istio`), unless
+/// the DestinationRule turns TLS off for them (its subset for the endpoint's labels, else its
+/// top level; port-level settings first) or the endpoint's own PeerAuthentication (workload
+/// and port level included) is DISABLE. A rule saying ISTIO_MUTUAL keeps the label as it is.
+struct EndpointTls<'a> {
+    ctx: &'a PushContext,
+    /// The rule's top-level mode for the port.
+    root: Option<ClientTlsMode>,
+    subsets: &'a [Subset],
+    port: u16,
+    label: Metadata,
+}
+
+impl<'a> EndpointTls<'a> {
+    fn new(ctx: &'a PushContext, dr: Option<&'a ConfigEntry<DestinationRule>>, port: u16) -> Self {
+        let spec = dr.map(|d| &d.spec);
+        EndpointTls {
+            ctx,
+            root: rule_tls_mode(spec.and_then(|d| d.traffic_policy.as_ref()), port),
+            subsets: spec.map_or(&[], |d| &d.subsets[..]),
+            port,
+            label: Metadata {
+                filter_metadata: [(TRANSPORT_SOCKET_MATCH.to_string(), istio_tls_mode())]
+                    .into_iter()
+                    .collect(),
+                ..Metadata::default()
+            },
+        }
+    }
+
+    /// The rule's mode for one endpoint (Istio's `tlsModeForDestinationRule`).
+    fn rule_mode(&self, e: &RegistryEndpoint) -> Option<ClientTlsMode> {
+        match self
+            .subsets
+            .iter()
+            .find(|s| crate::context::selects(&s.labels, &e.labels))
+        {
+            Some(s) => rule_tls_mode(s.traffic_policy.as_ref(), self.port).or(self.root),
+            None => self.root,
+        }
+    }
+
+    fn metadata(&self, e: &RegistryEndpoint) -> Option<Metadata> {
+        match self.rule_mode(e) {
+            Some(ClientTlsMode::Disable) => return None,
+            Some(ClientTlsMode::IstioMutual) => {
+                return (!e.tls_mode.is_empty() && e.tls_mode != "disabled")
+                    .then(|| self.with_mode(&e.tls_mode));
+            }
+            _ => {}
+        }
+        if e.tls_mode != super::cds_tls::ISTIO_TLS_MODE {
+            return None;
+        }
+        if self.ctx.has_peer_authentications() {
+            let mode = self
+                .ctx
+                .workload_mtls(&e.namespace, &e.labels)
+                .for_port(e.port);
+            if mode == crate::context::MutualTlsMode::Disable {
+                return None;
+            }
+        }
+        Some(self.label.clone())
+    }
+
+    fn with_mode(&self, mode: &str) -> Metadata {
+        if mode == super::cds_tls::ISTIO_TLS_MODE {
+            return self.label.clone();
+        }
+        let fields = [(
+            super::cds_tls::TLS_MODE_KEY.to_string(),
+            Value {
+                kind: Some(value::Kind::StringValue(mode.to_string())),
+            },
+        )];
+        Metadata {
+            filter_metadata: [(
+                TRANSPORT_SOCKET_MATCH.to_string(),
+                Struct {
+                    fields: fields.into_iter().collect(),
+                },
+            )]
+            .into_iter()
+            .collect(),
+            ..Metadata::default()
+        }
+    }
+}
 
 /// The assignment for one outbound cluster, or None when the cluster is not an EDS cluster of
 /// a known service.
@@ -32,16 +141,22 @@ pub fn load_assignment(
         return None;
     }
     let empty = BTreeMap::new();
+    // The rule matters for subsets and for TLS; most look-ups need neither.
+    let dr = if key.subset.is_empty() && !ctx.index.tls_rules {
+        None
+    } else {
+        ctx.destination_rule(proxy, key.host)
+    };
     let labels = if key.subset.is_empty() {
         &empty
     } else {
-        let dr = ctx.destination_rule(proxy, key.host)?;
-        &dr.spec
+        &dr?.spec
             .subsets
             .iter()
             .find(|s| s.name == key.subset)?
             .labels
     };
+    let tls = EndpointTls::new(ctx, dr.map(|d| &**d), key.port);
     let mut by_locality: BTreeMap<&Locality, (u32, Vec<LbEndpoint>)> = BTreeMap::new();
     for e in ctx.services.endpoints(key.host, key.port, labels) {
         let weight = e.weight.max(1);
@@ -53,13 +168,13 @@ pub fn load_assignment(
         let entry = by_locality.entry(&e.locality).or_default();
         entry.0 = entry.0.saturating_add(weight);
         entry.1.push(LbEndpoint {
+            metadata: tls.metadata(e),
             health_status: health as i32,
             load_balancing_weight: Some(u32v(weight)),
             host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
                 address: Some(socket(&e.address, u32::from(e.port))),
                 ..Endpoint::default()
             })),
-            ..LbEndpoint::default()
         });
     }
     Some(ClusterLoadAssignment {
@@ -195,8 +310,8 @@ fn apply_failover(
 fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc<Resource>> {
     let key = parse_outbound(name)?;
     let located = proxy.locality != Locality::default();
-    // The rule matters only for subsets and locality failover; most look-ups need neither.
-    let dr = if key.subset.is_empty() && !located {
+    // The rule matters only for subsets, locality failover and TLS; most look-ups need none.
+    let dr = if key.subset.is_empty() && !located && !ctx.index.tls_rules {
         None
     } else {
         ctx.destination_rule(proxy, key.host)
@@ -204,7 +319,7 @@ fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc
     let failover = dr
         .filter(|_| located)
         .and_then(|d| failover(d, key.subset, key.port));
-    let rule = if key.subset.is_empty() && failover.is_none() {
+    let rule = if key.subset.is_empty() && failover.is_none() && !ctx.index.tls_rules {
         None
     } else {
         dr.cloned().map(ByAddress)

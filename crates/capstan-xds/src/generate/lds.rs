@@ -1,10 +1,10 @@
-//! LDS for sidecars: `virtualOutbound` (15001), `virtualInbound` (15006), per-port outbound
+//! LDS for sidecars: `virtualOutbound` (15001), `virtualInbound` (15006, [`super::lds_inbound`]), per-port outbound
 //! listeners (`0.0.0.0_PORT` for HTTP and sniffed ports, `VIP_PORT` for TCP); gateways and
 //! proxyless clients are delegated to their modules.
 
 use super::common::{
     any, cluster_name, hcm_filter, hcm_rds, http_filters, socket, tcp_proxy_filter,
-    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER, PASSTHROUGH_CLUSTER,
+    BLACKHOLE_CLUSTER, PASSTHROUGH_CLUSTER,
 };
 use crate::context::{ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
@@ -76,59 +76,9 @@ fn virtual_outbound(scope: &ProxyScope) -> Listener {
 }
 
 fn virtual_inbound(ctx: &PushContext, proxy: &Proxy) -> Listener {
-    let mut chains = Vec::new();
-    for (port, protocol) in super::cds::inbound_ports(ctx, proxy) {
-        let cluster = format!("inbound|{port}||");
-        let stat = format!("inbound_0.0.0.0_{port}");
-        let filter = if protocol.is_http() || protocol == Protocol::Unknown {
-            let mut hcm = hcm_rds(&stat, "", http_filters(false, false));
-            hcm.route_specifier = Some(
-                envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier::RouteConfig(
-                    envoy_types::pb::envoy::config::route::v3::RouteConfiguration {
-                        name: cluster.clone(),
-                        virtual_hosts: vec![envoy_types::pb::envoy::config::route::v3::VirtualHost {
-                            name: "inbound|http|".to_string() + &port.to_string(),
-                            domains: vec!["*".into()],
-                            routes: vec![super::rds_route::default_route(cluster.clone())],
-                            ..Default::default()
-                        }],
-                        validate_clusters: Some(BoolValue { value: false }),
-                        ..Default::default()
-                    },
-                ),
-            );
-            hcm_filter(&hcm)
-        } else {
-            tcp_proxy_filter(&stat, &cluster)
-        };
-        chains.push(FilterChain {
-            name: cluster.clone(),
-            filter_chain_match: Some(FilterChainMatch {
-                destination_port: Some(super::common::u32v(u32::from(port))),
-                ..FilterChainMatch::default()
-            }),
-            filters: vec![filter],
-            ..FilterChain::default()
-        });
-    }
-    chains.push(FilterChain {
-        name: "virtualInbound-catchall-tcp".into(),
-        filters: vec![tcp_proxy_filter(
-            INBOUND_PASSTHROUGH_CLUSTER,
-            INBOUND_PASSTHROUGH_CLUSTER,
-        )],
-        ..FilterChain::default()
-    });
     let mut listener_filters = vec![original_dst()];
     listener_filters.extend(sniffers());
-    Listener {
-        name: "virtualInbound".into(),
-        address: Some(socket("0.0.0.0", 15006)),
-        listener_filters,
-        filter_chains: chains,
-        traffic_direction: TrafficDirection::Inbound as i32,
-        ..Listener::default()
-    }
+    super::lds_inbound::virtual_inbound(ctx, proxy, listener_filters)
 }
 
 fn outbound_listener(

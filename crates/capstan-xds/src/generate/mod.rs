@@ -7,12 +7,14 @@
 
 pub mod cds;
 pub mod cds_policy;
+pub mod cds_tls;
 pub mod common;
 pub mod eds;
 pub mod gateway;
 pub mod grpc;
 pub mod istio;
 pub mod lds;
+pub mod lds_inbound;
 pub mod lds_tcp;
 pub mod rds;
 pub mod rds_route;

@@ -70,11 +70,16 @@ pub fn virtual_host(
 
 /// Builds a generator from config and registry text.
 pub fn build(config_text: &str, registry_text: &str) -> IstioGenerator {
+    build_with_mesh(config_text, registry_text, MeshConfig::default())
+}
+
+/// Builds a generator from config and registry text under a mesh config.
+pub fn build_with_mesh(config_text: &str, registry_text: &str, mesh: MeshConfig) -> IstioGenerator {
     let (store, index) = world(config_text, registry_text);
     IstioGenerator::new(PushContext::new(
         store.snapshot(),
         index.snapshot(),
-        MeshConfig::default(),
+        mesh,
         1,
     ))
 }
@@ -321,7 +326,12 @@ fn render_one(type_url: &str, r: &capstan_xds::Resource) -> String {
         }
         CLUSTER => {
             let mut c: Cluster = r.decode().unwrap();
-            if let Some(ts) = &mut c.transport_socket {
+            let sockets = c.transport_socket.iter_mut().chain(
+                c.transport_socket_matches
+                    .iter_mut()
+                    .filter_map(|m| m.transport_socket.as_mut()),
+            );
+            for ts in sockets {
                 if let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a)) = &mut ts.config_type {
                     take_any(a, &mut nested);
                 }
