@@ -68,3 +68,8 @@ fn mtls() {
         &[("reviews-v1", reviews_v1()), ("grpc-client", grpc_client())],
     );
 }
+
+#[test]
+fn authz() {
+    golden_for("authz", &[("reviews-v1", reviews_v1())]);
+}

@@ -65,6 +65,8 @@ pub(crate) struct ConfigIndex {
     pub tls_rules: bool,
     /// PeerAuthentications.
     pub peer_authentications: super::authn::PeerAuthentications,
+    /// AuthorizationPolicies.
+    pub authorization_policies: super::authz::AuthorizationPolicies,
 }
 
 /// Whether a rule sets client TLS at any level (top, port, subset, subset port).
@@ -100,6 +102,7 @@ impl ConfigIndex {
     pub fn build(config: &Snapshot, mesh: &MeshConfig) -> ConfigIndex {
         let mut index = ConfigIndex::default();
         let mut peer_authentications = Vec::new();
+        let mut authorization_policies = Vec::new();
         let delegates: super::delegate::Delegates<'_> = config
             .objects
             .iter()
@@ -193,11 +196,16 @@ impl ConfigIndex {
                     let created = stored.object.metadata.creation_timestamp.clone();
                     peer_authentications.push((created, Arc::new(entry(key, &**pa))));
                 }
+                (Spec::AuthorizationPolicy(ap), Kind::AuthorizationPolicy) => {
+                    authorization_policies.push(Arc::new(entry(key, &**ap)));
+                }
                 _ => {}
             }
         }
         index.peer_authentications =
             super::authn::PeerAuthentications::build(peer_authentications, &mesh.root_namespace);
+        index.authorization_policies =
+            super::authz::AuthorizationPolicies::build(authorization_policies);
         // Most specific wildcard first.
         index
             .wildcard_rules

@@ -2,12 +2,14 @@
 //! shared (by `Arc`) by every proxy's generation.
 
 mod authn;
+mod authz;
 pub(crate) mod cache;
 mod delegate;
 mod index;
 mod scope;
 
 pub use authn::{MutualTlsMode, WorkloadMtls};
+pub use authz::WorkloadAuthz;
 pub use cache::CacheStats;
 pub use index::{ConfigEntry, VirtualServiceEntry};
 pub use scope::ProxyScope;

@@ -7,6 +7,9 @@
 //! | PERMISSIVE (default) | mTLS: `transport_protocol: tls`, Istio's ALPNs, terminating with the workload certificate; plaintext: as before |
 //! | STRICT | mTLS only, any ALPN: a plaintext connection matches no chain and is closed |
 //! | DISABLE | plaintext only |
+//!
+//! HTTP chains carry the workload's AuthorizationPolicy RBAC filters ([`super::authz`]) ahead
+//! of the router; TCP chains carry none (no network RBAC in our proxy yet).
 
 use super::cds_tls::{istio_identity, TLS_SOCKET};
 use super::common::{
@@ -21,6 +24,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext, TlsParameters,
 };
@@ -121,15 +125,14 @@ fn chains(
     }
 }
 
-/// The inbound HTTP connection manager for a port: one route to `inbound|PORT||`.
-fn http_filter(port: u16, cluster: &str) -> Filter {
+/// The inbound HTTP connection manager for a port: one route to `inbound|PORT||`, behind the
+/// workload's RBAC filters (AuthorizationPolicy), which come before every other HTTP filter.
+fn http_filter(port: u16, cluster: &str, rbac: &[HttpFilter]) -> Filter {
     use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-    let mut hcm = hcm_rds(
-        &format!("inbound_0.0.0.0_{port}"),
-        "",
-        http_filters(false, false),
-    );
+    let mut filters = rbac.to_vec();
+    filters.extend(http_filters(false, false));
+    let mut hcm = hcm_rds(&format!("inbound_0.0.0.0_{port}"), "", filters);
     hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
         name: cluster.to_string(),
         virtual_hosts: vec![VirtualHost {
@@ -152,13 +155,17 @@ pub fn virtual_inbound(
 ) -> Listener {
     let mtls = ctx.workload_mtls(&proxy.namespace, &proxy.labels);
     let ports = super::cds::inbound_ports(ctx, proxy);
+    // TCP chains get no RBAC: istiod adds `envoy.filters.network.rbac` there, which our proxy
+    // does not implement and the generator cannot tell our proxy from Envoy
+    // (docs/compatibility.md).
+    let rbac = super::authz::http_filters(&ctx.workload_authz(&proxy.namespace, &proxy.labels));
     let mut out = Vec::new();
     for &(port, protocol) in &ports {
         let cluster = format!("inbound|{port}||");
         // Undeclared protocols are served as HTTP inbound (no sniffing on this side).
         let http = protocol.is_http() || protocol == Protocol::Unknown;
         let filter = if http {
-            http_filter(port, &cluster)
+            http_filter(port, &cluster, &rbac)
         } else {
             tcp_proxy_filter(&format!("inbound_0.0.0.0_{port}"), &cluster)
         };

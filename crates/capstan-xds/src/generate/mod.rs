@@ -5,6 +5,7 @@
 //! the requests that arrive meanwhile into one ([`PushRequest::merge`]), so newer state
 //! supersedes queued older state and at most one push per connection is in flight.
 
+pub mod authz;
 pub mod cds;
 pub mod cds_policy;
 pub mod cds_tls;

@@ -1,0 +1,371 @@
+use super::*;
+use crate::context::ConfigEntry;
+use std::sync::Arc;
+
+/// A rule from its JSON form (the AuthorizationPolicy API's field names).
+fn rule(json: &str) -> Rule {
+    serde_json::from_str(json).expect("test rules are valid JSON rules")
+}
+
+fn sm(m: &StringMatcher) -> String {
+    let ic = if m.ignore_case { "/i" } else { "" };
+    match &m.match_pattern {
+        Some(MatchPattern::Exact(s)) => format!("exact:{s}{ic}"),
+        Some(MatchPattern::Prefix(s)) => format!("prefix:{s}{ic}"),
+        Some(MatchPattern::Suffix(s)) => format!("suffix:{s}{ic}"),
+        Some(MatchPattern::SafeRegex(r)) => format!("regex:{}", r.regex),
+        other => format!("{other:?}"),
+    }
+}
+
+fn hdr(h: &HeaderMatcher) -> String {
+    use header_matcher::HeaderMatchSpecifier as S;
+    match &h.header_match_specifier {
+        Some(S::PresentMatch(true)) => format!("hdr({} present)", h.name),
+        Some(S::StringMatch(m)) => format!("hdr({} {})", h.name, sm(m)),
+        other => format!("hdr({} {other:?})", h.name),
+    }
+}
+
+fn cidr_text(c: &CidrRange) -> String {
+    format!(
+        "{}/{}",
+        c.address_prefix,
+        c.prefix_len.as_ref().map_or(0, |l| l.value)
+    )
+}
+
+fn perm(p: &Permission) -> String {
+    use permission::Rule as R;
+    let list = |s: &permission::Set| s.rules.iter().map(perm).collect::<Vec<_>>().join(",");
+    match p.rule.as_ref().expect("a permission has a rule") {
+        R::Any(true) => "any".into(),
+        R::AndRules(s) => format!("and({})", list(s)),
+        R::OrRules(s) => format!("or({})", list(s)),
+        R::NotRule(n) => format!("not({})", perm(n)),
+        R::Header(h) => hdr(h),
+        R::UrlPath(PathMatcher {
+            rule: Some(path_matcher::Rule::Path(m)),
+        }) => format!("path({})", sm(m)),
+        R::DestinationPort(n) => format!("port({n})"),
+        R::DestinationIp(c) => format!("dip({})", cidr_text(c)),
+        R::RequestedServerName(m) => format!("sni({})", sm(m)),
+        other => format!("{other:?}"),
+    }
+}
+
+fn princ(p: &Principal) -> String {
+    use principal::Identifier as I;
+    let list = |s: &principal::Set| s.ids.iter().map(princ).collect::<Vec<_>>().join(",");
+    match p
+        .identifier
+        .as_ref()
+        .expect("a principal has an identifier")
+    {
+        I::Any(true) => "any".into(),
+        I::AndIds(s) => format!("and({})", list(s)),
+        I::OrIds(s) => format!("or({})", list(s)),
+        I::NotId(n) => format!("not({})", princ(n)),
+        I::Authenticated(a) => format!("auth({})", sm(a.principal_name.as_ref().unwrap())),
+        I::DirectRemoteIp(c) => format!("ip({})", cidr_text(c)),
+        I::RemoteIp(c) => format!("rip({})", cidr_text(c)),
+        I::Header(h) => hdr(h),
+        other => format!("{other:?}"),
+    }
+}
+
+fn render(p: &Policy) -> String {
+    let ps: Vec<String> = p.permissions.iter().map(perm).collect();
+    let is: Vec<String> = p.principals.iter().map(princ).collect();
+    format!("{} <- {}", ps.join(" | "), is.join(" | "))
+}
+
+fn generated(json: &str, action: rbac::Action) -> Result<String, String> {
+    rule_policy(&rule(json), "ns", action, &mut Vec::new()).map(|p| render(&p))
+}
+
+const ALLOW: rbac::Action = rbac::Action::Allow;
+const DENY: rbac::Action = rbac::Action::Deny;
+
+/// Each rule field as istiod's `authz/model` translates it: rule JSON → policy text.
+#[test]
+fn rule_fields_translate_like_istiod() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("empty rule matches everything", "{}", "and(any) <- and(any)"),
+        (
+            "principals: exact, prefix, suffix, any",
+            r#"{"from":[{"source":{"principals":["cluster.local/ns/a/sa/b","cluster.local/ns/a/*","*/sa/b","*"]}}]}"#,
+            "and(any) <- and(or(auth(exact:spiffe://cluster.local/ns/a/sa/b),auth(prefix:spiffe://cluster.local/ns/a/),auth(regex:spiffe://.*/sa/b),auth(regex:.+)))",
+        ),
+        (
+            "notPrincipals",
+            r#"{"from":[{"source":{"notPrincipals":["cluster.local/ns/a/sa/b"]}}]}"#,
+            "and(any) <- and(not(or(auth(exact:spiffe://cluster.local/ns/a/sa/b))))",
+        ),
+        (
+            "namespaces",
+            r#"{"from":[{"source":{"namespaces":["foo","ba*"]}}]}"#,
+            "and(any) <- and(or(auth(regex:.*/ns/foo/.*),auth(regex:.*/ns/ba.*/.*)))",
+        ),
+        (
+            "serviceAccounts default to the policy's namespace",
+            r#"{"from":[{"source":{"serviceAccounts":["sa1","other/sa2"]}}]}"#,
+            "and(any) <- and(or(auth(regex:spiffe://.+/ns/ns/(.+/|)sa/sa1(/.+)?),auth(regex:spiffe://.+/ns/other/(.+/|)sa/sa2(/.+)?)))",
+        ),
+        (
+            "ipBlocks and remoteIpBlocks",
+            r#"{"from":[{"source":{"ipBlocks":["10.0.0.0/8"],"notIpBlocks":["10.1.2.3"],"remoteIpBlocks":["2001:db8::/32"]}}]}"#,
+            "and(any) <- and(or(rip(2001:db8::/32)),or(ip(10.0.0.0/8)),not(or(ip(10.1.2.3/32))))",
+        ),
+        (
+            "source fields in istiod's order",
+            r#"{"from":[{"source":{"ipBlocks":["1.2.3.4"],"namespaces":["a"],"principals":["p"]}}]}"#,
+            "and(any) <- and(or(auth(exact:spiffe://p)),or(auth(regex:.*/ns/a/.*)),or(ip(1.2.3.4/32)))",
+        ),
+        (
+            "several from entries are ORed",
+            r#"{"from":[{"source":{"namespaces":["a"]}},{"source":{"namespaces":["b"]}}]}"#,
+            "and(any) <- and(or(auth(regex:.*/ns/a/.*))) | and(or(auth(regex:.*/ns/b/.*)))",
+        ),
+        (
+            "operation: hosts, methods, paths, ports",
+            r#"{"to":[{"operation":{"hosts":["Example.com","*.example.com"],"methods":["GET"],"paths":["/a","/b*","*/c"],"ports":["8080"]}}]}"#,
+            "and(or(hdr(:authority exact:Example.com/i),hdr(:authority suffix:.example.com/i)),or(hdr(:method exact:GET)),or(path(exact:/a),path(prefix:/b),path(suffix:/c)),or(port(8080))) <- and(any)",
+        ),
+        (
+            "not operations",
+            r#"{"to":[{"operation":{"notMethods":["DELETE"],"notPaths":["/admin*"],"notPorts":["9090"],"notHosts":["*"]}}]}"#,
+            "and(not(or(hdr(:authority present))),not(or(hdr(:method exact:DELETE))),not(or(path(prefix:/admin))),not(or(port(9090)))) <- and(any)",
+        ),
+        (
+            "when: mapped keys go to their side, after from/to",
+            r#"{"to":[{"operation":{"methods":["GET"]}}],"when":[
+                {"key":"source.ip","values":["10.0.0.1"]},
+                {"key":"source.namespace","values":["x"]},
+                {"key":"source.principal","values":["cluster.local/ns/x/sa/y"]},
+                {"key":"destination.port","values":["80"],"notValues":["81"]},
+                {"key":"destination.ip","values":["10.9.0.0/16"]},
+                {"key":"connection.sni","values":["*.local"]},
+                {"key":"remote.ip","values":["1.1.1.1"]},
+                {"key":"request.headers[X-Token]","values":["abc","*"]}]}"#,
+            "and(or(hdr(:method exact:GET)),or(port(80)),not(or(port(81))),or(dip(10.9.0.0/16)),or(sni(suffix:.local))) <- and(or(ip(10.0.0.1/32)),or(auth(regex:.*/ns/x/.*)),or(auth(exact:spiffe://cluster.local/ns/x/sa/y)),or(rip(1.1.1.1/32)),or(hdr(X-Token exact:abc),hdr(X-Token present)))",
+        ),
+    ];
+    for (name, json, want) in cases {
+        assert_eq!(generated(json, ALLOW).as_deref(), Ok(*want), "{name}");
+    }
+}
+
+/// What our proxy cannot match on: an ALLOW rule is dropped (allows nothing); a DENY rule
+/// keeps matching what the rest of it matches.
+#[test]
+fn unexpressible_keys_fail_safe() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "JWT claim condition",
+            r#"{"to":[{"operation":{"methods":["POST"]}}],"when":[{"key":"request.auth.claims[groups]","values":["admin"]}]}"#,
+            "and(or(hdr(:method exact:POST))) <- and(any)",
+        ),
+        (
+            "request principals",
+            r#"{"from":[{"source":{"requestPrincipals":["iss/sub"],"namespaces":["a"]}}]}"#,
+            "and(any) <- and(or(auth(regex:.*/ns/a/.*)))",
+        ),
+        (
+            "a path template among plain paths drops the whole key",
+            r#"{"to":[{"operation":{"paths":["/a","/x/{*}/y"],"methods":["GET"]}}]}"#,
+            "and(or(hdr(:method exact:GET))) <- and(any)",
+        ),
+        (
+            "an unexpressible notValue only removes that exception",
+            r#"{"to":[{"operation":{"notPaths":["/a","/x/{**}"]}}]}"#,
+            "and(not(or(path(exact:/a)))) <- and(any)",
+        ),
+        (
+            "bad port",
+            r#"{"to":[{"operation":{"ports":["http"]}}]}"#,
+            "and(any) <- and(any)",
+        ),
+        (
+            "experimental metadata key",
+            r#"{"when":[{"key":"experimental.envoy.filters.network.mysql_proxy[db.table]","values":["[update]"]}]}"#,
+            "and(any) <- and(any)",
+        ),
+    ];
+    for (name, json, deny_want) in cases {
+        assert!(
+            generated(json, ALLOW).is_err(),
+            "{name}: ALLOW must be dropped"
+        );
+        assert_eq!(generated(json, DENY).as_deref(), Ok(*deny_want), "{name}");
+        assert_eq!(
+            generated(json, rbac::Action::Log).as_deref(),
+            Ok(*deny_want),
+            "{name}: AUDIT widens like DENY"
+        );
+    }
+}
+
+fn entry(name: &str, action: &str, rules: &str) -> Arc<ConfigEntry<AuthorizationPolicy>> {
+    let spec = format!(r#"{{"action":"{action}"{rules}}}"#);
+    Arc::new(ConfigEntry {
+        name: name.into(),
+        namespace: "ns".into(),
+        spec: serde_json::from_str(&spec).expect("test specs are valid"),
+    })
+}
+
+fn filter_rules(f: &hcm::HttpFilter) -> Rbac {
+    use prost::Message;
+    assert_eq!(f.name, RBAC_FILTER);
+    let Some(hcm::http_filter::ConfigType::TypedConfig(a)) = &f.config_type else {
+        panic!("typed config")
+    };
+    assert_eq!(
+        a.type_url,
+        "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+    );
+    RbacFilter::decode(a.value.as_slice())
+        .expect("an RBAC filter")
+        .rules
+        .expect("rules")
+}
+
+/// Policy-level semantics: empty ALLOW denies all, `{}` allows all, DENY without rules denies
+/// nothing; filters in istiod's order AUDIT, DENY, ALLOW.
+#[test]
+fn filters_per_action_in_istiod_order() {
+    let authz = WorkloadAuthz {
+        audit: vec![entry("audit", "AUDIT", r#","rules":[{}]"#)],
+        deny: vec![entry("deny-none", "DENY", "")],
+        allow: vec![
+            entry("allow-nothing", "ALLOW", ""),
+            entry(
+                "allow-all",
+                "ALLOW",
+                r#","rules":[{}, {"to":[{"operation":{"paths":["/x/{*}"]}}]}]"#,
+            ),
+        ],
+        custom: vec![entry("ext", "CUSTOM", r#","rules":[{}]"#)],
+    };
+    let filters = http_filters(&authz);
+    let rules: Vec<Rbac> = filters.iter().map(filter_rules).collect();
+    let summary: Vec<(i32, Vec<String>)> = rules
+        .iter()
+        .map(|r| {
+            let mut names: Vec<String> = r.policies.keys().cloned().collect();
+            names.sort();
+            (r.action, names)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                rbac::Action::Log as i32,
+                vec!["ns[ns]-policy[audit]-rule[0]".to_string()]
+            ),
+            (rbac::Action::Deny as i32, vec![]),
+            (
+                rbac::Action::Allow as i32,
+                vec!["ns[ns]-policy[allow-all]-rule[0]".to_string()]
+            ),
+        ],
+        "CUSTOM generates nothing; the template rule of ALLOW is dropped"
+    );
+    assert_eq!(
+        render(&rules[2].policies["ns[ns]-policy[allow-all]-rule[0]"]),
+        "and(any) <- and(any)"
+    );
+    assert!(http_filters(&WorkloadAuthz::default()).is_empty());
+    let again = http_filters(&authz);
+    assert_eq!(again, filters, "the encoding is deterministic");
+    let many = WorkloadAuthz {
+        allow: (0..8)
+            .map(|i| entry(&format!("p{i}"), "ALLOW", r#","rules":[{},{}]"#))
+            .collect(),
+        ..WorkloadAuthz::default()
+    };
+    let rules = filter_rules(&http_filters(&many)[0]);
+    assert_eq!(
+        rules.policies.len(),
+        16,
+        "every policy survives the sorted encoding"
+    );
+    assert_eq!(rules.action, ALLOW as i32);
+    assert_eq!(http_filters(&many), http_filters(&many));
+    let empty_spec: AuthorizationPolicy = serde_json::from_str("{}").unwrap();
+    let only = build_rules([("ns", "deny-all", &empty_spec)], ALLOW);
+    assert!(
+        only.policies.is_empty() && only.action == ALLOW as i32,
+        "an empty spec is an ALLOW policy allowing nothing"
+    );
+}
+
+/// The proto rules Envoy validates (`validate.rules`): sets and policies non-empty, `any` true,
+/// prefixes, suffixes and regexes non-empty, ports in range.
+#[test]
+fn generated_policies_satisfy_envoy_validation() {
+    fn check_sm(m: &StringMatcher) {
+        match m.match_pattern.as_ref().expect("match_pattern is required") {
+            MatchPattern::Prefix(s) | MatchPattern::Suffix(s) => assert!(!s.is_empty()),
+            MatchPattern::SafeRegex(r) => assert!(!r.regex.is_empty()),
+            _ => {}
+        }
+    }
+    fn check_h(h: &HeaderMatcher) {
+        assert!(!h.name.is_empty());
+        if let Some(header_matcher::HeaderMatchSpecifier::StringMatch(m)) =
+            &h.header_match_specifier
+        {
+            check_sm(m);
+        }
+    }
+    fn check_p(p: &Permission) {
+        use permission::Rule as R;
+        match p.rule.as_ref().expect("rule is required") {
+            R::Any(b) => assert!(*b),
+            R::AndRules(s) | R::OrRules(s) => {
+                assert!(!s.rules.is_empty());
+                s.rules.iter().for_each(check_p);
+            }
+            R::NotRule(n) => check_p(n),
+            R::Header(h) => check_h(h),
+            R::UrlPath(u) => match u.rule.as_ref().expect("path") {
+                path_matcher::Rule::Path(m) => check_sm(m),
+            },
+            R::DestinationPort(n) => assert!(*n <= 65535),
+            R::DestinationIp(c) => assert!(!c.address_prefix.is_empty()),
+            R::RequestedServerName(m) => check_sm(m),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    fn check_i(p: &Principal) {
+        use principal::Identifier as I;
+        match p.identifier.as_ref().expect("identifier is required") {
+            I::Any(b) => assert!(*b),
+            I::AndIds(s) | I::OrIds(s) => {
+                assert!(!s.ids.is_empty());
+                s.ids.iter().for_each(check_i);
+            }
+            I::NotId(n) => check_i(n),
+            I::Authenticated(a) => check_sm(a.principal_name.as_ref().unwrap()),
+            I::DirectRemoteIp(c) | I::RemoteIp(c) => {
+                assert!(!c.address_prefix.is_empty())
+            }
+            I::Header(h) => check_h(h),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let everything = r#"{"from":[{"source":{"principals":["*","a*","*b"],"notNamespaces":["*"],"ipBlocks":["::1"]}}],
+        "to":[{"operation":{"hosts":["*"],"methods":["*"],"paths":["*"],"ports":["0","65535"]}}],
+        "when":[{"key":"request.headers[x]","values":["*"]}]}"#;
+    for json in ["{}", everything] {
+        for action in [ALLOW, DENY] {
+            let p = rule_policy(&rule(json), "ns", action, &mut Vec::new()).unwrap();
+            assert!(!p.permissions.is_empty() && !p.principals.is_empty());
+            p.permissions.iter().for_each(check_p);
+            p.principals.iter().for_each(check_i);
+        }
+    }
+}
