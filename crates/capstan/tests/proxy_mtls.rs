@@ -176,11 +176,20 @@ async fn istio_mutual_presents_the_workload_certificate_and_survives_rotation() 
     let url = format!("http://127.0.0.1:{http}/");
     let client = proxy::client(false);
 
-    // The server saw the gateway's SPIFFE id.
-    let r = proxy::send(&client, &url, &[("host", "reviews.example.com")])
-        .await
-        .with_context(logs)?;
-    ensure!(r.status == 200, "status {}; {}", r.status, logs());
+    // The server saw the gateway's SPIFFE id. (`/ready` means the listeners are applied; the
+    // listening socket and the first certificate load may trail it by a moment.)
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        match proxy::send(&client, &url, &[("host", "reviews.example.com")]).await {
+            Ok(r) if r.status == 200 => break r,
+            other => ensure!(
+                Instant::now() < deadline,
+                "no success: {other:?}; {}",
+                logs()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     ensure!(r.body == GATEWAY_ID, "body {:?}; {}", r.body, logs());
 
     // Rotate the certificate files while requests flow: none fails, and new handshakes
@@ -264,20 +273,7 @@ async fn two_proxies_talk_istio_mutual_and_strangers_are_refused() -> Result<()>
     let ca = ca()?;
     let v1 = proxy::backend("v1").await?;
     let (a_port, b_port) = (free_port(), free_port());
-    std::fs::create_dir_all(dir.join("config"))?;
-    std::fs::write(
-        dir.join("registry.yaml"),
-        format!(
-            "services:\n- hostname: reviews.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 9080}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {b_port}}}}}\n- hostname: backend.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 80}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
-            v1.port
-        ),
-    )?;
-    std::fs::write(
-        dir.join("config/mesh.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: a, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a_port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: b, namespace: default}}\nspec:\n  selector: {{istio: eastwestgateway}}\n  servers:\n  - port: {{number: {b_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: ISTIO_MUTUAL}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [a]\n  http:\n  - route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: b, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [b]\n  http:\n  - route:\n    - destination: {{host: backend.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews.default.svc.cluster.local\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n"
-        ),
-    )?;
+    write_two_gateway_mesh(dir, a_port, b_port, v1.port)?;
     let d = discovery(dir, None)?;
     let (a_certs, b_certs) = (dir.join("a-certs"), dir.join("b-certs"));
     write_certs(&a_certs, &ca, GATEWAY_ID)?;
@@ -317,6 +313,16 @@ async fn two_proxies_talk_istio_mutual_and_strangers_are_refused() -> Result<()>
     };
     let client = proxy::client(false);
     let url = format!("http://127.0.0.1:{a_port}/");
+    // The listening sockets and first certificates may trail `/ready` by a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = proxy::send(&client, &url, &[("host", "reviews.example.com")]).await;
+        if r.as_ref().is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "no success: {r:?}; {}", logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut ok = 0;
     for _ in 0..20 {
         let r = proxy::send(&client, &url, &[("host", "reviews.example.com")])
@@ -360,20 +366,7 @@ async fn certificates_from_the_mesh_ca_rotate_under_traffic() -> Result<()> {
     let dir = tmp.path();
     let v1 = proxy::backend("v1").await?;
     let (a_port, b_port, secure) = (free_port(), free_port(), free_port());
-    std::fs::create_dir_all(dir.join("config"))?;
-    std::fs::write(
-        dir.join("registry.yaml"),
-        format!(
-            "services:\n- hostname: reviews.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 9080}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {b_port}}}}}\n- hostname: backend.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 80}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
-            v1.port
-        ),
-    )?;
-    std::fs::write(
-        dir.join("config/mesh.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: a, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a_port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: b, namespace: default}}\nspec:\n  selector: {{istio: eastwestgateway}}\n  servers:\n  - port: {{number: {b_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: ISTIO_MUTUAL}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [a]\n  http:\n  - route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: b, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [b]\n  http:\n  - route:\n    - destination: {{host: backend.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews.default.svc.cluster.local\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n"
-        ),
-    )?;
+    write_two_gateway_mesh(dir, a_port, b_port, v1.port)?;
     std::fs::write(
         dir.join("tokens"),
         "token-a default gateway-a\ntoken-b default gateway-b\n",
@@ -488,4 +481,25 @@ async fn certificates_from_the_mesh_ca_rotate_under_traffic() -> Result<()> {
 
 fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+/// Gateway A (plain HTTP on `a_port`) routes to `reviews`, whose endpoint is gateway B's
+/// `ISTIO_MUTUAL` server on `b_port`; B routes to the backend. A DestinationRule makes A's
+/// cluster ISTIO_MUTUAL.
+fn write_two_gateway_mesh(dir: &Path, a_port: u16, b_port: u16, backend_port: u16) -> Result<()> {
+    std::fs::create_dir_all(dir.join("config"))?;
+    std::fs::write(
+        dir.join("registry.yaml"),
+        format!(
+            "services:\n- hostname: reviews.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 9080}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {b_port}}}}}\n- hostname: backend.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 80}}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
+            backend_port
+        ),
+    )?;
+    std::fs::write(
+        dir.join("config/mesh.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: a, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {a_port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: b, namespace: default}}\nspec:\n  selector: {{istio: eastwestgateway}}\n  servers:\n  - port: {{number: {b_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: ISTIO_MUTUAL}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [a]\n  http:\n  - route:\n    - destination: {{host: reviews.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: b, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [b]\n  http:\n  - route:\n    - destination: {{host: backend.default.svc.cluster.local}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews.default.svc.cluster.local\n  trafficPolicy:\n    tls: {{mode: ISTIO_MUTUAL}}\n"
+        ),
+    )?;
+    Ok(())
 }
