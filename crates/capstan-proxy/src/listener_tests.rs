@@ -282,3 +282,75 @@ fn cidr_containment() {
     assert!(v6.contains("fd12::1".parse().unwrap()));
     assert!(!v6.contains("10.0.0.1".parse().unwrap()));
 }
+
+fn network_rbac_filter(
+    r: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
+) -> Filter {
+    Filter {
+        name: "envoy.filters.network.rbac".into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any(NETWORK_RBAC_TYPE, r))),
+    }
+}
+
+/// Istio's inbound TCP chain: network RBAC filters, then `tcp_proxy`. Other filters before the
+/// terminal one, and RBAC fields we do not implement, are NACKed by path.
+#[test]
+fn network_rbac_before_tcp_proxy() {
+    use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetRbac;
+    let deny_port = NetRbac {
+        stat_prefix: "tcp.".into(),
+        rules: Some(rbac::Rbac {
+            action: rbac::rbac::Action::Deny as i32,
+            policies: [(
+                "p".to_string(),
+                rbac::Policy {
+                    permissions: vec![rbac::Permission {
+                        rule: Some(rbac::permission::Rule::DestinationPort(9000)),
+                    }],
+                    principals: vec![rbac::Principal {
+                        identifier: Some(rbac::principal::Identifier::Any(true)),
+                    }],
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        delay_deny: Some(envoy_types::pb::google::protobuf::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    let mut l = listener(vec![chain("c", None)]);
+    l.filter_chains[0]
+        .filters
+        .insert(0, network_rbac_filter(&deny_port));
+    let compiled = compile(&l).unwrap();
+    let c = &compiled.chains[0];
+    assert_eq!(c.rbac.len(), 1);
+    assert_eq!(c.rbac[0].stats_instance, "rbac");
+    assert_eq!(c.rbac[0].delay_deny, Some(Duration::from_secs(1)));
+    assert!(matches!(c.filter, NetworkFilter::Tcp(_)));
+
+    let mut with_matcher = deny_port.clone();
+    with_matcher.matcher = Some(Default::default());
+    let mut l = listener(vec![chain("c", None)]);
+    l.filter_chains[0]
+        .filters
+        .insert(0, network_rbac_filter(&with_matcher));
+    let err = compile(&l).unwrap_err().to_string();
+    assert!(
+        err.starts_with("filter_chains[0].filters[0].typed_config.matcher"),
+        "{err}"
+    );
+
+    let mut l = listener(vec![chain("c", None)]);
+    l.filter_chains[0].filters.insert(0, tcp_filter("first"));
+    let err = compile(&l).unwrap_err().to_string();
+    assert!(
+        err.contains("filters[0]") && err.contains("not supported before the terminal filter"),
+        "{err}"
+    );
+}

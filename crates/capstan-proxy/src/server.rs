@@ -239,6 +239,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         listener: &config.name,
         peer,
         destination,
+        server_name: info.server_name.as_deref(),
+        rbac: &chain.rbac,
         drain: version.drain.clone(),
         shared,
     };
@@ -299,6 +301,8 @@ struct ChainCtx<'a> {
     listener: &'a str,
     peer: SocketAddr,
     destination: SocketAddr,
+    server_name: Option<&'a str>,
+    rbac: &'a [Arc<crate::listener::NetworkRbac>],
     drain: watch::Receiver<bool>,
     shared: &'a Shared,
 }
@@ -317,9 +321,23 @@ async fn serve_chain<IO>(
         listener,
         peer,
         destination,
+        server_name,
+        rbac,
         mut drain,
         shared,
     } = ctx;
+    if !rbac.is_empty() {
+        let peer_cert = tls.as_ref().and_then(|c| c.as_deref());
+        if let Some(delay) =
+            network_rbac_denies(rbac, peer, destination, server_name, peer_cert, shared)
+        {
+            tracing::debug!(%listener, %peer, "RBAC: connection denied");
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            return;
+        }
+    }
     match filter {
         NetworkFilter::Http(hcm) => {
             let downstream = crate::http::Downstream {
@@ -352,6 +370,43 @@ async fn serve_chain<IO>(
             stats.downstream_cx_active.dec();
         }
     }
+}
+
+/// Runs a chain's network RBAC filters on a new connection. `Some(delay_deny)` when one
+/// refuses it (the connection is then closed, after the delay if any).
+fn network_rbac_denies(
+    rbac: &[Arc<crate::listener::NetworkRbac>],
+    peer: SocketAddr,
+    destination: SocketAddr,
+    server_name: Option<&str>,
+    peer_cert: Option<&crate::identity::PeerCert>,
+    shared: &Shared,
+) -> Option<Option<Duration>> {
+    let headers = http::HeaderMap::new();
+    let request = crate::http::rbac::RbacRequest {
+        headers: &headers,
+        method: "",
+        path: "",
+        authority: "",
+        scheme: "",
+        destination,
+        direct_remote: peer.ip(),
+        // No x-forwarded-for on a connection: the remote is the peer.
+        remote: peer.ip(),
+        peer: peer_cert,
+        server_name,
+    };
+    for f in rbac {
+        let stats = shared.store.stats().network_rbac(&f.stats_instance);
+        let (allowed, policy) = f.filter.check(&request);
+        if !allowed {
+            stats.denied.inc();
+            tracing::debug!(?policy, "network RBAC denied");
+            return Some(f.delay_deny);
+        }
+        stats.allowed.inc();
+    }
+    None
 }
 
 /// Runs the listener's inspectors on the connection's first bytes. Returns the bytes read (to

@@ -180,12 +180,22 @@ pub struct TcpStats {
     pub rx_bytes: Counter,
 }
 
+/// `<stat_prefix>rbac.*` for network RBAC filters.
+#[derive(Debug, Default)]
+pub struct RbacStats {
+    /// `allowed`.
+    pub allowed: Counter,
+    /// `denied`.
+    pub denied: Counter,
+}
+
 /// Every stats scope of the process, by name.
 #[derive(Debug, Default)]
 pub struct Stats {
     clusters: Mutex<BTreeMap<String, Arc<ClusterStats>>>,
     http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    rbac: Mutex<BTreeMap<String, Arc<RbacStats>>>,
     /// `server.*` and xDS client counters.
     pub server: ServerStats,
     /// Istio's standard metrics.
@@ -245,6 +255,15 @@ impl Stats {
     /// Every HTTP scope, by stat prefix.
     pub fn http_scopes(&self) -> Vec<(String, Arc<HttpStats>)> {
         all(&self.http)
+    }
+    /// The counters of a network RBAC filter (`instance`: its stat prefix without `tcp.`,
+    /// then `rbac`).
+    pub fn network_rbac(&self, instance: &str) -> Arc<RbacStats> {
+        scope(&self.rbac, instance)
+    }
+    /// Every network RBAC scope.
+    pub fn network_rbac_scopes(&self) -> Vec<(String, Arc<RbacStats>)> {
+        all(&self.rbac)
     }
     /// Every TCP scope, by stat prefix.
     pub fn tcp_scopes(&self) -> Vec<(String, Arc<TcpStats>)> {

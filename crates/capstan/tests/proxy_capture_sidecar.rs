@@ -531,3 +531,173 @@ fn inbound_capture_delivers_through_virtual_inbound() -> Result<()> {
     );
     Ok(())
 }
+
+/// The pod serves HTTP on 9080 (declared), a TCP echo on 9000 (declared `tcp`) and on 9100
+/// (declared by no service: the pass-through chain).
+const AUTHZ_REGISTRY: &str = "\
+services:
+- hostname: productpage.default.svc.cluster.local
+  namespace: default
+  ports: [{name: http, port: 9080}, {name: tcp-echo, port: 9000}]
+  addresses: [10.97.1.10]
+  endpoints:
+  - {address: 10.0.1.2, ports: {http: 9080, tcp-echo: 9000}, labels: {app: productpage, version: v1}, workload: productpage-v1-0}
+";
+
+/// DENY rules: the peer's address to the TCP port (a connection rule), and `/admin` on 9080 (an
+/// HTTP rule: on TCP chains it keeps only its port, so it refuses nothing there).
+const AUTHZ_DENY: &str = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: guard, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  action: DENY
+  rules:
+  - from: [{source: {ipBlocks: [10.0.1.3]}}]
+    to: [{operation: {ports: ['9000']}}]
+  - to: [{operation: {ports: ['9080'], paths: [/admin]}}]
+";
+
+/// An ALLOW rule naming an HTTP method: on TCP chains it can never match, so Istio's semantics
+/// refuse every TCP connection while GETs still pass.
+const AUTHZ_ALLOW_GET: &str = "\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: guard, namespace: default}
+spec:
+  selector: {matchLabels: {app: productpage}}
+  action: ALLOW
+  rules:
+  - to: [{operation: {methods: [GET]}}]
+";
+
+fn curl_status(ns: &Netns, url: &str) -> Result<String> {
+    let out = ns
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            url,
+        ])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether an echo through HOST:PORT comes back (a refused connection closes without echo).
+fn echoes(ns: &Netns, host: &str, port: u16) -> bool {
+    send(ns, host, port, b"knock knock").is_ok_and(|b| b == b"knock knock")
+}
+
+#[test]
+fn authorization_policy_guards_inbound_http_and_tcp() -> Result<()> {
+    if let Some(missing) = usable() {
+        eprintln!(
+            "!!!!! SKIPPED authorization_policy_guards_inbound_http_and_tcp: {missing} !!!!!"
+        );
+        return Ok(());
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("capstan-capture-authz")
+        .tempdir()?;
+    let dir = tmp.path();
+    let pods = Pods::create("a", "")?;
+    let (pod, peer) = (&pods.pod, &pods.peer);
+
+    let app = web(pod, dir, "productpage", "0.0.0.0", 9080)?;
+    let mut cmd = pod.command("python3");
+    cmd.args(["-c", ECHO_SERVER, "0.0.0.0", "9000"]);
+    let echo = Proc::spawn("echo-9000", &mut cmd, dir)?;
+    let mut cmd = pod.command("python3");
+    cmd.args(["-c", ECHO_SERVER, "0.0.0.0", "9100"]);
+    let echo2 = Proc::spawn("echo-9100", &mut cmd, dir)?;
+    wait_for("apps answering", Duration::from_secs(10), || {
+        http_ok(pod.command("curl").arg("http://127.0.0.1:9080/"))
+            && echoes(pod, "127.0.0.1", 9000)
+            && echoes(pod, "127.0.0.1", 9100)
+    })
+    .with_context(|| format!("{}\n{}\n{}", app.tail(), echo.tail(), echo2.tail()))?;
+
+    // No policy yet: both TCP ports echo through the sidecar.
+    let mesh = Mesh::start(pod, dir, "", AUTHZ_REGISTRY, "productpage-v1-0")?;
+    wait_for(
+        "TCP through virtualInbound",
+        Duration::from_secs(10),
+        || echoes(peer, POD_IP, 9000) && echoes(peer, POD_IP, 9100),
+    )
+    .map_err(|e| mesh.report(e))?;
+    ensure!(
+        stat(pod, "cluster.inbound|9000||.upstream_cx_total")? >= 1,
+        "the echo went around the sidecar"
+    );
+
+    std::fs::write(dir.join("config/mesh.yaml"), AUTHZ_DENY)?;
+    let url = |path: &str| format!("http://{POD_IP}:9080{path}");
+    wait_for("the DENY policy", Duration::from_secs(15), || {
+        !echoes(peer, POD_IP, 9000)
+    })
+    .map_err(|e| mesh.report(e))?;
+    let root = curl_status(peer, &url("/")).map_err(|e| mesh.report(e))?;
+    ensure!(root == "200", "GET / answered {root}, want 200");
+    let admin = curl_status(peer, &url("/admin")).map_err(|e| mesh.report(e))?;
+    ensure!(admin == "403", "GET /admin answered {admin}, want 403");
+    ensure!(
+        !echoes(peer, POD_IP, 9000),
+        "the TCP port echoed for a denied source"
+    );
+    ensure!(
+        echoes(peer, POD_IP, 9100),
+        "the pass-through port refused a connection no rule denies: {}",
+        mesh.sidecar.tail()
+    );
+    ensure!(
+        stat(pod, "tcp.rbac.denied")? >= 1,
+        "tcp.rbac.denied not counted"
+    );
+    ensure!(
+        stat(pod, "tcp.rbac.allowed")? >= 1,
+        "tcp.rbac.allowed not counted"
+    );
+
+    // Replace the policy: ALLOW GET only. TCP has no method, so no connection is allowed.
+    std::fs::write(dir.join("config/mesh.yaml"), AUTHZ_ALLOW_GET)?;
+    wait_for("the ALLOW policy on TCP", Duration::from_secs(15), || {
+        !echoes(peer, POD_IP, 9100)
+    })
+    .map_err(|e| mesh.report(e))?;
+    ensure!(!echoes(peer, POD_IP, 9000), "the declared TCP port echoed");
+    let get = curl_status(peer, &url("/admin")).map_err(|e| mesh.report(e))?;
+    ensure!(
+        get == "404",
+        "GET /admin under ALLOW GET answered {get}, want the app's 404"
+    );
+    let post = ns_status_post(peer, &url("/")).map_err(|e| mesh.report(e))?;
+    ensure!(post == "403", "POST answered {post}, want 403");
+    Ok(())
+}
+
+fn ns_status_post(ns: &Netns, url: &str) -> Result<String> {
+    let out = ns
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            "-X",
+            "POST",
+            "-d",
+            "x",
+            url,
+        ])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

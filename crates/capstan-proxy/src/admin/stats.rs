@@ -209,6 +209,7 @@ fn with_stats<R>(state: &AdminState, f: impl FnOnce(&[Stat<'_>]) -> R) -> R {
     let clusters = stats.clusters();
     let http = stats.http_scopes();
     let tcp = stats.tcp_scopes();
+    let rbac = stats.network_rbac_scopes();
     let (acks, nacks) = state.status.totals();
     let cds = state.status.type_status(crate::resources::CLUSTER);
     let lds = state.status.type_status(crate::resources::LISTENER);
@@ -263,6 +264,18 @@ fn with_stats<R>(state: &AdminState, f: impl FnOnce(&[Stat<'_>]) -> R) -> R {
     }
     for (n, s) in &tcp {
         tcp_stats(n, s, &mut out);
+    }
+    // Envoy's tag extraction reads `tcp.rbac.allowed` as `envoy_tcp_allowed{envoy_tcp_prefix="rbac"}`.
+    for (n, s) in &rbac {
+        for (name, c) in [("allowed", &s.allowed), ("denied", &s.denied)] {
+            out.push(Stat {
+                scope: "tcp",
+                instance: Some((n, "envoy_tcp_prefix")),
+                name,
+                class: None,
+                value: Val::Counter(c.get()),
+            });
+        }
     }
     f(&out)
 }

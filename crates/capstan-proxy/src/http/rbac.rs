@@ -255,14 +255,20 @@ impl RbacFilter {
 
     /// Compiles the filter's typed config.
     pub fn compile(f: &RbacFilterPb) -> Result<RbacFilter, CompileError> {
-        if f.matcher.is_some() {
+        Self::from_rules(f.rules.as_ref(), f.matcher.is_some())
+    }
+
+    /// Compiles `rules` (of the HTTP or the network filter); `matcher`: whether the config
+    /// has a matcher tree instead.
+    pub fn from_rules(rules: Option<&pb::Rbac>, matcher: bool) -> Result<RbacFilter, CompileError> {
+        if matcher {
             return Err(CompileError::new(
                 "matcher",
                 "matcher trees are not supported",
             ));
         }
         // Shadow rules only log and count in Envoy; they never change a decision.
-        let rules = match &f.rules {
+        let rules = match rules {
             None => None,
             Some(rules) => Some(compile_rules(rules).map_err(|e| e.within("rules"))?),
         };

@@ -6,7 +6,7 @@
 //! never to sidecars.
 
 use super::{selects, ConfigEntry, PushContext};
-use crate::generate::authz::rule_policy;
+use crate::generate::authz::{rule_policy, Layer};
 use capstan_api::security::{AuthorizationAction, AuthorizationPolicy};
 use envoy_types::pb::envoy::config::rbac::v3::rbac;
 use std::collections::{BTreeMap, HashMap};
@@ -66,7 +66,7 @@ impl AuthorizationPolicies {
             for (i, rule) in p.spec.rules.iter().flatten().enumerate() {
                 let Some(action) = action else { break };
                 let mut widened = Vec::new();
-                match rule_policy(rule, &p.namespace, action, &mut widened) {
+                match rule_policy(rule, &p.namespace, action, Layer::Http, &mut widened) {
                     Err(reason) => {
                         tracing::warn!(policy = %key, rule = i, "ALLOW rule left out (it allows nothing): {reason}");
                         out.skipped

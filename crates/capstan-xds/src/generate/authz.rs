@@ -17,12 +17,14 @@
 use crate::context::WorkloadAuthz;
 use capstan_api::security::{AuthorizationPolicy, Rule};
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::rbac::v3::{
     permission, principal, rbac, Permission, Policy, Principal, Rbac,
 };
 use envoy_types::pb::envoy::config::route::v3::{header_matcher, HeaderMatcher};
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbacFilter;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     path_matcher, string_matcher::MatchPattern, PathMatcher, RegexMatcher, StringMatcher,
 };
@@ -31,6 +33,20 @@ use std::collections::HashMap;
 
 /// The HTTP RBAC filter name (Envoy's well-known name, as istiod uses it).
 pub const RBAC_FILTER: &str = "envoy.filters.http.rbac";
+/// The network RBAC filter name.
+pub const NETWORK_RBAC_FILTER: &str = "envoy.filters.network.rbac";
+
+/// Which filter a rule is generated for. istiod builds TCP rules without the HTTP-only keys
+/// (hosts, methods, paths, request headers, request principals, JWT conditions): an ALLOW rule
+/// using one is dropped (it cannot match a TCP connection), a DENY or AUDIT rule loses the key
+/// and so denies every connection the rest of it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    /// `envoy.filters.http.rbac`.
+    Http,
+    /// `envoy.filters.network.rbac`.
+    Tcp,
+}
 
 /// The RBAC filters for a workload's inbound HTTP chains, in istiod's order, to be placed before
 /// any other HTTP filter of the chain. Empty when no AUDIT, DENY or ALLOW policy selects it.
@@ -48,6 +64,7 @@ pub fn http_filters(policies: &WorkloadAuthz) -> Vec<hcm::HttpFilter> {
             list.iter()
                 .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
             action,
+            Layer::Http,
         );
         out.push(hcm::HttpFilter {
             name: RBAC_FILTER.into(),
@@ -58,6 +75,47 @@ pub fn http_filters(policies: &WorkloadAuthz) -> Vec<hcm::HttpFilter> {
         });
     }
     out
+}
+
+/// The network RBAC filters for a workload's inbound TCP chains (declared TCP ports and the
+/// pass-through chains), in istiod's order and with its `tcp.` stat prefix, to be placed
+/// before the chain's `tcp_proxy`. Empty when no AUDIT, DENY or ALLOW policy selects it.
+pub fn network_filters(policies: &WorkloadAuthz) -> Vec<listener::Filter> {
+    let mut out = Vec::new();
+    for (list, action) in [
+        (&policies.audit, rbac::Action::Log),
+        (&policies.deny, rbac::Action::Deny),
+        (&policies.allow, rbac::Action::Allow),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let rules = build_rules(
+            list.iter()
+                .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
+            action,
+            Layer::Tcp,
+        );
+        out.push(listener::Filter {
+            name: NETWORK_RBAC_FILTER.into(),
+            config_type: Some(listener::filter::ConfigType::TypedConfig(network_rbac_any(
+                &rules,
+            ))),
+        });
+    }
+    out
+}
+
+/// The network filter's config: `rules` (field 1) encoded in name order as for the HTTP
+/// filter, then `stat_prefix` (field 3) `tcp.`, as istiod sets it.
+fn network_rbac_any(rules: &Rbac) -> Any {
+    let http = rbac_filter_any(rules);
+    let mut value = http.value;
+    prost::encoding::string::encode(3, &"tcp.".to_string(), &mut value);
+    Any {
+        type_url: <NetworkRbacFilter as prost::Name>::type_url(),
+        value,
+    }
 }
 
 /// The filter config packed with its policies in name order. prost encodes a map in `HashMap`
@@ -97,6 +155,7 @@ fn rbac_filter_any(rules: &Rbac) -> Any {
 pub fn build_rules<'a>(
     policies: impl IntoIterator<Item = (&'a str, &'a str, &'a AuthorizationPolicy)>,
     action: rbac::Action,
+    layer: Layer,
 ) -> Rbac {
     let mut out: HashMap<String, Policy> = HashMap::new();
     for (ns, name, spec) in policies {
@@ -104,7 +163,7 @@ pub fn build_rules<'a>(
             let key = format!("ns[{ns}]-policy[{name}]-rule[{i}]");
             // Why rules are left out or widened is logged once per config change, when the
             // policies are indexed (`context::authz`).
-            if let Ok(p) = rule_policy(rule, ns, action, &mut Vec::new()) {
+            if let Ok(p) = rule_policy(rule, ns, action, layer, &mut Vec::new()) {
                 out.insert(key, p);
             }
         }
@@ -197,12 +256,28 @@ pub(crate) fn rule_policy(
     rule: &Rule,
     ns: &str,
     action: rbac::Action,
+    layer: Layer,
     widened: &mut Vec<String>,
 ) -> Result<Policy, String> {
+    // On TCP an HTTP-only key generates nothing: it fails safe as an unsupported one does.
+    let attr_for = |a: Attr<'static>| -> Attr<'static> {
+        match (layer, a) {
+            (Layer::Tcp, Attr::Host | Attr::Method | Attr::Path) => {
+                Attr::Unsupported("an HTTP attribute on a TCP port")
+            }
+            _ => a,
+        }
+    };
     let mut base_permission = Vec::new();
     let mut base_principal = Vec::new();
     for c in &rule.when {
         let (is_permission, attr) = when_attr(&c.key);
+        let attr = match (layer, attr) {
+            (Layer::Tcp, Attr::RequestHeader(_)) => {
+                Attr::Unsupported("an HTTP attribute on a TCP port")
+            }
+            _ => attr,
+        };
         let k = key(attr, &c.values, &c.not_values);
         if is_permission {
             base_permission.extend(k);
@@ -223,9 +298,9 @@ pub(crate) fn rule_policy(
     for to in tos {
         let mut keys = Vec::new();
         if let Some(o) = &to.operation {
-            keys.extend(key(Attr::Host, &o.hosts, &o.not_hosts));
-            keys.extend(key(Attr::Method, &o.methods, &o.not_methods));
-            keys.extend(key(Attr::Path, &o.paths, &o.not_paths));
+            keys.extend(key(attr_for(Attr::Host), &o.hosts, &o.not_hosts));
+            keys.extend(key(attr_for(Attr::Method), &o.methods, &o.not_methods));
+            keys.extend(key(attr_for(Attr::Path), &o.paths, &o.not_paths));
             keys.extend(key(Attr::DestPort, &o.ports, &o.not_ports));
         }
         keys.extend(base_permission.iter().copied());

@@ -94,7 +94,7 @@ fn chains(
     port: Option<u16>,
     mode: MutualTlsMode,
     http: bool,
-    filter: &Filter,
+    filters: &[Filter],
 ) -> Vec<FilterChain> {
     let destination_port = port.map(|p| super::common::u32v(u32::from(p)));
     let mtls = |alpns: &[&str]| FilterChain {
@@ -105,7 +105,7 @@ fn chains(
             application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
             ..FilterChainMatch::default()
         }),
-        filters: vec![filter.clone()],
+        filters: filters.to_vec(),
         transport_socket: Some(tls_socket(http)),
         ..FilterChain::default()
     };
@@ -115,7 +115,7 @@ fn chains(
             destination_port: Some(p),
             ..FilterChainMatch::default()
         }),
-        filters: vec![filter.clone()],
+        filters: filters.to_vec(),
         ..FilterChain::default()
     };
     match mode {
@@ -147,6 +147,13 @@ fn http_filter(port: u16, cluster: &str, rbac: &[HttpFilter]) -> Filter {
     hcm_filter(&hcm)
 }
 
+/// The network filters of a TCP chain: the RBAC filters, then the terminal `tcp_proxy`.
+fn with_rbac(rbac: &[Filter], terminal: Filter) -> Vec<Filter> {
+    let mut v = rbac.to_vec();
+    v.push(terminal);
+    v
+}
+
 /// `virtualInbound` for a sidecar, with `listener_filters` given by the caller.
 pub fn virtual_inbound(
     ctx: &PushContext,
@@ -155,10 +162,9 @@ pub fn virtual_inbound(
 ) -> Listener {
     let mtls = ctx.workload_mtls(&proxy.namespace, &proxy.labels);
     let ports = super::cds::inbound_ports(ctx, proxy);
-    // TCP chains get no RBAC: istiod adds `envoy.filters.network.rbac` there, which our proxy
-    // does not implement and the generator cannot tell our proxy from Envoy
-    // (docs/compatibility.md).
-    let rbac = super::authz::http_filters(&ctx.workload_authz(&proxy.namespace, &proxy.labels));
+    let authz = ctx.workload_authz(&proxy.namespace, &proxy.labels);
+    let rbac = super::authz::http_filters(&authz);
+    let tcp_rbac = super::authz::network_filters(&authz);
     let mut out = Vec::new();
     for &(port, protocol) in &ports {
         let cluster = format!("inbound|{port}||");
@@ -169,19 +175,29 @@ pub fn virtual_inbound(
         } else {
             tcp_proxy_filter(&format!("inbound_0.0.0.0_{port}"), &cluster)
         };
+        let filters = if http {
+            vec![filter]
+        } else {
+            with_rbac(&tcp_rbac, filter)
+        };
         out.extend(chains(
             &cluster,
             Some(port),
             mtls.for_port(port),
             http,
-            &filter,
+            &filters,
         ));
     }
     // Other ports pass through to the original destination, under the workload's mode; a
     // port-level setting for a port no service declares gets its own chains (Istio's
     // `ForPassthrough`).
     let catchall = "virtualInbound-catchall-tcp";
-    let passthrough = tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER);
+    // istiod authorizes pass-through connections too: a policy covers every port of the
+    // workload, not only the declared ones.
+    let passthrough = with_rbac(
+        &tcp_rbac,
+        tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER),
+    );
     for (&port, &mode) in &mtls.per_port {
         if !ports.iter().any(|(p, _)| *p == port) {
             out.extend(chains(catchall, Some(port), mode, false, &passthrough));

@@ -81,7 +81,11 @@ fn render(p: &Policy) -> String {
 }
 
 fn generated(json: &str, action: rbac::Action) -> Result<String, String> {
-    rule_policy(&rule(json), "ns", action, &mut Vec::new()).map(|p| render(&p))
+    rule_policy(&rule(json), "ns", action, Layer::Http, &mut Vec::new()).map(|p| render(&p))
+}
+
+fn generated_tcp(json: &str, action: rbac::Action) -> Result<String, String> {
+    rule_policy(&rule(json), "ns", action, Layer::Tcp, &mut Vec::new()).map(|p| render(&p))
 }
 
 const ALLOW: rbac::Action = rbac::Action::Allow;
@@ -295,7 +299,7 @@ fn filters_per_action_in_istiod_order() {
     assert_eq!(rules.action, ALLOW as i32);
     assert_eq!(http_filters(&many), http_filters(&many));
     let empty_spec: AuthorizationPolicy = serde_json::from_str("{}").unwrap();
-    let only = build_rules([("ns", "deny-all", &empty_spec)], ALLOW);
+    let only = build_rules([("ns", "deny-all", &empty_spec)], ALLOW, Layer::Http);
     assert!(
         only.policies.is_empty() && only.action == ALLOW as i32,
         "an empty spec is an ALLOW policy allowing nothing"
@@ -362,10 +366,92 @@ fn generated_policies_satisfy_envoy_validation() {
         "when":[{"key":"request.headers[x]","values":["*"]}]}"#;
     for json in ["{}", everything] {
         for action in [ALLOW, DENY] {
-            let p = rule_policy(&rule(json), "ns", action, &mut Vec::new()).unwrap();
+            let p = rule_policy(&rule(json), "ns", action, Layer::Http, &mut Vec::new()).unwrap();
             assert!(!p.permissions.is_empty() && !p.principals.is_empty());
             p.permissions.iter().for_each(check_p);
             p.principals.iter().for_each(check_i);
         }
     }
+}
+
+/// On TCP, istiod drops an ALLOW rule that names an HTTP attribute (it could never match a
+/// connection) and leaves the attribute out of a DENY rule (which then refuses every connection
+/// the rest of it matches); connection attributes translate as on HTTP.
+#[test]
+fn tcp_rules_drop_http_attributes_like_istiod() {
+    let http_only = [
+        r#"{"to":[{"operation":{"methods":["GET"]}}]}"#,
+        r#"{"to":[{"operation":{"paths":["/x"]}}]}"#,
+        r#"{"to":[{"operation":{"hosts":["a.com"]}}]}"#,
+        r#"{"to":[{"operation":{"notPaths":["/x"]}}]}"#,
+        r#"{"when":[{"key":"request.headers[x-a]","values":["1"]}]}"#,
+        r#"{"from":[{"source":{"requestPrincipals":["iss/sub"]}}]}"#,
+    ];
+    for json in http_only {
+        assert!(generated_tcp(json, ALLOW).is_err(), "ALLOW {json}");
+        assert!(generated(json, DENY).is_ok());
+        assert_eq!(
+            generated_tcp(json, DENY).unwrap(),
+            "and(any) <- and(any)",
+            "DENY {json} loses the HTTP key"
+        );
+    }
+    let mixed = r#"{"from":[{"source":{"namespaces":["foo"]}}],"to":[{"operation":{"ports":["9000"],"methods":["GET"]}}]}"#;
+    assert!(generated_tcp(mixed, ALLOW).is_err());
+    assert_eq!(
+        generated_tcp(mixed, DENY).unwrap(),
+        "and(or(port(9000))) <- and(or(auth(regex:.*/ns/foo/.*)))"
+    );
+    let tcp_only = r#"{"from":[{"source":{"principals":["cluster.local/ns/a/sa/b"],"ipBlocks":["10.0.0.0/8"]}}],"to":[{"operation":{"ports":["9000"]}}],"when":[{"key":"connection.sni","values":["x.local"]}]}"#;
+    assert_eq!(generated_tcp(tcp_only, ALLOW), generated(tcp_only, ALLOW));
+}
+
+/// The network filters: one per action in istiod's order, `tcp.` stat prefix, an ALLOW
+/// policy whose only rule names HTTP attributes allows no connection.
+#[test]
+fn network_filters_in_istiods_shape() {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetRbac;
+    use prost::Message;
+    let authz = WorkloadAuthz {
+        deny: vec![entry(
+            "deny-get",
+            "DENY",
+            r#","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]"#,
+        )],
+        allow: vec![entry(
+            "allow-get",
+            "ALLOW",
+            r#","rules":[{"to":[{"operation":{"methods":["GET"]}}]}]"#,
+        )],
+        ..WorkloadAuthz::default()
+    };
+    let filters = network_filters(&authz);
+    let decoded: Vec<NetRbac> = filters
+        .iter()
+        .map(|f| {
+            assert_eq!(f.name, NETWORK_RBAC_FILTER);
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                panic!("typed config")
+            };
+            assert_eq!(
+                any.type_url,
+                "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
+            );
+            NetRbac::decode(any.value.as_slice()).unwrap()
+        })
+        .collect();
+    assert_eq!(decoded.len(), 2);
+    assert!(decoded.iter().all(|r| r.stat_prefix == "tcp."));
+    let deny = decoded[0].rules.as_ref().unwrap();
+    assert_eq!(deny.action, DENY as i32);
+    assert_eq!(
+        render(&deny.policies["ns[ns]-policy[deny-get]-rule[0]"]),
+        "and(any) <- and(any)",
+        "the DENY denies every connection"
+    );
+    let allow = decoded[1].rules.as_ref().unwrap();
+    assert_eq!(allow.action, ALLOW as i32);
+    assert!(allow.policies.is_empty(), "the ALLOW allows no connection");
+    assert!(network_filters(&WorkloadAuthz::default()).is_empty());
 }
