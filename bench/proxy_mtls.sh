@@ -74,8 +74,8 @@ echo token-a >"$WORK/token-a"; echo token-b >"$WORK/token-b"
   --xds-addr 127.0.0.1:$XDS --secure-xds-addr 127.0.0.1:$SECURE --ca-dir "$WORK/ca" --ca-token-file "$WORK/tokens" \
   --debug-addr 127.0.0.1:18180 --monitoring-addr 127.0.0.1:18114 2>"$WORK/discovery.log" & PIDS+=($!)
 for _ in $(seq 1 100); do [[ -f $WORK/ca/root-cert.pem ]] && break; sleep 0.1; done
-proxy() { # name label token admin
-  RUST_LOG=warn "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$SECURE --xds-tls \
+proxy() { # name label token admin (exec: the PID is the proxy itself)
+  RUST_LOG=warn exec "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$SECURE --xds-tls \
     --ca-address 127.0.0.1:$SECURE --ca-root-cert "$WORK/ca/root-cert.pem" --ca-token-file "$WORK/$3" \
     --admin-address 127.0.0.1:$4 --node-id "router~127.0.0.1~$1-0.default~default.svc.cluster.local" \
     --metadata "LABELS={\"istio\":\"$2\"}" 2>"$WORK/$1.log"
@@ -91,26 +91,33 @@ TCK=$(getconf CLK_TCK)
 for chain in plain mtls; do
   port=$PLAIN_A; [[ $chain == mtls ]] && port=$MTLS_A
   before=$(ticks)
-  json=$("$OHA" -z "$DURATION" -c 16 -q "$RATE" --latency-correction --no-tui -j "http://127.0.0.1:$port/")
+  "$OHA" -z "$DURATION" -c 16 -q "$RATE" --latency-correction --no-tui -j "http://127.0.0.1:$port/" >"$WORK/$chain.json"
   after=$(ticks)
-  python3 - "$chain" "$before" "$after" "$TCK" <<PY
+  echo "$before $after" >"$WORK/$chain.ticks"
+done
+python3 - "$WORK" "$TCK" <<'PY'
 import json, sys
-chain, before, after, tck = sys.argv[1:5]
-d = json.loads('''$json''')
-p = d["latencyPercentiles"]; n = sum(d.get("statusCodeDistribution", {}).values())
-cpu = (int(after) - int(before)) / int(tck)
-print(json.dumps({"chain": chain, "p50": p["p50"]*1e3, "p90": p["p90"]*1e3, "p99": p["p99"]*1e3,
-  "ok": d.get("statusCodeDistribution", {}).get("200", 0), "errors": sum(d.get("errorDistribution", {}).values()),
-  "cpu_s_per_1k": cpu / n * 1000 if n else None}))
-PY
-done | python3 -c '
-import json, sys
-rows = {r["chain"]: r for r in map(json.loads, sys.stdin)}
+work, tck = sys.argv[1], int(sys.argv[2])
+rows = {}
+for c in ("plain", "mtls"):
+    d = json.load(open(f"{work}/{c}.json"))
+    before, after = map(int, open(f"{work}/{c}.ticks").read().split())
+    p = d["latencyPercentiles"]
+    codes = d.get("statusCodeDistribution", {})
+    n = sum(codes.values())
+    rows[c] = {
+        "p50": p["p50"] * 1e3, "p90": p["p90"] * 1e3, "p99": p["p99"] * 1e3,
+        "ok": codes.get("200", 0), "errors": sum(d.get("errorDistribution", {}).values()),
+        "cpu": (after - before) / tck / n * 1000 if n else float("nan"),
+    }
 print("| chain (two proxies) | p50 ms | p90 ms | p99 ms | 200s | errors | CPU-s / 1k req (both proxies) |")
 print("|---|---|---|---|---|---|---|")
-for c in ("plain", "mtls"):
-    r = rows[c]
-    print(f"| {c} | {r[\"p50\"]:.3f} | {r[\"p90\"]:.3f} | {r[\"p99\"]:.3f} | {r[\"ok\"]} | {r[\"errors\"]} | {r[\"cpu_s_per_1k\"]:.3f} |")
+for c, r in rows.items():
+    print(f"| {c} | {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['ok']} | {r['errors']} | {r['cpu']:.3f} |")
 m, p = rows["mtls"], rows["plain"]
-print(f"| mTLS − plaintext | {m[\"p50\"]-p[\"p50\"]:+.3f} | {m[\"p90\"]-p[\"p90\"]:+.3f} | {m[\"p99\"]-p[\"p99\"]:+.3f} | | | {m[\"cpu_s_per_1k\"]-p[\"cpu_s_per_1k\"]:+.3f} |")
-'
+for c in ("plain", "mtls"):
+    errs = json.load(open(f"{work}/{c}.json")).get("errorDistribution", {})
+    if errs:
+        print(f"<!-- {c} errors: {errs} -->")
+print(f"| mTLS − plaintext | {m['p50'] - p['p50']:+.3f} | {m['p90'] - p['p90']:+.3f} | {m['p99'] - p['p99']:+.3f} | | | {m['cpu'] - p['cpu']:+.3f} |")
+PY
