@@ -49,10 +49,14 @@ struct Args {
     /// Changes of each kind to measure.
     #[arg(long, default_value_t = 20)]
     changes: usize,
-    /// Quiet period of the server's file watchers (the input side; the push debounce stays at
-    /// its default of 100 ms and is included in every measurement).
+    /// Quiet period of the server's file watchers (the input side; the push debounce is the
+    /// server's default unless `--server-arg` sets it, and is included in every measurement).
     #[arg(long, default_value_t = 10)]
     file_debounce_ms: u64,
+    /// Extra arguments for `capstan discovery` (repeat; e.g. `--server-arg=--debounce-min-ms=100`
+    /// for istiod's fixed 100 ms debounce).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// Threads running the simulated proxies (each a single-threaded runtime); default: one per
     /// CPU.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
@@ -249,6 +253,7 @@ async fn main() -> Result<()> {
         .args(["--debug-addr", &format!("127.0.0.1:{}", free_port()?)])
         .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring_port}")])
         .args(["--file-debounce-ms", &args.file_debounce_ms.to_string()])
+        .args(&args.server_args)
         .env("RUST_LOG", &args.server_log)
         .stdout(Stdio::null())
         .spawn()

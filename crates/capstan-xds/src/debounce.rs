@@ -2,6 +2,12 @@
 //! [`PushRequest`]s, as istiod does (`PILOT_DEBOUNCE_AFTER` 100 ms quiet period,
 //! `PILOT_DEBOUNCE_MAX` 10 s maximum delay). Endpoint-only changes stay EDS-only pushes
 //! (`PILOT_ENABLE_EDS_DEBOUNCE`); anything else makes the merged push full.
+//!
+//! Unlike istiod, the quiet period adapts: after an idle spell (no push for at least the full
+//! quiet period) a change waits only `min_quiet`, so an isolated endpoint change reaches the
+//! proxies in milliseconds instead of istiod's fixed 100 ms. Every change that arrives while a
+//! burst is open, and every burst that starts soon after the previous push, doubles the quiet
+//! period up to `quiet`: under churn the pipeline merges exactly as istiod's does.
 
 use crate::generate::PushRequest;
 use capstan_config::ConfigChange;
@@ -26,8 +32,10 @@ pub enum Change {
 /// Debounce timing.
 #[derive(Clone, Copy, Debug)]
 pub struct DebounceOptions {
-    /// Quiet period: push once no change arrived for this long.
+    /// The longest quiet period: under churn, push once no change arrived for this long.
     pub quiet: Duration,
+    /// The quiet period after an idle spell (`min_quiet == quiet`: istiod's fixed debounce).
+    pub min_quiet: Duration,
     /// Maximum delay from the first change of a burst to its push.
     pub max_delay: Duration,
 }
@@ -36,8 +44,61 @@ impl Default for DebounceOptions {
     fn default() -> Self {
         DebounceOptions {
             quiet: Duration::from_millis(100),
+            min_quiet: Duration::from_millis(10),
             max_delay: Duration::from_secs(10),
         }
+    }
+}
+
+impl DebounceOptions {
+    /// istiod's fixed 100 ms quiet period and 10 s maximum delay.
+    pub fn istiod() -> Self {
+        DebounceOptions {
+            min_quiet: Duration::from_millis(100),
+            ..DebounceOptions::default()
+        }
+    }
+}
+
+/// The adaptive quiet period.
+struct Quiet {
+    opts: DebounceOptions,
+    current: Duration,
+    last_push: Option<Instant>,
+}
+
+impl Quiet {
+    fn new(opts: DebounceOptions) -> Quiet {
+        let min = opts.min_quiet.min(opts.quiet);
+        Quiet {
+            opts: DebounceOptions {
+                min_quiet: min,
+                ..opts
+            },
+            current: min,
+            last_push: None,
+        }
+    }
+
+    /// A burst starts at `now`: short after an idle spell, longer when pushes follow closely.
+    fn burst_starts(&mut self, now: Instant) {
+        let idle = self
+            .last_push
+            .is_none_or(|at| now.saturating_duration_since(at) >= self.opts.quiet);
+        if idle {
+            self.current = self.opts.min_quiet;
+        } else {
+            self.grow();
+        }
+    }
+
+    /// Another change joined the open burst.
+    fn grow(&mut self) {
+        self.current = (self.current * 2).clamp(self.opts.min_quiet, self.opts.quiet);
+    }
+
+    fn pushed(&mut self, at: Instant) {
+        self.last_push = Some(at);
     }
 }
 
@@ -103,6 +164,7 @@ pub async fn run(
     mut push: impl FnMut(PushRequest),
 ) {
     let mut version = 0u64;
+    let mut quiet = Quiet::new(opts);
     loop {
         let Some(first) = input.recv().await else {
             return;
@@ -111,12 +173,16 @@ pub async fn run(
             continue;
         }
         let started = Instant::now();
+        quiet.burst_starts(started);
         let mut pending = push_for(&first);
         let mut closed = false;
         loop {
-            let deadline = (Instant::now() + opts.quiet).min(started + opts.max_delay);
+            let deadline = (Instant::now() + quiet.current).min(started + opts.max_delay);
             match tokio::time::timeout_at(deadline, input.recv()).await {
-                Ok(Some(change)) => pending = pending.merge(push_for(&change)),
+                Ok(Some(change)) => {
+                    quiet.grow();
+                    pending = pending.merge(push_for(&change));
+                }
                 Ok(None) => {
                     closed = true;
                     break;
@@ -130,6 +196,7 @@ pub async fn run(
         version += 1;
         pending.version = version;
         push(pending);
+        quiet.pushed(Instant::now());
         if closed {
             return;
         }
@@ -147,6 +214,12 @@ mod tests {
             host.into(),
             80,
         )]))
+    }
+
+    /// An empty change: skipped, but it keeps the input open until it is sent (closing the
+    /// input flushes the open burst at once).
+    fn nothing() -> Change {
+        Change::Registry(Arc::new(Vec::new()))
     }
 
     fn config(name: &str) -> Change {
@@ -195,7 +268,7 @@ mod tests {
                 (120, endpoints("a")),
                 (400, endpoints("c")),
             ],
-            DebounceOptions::default(),
+            DebounceOptions::istiod(),
         )
         .await;
         assert_eq!(pushes.len(), 2);
@@ -213,7 +286,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_config_change_makes_the_merged_push_full() {
         let pushes = collect(
-            vec![(0, endpoints("a")), (10, config("reviews"))],
+            vec![(0, endpoints("a")), (5, config("reviews"))],
             DebounceOptions::default(),
         )
         .await;
@@ -228,6 +301,7 @@ mod tests {
         let changes: Vec<(u64, Change)> = (0..100).map(|i| (i * 50, endpoints("a"))).collect();
         let opts = DebounceOptions {
             quiet: Duration::from_millis(100),
+            min_quiet: Duration::from_millis(10),
             max_delay: Duration::from_millis(1000),
         };
         let pushes = collect(changes, opts).await;
@@ -236,5 +310,53 @@ mod tests {
             "pushes every max delay while changes keep coming: {pushes:?}"
         );
         assert!(pushes[0].0 <= 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_isolated_change_waits_only_the_minimum_quiet_period() {
+        let pushes = collect(
+            vec![(0, endpoints("a")), (1000, endpoints("b")), (2000, nothing())],
+            DebounceOptions::default(),
+        )
+        .await;
+        let at: Vec<u64> = pushes.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![10, 1010], "each after 10 ms, not istiod's 100");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_churn_the_quiet_period_grows_to_istiods_and_merges() {
+        // A change every 30 ms for 600 ms: longer than the minimum quiet period, so a fixed
+        // 10 ms debounce would push 20 times; the adaptive one grows and merges the rest.
+        let mut changes: Vec<(u64, Change)> = (0..20)
+            .map(|i| (i * 30, endpoints(&format!("h{i}"))))
+            .collect();
+        changes.push((2000, nothing()));
+        let pushes = collect(changes, DebounceOptions::default()).await;
+        assert!(
+            pushes.len() <= 4,
+            "churn merges into a few pushes: {:?}",
+            pushes.iter().map(|(t, p)| (*t, p.eds_hosts.len())).collect::<Vec<_>>()
+        );
+        let hosts: usize = pushes.iter().map(|(_, p)| p.eds_hosts.len()).sum();
+        assert_eq!(hosts, 20, "no change is lost");
+        let (last_at, _) = pushes.last().unwrap();
+        assert_eq!(*last_at, 570 + 100, "the last burst waits the full quiet period");
+        // Quiet again: the next isolated change is fast once more.
+        let pushes = collect(
+            vec![
+                (0, endpoints("a")),
+                (15, endpoints("b")),
+                (500, endpoints("c")),
+                (2000, nothing()),
+            ],
+            DebounceOptions::default(),
+        )
+        .await;
+        let at: Vec<u64> = pushes.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            at,
+            vec![10, 35, 510],
+            "a alone after 10 ms; b follows a push closely, so it waits 20 ms; c is isolated"
+        );
     }
 }

@@ -58,6 +58,10 @@ pub struct Args {
     /// Quiet period after a change before it is pushed (PILOT_DEBOUNCE_AFTER).
     #[arg(long = "debounce-ms", default_value_t = 100)]
     debounce_ms: u64,
+    /// The quiet period after an idle spell; it doubles with each change of a burst up to
+    /// `--debounce-ms`. Equal to `--debounce-ms`: istiod's fixed debounce.
+    #[arg(long = "debounce-min-ms", default_value_t = 10)]
+    debounce_min_ms: u64,
     /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
     debounce_max_ms: u64,
@@ -144,7 +148,11 @@ pub fn run(args: Args) -> Result<()> {
         let (tx, rx) = mpsc::channel(4096);
         forward(store.subscribe(), tx.clone(), Change::Config);
         forward(index.subscribe(), tx.clone(), Change::Registry);
-        let opts = DebounceOptions { quiet: debounce, max_delay: Duration::from_millis(args.debounce_max_ms) };
+        let opts = DebounceOptions {
+            quiet: debounce,
+            min_quiet: Duration::from_millis(args.debounce_min_ms),
+            max_delay: Duration::from_millis(args.debounce_max_ms),
+        };
         let push_time = Arc::new(std::sync::Mutex::new(capstan_xds::server::Histogram::default()));
         {
             let (store, index, generator, ads, push_time, synced) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone(), sources_synced.clone());
