@@ -2,7 +2,8 @@
 # Installs the real dependencies the end-to-end tests need, pinned and cached.
 #
 #   tests/infra/install-tools.sh            # everything
-#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm python node)
+#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm istio python node iptables)
+#   tests/infra/install-tools.sh istio-pilot       # opt-in, not part of "everything": pilot-discovery
 #
 # Go tools are built from the Go module proxy using the wrapper modules under
 # tests/infra/go/<tool>/ (committed go.mod + go.sum) and cached under
@@ -23,6 +24,8 @@ KUBERNETES_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 CONSUL_VERSION=v1.22.0
 HELM_VERSION=v3.19.5
+# istio.io/istio publishes no semver tags on the Go proxy: a pseudo-version of master.
+ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 die() { printf '[install-tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -88,7 +91,10 @@ build_go() {
       exit 1
     fi
   done
-  rm -rf "$dir/bin"; mv "$tmp" "$dir/bin"
+  # Per binary, so building one tool's second binary later (istio-pilot) keeps the first.
+  mkdir -p "$dir/bin"
+  for b in "${want[@]}"; do mv -f "$tmp/$b" "$dir/bin/$b"; done
+  rm -rf "$tmp"
   log "$tool $version: built in $(( $(now) - start ))s -> $dir/bin"
 }
 
@@ -109,6 +115,15 @@ install_consul() {
   build_go consul "$CONSUL_VERSION" "-X github.com/hashicorp/consul/version.GitCommit=release-$CONSUL_VERSION" \
     consul=github.com/hashicorp/consul
 }
+# istioctl is the reference for `capstan validate` (crates/capstan/tests/validate_differential.rs).
+istio_ldflags() {
+  local p=istio.io/istio/pkg/version
+  echo "-X $p.buildVersion=$ISTIO_VERSION -X $p.buildGitRevision=${ISTIO_VERSION##*-} -X $p.buildStatus=Clean -X $p.buildTag=$ISTIO_VERSION"
+}
+install_istio() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" istioctl=istio.io/istio/istioctl/cmd/istioctl; }
+# pilot-discovery (istiod) for differential xDS; no test needs it yet, so it is opt-in
+# (see docs/testing.md for its build time). Same module and cache key, separate binary.
+install_istio-pilot() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery; }
 install_helm() {
   build_go helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     helm=helm.sh/helm/v3/cmd/helm
@@ -185,15 +200,15 @@ install_iptables() {
 }
 
 # ---------------------------------------------------------------- main
-ALL=(kubernetes etcd consul helm python node iptables)
+ALL=(kubernetes etcd consul helm istio python node iptables)
 if [[ $# -gt 0 ]]; then SEL=("$@"); else SEL=("${ALL[@]}"); fi
 
 total_start=$(now)
 go_env_setup
 for t in "${SEL[@]}"; do
   case $t in
-    kubernetes|etcd|consul|helm|python|node|iptables) timed "$t" with_lock "$t" "install_$t" ;;
-    *) die "unknown tool '$t' (known: ${ALL[*]})" ;;
+    kubernetes|etcd|consul|helm|istio|istio-pilot|python|node|iptables) timed "$t" with_lock "${t%%-*}" "install_$t" ;;
+    *) die "unknown tool '$t' (known: ${ALL[*]} istio-pilot)" ;;
   esac
 done
 
@@ -203,7 +218,8 @@ write_env() {
   mkdir -p "$bin"
   local pair
   for pair in "kubernetes:$KUBERNETES_VERSION:kube-apiserver" "kubernetes:$KUBERNETES_VERSION:kubectl" \
-              "etcd:$ETCD_VERSION:etcd" "consul:$CONSUL_VERSION:consul" "helm:$HELM_VERSION:helm"; do
+              "etcd:$ETCD_VERSION:etcd" "consul:$CONSUL_VERSION:consul" "helm:$HELM_VERSION:helm" \
+              "istio:$ISTIO_VERSION:istioctl" "istio:$ISTIO_VERSION:pilot-discovery"; do
     IFS=: read -r tool ver name <<<"$pair"
     local src="$CACHE/$tool-$ver-$GOVERSION/bin/$name"
     if [[ -x $src ]]; then ln -sfn "$src" "$bin/$name"; fi
@@ -218,6 +234,7 @@ write_env() {
     echo "export CAPSTAN_ETCD_VERSION='$ETCD_VERSION'"
     echo "export CAPSTAN_CONSUL_VERSION='$CONSUL_VERSION'"
     echo "export CAPSTAN_HELM_VERSION='$HELM_VERSION'"
+    echo "export CAPSTAN_ISTIO_VERSION='$ISTIO_VERSION'"
   } >"$TOOLS_OUT/env.tmp"
   mv "$TOOLS_OUT/env.tmp" "$TOOLS_OUT/env"
 }

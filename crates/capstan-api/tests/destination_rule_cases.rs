@@ -724,7 +724,9 @@ spec:
             )]),
         },
         Case {
-            name: "duplicate port level settings",
+            // Istio accepts it (the first policy for the port applies); found by differential
+            // fuzzing against istioctl.
+            name: "duplicate port level settings warn",
             yaml: r#"
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -738,9 +740,27 @@ spec:
     - port: {number: 80}
       loadBalancer: {simple: ROUND_ROBIN}
 "#,
-            expect: Expect::Errors(&[(
+            expect: Expect::Warnings(&[(
                 "spec.trafficPolicy.portLevelSettings[1].port.number",
-                "duplicate port 80",
+                "duplicate port 80 in portLevelSettings: only the first policy for a port applies",
+            )]),
+        },
+        Case {
+            name: "port level settings on port 0 warn",
+            yaml: r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: port0}
+spec:
+  host: reviews
+  trafficPolicy:
+    portLevelSettings:
+    - port: {}
+      loadBalancer: {simple: RANDOM}
+"#,
+            expect: Expect::Warnings(&[(
+                "spec.trafficPolicy.portLevelSettings[0].port.number",
+                "port number 0 must be in the range 1..65535: the policy applies to no port",
             )]),
         },
         Case {

@@ -383,6 +383,8 @@ fn network_rbac_denies(
     shared: &Shared,
 ) -> Option<Option<Duration>> {
     let headers = http::HeaderMap::new();
+    // A connection has no dynamic metadata from HTTP filters: metadata matchers see nothing.
+    let metadata = crate::http::metadata::DynamicMetadata::default();
     let request = crate::http::rbac::RbacRequest {
         headers: &headers,
         method: "",
@@ -395,6 +397,7 @@ fn network_rbac_denies(
         remote: peer.ip(),
         peer: peer_cert,
         server_name,
+        metadata: &metadata,
     };
     for f in rbac {
         let stats = shared.store.stats().network_rbac(&f.stats_instance);

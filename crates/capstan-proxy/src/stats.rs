@@ -165,6 +165,10 @@ pub struct HttpStats {
     pub rbac_allowed: Counter,
     /// `rbac.denied`.
     pub rbac_denied: Counter,
+    /// `jwt_authn.allowed`.
+    pub jwt_authn_allowed: Counter,
+    /// `jwt_authn.denied`.
+    pub jwt_authn_denied: Counter,
 }
 
 /// `tcp.<stat_prefix>.*` for one TCP proxy.

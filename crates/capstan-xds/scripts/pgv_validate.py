@@ -4,6 +4,7 @@ NACKs on) before anything else. No Envoy binary can run on these machines; this 
     python -m venv /tmp/pgv && /tmp/pgv/bin/pip install "protobuf<5" "xds-protos<1.64" \
         "grpcio<1.64" protoc-gen-validate
     CAPSTAN_PGV_DUMP=/tmp/xds cargo test -p capstan-xds --test gen_mtls dump_for_envoy_validation
+    CAPSTAN_PGV_DUMP=/tmp/xds cargo test -p capstan-xds --test gen_authz dump_for_envoy_validation
     /tmp/pgv/bin/python crates/capstan-xds/scripts/pgv_validate.py /tmp/xds
 
 The validator checks one message at a time and does not look inside `Any` fields, so every
@@ -24,6 +25,8 @@ from envoy.config.listener.v3 import listener_pb2  # noqa: F401
 from envoy.config.route.v3 import route_pb2  # noqa: F401
 from envoy.extensions.filters.http.cors.v3 import cors_pb2  # noqa: F401
 from envoy.extensions.filters.http.fault.v3 import fault_pb2  # noqa: F401
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_authn_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.http_inspector.v3 import http_inspector_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
@@ -31,6 +34,7 @@ from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401

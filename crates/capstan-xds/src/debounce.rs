@@ -315,7 +315,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_isolated_change_waits_only_the_minimum_quiet_period() {
         let pushes = collect(
-            vec![(0, endpoints("a")), (1000, endpoints("b")), (2000, nothing())],
+            vec![
+                (0, endpoints("a")),
+                (1000, endpoints("b")),
+                (2000, nothing()),
+            ],
             DebounceOptions::default(),
         )
         .await;
@@ -335,12 +339,19 @@ mod tests {
         assert!(
             pushes.len() <= 4,
             "churn merges into a few pushes: {:?}",
-            pushes.iter().map(|(t, p)| (*t, p.eds_hosts.len())).collect::<Vec<_>>()
+            pushes
+                .iter()
+                .map(|(t, p)| (*t, p.eds_hosts.len()))
+                .collect::<Vec<_>>()
         );
         let hosts: usize = pushes.iter().map(|(_, p)| p.eds_hosts.len()).sum();
         assert_eq!(hosts, 20, "no change is lost");
         let (last_at, _) = pushes.last().unwrap();
-        assert_eq!(*last_at, 570 + 100, "the last burst waits the full quiet period");
+        assert_eq!(
+            *last_at,
+            570 + 100,
+            "the last burst waits the full quiet period"
+        );
         // Quiet again: the next isolated change is fast once more.
         let pushes = collect(
             vec![

@@ -71,5 +71,11 @@ fn mtls() {
 
 #[test]
 fn authz() {
-    golden_for("authz", &[("reviews-v1", reviews_v1())]);
+    golden_for(
+        "authz",
+        &[
+            ("reviews-v1", reviews_v1()),
+            ("ingressgateway", ingress_gateway()),
+        ],
+    );
 }

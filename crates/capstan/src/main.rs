@@ -5,6 +5,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod discovery;
 mod proxy;
+mod proxy_init;
 mod proxy_status;
 mod validate;
 
@@ -21,10 +22,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane.
-    Discovery(discovery::Args),
+    /// Run the control plane (boxed: its flags make it the largest variant by far).
+    Discovery(Box<discovery::Args>),
     /// Run the bundled sidecar / gateway, configured by xDS (like Envoy under pilot-agent).
     Proxy(proxy::Args),
+    /// Install Istio's iptables traffic capture in the pod's network namespace (the injected
+    /// `istio-init` container; `istio-iptables`' flags).
+    ProxyInit(proxy_init::Args),
     /// Show every connected proxy's sync state per xDS type (like `istioctl proxy-status`).
     ProxyStatus(proxy_status::StatusArgs),
     /// Show what a proxy was sent (like `istioctl proxy-config`).
@@ -40,7 +44,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Discovery(args) => {
             init_tracing();
-            match discovery::run(args) {
+            match discovery::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -52,6 +56,7 @@ fn main() -> ExitCode {
             init_tracing();
             report(proxy::run(args))
         }
+        Command::ProxyInit(args) => report(proxy_init::run(&args)),
         Command::Validate(args) => validate::run(&args),
         Command::ProxyStatus(args) => report(proxy_status::status(&args)),
         Command::ProxyConfig(args) => report(proxy_status::config(&args)),

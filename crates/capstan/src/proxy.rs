@@ -7,19 +7,29 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Flags of `capstan proxy`. Either `--bootstrap` (Envoy's v3 bootstrap as Istio's pilot-agent
-/// writes it), or `--xds-address` with `--node-id` for quick local use.
+/// writes it), or `--xds-address` with `--node-id` for quick local use, or `--xds-address` with
+/// `--node-from-env` in an injected pod.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Envoy v3 bootstrap file (JSON or YAML): node, ADS config, the xDS cluster, admin address.
-    #[arg(long, conflicts_with_all = ["xds_address", "node_id"])]
+    #[arg(long, conflicts_with_all = ["xds_address", "node_id", "node_from_env"])]
     bootstrap: Option<PathBuf>,
     /// xDS server address (HOST:PORT) when there is no bootstrap file.
-    #[arg(long, requires = "node_id")]
+    #[arg(long)]
     xds_address: Option<String>,
     /// Node id when there is no bootstrap file, e.g.
     /// `sidecar~10.0.0.7~reviews-v1-0.default~default.svc.cluster.local`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "node_from_env")]
     node_id: Option<String>,
+    /// Build the node as pilot-agent does in an injected pod, from the environment:
+    /// `POD_NAME`, `POD_NAMESPACE`, `INSTANCE_IP` (required), `SERVICE_ACCOUNT`, every
+    /// `ISTIO_META_*` (string) and `ISTIO_METAJSON_*` (JSON) variable as metadata.
+    #[arg(long)]
+    node_from_env: bool,
+    /// DNS domain of the node id with `--node-from-env` (pilot-agent's `--domain`); default
+    /// `<POD_NAMESPACE>.svc.cluster.local`.
+    #[arg(long, requires = "node_from_env")]
+    domain: Option<String>,
     /// Node cluster (Istio: `<app>.<namespace>`) when there is no bootstrap file.
     #[arg(long, default_value = "")]
     node_cluster: String,
@@ -95,10 +105,28 @@ fn bootstrap(args: &Args) -> Result<Bootstrap> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         return Bootstrap::parse(&text).with_context(|| format!("bootstrap {}", path.display()));
     }
-    let (Some(xds), Some(id)) = (&args.xds_address, &args.node_id) else {
-        anyhow::bail!("give --bootstrap FILE, or --xds-address HOST:PORT with --node-id ID");
+    let usage =
+        "give --bootstrap FILE, or --xds-address HOST:PORT with --node-id ID or --node-from-env";
+    let Some(xds) = &args.xds_address else {
+        anyhow::bail!(usage);
     };
-    let mut metadata = serde_json::Map::new();
+    let (id, cluster, mut metadata) = match (&args.node_id, args.node_from_env) {
+        (Some(id), _) => (
+            id.clone(),
+            args.node_cluster.clone(),
+            serde_json::Map::new(),
+        ),
+        (None, true) => {
+            let node = node_from_env(std::env::vars(), args.domain.as_deref())?;
+            let cluster = if args.node_cluster.is_empty() {
+                node.cluster
+            } else {
+                args.node_cluster.clone()
+            };
+            (node.id, cluster, node.metadata)
+        }
+        (None, false) => anyhow::bail!(usage),
+    };
     for kv in &args.metadata {
         let (k, v) = kv
             .split_once('=')
@@ -111,13 +139,81 @@ fn bootstrap(args: &Args) -> Result<Bootstrap> {
         metadata.insert(k.to_string(), value);
     }
     Ok(Bootstrap::from_parts(
-        id,
-        &args.node_cluster,
+        &id,
+        &cluster,
         xds,
         !args.sotw,
         Some(args.admin_address),
         serde_json::Value::Object(metadata),
     )?)
+}
+
+/// The node pilot-agent gives Envoy in an injected pod.
+#[derive(Debug)]
+struct EnvNode {
+    id: String,
+    cluster: String,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Builds the node from the injected sidecar's environment, as pilot-agent: id
+/// `sidecar~<INSTANCE_IP>~<POD_NAME>.<POD_NAMESPACE>~<domain>`, cluster `<canonical name>.<ns>`,
+/// metadata from `ISTIO_META_*` / `ISTIO_METAJSON_*` plus NAME, NAMESPACE, INSTANCE_IPS,
+/// SERVICE_ACCOUNT and CLUSTER_ID (`Kubernetes` unless given).
+fn node_from_env(
+    vars: impl IntoIterator<Item = (String, String)>,
+    domain: Option<&str>,
+) -> Result<EnvNode> {
+    use serde_json::Value;
+    let vars: std::collections::BTreeMap<String, String> = vars.into_iter().collect();
+    let get = |k: &str| vars.get(k).filter(|v| !v.is_empty()).cloned();
+    let missing: Vec<&str> = ["POD_NAME", "POD_NAMESPACE", "INSTANCE_IP"]
+        .into_iter()
+        .filter(|k| get(k).is_none())
+        .collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "--node-from-env: {} not set (the injected sidecar sets them from the Downward API)",
+        missing.join(", ")
+    );
+    let (name, namespace, ip) = (
+        get("POD_NAME").unwrap_or_default(),
+        get("POD_NAMESPACE").unwrap_or_default(),
+        get("INSTANCE_IP").unwrap_or_default(),
+    );
+    let mut metadata = serde_json::Map::new();
+    for (k, v) in &vars {
+        if let Some(key) = k.strip_prefix("ISTIO_METAJSON_") {
+            let json: Value =
+                serde_json::from_str(v).with_context(|| format!("{k}: not JSON: {v:?}"))?;
+            metadata.insert(key.to_string(), json);
+        } else if let Some(key) = k.strip_prefix("ISTIO_META_") {
+            metadata.insert(key.to_string(), Value::String(v.clone()));
+        }
+    }
+    metadata.insert("NAME".into(), Value::String(name.clone()));
+    metadata.insert("NAMESPACE".into(), Value::String(namespace.clone()));
+    metadata.insert("INSTANCE_IPS".into(), Value::String(ip.clone()));
+    if let Some(sa) = get("SERVICE_ACCOUNT") {
+        metadata.insert("SERVICE_ACCOUNT".into(), Value::String(sa));
+    }
+    metadata
+        .entry("CLUSTER_ID")
+        .or_insert_with(|| Value::String("Kubernetes".into()));
+    let label = |k: &str| metadata.get("LABELS")?.get(k)?.as_str().map(str::to_string);
+    let canonical = label("service.istio.io/canonical-name")
+        .or_else(|| label("app"))
+        .or_else(|| metadata.get("WORKLOAD_NAME")?.as_str().map(str::to_string));
+    let cluster = match canonical {
+        Some(c) => format!("{c}.{namespace}"),
+        None => "istio-proxy".to_string(),
+    };
+    let domain = domain.map_or_else(|| format!("{namespace}.svc.cluster.local"), str::to_string);
+    Ok(EnvNode {
+        id: format!("sidecar~{ip}~{name}.{namespace}~{domain}"),
+        cluster,
+        metadata,
+    })
 }
 
 /// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, then drains.
@@ -171,8 +267,69 @@ pub fn run(args: Args) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{node_from_env, parse_duration};
     use std::time::Duration;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn node_from_the_injected_environment() {
+        let env = vars(&[
+            ("POD_NAME", "reviews-v1-6f9d5c7b8-x2kq9"),
+            ("POD_NAMESPACE", "bookinfo"),
+            ("INSTANCE_IP", "10.1.1.7"),
+            ("SERVICE_ACCOUNT", "bookinfo-reviews"),
+            ("ISTIO_META_CLUSTER_ID", "east"),
+            ("ISTIO_META_WORKLOAD_NAME", "reviews-v1"),
+            (
+                "ISTIO_METAJSON_LABELS",
+                r#"{"app":"reviews","version":"v1"}"#,
+            ),
+            ("HOME", "/"),
+        ]);
+        let node = node_from_env(env, None).expect("a node");
+        assert_eq!(
+            node.id,
+            "sidecar~10.1.1.7~reviews-v1-6f9d5c7b8-x2kq9.bookinfo~bookinfo.svc.cluster.local"
+        );
+        assert_eq!(node.cluster, "reviews.bookinfo");
+        let m = serde_json::Value::Object(node.metadata);
+        assert_eq!(m["NAME"], "reviews-v1-6f9d5c7b8-x2kq9");
+        assert_eq!(m["NAMESPACE"], "bookinfo");
+        assert_eq!(m["INSTANCE_IPS"], "10.1.1.7");
+        assert_eq!(m["SERVICE_ACCOUNT"], "bookinfo-reviews");
+        assert_eq!(m["CLUSTER_ID"], "east");
+        assert_eq!(m["WORKLOAD_NAME"], "reviews-v1");
+        assert_eq!(m["LABELS"]["version"], "v1");
+        assert!(m.get("HOME").is_none());
+
+        let minimal = vars(&[
+            ("POD_NAME", "p"),
+            ("POD_NAMESPACE", "ns"),
+            ("INSTANCE_IP", "10.0.0.2"),
+        ]);
+        let node = node_from_env(minimal, Some("ns.svc.example.org")).expect("a node");
+        assert_eq!(node.id, "sidecar~10.0.0.2~p.ns~ns.svc.example.org");
+        assert_eq!(node.cluster, "istio-proxy");
+        assert_eq!(node.metadata["CLUSTER_ID"], "Kubernetes");
+
+        let err = node_from_env(vars(&[("POD_NAME", "p")]), None).expect_err("missing");
+        assert!(
+            err.to_string().contains("POD_NAMESPACE, INSTANCE_IP"),
+            "{err}"
+        );
+        let bad = vars(&[
+            ("POD_NAME", "p"),
+            ("POD_NAMESPACE", "ns"),
+            ("INSTANCE_IP", "10.0.0.2"),
+            ("ISTIO_METAJSON_LABELS", "{app"),
+        ]);
+        assert!(node_from_env(bad, None).is_err());
+    }
 
     #[test]
     fn durations() {

@@ -338,7 +338,11 @@ async fn keeps_serving_through_a_control_plane_restart_and_reconnects() -> Resul
     // while the proxy retries within its backoff: the window in which a server that answered
     // before loading its config would tell the proxy that every cluster was removed.
     set_vs(&m.dir, &weights(0, 100))?;
-    m.discovery = proxy::discovery_with(&m.dir, Some(xds_port), &["--debounce-ms", "1000"])?;
+    m.discovery = proxy::discovery_with(
+        &m.dir,
+        Some(xds_port),
+        &["--debounce-ms", "1000", "--debounce-min-ms", "1000"],
+    )?;
     let client = proxy::client(false);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -8,6 +8,17 @@ fn is_allow(a: &AuthorizationAction) -> bool {
     *a == AuthorizationAction::Allow
 }
 
+/// Reads an empty list as an absent one. Istio decodes with protojson, where `rules: []` leaves
+/// the repeated field unset: a DENY policy with `rules: []` is rejected as one without rules,
+/// and `from: []` / `to: []` constrain nothing (found by differential testing against istioctl).
+fn empty_as_none<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.filter(|v| !v.is_empty()))
+}
+
 /// Access control on the selected workloads: an action taken when any rule matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -21,8 +32,13 @@ pub struct AuthorizationPolicy {
     /// Resources the policy applies to, instead of a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
-    /// Rules; a request matches when any rule matches. Absent: nothing matches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Rules; a request matches when any rule matches. Absent (or empty): nothing matches.
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<Vec<Rule>>")]
     pub rules: Option<Vec<Rule>>,
     /// What to do with matching requests; ALLOW by default.
     #[serde(default, skip_serializing_if = "is_allow")]
@@ -78,11 +94,21 @@ pub struct ExtensionProvider {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Rule {
-    /// Sources of the request (any source when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Sources of the request (any source when absent or empty).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<Vec<RuleFrom>>")]
     pub from: Option<Vec<RuleFrom>>,
-    /// Operations of the request (any operation when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Operations of the request (any operation when absent or empty).
+    #[serde(
+        default,
+        deserialize_with = "empty_as_none",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(with = "Option<Vec<RuleTo>>")]
     pub to: Option<Vec<RuleTo>>,
     /// Additional conditions, all of which must hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

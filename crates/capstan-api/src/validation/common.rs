@@ -72,7 +72,9 @@ pub fn validate_dns1123_labels(domain: &str) -> Check {
         ));
     }
     for (i, label) in parts.iter().enumerate() {
-        if i == parts.len() - 1 && label.is_empty() && i > 0 {
+        // Istio allows the last label to be empty (`istio.io.`); for the empty string, reached
+        // as the rest of `*.`, that makes the whole host valid, as istioctl agrees.
+        if i == parts.len() - 1 && label.is_empty() {
             return Ok(());
         }
         if !is_dns1123_label(label) {
@@ -166,9 +168,14 @@ pub fn validate_protocol(protocol: &str) -> Check {
 }
 
 fn is_qualified_name_part(s: &str) -> bool {
+    s.len() <= 63 && is_qualified_name_syntax(s)
+}
+
+/// Istio's `qualifiedNameFmt` with no length limit: alphanumerics, `-`, `_`, `.`, starting and
+/// ending with an alphanumeric.
+fn is_qualified_name_syntax(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
@@ -196,13 +203,16 @@ pub fn validate_label_key(key: &str) -> Check {
     Ok(())
 }
 
-/// Kubernetes label value: empty, or at most 63 characters of alphanumerics, `-`, `_`, `.`.
+/// Istio's `labels.Instance.Validate` for a value: empty, or alphanumerics, `-`, `_`, `.`,
+/// starting and ending with an alphanumeric. Istio's `labelValueRegexp` sets no length limit
+/// (unlike Kubernetes' 63 for `metadata.labels`), and neither do the CRD schemas of the fields
+/// checked with it (subset labels, endpoint labels, `sourceLabels`).
 pub fn validate_label_value(value: &str) -> Check {
-    if value.is_empty() || is_qualified_name_part(value) {
+    if value.is_empty() || is_qualified_name_syntax(value) {
         Ok(())
     } else {
         Err(format!(
-            "invalid label value {value:?}: must be empty or at most 63 characters of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+            "invalid label value {value:?}: must be empty or alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
         ))
     }
 }
@@ -229,8 +239,10 @@ pub fn validate_workload_selector(selector: &WorkloadSelector, path: &Path<'_>, 
     validate_selector_labels(&selector.match_labels, &path.field("matchLabels"), out);
 }
 
-/// Istio's `validateWorkloadSelector` over a label map (`labels` of networking selectors,
-/// `matchLabels` of security ones): keys and values valid, no wildcards, no empty keys.
+/// Istio's `validateWorkloadSelector` / `ValidateAlphaWorkloadSelector` over a label map
+/// (`labels` of networking selectors, `matchLabels` of security ones): no empty keys, no
+/// wildcards. Istio checks no other syntax; the CRD schemas add only `maxLength: 63` on values,
+/// which the API server enforces and so does this.
 pub fn validate_selector_labels(
     map: &std::collections::BTreeMap<String, String>,
     labels: &Path<'_>,
@@ -249,12 +261,19 @@ pub fn validate_selector_labels(
             );
             continue;
         }
-        if let Err(e) = validate_label_key(k) {
-            out.error(&p, e);
-        }
-        if let Err(e) = validate_label_value(v) {
-            out.error(&p, e);
-        }
+        check(validate_selector_value_length(v), &p, out);
+    }
+}
+
+/// The CRD schemas' `maxLength: 63` on selector label values (checked by the API server, not
+/// by Istio's webhook).
+pub fn validate_selector_value_length(value: &str) -> Check {
+    if value.len() > 63 {
+        Err(format!(
+            "selector label value {value:?} is longer than 63 characters (the CRD schema's maxLength)"
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -457,5 +476,42 @@ mod tests {
         assert!(validate_label_value("").is_ok());
         assert!(validate_label_value("v1.2_3").is_ok());
         assert!(validate_label_value("has space").is_err());
+        assert!(validate_label_value("-dash").is_err());
+    }
+
+    #[test]
+    fn a_bare_wildcard_with_a_trailing_dot_is_a_domain_as_in_istio() {
+        // ValidateWildcardDomain("*.") checks "" as the rest, which Istio accepts (found by
+        // differential fuzzing against istioctl).
+        assert!(validate_wildcard_domain("*.").is_ok());
+        assert!(validate_wildcard_domain("*.example.com.").is_ok());
+        assert!(validate_wildcard_domain("*..").is_err());
+        assert!(validate_fqdn("").is_err());
+        assert!(validate_fqdn(".").is_err());
+    }
+
+    #[test]
+    fn label_values_have_no_length_limit_as_in_istio() {
+        // Istio's labelValueRegexp has no length bound (found by differential fuzzing).
+        assert!(validate_label_value(&format!("{}.example.com", "a".repeat(64))).is_ok());
+        assert!(validate_label_value(&"x".repeat(300)).is_ok());
+    }
+
+    #[test]
+    fn selectors_check_only_what_istio_and_the_crd_check() {
+        let check = |k: &str, v: &str| {
+            let mut out = Report::default();
+            let map = std::collections::BTreeMap::from([(k.to_string(), v.to_string())]);
+            validate_selector_labels(&map, &Path::root("spec").field("selector"), &mut out);
+            out.errors.len()
+        };
+        // Accepted by istioctl and by the CRD schema: no label syntax is imposed.
+        assert_eq!(check("app", "-dash.example.com"), 0);
+        assert_eq!(check("app", "ns/host.example.com"), 0);
+        assert_eq!(check("UPPER.io/x", "trailing.dot."), 0);
+        // Rejected by Istio's webhook or the CRD schema.
+        assert_eq!(check("app", "a*"), 1);
+        assert_eq!(check("", "v"), 1);
+        assert_eq!(check("app", &"x".repeat(64)), 1);
     }
 }

@@ -1,8 +1,8 @@
 //! `ServiceEntry` validation, following Istio's `ValidateServiceEntry`.
 
 use super::common::{
-    check, validate_export_to, validate_fqdn, validate_label_key, validate_label_value,
-    validate_port, validate_port_name, validate_protocol, validate_wildcard_domain,
+    check, validate_export_to, validate_fqdn, validate_port, validate_port_name, validate_protocol,
+    validate_selector_value_length, validate_wildcard_domain,
 };
 use super::workload_entry::{is_ip, validate_ip_subnet, validate_workload_entry};
 use super::{Context, Validate};
@@ -67,8 +67,8 @@ impl Validate for ServiceEntry {
                     );
                     continue;
                 }
-                check(validate_label_key(k), &p, out);
-                check(validate_label_value(v), &p, out);
+                // Istio checks no label syntax here; the CRD schema bounds values to 63.
+                check(validate_selector_value_length(v), &p, out);
             }
             if sel.labels.is_empty() {
                 out.warn(

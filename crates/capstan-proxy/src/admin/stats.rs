@@ -162,6 +162,8 @@ fn http_stats<'a>(prefix: &'a str, s: &'a HttpStats, out: &mut Vec<Stat<'a>>) {
     );
     push("rbac.allowed", Val::Counter(s.rbac_allowed.get()));
     push("rbac.denied", Val::Counter(s.rbac_denied.get()));
+    push("jwt_authn.allowed", Val::Counter(s.jwt_authn_allowed.get()));
+    push("jwt_authn.denied", Val::Counter(s.jwt_authn_denied.get()));
     push("downstream_rq_time", Val::Histogram(&s.downstream_rq_time));
     for (c, counter) in s.downstream_rq_class.iter().enumerate() {
         out.push(Stat {

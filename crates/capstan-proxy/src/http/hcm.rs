@@ -1,7 +1,8 @@
 //! `compile_hcm`: an `HttpConnectionManager` into [`HcmConfig`]: codec, routes (RDS or inline),
-//! HTTP filters (fault, CORS, router last), timeouts and the forwarding-header settings.
+//! HTTP filters (JWT authentication, RBAC, fault, CORS, in their listed order; router last),
+//! timeouts and the forwarding-header settings.
 
-use super::{HcmConfig, RouteSource};
+use super::{HcmConfig, HttpFilter, RouteSource};
 use crate::route::filters::{FaultConfig, FAULT_TYPE};
 use crate::CompileError;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -51,9 +52,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
             ))
         }
     };
-    let mut fault = None;
-    let mut rbac = Vec::new();
-    let mut cors = false;
+    let mut filters = Vec::new();
     let mut router = false;
     for (i, f) in h.http_filters.iter().enumerate() {
         let path = format!("http_filters[{i}]");
@@ -73,7 +72,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         let type_url = any.map(|a| a.type_url.as_str()).unwrap_or("");
         match (f.name.as_str(), type_url) {
             (_, ROUTER_TYPE) | ("envoy.filters.http.router", "") => router = true,
-            (_, CORS_TYPE) | ("envoy.filters.http.cors", "") => cors = true,
+            (_, CORS_TYPE) | ("envoy.filters.http.cors", "") => filters.push(HttpFilter::Cors),
             (_, FAULT_TYPE) | ("envoy.filters.http.fault", "") => {
                 let proto = match any {
                     Some(a) => HttpFault::decode(a.value.as_slice()).map_err(|e| {
@@ -84,10 +83,10 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
                     })?,
                     None => HttpFault::default(),
                 };
-                fault = Some(Arc::new(
+                filters.push(HttpFilter::Fault(Arc::new(
                     FaultConfig::compile(&proto)
                         .map_err(|e| e.within(&format!("{path}.typed_config")))?,
-                ));
+                )));
             }
             (_, super::rbac::RBAC_TYPE) | ("envoy.filters.http.rbac", "") => {
                 let proto = match any {
@@ -99,10 +98,25 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
                     })?,
                     None => Default::default(),
                 };
-                rbac.push(Arc::new(
+                filters.push(HttpFilter::Rbac(Arc::new(
                     super::rbac::RbacFilter::compile(&proto)
                         .map_err(|e| e.within(&format!("{path}.typed_config")))?,
-                ));
+                )));
+            }
+            (_, super::jwt_authn::JWT_AUTHN_TYPE) | (super::jwt_authn::JWT_AUTHN_NAME, "") => {
+                let proto = match any {
+                    Some(a) => prost::Message::decode(a.value.as_slice()).map_err(|e| {
+                        CompileError::new(
+                            format!("{path}.typed_config"),
+                            format!("cannot decode: {e}"),
+                        )
+                    })?,
+                    None => Default::default(),
+                };
+                filters.push(HttpFilter::JwtAuthn(Arc::new(
+                    super::jwt_authn::JwtAuthnFilter::compile(&proto)
+                        .map_err(|e| e.within(&format!("{path}.typed_config")))?,
+                )));
             }
             _ if f.is_optional => {}
             (name, t) => {
@@ -151,8 +165,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         stat_prefix: h.stat_prefix.clone(),
         routes,
         codec,
-        fault,
-        cors,
+        filters,
         stream_idle_timeout: match dur(&h.stream_idle_timeout, "stream_idle_timeout")? {
             None => Some(Duration::from_secs(300)),
             Some(d) if d.is_zero() => None,
@@ -176,7 +189,6 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         normalize_path: h.normalize_path.is_some_and(|b| b.value),
         merge_slashes: h.merge_slashes,
         xfcc: super::headers::Xfcc::compile(h)?,
-        rbac,
     })
 }
 
@@ -246,6 +258,35 @@ mod tests {
             let r = compile_hcm(&hcm(filters));
             assert_eq!(r.err().map(|e| e.path), err.map(str::to_string), "case {i}");
         }
+        // Filters keep their listed order (the JWT filter must run before RBAC reads its
+        // metadata); an empty typed config is a valid JwtAuthentication and RBAC.
+        let c = compile_hcm(&hcm(vec![
+            filter(
+                "envoy.filters.http.jwt_authn",
+                super::super::jwt_authn::JWT_AUTHN_TYPE,
+                false,
+            ),
+            filter(
+                "envoy.filters.http.rbac",
+                super::super::rbac::RBAC_TYPE,
+                false,
+            ),
+            filter("envoy.filters.http.fault", FAULT_TYPE, false),
+            filter("envoy.filters.http.cors", CORS_TYPE, false),
+            router(),
+        ]))
+        .unwrap();
+        let kinds: Vec<&str> = c
+            .filters
+            .iter()
+            .map(|f| match f {
+                super::HttpFilter::JwtAuthn(_) => "jwt_authn",
+                super::HttpFilter::Rbac(_) => "rbac",
+                super::HttpFilter::Fault(_) => "fault",
+                super::HttpFilter::Cors => "cors",
+            })
+            .collect();
+        assert_eq!(kinds, ["jwt_authn", "rbac", "fault", "cors"]);
         let c = compile_hcm(&hcm(vec![router()])).unwrap();
         assert_eq!(c.stat_prefix, "outbound_0.0.0.0_80");
         assert!(matches!(&c.routes, RouteSource::Rds(n) if n == "80"));

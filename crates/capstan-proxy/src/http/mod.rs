@@ -1,14 +1,18 @@
 //! The HTTP connection manager: HTTP/1.1 and HTTP/2 (prior knowledge) downstream, the HTTP
-//! filters Istio generates (fault, CORS, router), and the router's request path (route, rewrite,
-//! headers, retries, timeouts, mirroring) onto a cluster.
+//! filters Istio generates (JWT authentication, RBAC, fault, CORS, router) run in the order the
+//! HCM lists them, and the router's request path (route, rewrite, headers, retries, timeouts,
+//! mirroring) onto a cluster.
 //!
 //! - [`hcm`]: compiling the `HttpConnectionManager`; [`headers`]: forwarding headers;
-//! - [`cors`], [`fault`]: the two filters; [`router`], [`retry`], [`mirror`]: upstream.
+//! - [`jwt_authn`], [`rbac`], [`cors`], [`fault`]: the filters; [`metadata`]: the dynamic
+//!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream.
 
 pub mod cors;
 pub mod fault;
 pub mod hcm;
 pub mod headers;
+pub mod jwt_authn;
+pub mod metadata;
 pub mod mirror;
 pub mod rbac;
 pub mod retry;
@@ -62,6 +66,19 @@ pub enum StripPort {
     Any,
 }
 
+/// One HTTP filter before the router; the HCM runs them in its listed order.
+#[derive(Debug, Clone)]
+pub enum HttpFilter {
+    /// `envoy.filters.http.jwt_authn`.
+    JwtAuthn(Arc<jwt_authn::JwtAuthnFilter>),
+    /// `envoy.filters.http.rbac` (Istio: DENY before ALLOW).
+    Rbac(Arc<rbac::RbacFilter>),
+    /// `envoy.filters.http.fault`, with its filter-level config (routes may override it).
+    Fault(Arc<FaultConfig>),
+    /// `envoy.filters.http.cors` (the policy comes from the route).
+    Cors,
+}
+
 /// A compiled `HttpConnectionManager`.
 #[derive(Debug)]
 pub struct HcmConfig {
@@ -71,10 +88,8 @@ pub struct HcmConfig {
     pub routes: RouteSource,
     /// `codec_type`.
     pub codec: Codec,
-    /// The fault filter, when present, with its filter-level config.
-    pub fault: Option<Arc<FaultConfig>>,
-    /// Whether the CORS filter is present.
-    pub cors: bool,
+    /// The HTTP filters before the router, in chain order.
+    pub filters: Vec<HttpFilter>,
     /// `stream_idle_timeout` (default 5 min; None = disabled).
     pub stream_idle_timeout: Option<Duration>,
     /// `request_timeout` (None = disabled).
@@ -101,8 +116,6 @@ pub struct HcmConfig {
     pub normalize_path: bool,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub xfcc: headers::Xfcc,
-    /// RBAC filters in chain order (Istio: DENY before ALLOW).
-    pub rbac: Vec<Arc<rbac::RbacFilter>>,
     /// `merge_slashes`.
     pub merge_slashes: bool,
 }
@@ -210,6 +223,46 @@ fn authority(
     }
 }
 
+/// The route a request matched, looked up when a filter or the router first needs it (and
+/// again after a filter that may change what it matches, as Envoy's `clearRouteCache`).
+struct Matched<'t> {
+    host: String,
+    path_and_query: String,
+    route: Option<(&'t crate::route::VirtualHost, &'t crate::route::Route)>,
+    /// The virtual host requires TLS and the request is not: the router redirects.
+    tls_redirect: bool,
+}
+
+fn match_route<'t>(
+    ctx: &Ctx,
+    table: &'t RouteTable,
+    parts: &http::request::Parts,
+    trusted: bool,
+) -> Matched<'t> {
+    let host = authority(parts, &ctx.hcm, table, ctx.down.local);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let route = table.route(&host, &path_and_query, &parts.headers);
+    let xfp_https = parts
+        .headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v == "https");
+    let tls_redirect = route.is_some_and(|(vh, _)| match vh.require_tls {
+        RequireTls::None => false,
+        RequireTls::All => !ctx.down.tls && !xfp_https,
+        RequireTls::ExternalOnly => !ctx.down.tls && !xfp_https && !trusted,
+    });
+    Matched {
+        host,
+        path_and_query,
+        route,
+        tls_redirect,
+    }
+}
+
 async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     let (mut parts, body) = req.into_parts();
     let snapshot = ctx.store.snapshot();
@@ -222,11 +275,8 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         return local_reply(404, "");
     };
     let trusted = headers::on_request(&ctx.hcm, &mut parts.headers, &ctx.down);
-    if !ctx.hcm.rbac.is_empty() {
-        if let Some(denied) = authorize(ctx, &parts) {
-            return denied;
-        }
-    }
+    // The connection manager normalizes the path before any filter sees it, so RBAC and JWT
+    // rules match what the router routes.
     if ctx.hcm.normalize_path || ctx.hcm.merge_slashes {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let n = normalize(pq, ctx.hcm.normalize_path, ctx.hcm.merge_slashes);
@@ -234,68 +284,83 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
             parts.uri = u;
         }
     }
-    let host = authority(&parts, &ctx.hcm, &table, ctx.down.local);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let Some((vh, route)) = table.route(&host, &path_and_query, &parts.headers) else {
+    let scheme = if ctx.down.tls { "https" } else { "http" };
+    let mut metadata = metadata::DynamicMetadata::default();
+    let mut matched: Option<Matched<'_>> = None;
+    let mut cors_headers = None;
+    for filter in &ctx.hcm.filters {
+        match filter {
+            HttpFilter::JwtAuthn(f) => {
+                if let Some(refused) = authenticate(ctx, f, &mut parts, &mut metadata) {
+                    return refused;
+                }
+                // clear_route_cache: claim headers may change the route.
+                matched = None;
+            }
+            HttpFilter::Rbac(f) => {
+                if let Some(denied) = authorize(ctx, f, &parts, &metadata) {
+                    return denied;
+                }
+            }
+            HttpFilter::Cors => {
+                let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+                let Some((_, route)) = m.route.filter(|_| !m.tls_redirect) else {
+                    continue;
+                };
+                if let Override::Set(c) = &route.filters.cors {
+                    match cors::evaluate(c, &parts.method, &parts.headers) {
+                        cors::Cors::Preflight(h) => {
+                            let mut r = local_reply(200, "");
+                            r.headers_mut().extend(h);
+                            return r;
+                        }
+                        cors::Cors::Response(h) => cors_headers = Some(h),
+                        cors::Cors::Pass => {}
+                    }
+                }
+            }
+            HttpFilter::Fault(filter_level) => {
+                let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+                let Some((_, route)) = m.route.filter(|_| !m.tls_redirect) else {
+                    continue;
+                };
+                let cfg = match &route.filters.fault {
+                    Override::Set(c) => Some(c.clone()),
+                    Override::Inherit => Some(filter_level.clone()),
+                    Override::Disabled => None,
+                };
+                if let Some(cfg) = cfg {
+                    let cluster = match &route.action {
+                        Action::Forward(f) => match &f.clusters {
+                            action::ClusterChoice::Single(c) => Some(c.as_str()),
+                            _ => None,
+                        },
+                        _ => None,
+                    };
+                    if let Some(r) = fault::apply(&cfg, &parts.headers, cluster, &ctx.stats).await {
+                        return r;
+                    }
+                }
+            }
+        }
+    }
+    let Matched {
+        host,
+        path_and_query,
+        route,
+        tls_redirect,
+    } = matched.unwrap_or_else(|| match_route(ctx, &table, &parts, trusted));
+    let Some((vh, route)) = route else {
         ctx.stats.no_route.inc();
         return local_reply(404, "");
     };
-    let scheme = if ctx.down.tls { "https" } else { "http" };
-    let xfp_https = parts
-        .headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v == "https");
-    let needs_tls = match vh.require_tls {
-        RequireTls::None => false,
-        RequireTls::All => !ctx.down.tls && !xfp_https,
-        RequireTls::ExternalOnly => !ctx.down.tls && !xfp_https && !trusted,
-    };
-    if needs_tls {
+    if tls_redirect {
         let r = action::Redirect {
             scheme: Some("https".into()),
             status: 301,
             ..action::Redirect::default()
         };
         return redirect(&action::location(&r, scheme, &host, &path_and_query, None));
-    }
-    // CORS.
-    let mut cors_headers = None;
-    if ctx.hcm.cors {
-        if let Override::Set(c) = &route.filters.cors {
-            match cors::evaluate(c, &parts.method, &parts.headers) {
-                cors::Cors::Preflight(h) => {
-                    let mut r = local_reply(200, "");
-                    r.headers_mut().extend(h);
-                    return r;
-                }
-                cors::Cors::Response(h) => cors_headers = Some(h),
-                cors::Cors::Pass => {}
-            }
-        }
-    }
-    // Fault.
-    if let Some(filter_level) = &ctx.hcm.fault {
-        let cfg = match &route.filters.fault {
-            Override::Set(c) => Some(c.clone()),
-            Override::Inherit => Some(filter_level.clone()),
-            Override::Disabled => None,
-        };
-        if let Some(cfg) = cfg {
-            let cluster = match &route.action {
-                Action::Forward(f) => match &f.clusters {
-                    action::ClusterChoice::Single(c) => Some(c.as_str()),
-                    _ => None,
-                },
-                _ => None,
-            };
-            if let Some(r) = fault::apply(&cfg, &parts.headers, cluster, &ctx.stats).await {
-                return r;
-            }
-        }
     }
     let (mut resp, cookie) = match &route.action {
         Action::Direct(d) => (local_reply(d.status, ""), None).map_body(d.body.clone()),
@@ -355,8 +420,65 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     resp
 }
 
-/// Runs the RBAC filters; a refusal is Envoy's `403 RBAC: access denied`.
-fn authorize(ctx: &Ctx, parts: &http::request::Parts) -> Option<Response<BoxBody>> {
+/// Runs the JWT filter; a refusal is Envoy's 401/403 with the status as body.
+fn authenticate(
+    ctx: &Ctx,
+    filter: &jwt_authn::JwtAuthnFilter,
+    parts: &mut http::request::Parts,
+    metadata: &mut metadata::DynamicMetadata,
+) -> Option<Response<BoxBody>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    match filter.on_request(
+        &parts.method,
+        &path_and_query,
+        &mut parts.headers,
+        metadata,
+        now,
+    ) {
+        Ok(()) => {
+            ctx.stats.jwt_authn_allowed.inc();
+            None
+        }
+        Err(status) => {
+            ctx.stats.jwt_authn_denied.inc();
+            tracing::debug!(status = status.message(), "jwt_authn: request refused");
+            // Envoy's realm: the original URL, `x-forwarded-proto://host/path`, no query.
+            let proto = parts
+                .headers
+                .get("x-forwarded-proto")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(if ctx.down.tls { "https" } else { "http" });
+            let host = parts
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    parts
+                        .headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or("");
+            let uri = format!("{proto}://{host}{}", parts.uri.path());
+            Some(jwt_authn::refusal(status, &uri))
+        }
+    }
+}
+
+/// Runs one RBAC filter; a refusal is Envoy's `403 RBAC: access denied`.
+fn authorize(
+    ctx: &Ctx,
+    filter: &rbac::RbacFilter,
+    parts: &http::request::Parts,
+    metadata: &metadata::DynamicMetadata,
+) -> Option<Response<BoxBody>> {
     let authority = parts
         .uri
         .authority()
@@ -381,14 +503,13 @@ fn authorize(ctx: &Ctx, parts: &http::request::Parts) -> Option<Response<BoxBody
         remote,
         peer: ctx.down.peer_cert.as_deref(),
         server_name: None,
+        metadata,
     };
-    for filter in &ctx.hcm.rbac {
-        let (allowed, policy) = filter.check(&request);
-        if !allowed {
-            ctx.stats.rbac_denied.inc();
-            tracing::debug!(?policy, peer = ?request.peer.and_then(|p| p.spiffe()), "RBAC: access denied");
-            return Some(local_reply(403, "RBAC: access denied"));
-        }
+    let (allowed, policy) = filter.check(&request);
+    if !allowed {
+        ctx.stats.rbac_denied.inc();
+        tracing::debug!(?policy, peer = ?request.peer.and_then(|p| p.spiffe()), "RBAC: access denied");
+        return Some(local_reply(403, "RBAC: access denied"));
     }
     ctx.stats.rbac_allowed.inc();
     None

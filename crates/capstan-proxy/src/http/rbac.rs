@@ -4,9 +4,12 @@
 //! a request through only when some policy matches; DENY refuses it when one does; LOG only
 //! counts. Istio puts a DENY filter before an ALLOW one, so DENY wins.
 //!
-//! Fields with behaviour not implemented (CEL conditions, metadata matchers used by
-//! RequestAuthentication principals, matcher trees) are compile errors naming the field.
+//! `metadata` permissions and principals match the request's dynamic metadata (the JWT filter's
+//! verified payload: Istio's `requestPrincipals` and `request.auth.*`). Fields with behaviour
+//! not implemented (CEL conditions, `sourced_metadata`, `filter_state`, matcher trees) are
+//! compile errors naming the field.
 
+use super::metadata::{DynamicMetadata, MetadataMatcher};
 use crate::route::matcher::{HeaderMatcher, StringMatcher};
 use crate::CompileError;
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
@@ -105,6 +108,8 @@ pub enum Permission {
     DestinationPortRange(i32, i32),
     /// `requested_server_name` (SNI).
     ServerName(StringMatcher),
+    /// `metadata`: the request's dynamic metadata.
+    Metadata(MetadataMatcher),
 }
 
 /// Who asks.
@@ -128,6 +133,8 @@ pub enum Principal {
     Header(HeaderMatcher),
     /// `url_path`.
     UrlPath(StringMatcher),
+    /// `metadata`: the request's dynamic metadata (JWT claims).
+    Metadata(MetadataMatcher),
 }
 
 /// One named policy.
@@ -170,6 +177,8 @@ pub struct RbacRequest<'a> {
     pub peer: Option<&'a crate::identity::PeerCert>,
     /// SNI of a TLS connection.
     pub server_name: Option<&'a str>,
+    /// Dynamic metadata earlier filters set (the JWT payload).
+    pub metadata: &'a DynamicMetadata,
 }
 
 impl RbacRequest<'_> {
@@ -204,6 +213,7 @@ impl Permission {
                 p >= *a && p < *b
             }
             Permission::ServerName(m) => m.matches(r.server_name.unwrap_or("")),
+            Permission::Metadata(m) => m.matches(r.metadata),
         }
     }
 }
@@ -232,6 +242,7 @@ impl Principal {
             Principal::RemoteIp(c) => c.contains(r.remote),
             Principal::Header(h) => h.matches_value(r.header(&h.name)),
             Principal::UrlPath(m) => m.matches(r.path_only()),
+            Principal::Metadata(m) => m.matches(r.metadata),
         }
     }
 }
@@ -337,7 +348,7 @@ fn path_matcher(
     }
 }
 
-#[allow(deprecated)] // Metadata: what Istio sends for JWT claims
+#[allow(deprecated)]
 fn permission(p: &pb::Permission) -> Result<Permission, CompileError> {
     use pb::permission::Rule as R;
     let set = |s: &pb::permission::Set, f: &str| -> Result<Vec<Permission>, CompileError> {
@@ -369,10 +380,13 @@ fn permission(p: &pb::Permission) -> Result<Permission, CompileError> {
         Some(R::RequestedServerName(m)) => Permission::ServerName(
             StringMatcher::compile(m).map_err(|e| e.within("requested_server_name"))?,
         ),
-        Some(R::Metadata(_)) | Some(R::SourcedMetadata(_)) => {
+        Some(R::Metadata(m)) => {
+            Permission::Metadata(MetadataMatcher::compile(m).map_err(|e| e.within("metadata"))?)
+        }
+        Some(R::SourcedMetadata(_)) => {
             return Err(CompileError::new(
-                "metadata",
-                "metadata permissions (JWT claims) are not supported yet",
+                "sourced_metadata",
+                "sourced metadata permissions are not supported",
             ))
         }
         Some(R::Matcher(_)) | Some(R::UriTemplate(_)) => {
@@ -409,24 +423,32 @@ fn principal(p: &pb::Principal) -> Result<Principal, CompileError> {
             ),
             None => None,
         }),
-        Some(I::SourceIp(c)) | Some(I::DirectRemoteIp(c)) => Principal::DirectRemoteIp(
-            Cidr::compile(c).map_err(|e| e.within("direct_remote_ip"))?,
-        ),
+        Some(I::SourceIp(c)) | Some(I::DirectRemoteIp(c)) => {
+            Principal::DirectRemoteIp(Cidr::compile(c).map_err(|e| e.within("direct_remote_ip"))?)
+        }
         Some(I::RemoteIp(c)) => {
             Principal::RemoteIp(Cidr::compile(c).map_err(|e| e.within("remote_ip"))?)
         }
         Some(I::Header(h)) => {
             Principal::Header(HeaderMatcher::compile(h).map_err(|e| e.within("header"))?)
         }
-        Some(I::UrlPath(u)) => Principal::UrlPath(path_matcher(u).map_err(|e| e.within("url_path"))?),
-        Some(I::Metadata(_)) | Some(I::SourcedMetadata(_)) | Some(I::FilterState(_)) => {
+        Some(I::UrlPath(u)) => {
+            Principal::UrlPath(path_matcher(u).map_err(|e| e.within("url_path"))?)
+        }
+        Some(I::Metadata(m)) => {
+            Principal::Metadata(MetadataMatcher::compile(m).map_err(|e| e.within("metadata"))?)
+        }
+        Some(I::SourcedMetadata(_)) | Some(I::FilterState(_)) => {
             return Err(CompileError::new(
                 "identifier",
-                "metadata and filter-state principals (request principals from JWTs) are not supported yet",
+                "sourced_metadata and filter_state principals are not supported",
             ))
         }
         Some(I::Custom(_)) => {
-            return Err(CompileError::new("custom", "extension principals are not supported"))
+            return Err(CompileError::new(
+                "custom",
+                "extension principals are not supported",
+            ))
         }
         None => return Err(CompileError::new("identifier", "is required")),
     })

@@ -16,8 +16,7 @@ pub(crate) fn hcm_config() -> HcmConfig {
         stat_prefix: "test".into(),
         routes: RouteSource::Rds("80".into()),
         codec: Codec::Auto,
-        fault: None,
-        cors: false,
+        filters: Vec::new(),
         stream_idle_timeout: None,
         request_timeout: None,
         use_remote_address: false,
@@ -32,7 +31,6 @@ pub(crate) fn hcm_config() -> HcmConfig {
         normalize_path: false,
         merge_slashes: false,
         xfcc: crate::http::headers::Xfcc::default(),
-        rbac: Vec::new(),
     }
 }
 
@@ -89,10 +87,18 @@ fn routes() -> RouteConfiguration {
 }
 
 async fn start(store: Arc<Store>) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+    start_with(store, hcm_config()).await
+}
+
+/// Serves `hcm` on a loopback port (plaintext); the sender drains when set.
+pub(crate) async fn start_with(
+    store: Arc<Store>,
+    hcm: HcmConfig,
+) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let hcm = Arc::new(hcm_config());
+    let hcm = Arc::new(hcm);
     tokio::spawn(async move {
         while let Ok((sock, peer)) = listener.accept().await {
             let down = Downstream {
@@ -113,7 +119,8 @@ async fn start(store: Arc<Store>) -> (SocketAddr, tokio::sync::watch::Sender<boo
     (addr, tx)
 }
 
-fn store_with_routes() -> Arc<Store> {
+/// A store holding route `80`: `/direct` → 418 `teapot`, `/old` → redirect, `/missing` → 503.
+pub(crate) fn store_with_routes() -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));
     let rc = routes();
     store

@@ -277,14 +277,14 @@ mod tests {
     fn unexpressible_rules_are_recorded() {
         let mut allow = (*policy("ns", "a", AuthorizationAction::Allow, &[])).clone();
         allow.spec.rules = Some(vec![serde_json::from_str(
-            r#"{"when":[{"key":"request.auth.claims[g]","values":["x"]}]}"#,
+            r#"{"when":[{"key":"experimental.envoy.filters.a[b]","values":["x"]}]}"#,
         )
         .unwrap()]);
         let mut deny = allow.clone();
         deny.name = "d".into();
         deny.spec.action = AuthorizationAction::Deny;
         let index = AuthorizationPolicies::build(vec![Arc::new(allow), Arc::new(deny)]);
-        assert!(index.skipped["ns/a rule[0]"].starts_with("left out: JWT"));
-        assert!(index.skipped["ns/d rule[0]"].starts_with("widened: JWT"));
+        assert!(index.skipped["ns/a rule[0]"].starts_with("left out: Envoy metadata"));
+        assert!(index.skipped["ns/d rule[0]"].starts_with("widened: Envoy metadata"));
     }
 }

@@ -67,6 +67,8 @@ pub(crate) struct ConfigIndex {
     pub peer_authentications: super::authn::PeerAuthentications,
     /// AuthorizationPolicies.
     pub authorization_policies: super::authz::AuthorizationPolicies,
+    /// RequestAuthentications.
+    pub request_authentications: super::request_authn::RequestAuthentications,
 }
 
 /// Whether a rule sets client TLS at any level (top, port, subset, subset port).
@@ -103,6 +105,7 @@ impl ConfigIndex {
         let mut index = ConfigIndex::default();
         let mut peer_authentications = Vec::new();
         let mut authorization_policies = Vec::new();
+        let mut request_authentications = Vec::new();
         let delegates: super::delegate::Delegates<'_> = config
             .objects
             .iter()
@@ -199,6 +202,9 @@ impl ConfigIndex {
                 (Spec::AuthorizationPolicy(ap), Kind::AuthorizationPolicy) => {
                     authorization_policies.push(Arc::new(entry(key, &**ap)));
                 }
+                (Spec::RequestAuthentication(ra), Kind::RequestAuthentication) => {
+                    request_authentications.push(Arc::new(entry(key, &**ra)));
+                }
                 _ => {}
             }
         }
@@ -206,6 +212,8 @@ impl ConfigIndex {
             super::authn::PeerAuthentications::build(peer_authentications, &mesh.root_namespace);
         index.authorization_policies =
             super::authz::AuthorizationPolicies::build(authorization_policies);
+        index.request_authentications =
+            super::request_authn::RequestAuthentications::build(request_authentications);
         // Most specific wildcard first.
         index
             .wildcard_rules

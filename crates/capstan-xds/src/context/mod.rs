@@ -6,12 +6,16 @@ mod authz;
 pub(crate) mod cache;
 mod delegate;
 mod index;
+mod request_authn;
 mod scope;
 
 pub use authn::{MutualTlsMode, WorkloadMtls};
 pub use authz::WorkloadAuthz;
 pub use cache::CacheStats;
 pub use index::{ConfigEntry, VirtualServiceEntry};
+pub use request_authn::{
+    jwks_sources, JwksKeys, JwksSource, DEFAULT_JWKS_TIMEOUT, FAKE_JWKS, GATEWAY_NAME_LABEL,
+};
 pub use scope::ProxyScope;
 
 use capstan_api::networking::OutboundTrafficMode;
@@ -64,6 +68,9 @@ pub struct PushContext {
     pub(crate) index: Arc<index::ConfigIndex>,
     /// What proxies of this push share (see [`cache`]).
     pub(crate) cache: cache::Cache,
+    /// The JWKS the control plane fetched for the RequestAuthentications' `jwksUri`s (the
+    /// generator inlines them, as istiod does); empty until a resolver sets it.
+    pub(crate) jwks: Arc<JwksKeys>,
 }
 
 impl PushContext {
@@ -82,6 +89,7 @@ impl PushContext {
             services,
             index,
             cache: cache::Cache::default(),
+            jwks: Arc::default(),
         }
     }
 
@@ -115,6 +123,7 @@ impl PushContext {
             services,
             index,
             cache,
+            jwks: self.jwks.clone(),
         }
     }
 

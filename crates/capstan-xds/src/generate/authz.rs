@@ -7,8 +7,14 @@
 //! then `when` keys); each key is an `or` of its values and a `not` of the `or` of its
 //! notValues.
 //!
-//! What cannot be expressed for our proxy (JWT `request.auth.*` and `experimental.envoy.*`
-//! metadata matchers, path templates, malformed values) fails safe, like istiod's
+//! JWT keys (`requestPrincipals`, `request.auth.principal`, `request.auth.audiences`,
+//! `request.auth.presenter`, `request.auth.claims[..]`) match the payload the JWT filter
+//! ([`super::jwt`]) leaves in its dynamic metadata, as istiod's extended generators do: a
+//! request principal `iss/sub` is `and(metadata iss, metadata sub)`, a claim a list-or-string
+//! metadata matcher over all the key's values at once.
+//!
+//! What cannot be expressed for our proxy (`experimental.envoy.*` metadata matchers, path
+//! templates, malformed values) fails safe, like istiod's
 //! `checkError`: an ALLOW rule with one is dropped (it allows nothing); in a DENY or AUDIT rule
 //! the key's values are dropped so the rule matches whatever the rest of it matches (a wider
 //! deny), and an unexpressible notValue is dropped (fewer exceptions). istiod drops only the
@@ -26,7 +32,9 @@ use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFil
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbacFilter;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    path_matcher, string_matcher::MatchPattern, PathMatcher, RegexMatcher, StringMatcher,
+    list_matcher, metadata_matcher, path_matcher, string_matcher::MatchPattern, value_matcher,
+    ListMatcher, MetadataMatcher, OrMatcher, PathMatcher, RegexMatcher, StringMatcher,
+    ValueMatcher,
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use std::collections::HashMap;
@@ -190,8 +198,44 @@ enum Attr<'a> {
     SrcIp,
     RemoteIp,
     RequestHeader(&'a str),
+    /// `requestPrincipals` / `request.auth.principal`: `iss/sub` of the verified JWT.
+    RequestPrincipal,
+    /// `request.auth.audiences`: the `aud` claim.
+    RequestAudiences,
+    /// `request.auth.presenter`: the `azp` claim.
+    RequestPresenter,
+    /// `request.auth.claims[a][b]..`: the brackets after `request.auth.claims`, well-formed.
+    RequestClaim(&'a str),
     /// A key our proxy cannot match on (the reason).
     Unsupported(&'static str),
+}
+
+impl Attr<'_> {
+    /// Keys istiod generates only for HTTP (`forTCP` is an error for their generators).
+    fn is_http_only(self) -> bool {
+        matches!(
+            self,
+            Attr::Host
+                | Attr::Method
+                | Attr::Path
+                | Attr::RequestHeader(_)
+                | Attr::RequestPrincipal
+                | Attr::RequestAudiences
+                | Attr::RequestPresenter
+                | Attr::RequestClaim(_)
+        )
+    }
+
+    /// Keys istiod's extended generators build from all their values at once (JWT keys).
+    fn is_jwt(self) -> bool {
+        matches!(
+            self,
+            Attr::RequestPrincipal
+                | Attr::RequestAudiences
+                | Attr::RequestPresenter
+                | Attr::RequestClaim(_)
+        )
+    }
 }
 
 enum Generated {
@@ -216,7 +260,6 @@ fn key<'a>(attr: Attr<'a>, values: &'a [String], not_values: &'a [String]) -> Op
 
 /// istiod's `model.New` classification of a `when` key: permission side or principal side.
 fn when_attr(k: &str) -> (bool, Attr<'_>) {
-    const JWT: &str = "JWT attributes (request.auth.*) need metadata matchers, not supported";
     match k {
         "destination.ip" => (true, Attr::DestIp),
         "destination.port" => (true, Attr::DestPort),
@@ -225,10 +268,19 @@ fn when_attr(k: &str) -> (bool, Attr<'_>) {
         "remote.ip" => (false, Attr::RemoteIp),
         "source.namespace" => (false, Attr::SrcNamespace),
         "source.principal" => (false, Attr::SrcPrincipal),
-        "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" => {
-            (false, Attr::Unsupported(JWT))
+        "request.auth.principal" => (false, Attr::RequestPrincipal),
+        "request.auth.audiences" => (false, Attr::RequestAudiences),
+        "request.auth.presenter" => (false, Attr::RequestPresenter),
+        k if k.starts_with("request.auth.claims") => {
+            let brackets = &k["request.auth.claims".len()..];
+            match claim_path(brackets) {
+                Some(_) => (false, Attr::RequestClaim(brackets)),
+                None => (
+                    false,
+                    Attr::Unsupported("malformed request.auth.claims[...] key"),
+                ),
+            }
         }
-        k if k.starts_with("request.auth.claims") => (false, Attr::Unsupported(JWT)),
         k if k.starts_with("experimental.envoy.filters.") => (
             true,
             Attr::Unsupported("Envoy metadata matchers are not supported"),
@@ -262,7 +314,7 @@ pub(crate) fn rule_policy(
     // On TCP an HTTP-only key generates nothing: it fails safe as an unsupported one does.
     let attr_for = |a: Attr<'static>| -> Attr<'static> {
         match (layer, a) {
-            (Layer::Tcp, Attr::Host | Attr::Method | Attr::Path) => {
+            (Layer::Tcp, a) if a.is_http_only() => {
                 Attr::Unsupported("an HTTP attribute on a TCP port")
             }
             _ => a,
@@ -273,7 +325,7 @@ pub(crate) fn rule_policy(
     for c in &rule.when {
         let (is_permission, attr) = when_attr(&c.key);
         let attr = match (layer, attr) {
-            (Layer::Tcp, Attr::RequestHeader(_)) => {
+            (Layer::Tcp, a) if a.is_http_only() => {
                 Attr::Unsupported("an HTTP attribute on a TCP port")
             }
             _ => attr,
@@ -316,7 +368,6 @@ pub(crate) fn rule_policy(
             widened,
         )?));
     }
-    const JWT_PRINCIPAL: &str = "requestPrincipals need JWT metadata matchers, not supported";
     for from in froms {
         let mut keys = Vec::new();
         if let Some(s) = &from.source {
@@ -327,7 +378,7 @@ pub(crate) fn rule_policy(
                 &s.not_service_accounts,
             ));
             keys.extend(key(
-                Attr::Unsupported(JWT_PRINCIPAL),
+                attr_for(Attr::RequestPrincipal),
                 &s.request_principals,
                 &s.not_request_principals,
             ));
@@ -359,6 +410,20 @@ fn generate(
 ) -> Result<Vec<Generated>, String> {
     let mut out = Vec::new();
     for k in keys {
+        if k.attr.is_jwt() {
+            // istiod's `extendedPrincipal`: one matcher for all values, `not` of one for all
+            // notValues. These cannot fail: claim keys were checked when classified.
+            if !k.values.is_empty() {
+                out.push(Generated::Principal(jwt_principal(k.attr, k.values)));
+            }
+            if !k.not_values.is_empty() {
+                out.push(not(Generated::Principal(jwt_principal(
+                    k.attr,
+                    k.not_values,
+                ))));
+            }
+            continue;
+        }
         let values: Result<Vec<Generated>, String> =
             k.values.iter().map(|v| value(k.attr, v, ns)).collect();
         match values {
@@ -603,7 +668,196 @@ fn value(attr: Attr<'_>, v: &str, ns: &str) -> Result<Generated, String> {
         Attr::SrcIp => id(I::DirectRemoteIp(cidr(v)?)),
         Attr::RemoteIp => id(I::RemoteIp(cidr(v)?)),
         Attr::RequestHeader(h) => id(I::Header(header(h, v, false))),
+        Attr::RequestPrincipal
+        | Attr::RequestAudiences
+        | Attr::RequestPresenter
+        | Attr::RequestClaim(_) => Ok(Generated::Principal(jwt_principal(
+            attr,
+            std::slice::from_ref(&v.to_string()),
+        ))),
         Attr::Unsupported(reason) => Err(reason.to_string()),
+    }
+}
+
+/// istiod's `extractNameInNestedBrackets`: `[a][b]` is `a`, `b`; anything else must be one
+/// `[name]` (kept whole, inner brackets included). None when malformed.
+fn claim_path(s: &str) -> Option<Vec<&str>> {
+    let whole = || {
+        s.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .map(|n| vec![n])
+    };
+    let bytes = s.as_bytes();
+    let mut claims = Vec::new();
+    let mut begin = 0;
+    while begin < bytes.len() {
+        if bytes[begin] != b'[' {
+            return whole();
+        }
+        let end = bytes[begin + 1..]
+            .iter()
+            .position(|b| *b == b'[' || *b == b']')
+            .map(|i| begin + 1 + i)
+            .filter(|i| bytes[*i] == b']');
+        let Some(end) = end else {
+            return whole();
+        };
+        claims.push(&s[begin + 1..end]);
+        begin = end + 1;
+    }
+    // istiod accepts an empty remainder as no claim at all; a key with no claim names nothing
+    // to match, which is malformed here.
+    (!claims.is_empty()).then_some(claims)
+}
+
+fn string_value(m: StringMatcher) -> ValueMatcher {
+    ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::StringMatch(m)),
+    }
+}
+
+/// istiod's `StringOrMatcher`: one string matcher, or an `or_match` of several.
+fn string_or(values: &[String]) -> ValueMatcher {
+    let mut matchers: Vec<ValueMatcher> = values
+        .iter()
+        .map(|v| string_value(string_matcher(v, "", false)))
+        .collect();
+    if matchers.len() == 1 {
+        return matchers.remove(0);
+    }
+    ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::OrMatch(OrMatcher {
+            value_matchers: matchers,
+        })),
+    }
+}
+
+/// A matcher on the JWT filter's metadata at `payload` then `claims`. Envoy deprecates
+/// `Principal.metadata` for `sourced_metadata`, but istiod still emits `metadata` (both read the
+/// dynamic metadata): we match its output.
+#[allow(deprecated)]
+fn jwt_metadata(claims: &[&str], value: ValueMatcher) -> Principal {
+    use super::jwt::{JWT_FILTER, JWT_PAYLOAD_KEY};
+    let path = std::iter::once(JWT_PAYLOAD_KEY)
+        .chain(claims.iter().copied())
+        .map(|k| metadata_matcher::PathSegment {
+            segment: Some(metadata_matcher::path_segment::Segment::Key(k.to_string())),
+        })
+        .collect();
+    Principal {
+        identifier: Some(principal::Identifier::Metadata(MetadataMatcher {
+            filter: JWT_FILTER.to_string(),
+            path,
+            value: Some(value),
+            ..MetadataMatcher::default()
+        })),
+    }
+}
+
+/// istiod's `MetadataListValueMatcherForJWTClaims` (extended JWT): the claim is either a list
+/// with one element matching `value`, or a string matching it.
+fn jwt_claim_list(claims: &[&str], value: ValueMatcher) -> Principal {
+    let list = ValueMatcher {
+        match_pattern: Some(value_matcher::MatchPattern::ListMatch(Box::new(
+            ListMatcher {
+                match_pattern: Some(list_matcher::MatchPattern::OneOf(Box::new(value.clone()))),
+            },
+        ))),
+    };
+    jwt_metadata(
+        claims,
+        ValueMatcher {
+            match_pattern: Some(value_matcher::MatchPattern::OrMatch(OrMatcher {
+                value_matchers: vec![list, value],
+            })),
+        },
+    )
+}
+
+/// istiod's `requestPrincipalGenerator.extendedPrincipal` for one `iss/sub` value (split at
+/// the last `/`, the issuer being a URL): exact both; `*` any both; `*x` a suffix of the issuer
+/// (sub exact) or, without `/`, any issuer and a suffix of the subject; `x*` a prefix of the
+/// subject (issuer exact) or, without `/`, a prefix of the issuer and any subject.
+fn request_principal(v: &str) -> Principal {
+    let any = || regex_matcher(".+".into());
+    let exact = |s: &str| StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(s.to_string())),
+        ignore_case: false,
+    };
+    let (iss, sub, found) = match v.rfind('/') {
+        Some(i) => (&v[..i], &v[i + 1..], true),
+        None => (v, "", false),
+    };
+    let (iss_m, sub_m) = if v == "*" {
+        (any(), any())
+    } else if let Some(rest) = v.strip_prefix('*') {
+        if found {
+            let iss_m = if iss == "*" {
+                any()
+            } else {
+                StringMatcher {
+                    match_pattern: Some(MatchPattern::Suffix(
+                        iss.strip_prefix('*').unwrap_or(iss).to_string(),
+                    )),
+                    ignore_case: false,
+                }
+            };
+            (iss_m, exact(sub))
+        } else {
+            let suffix = StringMatcher {
+                match_pattern: Some(MatchPattern::Suffix(rest.to_string())),
+                ignore_case: false,
+            };
+            (any(), suffix)
+        }
+    } else if let Some(rest) = v.strip_suffix('*') {
+        let prefix = |p: &str| StringMatcher {
+            match_pattern: Some(MatchPattern::Prefix(p.to_string())),
+            ignore_case: false,
+        };
+        if found {
+            let sub_m = if sub == "*" {
+                any()
+            } else {
+                prefix(sub.strip_suffix('*').unwrap_or(sub))
+            };
+            (exact(iss), sub_m)
+        } else {
+            (prefix(rest), any())
+        }
+    } else {
+        (exact(iss), exact(sub))
+    };
+    Principal {
+        identifier: Some(principal::Identifier::AndIds(principal::Set {
+            ids: vec![
+                jwt_metadata(&["iss"], string_value(iss_m)),
+                jwt_metadata(&["sub"], string_value(sub_m)),
+            ],
+        })),
+    }
+}
+
+/// The principal of a JWT key over all its values (`values` non-empty).
+fn jwt_principal(attr: Attr<'_>, values: &[String]) -> Principal {
+    match attr {
+        Attr::RequestPrincipal => {
+            let mut ids: Vec<Principal> = values.iter().map(|v| request_principal(v)).collect();
+            if ids.len() == 1 {
+                ids.remove(0)
+            } else {
+                Principal {
+                    identifier: Some(principal::Identifier::OrIds(principal::Set { ids })),
+                }
+            }
+        }
+        Attr::RequestAudiences => jwt_claim_list(&["aud"], string_or(values)),
+        Attr::RequestPresenter => jwt_claim_list(&["azp"], string_or(values)),
+        Attr::RequestClaim(brackets) => {
+            let claims = claim_path(brackets).expect("claim keys are checked when classified");
+            jwt_claim_list(&claims, string_or(values))
+        }
+        _ => unreachable!("only JWT keys reach jwt_principal"),
     }
 }
 

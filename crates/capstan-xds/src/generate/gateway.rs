@@ -18,6 +18,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route, virtual_host, DirectResponseAction, Route, RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
     SdsSecretConfig, TlsCertificate,
@@ -258,16 +259,33 @@ fn sni_match(hosts: &[&str]) -> Option<FilterChainMatch> {
     })
 }
 
+/// The HTTP filters of a gateway's HTTP and HTTPS chains: the JWT filter of the
+/// RequestAuthentications and the RBAC filters of the AuthorizationPolicies selecting the
+/// gateway's workload (istiod applies both to gateways as to sidecars, by the gateway pod's
+/// labels, in this order), then CORS, fault and the router.
+fn gateway_http_filters(ctx: &PushContext, proxy: &Proxy) -> Vec<HttpFilter> {
+    let rules = ctx.workload_jwt_rules(&proxy.namespace, &proxy.labels);
+    let mut out: Vec<HttpFilter> = super::jwt::jwt_filter(&rules, ctx.jwks())
+        .into_iter()
+        .collect();
+    out.extend(super::authz::http_filters(
+        &ctx.workload_authz(&proxy.namespace, &proxy.labels),
+    ));
+    out.extend(http_filters(true, true));
+    out
+}
+
 /// Listeners for a gateway proxy.
 pub fn listeners(ctx: &PushContext, proxy: &Proxy) -> Vec<Listener> {
     let mut out = Vec::new();
+    let filters = gateway_http_filters(ctx, proxy);
     for (port, refs) in servers(ctx, proxy) {
         let name = format!("0.0.0.0_{port}");
         let stat = format!("outbound_0.0.0.0_{port}");
         let mut chains = Vec::new();
         let mut tls_inspect = false;
         if refs.iter().any(|s| s.is_plain_http()) {
-            let hcm = hcm_rds(&stat, &format!("http.{port}"), http_filters(true, true));
+            let hcm = hcm_rds(&stat, &format!("http.{port}"), filters.clone());
             chains.push(FilterChain {
                 filters: vec![hcm_filter(&hcm)],
                 ..FilterChain::default()
@@ -275,7 +293,7 @@ pub fn listeners(ctx: &PushContext, proxy: &Proxy) -> Vec<Listener> {
         }
         for sr in refs.iter().filter(|s| s.terminates_http()) {
             tls_inspect = true;
-            let hcm = hcm_rds(&stat, &sr.https_route_name(port), http_filters(true, true));
+            let hcm = hcm_rds(&stat, &sr.https_route_name(port), filters.clone());
             chains.push(FilterChain {
                 filter_chain_match: sni_match(&sr.hosts()),
                 filters: vec![hcm_filter(&hcm)],

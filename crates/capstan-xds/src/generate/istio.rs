@@ -13,12 +13,15 @@ pub struct IstioGenerator {
     ctx: ArcSwap<PushContext>,
     /// Cache reads of the contexts already replaced (each context counts its own).
     retired: std::sync::Mutex<crate::context::CacheStats>,
+    /// The JWKS resolved by the control plane, for the next context ([`Self::set_jwks`]).
+    jwks: ArcSwap<crate::context::JwksKeys>,
 }
 
 impl IstioGenerator {
     /// A generator starting at `ctx`.
     pub fn new(ctx: PushContext) -> IstioGenerator {
         IstioGenerator {
+            jwks: ArcSwap::new(ctx.jwks.clone()),
             ctx: ArcSwap::from_pointee(ctx),
             retired: std::sync::Mutex::default(),
         }
@@ -55,7 +58,14 @@ impl IstioGenerator {
     ) {
         let current = self.ctx.load_full();
         let endpoints_only = (!push.full).then_some(&push.eds_hosts);
-        self.update(current.next(config, services, endpoints_only, push.version));
+        let next = current.next(config, services, endpoints_only, push.version);
+        self.update(next.with_jwks(self.jwks.load_full()));
+    }
+
+    /// The JWKS the contexts from the next [`Self::advance`] on inline (the caller then asks
+    /// for a full push).
+    pub fn set_jwks(&self, keys: Arc<crate::context::JwksKeys>) {
+        self.jwks.store(keys);
     }
 
     /// The current context.

@@ -8,8 +8,10 @@
 //! | STRICT | mTLS only, any ALPN: a plaintext connection matches no chain and is closed |
 //! | DISABLE | plaintext only |
 //!
-//! HTTP chains carry the workload's AuthorizationPolicy RBAC filters ([`super::authz`]) ahead
-//! of the router; TCP chains carry none (no network RBAC in our proxy yet).
+//! HTTP chains carry the workload's RequestAuthentication JWT filter ([`super::jwt`]), then its
+//! AuthorizationPolicy RBAC filters ([`super::authz`]), ahead of the router (istiod's order:
+//! authentication before authorization, so RBAC can match the verified token's claims); TCP
+//! chains carry the network RBAC filters before the `tcp_proxy`.
 
 use super::cds_tls::{istio_identity, TLS_SOCKET};
 use super::common::{
@@ -126,11 +128,12 @@ fn chains(
 }
 
 /// The inbound HTTP connection manager for a port: one route to `inbound|PORT||`, behind the
-/// workload's RBAC filters (AuthorizationPolicy), which come before every other HTTP filter.
-fn http_filter(port: u16, cluster: &str, rbac: &[HttpFilter]) -> Filter {
+/// workload's JWT and RBAC filters (`security`: RequestAuthentication, then AuthorizationPolicy),
+/// which come before every other HTTP filter.
+fn http_filter(port: u16, cluster: &str, security: &[HttpFilter]) -> Filter {
     use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-    let mut filters = rbac.to_vec();
+    let mut filters = security.to_vec();
     filters.extend(http_filters(false, false));
     let mut hcm = hcm_rds(&format!("inbound_0.0.0.0_{port}"), "", filters);
     hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
@@ -163,7 +166,11 @@ pub fn virtual_inbound(
     let mtls = ctx.workload_mtls(&proxy.namespace, &proxy.labels);
     let ports = super::cds::inbound_ports(ctx, proxy);
     let authz = ctx.workload_authz(&proxy.namespace, &proxy.labels);
-    let rbac = super::authz::http_filters(&authz);
+    let jwt_rules = ctx.workload_jwt_rules(&proxy.namespace, &proxy.labels);
+    let mut http_security: Vec<HttpFilter> = super::jwt::jwt_filter(&jwt_rules, ctx.jwks())
+        .into_iter()
+        .collect();
+    http_security.extend(super::authz::http_filters(&authz));
     let tcp_rbac = super::authz::network_filters(&authz);
     let mut out = Vec::new();
     for &(port, protocol) in &ports {
@@ -171,7 +178,7 @@ pub fn virtual_inbound(
         // Undeclared protocols are served as HTTP inbound (no sniffing on this side).
         let http = protocol.is_http() || protocol == Protocol::Unknown;
         let filter = if http {
-            http_filter(port, &cluster, &rbac)
+            http_filter(port, &cluster, &http_security)
         } else {
             tcp_proxy_filter(&format!("inbound_0.0.0.0_{port}"), &cluster)
         };

@@ -14,6 +14,7 @@ pub mod eds;
 pub mod gateway;
 pub mod grpc;
 pub mod istio;
+pub mod jwt;
 pub mod lds;
 pub mod lds_inbound;
 pub mod lds_tcp;

@@ -235,6 +235,11 @@ impl Drop for Registration {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.conn);
         self.core
+            .closers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.conn);
+        self.core
             .counters
             .connections
             .fetch_sub(1, Ordering::Relaxed);
@@ -339,6 +344,12 @@ pub(crate) async fn serve<P: Protocol>(
         .insert(conn, status.clone());
     incr(&core.counters.connections);
     incr(&core.counters.connections_total);
+    // Registered after `connections`: a drain that lists a stream can always close it.
+    let (closer, mut close) = tokio::sync::oneshot::channel::<Status>();
+    core.closers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(conn, closer);
     let _registration = Registration {
         core: core.clone(),
         conn,
@@ -426,6 +437,14 @@ pub(crate) async fn serve<P: Protocol>(
             .map(|t| tokio::time::Instant::from_std(t + core.options.ack_timeout));
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
         tokio::select! {
+            closing = &mut close => {
+                // Only a drain closes; a dropped sender (never) would end the stream the same way.
+                let status = closing.unwrap_or_else(|_| Status::unavailable(super::drain::SHUTTING_DOWN));
+                info!(proxy = %proxy_id, %status, "closing the ADS stream: the server drains");
+                let wait = core.options.send_timeout;
+                let _ = tokio::time::timeout(wait, tx.send(Err(status))).await;
+                return;
+            },
             msg = requests.message() => match msg {
                 Ok(Some(req)) => next = Some(req),
                 Ok(None) => {

@@ -8,6 +8,7 @@
 mod authz;
 mod connection;
 mod delta;
+mod drain;
 mod intern;
 mod metrics;
 mod requests;
@@ -19,6 +20,7 @@ mod wire;
 pub use authz::{
     claimed_namespaces, AuthenticatedPeer, Authorizer, NamespaceAuthorizer, PeerIdentity,
 };
+pub use drain::{close_schedule, SHUTTING_DOWN};
 pub use metrics::{Histogram, Metrics, BUCKETS_MS};
 pub use status::{ConnectionStatus, NackStatus, TypeStatus};
 pub use wire::AdsService;
@@ -93,6 +95,10 @@ pub(crate) struct Core {
     names: intern::Interner,
     /// Whether new streams are accepted (see [`AdsServer::set_ready`]).
     ready: std::sync::atomic::AtomicBool,
+    /// Set for good once the server drains (see [`AdsServer::drain`]): never ready again.
+    draining: std::sync::atomic::AtomicBool,
+    /// How to end each registered stream from outside its task (see [`AdsServer::drain`]).
+    closers: Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<Status>>>,
 }
 
 /// The ADS server: mount [`AdsServer::service`] in tonic, announce pushes with
@@ -129,6 +135,8 @@ impl<G: Generator> AdsServer<G> {
                 next_conn: AtomicU64::new(1),
                 names: intern::Interner::default(),
                 ready: std::sync::atomic::AtomicBool::new(true),
+                draining: std::sync::atomic::AtomicBool::new(false),
+                closers: Mutex::new(BTreeMap::new()),
             }),
             generator,
         }
@@ -157,9 +165,14 @@ impl<G: Generator> AdsServer<G> {
         self.core.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether new streams are accepted.
+    /// Whether new streams are accepted: ready, and not draining.
     pub fn is_ready(&self) -> bool {
-        self.core.ready.load(Ordering::SeqCst)
+        self.core.ready.load(Ordering::SeqCst) && !self.is_draining()
+    }
+
+    /// Whether [`AdsServer::drain`] has started: the server refuses new streams for good.
+    pub fn is_draining(&self) -> bool {
+        self.core.draining.load(Ordering::SeqCst)
     }
 
     /// The tonic service to add to a `tonic::transport::Server`.

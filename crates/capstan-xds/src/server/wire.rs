@@ -397,6 +397,9 @@ where
             peer: req.extensions().get::<AuthenticatedPeer>().cloned(),
         });
         let response = match path {
+            _ if xds && self.server.is_draining() => {
+                Status::unavailable(super::drain::SHUTTING_DOWN).into_http::<tonic::body::Body>()
+            }
             _ if xds && !self.server.is_ready() => {
                 Status::unavailable("server is not ready to serve discovery information")
                     .into_http::<tonic::body::Body>()

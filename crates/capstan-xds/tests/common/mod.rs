@@ -15,7 +15,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, Listener};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_filter as hcm_http_filter, HttpConnectionManager,
+};
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     DownstreamTlsContext, UpstreamTlsContext,
@@ -258,7 +260,17 @@ fn take_any(any: &mut Any, nested: &mut Vec<String>) {
     let v = any.value.as_slice();
     let text = match t.as_str() {
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" => {
-            format!("{:#?}", HttpConnectionManager::decode(v).unwrap())
+            let mut hcm = HttpConnectionManager::decode(v).unwrap();
+            // The JWT filter's config inlines key sets: thousands of bytes rendered one per
+            // line. Its golden is rendered readably apart (gen_authz.rs, `jwt.txt`).
+            for f in &mut hcm.http_filters {
+                if let Some(hcm_http_filter::ConfigType::TypedConfig(a)) = &mut f.config_type {
+                    if a.type_url.ends_with(".jwt_authn.v3.JwtAuthentication") {
+                        a.value.clear();
+                    }
+                }
+            }
+            format!("{hcm:#?}")
         }
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" => {
             format!("{:#?}", TcpProxy::decode(v).unwrap())

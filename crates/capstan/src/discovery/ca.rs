@@ -55,7 +55,7 @@ pub struct CaArgs {
 }
 
 /// Parses `90s`, `30m`, `24h`, `90d`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: u64 = number

@@ -157,6 +157,11 @@ async fn config_dump(AxState(state): AxState<State>, Query(q): Query<DumpQuery>)
 async fn ready(AxState(state): AxState<State>) -> impl IntoResponse {
     if state.ads.is_ready() {
         (StatusCode::OK, "ready\n")
+    } else if state.ads.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

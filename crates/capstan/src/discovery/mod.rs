@@ -6,9 +6,13 @@ mod ca;
 mod debug;
 mod dump;
 pub(crate) mod dump_routes;
+mod inject;
+mod jwks;
 mod registries;
 mod root_cert;
 mod secure;
+mod shutdown;
+mod webhook;
 
 use anyhow::{Context as _, Result};
 use capstan_api::CheckOptions;
@@ -65,9 +69,22 @@ pub struct Args {
     /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
     debounce_max_ms: u64,
+    /// On SIGTERM or SIGINT, the open xDS streams are closed spread over this window so their
+    /// proxies reconnect to other replicas a few at a time (e.g. 5s, 1m).
+    #[arg(long = "drain-duration", default_value = "5s", value_parser = ca::parse_duration)]
+    drain_duration: Duration,
     /// The certificate authority and the TLS xDS port.
     #[command(flatten)]
     ca: ca::CaArgs,
+    /// The admission webhooks.
+    #[command(flatten)]
+    webhook: webhook::WebhookArgs,
+    /// The sidecar injector (`/inject` on the webhook port).
+    #[command(flatten)]
+    inject: inject::InjectArgs,
+    /// The JWKS resolver (RequestAuthentication `jwksUri`s).
+    #[command(flatten)]
+    jwks: jwks::JwksArgs,
 }
 
 /// Everything the debug and monitoring endpoints read.
@@ -102,7 +119,11 @@ fn forward<T: Clone + Send + 'static>(
     });
 }
 
-async fn serve_xds(addr: SocketAddr, ads: AdsServer<IstioGenerator>) -> Result<()> {
+async fn serve_xds(
+    addr: SocketAddr,
+    ads: AdsServer<IstioGenerator>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<()> {
     // gRPC servers share ports with SO_REUSEPORT; bind first so a port in use is an error.
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -114,18 +135,26 @@ async fn serve_xds(addr: SocketAddr, ads: AdsServer<IstioGenerator>) -> Result<(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(60)))
         .add_service(ads.service())
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        // Stopped only after the drain: until then new streams get UNAVAILABLE, not a refused
+        // connection, and the closed streams' statuses reach their clients.
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        )
         .await
         .context("serving xDS")
 }
 
-/// Runs until interrupted.
+/// Runs until SIGTERM or SIGINT, then drains and returns.
 pub fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
+        let signals = shutdown::Signals::install()?;
         anyhow::ensure!(
             !args.config_dirs.is_empty() || args.kubeconfig.is_some(),
             "no config source: give --config-dir DIR (Istio YAML files) or --kubeconfig PATH (Istio CRDs)"
@@ -165,7 +194,7 @@ pub fn run(args: Args) -> Result<()> {
                 push_time.lock().unwrap_or_else(|e| e.into_inner()).record(took);
                 tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?took, "push");
                 ads.push(push);
-                if complete && !ads.is_ready() {
+                if complete && !ads.is_ready() && !ads.is_draining() {
                     tracing::info!("every config source and registry synced; serving xDS");
                     ads.set_ready(true);
                 }
@@ -185,6 +214,7 @@ pub fn run(args: Args) -> Result<()> {
             });
         }
         registries::spawn_service_entry_sync(store.clone(), index.clone());
+        jwks::spawn(&args.jwks, store.clone(), generator.clone(), tx.clone())?;
         if let Some(path) = args.registry_file.clone() {
             registries::spawn_file(path, index.clone(), file_debounce)?;
         }
@@ -220,6 +250,7 @@ pub fn run(args: Args) -> Result<()> {
 
         // The CA, and with Kubernetes its root published in every namespace.
         let ca = args.ca.start(kube_client.as_ref()).await?;
+        let webhook_cert = args.webhook.start(&args.ca.system_namespace, kube_client.as_ref())?;
         if let (Some(ca), Some(client)) = (&ca, kube_client) {
             tokio::spawn(root_cert::run(client, ca.authority.root_cert_pem().to_owned()));
         }
@@ -234,15 +265,22 @@ pub fn run(args: Args) -> Result<()> {
         };
 
         let state = State { store, index, generator, ads: ads.clone(), push_time };
-        tokio::select! {
-            r = serve_xds(args.xds_addr, ads) => r,
-            r = serve_secure => r,
-            r = debug::serve(args.debug_addr, debug::debug_router(state.clone())) => r,
-            r = debug::serve(args.monitoring_addr, debug::monitoring_router(state)) => r,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; shutting down");
-                Ok(())
-            }
+        // Watched by the servers that stop gracefully once the xDS streams have drained.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (mut graceful, mut others) = (tokio::task::JoinSet::new(), tokio::task::JoinSet::new());
+        graceful.spawn(serve_xds(args.xds_addr, ads.clone(), stop_rx.clone()));
+        if let (Some(addr), Some(cert)) = (args.webhook.addr, webhook_cert) {
+            let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
+            let routes = inject::add_route(webhook::routes(opts), args.inject.load()?);
+            graceful.spawn(webhook::serve(addr, cert, routes, stop_rx));
         }
-    })
+        others.spawn(serve_secure);
+        others.spawn(debug::serve(args.debug_addr, debug::debug_router(state.clone())));
+        others.spawn(debug::serve(args.monitoring_addr, debug::monitoring_router(state)));
+        let drain = shutdown::Drain { ads, window: args.drain_duration, stop: stop_tx };
+        shutdown::run(signals, graceful, others, drain).await
+    });
+    // Tasks still running (watchers, a file watcher's blocking read) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }

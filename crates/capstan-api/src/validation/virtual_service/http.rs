@@ -526,11 +526,16 @@ pub(super) fn validate_fault(f: &HttpFaultInjection, path: &Path<'_>, out: &mut 
     }
 }
 
+/// The deprecated integer `percent` of a delay (or of an abort, which Istio no longer has).
+/// Istio does not range-check it, so neither does this beyond a warning: the route clamps it.
 pub(super) fn validate_deprecated_percent(percent: Option<i32>, path: &Path<'_>, out: &mut Report) {
     if let Some(v) = percent {
         let p = path.field("percent");
         if !(0..=100).contains(&v) {
-            out.error(&p, format!("percentage {v} is not in range 0..100"));
+            out.warn(
+                &p,
+                format!("percentage {v} is not in range 0..100; it is clamped"),
+            );
         }
         out.warn(
             &p,

@@ -106,8 +106,12 @@ fn request<'a>(
         remote: "10.0.0.1".parse().unwrap(),
         peer,
         server_name: None,
+        metadata: &NO_METADATA,
     }
 }
+
+static NO_METADATA: std::sync::LazyLock<DynamicMetadata> =
+    std::sync::LazyLock::new(DynamicMetadata::default);
 
 fn peer(id: &str) -> PeerCert {
     PeerCert {
@@ -241,7 +245,9 @@ fn unsupported_fields_name_their_path() {
                 pb::Policy {
                     permissions: vec![method("GET")],
                     principals: vec![pb::Principal {
-                        identifier: Some(pb::principal::Identifier::Metadata(Default::default())),
+                        identifier: Some(
+                            pb::principal::Identifier::FilterState(Default::default()),
+                        ),
                     }],
                     ..Default::default()
                 },

@@ -54,6 +54,49 @@ fn perm(p: &Permission) -> String {
     }
 }
 
+fn vm(v: &ValueMatcher) -> String {
+    use value_matcher::MatchPattern as V;
+    match v
+        .match_pattern
+        .as_ref()
+        .expect("a value matcher has a pattern")
+    {
+        V::StringMatch(m) => sm(m),
+        V::OrMatch(o) => format!(
+            "or({})",
+            o.value_matchers
+                .iter()
+                .map(vm)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        V::ListMatch(l) => match l.match_pattern.as_ref().expect("a list matcher") {
+            list_matcher::MatchPattern::OneOf(one) => format!("list({})", vm(one)),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// `md(<filter-less path> <value>)`, checking the filter is the JWT filter's.
+fn md(m: &MetadataMatcher) -> String {
+    assert_eq!(m.filter, "envoy.filters.http.jwt_authn");
+    assert!(!m.invert);
+    let path: Vec<&str> = m
+        .path
+        .iter()
+        .map(|p| match &p.segment {
+            Some(metadata_matcher::path_segment::Segment::Key(k)) => k.as_str(),
+            None => "?",
+        })
+        .collect();
+    format!(
+        "md({} {})",
+        path.join("."),
+        vm(m.value.as_ref().expect("a value"))
+    )
+}
+
+#[allow(deprecated)]
 fn princ(p: &Principal) -> String {
     use principal::Identifier as I;
     let list = |s: &principal::Set| s.ids.iter().map(princ).collect::<Vec<_>>().join(",");
@@ -70,6 +113,7 @@ fn princ(p: &Principal) -> String {
         I::DirectRemoteIp(c) => format!("ip({})", cidr_text(c)),
         I::RemoteIp(c) => format!("rip({})", cidr_text(c)),
         I::Header(h) => hdr(h),
+        I::Metadata(m) => md(m),
         other => format!("{other:?}"),
     }
 }
@@ -166,13 +210,13 @@ fn rule_fields_translate_like_istiod() {
 fn unexpressible_keys_fail_safe() {
     let cases: &[(&str, &str, &str)] = &[
         (
-            "JWT claim condition",
-            r#"{"to":[{"operation":{"methods":["POST"]}}],"when":[{"key":"request.auth.claims[groups]","values":["admin"]}]}"#,
+            "malformed JWT claim key",
+            r#"{"to":[{"operation":{"methods":["POST"]}}],"when":[{"key":"request.auth.claims[groups","values":["admin"]}]}"#,
             "and(or(hdr(:method exact:POST))) <- and(any)",
         ),
         (
-            "request principals",
-            r#"{"from":[{"source":{"requestPrincipals":["iss/sub"],"namespaces":["a"]}}]}"#,
+            "JWT claim key naming no claim",
+            r#"{"from":[{"source":{"namespaces":["a"]}}],"when":[{"key":"request.auth.claims","values":["x"]}]}"#,
             "and(any) <- and(or(auth(regex:.*/ns/a/.*)))",
         ),
         (
@@ -207,6 +251,106 @@ fn unexpressible_keys_fail_safe() {
             Ok(*deny_want),
             "{name}: AUDIT widens like DENY"
         );
+    }
+}
+
+/// JWT keys as istiod's extended generators translate them: metadata matchers on the JWT
+/// filter's `payload`, built over all of a key's values at once.
+#[test]
+fn jwt_keys_translate_like_istiod() {
+    let p = |iss: &str, sub: &str| format!("and(md(payload.iss {iss}),md(payload.sub {sub}))");
+    let any = "regex:.+";
+    let cases: Vec<(&str, &str, String)> = vec![
+        (
+            "requestPrincipals: exact iss/sub, split at the last slash",
+            r#"{"from":[{"source":{"requestPrincipals":["https://issuer.example/tenant/alice"]}}]}"#,
+            format!(
+                "and(any) <- and({})",
+                p("exact:https://issuer.example/tenant", "exact:alice")
+            ),
+        ),
+        (
+            "requestPrincipals: several values are ORed, wildcards as istiod",
+            r#"{"from":[{"source":{"requestPrincipals":["*","*.example/bob","iss/*","iss/ad*","*alice","pre*"]}}]}"#,
+            format!(
+                "and(any) <- and(or({},{},{},{},{},{}))",
+                p(any, any),
+                p("suffix:.example", "exact:bob"),
+                p("exact:iss", any),
+                p("exact:iss", "prefix:ad"),
+                p(any, "suffix:alice"),
+                p("prefix:pre", any),
+            ),
+        ),
+        (
+            "requestPrincipals: a star issuer before a slash",
+            r#"{"from":[{"source":{"requestPrincipals":["*/carol"]}}]}"#,
+            format!("and(any) <- and({})", p(any, "exact:carol")),
+        ),
+        (
+            "notRequestPrincipals: one not over all values",
+            r#"{"from":[{"source":{"notRequestPrincipals":["a/b","c/d"]}}]}"#,
+            format!(
+                "and(any) <- and(not(or({},{})))",
+                p("exact:a", "exact:b"),
+                p("exact:c", "exact:d")
+            ),
+        ),
+        (
+            "requestPrincipals among other source keys, in istiod's order",
+            r#"{"from":[{"source":{"namespaces":["a"],"requestPrincipals":["i/s"],"principals":["p"]}}]}"#,
+            format!(
+                "and(any) <- and(or(auth(exact:spiffe://p)),{},or(auth(regex:.*/ns/a/.*)))",
+                p("exact:i", "exact:s")
+            ),
+        ),
+        (
+            "request.auth.principal when key",
+            r#"{"when":[{"key":"request.auth.principal","values":["i/s"]}]}"#,
+            format!("and(any) <- and({})", p("exact:i", "exact:s")),
+        ),
+        (
+            "request.auth.audiences: list or string, one value",
+            r#"{"when":[{"key":"request.auth.audiences","values":["api"]}]}"#,
+            "and(any) <- and(md(payload.aud or(list(exact:api),exact:api)))".into(),
+        ),
+        (
+            "request.auth.presenter: several values",
+            r#"{"when":[{"key":"request.auth.presenter","values":["web","cli*"]}]}"#,
+            "and(any) <- and(md(payload.azp or(list(or(exact:web,prefix:cli)),or(exact:web,prefix:cli))))".into(),
+        ),
+        (
+            "request.auth.claims: nested path, notValues",
+            r#"{"when":[{"key":"request.auth.claims[realm][roles]","values":["admin"],"notValues":["guest","*-ro"]}]}"#,
+            "and(any) <- and(md(payload.realm.roles or(list(exact:admin),exact:admin)),not(md(payload.realm.roles or(list(or(exact:guest,suffix:-ro)),or(exact:guest,suffix:-ro)))))".into(),
+        ),
+        (
+            "request.auth.claims: a dotted name is one claim",
+            r#"{"when":[{"key":"request.auth.claims[a.b]","values":["*"]}]}"#,
+            "and(any) <- and(md(payload.a.b or(list(regex:.+),regex:.+)))".into(),
+        ),
+    ];
+    for (name, json, want) in cases {
+        assert_eq!(generated(json, ALLOW), Ok(want.clone()), "{name}");
+        assert_eq!(generated(json, DENY), Ok(want), "{name}: DENY alike");
+    }
+}
+
+#[test]
+fn claim_paths_follow_istiods_bracket_parsing() {
+    let cases: &[(&str, Option<&[&str]>)] = &[
+        ("[a]", Some(&["a"])),
+        ("[a][b][c]", Some(&["a", "b", "c"])),
+        ("[a.b]", Some(&["a.b"])),
+        ("[a[b]]", Some(&["a[b]"])),
+        ("[]", Some(&[""])),
+        ("[a", None),
+        ("[a]b", None),
+        ("a", None),
+        ("", None),
+    ];
+    for (key, want) in cases {
+        assert_eq!(claim_path(key).as_deref(), *want, "{key:?}");
     }
 }
 
@@ -344,6 +488,7 @@ fn generated_policies_satisfy_envoy_validation() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    #[allow(deprecated)]
     fn check_i(p: &Principal) {
         use principal::Identifier as I;
         match p.identifier.as_ref().expect("identifier is required") {
@@ -358,12 +503,43 @@ fn generated_policies_satisfy_envoy_validation() {
                 assert!(!c.address_prefix.is_empty())
             }
             I::Header(h) => check_h(h),
+            I::Metadata(m) => {
+                // MetadataMatcher: filter min_len 1, path min_items 1, value required;
+                // PathSegment key min_len 1; OrMatcher min_items 2.
+                assert!(!m.filter.is_empty());
+                assert!(!m.path.is_empty());
+                for seg in &m.path {
+                    let Some(metadata_matcher::path_segment::Segment::Key(k)) = &seg.segment else {
+                        panic!("a key segment")
+                    };
+                    assert!(!k.is_empty());
+                }
+                check_v(m.value.as_ref().expect("value is required"));
+            }
             other => panic!("unexpected {other:?}"),
         }
     }
-    let everything = r#"{"from":[{"source":{"principals":["*","a*","*b"],"notNamespaces":["*"],"ipBlocks":["::1"]}}],
+    fn check_v(v: &ValueMatcher) {
+        use value_matcher::MatchPattern as V;
+        match v.match_pattern.as_ref().expect("match_pattern is required") {
+            V::StringMatch(m) => check_sm(m),
+            V::OrMatch(o) => {
+                assert!(o.value_matchers.len() >= 2);
+                o.value_matchers.iter().for_each(check_v);
+            }
+            V::ListMatch(l) => match l.match_pattern.as_ref().expect("one_of is required") {
+                list_matcher::MatchPattern::OneOf(one) => check_v(one),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let everything = r#"{"from":[{"source":{"principals":["*","a*","*b"],"notNamespaces":["*"],"ipBlocks":["::1"],
+            "requestPrincipals":["*","i/*","*/s","x*","*y"],"notRequestPrincipals":["a/b"]}}],
         "to":[{"operation":{"hosts":["*"],"methods":["*"],"paths":["*"],"ports":["0","65535"]}}],
-        "when":[{"key":"request.headers[x]","values":["*"]}]}"#;
+        "when":[{"key":"request.headers[x]","values":["*"]},
+            {"key":"request.auth.claims[a][b]","values":["*","v"],"notValues":["w"]},
+            {"key":"request.auth.audiences","values":["aud"]},
+            {"key":"request.auth.presenter","values":["p1","p2"]}]}"#;
     for json in ["{}", everything] {
         for action in [ALLOW, DENY] {
             let p = rule_policy(&rule(json), "ns", action, Layer::Http, &mut Vec::new()).unwrap();
@@ -386,6 +562,11 @@ fn tcp_rules_drop_http_attributes_like_istiod() {
         r#"{"to":[{"operation":{"notPaths":["/x"]}}]}"#,
         r#"{"when":[{"key":"request.headers[x-a]","values":["1"]}]}"#,
         r#"{"from":[{"source":{"requestPrincipals":["iss/sub"]}}]}"#,
+        r#"{"from":[{"source":{"notRequestPrincipals":["iss/sub"]}}]}"#,
+        r#"{"when":[{"key":"request.auth.claims[groups]","values":["a"]}]}"#,
+        r#"{"when":[{"key":"request.auth.audiences","values":["a"]}]}"#,
+        r#"{"when":[{"key":"request.auth.presenter","values":["a"]}]}"#,
+        r#"{"when":[{"key":"request.auth.principal","values":["a/b"]}]}"#,
     ];
     for json in http_only {
         assert!(generated_tcp(json, ALLOW).is_err(), "ALLOW {json}");

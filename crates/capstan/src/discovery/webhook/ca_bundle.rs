@@ -1,0 +1,126 @@
+//! Keeps the webhook's CA in the `caBundle` of every webhook of a ValidatingWebhookConfiguration,
+//! as istiod's webhook controller does (`pkg/webhooks/validation/controller`): patched when the
+//! configuration appears, when the CA changes, and again when someone resets it (a `helm
+//! upgrade` renders it with an empty bundle).
+
+use futures::StreamExt as _;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::ByteString;
+use kube::api::PostParams;
+use kube::runtime::{watcher, WatchStreamExt as _};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A failed write is retried this soon (a conflict is retried on the next watch event).
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The configuration with `ca_pem` in every webhook's bundle, or `None` if it has it already.
+pub fn with_bundle(
+    config: &ValidatingWebhookConfiguration,
+    ca_pem: &str,
+) -> Option<ValidatingWebhookConfiguration> {
+    let want = ByteString(ca_pem.as_bytes().to_vec());
+    let webhooks = config.webhooks.as_deref().unwrap_or_default();
+    if webhooks
+        .iter()
+        .all(|w| w.client_config.ca_bundle.as_ref() == Some(&want))
+    {
+        return None;
+    }
+    let mut patched = config.clone();
+    for webhook in patched.webhooks.iter_mut().flatten() {
+        webhook.client_config.ca_bundle = Some(want.clone());
+    }
+    Some(patched)
+}
+
+/// Watches the configuration `name` and keeps the current CA of `ca` in it. Runs until the
+/// process ends; API errors are logged and retried.
+pub async fn run(client: kube::Client, name: String, mut ca: watch::Receiver<Option<String>>) {
+    let api = kube::Api::<ValidatingWebhookConfiguration>::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let events = watcher(api.clone(), config)
+        .default_backoff()
+        .applied_objects();
+    futures::pin_mut!(events);
+    let mut latest: Option<ValidatingWebhookConfiguration> = None;
+    // A CA that never changes (a generated certificate) closes the channel: keep the last.
+    let mut ca_open = true;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(object)) => latest = Some(object),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, config = %name, "watching the webhook configuration");
+                    continue;
+                }
+                None => return,
+            },
+            changed = ca.changed(), if ca_open => ca_open = changed.is_ok(),
+        }
+        let Some(ca_pem) = ca.borrow().clone() else {
+            continue;
+        };
+        while let Some(patched) = latest.as_ref().and_then(|c| with_bundle(c, &ca_pem)) {
+            // A replace carries the resourceVersion read: a concurrent change makes it a
+            // conflict, and the watch brings the newer object to patch again.
+            match api.replace(&name, &PostParams::default(), &patched).await {
+                Ok(stored) => {
+                    tracing::info!(config = %name, "patched the CA bundle of the validating webhook configuration");
+                    latest = Some(stored);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+                    tracing::debug!(config = %name, code = e.code, "the webhook configuration changed meanwhile; patching the next version");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, config = %name, "patching the webhook CA bundle failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::admissionregistration::v1::{ValidatingWebhook, WebhookClientConfig};
+
+    fn config(bundles: &[Option<&str>]) -> ValidatingWebhookConfiguration {
+        ValidatingWebhookConfiguration {
+            webhooks: Some(
+                bundles
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| ValidatingWebhook {
+                        name: format!("w{i}.istio.io"),
+                        client_config: WebhookClientConfig {
+                            ca_bundle: b.map(|b| ByteString(b.as_bytes().to_vec())),
+                            ..WebhookClientConfig::default()
+                        },
+                        ..ValidatingWebhook::default()
+                    })
+                    .collect(),
+            ),
+            ..ValidatingWebhookConfiguration::default()
+        }
+    }
+
+    #[test]
+    fn every_webhook_gets_the_bundle_and_a_patched_one_is_left_alone() {
+        let cases: [(&[Option<&str>], bool); 4] = [
+            (&[None, None], true),
+            (&[Some("CA"), Some("old")], true),
+            (&[Some("CA"), Some("CA")], false),
+            (&[], false),
+        ];
+        for (bundles, patch) in cases {
+            let got = with_bundle(&config(bundles), "CA");
+            assert_eq!(got.is_some(), patch, "{bundles:?}");
+            if let Some(patched) = got {
+                assert_eq!(with_bundle(&patched, "CA"), None, "{bundles:?}: idempotent");
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! istiod's port 15017: admission webhooks over HTTPS.
+//!
+//! A small router: each path has one [`Handler`], a pure function from an AdmissionRequest
+//! to an AdmissionResponse ([`review`]); this module only does TLS, HTTP, body limits and
+//! graceful shutdown around them. `/validate` (Istio's path) validates Istio objects;
+//! another module adds `/inject` the same way ([`Routes::add`]).
+
+mod ca_bundle;
+pub mod cert;
+pub mod review;
+
+use anyhow::{Context as _, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use capstan_api::decode::CheckOptions;
+use review::{AdmissionRequest, AdmissionResponse};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+/// Largest AdmissionReview body accepted: the API server's own request limit is 3 MiB and a
+/// review carries the object and, on update, the old object.
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// A TLS handshake that takes longer is abandoned.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshaken connections waiting for the HTTP server.
+const ACCEPT_QUEUE: usize = 128;
+
+/// Flags of the webhook server.
+#[derive(clap::Args, Debug)]
+pub struct WebhookArgs {
+    /// Admission webhooks over HTTPS (`/validate`); off unless given (istiod: 0.0.0.0:15017).
+    #[arg(long = "webhook-addr")]
+    pub addr: Option<SocketAddr>,
+    /// Serving certificate of the webhooks: a directory with `tls.crt`, `tls.key` and,
+    /// optionally, `ca.crt` (re-read when they change). Without it, a self-signed CA and a
+    /// certificate are generated at start.
+    #[arg(long = "webhook-cert-dir")]
+    pub cert_dir: Option<PathBuf>,
+    /// Name of the Service in front of the webhooks: the generated certificate is for
+    /// `<name>.<system namespace>.svc`.
+    #[arg(long = "webhook-service", default_value = "istiod")]
+    pub service: String,
+    /// ValidatingWebhookConfiguration whose webhooks get the CA bundle (with `--kubeconfig`,
+    /// and a generated certificate or a `ca.crt`), kept patched as istiod does.
+    #[arg(long = "validation-webhook-config-name")]
+    pub validation_config: Option<String>,
+}
+
+/// The answer of one path: pure, no I/O.
+pub type Handler = Arc<dyn Fn(&AdmissionRequest) -> AdmissionResponse + Send + Sync>;
+
+/// The webhook paths and their handlers.
+#[derive(Default, Clone)]
+pub struct Routes(Vec<(&'static str, Handler)>);
+
+impl Routes {
+    /// Serves `handler` on `path` (and on `path/`, which the API server may call).
+    pub fn add(mut self, path: &'static str, handler: Handler) -> Self {
+        self.0.push((path, handler));
+        self
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        for (path, handler) in &self.0 {
+            let route = axum::routing::post(admit).with_state(handler.clone());
+            router = router
+                .route(path, route.clone())
+                .route(&format!("{path}/"), route);
+        }
+        router.layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    }
+}
+
+/// The routes of `capstan discovery`: `/validate`.
+pub fn routes(opts: CheckOptions) -> Routes {
+    Routes::default().add(
+        "/validate",
+        Arc::new(move |request: &AdmissionRequest| {
+            let response = review::validate(request, &opts);
+            tracing::debug!(uid = %request.uid, kind = %request.kind.kind, name = %request.name,
+                namespace = %request.namespace, operation = %request.operation,
+                dry_run = request.dry_run.unwrap_or(false), allowed = response.allowed, "validated");
+            response
+        }),
+    )
+}
+
+async fn admit(
+    AxState(handler): AxState<Handler>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "an AdmissionReview must be sent as Content-Type: application/json\n",
+        )
+            .into_response();
+    }
+    match review::review(&body, |request| handler(request)) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(review::BadReview(message)) => {
+            tracing::debug!(%message, "refusing a bad AdmissionReview");
+            (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+        }
+    }
+}
+
+impl WebhookArgs {
+    /// Loads or generates the certificate, starts its reload and, with Kubernetes, the CA
+    /// bundle patching; returns the certificate handshakes use, or `None` when the webhooks
+    /// are off.
+    pub fn start(
+        &self,
+        system_namespace: &str,
+        kube: Option<&kube::Client>,
+    ) -> Result<Option<Arc<cert::ServingCert>>> {
+        if self.addr.is_none() {
+            return Ok(None);
+        }
+        let pem = match &self.cert_dir {
+            Some(dir) => cert::read_dir(dir)
+                .with_context(|| format!("the webhook certificate in {}", dir.display()))?,
+            None => {
+                let names = vec![
+                    format!("{}.{system_namespace}.svc", self.service),
+                    format!("{}.{system_namespace}.svc.cluster.local", self.service),
+                    "localhost".to_owned(),
+                ];
+                let ips = [
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ];
+                cert::generate(&names, &ips)?
+            }
+        };
+        let serving = cert::ServingCert::new(&pem).context("the webhook serving certificate")?;
+        let (ca_tx, ca_rx) = watch::channel(pem.ca.clone());
+        if let Some(dir) = &self.cert_dir {
+            tokio::spawn(cert::reload(dir.clone(), pem, serving.clone(), ca_tx));
+        }
+        // Else the sender is dropped: the CA never changes, `ca_bundle::run` keeps the last.
+        if let (Some(client), Some(name)) = (kube, &self.validation_config) {
+            tokio::spawn(ca_bundle::run(client.clone(), name.clone(), ca_rx));
+        } else if self.validation_config.is_some() {
+            tracing::warn!(
+                "--validation-webhook-config-name needs --kubeconfig; the CA bundle is not patched"
+            );
+        }
+        Ok(Some(serving))
+    }
+}
+
+/// TLS connections, handshaken off the accept loop, for axum.
+struct TlsListener {
+    local: SocketAddr,
+    accepted: mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends with the process.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Accepts TCP connections and hands the ones whose handshake succeeds to `tx`.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "accepting a webhook connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "webhook TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Serves `routes` on `addr` over TLS until `stop` turns true, then lets the requests in
+/// flight finish (connections close after their current request) and returns.
+pub async fn serve(
+    addr: SocketAddr,
+    cert: Arc<cert::ServingCert>,
+    routes: Routes,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the webhook address {addr}"))?;
+    let local = listener.local_addr()?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    // HTTP/1.1 only: what the router is built for; the API server speaks it to webhooks.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
+    let accepting = tokio::spawn(accept_loop(listener, acceptor, tx));
+    tracing::info!(addr = %local, "serving admission webhooks (HTTPS)");
+    let result = axum::serve(TlsListener { local, accepted }, routes.router())
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .context("serving the webhooks");
+    accepting.abort();
+    result
+}
