@@ -513,6 +513,21 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             "tokenreviews.authentication.k8s.io".to_owned(),
             None,
         ),
+        (
+            "create",
+            "leases.coordination.k8s.io".to_owned(),
+            Some(ns.as_str()),
+        ),
+        (
+            "get",
+            "leases.coordination.k8s.io/capstan-discovery-leader".to_owned(),
+            Some(ns.as_str()),
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/capstan-discovery-leader".to_owned(),
+            Some(ns.as_str()),
+        ),
         ("list", "configmaps/istio-ca-root-cert".to_owned(), None),
         ("watch", "configmaps/istio-ca-root-cert".to_owned(), None),
         (
@@ -573,6 +588,11 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
         (
             "create",
             "leases.coordination.k8s.io".to_owned(),
+            Some(other),
+        ),
+        (
+            "update",
+            "leases.coordination.k8s.io/someone-elses".to_owned(),
             Some(ns.as_str()),
         ),
     ];

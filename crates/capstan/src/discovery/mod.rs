@@ -8,6 +8,7 @@ mod dump;
 pub(crate) mod dump_routes;
 mod inject;
 mod jwks;
+mod leader;
 mod registries;
 mod root_cert;
 mod secure;
@@ -85,6 +86,8 @@ pub struct Args {
     /// The JWKS resolver (RequestAuthentication `jwksUri`s).
     #[command(flatten)]
     jwks: jwks::JwksArgs,
+    #[command(flatten)]
+    leader: leader::LeaderArgs,
 }
 
 /// Everything the debug and monitoring endpoints read.
@@ -250,9 +253,37 @@ pub fn run(args: Args) -> Result<()> {
 
         // The CA, and with Kubernetes its root published in every namespace.
         let ca = args.ca.start(kube_client.as_ref()).await?;
-        let webhook_cert = args.webhook.start(&args.ca.system_namespace, kube_client.as_ref())?;
+        // Cluster-wide writes are the elected leader's; every replica serves xDS.
+        let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+        // Without an election this process leads; the sender is kept for the process's life
+        // (a dropped one would end the leader-only tasks).
+        let _leader_tx = match &kube_client {
+            Some(client) if args.leader.enabled => {
+                tokio::spawn(leader::run(
+                    client.clone(),
+                    args.ca.system_namespace.clone(),
+                    args.leader.clone(),
+                    leader_tx,
+                ));
+                None
+            }
+            _ => {
+                leader_tx.send_replace(true);
+                Some(leader_tx)
+            }
+        };
+        let webhook_cert = args.webhook.start(
+            &args.ca.system_namespace,
+            kube_client.as_ref(),
+            leader_rx.clone(),
+        )?;
         if let (Some(ca), Some(client)) = (&ca, kube_client) {
-            tokio::spawn(root_cert::run(client, ca.authority.root_cert_pem().to_owned()));
+            let root = ca.authority.root_cert_pem().to_owned();
+            tokio::spawn(leader::while_leader(
+                leader_rx.clone(),
+                "istio-ca-root-cert publisher",
+                move || root_cert::run(client.clone(), root.clone()),
+            ));
         }
         let secure_addr = args.ca.secure_xds_addr;
         let secure_service = ads.service();

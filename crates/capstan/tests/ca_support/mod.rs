@@ -70,6 +70,12 @@ impl Discovery {
         Ok(discovery)
     }
 
+    /// Its process id.
+    #[allow(dead_code)] // not every test binary including this module uses it
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The end of its log.
     pub fn tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -131,6 +131,7 @@ impl WebhookArgs {
         &self,
         system_namespace: &str,
         kube: Option<&kube::Client>,
+        leader: watch::Receiver<bool>,
     ) -> Result<Option<Arc<cert::ServingCert>>> {
         if self.addr.is_none() {
             return Ok(None);
@@ -158,7 +159,13 @@ impl WebhookArgs {
         }
         // Else the sender is dropped: the CA never changes, `ca_bundle::run` keeps the last.
         if let (Some(client), Some(name)) = (kube, &self.validation_config) {
-            tokio::spawn(ca_bundle::run(client.clone(), name.clone(), ca_rx));
+            // Only the leader patches: replicas would otherwise overwrite each other.
+            let (client, name) = (client.clone(), name.clone());
+            tokio::spawn(super::leader::while_leader(
+                leader,
+                "webhook CA bundle",
+                move || ca_bundle::run(client.clone(), name.clone(), ca_rx.clone()),
+            ));
         } else if self.validation_config.is_some() {
             tracing::warn!(
                 "--validation-webhook-config-name needs --kubeconfig; the CA bundle is not patched"
