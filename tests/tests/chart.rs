@@ -377,7 +377,15 @@ fn can_i(
     resource: &str,
     ns: Option<&str>,
 ) -> Result<bool> {
+    // `<resource>#status`: the status subresource.
+    let (resource, sub) = match resource.strip_suffix("#status") {
+        Some(r) => (r, true),
+        None => (resource, false),
+    };
     let mut args = vec!["auth", "can-i", verb, resource, "--as", sa];
+    if sub {
+        args.extend(["--subresource", "status"]);
+    }
     match ns {
         Some(ns) => args.extend(["-n", ns]),
         None => args.push("--all-namespaces"),
@@ -519,6 +527,16 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             Some(ns.as_str()),
         ),
         (
+            "patch",
+            "virtualservices.networking.istio.io#status".to_owned(),
+            Some(other),
+        ),
+        (
+            "patch",
+            "authorizationpolicies.security.istio.io#status".to_owned(),
+            Some(other),
+        ),
+        (
             "get",
             "leases.coordination.k8s.io/capstan-discovery-leader".to_owned(),
             Some(ns.as_str()),
@@ -594,6 +612,11 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             "update",
             "leases.coordination.k8s.io/someone-elses".to_owned(),
             Some(ns.as_str()),
+        ),
+        (
+            "patch",
+            "virtualservices.networking.istio.io".to_owned(),
+            Some(other),
         ),
     ];
     let mut wrong = Vec::new();

@@ -4,7 +4,9 @@
 //! Each kind is its own store source (`kubernetes/VirtualService`, ...), so a re-list of one kind
 //! (API server restart, `410 Gone`) replaces exactly that kind's objects and emits only real
 //! differences. An object that fails Istio's validation (nothing enforces it without the admission
-//! webhook) is logged and skipped; if an earlier version was valid, that version stays.
+//! webhook) is logged and skipped; if an earlier version was valid, that version stays. Every
+//! verdict is also reported (with the object's current `status`) to an optional status sink,
+//! which `capstan discovery` turns into `status.validationMessages` on the object.
 
 use crate::store::{ConfigKey, ConfigStore};
 use capstan_api::decode::CheckOptions;
@@ -21,6 +23,25 @@ pub struct KubernetesSource {
     opts: CheckOptions,
     namespace: Option<String>,
     ready: tokio::sync::watch::Sender<bool>,
+    status: Option<tokio::sync::mpsc::UnboundedSender<StatusReport>>,
+}
+
+/// The validation verdict on one watched object, for status writing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StatusReport {
+    /// The object as last seen.
+    Seen {
+        /// Which object.
+        key: ConfigKey,
+        /// `metadata.generation`.
+        generation: Option<i64>,
+        /// Why it was rejected (`None`: valid).
+        error: Option<String>,
+        /// Its `status` as stored in the API server.
+        status: Option<serde_json::Value>,
+    },
+    /// The object was deleted.
+    Deleted(ConfigKey),
 }
 
 /// Whether a watch error means the kind is not served at all (its CRD is not installed): such
@@ -95,6 +116,27 @@ impl KubernetesSource {
             opts,
             namespace: None,
             ready: tokio::sync::watch::channel(false).0,
+            status: None,
+        }
+    }
+
+    /// Reports every verdict (and deletion) to `sink`.
+    pub fn with_status_reports(
+        mut self,
+        sink: tokio::sync::mpsc::UnboundedSender<StatusReport>,
+    ) -> KubernetesSource {
+        self.status = Some(sink);
+        self
+    }
+
+    fn report(&self, kind: Kind, obj: &DynamicObject, verdict: &Result<IstioObject, String>) {
+        if let Some(sink) = &self.status {
+            let _ = sink.send(StatusReport::Seen {
+                key: key_of(kind, obj),
+                generation: obj.metadata.generation,
+                error: verdict.as_ref().err().cloned(),
+                status: obj.data.get("status").cloned(),
+            });
         }
     }
 
@@ -135,7 +177,11 @@ impl KubernetesSource {
                 Ok(Event::Init) => {
                     listing.insert(kind, Vec::new());
                 }
-                Ok(Event::InitApply(obj)) => match accept(&obj, &self.opts) {
+                Ok(Event::InitApply(obj)) => match {
+                    let verdict = accept(&obj, &self.opts);
+                    self.report(kind, &obj, &verdict);
+                    verdict
+                } {
                     Ok(object) => listing.entry(kind).or_default().push(object),
                     Err(error) => {
                         let key = key_of(kind, &obj);
@@ -160,7 +206,11 @@ impl KubernetesSource {
                         tracing::info!(%kind, revision = change.revision, events = change.events.len(), "config listed from Kubernetes");
                     }
                 }
-                Ok(Event::Apply(obj)) => match accept(&obj, &self.opts) {
+                Ok(Event::Apply(obj)) => match {
+                    let verdict = accept(&obj, &self.opts);
+                    self.report(kind, &obj, &verdict);
+                    verdict
+                } {
                     Ok(object) => {
                         store.upsert(&source, object);
                     }
@@ -170,6 +220,9 @@ impl KubernetesSource {
                 },
                 Ok(Event::Delete(obj)) => {
                     store.delete(&source, &key_of(kind, &obj));
+                    if let Some(sink) = &self.status {
+                        let _ = sink.send(StatusReport::Deleted(key_of(kind, &obj)));
+                    }
                 }
                 Err(e) => tracing::warn!(%kind, error = %e, "watch failed; retrying"),
             }

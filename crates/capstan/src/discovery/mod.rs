@@ -13,6 +13,7 @@ mod registries;
 mod root_cert;
 mod secure;
 mod shutdown;
+mod status;
 mod webhook;
 
 use anyhow::{Context as _, Result};
@@ -224,12 +225,15 @@ pub fn run(args: Args) -> Result<()> {
         // First-sync signals of the sources that load asynchronously (files loaded above).
         let mut pending: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)> = Vec::new();
         let mut kube_client = None;
+        let mut status_reports = None;
         if let Some(kubeconfig) = &args.kubeconfig {
             let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
             let (client, ready) = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
             pending.push(("Kubernetes registry", ready));
             let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
-            let source = capstan_config::KubernetesSource::new(opts);
+            let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
+            status_reports = Some(status_rx);
+            let source = capstan_config::KubernetesSource::new(opts).with_status_reports(status_tx);
             pending.push(("Kubernetes config", source.ready()));
             tokio::spawn(source.run(client.clone(), store.clone()));
             kube_client = Some(client);
@@ -277,6 +281,10 @@ pub fn run(args: Args) -> Result<()> {
             kube_client.as_ref(),
             leader_rx.clone(),
         )?;
+        if let (Some(client), Some(reports)) = (&kube_client, status_reports) {
+            // Verdicts on watched objects, written to their status by the leader.
+            tokio::spawn(status::run(client.clone(), reports, leader_rx.clone()));
+        }
         if let (Some(ca), Some(client)) = (&ca, kube_client) {
             let root = ca.authority.root_cert_pem().to_owned();
             tokio::spawn(leader::while_leader(
