@@ -129,6 +129,13 @@ impl KubernetesSource {
         self
     }
 
+    /// Decodes and validates `obj`, reporting the verdict to the status sink.
+    fn judge(&self, kind: Kind, obj: &DynamicObject) -> Result<IstioObject, String> {
+        let verdict = accept(obj, &self.opts);
+        self.report(kind, obj, &verdict);
+        verdict
+    }
+
     fn report(&self, kind: Kind, obj: &DynamicObject, verdict: &Result<IstioObject, String>) {
         if let Some(sink) = &self.status {
             let _ = sink.send(StatusReport::Seen {
@@ -177,11 +184,7 @@ impl KubernetesSource {
                 Ok(Event::Init) => {
                     listing.insert(kind, Vec::new());
                 }
-                Ok(Event::InitApply(obj)) => match {
-                    let verdict = accept(&obj, &self.opts);
-                    self.report(kind, &obj, &verdict);
-                    verdict
-                } {
+                Ok(Event::InitApply(obj)) => match self.judge(kind, &obj) {
                     Ok(object) => listing.entry(kind).or_default().push(object),
                     Err(error) => {
                         let key = key_of(kind, &obj);
@@ -206,11 +209,7 @@ impl KubernetesSource {
                         tracing::info!(%kind, revision = change.revision, events = change.events.len(), "config listed from Kubernetes");
                     }
                 }
-                Ok(Event::Apply(obj)) => match {
-                    let verdict = accept(&obj, &self.opts);
-                    self.report(kind, &obj, &verdict);
-                    verdict
-                } {
+                Ok(Event::Apply(obj)) => match self.judge(kind, &obj) {
                     Ok(object) => {
                         store.upsert(&source, object);
                     }

@@ -81,6 +81,9 @@ fn api(client: &kube::Client, key: &ConfigKey) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), &key.namespace, &ar)
 }
 
+/// What was last seen of an object: its generation, why it was rejected, its status.
+type Seen = (Option<i64>, Option<String>, Option<Value>);
+
 /// Consumes the config source's reports; writes while `leader` is true.
 pub async fn run(
     client: kube::Client,
@@ -88,8 +91,7 @@ pub async fn run(
     mut leader: watch::Receiver<bool>,
 ) {
     // The latest verdict per object, and the patches not yet written.
-    let mut latest: BTreeMap<ConfigKey, (Option<i64>, Option<String>, Option<Value>)> =
-        BTreeMap::new();
+    let mut latest: BTreeMap<ConfigKey, Seen> = BTreeMap::new();
     let mut pending: BTreeMap<ConfigKey, Value> = BTreeMap::new();
     loop {
         tokio::select! {
