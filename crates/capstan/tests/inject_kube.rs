@@ -222,9 +222,33 @@ async fn the_api_server_injects_through_capstan() -> Result<()> {
             &cert_dir_arg,
             "--injection-template",
             &template_arg,
+            "--injector-webhook-config-name",
+            "capstan-sidecar-injector",
         ],
     )?;
-    kube.apply(&webhook_configuration(webhook_port, &ca_pem).to_string())?;
+    // Applied with an empty caBundle, as a chart that leaves the certificate to the control
+    // plane renders it: discovery patches its serving CA in.
+    kube.apply(&webhook_configuration(webhook_port, "").to_string())?;
+    poll_until(
+        "the injector's caBundle patched",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let got = kube.kubectl(&[
+                "get",
+                "mutatingwebhookconfiguration",
+                "capstan-sidecar-injector",
+                "-o",
+                "jsonpath={.webhooks[*].clientConfig.caBundle}",
+            ])?;
+            let want = b64(ca_pem.as_bytes());
+            Ok(
+                (got.split_whitespace().count() == 3 && got.split_whitespace().all(|b| b == want))
+                    .then_some(()),
+            )
+        },
+    )
+    .map_err(|e| e.context(server.tail()))?;
 
     // The API server picks the configuration up asynchronously: wait for the first injection.
     let plain_pod = pod(

@@ -1,10 +1,13 @@
-//! Keeps the webhook's CA in the `caBundle` of every webhook of a ValidatingWebhookConfiguration,
-//! as istiod's webhook controller does (`pkg/webhooks/validation/controller`): patched when the
+//! Keeps the webhook's CA in the `caBundle` of every webhook of a ValidatingWebhookConfiguration
+//! (and of the injector's MutatingWebhookConfiguration), as istiod's webhook controllers do
+//! (`pkg/webhooks/validation/controller`, `pkg/webhooks` patcher): patched when the
 //! configuration appears, when the CA changes, and again when someone resets it (a `helm
 //! upgrade` renders it with an empty bundle).
 
 use futures::StreamExt as _;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::ByteString;
 use kube::api::PostParams;
 use kube::runtime::{watcher, WatchStreamExt as _};
@@ -14,36 +17,82 @@ use tokio::sync::watch;
 /// A failed write is retried this soon (a conflict is retried on the next watch event).
 const RETRY: Duration = Duration::from_secs(5);
 
+/// A webhook configuration kind whose webhooks carry a `caBundle`.
+pub trait WebhookConfiguration:
+    kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + Send
+    + Sync
+    + 'static
+{
+    /// Each webhook's bundle.
+    fn bundles(&self) -> Vec<Option<&ByteString>>;
+    /// Sets every webhook's bundle.
+    fn set_bundles(&mut self, ca: &ByteString);
+    /// For logs.
+    const WHAT: &'static str;
+}
+
+impl WebhookConfiguration for ValidatingWebhookConfiguration {
+    fn bundles(&self) -> Vec<Option<&ByteString>> {
+        let hooks = self.webhooks.as_deref().unwrap_or_default();
+        hooks
+            .iter()
+            .map(|w| w.client_config.ca_bundle.as_ref())
+            .collect()
+    }
+    fn set_bundles(&mut self, ca: &ByteString) {
+        for w in self.webhooks.iter_mut().flatten() {
+            w.client_config.ca_bundle = Some(ca.clone());
+        }
+    }
+    const WHAT: &'static str = "validating webhook configuration";
+}
+
+impl WebhookConfiguration for MutatingWebhookConfiguration {
+    fn bundles(&self) -> Vec<Option<&ByteString>> {
+        let hooks = self.webhooks.as_deref().unwrap_or_default();
+        hooks
+            .iter()
+            .map(|w| w.client_config.ca_bundle.as_ref())
+            .collect()
+    }
+    fn set_bundles(&mut self, ca: &ByteString) {
+        for w in self.webhooks.iter_mut().flatten() {
+            w.client_config.ca_bundle = Some(ca.clone());
+        }
+    }
+    const WHAT: &'static str = "mutating webhook configuration";
+}
+
 /// The configuration with `ca_pem` in every webhook's bundle, or `None` if it has it already.
-pub fn with_bundle(
-    config: &ValidatingWebhookConfiguration,
-    ca_pem: &str,
-) -> Option<ValidatingWebhookConfiguration> {
+pub fn with_bundle<C: WebhookConfiguration>(config: &C, ca_pem: &str) -> Option<C> {
     let want = ByteString(ca_pem.as_bytes().to_vec());
-    let webhooks = config.webhooks.as_deref().unwrap_or_default();
-    if webhooks
-        .iter()
-        .all(|w| w.client_config.ca_bundle.as_ref() == Some(&want))
-    {
+    if config.bundles().iter().all(|b| *b == Some(&want)) {
         return None;
     }
     let mut patched = config.clone();
-    for webhook in patched.webhooks.iter_mut().flatten() {
-        webhook.client_config.ca_bundle = Some(want.clone());
-    }
+    patched.set_bundles(&want);
     Some(patched)
 }
 
 /// Watches the configuration `name` and keeps the current CA of `ca` in it. Runs until the
 /// process ends; API errors are logged and retried.
-pub async fn run(client: kube::Client, name: String, mut ca: watch::Receiver<Option<String>>) {
-    let api = kube::Api::<ValidatingWebhookConfiguration>::all(client);
+pub async fn run<C: WebhookConfiguration>(
+    client: kube::Client,
+    name: String,
+    mut ca: watch::Receiver<Option<String>>,
+) {
+    let api = kube::Api::<C>::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher(api.clone(), config)
         .default_backoff()
         .applied_objects();
     futures::pin_mut!(events);
-    let mut latest: Option<ValidatingWebhookConfiguration> = None;
+    let mut latest: Option<C> = None;
     // A CA that never changes (a generated certificate) closes the channel: keep the last.
     let mut ca_open = true;
     loop {
@@ -66,7 +115,7 @@ pub async fn run(client: kube::Client, name: String, mut ca: watch::Receiver<Opt
             // conflict, and the watch brings the newer object to patch again.
             match api.replace(&name, &PostParams::default(), &patched).await {
                 Ok(stored) => {
-                    tracing::info!(config = %name, "patched the CA bundle of the validating webhook configuration");
+                    tracing::info!(config = %name, "patched the CA bundle of the {}", C::WHAT);
                     latest = Some(stored);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
@@ -105,6 +154,21 @@ mod tests {
             ),
             ..ValidatingWebhookConfiguration::default()
         }
+    }
+
+    #[test]
+    fn mutating_configurations_are_patched_too() {
+        use k8s_openapi::api::admissionregistration::v1::MutatingWebhook;
+        let m = MutatingWebhookConfiguration {
+            webhooks: Some(vec![MutatingWebhook {
+                name: "sidecar-injector.istio.io".into(),
+                ..MutatingWebhook::default()
+            }]),
+            ..MutatingWebhookConfiguration::default()
+        };
+        let patched = with_bundle(&m, "CA").expect("an empty bundle is patched");
+        assert_eq!(patched.bundles(), vec![Some(&ByteString(b"CA".to_vec()))]);
+        assert!(with_bundle(&patched, "CA").is_none());
     }
 
     #[test]

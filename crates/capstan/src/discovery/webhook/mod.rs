@@ -16,6 +16,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use capstan_api::decode::CheckOptions;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use review::{AdmissionRequest, AdmissionResponse};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -51,6 +54,10 @@ pub struct WebhookArgs {
     /// and a generated certificate or a `ca.crt`), kept patched as istiod does.
     #[arg(long = "validation-webhook-config-name")]
     pub validation_config: Option<String>,
+    /// MutatingWebhookConfiguration (the sidecar injector's, Istio's
+    /// `INJECTION_WEBHOOK_CONFIG_NAME`) whose webhooks get the serving CA in their `caBundle`.
+    #[arg(long = "injector-webhook-config-name")]
+    pub injector_config: Option<String>,
 }
 
 /// The answer of one path: pure, no I/O.
@@ -161,14 +168,36 @@ impl WebhookArgs {
         if let (Some(client), Some(name)) = (kube, &self.validation_config) {
             // Only the leader patches: replicas would otherwise overwrite each other.
             let (client, name) = (client.clone(), name.clone());
+            let rx = ca_rx.clone();
+            tokio::spawn(super::leader::while_leader(
+                leader.clone(),
+                "validating webhook CA bundle",
+                move || {
+                    ca_bundle::run::<ValidatingWebhookConfiguration>(
+                        client.clone(),
+                        name.clone(),
+                        rx.clone(),
+                    )
+                },
+            ));
+        }
+        if let (Some(client), Some(name)) = (kube, &self.injector_config) {
+            let (client, name) = (client.clone(), name.clone());
             tokio::spawn(super::leader::while_leader(
                 leader,
-                "webhook CA bundle",
-                move || ca_bundle::run(client.clone(), name.clone(), ca_rx.clone()),
+                "injector webhook CA bundle",
+                move || {
+                    ca_bundle::run::<MutatingWebhookConfiguration>(
+                        client.clone(),
+                        name.clone(),
+                        ca_rx.clone(),
+                    )
+                },
             ));
-        } else if self.validation_config.is_some() {
+        }
+        if kube.is_none() && (self.validation_config.is_some() || self.injector_config.is_some()) {
             tracing::warn!(
-                "--validation-webhook-config-name needs --kubeconfig; the CA bundle is not patched"
+                "--validation-webhook-config-name and --injector-webhook-config-name need --kubeconfig; no CA bundle is patched"
             );
         }
         Ok(Some(serving))
