@@ -557,6 +557,12 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
         ("list", validator.clone(), None),
         ("watch", validator.clone(), None),
         ("update", validator.clone(), None),
+        ("get", validator.clone(), None),
+        (
+            "create",
+            "virtualservices.networking.istio.io".to_owned(),
+            Some(ns.as_str()),
+        ),
         (
             "get",
             "secrets/istio-ca-secret".to_owned(),

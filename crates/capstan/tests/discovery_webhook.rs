@@ -187,7 +187,7 @@ fn kube_apiserver_calls_the_webhook_with_the_patched_ca_bundle() -> Result<()> {
     )?;
     // Created empty after the start, as a chart would: discovery fills in its CA.
     let config = format!(
-        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: capstan-validator\nwebhooks:\n- name: validation.istio.io\n  clientConfig:\n    url: {}\n  rules:\n  - operations: [CREATE, UPDATE]\n    apiGroups: [networking.istio.io]\n    apiVersions: ['*']\n    resources: ['*']\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  failurePolicy: Fail\n  timeoutSeconds: 10\n",
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: capstan-validator\nwebhooks:\n- name: validation.istio.io\n  clientConfig:\n    url: {}\n  rules:\n  - operations: [CREATE, UPDATE]\n    apiGroups: [networking.istio.io]\n    apiVersions: ['*']\n    resources: ['*']\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  failurePolicy: Ignore\n  timeoutSeconds: 10\n",
         discovery.webhook_url("/validate")
     );
     kube.apply(&config)?;
@@ -215,6 +215,24 @@ fn kube_apiserver_calls_the_webhook_with_the_patched_ca_bundle() -> Result<()> {
         refusal.contains("spec.http[0].route[0].weight"),
         "{refusal}"
     );
+    // Installed failing open (Ignore, as Istio's chart does); once the webhook is seen refusing
+    // invalid config, discovery makes it fail closed.
+    poll_until(
+        "failurePolicy switched to Fail",
+        WAIT,
+        Duration::from_millis(300),
+        || {
+            let p = kube.kubectl(&[
+                "get",
+                "validatingwebhookconfiguration",
+                "capstan-validator",
+                "-o",
+                "jsonpath={.webhooks[*].failurePolicy}",
+            ])?;
+            Ok((p.trim() == "Fail").then_some(()))
+        },
+    )
+    .with_context(|| discovery.tail())?;
 
     // For real: refused with the field path, and not stored.
     let out = kubectl(&kube, &["apply", "-f", "-"], Some(INVALID_VS))?;

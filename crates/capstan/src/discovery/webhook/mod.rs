@@ -7,6 +7,7 @@
 
 mod ca_bundle;
 pub mod cert;
+mod fail_closed;
 pub mod review;
 
 use anyhow::{Context as _, Result};
@@ -179,6 +180,15 @@ impl WebhookArgs {
                         rx.clone(),
                     )
                 },
+            ));
+        }
+        if let (Some(client), Some(name)) = (kube, &self.validation_config) {
+            // Fail closed once the webhook is seen refusing invalid config (istiod's switch).
+            let (client, name, ns) = (client.clone(), name.clone(), system_namespace.to_owned());
+            tokio::spawn(super::leader::while_leader(
+                leader.clone(),
+                "validating webhook failurePolicy",
+                move || fail_closed::run(client.clone(), name.clone(), ns.clone()),
             ));
         }
         if let (Some(client), Some(name)) = (kube, &self.injector_config) {
