@@ -283,3 +283,30 @@ fn dump_for_envoy_validation() {
     }
     assert!(n > 0);
 }
+
+/// TLS passthrough on a gateway: istiod authorizes the connection with the network RBAC
+/// filters of the policies selecting the gateway, before `tcp_proxy`.
+#[test]
+fn gateway_passthrough_chains_carry_network_rbac() {
+    let g = load_mesh("authz");
+    let lds = generate_all(&g, &ingress_gateway())
+        .into_iter()
+        .find(|(t, _)| *t == "lds")
+        .expect("lds")
+        .1;
+    let l: Listener = lds
+        .iter()
+        .find(|r| r.name == "0.0.0.0_443")
+        .expect("the gateway's port 443")
+        .decode()
+        .expect("a listener");
+    let chain = l.filter_chains.first().expect("a passthrough chain");
+    let names: Vec<&str> = chain.filters.iter().map(|f| f.name.as_str()).collect();
+    assert!(names.len() >= 2, "{names:?}");
+    let (last, rbac) = names.split_last().unwrap();
+    assert_eq!(*last, "envoy.filters.network.tcp_proxy");
+    assert!(
+        rbac.iter().all(|n| *n == "envoy.filters.network.rbac"),
+        "{names:?}"
+    );
+}

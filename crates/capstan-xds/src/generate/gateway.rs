@@ -279,6 +279,8 @@ fn gateway_http_filters(ctx: &PushContext, proxy: &Proxy) -> Vec<HttpFilter> {
 pub fn listeners(ctx: &PushContext, proxy: &Proxy) -> Vec<Listener> {
     let mut out = Vec::new();
     let filters = gateway_http_filters(ctx, proxy);
+    let tcp_rbac =
+        super::authz::network_filters(&ctx.workload_authz(&proxy.namespace, &proxy.labels));
     for (port, refs) in servers(ctx, proxy) {
         let name = format!("0.0.0.0_{port}");
         let stat = format!("outbound_0.0.0.0_{port}");
@@ -324,9 +326,13 @@ pub fn listeners(ctx: &PushContext, proxy: &Proxy) -> Vec<Listener> {
                         .iter()
                         .flat_map(|m| m.sni_hosts.iter().map(String::as_str))
                         .collect();
+                    // istiod authorizes TLS passthrough connections with the network RBAC
+                    // filters of the AuthorizationPolicies selecting the gateway.
+                    let mut filters = tcp_rbac.clone();
+                    filters.push(tcp_proxy_filter(&cluster, &cluster));
                     chains.push(FilterChain {
                         filter_chain_match: sni_match(&sni),
-                        filters: vec![tcp_proxy_filter(&cluster, &cluster)],
+                        filters,
                         ..FilterChain::default()
                     });
                 }
