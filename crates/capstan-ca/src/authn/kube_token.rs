@@ -15,13 +15,89 @@ pub const DEFAULT_AUDIENCE: &str = "istio-ca";
 const SA_USER_PREFIX: &str = "system:serviceaccount:";
 const SA_GROUP: &str = "system:serviceaccounts";
 
+/// How long a token the API server accepted is accepted again without asking (the API
+/// server's own token-authentication cache keeps successes 10 s).
+pub const DEFAULT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+/// At most this many tokens are remembered; a full cache drops its expired entries, then all.
+const CACHE_CAPACITY: usize = 10_000;
+
+/// Accepted tokens, by SHA-256 of the token (the token itself is not kept), with the time
+/// they were accepted. Rejections are not cached: a refused caller asks again.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: std::sync::Mutex<std::collections::HashMap<[u8; 32], (Identity, std::time::Instant)>>,
+}
+
+impl TokenCache {
+    fn key(token: &str) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+        let mut k = [0u8; 32];
+        k.copy_from_slice(d.as_ref());
+        k
+    }
+
+    /// The identity of `token` if it was accepted less than `ttl` before `now`.
+    pub fn get(
+        &self,
+        token: &str,
+        ttl: std::time::Duration,
+        now: std::time::Instant,
+    ) -> Option<Identity> {
+        let entries = self
+            .entries
+            .lock()
+            .expect("the token cache lock is never poisoned");
+        entries
+            .get(&Self::key(token))
+            .filter(|(_, at)| now.saturating_duration_since(*at) < ttl)
+            .map(|(id, _)| id.clone())
+    }
+
+    /// Remembers that `token` was accepted as `identity` at `now`.
+    pub fn insert(
+        &self,
+        token: &str,
+        identity: Identity,
+        ttl: std::time::Duration,
+        now: std::time::Instant,
+    ) {
+        let mut entries = self
+            .entries
+            .lock()
+            .expect("the token cache lock is never poisoned");
+        if entries.len() >= CACHE_CAPACITY {
+            entries.retain(|_, (_, at)| now.saturating_duration_since(*at) < ttl);
+            if entries.len() >= CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(Self::key(token), (identity, now));
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries
+            .lock()
+            .expect("the token cache lock is never poisoned")
+            .len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Accepts callers with a service-account token the API server vouches for, for one of the
-/// configured audiences.
+/// configured audiences. Accepted tokens are remembered for [`DEFAULT_CACHE_TTL`], so a proxy's
+/// CSR and xDS stream opened together cost one TokenReview.
 #[derive(Clone)]
 pub struct TokenReviewAuthenticator {
     client: kube::Client,
     trust_domain: String,
     audiences: Vec<String>,
+    cache: std::sync::Arc<TokenCache>,
+    cache_ttl: std::time::Duration,
 }
 
 impl std::fmt::Debug for TokenReviewAuthenticator {
@@ -41,7 +117,15 @@ impl TokenReviewAuthenticator {
             client,
             trust_domain: trust_domain.into(),
             audiences: vec![DEFAULT_AUDIENCE.to_owned()],
+            cache: std::sync::Arc::default(),
+            cache_ttl: DEFAULT_CACHE_TTL,
         }
+    }
+
+    /// Remember accepted tokens this long instead (zero: ask the API server every time).
+    pub fn with_cache_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.cache_ttl = ttl;
+        self
     }
 
     /// Accept tokens for these audiences instead (Istio's `TOKEN_AUDIENCES`).
@@ -50,8 +134,21 @@ impl TokenReviewAuthenticator {
         self
     }
 
-    /// The identity a token stands for, according to the API server.
+    /// The identity a token stands for, according to the API server (or to its answer of
+    /// less than the cache TTL ago).
     pub async fn review(&self, token: &str) -> Result<Identity, AuthError> {
+        let now = std::time::Instant::now();
+        if let Some(id) = self.cache.get(token, self.cache_ttl, now) {
+            return Ok(id);
+        }
+        let id = self.review_uncached(token).await?;
+        if !self.cache_ttl.is_zero() {
+            self.cache.insert(token, id.clone(), self.cache_ttl, now);
+        }
+        Ok(id)
+    }
+
+    async fn review_uncached(&self, token: &str) -> Result<Identity, AuthError> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_owned(),
@@ -137,6 +234,39 @@ impl Authenticator for TokenReviewAuthenticator {
 mod tests {
     use super::*;
     use k8s_openapi::api::authentication::v1::UserInfo;
+
+    #[test]
+    fn accepted_tokens_are_remembered_for_the_ttl_only() {
+        use std::time::{Duration, Instant};
+        let cache = TokenCache::default();
+        let ttl = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let id = Identity::new("cluster.local", "ns", "sa").unwrap();
+        assert_eq!(cache.get("tok", ttl, t0), None);
+        cache.insert("tok", id.clone(), ttl, t0);
+        assert_eq!(
+            cache.get("tok", ttl, t0 + Duration::from_secs(9)),
+            Some(id.clone())
+        );
+        assert_eq!(
+            cache.get("tok", ttl, t0 + Duration::from_secs(10)),
+            None,
+            "expired"
+        );
+        assert_eq!(cache.get("other", ttl, t0), None);
+        // Bounded: a full cache drops expired entries first, then everything.
+        // "tok" and these fill it exactly.
+        for i in 0..CACHE_CAPACITY - 1 {
+            cache.insert(&format!("t{i}"), id.clone(), ttl, t0);
+        }
+        assert_eq!(cache.len(), CACHE_CAPACITY);
+        cache.insert("late", id.clone(), ttl, t0 + Duration::from_secs(20));
+        assert_eq!(cache.len(), 1, "every old entry had expired");
+        assert_eq!(
+            cache.get("late", ttl, t0 + Duration::from_secs(21)),
+            Some(id)
+        );
+    }
 
     fn status(user: &str, groups: &[&str], audiences: &[&str]) -> TokenReviewStatus {
         TokenReviewStatus {
