@@ -23,7 +23,7 @@ mod storage;
 
 pub use authn::{
     AuthError, Authenticator, Caller, ClientCertAuthenticator, StaticTokenAuthenticator,
-    TokenFileError, TokenReviewAuthenticator,
+    TokenCache, TokenFileError, TokenReviewAuthenticator,
 };
 pub use authority::{CaError, CaOptions, CertificateAuthority};
 pub use csr::CsrError;

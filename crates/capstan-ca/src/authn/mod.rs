@@ -7,7 +7,9 @@ mod kube_token;
 mod static_token;
 
 pub use client_cert::ClientCertAuthenticator;
-pub use kube_token::{identity_from_review, TokenReviewAuthenticator, DEFAULT_AUDIENCE};
+pub use kube_token::{
+    identity_from_review, TokenCache, TokenReviewAuthenticator, DEFAULT_AUDIENCE, DEFAULT_CACHE_TTL,
+};
 pub use static_token::{StaticTokenAuthenticator, TokenFileError};
 
 use std::sync::Arc;
