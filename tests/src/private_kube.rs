@@ -338,6 +338,19 @@ impl PrivateKube {
         run_ok(&mut cmd, Some(yaml), COMMAND_TIMEOUT)
     }
 
+    /// Installs the project's Istio CRDs (`deploy/crds`) and waits until `wait_for` (CRD names
+    /// like `virtualservices.networking.istio.io`) are established.
+    pub fn install_istio_crds(&self, wait_for: &[&str]) -> Result<()> {
+        let crds = crate::repo_root().join("deploy/crds");
+        let crds = crds.to_str().context("deploy/crds is not UTF-8")?;
+        self.kubectl(&["apply", "--server-side", "-f", crds])?;
+        let names: Vec<String> = wait_for.iter().map(|n| format!("crd/{n}")).collect();
+        let mut args = vec!["wait", "--for", "condition=Established", "--timeout", "60s"];
+        args.extend(names.iter().map(String::as_str));
+        self.kubectl(&args)?;
+        Ok(())
+    }
+
     /// A JSON request to etcd's v3 gateway (`path` like `/v3/kv/compaction`).
     pub fn etcd_json(&self, path: &str, body: &str) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.etcd_endpoint());

@@ -224,17 +224,7 @@ fn outbound_listeners_have_no_jwt_filter() {
 #[test]
 fn gateway_http_chains_carry_the_jwt_filter_then_rbac() {
     let g = load_mesh("authz");
-    let lds = generate_all(&g, &ingress_gateway())
-        .into_iter()
-        .find(|(t, _)| *t == "lds")
-        .expect("lds")
-        .1;
-    let l: Listener = lds
-        .iter()
-        .find(|r| r.name == "0.0.0.0_80")
-        .expect("the gateway's port 80")
-        .decode()
-        .expect("a listener");
+    let l = gateway_listener(&g, "0.0.0.0_80");
     let (_, hcm) = chains(&l).into_iter().next().expect("a chain");
     let hcm = hcm.expect("an HTTP chain");
     let names: Vec<&str> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
@@ -284,22 +274,26 @@ fn dump_for_envoy_validation() {
     assert!(n > 0);
 }
 
+/// The ingress gateway's listener `name`, decoded.
+fn gateway_listener(g: &capstan_xds::IstioGenerator, name: &str) -> Listener {
+    let lds = generate_all(g, &ingress_gateway())
+        .into_iter()
+        .find(|(t, _)| *t == "lds")
+        .expect("lds")
+        .1;
+    lds.iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no listener {name}"))
+        .decode()
+        .expect("a listener")
+}
+
 /// TLS passthrough on a gateway: istiod authorizes the connection with the network RBAC
 /// filters of the policies selecting the gateway, before `tcp_proxy`.
 #[test]
 fn gateway_passthrough_chains_carry_network_rbac() {
     let g = load_mesh("authz");
-    let lds = generate_all(&g, &ingress_gateway())
-        .into_iter()
-        .find(|(t, _)| *t == "lds")
-        .expect("lds")
-        .1;
-    let l: Listener = lds
-        .iter()
-        .find(|r| r.name == "0.0.0.0_443")
-        .expect("the gateway's port 443")
-        .decode()
-        .expect("a listener");
+    let l = gateway_listener(&g, "0.0.0.0_443");
     let chain = l.filter_chains.first().expect("a passthrough chain");
     let names: Vec<&str> = chain.filters.iter().map(|f| f.name.as_str()).collect();
     assert!(names.len() >= 2, "{names:?}");

@@ -5,10 +5,10 @@
 
 mod ca_support;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ca_support::Discovery;
 use capstan_e2e::private_kube::PrivateKube;
-use capstan_e2e::{context, poll_until, repo_root};
+use capstan_e2e::{context, poll_until};
 use std::time::Duration;
 
 const BROKEN: &str = "apiVersion: networking.istio.io/v1
@@ -52,21 +52,9 @@ fn invalid_objects_are_marked_in_their_status_and_cleared_when_fixed() -> Result
         return Ok(());
     };
     let kube = PrivateKube::start("status", &[])?;
-    let crds = repo_root().join("deploy/crds");
-    kube.kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        crds.to_str().context("utf-8")?,
-    ])?;
-    kube.kubectl(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "--timeout",
-        "60s",
-        "crd/virtualservices.networking.istio.io",
-        "crd/destinationrules.networking.istio.io",
+    kube.install_istio_crds(&[
+        "virtualservices.networking.istio.io",
+        "destinationrules.networking.istio.io",
     ])?;
     for ns in ["istio-system", "shop"] {
         kube.kubectl(&["create", "namespace", ns])?;

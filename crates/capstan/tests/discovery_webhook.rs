@@ -13,7 +13,7 @@ mod discovery_support;
 
 use anyhow::{ensure, Context, Result};
 use capstan_e2e::private_kube::PrivateKube;
-use capstan_e2e::{context, infra, poll_until, repo_root, run_with_timeout, CmdOutput};
+use capstan_e2e::{context, infra, poll_until, run_with_timeout, CmdOutput};
 use discovery_support::*;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -156,21 +156,7 @@ fn kube_apiserver_calls_the_webhook_with_the_patched_ca_bundle() -> Result<()> {
         return Ok(());
     };
     let kube = PrivateKube::start("webhook", &[])?;
-    let crds = repo_root().join("deploy/crds");
-    kube.kubectl(&[
-        "apply",
-        "--server-side",
-        "-f",
-        crds.to_str().context("utf-8")?,
-    ])?;
-    kube.kubectl(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "--timeout",
-        "60s",
-        "crd/virtualservices.networking.istio.io",
-    ])?;
+    kube.install_istio_crds(&["virtualservices.networking.istio.io"])?;
     for ns in ["istio-system", "shop"] {
         kube.kubectl(&["create", "namespace", ns])?;
     }

@@ -564,43 +564,27 @@ spec:
         ),
     )?;
     let d = discovery(dir, None)?;
-    let certs = |name: &str, id: &str| -> Result<String> {
-        let p = dir.join(format!("{name}-certs"));
-        write_certs(&p, &ca, id)?;
-        Ok(p.display().to_string())
-    };
-    let boot = |id: &str, label: &str| {
-        proxy::bootstrap_json(
-            &format!("router~127.0.0.1~{id}.istio-system~istio-system.svc.cluster.local"),
+    // A gateway proxy `name` with the workload certificate of `id`.
+    let gateway = |name: &str, id: &str, label: &str| -> Result<proxy::Proxy> {
+        let certs = dir.join(format!("{name}-certs"));
+        write_certs(&certs, &ca, id)?;
+        let boot = proxy::bootstrap_json(
+            &format!("router~127.0.0.1~{name}-0.istio-system~istio-system.svc.cluster.local"),
             &[("istio", label)],
             d.xds_port,
             free_port(),
             true,
+        );
+        proxy::proxy_with(
+            dir,
+            name,
+            &boot,
+            &["--cert-dir", &certs.display().to_string()],
         )
     };
-    let (a_certs, b_certs, c_certs) = (
-        certs("a", GATEWAY_ID)?,
-        certs("b", REVIEWS_ID)?,
-        certs("c", STRANGER_ID)?,
-    );
-    let a = proxy::proxy_with(
-        dir,
-        "a",
-        &boot("a-0", "ingressgateway"),
-        &["--cert-dir", &a_certs],
-    )?;
-    let b = proxy::proxy_with(
-        dir,
-        "b",
-        &boot("b-0", "eastwestgateway"),
-        &["--cert-dir", &b_certs],
-    )?;
-    let c = proxy::proxy_with(
-        dir,
-        "c",
-        &boot("c-0", "strangergateway"),
-        &["--cert-dir", &c_certs],
-    )?;
+    let a = gateway("a", GATEWAY_ID, "ingressgateway")?;
+    let b = gateway("b", REVIEWS_ID, "eastwestgateway")?;
+    let c = gateway("c", STRANGER_ID, "strangergateway")?;
     for p in [&a, &b, &c] {
         p.ready(Duration::from_secs(30)).await?;
     }

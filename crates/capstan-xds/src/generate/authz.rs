@@ -56,62 +56,54 @@ pub enum Layer {
     Tcp,
 }
 
-/// The RBAC filters for a workload's inbound HTTP chains, in istiod's order, to be placed before
-/// any other HTTP filter of the chain. Empty when no AUDIT, DENY or ALLOW policy selects it.
-pub fn http_filters(policies: &WorkloadAuthz) -> Vec<hcm::HttpFilter> {
-    let mut out = Vec::new();
-    for (list, action) in [
+/// The rules of each action that has policies, in istiod's filter order (AUDIT, DENY, ALLOW).
+fn rules_by_action(policies: &WorkloadAuthz, layer: Layer) -> Vec<Rbac> {
+    [
         (&policies.audit, rbac::Action::Log),
         (&policies.deny, rbac::Action::Deny),
         (&policies.allow, rbac::Action::Allow),
-    ] {
-        if list.is_empty() {
-            continue;
-        }
-        let rules = build_rules(
+    ]
+    .into_iter()
+    .filter(|(list, _)| !list.is_empty())
+    .map(|(list, action)| {
+        build_rules(
             list.iter()
                 .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
             action,
-            Layer::Http,
-        );
-        out.push(hcm::HttpFilter {
+            layer,
+        )
+    })
+    .collect()
+}
+
+/// The RBAC filters for a workload's inbound HTTP chains, in istiod's order, to be placed before
+/// any other HTTP filter of the chain. Empty when no AUDIT, DENY or ALLOW policy selects it.
+pub fn http_filters(policies: &WorkloadAuthz) -> Vec<hcm::HttpFilter> {
+    rules_by_action(policies, Layer::Http)
+        .iter()
+        .map(|rules| hcm::HttpFilter {
             name: RBAC_FILTER.into(),
             config_type: Some(hcm::http_filter::ConfigType::TypedConfig(rbac_filter_any(
-                &rules,
+                rules,
             ))),
             ..hcm::HttpFilter::default()
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The network RBAC filters for a workload's inbound TCP chains (declared TCP ports and the
 /// pass-through chains), in istiod's order and with its `tcp.` stat prefix, to be placed
 /// before the chain's `tcp_proxy`. Empty when no AUDIT, DENY or ALLOW policy selects it.
 pub fn network_filters(policies: &WorkloadAuthz) -> Vec<listener::Filter> {
-    let mut out = Vec::new();
-    for (list, action) in [
-        (&policies.audit, rbac::Action::Log),
-        (&policies.deny, rbac::Action::Deny),
-        (&policies.allow, rbac::Action::Allow),
-    ] {
-        if list.is_empty() {
-            continue;
-        }
-        let rules = build_rules(
-            list.iter()
-                .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
-            action,
-            Layer::Tcp,
-        );
-        out.push(listener::Filter {
+    rules_by_action(policies, Layer::Tcp)
+        .iter()
+        .map(|rules| listener::Filter {
             name: NETWORK_RBAC_FILTER.into(),
             config_type: Some(listener::filter::ConfigType::TypedConfig(network_rbac_any(
-                &rules,
+                rules,
             ))),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The network filter's config: `rules` (field 1) encoded in name order as for the HTTP
