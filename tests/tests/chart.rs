@@ -569,11 +569,12 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             Some(ns.as_str()),
         ),
         ("create", "secrets".to_owned(), Some(ns.as_str())),
+        ("list", "secrets".to_owned(), Some(other)),
+        ("watch", "secrets".to_owned(), None),
     ]);
     let denied: Vec<(&str, String, Option<&str>)> = vec![
         ("get", "secrets/istio-ca-secret".to_owned(), Some(other)),
         ("create", "secrets".to_owned(), Some(other)),
-        ("list", "secrets".to_owned(), Some(ns.as_str())),
         (
             "get",
             "secrets/capstan-webhook-cert".to_owned(),

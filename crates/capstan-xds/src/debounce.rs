@@ -27,6 +27,8 @@ pub enum Change {
     Registry(Arc<Vec<RegistryEvent>>),
     /// Something changed but what is unknown (a lagging subscriber): push everything.
     Everything,
+    /// These changed keys (e.g. `Secret/<namespace>/<name>`): a full push narrowed to them.
+    Keys(BTreeSet<String>),
 }
 
 /// Debounce timing.
@@ -144,6 +146,11 @@ pub fn push_for(change: &Change) -> PushRequest {
             full: true,
             ..PushRequest::default()
         },
+        Change::Keys(keys) => PushRequest {
+            full: true,
+            changed: keys.clone(),
+            ..PushRequest::default()
+        },
     }
 }
 
@@ -153,6 +160,7 @@ fn is_empty(change: &Change) -> bool {
         Change::Config(c) => c.events.is_empty(),
         Change::Registry(events) => events.is_empty(),
         Change::Everything => false,
+        Change::Keys(keys) => keys.is_empty(),
     }
 }
 

@@ -46,6 +46,10 @@ pub struct Proxy {
     /// Where the proxy runs (the node's `locality`, as Istio's agent reports it); empty when
     /// not reported.
     pub locality: capstan_registry::Locality,
+    /// The stream was authenticated (client certificate or token) and authorized for every
+    /// namespace the node claims (istiod's `VerifiedIdentity`). Only such proxies are sent
+    /// credentials (SDS secrets), as istiod requires.
+    pub authenticated: bool,
 }
 
 /// Why a node could not be understood.
@@ -176,6 +180,7 @@ impl Proxy {
                     subzone: l.sub_zone.clone(),
                 })
                 .unwrap_or_default(),
+            authenticated: false,
             id,
         })
     }

@@ -20,9 +20,13 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 /// `type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment`
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
+/// `type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret` (SDS over ADS: the
+/// gateways' `credentialName` secrets, `kubernetes://<name>`).
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
 /// The type URLs Capstan generates, in the order Envoy wants them pushed (CDS before EDS,
-/// LDS before RDS) to avoid traffic drops during updates.
-pub const PUSH_ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// LDS before RDS) to avoid traffic drops during updates; secrets last, as istiod pushes them.
+pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
 /// True for types whose subscription without names means "everything" (wildcard).
 pub fn is_wildcard_type(type_url: &str) -> bool {

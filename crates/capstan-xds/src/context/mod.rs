@@ -4,6 +4,7 @@
 mod authn;
 mod authz;
 pub(crate) mod cache;
+pub mod credentials;
 mod delegate;
 mod index;
 mod request_authn;

@@ -20,9 +20,11 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
-    SdsSecretConfig, TlsCertificate,
+    common_tls_context::{self, CombinedCertificateValidationContext},
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    TlsCertificate,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::BoolValue;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -185,6 +187,18 @@ fn file(path: &str) -> Option<DataSource> {
     })
 }
 
+/// Exact matchers for a server's `subjectAltNames`.
+fn exact_sans(sans: &[String]) -> Vec<StringMatcher> {
+    sans.iter()
+        .map(|s| StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(s.clone())),
+            ..StringMatcher::default()
+        })
+        .collect()
+}
+
+// `match_subject_alt_names` is deprecated in Envoy's API, and it is what istiod sets.
+#[allow(deprecated)]
 fn downstream_tls(server: &Server) -> Option<TransportSocket> {
     let tls = server.tls.as_ref()?;
     let mutual = matches!(
@@ -209,14 +223,36 @@ fn downstream_tls(server: &Server) -> Option<TransportSocket> {
                 "ROOTCA".into(),
             )),
         );
-    } else if !tls.credential_name.is_empty() {
-        common.tls_certificate_sds_secret_configs =
-            vec![sds(format!("kubernetes://{}", tls.credential_name))];
+    } else if !tls.credential_name.is_empty() || !tls.credential_names.is_empty() {
+        // Istio's `credentialNames` (an RSA and an ECDSA certificate, say) are all offered;
+        // clients are verified against the first one's CA.
+        let names: Vec<&String> = if tls.credential_names.is_empty() {
+            vec![&tls.credential_name]
+        } else {
+            tls.credential_names.iter().collect()
+        };
+        common.tls_certificate_sds_secret_configs = names
+            .iter()
+            .map(|n| sds(format!("{}{n}", super::sds::KUBERNETES_PREFIX)))
+            .collect();
         if verify {
+            // As istiod: the Secret's CA over SDS, the SANs checked beside it.
             common.validation_context_type = Some(
-                common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(sds(
-                    format!("kubernetes://{}-cacert", tls.credential_name),
-                )),
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    CombinedCertificateValidationContext {
+                        default_validation_context: Some(CertificateValidationContext {
+                            match_subject_alt_names: exact_sans(&tls.subject_alt_names),
+                            ..CertificateValidationContext::default()
+                        }),
+                        validation_context_sds_secret_config: Some(sds(format!(
+                            "{}{}{}",
+                            super::sds::KUBERNETES_PREFIX,
+                            names[0],
+                            super::sds::CA_SUFFIX
+                        ))),
+                        ..CombinedCertificateValidationContext::default()
+                    },
+                ),
             );
         }
     } else {
@@ -230,6 +266,7 @@ fn downstream_tls(server: &Server) -> Option<TransportSocket> {
                 common_tls_context::ValidationContextType::ValidationContext(
                     CertificateValidationContext {
                         trusted_ca: file(&tls.ca_certificates),
+                        match_subject_alt_names: exact_sans(&tls.subject_alt_names),
                         ..CertificateValidationContext::default()
                     },
                 ),

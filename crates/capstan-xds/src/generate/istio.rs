@@ -2,7 +2,7 @@
 
 use crate::context::PushContext;
 use crate::proxy::{Proxy, ProxyType};
-use crate::resource::{Resource, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::resource::{Resource, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use crate::{GenerateError, Generator, PushRequest, Subscription};
 use arc_swap::ArcSwap;
 use capstan_api::{Kind, Spec};
@@ -15,6 +15,8 @@ pub struct IstioGenerator {
     retired: std::sync::Mutex<crate::context::CacheStats>,
     /// The JWKS resolved by the control plane, for the next context ([`Self::set_jwks`]).
     jwks: ArcSwap<crate::context::JwksKeys>,
+    /// The gateways' credentials (Kubernetes Secrets), served as SDS secrets.
+    credentials: ArcSwap<crate::context::credentials::Credentials>,
 }
 
 impl IstioGenerator {
@@ -24,6 +26,7 @@ impl IstioGenerator {
             jwks: ArcSwap::new(ctx.jwks.clone()),
             ctx: ArcSwap::from_pointee(ctx),
             retired: std::sync::Mutex::default(),
+            credentials: ArcSwap::default(),
         }
     }
 
@@ -68,6 +71,12 @@ impl IstioGenerator {
         self.jwks.store(keys);
     }
 
+    /// The credentials SDS serves from now on (the caller then pushes the changed Secrets'
+    /// keys, `Secret/<namespace>/<name>`).
+    pub fn set_credentials(&self, credentials: Arc<crate::context::credentials::Credentials>) {
+        self.credentials.store(credentials);
+    }
+
     /// The current context.
     pub fn context(&self) -> Arc<PushContext> {
         self.ctx.load_full()
@@ -82,6 +91,13 @@ impl Generator for IstioGenerator {
         subscription: &Subscription,
         push: &PushRequest,
     ) -> Result<Vec<Arc<Resource>>, GenerateError> {
+        if type_url == SECRET {
+            return Ok(super::sds::generate(
+                &self.credentials.load(),
+                proxy,
+                subscription,
+            ));
+        }
         let ctx = self.ctx.load();
         let scope = ctx.scope(proxy);
         Ok(match type_url {
@@ -124,6 +140,10 @@ fn config_affects(
         // A hostname.
         return proxy.proxy_type != ProxyType::Sidecar || scope.contains(key);
     };
+    if *kind == super::SECRET_KIND {
+        // Only a proxy of the Secret's namespace is ever sent it.
+        return *ns == proxy.namespace;
+    }
     let Some(stored) = ctx
         .config
         .objects

@@ -20,6 +20,7 @@ pub mod lds_inbound;
 pub mod lds_tcp;
 pub mod rds;
 pub mod rds_route;
+pub mod sds;
 
 use crate::proxy::Proxy;
 use crate::resource::Resource;
@@ -196,16 +197,22 @@ impl PushRequest {
 /// Whether a changed key (`Kind/namespace/name`, a hostname, `workload:<address>`) can change
 /// resources of `type_url`. Clusters and their endpoints depend on services, DestinationRules,
 /// ServiceEntries, WorkloadEntries and Sidecars, not on routing (VirtualService, Gateway).
+/// Secrets (SDS) depend on Kubernetes Secrets only, and Secrets on nothing else: a config change
+/// that makes a gateway name a new secret reaches it through the gateway's new subscription.
 fn key_concerns(key: &str, type_url: &str) -> bool {
-    use crate::resource::{LISTENER, ROUTE};
+    use crate::resource::{LISTENER, ROUTE, SECRET};
     let Some((kind, _)) = key.split_once('/') else {
-        return true;
+        return type_url != SECRET;
     };
     match kind {
         "VirtualService" | "Gateway" => type_url == LISTENER || type_url == ROUTE,
-        _ => true,
+        SECRET_KIND => type_url == SECRET,
+        _ => type_url != SECRET,
     }
 }
+
+/// The kind of the changed keys that name Kubernetes Secrets: `Secret/<namespace>/<name>`.
+pub const SECRET_KIND: &str = "Secret";
 
 /// Why generation failed (the server logs it and keeps the proxy on its last config).
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +342,14 @@ mod tests {
             push(&[]).needs(CLUSTER),
             "unknown changes concern everything"
         );
+        use crate::resource::SECRET;
+        let secret = push(&["Secret/gw/site-cert"]);
+        assert!(secret.needs(SECRET));
+        assert!(![CLUSTER, ENDPOINT, LISTENER, ROUTE]
+            .iter()
+            .any(|t| secret.needs(t)));
+        assert!(!push(&["reviews.default.svc.cluster.local", "DestinationRule/a/b"]).needs(SECRET));
+        assert!(push(&[]).needs(SECRET));
         let eds = PushRequest {
             eds_hosts: hosts(&["a"]),
             ..PushRequest::default()

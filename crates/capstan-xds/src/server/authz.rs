@@ -97,6 +97,12 @@ impl Gate {
     pub fn check(&self, proxy: &Proxy) -> Result<(), Status> {
         self.authorizer.authorize(self.peer.as_ref(), proxy)
     }
+
+    /// Whether the transport proved an identity (once [`Gate::check`] passed, the node's
+    /// namespaces are among the identities').
+    pub fn authenticated(&self) -> bool {
+        self.peer.as_ref().is_some_and(|p| !p.identities.is_empty())
+    }
 }
 
 #[cfg(test)]

@@ -312,7 +312,7 @@ pub(crate) async fn serve<P: Protocol>(
             return;
         }
     };
-    let proxy = match Proxy::from_node(P::node(&first)) {
+    let mut proxy = match Proxy::from_node(P::node(&first)) {
         Ok(proxy) => proxy,
         Err(e) => {
             incr(&core.counters.rejected_streams);
@@ -323,11 +323,14 @@ pub(crate) async fn serve<P: Protocol>(
             return;
         }
     };
-    if let Some(refusal) = gate.and_then(|gate| gate.check(&proxy).err()) {
-        incr(&core.counters.rejected_streams);
-        warn!(proxy = %proxy.id, status = %refusal, "refusing an ADS stream: not authorized");
-        let _ = tokio::time::timeout(core.options.send_timeout, tx.send(Err(refusal))).await;
-        return;
+    if let Some(gate) = gate {
+        if let Err(refusal) = gate.check(&proxy) {
+            incr(&core.counters.rejected_streams);
+            warn!(proxy = %proxy.id, status = %refusal, "refusing an ADS stream: not authorized");
+            let _ = tokio::time::timeout(core.options.send_timeout, tx.send(Err(refusal))).await;
+            return;
+        }
+        proxy.authenticated = gate.authenticated();
     }
     tracing::Span::current().record("proxy", proxy.id.as_str());
     let status = Arc::new(Mutex::new(ConnectionStatus {

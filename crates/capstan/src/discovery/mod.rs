@@ -3,6 +3,7 @@
 //! proxy its own LDS/RDS/CDS/EDS.
 
 mod ca;
+mod credentials;
 mod debug;
 mod dump;
 pub(crate) mod dump_routes;
@@ -236,6 +237,8 @@ pub fn run(args: Args) -> Result<()> {
             let source = capstan_config::KubernetesSource::new(opts).with_status_reports(status_tx);
             pending.push(("Kubernetes config", source.ready()));
             tokio::spawn(source.run(client.clone(), store.clone()));
+            let secrets = credentials::spawn(client.clone(), generator.clone(), tx.clone());
+            pending.push(("Kubernetes Secrets (gateway credentials)", secrets));
             kube_client = Some(client);
         }
         if let Some(addr) = args.consul_addr.clone() {
