@@ -28,9 +28,11 @@ pub struct Bootstrap {
 /// The ADS server and protocol.
 #[derive(Debug, Clone)]
 pub struct AdsConfig {
-    /// `http://host:port` of the xDS server (from the static cluster the ADS config names), or
-    /// `unix:/path` when that cluster's endpoint is a `pipe` (pilot-agent's local xDS proxy).
-    pub endpoint: String,
+    /// `http://host:port` of each xDS server (the endpoints of the static cluster the ADS config
+    /// names, in order; never empty), or `unix:/path` when an endpoint is a `pipe`
+    /// (pilot-agent's local xDS proxy). Each connection attempt takes the next one, so proxies
+    /// of a replica that went away move to the others.
+    pub endpoints: Vec<String>,
     /// `DELTA_GRPC` (true) or `GRPC` (false).
     pub delta: bool,
 }
@@ -226,10 +228,11 @@ fn parse_node(root: At<'_>) -> Result<Node, BootstrapError> {
     })
 }
 
-/// The first endpoint address of a static cluster's `load_assignment`.
-fn cluster_endpoint(cluster: At<'_>) -> Result<String, BootstrapError> {
-    let path = cluster.join("load_assignment.endpoints[0].lb_endpoints[0].endpoint.address");
-    let address = cluster
+/// Every endpoint address of a static cluster's `load_assignment`, in order (istiod's
+/// replicas, say: the client moves to the next one when a stream ends).
+fn cluster_endpoints(cluster: At<'_>) -> Result<Vec<String>, BootstrapError> {
+    let first = cluster.join("load_assignment.endpoints[0].lb_endpoints[0].endpoint.address");
+    let localities = cluster
         .get("load_assignment")
         .and_then(|la| {
             At {
@@ -238,16 +241,42 @@ fn cluster_endpoint(cluster: At<'_>) -> Result<String, BootstrapError> {
             }
             .get("endpoints")
         })
-        .and_then(|e| e.get(0))
-        .and_then(|e| At { value: e, path: "" }.get("lb_endpoints"))
-        .and_then(|e| e.get(0))
-        .and_then(|e| At { value: e, path: "" }.get("endpoint"))
-        .and_then(|e| At { value: e, path: "" }.get("address"))
-        .ok_or_else(|| field_err(&path, "required"))?;
-    let address = At {
-        value: address,
-        path: &path,
-    };
+        .and_then(Json::as_array)
+        .ok_or_else(|| field_err(&first, "required"))?;
+    let mut out = Vec::new();
+    for (i, locality) in localities.iter().enumerate() {
+        let lb = At {
+            value: locality,
+            path: "",
+        }
+        .get("lb_endpoints")
+        .and_then(Json::as_array);
+        for (j, lb) in lb.into_iter().flatten().enumerate() {
+            let path = cluster.join(&format!(
+                "load_assignment.endpoints[{i}].lb_endpoints[{j}].endpoint.address"
+            ));
+            let address = At {
+                value: lb,
+                path: "",
+            }
+            .get("endpoint")
+            .and_then(|e| At { value: e, path: "" }.get("address"))
+            .ok_or_else(|| field_err(&path, "required"))?;
+            out.push(endpoint_address(At {
+                value: address,
+                path: &path,
+            })?);
+        }
+    }
+    if out.is_empty() {
+        return Err(field_err(&first, "required"));
+    }
+    Ok(out)
+}
+
+/// One endpoint's `address`: `http://host:port` or `unix:/path`.
+fn endpoint_address(address: At<'_>) -> Result<String, BootstrapError> {
+    let path = address.path.to_string();
     if let Some(sa) = address.get("socket_address") {
         let sa_path = address.join("socket_address");
         let sa = At {
@@ -356,11 +385,11 @@ fn parse_ads(root: At<'_>) -> Result<Option<AdsConfig>, BootstrapError> {
         ));
     };
     let cluster_path = format!("static_resources.clusters[{i}]");
-    let endpoint = cluster_endpoint(At {
+    let endpoints = cluster_endpoints(At {
         value: cluster,
         path: &cluster_path,
     })?;
-    Ok(Some(AdsConfig { endpoint, delta }))
+    Ok(Some(AdsConfig { endpoints, delta }))
 }
 
 fn parse_admin(root: At<'_>) -> Result<Option<SocketAddr>, BootstrapError> {
@@ -460,7 +489,10 @@ impl Bootstrap {
                 user_agent_name: "envoy".to_string(),
                 ..Default::default()
             },
-            ads: Some(AdsConfig { endpoint, delta }),
+            ads: Some(AdsConfig {
+                endpoints: vec![endpoint],
+                delta,
+            }),
             admin,
         })
     }

@@ -39,7 +39,7 @@ fn pilot_agent_delta_json() {
     assert_eq!(labels["PILOT_SAN"][0], "istiod.istio-system.svc");
     let ads = b.ads.expect("ads config");
     assert!(ads.delta);
-    assert_eq!(ads.endpoint, "http://10.96.0.10:15010");
+    assert_eq!(ads.endpoints, ["http://10.96.0.10:15010"]);
     assert_eq!(b.admin, Some("127.0.0.1:15000".parse().expect("literal")));
 }
 
@@ -48,7 +48,7 @@ fn pilot_agent_sotw_yaml_camel_case_and_pipe() {
     let b = Bootstrap::parse(&testdata("pilot-agent-sotw-uds.yaml")).expect("valid bootstrap");
     let ads = b.ads.expect("ads config");
     assert!(!ads.delta);
-    assert_eq!(ads.endpoint, "unix:./etc/istio/proxy/XDS");
+    assert_eq!(ads.endpoints, ["unix:./etc/istio/proxy/XDS"]);
     assert_eq!(b.admin.map(|a| a.port()), Some(15000));
     assert!(b.node.locality.is_none());
 }
@@ -144,7 +144,7 @@ fn from_parts() {
     )
     .expect("valid parts");
     let ads = b.ads.expect("ads set");
-    assert_eq!(ads.endpoint, "http://127.0.0.1:15010");
+    assert_eq!(ads.endpoints, ["http://127.0.0.1:15010"]);
     assert!(ads.delta);
     assert_eq!(
         str_meta(&b.node, "NAMESPACE"),
@@ -152,4 +152,41 @@ fn from_parts() {
     );
     assert!(Bootstrap::from_parts("", "", "x:1", false, None, Json::Null).is_err());
     assert!(Bootstrap::from_parts("a", "", "x:1", false, None, json!(3)).is_err());
+}
+
+/// Every endpoint of the xDS cluster is kept, in order, across localities (istiod's replicas).
+#[test]
+fn every_xds_endpoint_is_kept_in_order() {
+    let mut b: Json =
+        serde_json::from_str(&testdata("pilot-agent.json")).expect("testdata is valid JSON");
+    let address = |host: &str, port: u16| json!({"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}});
+    b["static_resources"]["clusters"][2]["load_assignment"]["endpoints"] = json!([
+        {"lb_endpoints": [address("10.0.0.1", 15012), address("fd00::2", 15012)]},
+        {"lb_endpoints": [address("10.0.0.3", 15012)]},
+    ]);
+    let ads = Bootstrap::parse(&b.to_string())
+        .expect("valid bootstrap")
+        .ads
+        .expect("ads config");
+    assert_eq!(
+        ads.endpoints,
+        [
+            "http://10.0.0.1:15012",
+            "http://[fd00::2]:15012",
+            "http://10.0.0.3:15012"
+        ]
+    );
+    b["static_resources"]["clusters"][2]["load_assignment"]["endpoints"][1]["lb_endpoints"][0]
+        ["endpoint"] = json!({});
+    let err = Bootstrap::parse(&b.to_string()).unwrap_err().to_string();
+    assert!(
+        err.contains("load_assignment.endpoints[1].lb_endpoints[0].endpoint.address: required"),
+        "{err}"
+    );
+    b["static_resources"]["clusters"][2]["load_assignment"]["endpoints"] = json!([]);
+    let err = Bootstrap::parse(&b.to_string()).unwrap_err().to_string();
+    assert!(
+        err.contains("lb_endpoints[0].endpoint.address: required"),
+        "{err}"
+    );
 }

@@ -273,6 +273,7 @@ fn jittered(bound: Duration) -> Duration {
 
 /// One stream: connect, speak the protocol until it ends or `shutdown` fires.
 async fn run_stream(
+    endpoint: &str,
     ads: &AdsConfig,
     bootstrap: &Bootstrap,
     machine: &mut Machine,
@@ -281,8 +282,8 @@ async fn run_stream(
     tls: Option<&XdsTls>,
 ) -> Result<(), StreamError> {
     let (channel, token) = match tls {
-        Some(t) => (connect_tls(&ads.endpoint, t).await?, t.token()?),
-        None => (connect(&ads.endpoint).await?, None),
+        Some(t) => (connect_tls(endpoint, t).await?, t.token()?),
+        None => (connect(endpoint).await?, None),
     };
     let node = bootstrap.node.clone();
     if ads.delta {
@@ -316,12 +317,18 @@ pub async fn run_with(
     };
     let mut machine = Machine::new(sink, status.clone());
     let mut attempt: u32 = 0;
+    // Where in the endpoint list to start: random, so the proxies of one bootstrap spread over
+    // the replicas it lists, as behind a Service address.
+    let mut next = fastrand::usize(..ads.endpoints.len().max(1));
     loop {
         if *shutdown.borrow() {
             return;
         }
         let started = Instant::now();
+        let endpoint = ads.endpoints[next % ads.endpoints.len()].clone();
+        next = next.wrapping_add(1);
         let result = run_stream(
+            &endpoint,
             &ads,
             &bootstrap,
             &mut machine,
@@ -333,7 +340,7 @@ pub async fn run_with(
         status.set_connected(false);
         match result {
             Ok(()) => return,
-            Err(e) => tracing::warn!(endpoint = %ads.endpoint, error = %e, "xDS stream ended"),
+            Err(e) => tracing::warn!(%endpoint, error = %e, "xDS stream ended"),
         }
         if started.elapsed() >= STABLE {
             attempt = 0;
