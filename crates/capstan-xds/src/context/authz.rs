@@ -23,14 +23,18 @@ pub struct WorkloadAuthz {
     pub deny: Vec<Policy>,
     /// ALLOW policies.
     pub allow: Vec<Policy>,
-    /// CUSTOM policies: not generated (istiod would add `ext_authz`); see [`PushContext::authorization_skipped`].
+    /// CUSTOM policies: no `ext_authz` is generated; their workloads deny everything (see
+    /// [`PushContext::authorization_skipped`]).
     pub custom: Vec<Policy>,
 }
 
 impl WorkloadAuthz {
     /// Whether no policy selects the workload (no RBAC filter at all).
     pub fn is_empty(&self) -> bool {
-        self.audit.is_empty() && self.deny.is_empty() && self.allow.is_empty()
+        self.audit.is_empty()
+            && self.deny.is_empty()
+            && self.allow.is_empty()
+            && self.custom.is_empty()
     }
 }
 
@@ -52,8 +56,9 @@ impl AuthorizationPolicies {
             let key = format!("{}/{}", p.namespace, p.name);
             let action = match p.spec.action {
                 AuthorizationAction::Custom => {
-                    let reason = "action CUSTOM (ext_authz) is not supported: no filter is \
-                                  generated for it, so its provider is never asked";
+                    let reason = "action CUSTOM (ext_authz) is not supported: as istiod does \
+                                  when a CUSTOM policy's provider cannot be used, the workloads \
+                                  it selects deny every request (fail closed)";
                     tracing::error!(policy = %key, "AuthorizationPolicy skipped: {reason}");
                     out.skipped.insert(key.clone(), reason.to_string());
                     None

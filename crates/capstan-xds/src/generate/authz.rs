@@ -58,22 +58,52 @@ pub enum Layer {
 
 /// The rules of each action that has policies, in istiod's filter order (AUDIT, DENY, ALLOW).
 fn rules_by_action(policies: &WorkloadAuthz, layer: Layer) -> Vec<Rbac> {
-    [
-        (&policies.audit, rbac::Action::Log),
-        (&policies.deny, rbac::Action::Deny),
-        (&policies.allow, rbac::Action::Allow),
-    ]
-    .into_iter()
-    .filter(|(list, _)| !list.is_empty())
-    .map(|(list, action)| {
-        build_rules(
-            list.iter()
-                .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
-            action,
-            layer,
+    let custom = (!policies.custom.is_empty()).then(deny_all_for_custom);
+    custom
+        .into_iter()
+        .chain(
+            [
+                (&policies.audit, rbac::Action::Log),
+                (&policies.deny, rbac::Action::Deny),
+                (&policies.allow, rbac::Action::Allow),
+            ]
+            .into_iter()
+            .filter(|(list, _)| !list.is_empty())
+            .map(|(list, action)| {
+                build_rules(
+                    list.iter()
+                        .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
+                    action,
+                    layer,
+                )
+            }),
         )
-    })
-    .collect()
+        .collect()
+}
+
+/// The policy name istiod gives its deny-all when a CUSTOM policy's provider cannot be used.
+pub const CUSTOM_DENY_ALL: &str = "default-deny-all-due-to-bad-CUSTOM-action";
+
+/// What a workload selected by a CUSTOM policy gets: Capstan has no `ext_authz`, so, like
+/// istiod when the policy's provider is missing or invalid, it fails closed and denies every
+/// request (rather than letting through what the provider would have refused).
+fn deny_all_for_custom() -> Rbac {
+    Rbac {
+        action: rbac::Action::Deny as i32,
+        policies: HashMap::from([(
+            CUSTOM_DENY_ALL.to_string(),
+            Policy {
+                permissions: vec![Permission {
+                    rule: Some(permission::Rule::Any(true)),
+                }],
+                principals: vec![Principal {
+                    identifier: Some(principal::Identifier::Any(true)),
+                }],
+                ..Policy::default()
+            },
+        )]),
+        ..Rbac::default()
+    }
 }
 
 /// The RBAC filters for a workload's inbound HTTP chains, in istiod's order, to be placed before

@@ -409,6 +409,7 @@ fn filters_per_action_in_istiod_order() {
     assert_eq!(
         summary,
         vec![
+            (rbac::Action::Deny as i32, vec![CUSTOM_DENY_ALL.to_string()]),
             (
                 rbac::Action::Log as i32,
                 vec!["ns[ns]-policy[audit]-rule[0]".to_string()]
@@ -419,10 +420,13 @@ fn filters_per_action_in_istiod_order() {
                 vec!["ns[ns]-policy[allow-all]-rule[0]".to_string()]
             ),
         ],
-        "CUSTOM generates nothing; the template rule of ALLOW is dropped"
+        "CUSTOM fails closed first; the template rule of ALLOW is dropped"
     );
+    assert_eq!(render(&rules[0].policies[CUSTOM_DENY_ALL]), "any <- any");
+    let tcp = network_filters(&authz);
+    assert_eq!(tcp.len(), 4, "the deny-all guards TCP too");
     assert_eq!(
-        render(&rules[2].policies["ns[ns]-policy[allow-all]-rule[0]"]),
+        render(&rules[3].policies["ns[ns]-policy[allow-all]-rule[0]"]),
         "and(any) <- and(any)"
     );
     assert!(http_filters(&WorkloadAuthz::default()).is_empty());
