@@ -7,6 +7,7 @@
 //! - [`store`]: compiled resources, warming, one immutable [`store::Snapshot`] per applied update;
 //! - [`listener`], [`route`], [`cluster`]: pure compilation of Envoy protos into resolved types;
 //! - [`server`]: accept loops, filter-chain selection, TCP proxy; [`http`]: the HTTP request path;
+//! - [`tls`], [`identity`] and [`sds`]: downstream TLS, the workload identity, SDS secrets;
 //! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters.
 
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod net;
 pub mod resources;
 pub mod route;
 pub mod run;
+pub mod sds;
 pub mod server;
 pub mod sniff;
 pub mod stats;

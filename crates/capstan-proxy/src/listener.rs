@@ -80,6 +80,8 @@ pub struct FilterChain {
     pub filter: NetworkFilter,
     /// TLS termination (`transport_socket` with a `DownstreamTlsContext`), when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The SDS secrets its TLS termination reads over ADS.
+    pub sds_names: Vec<String>,
 }
 
 /// The terminal network filter of a chain.
@@ -239,6 +241,15 @@ impl ListenerConfig {
                 },
                 NetworkFilter::Tcp(_) => None,
             })
+    }
+
+    /// The SDS secrets its filter chains read over ADS (gateway `credentialName`s), as the
+    /// store subscribes to them; `default` and `ROOTCA` are the workload's own, never listed.
+    pub fn sds_names(&self) -> impl Iterator<Item = &str> {
+        self.chains
+            .iter()
+            .chain(self.default_chain.iter())
+            .flat_map(|c| c.sds_names.iter().map(String::as_str))
     }
 
     /// Chooses the filter chain for a connection as Envoy does: criteria in order (destination
@@ -561,6 +572,10 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
         Some(ts) => crate::tls::downstream(ts).map_err(|e| e.within("transport_socket"))?,
         None => None,
     };
+    let (tls, sds_names) = match tls {
+        Some(t) => (Some(t.config), t.sds_names),
+        None => (None, Vec::new()),
+    };
     #[allow(deprecated)]
     let proxy_proto = c.use_proxy_proto.is_some_and(|b| b.value);
     if proxy_proto {
@@ -603,6 +618,7 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
         rbac,
         filter,
         tls,
+        sds_names,
     })
 }
 

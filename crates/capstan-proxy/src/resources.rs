@@ -10,9 +10,13 @@ pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listene
 /// `envoy.config.route.v3.RouteConfiguration`.
 pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
+/// `envoy.extensions.transport_sockets.tls.v3.Secret`: SDS over ADS (Istio's gateway
+/// `credentialName` certificates, `kubernetes://NAME` and `kubernetes://NAME-cacert`).
+pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
 /// Envoy's subscription order: clusters and their endpoints before the listeners and routes
-/// that use them.
-pub const ORDER: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
+/// that use them, then the secrets the listeners name (istiod pushes secrets last).
+pub const ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
 /// One resource of a response.
 #[derive(Debug, Clone)]
@@ -42,7 +46,8 @@ pub trait ResourceSink: Send + Sync + 'static {
     ) -> Result<(), String>;
 
     /// The names the proxy needs of a non-wildcard type (EDS: the EDS clusters; RDS: the route
-    /// configurations the listeners name), given what has been applied so far.
+    /// configurations the listeners name; SDS: the secrets the listeners name), given what has
+    /// been applied so far.
     fn wanted(&self, type_url: &str) -> Vec<String>;
 
     /// Resources currently held of `type_url`, name → version, for a reconnecting Delta

@@ -13,13 +13,14 @@ use crate::cluster::{self, Cluster, Discovery, EndpointSet};
 use crate::listener::{self, ListenerConfig};
 use crate::resources::{self, ResourceSink, Update};
 use crate::route::{self, RouteTable};
+use crate::sds::{self, Secrets};
 use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-/// One applied resource as received, for `/config_dump`.
+/// One applied resource as received (a secret redacted), for `/config_dump`.
 #[derive(Debug, Clone)]
 pub struct Raw {
     /// Its version.
@@ -253,6 +254,32 @@ impl Store {
         Ok(())
     }
 
+    /// SDS secrets: every one compiled before any is installed. A removed secret empties its
+    /// slot, so later handshakes fail rather than use it.
+    fn apply_secrets(&self, updated: &[Update], removed: &[String]) -> Result<(), String> {
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+        let mut compiled = Vec::with_capacity(updated.len());
+        for u in updated {
+            let proto: Secret = decode(u, resources::SECRET)?;
+            if proto.name != u.name {
+                return Err(format!(
+                    "secret {}: name: the resource is named {:?}",
+                    u.name, proto.name
+                ));
+            }
+            let value = sds::compile(&proto).map_err(|e| format!("secret {}: {e}", u.name))?;
+            compiled.push((u.name.as_str(), value));
+        }
+        let secrets = Secrets::global();
+        for name in removed {
+            secrets.set(name, None);
+        }
+        for (name, value) in compiled {
+            secrets.set(name, Some(value));
+        }
+        Ok(())
+    }
+
     /// Publishes a snapshot of what is warm: EDS clusters with endpoints, listeners whose RDS
     /// routes have all arrived (else the previous version of the listener, if any).
     fn publish(&self, state: &mut State) {
@@ -317,6 +344,7 @@ impl ResourceSink for Store {
             resources::CLUSTER => self.apply_clusters(&mut state, &updated, &removed),
             resources::ENDPOINT => self.apply_endpoints(&mut state, &updated, &removed),
             resources::LISTENER => self.apply_listeners(&mut state, &updated, &removed),
+            resources::SECRET => self.apply_secrets(&updated, &removed),
             _ => self.apply_routes(&mut state, &updated, &removed),
         }?;
         let at = now_secs();
@@ -325,11 +353,18 @@ impl ResourceSink for Store {
             raw.remove(name);
         }
         for u in updated {
+            // A secret's key is never kept outside its compiled form: the copy for display
+            // is redacted (as Envoy's config dump shows secrets).
+            let resource = if key == resources::SECRET {
+                sds::redacted(&u.resource)
+            } else {
+                u.resource
+            };
             raw.insert(
                 u.name,
                 Raw {
                     version: u.version,
-                    resource: u.resource,
+                    resource,
                     applied_at: at,
                 },
             );
@@ -353,6 +388,14 @@ impl ResourceSink for Store {
                 .listeners
                 .values()
                 .flat_map(|l| l.rds_names().map(str::to_string).collect::<Vec<_>>())
+                .collect(),
+            // The serving version of a listener still warming counts too: its handshakes
+            // must not lose their secret before the new version takes over.
+            resources::SECRET => state
+                .listeners
+                .values()
+                .chain(self.snapshot.load().listeners.values())
+                .flat_map(|l| l.sds_names().map(str::to_string).collect::<Vec<_>>())
                 .collect(),
             _ => Vec::new(),
         };

@@ -261,3 +261,41 @@ fn state_of_the_world_removes_what_it_does_not_list() {
     );
     assert_eq!(s.wanted(resources::ENDPOINT), vec!["b".to_string()]);
 }
+
+#[test]
+fn secrets_are_wanted_while_a_listener_naming_them_serves_or_warms() {
+    use crate::sds::tests::{gateway_context, tls_socket};
+    const A: &str = "kubernetes://store-test-a";
+    const B: &str = "kubernetes://store-test-b";
+    let s = store();
+    let gw = |secret: &str, route: &str| {
+        let mut l = http_listener("gw", 8443, route);
+        l.filter_chains[0].transport_socket =
+            Some(tls_socket(&gateway_context(&[secret], None, false)));
+        update(resources::LISTENER, "gw", "1", &l)
+    };
+    let rc = |n: &str| {
+        update(
+            resources::ROUTE,
+            n,
+            "1",
+            &RouteConfiguration {
+                name: n.into(),
+                ..Default::default()
+            },
+        )
+    };
+    s.apply(resources::ROUTE, vec![rc("r1")], &[], false)
+        .unwrap();
+    s.apply(resources::LISTENER, vec![gw(A, "r1")], &[], true)
+        .unwrap();
+    assert_eq!(s.wanted(resources::SECRET), [A]);
+    // A new version names another secret and a route not received yet: the serving version
+    // keeps its secret until the new one takes over.
+    s.apply(resources::LISTENER, vec![gw(B, "r2")], &[], true)
+        .unwrap();
+    assert_eq!(s.wanted(resources::SECRET), [A, B]);
+    s.apply(resources::ROUTE, vec![rc("r2")], &[], false)
+        .unwrap();
+    assert_eq!(s.wanted(resources::SECRET), [B]);
+}

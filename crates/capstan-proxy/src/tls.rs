@@ -1,15 +1,20 @@
 //! Downstream TLS termination (Envoy's `envoy.transport_sockets.tls` with a
 //! `DownstreamTlsContext` on a filter chain): the certificate comes with the chain the TLS
-//! inspector chose by SNI, as gateways serve several hosts on one port. Certificates are read
-//! from files (Istio's file-mounted gateway certificates) or inline data; SDS arrives with the
-//! security work.
+//! inspector chose by SNI, as gateways serve several hosts on one port. Certificates come from
+//! files (Istio's file-mounted gateway certificates) or inline data, from the workload identity
+//! (SDS `default` and `ROOTCA`, Istio's inbound mTLS), or from SDS secrets the control plane
+//! serves over ADS (Istio's gateway `credentialName`: `kubernetes://NAME` and
+//! `kubernetes://NAME-cacert`, read at every handshake from [`crate::sds`]).
 
+use crate::sds::handshake::{ClientAuth, Named};
+use crate::sds::Secrets;
 use crate::CompileError;
 use envoy_types::pb::envoy::config::core::v3::{
-    data_source, transport_socket, DataSource, TransportSocket,
+    config_source, data_source, transport_socket, DataSource, TransportSocket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    common_tls_context, DownstreamTlsContext,
+    common_tls_context, CertificateValidationContext, CommonTlsContext, DownstreamTlsContext,
+    SdsSecretConfig,
 };
 use prost::Message;
 use rustls::server::WebPkiClientVerifier;
@@ -23,11 +28,13 @@ const DOWNSTREAM_TLS_TYPE: &str =
 const RAW_BUFFER_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer";
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The crypto provider of every TLS configuration built here.
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(source: Option<&DataSource>, field: &str) -> Result<Vec<u8>, CompileError> {
+/// The bytes of a `DataSource`; errors name `field` (and a file's path), never the content.
+pub(crate) fn read(source: Option<&DataSource>, field: &str) -> Result<Vec<u8>, CompileError> {
     match source.and_then(|d| d.specifier.as_ref()) {
         Some(data_source::Specifier::Filename(path)) => std::fs::read(path)
             .map_err(|e| CompileError::new(format!("{field}.filename"), format!("{path}: {e}"))),
@@ -45,7 +52,8 @@ fn read(source: Option<&DataSource>, field: &str) -> Result<Vec<u8>, CompileErro
     }
 }
 
-fn certs(pem: &[u8], field: &str) -> Result<Vec<CertificateDer<'static>>, CompileError> {
+/// The certificates of PEM data (at least one).
+pub(crate) fn certs(pem: &[u8], field: &str) -> Result<Vec<CertificateDer<'static>>, CompileError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| CompileError::new(field, format!("not a PEM certificate: {e}")))?;
@@ -55,8 +63,27 @@ fn certs(pem: &[u8], field: &str) -> Result<Vec<CertificateDer<'static>>, Compil
     Ok(certs)
 }
 
+/// A compiled downstream TLS context.
+#[derive(Debug)]
+pub struct DownstreamTls {
+    /// The server configuration.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The SDS secrets it reads over ADS (never `default` or `ROOTCA`: the workload identity
+    /// is not fetched over xDS).
+    pub sds_names: Vec<String>,
+}
+
+impl DownstreamTls {
+    fn local(config: Arc<rustls::ServerConfig>) -> DownstreamTls {
+        DownstreamTls {
+            config,
+            sds_names: Vec::new(),
+        }
+    }
+}
+
 /// Compiles a filter chain's `transport_socket`. `Ok(None)` for plaintext (`raw_buffer`).
-pub fn downstream(ts: &TransportSocket) -> Result<Option<Arc<rustls::ServerConfig>>, CompileError> {
+pub fn downstream(ts: &TransportSocket) -> Result<Option<DownstreamTls>, CompileError> {
     let any = match &ts.config_type {
         Some(transport_socket::ConfigType::TypedConfig(any)) => any,
         None => return Err(CompileError::new("typed_config", "is required")),
@@ -86,11 +113,18 @@ pub fn downstream(ts: &TransportSocket) -> Result<Option<Arc<rustls::ServerConfi
         .map_err(|e| e.within("typed_config"))
 }
 
-fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>, CompileError> {
+fn server_config(ctx: &DownstreamTlsContext) -> Result<DownstreamTls, CompileError> {
     let common = ctx.common_tls_context.clone().unwrap_or_default();
     let at = |f: &str| format!("common_tls_context.{f}");
-    if !common.tls_certificate_sds_secret_configs.is_empty() {
-        return workload_server_config(ctx);
+    let sds = &common.tls_certificate_sds_secret_configs;
+    if sds
+        .iter()
+        .any(|s| s.name == crate::identity::DEFAULT_SECRET)
+    {
+        return workload_server_config(ctx).map(DownstreamTls::local);
+    }
+    if !sds.is_empty() {
+        return ads_server_config(ctx, &common).map_err(|e| e.within("common_tls_context"));
     }
     let [cert] = common.tls_certificates.as_slice() else {
         return Err(CompileError::new(
@@ -157,12 +191,179 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<Arc<rustls::ServerConfig>
             format!("certificate and key: {e}"),
         )
     })?;
-    config.alpn_protocols = common
+    config.alpn_protocols = alpn(&common);
+    Ok(DownstreamTls::local(Arc::new(config)))
+}
+
+fn alpn(common: &CommonTlsContext) -> Vec<Vec<u8>> {
+    common
         .alpn_protocols
         .iter()
         .map(|p| p.as_bytes().to_vec())
-        .collect();
-    Ok(Arc::new(config))
+        .collect()
+}
+
+/// Istio's gateway `credentialName`(s): certificates, and for MUTUAL/OPTIONAL_MUTUAL a CA,
+/// that istiod serves as SDS secrets over ADS. The configuration reads them at every
+/// handshake, so they may arrive (or change) after the listener is compiled.
+fn ads_server_config(
+    ctx: &DownstreamTlsContext,
+    common: &CommonTlsContext,
+) -> Result<DownstreamTls, CompileError> {
+    if !common.tls_certificates.is_empty() {
+        return Err(CompileError::new(
+            "tls_certificates",
+            "cannot be combined with SDS certificates",
+        ));
+    }
+    let mut names = Vec::new();
+    for (i, s) in common.tls_certificate_sds_secret_configs.iter().enumerate() {
+        ads_secret(s).map_err(|e| e.within(&format!("tls_certificate_sds_secret_configs[{i}]")))?;
+        names.push(s.name.clone());
+    }
+    let secrets = Secrets::global();
+    let named = |n: &str| -> Named { (n.to_string(), secrets.slot(n)) };
+    let certs = names.iter().map(|n| named(n)).collect();
+    let mandatory = ctx.require_client_certificate.is_some_and(|b| b.value);
+    let clients = match ads_validation(common)? {
+        Some((ca, sans)) => {
+            names.push(ca.clone());
+            Some(ClientAuth {
+                ca: named(&ca),
+                sans,
+                mandatory,
+            })
+        }
+        None if mandatory => {
+            return Err(CompileError::new(
+                "validation_context",
+                "require_client_certificate needs a trusted CA",
+            ))
+        }
+        None => None,
+    };
+    let config = crate::sds::handshake::server_config(certs, clients, alpn(common));
+    names.sort();
+    names.dedup();
+    Ok(DownstreamTls {
+        config,
+        sds_names: names,
+    })
+}
+
+/// An SDS reference this proxy can serve from the ADS stream: named, with `sds_config: { ads:
+/// {} }` (what Istio sets for `kubernetes://` secrets). The workload's own secrets come from
+/// pilot-agent's SDS server in Envoy (`sds-grpc`), never with these.
+fn ads_secret(s: &SdsSecretConfig) -> Result<(), CompileError> {
+    use crate::identity::{DEFAULT_SECRET, ROOT_SECRET};
+    if s.name.is_empty() {
+        return Err(CompileError::new("name", "is required"));
+    }
+    if s.name == DEFAULT_SECRET || s.name == ROOT_SECRET {
+        return Err(CompileError::new(
+            "name",
+            format!(
+                "the workload secret {:?} cannot be combined with SDS secrets served over ADS",
+                s.name
+            ),
+        ));
+    }
+    match s
+        .sds_config
+        .as_ref()
+        .and_then(|c| c.config_source_specifier.as_ref())
+    {
+        Some(config_source::ConfigSourceSpecifier::Ads(_)) => Ok(()),
+        Some(_) => Err(CompileError::new(
+            "sds_config",
+            format!("secret {:?}: only ADS (`ads: {{}}`) is supported", s.name),
+        )),
+        None => Err(CompileError::new(
+            "sds_config",
+            format!(
+                "secret {:?}: is required (this proxy has no static secrets)",
+                s.name
+            ),
+        )),
+    }
+}
+
+/// The CA secret and exact SANs of an SDS validation context (directly, or combined with a
+/// default context as Istio writes it when the Gateway lists `subjectAltNames`).
+fn ads_validation(
+    common: &CommonTlsContext,
+) -> Result<Option<(String, Vec<String>)>, CompileError> {
+    use common_tls_context::ValidationContextType as V;
+    match &common.validation_context_type {
+        None => Ok(None),
+        Some(V::ValidationContextSdsSecretConfig(s)) => {
+            ads_secret(s).map_err(|e| e.within("validation_context_sds_secret_config"))?;
+            Ok(Some((s.name.clone(), Vec::new())))
+        }
+        Some(V::CombinedValidationContext(c)) => {
+            let at = |f: &str| format!("combined_validation_context.{f}");
+            let s = c.validation_context_sds_secret_config.as_ref().ok_or_else(|| {
+                CompileError::new(at("validation_context_sds_secret_config"), "is required")
+            })?;
+            ads_secret(s).map_err(|e| e.within(&at("validation_context_sds_secret_config")))?;
+            let sans = c
+                .default_validation_context
+                .as_ref()
+                .map(default_context)
+                .transpose()
+                .map_err(|e| e.within(&at("default_validation_context")))?
+                .unwrap_or_default();
+            Ok(Some((s.name.clone(), sans)))
+        }
+        Some(_) => Err(CompileError::new(
+            "validation_context_type",
+            "only an SDS validation context (optionally combined) can be combined with SDS certificates",
+        )),
+    }
+}
+
+/// The exact SANs of a default validation context; the checks this proxy does not implement
+/// are refused rather than skipped.
+fn default_context(v: &CertificateValidationContext) -> Result<Vec<String>, CompileError> {
+    for (field, set) in [
+        (
+            "verify_certificate_spki",
+            !v.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verify_certificate_hash",
+            !v.verify_certificate_hash.is_empty(),
+        ),
+        (
+            "match_typed_subject_alt_names",
+            !v.match_typed_subject_alt_names.is_empty(),
+        ),
+        ("trusted_ca", v.trusted_ca.is_some()),
+        ("crl", v.crl.is_some()),
+    ] {
+        if set {
+            return Err(CompileError::new(field, "is not supported"));
+        }
+    }
+    exact_sans(v)
+}
+
+/// `match_subject_alt_names`, exact matches only.
+fn exact_sans(v: &CertificateValidationContext) -> Result<Vec<String>, CompileError> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+    #[allow(deprecated)]
+    let matchers = &v.match_subject_alt_names;
+    matchers
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match &m.match_pattern {
+            Some(MatchPattern::Exact(s)) => Ok(s.clone()),
+            _ => Err(CompileError::new(
+                format!("match_subject_alt_names[{i}]"),
+                "only exact matches are supported",
+            )),
+        })
+        .collect()
 }
 
 /// Istio's inbound mTLS: the workload certificate (SDS `default`) and, when a validation
@@ -222,20 +423,12 @@ fn workload_server_config(
                 .as_ref()
                 .ok_or_else(|| CompileError::new(field.clone(), "is required"))?;
             root(&s.name, format!("{field}.name"))?;
-            #[allow(deprecated)]
             if let Some(v) = &c.default_validation_context {
-                use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-                for (i, m) in v.match_subject_alt_names.iter().enumerate() {
-                    match &m.match_pattern {
-                        Some(MatchPattern::Exact(s)) => sans.push(s.clone()),
-                        _ => {
-                            return Err(CompileError::new(
-                                at(&format!("combined_validation_context.default_validation_context.match_subject_alt_names[{i}]")),
-                                "only exact matches are supported",
-                            ))
-                        }
-                    }
-                }
+                sans = exact_sans(v).map_err(|e| {
+                    e.within(&at(
+                        "combined_validation_context.default_validation_context",
+                    ))
+                })?;
             }
             true
         }
@@ -253,12 +446,7 @@ fn workload_server_config(
             "require_client_certificate needs a trusted CA",
         ));
     }
-    let alpn = common
-        .alpn_protocols
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect();
-    Ok(Identity::workload().server_config(alpn, require, sans))
+    Ok(Identity::workload().server_config(alpn(&common), require, sans))
 }
 
 #[cfg(test)]
@@ -327,5 +515,107 @@ mod tests {
         };
         let err = downstream(&socket(&garbage)).unwrap_err().to_string();
         assert!(err.contains("no certificate in the PEM data"), "{err}");
+    }
+
+    #[test]
+    fn sds_shapes_this_proxy_cannot_serve_are_refused() {
+        use crate::sds::tests::{gateway_context, sds};
+        use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ConfigSource};
+        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+        use envoy_types::pb::google::protobuf::BoolValue;
+        type V = common_tls_context::ValidationContextType;
+        let gateway = |f: fn(&mut CommonTlsContext)| {
+            let mut ctx = gateway_context(&["kubernetes://a"], None, false);
+            if let Some(c) = &mut ctx.common_tls_context {
+                f(c);
+            }
+            ctx
+        };
+        let combined = |v: CertificateValidationContext| {
+            V::CombinedValidationContext(common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(v),
+                validation_context_sds_secret_config: Some(sds("kubernetes://a-cacert")),
+                ..Default::default()
+            })
+        };
+        let at = "typed_config.common_tls_context";
+        let cases: Vec<(DownstreamTlsContext, String)> = vec![
+            (
+                gateway(|c| c.tls_certificate_sds_secret_configs[0].sds_config = None),
+                format!("{at}.tls_certificate_sds_secret_configs[0].sds_config: secret \"kubernetes://a\": is required"),
+            ),
+            (
+                // pilot-agent's SDS server (`sds-grpc`), which Istio names for file certificates.
+                gateway(|c| {
+                    c.tls_certificate_sds_secret_configs[0].sds_config = Some(ConfigSource {
+                        config_source_specifier: Some(
+                            config_source::ConfigSourceSpecifier::ApiConfigSource(
+                                ApiConfigSource::default(),
+                            ),
+                        ),
+                        ..Default::default()
+                    })
+                }),
+                format!("{at}.tls_certificate_sds_secret_configs[0].sds_config: secret \"kubernetes://a\": only ADS"),
+            ),
+            (
+                gateway(|c| c.tls_certificates = vec![Default::default()]),
+                format!("{at}.tls_certificates: cannot be combined with SDS certificates"),
+            ),
+            (
+                gateway(|c| {
+                    c.validation_context_type =
+                        Some(V::ValidationContextSdsSecretConfig(sds("ROOTCA")))
+                }),
+                format!("{at}.validation_context_sds_secret_config.name: the workload secret \"ROOTCA\""),
+            ),
+            (
+                gateway(|c| c.validation_context_type = Some(V::ValidationContext(Default::default()))),
+                format!("{at}.validation_context_type: only an SDS validation context"),
+            ),
+            (
+                DownstreamTlsContext {
+                    require_client_certificate: Some(BoolValue { value: true }),
+                    ..gateway(|_| {})
+                },
+                format!("{at}.validation_context: require_client_certificate needs a trusted CA"),
+            ),
+            #[allow(deprecated)]
+            (
+                DownstreamTlsContext {
+                    common_tls_context: Some(CommonTlsContext {
+                        validation_context_type: Some(combined(CertificateValidationContext {
+                            match_subject_alt_names: vec![StringMatcher {
+                                match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                                    "spiffe://".into(),
+                                )),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        })),
+                        ..gateway(|_| {}).common_tls_context.unwrap_or_default()
+                    }),
+                    ..Default::default()
+                },
+                format!("{at}.combined_validation_context.default_validation_context.match_subject_alt_names[0]: only exact matches are supported"),
+            ),
+            (
+                DownstreamTlsContext {
+                    common_tls_context: Some(CommonTlsContext {
+                        validation_context_type: Some(combined(CertificateValidationContext {
+                            verify_certificate_spki: vec!["abc".into()],
+                            ..Default::default()
+                        })),
+                        ..gateway(|_| {}).common_tls_context.unwrap_or_default()
+                    }),
+                    ..Default::default()
+                },
+                format!("{at}.combined_validation_context.default_validation_context.verify_certificate_spki: is not supported"),
+            ),
+        ];
+        for (ctx, want) in cases {
+            let err = downstream(&socket(&ctx)).expect_err(&want).to_string();
+            assert!(err.starts_with(&want), "{err}\n(expected {want})");
+        }
     }
 }

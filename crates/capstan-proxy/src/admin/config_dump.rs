@@ -1,11 +1,12 @@
 //! `/config_dump`, shaped like Envoy's `envoy.admin.v3.ConfigDump`: one entry each for the
-//! bootstrap, clusters, listeners, routes and endpoints, resources rendered by [`super::render`].
+//! bootstrap, clusters, listeners, routes, endpoints and secrets (private keys redacted),
+//! resources rendered by [`super::render`].
 //! Active versus warming follows the store's snapshot: a resource received but not (yet) in the
 //! snapshot is warming.
 
 use super::{render, rfc3339, AdminState};
 use crate::bootstrap::struct_to_json;
-use crate::resources::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::resources::{ResourceSink, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use crate::store::Raw;
 use serde_json::{json, Map, Value};
 use std::time::UNIX_EPOCH;
@@ -162,6 +163,36 @@ fn endpoints(state: &AdminState) -> Value {
     })
 }
 
+/// Envoy's `SecretsConfigDump`: the secrets received (as the store keeps them: redacted), and
+/// those the listeners name that have not arrived as warming.
+fn secrets(state: &AdminState) -> Value {
+    let held = state.store.raw(SECRET);
+    let active: Vec<Value> = held
+        .iter()
+        .map(|(name, raw)| {
+            json!({
+                "name": name,
+                "version_info": raw.version,
+                "last_updated": rfc3339(raw.applied_at),
+                "secret": render::resource(&raw.resource),
+            })
+        })
+        .collect();
+    let warming: Vec<Value> = state
+        .store
+        .wanted(SECRET)
+        .into_iter()
+        .filter(|n| !held.contains_key(n))
+        .map(|n| json!({ "name": n }))
+        .collect();
+    json!({
+        "@type": format!("{ADMIN}SecretsConfigDump"),
+        "static_secrets": [],
+        "dynamic_active_secrets": active,
+        "dynamic_warming_secrets": warming,
+    })
+}
+
 /// The whole dump, pretty-printed as Envoy prints it.
 pub fn render(state: &AdminState) -> String {
     let dump = json!({
@@ -171,6 +202,7 @@ pub fn render(state: &AdminState) -> String {
             listeners(state),
             routes(state),
             endpoints(state),
+            secrets(state),
         ]
     });
     let mut s =

@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::listener::v3::{filter, listener_filter, List
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, route_match, RouteConfiguration,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use envoy_types::pb::google::protobuf::{Any, Duration};
 use prost::Message;
 use serde_json::{json, Map, Value};
@@ -313,6 +314,58 @@ fn route_config(rc: &RouteConfiguration) -> Map<String, Value> {
     obj(json!({ "name": rc.name, "virtual_hosts": vhosts }))
 }
 
+/// Proto3 JSON of a `DataSource` (bytes in base64).
+fn data_source(d: &envoy_types::pb::envoy::config::core::v3::DataSource) -> Value {
+    use base64::Engine;
+    use envoy_types::pb::envoy::config::core::v3::data_source::Specifier;
+    match &d.specifier {
+        Some(Specifier::Filename(f)) => json!({ "filename": f }),
+        Some(Specifier::InlineBytes(b)) => {
+            json!({ "inline_bytes": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
+        Some(Specifier::InlineString(s)) => json!({ "inline_string": s }),
+        Some(Specifier::EnvironmentVariable(v)) => json!({ "environment_variable": v }),
+        None => json!({}),
+    }
+}
+
+/// A secret: the certificates and CA bundles; a private key is shown as `[redacted]` whatever
+/// the copy holds (the store keeps only redacted copies: this is the second guard).
+fn secret(s: &Secret) -> Map<String, Value> {
+    let mut m = obj(json!({ "name": s.name }));
+    let redacted = json!({ "inline_string": crate::sds::secret::REDACTED });
+    match &s.r#type {
+        Some(secret::Type::TlsCertificate(c)) => {
+            let mut t = Map::new();
+            if let Some(d) = &c.certificate_chain {
+                t.insert("certificate_chain".into(), data_source(d));
+            }
+            if c.private_key.is_some() {
+                t.insert("private_key".into(), redacted);
+            }
+            m.insert("tls_certificate".into(), Value::Object(t));
+        }
+        Some(secret::Type::ValidationContext(v)) => {
+            let mut t = Map::new();
+            if let Some(d) = &v.trusted_ca {
+                t.insert("trusted_ca".into(), data_source(d));
+            }
+            if let Some(d) = &v.crl {
+                t.insert("crl".into(), data_source(d));
+            }
+            m.insert("validation_context".into(), Value::Object(t));
+        }
+        Some(secret::Type::SessionTicketKeys(_)) => {
+            m.insert("session_ticket_keys".into(), json!({ "keys": [redacted] }));
+        }
+        Some(secret::Type::GenericSecret(_)) => {
+            m.insert("generic_secret".into(), json!({ "secret": redacted }));
+        }
+        None => {}
+    }
+    m
+}
+
 /// One resource as received, rendered by its type URL; an undecodable resource is rendered as
 /// its `@type` and the decode error.
 pub fn resource(any: &Any) -> Value {
@@ -330,6 +383,7 @@ pub fn resource(any: &Any) -> Value {
         crate::resources::LISTENER => decoded::<Listener>(any, listener),
         crate::resources::ROUTE => decoded::<RouteConfiguration>(any, route_config),
         crate::resources::ENDPOINT => decoded::<ClusterLoadAssignment>(any, assignment),
+        crate::resources::SECRET => decoded::<Secret>(any, secret),
         _ => Map::new(),
     };
     typed(&any.type_url, fields)

@@ -170,6 +170,7 @@ async fn config_dump_routes_and_bootstrap() {
             "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
             "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
             "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+            "type.googleapis.com/envoy.admin.v3.SecretsConfigDump",
         ]
     );
     let node = &configs[0]["bootstrap"]["node"];
@@ -196,6 +197,65 @@ async fn config_dump_routes_and_bootstrap() {
         rc["virtual_hosts"][0]["routes"][0]["route"]["cluster"],
         "outbound|9080||reviews.ns.svc.cluster.local"
     );
+}
+
+#[tokio::test]
+async fn secrets_are_dumped_without_their_keys() {
+    use crate::identity::tests::TestCa;
+    use crate::resources::SECRET;
+    use crate::sds::tests::{
+        cert_secret, gateway_context, gateway_listener, key_lines, server_cert,
+    };
+    use base64::Engine;
+    const CERT: &str = "kubernetes://admin-test";
+    const CA: &str = "kubernetes://admin-test-cacert";
+    let a = start().await;
+    let gw = gateway_listener("gw", &gateway_context(&[CERT], Some(CA), true));
+    a.state
+        .store
+        .apply(LISTENER, vec![update("gw", "1", LISTENER, &gw)], &[], true)
+        .expect("listener applies");
+    let (chain, key) = server_cert(&TestCa::new("gateway"));
+    let secret = cert_secret(CERT, &chain, &key);
+    a.state
+        .store
+        .apply(
+            SECRET,
+            vec![update(CERT, "s1", SECRET, &secret)],
+            &[],
+            false,
+        )
+        .expect("secret applies");
+    let (code, body) = get(a.addr, "GET", "/config_dump").await;
+    assert_eq!(code, 200);
+    let dump: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let secrets = &dump["configs"][5];
+    assert_eq!(
+        secrets["@type"],
+        "type.googleapis.com/envoy.admin.v3.SecretsConfigDump"
+    );
+    let active = &secrets["dynamic_active_secrets"][0];
+    assert_eq!(
+        (&active["name"], &active["version_info"]),
+        (&serde_json::json!(CERT), &serde_json::json!("s1"))
+    );
+    let tls = &active["secret"]["tls_certificate"];
+    assert_eq!(tls["private_key"]["inline_string"], "[redacted]");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    assert_eq!(tls["certificate_chain"]["inline_bytes"], b64(&chain));
+    // The CA the listener names has not arrived: warming.
+    assert_eq!(
+        secrets["dynamic_warming_secrets"],
+        serde_json::json!([{ "name": CA }])
+    );
+    // No admin output holds the key, in PEM or base64.
+    for path in ["/config_dump", "/clusters", "/stats", "/stats/prometheus"] {
+        let (_, body) = get(a.addr, "GET", path).await;
+        assert!(!body.contains(&b64(&key)), "{path} shows the key");
+        for line in key_lines(&key) {
+            assert!(!body.contains(line), "{path} shows the key");
+        }
+    }
 }
 
 #[tokio::test]

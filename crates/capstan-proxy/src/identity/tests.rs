@@ -30,9 +30,25 @@ impl TestCa {
         from: time::OffsetDateTime,
         secs: i64,
     ) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
+        let sans = vec![SanType::URI(spiffe.try_into().unwrap())];
+        self.sign(sans, KeyPair::generate().unwrap(), from, secs)
+    }
+
+    /// (chain PEM, key PEM) for `sans` with `key`, valid for an hour.
+    pub(crate) fn issue_for(&self, sans: Vec<SanType>, key: KeyPair) -> (String, String) {
+        let from = time::OffsetDateTime::now_utc() - time::Duration::minutes(1);
+        self.sign(sans, key, from, 3600)
+    }
+
+    fn sign(
+        &self,
+        sans: Vec<SanType>,
+        key: KeyPair,
+        from: time::OffsetDateTime,
+        secs: i64,
+    ) -> (String, String) {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![SanType::URI(spiffe.try_into().unwrap())];
+        p.subject_alt_names = sans;
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

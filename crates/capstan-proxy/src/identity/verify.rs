@@ -150,8 +150,9 @@ impl PeerVerifier {
     }
 }
 
+/// A verification failure's reason, carried in `CertificateError::Other`.
 #[derive(Debug)]
-struct PeerError(String);
+pub(crate) struct PeerError(pub(crate) String);
 
 impl std::fmt::Display for PeerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -5,7 +5,8 @@
 //! Envoy's order (`envoy/source/common/upstream/cds_api_helper.cc`, `lds_api.cc`): CDS first
 //! (wildcard); after each CDS response, EDS for the EDS clusters it holds; LDS (wildcard) once the
 //! first CDS response has been handled (accepted or rejected: Envoy's init continues on a rejected
-//! first CDS too); after each LDS response, RDS for the route configurations the listeners name.
+//! first CDS too); after each LDS response, RDS for the route configurations the listeners name
+//! and SDS for the secrets they name (gateway `credentialName`s, over ADS as istiod serves them).
 
 use super::XdsStatus;
 use crate::resources::{self, ResourceSink, Update};
@@ -61,6 +62,8 @@ pub(crate) struct Machine {
     endpoints: Option<BTreeSet<String>>,
     /// RDS names subscribed.
     routes: Option<BTreeSet<String>>,
+    /// SDS names subscribed.
+    secrets: Option<BTreeSet<String>>,
     /// LDS subscribed (after the first CDS response).
     listeners: bool,
     /// Types requested on the current stream.
@@ -75,6 +78,7 @@ impl Machine {
             status,
             endpoints: None,
             routes: None,
+            secrets: None,
             listeners: false,
             sent: HashSet::new(),
         }
@@ -96,9 +100,8 @@ impl Machine {
         if self.listeners {
             out.push(self.wildcard(resources::LISTENER));
         }
-        if let Some(a) = self.named(resources::ROUTE) {
-            out.push(a);
-        }
+        out.extend(self.named(resources::ROUTE));
+        out.extend(self.named(resources::SECRET));
         out
     }
 
@@ -113,11 +116,12 @@ impl Machine {
         }
     }
 
+    /// The subscription of a named type (EDS, RDS or SDS).
     fn names_mut(&mut self, type_url: &str) -> &mut Option<BTreeSet<String>> {
-        if type_url == resources::ENDPOINT {
-            &mut self.endpoints
-        } else {
-            &mut self.routes
+        match type_url {
+            resources::ENDPOINT => &mut self.endpoints,
+            resources::SECRET => &mut self.secrets,
+            _ => &mut self.routes,
         }
     }
 
@@ -126,6 +130,7 @@ impl Machine {
         let set = match type_url {
             resources::ENDPOINT => &self.endpoints,
             resources::ROUTE => &self.routes,
+            resources::SECRET => &self.secrets,
             _ => return None,
         };
         Some(set.iter().flatten().cloned().collect())
@@ -218,9 +223,18 @@ impl Machine {
             tracing::debug!(type_url = %r.type_url, version = %r.version, "xDS update applied");
         }
         let mut out = Vec::new();
+        // Secrets follow the listeners (and clusters: no cluster names one yet, so this only
+        // keeps the subscription in step); RDS and SDS, like EDS, are never sent empty as a
+        // first request, which would mean wildcard.
         match known {
-            Some(resources::CLUSTER) => out.extend(self.resubscribe(resources::ENDPOINT)),
-            Some(resources::LISTENER) => out.extend(self.resubscribe(resources::ROUTE)),
+            Some(resources::CLUSTER) => {
+                out.extend(self.resubscribe(resources::ENDPOINT));
+                out.extend(self.resubscribe(resources::SECRET));
+            }
+            Some(resources::LISTENER) => {
+                out.extend(self.resubscribe(resources::ROUTE));
+                out.extend(self.resubscribe(resources::SECRET));
+            }
             _ => {}
         }
         out.push(Action::Ack {

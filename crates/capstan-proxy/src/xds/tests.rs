@@ -1,11 +1,12 @@
 //! The client against an in-process fake ADS server on 127.0.0.1:0 and a fake sink.
 
 use super::*;
-use crate::resources::{self, Update, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::resources::{self, Update, CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -139,7 +140,8 @@ async fn start_server() -> (SotwServer, DeltaServer) {
 type Call = (String, Vec<String>, Vec<String>, bool);
 
 /// A sink that holds name → version per type; EDS wants the clusters' names, RDS wants
-/// `<listener>-routes`. It rejects any resource whose name starts with `bad`.
+/// `<listener>-routes`, SDS wants `kubernetes://<listener>` of the listeners named `gw…`. It
+/// rejects any resource whose name starts with `bad`.
 #[derive(Default)]
 struct FakeSink {
     held: Mutex<BTreeMap<String, BTreeMap<String, String>>>,
@@ -194,6 +196,12 @@ impl ResourceSink for FakeSink {
                 .into_iter()
                 .map(|l| format!("{l}-routes"))
                 .collect(),
+            resources::SECRET => self
+                .held(LISTENER)
+                .into_iter()
+                .filter(|l| l.starts_with("gw"))
+                .map(|l| format!("kubernetes://{l}"))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -219,6 +227,11 @@ fn any_of(type_url: &str, name: &str) -> Any {
         }
         .encode_to_vec(),
         resources::ROUTE => RouteConfiguration {
+            name: name.into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        resources::SECRET => Secret {
             name: name.into(),
             ..Default::default()
         }
@@ -489,6 +502,122 @@ async fn delta_order_nack_and_reconnect_with_initial_versions() {
 }
 
 #[tokio::test]
+async fn sotw_secrets_follow_the_listeners_and_are_resent_on_reconnect() {
+    let (mut server, _) = start_server().await;
+    let c = start_client(&server.endpoint, false);
+    let mut s = server.accept().await;
+    assert_eq!(s.next().await.type_url, CLUSTER);
+    // No clusters and no listeners: neither EDS nor SDS is sent (empty would mean wildcard).
+    s.send(sotw(CLUSTER, "v1", "n1", &[]));
+    assert_eq!(s.next().await.response_nonce, "n1");
+    assert_eq!(s.next().await.type_url, LISTENER);
+
+    // A listener naming a secret → RDS, then SDS by name, then the LDS ACK.
+    s.send(sotw(LISTENER, "L1", "n2", &["gw1", "sidecar"]));
+    assert_eq!(s.next().await.type_url, ROUTE);
+    let sds = s.next().await;
+    assert_eq!(
+        (
+            sds.type_url.as_str(),
+            sds.resource_names.clone(),
+            sds.response_nonce.as_str()
+        ),
+        (SECRET, vec!["kubernetes://gw1".to_string()], "")
+    );
+    assert_eq!(s.next().await.response_nonce, "n2");
+    s.send(sotw(SECRET, "S1", "n3", &["kubernetes://gw1"]));
+    let ack = s.next().await;
+    assert_eq!(
+        (
+            ack.type_url.as_str(),
+            ack.version_info.as_str(),
+            ack.resource_names.clone()
+        ),
+        (SECRET, "S1", vec!["kubernetes://gw1".to_string()])
+    );
+    assert_eq!(c.sink.held(SECRET), ["kubernetes://gw1"]);
+
+    // Reconnect: the named SDS subscription follows RDS, with the version held.
+    drop(s);
+    let mut s = server.accept().await;
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(s.next().await);
+    }
+    let types: Vec<&str> = first.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [CLUSTER, LISTENER, ROUTE, SECRET]);
+    assert_eq!(first[3].resource_names, ["kubernetes://gw1"]);
+    assert_eq!(first[3].version_info, "S1");
+    s.quiet().await;
+}
+
+#[tokio::test]
+async fn delta_secrets_unsubscribe_with_their_listener_and_resume_with_versions() {
+    let (_, mut server) = start_server().await;
+    let c = start_client(&server.endpoint, true);
+    let mut s = server.accept().await;
+    assert_eq!(s.next().await.type_url, CLUSTER);
+    s.send(delta(CLUSTER, "n1", &[], &[]));
+    assert_eq!(s.next().await.response_nonce, "n1");
+    assert_eq!(s.next().await.type_url, LISTENER);
+    s.send(delta(LISTENER, "n2", &[("gw1", "1"), ("gw2", "1")], &[]));
+    assert_eq!(s.next().await.type_url, ROUTE);
+    let sds = s.next().await;
+    assert_eq!(
+        (sds.type_url.as_str(), sds.resource_names_subscribe.clone()),
+        (
+            SECRET,
+            vec![
+                "kubernetes://gw1".to_string(),
+                "kubernetes://gw2".to_string()
+            ]
+        )
+    );
+    assert_eq!(s.next().await.response_nonce, "n2");
+    s.send(delta(
+        SECRET,
+        "n3",
+        &[("kubernetes://gw1", "s1"), ("kubernetes://gw2", "s1")],
+        &[],
+    ));
+    assert_eq!(s.next().await.response_nonce, "n3");
+
+    // gw2 goes: its secret is unsubscribed and dropped from the sink.
+    s.send(delta(LISTENER, "n4", &[], &["gw2"]));
+    let rds = s.next().await;
+    assert_eq!(rds.resource_names_unsubscribe, ["gw2-routes"]);
+    let sds = s.next().await;
+    assert_eq!(
+        (
+            sds.type_url.as_str(),
+            sds.resource_names_unsubscribe.clone()
+        ),
+        (SECRET, vec!["kubernetes://gw2".to_string()])
+    );
+    assert_eq!(s.next().await.response_nonce, "n4");
+    assert_eq!(c.sink.held(SECRET), ["kubernetes://gw1"]);
+
+    drop(s);
+    let mut s = server.accept().await;
+    let mut first = Vec::new();
+    for _ in 0..4 {
+        first.push(s.next().await);
+    }
+    let types: Vec<&str> = first.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [CLUSTER, LISTENER, ROUTE, SECRET]);
+    assert_eq!(first[3].resource_names_subscribe, ["kubernetes://gw1"]);
+    let versions: Vec<(String, String)> = first[3]
+        .initial_resource_versions
+        .clone()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        versions,
+        [("kubernetes://gw1".to_string(), "s1".to_string())]
+    );
+}
+
+#[tokio::test]
 async fn unreachable_server_retries_until_shutdown() {
     // A port that was just free: connecting fails, the client keeps retrying with backoff.
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -563,4 +692,37 @@ fn sotw_names_from_field_one() {
         Ok("outbound|80||a.ns.svc.cluster.local")
     );
     assert!(sotw::resource_name(&[0x0a, 0x05, b'a']).is_err());
+}
+
+/// With several xDS endpoints (istiod replicas), a dead one is skipped and a stream that ends
+/// is reopened on the next: the client lands on the live server whatever the start.
+#[tokio::test]
+async fn the_client_moves_past_a_dead_endpoint_and_comes_back_after_a_stream_ends() {
+    let (mut server, _) = start_server().await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("address"))
+    };
+    let mut bootstrap = Bootstrap::from_parts(
+        "sidecar~10.0.0.1~a.ns~ns.svc.cluster.local",
+        "a.ns",
+        &server.endpoint,
+        false,
+        None,
+        serde_json::json!({"NAMESPACE": "ns"}),
+    )
+    .expect("valid parts");
+    if let Some(ads) = bootstrap.ads.as_mut() {
+        ads.endpoints = vec![dead, server.endpoint.clone(), "http://127.0.0.1:1".into()];
+    }
+    let sink = Arc::new(FakeSink::default());
+    let status = Arc::new(XdsStatus::default());
+    let (_tx, rx) = watch::channel(false);
+    tokio::spawn(run(bootstrap, sink, status, rx));
+    let mut s = server.accept().await;
+    assert_eq!(s.next().await.type_url, CLUSTER);
+    drop(s);
+    // Two dead endpoints at most before the live one again (backoff stays under a second).
+    let mut again = server.accept().await;
+    assert_eq!(again.next().await.type_url, CLUSTER);
 }
