@@ -84,9 +84,10 @@ fn http_chains_carry_rbac_before_the_router_and_tcp_chains_none() {
                         "envoy.filters.http.rbac",
                         "envoy.filters.http.rbac",
                         "envoy.filters.http.rbac",
+                        "envoy.filters.http.rbac",
                         "envoy.filters.http.router"
                     ],
-                    "{name}: JWT, then AUDIT, DENY, ALLOW, then the router"
+                    "{name}: JWT, then CUSTOM's fail-closed deny-all, AUDIT, DENY, ALLOW, then the router"
                 );
             }
             None => assert!(
@@ -111,6 +112,7 @@ fn rbac_policies_golden() {
         "ns[istio-system]-policy[deny-foreign-writes]-rule[1]",
         "ns[default]-policy[reviews-readers]-rule[1]",
         "ns[default]-policy[reviews-readers]-rule[3]",
+        "default-deny-all-due-to-bad-CUSTOM-action",
     ] {
         assert!(text.contains(name), "{name}");
     }
@@ -118,7 +120,7 @@ fn rbac_policies_golden() {
         "reviews-readers]-rule[2]",
         "ext-check",
         "productpage-only",
-        "deny-all",
+        "policy[deny-all]",
     ] {
         assert!(!text.contains(left_out), "{left_out} must not be generated");
     }
