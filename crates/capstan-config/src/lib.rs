@@ -3,10 +3,12 @@
 
 pub mod file;
 pub mod kube;
+pub mod mcp;
 pub mod store;
 
 pub use file::FileSource;
 pub use kube::KubernetesSource;
+pub use mcp::XdsSource;
 pub use store::{
     ConfigChange, ConfigEvent, ConfigKey, ConfigStore, EventKind, Snapshot, StoredObject,
 };

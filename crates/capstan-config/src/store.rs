@@ -235,6 +235,64 @@ impl ConfigStore {
         )
     }
 
+    /// Adds or updates `upserts` and deletes `deletes`, all owned by `source`, as one revision
+    /// (for sources that receive increments, like the MCP source: one response, one change).
+    /// Keys of other sources are left alone, as in [`ConfigStore::upsert`] and
+    /// [`ConfigStore::delete`]. Returns the change, or `None` when nothing changed.
+    pub fn update_source(
+        &self,
+        source: &str,
+        upserts: Vec<IstioObject>,
+        deletes: &[ConfigKey],
+    ) -> Option<ConfigChange> {
+        let _guard = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let revision = old.revision + 1;
+        let owner: Arc<str> = Arc::from(source);
+        let mut next = None::<BTreeMap<ConfigKey, StoredObject>>;
+        let mut events: BTreeMap<ConfigKey, EventKind> = BTreeMap::new();
+        for key in deletes {
+            if old.objects.get(key).is_some_and(|s| *s.source == *source) {
+                next.get_or_insert_with(|| old.objects.clone()).remove(key);
+                events.insert(key.clone(), EventKind::Deleted);
+            }
+        }
+        for object in upserts {
+            let key = ConfigKey::of(&object);
+            let event = match old.objects.get(&key) {
+                Some(stored) if *stored.source != *source => {
+                    tracing::warn!(%key, owner = %stored.source, other = %source, "object defined by two sources; keeping the first");
+                    continue;
+                }
+                Some(stored) if *stored.object == object => {
+                    // Deleted and put back unchanged in one batch: no change at all.
+                    if events.remove(&key).is_some() {
+                        next.get_or_insert_with(|| old.objects.clone())
+                            .insert(key, stored.clone());
+                    }
+                    continue;
+                }
+                Some(_) => EventKind::Updated,
+                None => EventKind::Added,
+            };
+            events.insert(key.clone(), event);
+            next.get_or_insert_with(|| old.objects.clone()).insert(
+                key,
+                StoredObject {
+                    object: Arc::new(object),
+                    source: owner.clone(),
+                    revision,
+                },
+            );
+        }
+        let next = next?;
+        let events = events
+            .into_iter()
+            .map(|(key, event)| ConfigEvent { event, key })
+            .collect();
+        self.commit(revision, next, events)
+    }
+
     fn commit(
         &self,
         revision: u64,
@@ -305,6 +363,66 @@ mod tests {
             }]
         );
         assert_eq!(store.snapshot().objects.len(), 1);
+    }
+
+    #[test]
+    fn update_source_applies_a_batch_as_one_revision() {
+        let store = ConfigStore::new();
+        store.replace_source("other", pa("theirs"));
+        let key = |name: &str| ConfigKey {
+            kind: Kind::PeerAuthentication,
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        let mut batch = pa("a");
+        batch.extend(pa("b"));
+        let change = store.update_source("mcp", batch, &[]).expect("adds");
+        assert_eq!((change.revision, change.events.len()), (2, 2));
+        assert_eq!(
+            store.update_source("mcp", pa("a"), &[]),
+            None,
+            "unchanged: no event"
+        );
+        let mut changed = pa("a").remove(0);
+        changed.metadata.labels.insert("v".into(), "2".into());
+        let change = store
+            .update_source(
+                "mcp",
+                vec![changed],
+                &[key("b"), key("theirs"), key("none")],
+            )
+            .expect("one update, one delete");
+        assert_eq!(
+            change.events,
+            vec![
+                ConfigEvent {
+                    event: EventKind::Updated,
+                    key: key("a")
+                },
+                ConfigEvent {
+                    event: EventKind::Deleted,
+                    key: key("b")
+                },
+            ]
+        );
+        assert_eq!(change.revision, 3);
+        let keys: Vec<ConfigKey> = store.snapshot().objects.keys().cloned().collect();
+        assert_eq!(
+            keys,
+            vec![key("a"), key("theirs")],
+            "another source's key stays"
+        );
+        assert!(
+            store.update_source("mcp", pa("theirs"), &[]).is_none(),
+            "no take-over"
+        );
+        // Deleted and put back unchanged in one batch: nothing happened.
+        let unchanged = store.snapshot().objects[&key("a")].object.as_ref().clone();
+        assert_eq!(
+            store.update_source("mcp", vec![unchanged], &[key("a")]),
+            None
+        );
+        assert_eq!(store.snapshot().revision, 3);
     }
 
     #[test]

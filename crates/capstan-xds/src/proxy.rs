@@ -15,6 +15,9 @@ pub enum ProxyType {
     Router,
     /// A proxyless gRPC client (node metadata `GENERATOR: grpc`, or an id without `~`).
     Proxyless,
+    /// A config consumer, e.g. another control plane reading Istio config over MCP-over-xDS,
+    /// whose node id is not a proxy's: it is served config types only, never Envoy's xDS types.
+    ConfigClient,
 }
 
 /// A connected proxy, as generation sees it.
@@ -75,6 +78,13 @@ pub enum ProxyError {
 /// Longest node id accepted (Envoy ids are short; this bounds hostile input).
 const MAX_ID_LEN: usize = 1024;
 
+/// The start of an over-long id, for the error (cut at a character boundary).
+fn shortened(id: &str) -> String {
+    let mut out: String = id.chars().take(64).collect();
+    out.push('…');
+    out
+}
+
 fn string_field(metadata: Option<&Struct>, key: &str) -> Option<String> {
     match metadata?.fields.get(key)?.kind.as_ref()? {
         Kind::StringValue(s) => Some(s.clone()),
@@ -110,7 +120,7 @@ impl Proxy {
             return Err(ProxyError::EmptyId);
         }
         if id.len() > MAX_ID_LEN {
-            return Err(ProxyError::MalformedId(format!("{}…", &id[..64])));
+            return Err(ProxyError::MalformedId(shortened(&id)));
         }
         let metadata = node.metadata.as_ref();
         let generator = string_field(metadata, "GENERATOR").unwrap_or_default();
@@ -182,6 +192,37 @@ impl Proxy {
                 .unwrap_or_default(),
             authenticated: false,
             id,
+        })
+    }
+}
+
+impl Proxy {
+    /// A config consumer whose node is not a proxy's ([`ProxyType::ConfigClient`]): the id is
+    /// kept as given (shown in syncz), the namespace comes from metadata `NAMESPACE` only.
+    /// The node must still carry a non-empty id of bounded length.
+    pub fn config_client(node: Option<&Node>) -> Result<Proxy, ProxyError> {
+        let node = node.ok_or(ProxyError::MissingNode)?;
+        if node.id.is_empty() {
+            return Err(ProxyError::EmptyId);
+        }
+        if node.id.len() > MAX_ID_LEN {
+            return Err(ProxyError::MalformedId(shortened(&node.id)));
+        }
+        let metadata = node.metadata.as_ref();
+        Ok(Proxy {
+            id: node.id.clone(),
+            proxy_type: ProxyType::ConfigClient,
+            ip_addresses: Vec::new(),
+            pod_id: String::new(),
+            namespace: string_field(metadata, "NAMESPACE").unwrap_or_default(),
+            dns_domain: String::new(),
+            labels: BTreeMap::new(),
+            istio_version: string_field(metadata, "ISTIO_VERSION").unwrap_or_default(),
+            interception_mode: String::new(),
+            cluster_id: string_field(metadata, "CLUSTER_ID").unwrap_or_default(),
+            network: String::new(),
+            locality: capstan_registry::Locality::default(),
+            authenticated: false,
         })
     }
 }
@@ -273,6 +314,37 @@ mod tests {
         ));
         assert!(matches!(
             Proxy::from_node(Some(&node(&"x".repeat(5000), &[]))),
+            Err(ProxyError::MalformedId(_))
+        ));
+        // Cut at a character boundary, not at byte 64.
+        assert!(matches!(
+            Proxy::from_node(Some(&node(&format!("x{}", "é".repeat(3000)), &[]))),
+            Err(ProxyError::MalformedId(_))
+        ));
+    }
+
+    #[test]
+    fn config_clients_need_only_an_id() {
+        let c = Proxy::config_client(Some(&node(
+            "capstan-config-source/host/1",
+            &[("NAMESPACE", "istio-system")],
+        )))
+        .unwrap();
+        assert_eq!(
+            (c.proxy_type, c.id.as_str(), c.namespace.as_str()),
+            (
+                ProxyType::ConfigClient,
+                "capstan-config-source/host/1",
+                "istio-system"
+            )
+        );
+        assert_eq!(Proxy::config_client(None), Err(ProxyError::MissingNode));
+        assert_eq!(
+            Proxy::config_client(Some(&node("", &[]))),
+            Err(ProxyError::EmptyId)
+        );
+        assert!(matches!(
+            Proxy::config_client(Some(&node(&"é".repeat(1000), &[]))),
             Err(ProxyError::MalformedId(_))
         ));
     }

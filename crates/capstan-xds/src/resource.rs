@@ -24,13 +24,21 @@ pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.Cluster
 /// gateways' `credentialName` secrets, `kubernetes://<name>`).
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 
-/// The type URLs Capstan generates, in the order Envoy wants them pushed (CDS before EDS,
+/// Envoy's xDS types Capstan generates, in the order Envoy wants them pushed (CDS before EDS,
 /// LDS before RDS) to avoid traffic drops during updates; secrets last, as istiod pushes them.
+/// A generator may serve other types besides ([`crate::Generator::extra_types`]), pushed after
+/// these.
 pub const PUSH_ORDER: [&str; 5] = [CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET];
 
-/// True for types whose subscription without names means "everything" (wildcard).
+/// Whether `type_url` is one of Envoy's xDS types ([`PUSH_ORDER`]).
+pub fn is_xds_type(type_url: &str) -> bool {
+    PUSH_ORDER.contains(&type_url)
+}
+
+/// True for types whose subscription without names means "everything" (wildcard): as istiod's
+/// `IsWildcardTypeURL`, every type but those the xDS spec makes named-only (EDS, RDS, SDS).
 pub fn is_wildcard_type(type_url: &str) -> bool {
-    type_url == LISTENER || type_url == CLUSTER
+    !matches!(type_url, ENDPOINT | ROUTE | SECRET)
 }
 
 /// One named resource, encoded, with a version that changes exactly when its content does.

@@ -153,6 +153,33 @@ async fn reconnect_with_initial_versions_gets_only_what_changed() {
     assert_eq!(names(&changed), vec!["ratings".to_string()]);
 }
 
+/// The xDS rule for wildcard subscriptions: a name the client claims on reconnect that the
+/// server no longer has is removed in the first response (a restarted server must not leave
+/// the client holding what is gone).
+#[tokio::test]
+async fn reconnect_claiming_what_is_gone_gets_its_removal() {
+    let h = Harness::start(AdsOptions::default()).await;
+    let mut s = Stream::open(&h).await;
+    s.hello(req(CLUSTER, &["*"], &[], "")).await;
+    let have = versions(&s.recv().await);
+    drop(s);
+
+    h.gen.remove(CLUSTER, "ratings");
+    h.gen.set(CLUSTER, "details", "1");
+    let mut s = Stream::open(&h).await;
+    s.hello(DeltaDiscoveryRequest {
+        initial_resource_versions: have,
+        ..req(CLUSTER, &["*"], &[], "")
+    })
+    .await;
+    let first = s.recv().await;
+    assert_eq!(names(&first), vec!["details".to_string()]);
+    assert_eq!(first.removed_resources, vec!["ratings".to_string()]);
+    s.ack(&first).await;
+    h.push_full();
+    s.quiet().await;
+}
+
 #[tokio::test]
 async fn eds_only_push_sends_only_the_changed_cluster_and_unsubscribe_forgets() {
     let h = Harness::start(AdsOptions::default()).await;

@@ -436,6 +436,8 @@ pub fn generate(
                 out.extend(all.iter().filter(|c| c.name == **name).cloned());
             }
         }
+        // Never asked: Envoy's types are refused to config clients.
+        crate::ProxyType::ConfigClient => {}
         crate::ProxyType::Sidecar | crate::ProxyType::Router => {
             for svc in &scope.services {
                 out.extend(shared_outbound(ctx, proxy, svc, false).iter().cloned());

@@ -1,4 +1,5 @@
-//! The Istio generator: CDS/EDS/LDS/RDS over the current PushContext, per proxy type.
+//! The Istio generator: CDS/EDS/LDS/RDS over the current PushContext, per proxy type, SDS
+//! for gateways, and the config itself over MCP-over-xDS for other control planes.
 
 use crate::context::PushContext;
 use crate::proxy::{Proxy, ProxyType};
@@ -17,6 +18,8 @@ pub struct IstioGenerator {
     jwks: ArcSwap<crate::context::JwksKeys>,
     /// The gateways' credentials (Kubernetes Secrets), served as SDS secrets.
     credentials: ArcSwap<crate::context::credentials::Credentials>,
+    /// The config as MCP-over-xDS resources, shared by every subscriber.
+    mcp: super::mcp::McpResources,
 }
 
 impl IstioGenerator {
@@ -27,6 +30,7 @@ impl IstioGenerator {
             ctx: ArcSwap::from_pointee(ctx),
             retired: std::sync::Mutex::default(),
             credentials: ArcSwap::default(),
+            mcp: super::mcp::McpResources::default(),
         }
     }
 
@@ -99,6 +103,9 @@ impl Generator for IstioGenerator {
             ));
         }
         let ctx = self.ctx.load();
+        if let Some(kind) = capstan_config::mcp::kind_of_type_url(type_url) {
+            return Ok(self.mcp.resources(&ctx.config, kind));
+        }
         let scope = ctx.scope(proxy);
         Ok(match type_url {
             CLUSTER => super::cds::generate(&ctx, proxy, &scope, subscription),
@@ -107,6 +114,10 @@ impl Generator for IstioGenerator {
             ROUTE => super::rds::generate(&ctx, proxy, &scope, subscription),
             other => return Err(GenerateError(format!("unsupported type {other}"))),
         })
+    }
+
+    fn extra_types(&self) -> &'static [&'static str] {
+        &capstan_config::mcp::TYPE_URLS
     }
 
     fn affects(&self, proxy: &Proxy, push: &PushRequest) -> bool {

@@ -203,6 +203,8 @@ pub fn generate(
             .filter_map(|n| super::grpc::listener(ctx, proxy, n))
             .collect(),
         ProxyType::Router => super::gateway::listeners(ctx, proxy),
+        // Never asked: Envoy's types are refused to config clients.
+        ProxyType::ConfigClient => Vec::new(),
         ProxyType::Sidecar => {
             let mut l = vec![virtual_outbound(scope), virtual_inbound(ctx, proxy)];
             l.extend(outbound_listeners(ctx, proxy, scope));

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod lds;
 pub mod lds_inbound;
 pub mod lds_tcp;
+mod mcp;
 pub mod rds;
 pub mod rds_route;
 pub mod sds;
@@ -199,15 +200,20 @@ impl PushRequest {
 /// ServiceEntries, WorkloadEntries and Sidecars, not on routing (VirtualService, Gateway).
 /// Secrets (SDS) depend on Kubernetes Secrets only, and Secrets on nothing else: a config change
 /// that makes a gateway name a new secret reaches it through the gateway's new subscription.
+/// Istio config served as itself (MCP-over-xDS types) depends on its own kind's objects only.
 fn key_concerns(key: &str, type_url: &str) -> bool {
-    use crate::resource::{LISTENER, ROUTE, SECRET};
-    let Some((kind, _)) = key.split_once('/') else {
-        return type_url != SECRET;
-    };
-    match kind {
-        "VirtualService" | "Gateway" => type_url == LISTENER || type_url == ROUTE,
-        SECRET_KIND => type_url == SECRET,
-        _ => type_url != SECRET,
+    use crate::resource::{CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET};
+    let kind = key.split_once('/').map(|(kind, _)| kind);
+    match type_url {
+        LISTENER | ROUTE | CLUSTER | ENDPOINT => match kind {
+            Some("VirtualService" | "Gateway") => type_url == LISTENER || type_url == ROUTE,
+            Some(SECRET_KIND) => false,
+            _ => true,
+        },
+        SECRET => kind == Some(SECRET_KIND),
+        config => {
+            capstan_config::mcp::kind_of_type_url(config).is_none_or(|k| kind == Some(k.name()))
+        }
     }
 }
 
@@ -233,10 +239,19 @@ pub trait Generator: Send + Sync + 'static {
         push: &PushRequest,
     ) -> Result<Vec<Arc<Resource>>, GenerateError>;
 
-    /// Whether `push` can change anything `proxy` has (scoping by Sidecar and exportTo).
-    /// The default is conservative: yes.
+    /// Whether `push` can change anything `proxy` has of Envoy's xDS types (scoping by Sidecar
+    /// and exportTo). The default is conservative: yes. [`Generator::extra_types`] are not
+    /// gated by it: they are regenerated whenever the push [needs](PushRequest::needs) them.
     fn affects(&self, _proxy: &Proxy, _push: &PushRequest) -> bool {
         true
+    }
+
+    /// Type URLs served besides Envoy's xDS types ([`crate::resource::PUSH_ORDER`]), pushed
+    /// after them (in type URL order): for the Istio generator, Istio's config as MCP-over-xDS
+    /// resources. Subscribing to them does not need a proxy's node: a node id the server
+    /// cannot parse as a proxy's may still subscribe to these (and only these).
+    fn extra_types(&self) -> &'static [&'static str] {
+        &[]
     }
 }
 
@@ -355,6 +370,37 @@ mod tests {
             ..PushRequest::default()
         };
         assert!(eds.needs(ENDPOINT) && !eds.needs(CLUSTER) && !eds.needs(ROUTE));
+    }
+
+    #[test]
+    fn config_types_need_only_changes_of_their_kind() {
+        use crate::resource::CLUSTER;
+        use capstan_config::mcp::type_url;
+        let push = |keys: &[&str]| PushRequest {
+            version: 1,
+            full: true,
+            changed: hosts(keys),
+            ..PushRequest::default()
+        };
+        let vs = type_url(capstan_api::Kind::VirtualService);
+        let dr = type_url(capstan_api::Kind::DestinationRule);
+        let change = push(&["VirtualService/default/reviews"]);
+        assert!(change.needs(vs) && !change.needs(dr));
+        for other in [
+            "reviews.default.svc.cluster.local",
+            "workload:10.0.0.1",
+            "Secret/gw/cert",
+        ] {
+            let p = push(&[other]);
+            assert!(!p.needs(vs), "{other}");
+            assert!(p.needs(CLUSTER) != other.starts_with("Secret"), "{other}");
+        }
+        assert!(push(&[]).needs(vs), "unknown changes concern everything");
+        let eds = PushRequest {
+            eds_hosts: hosts(&["a"]),
+            ..PushRequest::default()
+        };
+        assert!(!eds.needs(vs));
     }
 
     #[test]

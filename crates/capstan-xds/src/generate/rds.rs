@@ -255,6 +255,8 @@ pub fn generate(
             .iter()
             .filter_map(|n| super::grpc::route_config(ctx, proxy, n))
             .collect(),
+        // Never asked: Envoy's types are refused to config clients.
+        ProxyType::ConfigClient => Vec::new(),
         ProxyType::Router => super::gateway::route_configs(ctx, proxy)
             .into_iter()
             .filter(|r| sub.wants(&r.name))

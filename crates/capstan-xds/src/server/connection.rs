@@ -10,8 +10,8 @@ use super::requests::Requests;
 use super::status::{now_unix_ms, ConnectionStatus, NackStatus, TypeStatus};
 use super::{Core, PushEvent};
 use crate::generate::{Generator, PushRequest, Subscription};
-use crate::proxy::Proxy;
-use crate::resource::{Resource, PUSH_ORDER};
+use crate::proxy::{Proxy, ProxyError, ProxyType};
+use crate::resource::{is_xds_type, Resource, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use std::collections::BTreeMap;
@@ -32,14 +32,18 @@ pub(crate) trait Protocol: Default + Send + 'static {
     const DELTA: bool;
     /// The node of a request (only the first request of a stream must carry one).
     fn node(req: &Self::Request) -> Option<&Node>;
+    /// The type URL a request is about.
+    fn type_url(req: &Self::Request) -> &str;
     /// Handles one request; an error closes the stream with that status.
     fn on_request(
         &mut self,
         cx: &mut Ctx,
         req: Self::Request,
     ) -> Result<Vec<Self::Response>, Status>;
-    /// Handles one (possibly merged) push, returning what changed, in [`PUSH_ORDER`].
-    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<Self::Response>;
+    /// Handles one (possibly merged) push, returning what changed, in [`PUSH_ORDER`] and then
+    /// the generator's extra types. Envoy's xDS types are regenerated only when `affected`
+    /// (the generator's [`Generator::affects`]); extra types whenever the push needs them.
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest, affected: bool) -> Vec<Self::Response>;
     /// The ACK trackers of all types, to see whether a response is still unacknowledged.
     fn tracks(&mut self) -> Vec<&mut Track>;
 }
@@ -68,14 +72,19 @@ pub(crate) enum Reply {
     Stale,
 }
 
-/// True for the type URLs Capstan serves.
-pub(crate) fn is_known_type(type_url: &str) -> bool {
-    known_type(type_url).is_some()
+/// The static copy of a type URL the server serves: Envoy's xDS types, then the generator's.
+fn known_type(generator: &dyn Generator, type_url: &str) -> Option<&'static str> {
+    PUSH_ORDER
+        .into_iter()
+        .chain(generator.extra_types().iter().copied())
+        .find(|t| *t == type_url)
 }
 
-/// The static copy of a type URL Capstan serves.
-pub(crate) fn known_type(type_url: &str) -> Option<&'static str> {
-    PUSH_ORDER.into_iter().find(|t| *t == type_url)
+/// Whether a stream whose node is not a proxy's may still be served: it names itself (an id
+/// of bounded length) and starts with a type that needs no proxy.
+fn config_client(generator: &dyn Generator, node: Option<&Node>, type_url: &str) -> Option<Proxy> {
+    let extra = known_type(generator, type_url).is_some_and(|t| !is_xds_type(t));
+    extra.then(|| Proxy::config_client(node).ok()).flatten()
 }
 
 /// What the protocol state machines may use: the proxy, the generator, status and metrics.
@@ -88,6 +97,10 @@ pub(crate) struct Ctx {
     next_nonce: u64,
     /// A NACK arrived since the current push was sent (its convergence is not recorded).
     push_nacked: bool,
+    /// Why the node is not a proxy's, for a config client: Envoy's types are refused with it.
+    not_a_proxy: Option<ProxyError>,
+    /// The stream is on an authorizing service (the TLS port).
+    gated: bool,
 }
 
 impl Ctx {
@@ -98,6 +111,33 @@ impl Ctx {
             incr(&self.core.counters.rejected_streams);
             return Err(Status::resource_exhausted(format!(
                 "request for {type_url} names {count} resources; at most {max} are accepted"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The static copy of `type_url` when the server serves it.
+    pub fn known_type(&self, type_url: &str) -> Option<&'static str> {
+        known_type(self.generator.as_ref(), type_url)
+    }
+
+    /// Whether this stream may subscribe to `type_url`. Envoy's xDS types need a proxy's node
+    /// (a config client asking for one is refused as a bad node would have been at once); the
+    /// other types serve Istio config of every namespace, which the authorizing (TLS) service,
+    /// whose callers are workloads proven for their own namespaces, does not hand out.
+    pub fn admit(&self, type_url: &str) -> Result<(), Status> {
+        let refuse = |status: Status| {
+            incr(&self.core.counters.rejected_streams);
+            Err(status)
+        };
+        if is_xds_type(type_url) {
+            if let Some(e) = &self.not_a_proxy {
+                return refuse(Status::invalid_argument(format!("invalid node: {e}")));
+            }
+        } else if self.gated {
+            return refuse(Status::permission_denied(format!(
+                "{type_url} is served on the plaintext xDS port only: it carries the config \
+                 of every namespace, and this port authorizes workloads for their own"
             )));
         }
         Ok(())
@@ -312,9 +352,21 @@ pub(crate) async fn serve<P: Protocol>(
             return;
         }
     };
-    let mut proxy = match Proxy::from_node(P::node(&first)) {
-        Ok(proxy) => proxy,
-        Err(e) => {
+    let node = P::node(&first);
+    let parsed = Proxy::from_node(node).map_err(|e| {
+        // Not a proxy: still served as a config client if it only wants config types.
+        match config_client(generator.as_ref(), node, P::type_url(&first)) {
+            Some(client) => Ok((client, e)),
+            None => Err(e),
+        }
+    });
+    let (mut proxy, not_a_proxy) = match parsed {
+        Ok(proxy) => (proxy, None),
+        Err(Ok((client, e))) => {
+            info!(node = %client.id, reason = %e, "serving a config client (not a proxy)");
+            (client, Some(e))
+        }
+        Err(Err(e)) => {
             incr(&core.counters.rejected_streams);
             warn!(error = %e, "refusing an ADS stream: bad node");
             let status = Status::invalid_argument(format!("invalid node: {e}"));
@@ -323,6 +375,7 @@ pub(crate) async fn serve<P: Protocol>(
             return;
         }
     };
+    let gated = gate.is_some();
     if let Some(gate) = gate {
         if let Err(refusal) = gate.check(&proxy) {
             incr(&core.counters.rejected_streams);
@@ -368,6 +421,8 @@ pub(crate) async fn serve<P: Protocol>(
         conn,
         next_nonce: 0,
         push_nacked: false,
+        not_a_proxy,
+        gated,
     };
     let proxy_id = cx.proxy.id.clone();
     let mut proto = P::default();
@@ -420,11 +475,9 @@ pub(crate) async fn serve<P: Protocol>(
                 let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
                     return;
                 };
-                let responses = if cx.generator.affects(&cx.proxy, &push) {
-                    proto.on_push(&mut cx, &push)
-                } else {
-                    Vec::new()
-                };
+                let affected = cx.proxy.proxy_type != ProxyType::ConfigClient
+                    && cx.generator.affects(&cx.proxy, &push);
+                let responses = proto.on_push(&mut cx, &push, affected);
                 if !responses.is_empty() {
                     inflight = Some(created);
                 }

@@ -1,12 +1,12 @@
 //! Delta ADS (`DeltaAggregatedResources`): per type, the server tracks which version of each
 //! resource the client has, and sends only what differs plus the names that went away.
 
-use super::connection::{is_known_type, known_type, Ctx, Protocol, Track};
+use super::connection::{Ctx, Protocol, Track};
 use super::intern::Interner;
 use super::sent::SentSet;
 use super::wire::DeltaResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, is_xds_type, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, HashSet};
@@ -28,6 +28,8 @@ struct TypeState {
 #[derive(Debug, Default)]
 pub(crate) struct Delta {
     types: BTreeMap<&'static str, TypeState>,
+    /// Some subscribed type is not one of Envoy's (pushes look past [`PUSH_ORDER`] only then).
+    extra_types: bool,
 }
 
 /// Applies a request's subscribe/unsubscribe lists; true when something new is wanted.
@@ -127,6 +129,10 @@ impl Protocol for Delta {
         req.node.as_ref()
     }
 
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
     fn on_request(
         &mut self,
         cx: &mut Ctx,
@@ -136,14 +142,14 @@ impl Protocol for Delta {
             + req.resource_names_unsubscribe.len()
             + req.initial_resource_versions.len();
         cx.check_names(&req.type_url, names)?;
-        if !is_known_type(&req.type_url) {
+        let Some(type_url) = cx.known_type(&req.type_url) else {
             warn!(proxy = %cx.proxy.id, type_url = %req.type_url,
                 "ignoring a request for a type Capstan does not serve");
-        }
-        let Some(type_url) = known_type(&req.type_url) else {
             return Ok(Vec::new());
         };
+        cx.admit(type_url)?;
         let first = !self.types.contains_key(type_url);
+        self.extra_types |= !is_xds_type(type_url);
         let state = self.types.entry(type_url).or_default();
         if first {
             state.client = SentSet::claimed(req.initial_resource_versions.into_iter().collect());
@@ -176,10 +182,10 @@ impl Protocol for Delta {
             .collect())
     }
 
-    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<DeltaResponse> {
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest, affected: bool) -> Vec<DeltaResponse> {
         let mut out = Vec::new();
         for type_url in PUSH_ORDER {
-            if !push.needs(type_url) {
+            if !affected || !push.needs(type_url) {
                 continue;
             }
             let Some(state) = self.types.get_mut(type_url) else {
@@ -187,6 +193,15 @@ impl Protocol for Delta {
             };
             // An EDS-only push generates only the changed hosts' clusters: absent ones are not
             // gone, so removals are computed on full pushes only.
+            out.extend(diff_response(cx, type_url, state, push, push.full, false));
+        }
+        if !self.extra_types {
+            return out;
+        }
+        for (&type_url, state) in self.types.iter_mut() {
+            if is_xds_type(type_url) || !push.needs(type_url) {
+                continue;
+            }
             out.extend(diff_response(cx, type_url, state, push, push.full, false));
         }
         out

@@ -2,12 +2,12 @@
 //! whole subscribed set, except EDS-only pushes, which carry just the changed clusters (allowed
 //! for EDS, which is not a wildcard type: absent resources are kept by the client).
 
-use super::connection::{known_type, Ctx, Protocol, Reply, Track};
+use super::connection::{Ctx, Protocol, Reply, Track};
 use super::intern::Interner;
 use super::sent::SentSet;
 use super::wire::SotwResponse;
 use crate::generate::{PushRequest, Subscription};
-use crate::resource::{is_wildcard_type, Resource, PUSH_ORDER};
+use crate::resource::{is_wildcard_type, is_xds_type, Resource, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use std::collections::BTreeMap;
@@ -29,6 +29,8 @@ struct TypeState {
 #[derive(Debug, Default)]
 pub(crate) struct Sotw {
     types: BTreeMap<&'static str, TypeState>,
+    /// Some subscribed type is not one of Envoy's (pushes look past [`PUSH_ORDER`] only then).
+    extra_types: bool,
 }
 
 /// The subscription a SotW request expresses: no names means everything for LDS/CDS and
@@ -100,6 +102,25 @@ fn response(
     }
 }
 
+/// The response one push makes for one subscribed type, if any.
+fn push_type(
+    cx: &mut Ctx,
+    type_url: &'static str,
+    state: &mut TypeState,
+    push: &PushRequest,
+) -> Option<SotwResponse> {
+    // Never answered (generation failed at first): the client still waits for one.
+    let force = state.track.nonce.is_empty();
+    if !force && !push.needs(type_url) {
+        return None;
+    }
+    if push.full || force {
+        full_response(cx, type_url, state, push, force)
+    } else {
+        changed_response(cx, type_url, state, push)
+    }
+}
+
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
     type Response = SotwResponse;
@@ -109,18 +130,24 @@ impl Protocol for Sotw {
         req.node.as_ref()
     }
 
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
     fn on_request(
         &mut self,
         cx: &mut Ctx,
         req: DiscoveryRequest,
     ) -> Result<Vec<SotwResponse>, Status> {
         cx.check_names(&req.type_url, req.resource_names.len())?;
-        let Some(type_url) = known_type(&req.type_url) else {
+        let Some(type_url) = cx.known_type(&req.type_url) else {
             warn!(proxy = %cx.proxy.id, type_url = %req.type_url,
                 "ignoring a request for a type Capstan does not serve");
             return Ok(Vec::new());
         };
+        cx.admit(type_url)?;
         let sub = subscription(cx.interner(), type_url, req.resource_names);
+        self.extra_types |= !is_xds_type(type_url);
         let state = self.types.entry(type_url).or_default();
         let reply = cx.reply(
             type_url,
@@ -146,23 +173,22 @@ impl Protocol for Sotw {
         }
     }
 
-    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest) -> Vec<SotwResponse> {
+    fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest, affected: bool) -> Vec<SotwResponse> {
         let mut out = Vec::new();
-        for type_url in PUSH_ORDER {
-            let Some(state) = self.types.get_mut(type_url) else {
-                continue;
-            };
-            // Never answered (generation failed at first): the client still waits for one.
-            let force = state.track.nonce.is_empty();
-            if !force && !push.needs(type_url) {
-                continue;
+        if affected {
+            for type_url in PUSH_ORDER {
+                if let Some(state) = self.types.get_mut(type_url) {
+                    out.extend(push_type(cx, type_url, state, push));
+                }
             }
-            let resp = if push.full || force {
-                full_response(cx, type_url, state, push, force)
-            } else {
-                changed_response(cx, type_url, state, push)
-            };
-            out.extend(resp);
+        }
+        if !self.extra_types {
+            return out;
+        }
+        for (&type_url, state) in self.types.iter_mut() {
+            if !is_xds_type(type_url) {
+                out.extend(push_type(cx, type_url, state, push));
+            }
         }
         out
     }

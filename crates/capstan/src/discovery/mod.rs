@@ -44,6 +44,11 @@ pub struct Args {
     /// EndpointSlices, Pods, Nodes). The kubeconfig to use, or `in-cluster`.
     #[arg(long)]
     kubeconfig: Option<String>,
+    /// MCP-over-xDS config source: another control plane's plaintext xDS address,
+    /// `xds://HOST:PORT` (repeatable). Its Istio config is validated like files' and kept
+    /// while it is unreachable.
+    #[arg(long = "config-source", value_name = "xds://HOST:PORT")]
+    config_sources: Vec<String>,
     /// Consul registry: the agent's HTTP address.
     #[arg(long = "consul-addr")]
     consul_addr: Option<String>,
@@ -161,12 +166,21 @@ pub fn run(args: Args) -> Result<()> {
     let result = runtime.block_on(async move {
         let signals = shutdown::Signals::install()?;
         anyhow::ensure!(
-            !args.config_dirs.is_empty() || args.kubeconfig.is_some(),
-            "no config source: give --config-dir DIR (Istio YAML files) or --kubeconfig PATH (Istio CRDs)"
+            !args.config_dirs.is_empty() || args.kubeconfig.is_some() || !args.config_sources.is_empty(),
+            "no config source: give --config-dir DIR (Istio YAML files), --kubeconfig PATH (Istio CRDs) \
+             or --config-source xds://HOST:PORT (another control plane over MCP-over-xDS)"
         );
         for dir in &args.config_dirs {
             anyhow::ensure!(dir.exists(), "config directory {} does not exist", dir.display());
         }
+        let xds_sources = args
+            .config_sources
+            .iter()
+            .map(|url| {
+                let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
+                capstan_config::XdsSource::new(url, opts)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let debounce = Duration::from_millis(args.debounce_ms);
         let file_debounce = Duration::from_millis(args.file_debounce_ms);
         let store = Arc::new(ConfigStore::new());
@@ -224,34 +238,38 @@ pub fn run(args: Args) -> Result<()> {
             registries::spawn_file(path, index.clone(), file_debounce)?;
         }
         // First-sync signals of the sources that load asynchronously (files loaded above).
-        let mut pending: Vec<(&'static str, tokio::sync::watch::Receiver<bool>)> = Vec::new();
+        let mut pending: Vec<(String, tokio::sync::watch::Receiver<bool>)> = Vec::new();
+        for source in xds_sources {
+            pending.push((format!("MCP config source {}", source.name()), source.ready()));
+            tokio::spawn(source.run(store.clone()));
+        }
         let mut kube_client = None;
         let mut status_reports = None;
         if let Some(kubeconfig) = &args.kubeconfig {
             let path = (kubeconfig != "in-cluster").then(|| PathBuf::from(kubeconfig));
             let (client, ready) = registries::spawn_kubernetes(path, &args.domain, index.clone()).await?;
-            pending.push(("Kubernetes registry", ready));
+            pending.push(("Kubernetes registry".into(), ready));
             let opts = CheckOptions { domain_suffix: args.domain.clone(), ..CheckOptions::default() };
             let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
             status_reports = Some(status_rx);
             let source = capstan_config::KubernetesSource::new(opts).with_status_reports(status_tx);
-            pending.push(("Kubernetes config", source.ready()));
+            pending.push(("Kubernetes config".into(), source.ready()));
             tokio::spawn(source.run(client.clone(), store.clone()));
             let secrets = credentials::spawn(client.clone(), generator.clone(), tx.clone());
-            pending.push(("Kubernetes Secrets (gateway credentials)", secrets));
+            pending.push(("Kubernetes Secrets (gateway credentials)".into(), secrets));
             kube_client = Some(client);
         }
         if let Some(addr) = args.consul_addr.clone() {
             let status = registries::spawn_consul(addr, index.clone())?;
-            pending.push(("Consul registry", status.synced()));
+            pending.push(("Consul registry".into(), status.synced()));
         }
         tokio::spawn(async move {
             for (what, mut ready) in pending {
                 if ready.wait_for(|r| *r).await.is_err() {
-                    tracing::error!(source = what, "stopped before its first sync; xDS stays unready");
+                    tracing::error!(source = %what, "stopped before its first sync; xDS stays unready");
                     return;
                 }
-                tracing::debug!(source = what, "first sync done");
+                tracing::debug!(source = %what, "first sync done");
             }
             sources_synced.store(true, std::sync::atomic::Ordering::SeqCst);
             // A push built from now on holds every source: ask for one.

@@ -22,18 +22,48 @@ pub struct Discovery {
     pub xds_port: u16,
     pub monitoring_port: u16,
     pub webhook_port: u16,
+    /// Every port it was given.
+    pub ports: Ports,
+}
+
+/// The loopback ports of one `capstan discovery`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ports {
+    pub xds: u16,
+    pub secure: u16,
+    pub debug: u16,
+    pub monitoring: u16,
+    pub webhook: u16,
+}
+
+impl Ports {
+    /// Free ports, one for each.
+    pub fn free() -> Ports {
+        Ports {
+            xds: free_port(),
+            secure: free_port(),
+            debug: free_port(),
+            monitoring: free_port(),
+            webhook: free_port(),
+        }
+    }
 }
 
 impl Discovery {
     /// Starts it with `args` plus a webhook on a free port, and waits for `/ready`.
     pub fn start(log_dir: &Path, name: &str, args: &[&str]) -> Result<Discovery> {
-        let (xds_port, secure_port, debug_port, monitoring_port, webhook_port) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
+        Discovery::start_on(log_dir, name, Ports::free(), args)
+    }
+
+    /// [`Discovery::start`] on given ports (e.g. a restart on the ports of the last run).
+    pub fn start_on(log_dir: &Path, name: &str, ports: Ports, args: &[&str]) -> Result<Discovery> {
+        let Ports {
+            xds: xds_port,
+            secure: secure_port,
+            debug: debug_port,
+            monitoring: monitoring_port,
+            webhook: webhook_port,
+        } = ports;
         let log = log_dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .arg("discovery")
@@ -54,6 +84,7 @@ impl Discovery {
             xds_port,
             monitoring_port,
             webhook_port,
+            ports,
         };
         capstan_e2e::wait_http_ok(monitoring_port, "/ready", Duration::from_secs(60))
             .with_context(|| format!("discovery not ready; log:\n{}", discovery.tail()))?;
