@@ -2,8 +2,7 @@
 # Installs the real dependencies the end-to-end tests need, pinned and cached.
 #
 #   tests/infra/install-tools.sh            # everything
-#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm istio python node iptables)
-#   tests/infra/install-tools.sh istio-pilot       # opt-in, not part of "everything": pilot-discovery
+#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm istio istio-pilot python node iptables)
 #
 # Go tools are built from the Go module proxy using the wrapper modules under
 # tests/infra/go/<tool>/ (committed go.mod + go.sum) and cached under
@@ -121,8 +120,9 @@ istio_ldflags() {
   echo "-X $p.buildVersion=$ISTIO_VERSION -X $p.buildGitRevision=${ISTIO_VERSION##*-} -X $p.buildStatus=Clean -X $p.buildTag=$ISTIO_VERSION"
 }
 install_istio() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" istioctl=istio.io/istio/istioctl/cmd/istioctl; }
-# pilot-discovery (istiod) for differential xDS; no test needs it yet, so it is opt-in
-# (see docs/testing.md for its build time). Same module and cache key, separate binary.
+# pilot-discovery (istiod), the reference of the istiod tests (crates/capstan/tests/
+# metrics_parity.rs, proxy_accepts_istiod_xds.rs). Same module and cache key as istioctl,
+# separate binary; built after it, it reuses most of its packages (see docs/testing.md).
 install_istio-pilot() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery; }
 install_helm() {
   build_go helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
@@ -200,7 +200,7 @@ install_iptables() {
 }
 
 # ---------------------------------------------------------------- main
-ALL=(kubernetes etcd consul helm istio python node iptables)
+ALL=(kubernetes etcd consul helm istio istio-pilot python node iptables)
 if [[ $# -gt 0 ]]; then SEL=("$@"); else SEL=("${ALL[@]}"); fi
 
 total_start=$(now)
@@ -208,7 +208,7 @@ go_env_setup
 for t in "${SEL[@]}"; do
   case $t in
     kubernetes|etcd|consul|helm|istio|istio-pilot|python|node|iptables) timed "$t" with_lock "${t%%-*}" "install_$t" ;;
-    *) die "unknown tool '$t' (known: ${ALL[*]} istio-pilot)" ;;
+    *) die "unknown tool '$t' (known: ${ALL[*]})" ;;
   esac
 done
 

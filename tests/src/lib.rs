@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 
+pub mod istiod;
 pub mod private_consul;
 pub mod private_kube;
 
@@ -323,7 +324,14 @@ impl Infra {
         ] {
             infra.var(key)?;
         }
-        for tool in ["kubectl", "helm", "kube-apiserver", "etcd", "consul"] {
+        for tool in [
+            "kubectl",
+            "helm",
+            "kube-apiserver",
+            "etcd",
+            "consul",
+            "pilot-discovery",
+        ] {
             let p = infra.tool(tool)?;
             if !p.exists() {
                 bail!(
@@ -352,7 +360,8 @@ impl Infra {
         &self.vars
     }
 
-    /// Path of an installed tool (kubectl, helm, consul, etcd, kube-apiserver).
+    /// Path of an installed tool (kubectl, helm, consul, etcd, kube-apiserver, istioctl,
+    /// pilot-discovery).
     pub fn tool(&self, name: &str) -> Result<PathBuf> {
         Ok(Path::new(self.var("CAPSTAN_TOOLS_BIN")?).join(name))
     }

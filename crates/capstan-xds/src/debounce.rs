@@ -10,6 +10,7 @@
 //! period up to `quiet`: under churn the pipeline merges exactly as istiod's does.
 
 use crate::generate::PushRequest;
+use crate::pipeline_metrics::PipelineMetrics;
 use capstan_config::ConfigChange;
 use capstan_registry::RegistryEvent;
 use std::collections::BTreeSet;
@@ -165,10 +166,11 @@ fn is_empty(change: &Change) -> bool {
 }
 
 /// Runs until the input closes: merges changes, and calls `push` once per debounced burst with
-/// a version one higher than the previous push's.
+/// a version one higher than the previous push's. Counts every change and push in `metrics`.
 pub async fn run(
     mut input: mpsc::Receiver<Change>,
     opts: DebounceOptions,
+    metrics: Arc<PipelineMetrics>,
     mut push: impl FnMut(PushRequest),
 ) {
     let mut version = 0u64;
@@ -182,6 +184,7 @@ pub async fn run(
         }
         let started = Instant::now();
         quiet.burst_starts(started);
+        let mut triggers = metrics.record_change(&first);
         let mut pending = push_for(&first);
         let mut closed = false;
         loop {
@@ -189,6 +192,7 @@ pub async fn run(
             match tokio::time::timeout_at(deadline, input.recv()).await {
                 Ok(Some(change)) => {
                     quiet.grow();
+                    triggers.merge(metrics.record_change(&change));
                     pending = pending.merge(push_for(&change));
                 }
                 Ok(None) => {
@@ -204,6 +208,7 @@ pub async fn run(
         version += 1;
         pending.version = version;
         push(pending);
+        metrics.record_push(&triggers, started.elapsed());
         quiet.pushed(Instant::now());
         if closed {
             return;
@@ -252,7 +257,7 @@ mod tests {
         let pushes = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = pushes.clone();
         let start = Instant::now();
-        let task = tokio::spawn(run(rx, opts, move |p| {
+        let task = tokio::spawn(run(rx, opts, Arc::default(), move |p| {
             sink.lock()
                 .unwrap()
                 .push(((Instant::now() - start).as_millis() as u64, p))
@@ -289,6 +294,35 @@ mod tests {
         );
         assert_eq!(first.version, 1);
         assert_eq!(pushes[1].1.version, 2);
+    }
+
+    /// istiod's pipeline families: every change is an inbound update, a push counts its
+    /// burst's triggers, and the debounce time runs from the burst's first change to its push.
+    #[tokio::test(start_paused = true)]
+    async fn pushes_are_counted_with_their_triggers_and_debounce_time() {
+        let metrics = Arc::new(PipelineMetrics::default());
+        let (tx, rx) = mpsc::channel(10);
+        let task = tokio::spawn(run(rx, DebounceOptions::istiod(), metrics.clone(), |_| {}));
+        tx.send(endpoints("a")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tx.send(config("reviews")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tx);
+        task.await.unwrap();
+        let s = metrics.snapshot();
+        assert_eq!(s.inbound_updates, vec![("config", 2), ("eds", 1)]);
+        assert_eq!(s.push_triggers, vec![("config", 1), ("endpoint", 1)]);
+        assert_eq!(s.debounce_time.count, 1, "one burst, one push");
+        assert!(
+            (s.debounce_time.sum - 0.150).abs() < 1e-6,
+            "first change at 0, last at 50 ms, pushed 100 ms later: {}",
+            s.debounce_time.sum
+        );
+        assert_eq!(s.config_events.len(), 1);
+        assert_eq!(
+            (s.config_events[0].kind.as_str(), s.config_events[0].event),
+            ("VirtualService", "update")
+        );
     }
 
     #[tokio::test(start_paused = true)]

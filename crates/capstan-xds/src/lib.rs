@@ -4,6 +4,8 @@
 pub mod context;
 pub mod debounce;
 pub mod generate;
+pub mod histogram;
+pub mod pipeline_metrics;
 pub mod proxy;
 pub mod resource;
 pub mod server;

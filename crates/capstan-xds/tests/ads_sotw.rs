@@ -154,6 +154,27 @@ async fn initial_wildcard_and_named_responses_then_ack_and_push() {
     let m = h.ads.metrics();
     assert_eq!((m.connections, m.pushes, m.push_responses), (1, 1, 1));
     assert!(m.bytes_sent > 0);
+    // istiod's per-type families: every response counts (requested or pushed), by type.
+    let by_type: Vec<(&str, u64, u64, u64)> = m
+        .types
+        .iter()
+        .map(|t| {
+            let n = (t.push_time.count, t.config_size.count);
+            (t.metric_type.as_str(), t.pushes, n.0, n.1)
+        })
+        .collect();
+    assert_eq!(
+        by_type,
+        vec![
+            ("cds", 2, 2, 2),
+            ("eds", 1, 1, 1),
+            ("lds", 1, 1, 1),
+            ("rds", 1, 1, 1)
+        ]
+    );
+    assert_eq!(m.send_time.count, 5);
+    assert_eq!(m.queue_time.count, 1, "one push reached the connection");
+    assert!(m.recv_max > 0);
 }
 
 #[tokio::test]
@@ -178,9 +199,15 @@ async fn nack_is_logged_counted_and_not_resent() {
     s.quiet().await;
     let m = h.ads.metrics();
     assert_eq!(m.nacks, 1);
+    let cds = m.types.iter().find(|t| t.metric_type == "cds").unwrap();
+    assert_eq!((cds.rejects, cds.pushes), (1, 2));
     let sync = h.ads.syncz();
     let c = &sync[0].types[CLUSTER];
     let n = c.last_nack.as_ref().expect("nack recorded");
+    assert_eq!(
+        n.code, 3,
+        "the error_detail code, for pilot_xds_cds_reject's err label"
+    );
     assert_eq!(
         (n.message.as_str(), n.nonce.as_str()),
         ("cluster reviews: bad config", bad.nonce.as_str())
@@ -215,6 +242,9 @@ async fn stale_and_bad_nonces_are_ignored_and_name_changes_answered() {
         h.ads.syncz()[0].types[ENDPOINT].last_acked_version,
         r1.version_info
     );
+    let m = h.ads.metrics();
+    let eds = m.types.iter().find(|t| t.metric_type == "eds").unwrap();
+    assert_eq!(eds.expired_nonces, 2, "pilot_xds_expired_nonce{{type=eds}}");
     // Same nonce, more names: ACK plus a response with the new set.
     s.send(req(ENDPOINT, &["reviews", "ratings"], &r2.nonce))
         .await;

@@ -202,17 +202,23 @@ async fn proxy_status_and_proxy_config_show_what_a_sidecar_was_sent() {
     );
 
     let metrics = http_get(monitoring, "/metrics");
+    // istiod's names, types and labels (the full comparison is tests/metrics_parity.rs).
     for name in [
-        "pilot_xds 1",
-        "pilot_xds_pushes",
-        "pilot_total_xds_rejects 0",
-        "pilot_proxy_convergence_time",
-        "pilot_xds_push_time_count",
-        "pilot_xds_cache_reads{type=\"hit\"}",
+        "pilot_xds{version=\"\"} 1",
+        "pilot_xds_pushes{type=\"cds\"} 1",
+        "# TYPE pilot_xds_push_time histogram",
+        "pilot_xds_push_time_count{type=\"cds\"} 1",
+        "pilot_proxy_convergence_time_bucket{le=\"+Inf\"}",
+        "pilot_pushcontext_init_seconds_count",
+        "capstan_xds_cache_reads{type=\"hit\"}",
         "capstan_services 4",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
+    assert!(
+        !metrics.contains("pilot_total_xds_rejects") && !metrics.contains("_total_total"),
+        "no NACK, no reject series; no suffix added to counters:\n{metrics}"
+    );
     assert!(http_get(monitoring, "/ready").contains("ready"));
 
     let out = capstan(&[

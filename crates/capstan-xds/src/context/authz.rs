@@ -273,7 +273,10 @@ mod tests {
             &[],
         )]);
         let got = index.for_workload("ns", &BTreeMap::new(), "istio-system");
-        assert!(!got.is_empty(), "a CUSTOM policy selects (and closes) the workload");
+        assert!(
+            !got.is_empty(),
+            "a CUSTOM policy selects (and closes) the workload"
+        );
         assert!(got.allow.is_empty() && got.deny.is_empty() && got.audit.is_empty());
         assert_eq!(names(&got.custom), vec!["ns/ext".to_string()]);
         assert!(index.skipped["ns/ext"].contains("CUSTOM"));

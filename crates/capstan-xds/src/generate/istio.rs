@@ -43,7 +43,7 @@ impl IstioGenerator {
         retired.misses += done.misses;
     }
 
-    /// Cache reads since start, over every context (Istio's `pilot_xds_cache_reads`). Reads
+    /// Cache reads since start, over every context (`capstan_xds_cache_reads` in `/metrics`). Reads
     /// made through a replaced context after its replacement are not counted.
     pub fn cache_stats(&self) -> crate::context::CacheStats {
         let now = self.ctx.load().cache_stats();

@@ -8,6 +8,7 @@
 use super::metrics::{incr, Counters};
 use super::requests::Requests;
 use super::status::{now_unix_ms, ConnectionStatus, NackStatus, TypeStatus};
+use super::wire::Wire;
 use super::{Core, PushEvent};
 use crate::generate::{Generator, PushRequest, Subscription};
 use crate::proxy::{Proxy, ProxyError, ProxyType};
@@ -17,7 +18,7 @@ use envoy_types::pb::google::rpc::Status as RpcStatus;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 use tracing::{debug, info, warn};
@@ -101,6 +102,9 @@ pub(crate) struct Ctx {
     not_a_proxy: Option<ProxyError>,
     /// The stream is on an authorizing service (the TLS port).
     gated: bool,
+    /// Generation time of each type generated since the last responses were sent (their
+    /// `pilot_xds_push_time` is generation plus hand-over, as istiod measures it).
+    built: Vec<(&'static str, Duration)>,
 }
 
 impl Ctx {
@@ -160,14 +164,18 @@ impl Ctx {
     /// Generates `type_url` for the proxy, keeping only wanted resources. On error: log, count,
     /// and return `None` so the proxy keeps what it has.
     pub fn generate(
-        &self,
+        &mut self,
         type_url: &str,
         sub: &Subscription,
         push: &PushRequest,
     ) -> Option<Vec<Arc<Resource>>> {
+        let started = Instant::now();
         match self.generator.generate(&self.proxy, type_url, sub, push) {
             Ok(mut resources) => {
                 resources.retain(|r| sub.wants_resource(r));
+                if let Some(t) = self.known_type(type_url) {
+                    self.built.push((t, started.elapsed()));
+                }
                 Some(resources)
             }
             Err(e) => {
@@ -192,6 +200,7 @@ impl Ctx {
         }
         if nonce != track.nonce {
             debug!(type_url, nonce, latest = %track.nonce, "ignoring a request with a stale nonce");
+            self.core.counters.record_expired_nonce(type_url);
             return Reply::Stale;
         }
         track.awaiting_since = None;
@@ -202,12 +211,13 @@ impl Ctx {
                 Reply::Ack
             }
             Some(e) => {
-                incr(&self.core.counters.nacks);
+                self.core.counters.record_reject(type_url);
                 self.push_nacked = true;
                 warn!(proxy = %self.proxy.id, type_url, nonce, version = %track.version,
                     message = %e.message, "proxy rejected (NACK) a response; it keeps its last accepted config");
                 let nack = NackStatus {
                     message: e.message.clone(),
+                    code: e.code,
                     nonce: nonce.to_string(),
                     version: track.version.clone(),
                     at_unix_ms: now_unix_ms(),
@@ -288,16 +298,20 @@ impl Drop for Registration {
 
 /// Sends one response, bounded by the send timeout. False: stop serving this stream (the
 /// client went away, or does not read and would otherwise hold this task forever).
-async fn send<R: prost::Message>(
+async fn send<R: Wire>(
     core: &Core,
     tx: &mpsc::Sender<Result<R, Status>>,
     resp: R,
+    built: Duration,
     proxy: &str,
 ) -> bool {
     let bytes = resp.encoded_len() as u64;
+    let type_url = resp.type_url();
+    let started = Instant::now();
     match tokio::time::timeout(core.options.send_timeout, tx.send(Ok(resp))).await {
         Ok(Ok(())) => {
-            core.counters.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
+            let sent = started.elapsed();
+            core.counters.record_sent(type_url, bytes, built, sent);
             true
         }
         Ok(Err(_)) => false,
@@ -310,15 +324,21 @@ async fn send<R: prost::Message>(
     }
 }
 
-async fn send_all<R: prost::Message>(
+/// Sends `responses` in order; `built` holds their types' generation times.
+async fn send_all<R: Wire>(
     core: &Core,
     tx: &mpsc::Sender<Result<R, Status>>,
     responses: Vec<R>,
+    mut built: Vec<(&'static str, Duration)>,
     counter: &std::sync::atomic::AtomicU64,
     proxy: &str,
 ) -> bool {
     for resp in responses {
-        if !send(core, tx, resp, proxy).await {
+        let took = match built.iter().position(|(t, _)| *t == resp.type_url()) {
+            Some(i) => built.swap_remove(i).1,
+            None => Duration::ZERO,
+        };
+        if !send(core, tx, resp, took, proxy).await {
             return false;
         }
         incr(counter);
@@ -423,6 +443,7 @@ pub(crate) async fn serve<P: Protocol>(
         push_nacked: false,
         not_a_proxy,
         gated,
+        built: Vec::new(),
     };
     let proxy_id = cx.proxy.id.clone();
     let mut proto = P::default();
@@ -444,6 +465,7 @@ pub(crate) async fn serve<P: Protocol>(
                         &core,
                         &tx,
                         responses,
+                        std::mem::take(&mut cx.built),
                         &counters.request_responses,
                         &proxy_id,
                     );
@@ -475,13 +497,24 @@ pub(crate) async fn serve<P: Protocol>(
                 let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
                     return;
                 };
+                counters.record_queue_time(created.elapsed());
                 let affected = cx.proxy.proxy_type != ProxyType::ConfigClient
                     && cx.generator.affects(&cx.proxy, &push);
                 let responses = proto.on_push(&mut cx, &push, affected);
                 if !responses.is_empty() {
                     inflight = Some(created);
                 }
-                if !send_all(&core, &tx, responses, &counters.push_responses, &proxy_id).await {
+                let built = std::mem::take(&mut cx.built);
+                if !send_all(
+                    &core,
+                    &tx,
+                    responses,
+                    built,
+                    &counters.push_responses,
+                    &proxy_id,
+                )
+                .await
+                {
                     return;
                 }
             }

@@ -21,7 +21,7 @@ pub use authz::{
     claimed_namespaces, AuthenticatedPeer, Authorizer, NamespaceAuthorizer, PeerIdentity,
 };
 pub use drain::{close_schedule, SHUTTING_DOWN};
-pub use metrics::{Histogram, Metrics, BUCKETS_MS};
+pub use metrics::{metric_type, Metrics, TypeMetrics};
 pub use status::{ConnectionStatus, NackStatus, TypeStatus};
 pub use wire::AdsService;
 
@@ -202,11 +202,29 @@ impl<G: Generator> AdsServer<G> {
         self.core.counters.snapshot()
     }
 
+    /// Calls `f` with the status of every open stream, without copying them (a scrape reads
+    /// every connection; [`AdsServer::syncz`] would clone each proxy). Each status is locked
+    /// only while `f` runs on it.
+    pub fn visit_connections(&self, mut f: impl FnMut(&ConnectionStatus)) {
+        let handles: Vec<_> = self
+            .core
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for h in handles {
+            f(&h.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+    }
+
     pub(crate) fn spawn<P: Protocol>(
         &self,
         requests: requests::Requests<P::Request>,
         gate: Option<authz::Gate>,
     ) -> mpsc::Receiver<Result<P::Response, Status>> {
+        let requests = requests.recording_largest(self.core.counters.recv_max.clone());
         let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
         let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);
         let span =

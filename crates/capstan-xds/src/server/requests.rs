@@ -10,6 +10,8 @@ use bytes::{Buf, BytesMut};
 use http_body::Body;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tonic::codegen::StdError;
 use tonic::Status;
 
@@ -24,6 +26,8 @@ pub(crate) struct Requests<R> {
     buf: BytesMut,
     max_message: usize,
     done: bool,
+    /// Raised to the length of every message decoded (istiod's `pilot_xds_recv_max`).
+    largest: Option<Arc<AtomicU64>>,
     _message: PhantomData<fn() -> R>,
 }
 
@@ -44,8 +48,15 @@ impl<R: prost::Message + Default> Requests<R> {
             buf: BytesMut::new(),
             max_message,
             done: false,
+            largest: None,
             _message: PhantomData,
         }
+    }
+
+    /// Also raises `largest` to the length of each message decoded.
+    pub fn recording_largest(mut self, largest: Arc<AtomicU64>) -> Requests<R> {
+        self.largest = Some(largest);
+        self
     }
 
     /// A complete message at the start of the buffer, if there is one.
@@ -68,6 +79,9 @@ impl<R: prost::Message + Default> Requests<R> {
         if self.buf.len() < HEADER + len {
             self.buf.reserve(HEADER + len - self.buf.len());
             return Ok(None);
+        }
+        if let Some(largest) = &self.largest {
+            largest.fetch_max(len as u64, Ordering::Relaxed);
         }
         self.buf.advance(HEADER);
         let message = self.buf.split_to(len);

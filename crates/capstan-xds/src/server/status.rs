@@ -58,6 +58,8 @@ pub struct TypeStatus {
 pub struct NackStatus {
     /// The `error_detail` message the proxy sent.
     pub message: String,
+    /// The `error_detail` gRPC status code (istiod's `pilot_xds_*_reject` `err` label).
+    pub code: i32,
     /// Nonce of the rejected response.
     pub nonce: String,
     /// Version of the rejected response.

@@ -94,6 +94,9 @@ pub(crate) trait Wire: Message + Sized + Send + 'static {
     /// Length of the encoded message.
     fn wire_len(&self) -> usize;
 
+    /// The type URL the response carries (for per-type metrics).
+    fn type_url(&self) -> &'static str;
+
     /// Writes the encoded message.
     fn write_to(&self, sink: &mut impl Sink);
 
@@ -181,6 +184,10 @@ pub(crate) struct SotwResponse {
 
 // DiscoveryResponse: version_info = 1, resources (Any) = 2, type_url = 4, nonce = 5.
 impl Wire for SotwResponse {
+    fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
     fn wire_len(&self) -> usize {
         str_len(1, &self.version_info)
             + self
@@ -233,6 +240,10 @@ fn delta_resource_len(r: &Resource) -> usize {
 // DeltaDiscoveryResponse: system_version_info = 1, resources = 2, type_url = 4, nonce = 5,
 // removed_resources = 6.
 impl Wire for DeltaResponse {
+    fn type_url(&self) -> &'static str {
+        self.type_url
+    }
+
     fn wire_len(&self) -> usize {
         str_len(1, &self.system_version_info)
             + self

@@ -1,6 +1,6 @@
 //! istiod's debug and monitoring endpoints: `/debug/configz`, `/debug/registryz`,
-//! `/debug/syncz`, `/debug/config_dump?proxyID=`, `/ready`, and Prometheus `/metrics` with
-//! Istio's metric names where a counterpart exists.
+//! `/debug/syncz`, `/debug/config_dump?proxyID=`, `/ready`, and Prometheus `/metrics` (built
+//! by [`super::metrics`]).
 
 use super::State;
 use anyhow::{Context as _, Result};
@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub async fn serve(addr: SocketAddr, router: Router) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -35,6 +35,20 @@ pub fn debug_router(state: State) -> Router {
 
 /// `/ready` and `/metrics`.
 pub fn monitoring_router(state: State) -> Router {
+    let registry = Arc::new(super::metrics::registry(state.clone()));
+    let metrics = move || {
+        let registry = registry.clone();
+        async move {
+            match super::metrics::render(&registry) {
+                Ok(text) => ([("content-type", prometheus::TEXT_FORMAT)], text).into_response(),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("encoding metrics: {e}\n"),
+                )
+                    .into_response(),
+            }
+        }
+    };
     Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -168,126 +182,4 @@ async fn ready(AxState(state): AxState<State>) -> impl IntoResponse {
             "not ready: config sources and registries still syncing\n",
         )
     }
-}
-
-async fn metrics(AxState(state): AxState<State>) -> impl IntoResponse {
-    let m = state.ads.metrics();
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    };
-    metric(
-        "pilot_xds",
-        "gauge",
-        "Number of endpoints connected to this pilot using XDS.",
-        m.connections,
-    );
-    metric(
-        "pilot_xds_connections_total",
-        "counter",
-        "ADS streams accepted since start.",
-        m.connections_total,
-    );
-    metric(
-        "pilot_xds_pushes",
-        "counter",
-        "Pilot build and send errors for lds, rds, cds and eds (responses sent because of pushes).",
-        m.push_responses,
-    );
-    metric(
-        "pilot_push_triggers",
-        "counter",
-        "Total number of times a push was triggered.",
-        m.pushes,
-    );
-    metric(
-        "pilot_total_xds_rejects",
-        "counter",
-        "Total number of XDS responses from pilot rejected by proxy.",
-        m.nacks,
-    );
-    metric(
-        "pilot_xds_send_bytes_total",
-        "counter",
-        "Encoded bytes of all xDS responses sent.",
-        m.bytes_sent,
-    );
-    metric(
-        "pilot_xds_generation_errors_total",
-        "counter",
-        "Generation failures (the proxy kept its last config).",
-        m.generation_errors,
-    );
-    metric(
-        "pilot_xds_ack_timeouts_total",
-        "counter",
-        "Responses whose ACK did not arrive in time.",
-        m.ack_timeouts,
-    );
-    metric(
-        "pilot_xds_send_timeouts_total",
-        "counter",
-        "Streams closed because the proxy did not read.",
-        m.send_timeouts,
-    );
-    let snapshot = state.store.snapshot();
-    metric(
-        "capstan_config_revision",
-        "gauge",
-        "Revision of the config store.",
-        snapshot.revision,
-    );
-    metric(
-        "capstan_config_objects",
-        "gauge",
-        "Validated config objects in the store.",
-        snapshot.objects.len() as u64,
-    );
-    metric(
-        "capstan_services",
-        "gauge",
-        "Services in the merged index.",
-        state.index.snapshot().service_count() as u64,
-    );
-    let cache = state.generator.cache_stats();
-    let _ = writeln!(
-        out,
-        "# HELP pilot_xds_cache_reads Reads of the push's shared-resource cache, by outcome.\n# TYPE pilot_xds_cache_reads counter\npilot_xds_cache_reads{{type=\"hit\"}} {}\npilot_xds_cache_reads{{type=\"miss\"}} {}",
-        cache.hits, cache.misses
-    );
-    let _ = writeln!(out, "# HELP pilot_proxy_convergence_time Delay in seconds between config change and a proxy receiving all required configuration.\n# TYPE pilot_proxy_convergence_time summary");
-    for q in [0.5, 0.9, 0.99] {
-        if let Some(ms) = m.convergence.quantile_ms(q) {
-            let _ = writeln!(
-                out,
-                "pilot_proxy_convergence_time{{quantile=\"{q}\"}} {}",
-                ms as f64 / 1000.0
-            );
-        }
-    }
-    let push_time = state
-        .push_time
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let _ = writeln!(out, "# HELP pilot_xds_push_time Time to build the state of a push (PushContext), seconds.\n# TYPE pilot_xds_push_time summary");
-    for q in [0.5, 0.9, 0.99] {
-        if let Some(ms) = push_time.quantile_ms(q) {
-            let _ = writeln!(
-                out,
-                "pilot_xds_push_time{{quantile=\"{q}\"}} {}",
-                ms as f64 / 1000.0
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "pilot_xds_push_time_count {}\npilot_xds_push_time_sum {}",
-        push_time.count,
-        push_time.sum_ms as f64 / 1000.0
-    );
-    ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -10,6 +10,7 @@ pub(crate) mod dump_routes;
 mod inject;
 mod jwks;
 mod leader;
+mod metrics;
 mod registries;
 mod root_cert;
 mod secure;
@@ -104,8 +105,10 @@ pub(crate) struct State {
     pub index: Arc<ServiceIndex>,
     pub generator: Arc<IstioGenerator>,
     pub ads: AdsServer<IstioGenerator>,
-    /// Time to build each push's PushContext (`pilot_xds_push_time`'s build part).
-    pub push_time: Arc<std::sync::Mutex<capstan_xds::server::Histogram>>,
+    /// The push pipeline's counters (`pilot_push_triggers`, `pilot_debounce_time`, ...).
+    pub pipeline: Arc<capstan_xds::pipeline_metrics::PipelineMetrics>,
+    /// Discovery watches a Kubernetes cluster (`istiod_managed_clusters`).
+    pub kubernetes: bool,
 }
 
 /// Forwards a broadcast of changes into the push pipeline; a lagging receiver means "something
@@ -201,16 +204,16 @@ pub fn run(args: Args) -> Result<()> {
             min_quiet: Duration::from_millis(args.debounce_min_ms),
             max_delay: Duration::from_millis(args.debounce_max_ms),
         };
-        let push_time = Arc::new(std::sync::Mutex::new(capstan_xds::server::Histogram::default()));
+        let pipeline = Arc::new(capstan_xds::pipeline_metrics::PipelineMetrics::default());
         {
-            let (store, index, generator, ads, push_time, synced) = (store.clone(), index.clone(), generator.clone(), ads.clone(), push_time.clone(), sources_synced.clone());
-            tokio::spawn(debounce::run(rx, opts, move |push| {
+            let (store, index, generator, ads, pipeline, synced) = (store.clone(), index.clone(), generator.clone(), ads.clone(), pipeline.clone(), sources_synced.clone());
+            tokio::spawn(debounce::run(rx, opts, pipeline.clone(), move |push| {
                 // Read before the snapshots: if every source had synced, this push holds it all.
                 let complete = synced.load(std::sync::atomic::Ordering::SeqCst);
                 let started = std::time::Instant::now();
                 generator.advance(store.snapshot(), index.snapshot(), &push);
                 let took = started.elapsed();
-                push_time.lock().unwrap_or_else(|e| e.into_inner()).record(took);
+                pipeline.record_pushcontext_init(took);
                 tracing::debug!(version = push.version, full = push.full, eds = push.eds_hosts.len(), build = ?took, "push");
                 ads.push(push);
                 if complete && !ads.is_ready() && !ads.is_draining() {
@@ -324,7 +327,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         };
 
-        let state = State { store, index, generator, ads: ads.clone(), push_time };
+        let state = State { store, index, generator, ads: ads.clone(), pipeline, kubernetes: args.kubeconfig.is_some() };
         // Watched by the servers that stop gracefully once the xDS streams have drained.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (mut graceful, mut others) = (tokio::task::JoinSet::new(), tokio::task::JoinSet::new());
