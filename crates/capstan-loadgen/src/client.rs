@@ -9,23 +9,24 @@
 //! clusters and listeners are decoded, because what to subscribe to next is in them. A real
 //! Envoy decodes every body, on its own machine. The resources' content is checked elsewhere
 //! (golden tests, the real-client tests); here a body that fails to decode is still NACKed.
+//!
+//! [`run`] is one session reported as the file mode expects; [`session`] is the building block
+//! the reconnecting proxies of [`crate::fleet`] use, with content [`Watches`], a read delay and
+//! a disconnect signal.
 
 use crate::reports;
+use crate::subscription::{known, Sync};
+use crate::watch::Watches;
+use crate::wire::{frame, next_message, request, Envelope};
 use anyhow::{bail, Context, Result};
-use bytes::{Buf, Bytes, BytesMut};
-use envoy_types::pb::envoy::config::cluster::v3::{
-    cluster::ClusterDiscoveryType, cluster::DiscoveryType, Cluster,
-};
+use bytes::{Bytes, BytesMut};
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::config::listener::v3::{filter::ConfigType, Listener};
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, HttpConnectionManager,
-};
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use prost::Message;
-use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Listener type URL.
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
@@ -35,11 +36,14 @@ pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfigur
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 /// Cluster load assignment type URL.
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-/// Largest response accepted (the initial CDS response of a 1,000-service mesh is ~1 MiB).
-const MAX_MESSAGE: usize = 64 << 20;
+/// The Istio version the simulated proxies claim: the pinned `istio.io/istio`'s (`VERSION` file:
+/// 1.31), so istiod generates its current configuration, not a compatibility form for older
+/// proxies (`ParseIstioVersion`; an empty version would count as the newest).
+pub const ISTIO_VERSION: &str = "1.31.0";
+/// istiod's default cluster id (`--clusterID`), which a sidecar in its cluster reports.
+pub const CLUSTER_ID: &str = "Kubernetes";
 
 /// What a client tells the orchestrator.
 #[derive(Debug)]
@@ -60,6 +64,18 @@ pub enum Report {
     },
     /// The client has everything it subscribed to (CDS, LDS, and every EDS and RDS name they named).
     Synced,
+    /// The same moment as `Synced`, saying which client and when (sent right after it, by
+    /// every session; the file mode counts `Synced`).
+    ProxySynced { client: usize, at: Instant },
+    /// A response held what a [`crate::watch::Watch`] looks for (reported once per session).
+    Matched {
+        client: usize,
+        watch: u64,
+        at: Instant,
+    },
+    /// A session failed or ended and its proxy will reconnect after a backoff (the reconnecting
+    /// proxies of `fleet` report this instead of `Closed`).
+    Retrying { client: usize, error: String },
     /// The stream ended.
     Closed {
         client: usize,
@@ -67,177 +83,96 @@ pub enum Report {
     },
 }
 
-/// A `DeltaDiscoveryResponse` as the client reads it (field numbers from
-/// `envoy/service/discovery/v3/discovery.proto`; the fields it does not use are skipped).
-#[derive(Clone, PartialEq, Message)]
-struct Envelope {
-    #[prost(message, repeated, tag = "2")]
-    resources: Vec<EnvelopeResource>,
-    #[prost(string, tag = "4")]
-    type_url: String,
-    #[prost(string, tag = "5")]
-    nonce: String,
-    #[prost(string, repeated, tag = "6")]
-    removed_resources: Vec<String>,
+/// How a session behaves beyond speaking Delta xDS.
+#[derive(Clone, Default)]
+pub struct SessionOptions {
+    /// Decode cluster and listener bodies whole with Envoy's types and NACK what fails (the
+    /// file mode does); otherwise only the fields naming the next subscriptions are read.
+    pub check_bodies: bool,
+    /// Put the resources' names in `Received` reports (the file mode matches on them; with
+    /// watches they are not needed, and not copying them keeps the proxies cheap).
+    pub names_in_reports: bool,
+    /// Wait this long before reading each response (and so before ACKing it), reading nothing
+    /// from the socket meanwhile: a proxy that drains slower than the server produces.
+    pub read_delay: Duration,
+    /// Content to look for in responses (reported as `Matched`).
+    pub watches: Option<Watches>,
 }
 
-/// A `Resource`: name, version and the packed `Any`.
-#[derive(Clone, PartialEq, Message)]
-struct EnvelopeResource {
-    #[prost(string, tag = "1")]
-    version: String,
-    #[prost(message, optional, tag = "2")]
-    resource: Option<PackedAny>,
-    #[prost(string, tag = "3")]
-    name: String,
+/// How an established session ended.
+#[derive(Debug)]
+pub struct SessionEnd {
+    /// Some response arrived (Envoy resets its retry backoff then).
+    pub received: bool,
+    /// It was told to disconnect (and closed its connection).
+    pub told: bool,
+    /// Why the stream ended, if it was not told to or ended cleanly.
+    pub error: Option<String>,
 }
 
-/// A `google.protobuf.Any` whose value stays a slice of the received message.
-#[derive(Clone, PartialEq, Message)]
-struct PackedAny {
-    #[prost(string, tag = "1")]
-    type_url: String,
-    #[prost(bytes = "bytes", tag = "2")]
-    value: Bytes,
-}
-
-fn known(type_url: &str) -> &'static str {
-    [CLUSTER, LISTENER, ENDPOINT, ROUTE]
-        .into_iter()
-        .find(|t| *t == type_url)
-        .unwrap_or("unknown")
-}
-
-fn route_names(listener: &Listener) -> Vec<String> {
-    let mut out = Vec::new();
-    for chain in &listener.filter_chains {
-        for filter in &chain.filters {
-            if let Some(ConfigType::TypedConfig(any)) = &filter.config_type {
-                if any.type_url == HCM {
-                    if let Ok(hcm) = HttpConnectionManager::decode(any.value.as_slice()) {
-                        if let Some(RouteSpecifier::Rds(rds)) = hcm.route_specifier {
-                            out.push(rds.route_config_name);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// A gRPC message frame: uncompressed flag, big-endian length, the message.
-fn frame(req: &DeltaDiscoveryRequest) -> Bytes {
-    let len = req.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.extend_from_slice(&[0]);
-    buf.extend_from_slice(&(len as u32).to_be_bytes());
-    req.encode(&mut buf)
-        .expect("a BytesMut with the message's capacity");
-    buf.freeze()
-}
-
-fn request(
-    type_url: &str,
-    nonce: &str,
-    subscribe: Vec<String>,
-    node: Option<Node>,
-) -> DeltaDiscoveryRequest {
-    DeltaDiscoveryRequest {
-        node,
-        type_url: type_url.to_string(),
-        response_nonce: nonce.to_string(),
-        resource_names_subscribe: subscribe,
-        ..DeltaDiscoveryRequest::default()
-    }
-}
-
-/// Takes the next complete gRPC message off the front of `buf`.
-fn next_message(buf: &mut BytesMut) -> Result<Option<Bytes>> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    if buf[0] != 0 {
-        bail!(
-            "compressed gRPC message (flag {}); none was asked for",
-            buf[0]
-        );
-    }
-    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-    if len > MAX_MESSAGE {
-        bail!("gRPC message of {len} bytes");
-    }
-    if buf.len() < 5 + len {
-        buf.reserve(5 + len - buf.len());
-        return Ok(None);
-    }
-    buf.advance(5);
-    Ok(Some(buf.split_to(len).freeze()))
-}
-
-/// What the client knows it needs and has, until it is synced.
+/// What a session keeps between responses.
 #[derive(Default)]
-struct Sync {
-    eds: BTreeSet<String>,
-    rds: BTreeSet<String>,
-    got_eds: BTreeSet<String>,
-    got_rds: BTreeSet<String>,
-    got_cds: bool,
-    got_lds: bool,
-    done: bool,
+struct SessionState {
+    sync: Sync,
+    received: bool,
+    /// Watches already reported.
+    matched: Vec<u64>,
 }
 
-/// Reads one response: the names to subscribe to next (EDS, RDS) and a decoding error, if any.
-fn inspect(response: &Envelope, sync: &mut Sync) -> (Vec<String>, Vec<String>, Option<String>) {
-    let (mut new_eds, mut new_rds, mut error) = (Vec::new(), Vec::new(), None);
-    for r in &response.resources {
-        let Some(any) = &r.resource else { continue };
-        if response.type_url == CLUSTER {
-            match Cluster::decode(any.value.clone()) {
-                Ok(c) if matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if t == DiscoveryType::Eds as i32) => {
-                    if sync.eds.insert(c.name.clone()) {
-                        new_eds.push(c.name);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => error = Some(format!("cluster {}: {e}", r.name)),
-            }
-        } else if response.type_url == LISTENER {
-            match Listener::decode(any.value.clone()) {
-                Ok(l) => new_rds.extend(
-                    route_names(&l)
-                        .into_iter()
-                        .filter(|n| sync.rds.insert(n.clone())),
-                ),
-                Err(e) => error = Some(format!("listener {}: {e}", r.name)),
-            }
+/// Reports the watches `response` satisfies for the first time in this session.
+fn check_watches(
+    client: usize,
+    response: &Envelope,
+    type_url: &str,
+    at: Instant,
+    state: &mut SessionState,
+    watches: &Watches,
+    reports: &reports::Sender,
+) {
+    let watches = watches.current();
+    for w in watches.iter().filter(|w| w.type_url == type_url) {
+        if state.matched.contains(&w.id) {
+            continue;
+        }
+        let hit = response.resources.iter().any(|r| {
+            w.matches(
+                &r.name,
+                r.resource.as_ref().map_or(&[][..], |a| &a.value[..]),
+            )
+        });
+        if hit {
+            state.matched.push(w.id);
+            reports.send(Report::Matched {
+                client,
+                watch: w.id,
+                at,
+            });
         }
     }
-    (new_eds, new_rds, error)
 }
 
 /// Handles one response; returns the requests to send (the ACK or NACK first).
 fn handle(
     client: usize,
     message: Bytes,
-    sync: &mut Sync,
+    state: &mut SessionState,
+    opts: &SessionOptions,
     reports: &reports::Sender,
 ) -> Result<Vec<DeltaDiscoveryRequest>> {
     let at = Instant::now();
     let bytes = message.len();
     let response = Envelope::decode(message).context("decoding a DeltaDiscoveryResponse")?;
+    state.received = true;
     let type_url = known(&response.type_url);
-    let (new_eds, new_rds, error) = inspect(&response, sync);
-    let names: Vec<String> = response.resources.iter().map(|r| r.name.clone()).collect();
-    if !sync.done {
-        match type_url {
-            CLUSTER => sync.got_cds = true,
-            LISTENER => sync.got_lds = true,
-            ENDPOINT => sync.got_eds.extend(names.iter().cloned()),
-            ROUTE => sync.got_rds.extend(names.iter().cloned()),
-            _ => {}
-        }
+    if let Some(watches) = &opts.watches {
+        check_watches(client, &response, type_url, at, state, watches, reports);
     }
+    let next = state.sync.read(&response, type_url, opts.check_bodies);
+    let names = if opts.names_in_reports {
+        response.resources.iter().map(|r| r.name_text()).collect()
+    } else {
+        Vec::new()
+    };
     reports.send(Report::Received {
         client,
         type_url,
@@ -245,23 +180,12 @@ fn handle(
         bytes,
         at,
     });
-    if !sync.done
-        && sync.got_cds
-        && sync.got_lds
-        && new_eds.is_empty()
-        && new_rds.is_empty()
-        && sync.eds.is_subset(&sync.got_eds)
-        && sync.rds.is_subset(&sync.got_rds)
-    {
-        // Synced: the bookkeeping is no longer needed.
-        *sync = Sync {
-            done: true,
-            ..Sync::default()
-        };
+    if next.synced {
         reports.send(Report::Synced);
+        reports.send(Report::ProxySynced { client, at });
     }
     let mut ack = request(&response.type_url, &response.nonce, vec![], None);
-    if let Some(e) = error {
+    if let Some(e) = next.error {
         reports.send(Report::Rejected {
             client,
             type_url: response.type_url.clone(),
@@ -274,13 +198,41 @@ fn handle(
         });
     }
     let mut out = vec![ack];
-    if !new_eds.is_empty() {
-        out.push(request(ENDPOINT, "", new_eds, None));
+    if !next.eds.is_empty() {
+        out.push(request(ENDPOINT, "", next.eds, None));
     }
-    if !new_rds.is_empty() {
-        out.push(request(ROUTE, "", new_rds, None));
+    if !next.rds.is_empty() {
+        out.push(request(ROUTE, "", next.rds, None));
     }
     Ok(out)
+}
+
+fn string(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_string())),
+    }
+}
+
+/// The node simulated sidecar `client` sends: its id (`mesh::node_id`) and the metadata istiod
+/// reads from every proxy: `NAMESPACE`, `CLUSTER_ID`, `ISTIO_VERSION` (Capstan reads what it
+/// needs of the same fields).
+pub fn node(client: usize) -> Node {
+    let fields = [
+        ("NAMESPACE", crate::mesh::namespace(client)),
+        ("CLUSTER_ID", CLUSTER_ID.to_string()),
+        ("ISTIO_VERSION", ISTIO_VERSION.to_string()),
+    ];
+    Node {
+        id: crate::mesh::node_id(client),
+        cluster: "loadgen".into(),
+        metadata: Some(Struct {
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.into(), string(&v)))
+                .collect(),
+        }),
+        ..Node::default()
+    }
 }
 
 /// Runs one client until its stream ends; a failure to connect is reported as `Closed` too.
@@ -293,19 +245,57 @@ pub async fn run_reporting(client: usize, addr: SocketAddr, reports: reports::Se
     }
 }
 
-/// Runs one client until its stream ends.
+/// Runs one client until its stream ends (reported as `Closed`).
 pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> Result<()> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .context("connecting to the xDS server")?;
-    tcp.set_nodelay(true)?;
-    // Windows as hyper's (and so tonic's) client sets them: the initial sync is ~2 MiB a proxy.
-    let (h2, conn) = h2::client::Builder::new()
-        .initial_window_size(2 << 20)
-        .initial_connection_window_size(5 << 20)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .context("HTTP/2 handshake")?;
+    let opts = SessionOptions {
+        names_in_reports: true,
+        check_bodies: true,
+        ..SessionOptions::default()
+    };
+    let end = session(client, addr, &opts, &reports, std::future::pending()).await?;
+    reports.send(Report::Closed {
+        client,
+        error: end.error,
+    });
+    Ok(())
+}
+
+/// One Delta ADS stream of client `client`, until it ends or `disconnect` completes (the
+/// connection is then dropped: its TCP connection closes). An error is a stream that was never
+/// established: no connection, or a refusal (e.g. istiod's `RESOURCE_EXHAUSTED` when more
+/// proxies connect per second than it admits).
+pub async fn session(
+    client: usize,
+    addr: SocketAddr,
+    opts: &SessionOptions,
+    reports: &reports::Sender,
+    disconnect: impl Future<Output = ()>,
+) -> Result<SessionEnd> {
+    let mut disconnect = std::pin::pin!(disconnect);
+    let told = SessionEnd {
+        received: false,
+        told: true,
+        error: None,
+    };
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .context("connecting to the xDS server")?;
+        tcp.set_nodelay(true)?;
+        // Windows as hyper's (and so tonic's) client sets them: the initial sync is ~2 MiB a
+        // proxy.
+        h2::client::Builder::new()
+            .initial_window_size(2 << 20)
+            .initial_connection_window_size(5 << 20)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .context("HTTP/2 handshake")
+    };
+    // Told to go while connecting (a stuck server must not hold a stopping proxy).
+    let (h2, conn) = tokio::select! {
+        r = connect => r?,
+        _ = disconnect.as_mut() => return Ok(told),
+    };
     let mut conn = std::pin::pin!(conn);
     let request_head = http::Request::builder()
         .method(http::Method::POST)
@@ -315,17 +305,16 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
         .body(())?;
     let mut h2 = h2.ready().await.context("HTTP/2 stream slot")?;
     let (response, mut send) = h2.send_request(request_head, false)?;
-    let node = Node {
-        id: crate::mesh::node_id(client),
-        cluster: "loadgen".into(),
-        ..Node::default()
-    };
-    send.send_data(frame(&request(CLUSTER, "", vec![], Some(node))), false)?;
+    send.send_data(
+        frame(&request(CLUSTER, "", vec![], Some(node(client)))),
+        false,
+    )?;
     send.send_data(frame(&request(LISTENER, "", vec![], None)), false)?;
     // The connection is driven by this same task: every wait below also polls it.
     let response = tokio::select! {
         r = conn.as_mut() => bail!("connection ended before the response headers: {r:?}"),
         r = response => r.context("response headers")?,
+        _ = disconnect.as_mut() => return Ok(told),
     };
     if response.status() != http::StatusCode::OK {
         bail!("HTTP status {}", response.status());
@@ -338,11 +327,14 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
     }
     let mut body = response.into_body();
     let mut buf = BytesMut::new();
-    let mut sync = Sync::default();
+    let mut state = SessionState::default();
     let result = loop {
         let chunk = tokio::select! {
             r = conn.as_mut() => break Some(format!("connection ended: {r:?}")),
             chunk = body.data() => chunk,
+            _ = disconnect.as_mut() => {
+                return Ok(SessionEnd { received: state.received, ..told });
+            }
         };
         let chunk = match chunk {
             Some(Ok(c)) => c,
@@ -351,6 +343,9 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
                 let trailers = tokio::select! {
                     r = conn.as_mut() => break Some(format!("connection ended: {r:?}")),
                     t = body.trailers() => t,
+                    _ = disconnect.as_mut() => {
+                        return Ok(SessionEnd { received: state.received, ..told });
+                    }
                 };
                 break match trailers {
                     Ok(Some(t)) if t.get("grpc-status").is_some_and(|s| s != "0") => Some(format!(
@@ -368,16 +363,22 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
         let mut failed = None;
         loop {
             match next_message(&mut buf) {
-                Ok(Some(message)) => match handle(client, message, &mut sync, &reports) {
-                    Ok(requests) => {
-                        for r in requests {
-                            if let Err(e) = send.send_data(frame(&r), false) {
-                                failed = Some(e.to_string());
+                Ok(Some(message)) => {
+                    if !opts.read_delay.is_zero() {
+                        // Not polling the connection meanwhile: the socket is not read either.
+                        tokio::time::sleep(opts.read_delay).await;
+                    }
+                    match handle(client, message, &mut state, opts, reports) {
+                        Ok(requests) => {
+                            for r in requests {
+                                if let Err(e) = send.send_data(frame(&r), false) {
+                                    failed = Some(e.to_string());
+                                }
                             }
                         }
+                        Err(e) => failed = Some(format!("{e:#}")),
                     }
-                    Err(e) => failed = Some(format!("{e:#}")),
-                },
+                }
                 Ok(None) => break,
                 Err(e) => {
                     failed = Some(format!("{e:#}"));
@@ -389,67 +390,94 @@ pub async fn run(client: usize, addr: SocketAddr, reports: reports::Sender) -> R
             break failed;
         }
     };
-    reports.send(Report::Closed {
-        client,
+    Ok(SessionEnd {
+        received: state.received,
+        told: false,
         error: result,
-    });
-    Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
-    use envoy_types::pb::google::protobuf::Any;
+    use crate::wire::{EnvelopeResource, PackedAny};
 
     #[test]
-    fn envelope_reads_what_the_full_message_holds() {
-        let full = DeltaDiscoveryResponse {
-            system_version_info: "7".into(),
-            type_url: ENDPOINT.into(),
-            nonce: "n-1".into(),
-            removed_resources: vec!["gone".into()],
-            resources: vec![Resource {
-                name: "outbound|80||a".into(),
-                version: "3".into(),
-                resource: Some(Any {
-                    type_url: ENDPOINT.into(),
-                    value: vec![1, 2, 3],
-                }),
-                ..Resource::default()
-            }],
-            ..DeltaDiscoveryResponse::default()
-        };
-        let e = Envelope::decode(Bytes::from(full.encode_to_vec())).unwrap();
-        assert_eq!(e.type_url, ENDPOINT);
-        assert_eq!(e.nonce, "n-1");
-        assert_eq!(e.removed_resources, vec!["gone".to_string()]);
-        assert_eq!(e.resources[0].name, "outbound|80||a");
-        assert_eq!(e.resources[0].version, "3");
+    fn node_carries_what_istiod_reads() {
+        let n = node(13);
         assert_eq!(
-            e.resources[0].resource.as_ref().unwrap().value,
-            &[1, 2, 3][..]
+            n.id,
+            "sidecar~10.200.0.13~load-13.ns-3~ns-3.svc.cluster.local"
         );
+        let fields = &n.metadata.expect("metadata").fields;
+        let get = |k: &str| match fields.get(k).and_then(|v| v.kind.clone()) {
+            Some(Kind::StringValue(s)) => s,
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(get("NAMESPACE"), "ns-3");
+        assert_eq!(get("CLUSTER_ID"), "Kubernetes");
+        assert_eq!(get("ISTIO_VERSION"), ISTIO_VERSION);
     }
 
     #[test]
-    fn frames_split_and_joined() {
-        let a = frame(&request(CLUSTER, "x", vec![], None));
-        let b = frame(&request(ROUTE, "y", vec!["80".into()], None));
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(&a[..3]);
-        assert!(next_message(&mut buf).unwrap().is_none());
-        buf.extend_from_slice(&a[3..]);
-        buf.extend_from_slice(&b);
-        let m1 = next_message(&mut buf).unwrap().unwrap();
-        let m2 = next_message(&mut buf).unwrap().unwrap();
-        assert!(next_message(&mut buf).unwrap().is_none());
-        assert_eq!(
-            DeltaDiscoveryRequest::decode(m1).unwrap().response_nonce,
-            "x"
-        );
-        assert_eq!(DeltaDiscoveryRequest::decode(m2).unwrap().type_url, ROUTE);
-        let mut compressed = BytesMut::from(&[1u8, 0, 0, 0, 0][..]);
-        assert!(next_message(&mut compressed).is_err());
+    fn watches_are_reported_once_per_session() {
+        use crate::watch::Watch;
+        let body = b"..10.1.2.3..".to_vec();
+        let response = Envelope {
+            type_url: ENDPOINT.into(),
+            resources: vec![EnvelopeResource {
+                name: "c".into(),
+                version: "1".into(),
+                resource: Some(PackedAny {
+                    type_url: ENDPOINT.into(),
+                    value: Bytes::from(body),
+                }),
+            }],
+            ..Envelope::default()
+        };
+        let watches = Watches::default();
+        watches.set(vec![
+            Watch {
+                id: 7,
+                type_url: ENDPOINT,
+                resource: "c".into(),
+                needle: b"10.1.2.3".to_vec(),
+            },
+            Watch {
+                id: 8,
+                type_url: ENDPOINT,
+                resource: "c".into(),
+                needle: b"10.1.2.4".to_vec(),
+            },
+            Watch {
+                id: 9,
+                type_url: ROUTE,
+                resource: "c".into(),
+                needle: vec![],
+            },
+        ]);
+        let (tx, mut rx) = reports::channel();
+        let mut state = SessionState::default();
+        for _ in 0..2 {
+            check_watches(
+                1,
+                &response,
+                ENDPOINT,
+                Instant::now(),
+                &mut state,
+                &watches,
+                &tx,
+            );
+        }
+        let mut matched = vec![];
+        while let Some(r) = rx.try_recv() {
+            if let Report::Matched {
+                watch, client: 1, ..
+            } = r
+            {
+                matched.push(watch);
+            }
+        }
+        assert_eq!(matched, vec![7]);
     }
 }

@@ -9,7 +9,13 @@
 //! target/release/capstan-loadgen --proxies 1000 --services 1000 --endpoints 10 \
 //!     --virtual-services 500 --destination-rules 500 --changes 20
 //! ```
+//!
+//! `capstan-loadgen kube --kubeconfig K ...` is the other mode: the mesh lives in a Kubernetes
+//! API server and the same proxies and changes measure istiod and Capstan one after the other
+//! (see `kube/mod.rs` and `bench/control_plane_vs_istiod.sh`).
 
+mod http;
+mod kube;
 mod stats;
 
 use capstan_loadgen::{client, mesh, reports};
@@ -22,8 +28,25 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Load simulator for `capstan discovery`.
+/// Load simulator for `capstan discovery` (file mesh), or for any xDS server on a mesh in a
+/// Kubernetes API server (`kube`).
 #[derive(Parser, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    file: Args,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    /// The mesh in a Kubernetes API server; istiod and/or Capstan measured in turn.
+    Kube(kube::KubeArgs),
+}
+
+/// The file mode's arguments.
+#[derive(clap::Args, Debug)]
 struct Args {
     /// The capstan binary.
     #[arg(long, default_value = "target/release/capstan")]
@@ -112,19 +135,7 @@ async fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
 
 /// GET over plain HTTP/1.0 on loopback (the monitoring port); returns the body.
 async fn http_get(port: u16, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await?;
-    let mut body = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut body))
-        .await
-        .context("reading the HTTP response")??;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+    Ok(http::get(port, path).await?.1)
 }
 
 fn metric(text: &str, name: &str) -> Option<u64> {
@@ -201,7 +212,12 @@ async fn converge(
             Some(Report::Closed { client, error }) => {
                 bail!("proxy {client}'s stream closed: {error:?}")
             }
-            Some(Report::Synced) => {}
+            Some(
+                Report::Synced
+                | Report::ProxySynced { .. }
+                | Report::Matched { .. }
+                | Report::Retrying { .. },
+            ) => {}
             None => bail!("all clients stopped"),
         }
     }
@@ -220,7 +236,14 @@ fn line(label: &str, samples: Vec<Duration>) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
+    match cli.mode {
+        Some(Mode::Kube(args)) => kube::run(args).await,
+        None => run_file_mode(cli.file).await,
+    }
+}
+
+async fn run_file_mode(args: Args) -> Result<()> {
     let spec = mesh::MeshSpec {
         services: args.services,
         endpoints: args.endpoints,
@@ -340,6 +363,8 @@ async fn main() -> Result<()> {
             }) => eprintln!("proxy {client} rejected {type_url}: {error}"),
             Some(Report::Closed { client, error }) => {
                 bail!("proxy {client}'s stream closed during initial sync: {error:?}")
+            }
+            Some(Report::ProxySynced { .. } | Report::Matched { .. } | Report::Retrying { .. }) => {
             }
             None => bail!("all clients stopped"),
         }

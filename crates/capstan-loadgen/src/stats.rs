@@ -40,3 +40,22 @@ fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// Idle CPU seconds of the whole machine so far, all cores (`idle` + `iowait` of `/proc/stat`):
+/// what neither the server, the load generator nor anything else used.
+pub fn machine_idle_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<f64> = cpu
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    Some((fields.get(3)? + fields.get(4)?) / 100.0)
+}
+
+/// The soft limit on open files of this process (`/proc/self/limits`).
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
