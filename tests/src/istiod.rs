@@ -57,8 +57,9 @@ impl Istiod {
             .env("VALIDATION_WEBHOOK_CONFIG_NAME", "")
             .env("POD_NAMESPACE", "istio-system")
             .env("PILOT_ENABLE_ANALYSIS", "false")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            // istiod logs to stdout.
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::null())
             .spawn()
             .context("starting pilot-discovery")?;
         let istiod = Istiod {

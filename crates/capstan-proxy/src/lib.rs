@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod identity;
+pub mod istio_ext;
 pub mod istio_metrics;
 pub mod listener;
 pub mod net;

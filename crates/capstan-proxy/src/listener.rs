@@ -599,6 +599,8 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
                     network_rbac(&r).map_err(|e| at(e.within("typed_config")))?,
                 ));
             }
+            Some(filter::ConfigType::TypedConfig(any))
+                if crate::istio_ext::telemetry_network_filter(&f.name, Some(any)) => {}
             _ => {
                 return Err(at(CompileError::new(
                     "",

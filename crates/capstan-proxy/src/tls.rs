@@ -195,12 +195,10 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<DownstreamTls, CompileErr
     Ok(DownstreamTls::local(Arc::new(config)))
 }
 
+/// The ALPN protocols the server may select; never Istio's in-band metadata exchange, which
+/// it does not speak (see [`crate::istio_ext`]).
 fn alpn(common: &CommonTlsContext) -> Vec<Vec<u8>> {
-    common
-        .alpn_protocols
-        .iter()
-        .map(|p| p.as_bytes().to_vec())
-        .collect()
+    crate::istio_ext::without_peer_exchange(&common.alpn_protocols)
 }
 
 /// Istio's gateway `credentialName`(s): certificates, and for MUTUAL/OPTIONAL_MUTUAL a CA,

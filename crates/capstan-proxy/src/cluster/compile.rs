@@ -87,7 +87,13 @@ fn unsupported(c: &Cluster) -> Result<(), CompileError> {
     let checks: [(bool, &str); 19] = [
         (!c.health_checks.is_empty(), "health_checks"),
         (c.lb_subset_config.is_some(), "lb_subset_config"),
-        (!c.filters.is_empty(), "filters"),
+        (
+            // Istio's upstream metadata exchange is telemetry only (crate::istio_ext).
+            c.filters.iter().any(|f| {
+                !crate::istio_ext::telemetry_network_filter(&f.name, f.typed_config.as_ref())
+            }),
+            "filters",
+        ),
         (c.load_balancing_policy.is_some(), "load_balancing_policy"),
         (c.lrs_server.is_some(), "lrs_server"),
         (

@@ -313,7 +313,8 @@ pub struct Connector {
 
 /// Builds the client side of a [`TlsSpec`].
 pub fn connector(spec: &TlsSpec) -> Result<Connector, String> {
-    let alpn: Vec<Vec<u8>> = spec.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    // Never Istio's in-band metadata exchange, which this proxy does not speak.
+    let alpn = crate::istio_ext::without_peer_exchange(&spec.alpn);
     let name = if spec.sni.is_empty() {
         rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into())
     } else {

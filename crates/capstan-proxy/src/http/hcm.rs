@@ -119,6 +119,7 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
                 )));
             }
             _ if f.is_optional => {}
+            (name, _) if crate::istio_ext::telemetry_http_filter(name, any) => {}
             (name, t) => {
                 return Err(CompileError::new(
                     path,
