@@ -183,7 +183,14 @@ async fn api_server_restart_and_control_plane_kill_lose_and_duplicate_nothing() 
     )?;
     kube.apply(&routing_yaml(listen, "v1"))?;
     let kubeconfig = kube.kubeconfig().display().to_string();
-    let args = ["--kubeconfig", kubeconfig.as_str()];
+    // With a CA the TLS port defaults to 0.0.0.0:15012: one of our own instead.
+    let secure = format!("127.0.0.1:{}", proxy::free_port());
+    let args = [
+        "--kubeconfig",
+        kubeconfig.as_str(),
+        "--secure-xds-addr",
+        secure.as_str(),
+    ];
     let mut d = proxy::discovery_with(dir, Some(xds), &args)?;
     let boot = proxy::bootstrap_json(
         NODE,

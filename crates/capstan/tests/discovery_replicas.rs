@@ -113,7 +113,16 @@ async fn proxies_move(
     write_mesh(dir, listen, v1.port, v2.port, "v1")?;
     let mut args = vec!["--drain-duration", "2s"];
     args.extend_from_slice(extra);
-    let mut a = proxy::discovery_with(dir, Some(xa), &args)?;
+    // Each replica its own TLS port (with a CA, the default is 0.0.0.0:15012 for both).
+    let with_secure = || -> Vec<String> {
+        let secure = format!("127.0.0.1:{}", free_port());
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(["--secure-xds-addr".to_string(), secure])
+            .collect()
+    };
+    let (a_args, b_args) = (with_secure(), with_secure());
+    let mut a = proxy::discovery_with(dir, Some(xa), &strs(&a_args))?;
     let mut boot =
         proxy::bootstrap_json(NODE, &[("istio", "ingressgateway")], xa, free_port(), true);
     let second = serde_json::json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": xb}}}});
@@ -123,7 +132,7 @@ async fn proxies_move(
         .push(second);
     let gw = proxy::proxy(dir, "gateway", &boot)?;
     gw.ready(Duration::from_secs(30)).await?;
-    let b = proxy::discovery_with(dir, Some(xb), &args)?;
+    let b = proxy::discovery_with(dir, Some(xb), &strs(&b_args))?;
     let logs = |a: &proxy::Discovery| {
         format!(
             "--- gateway:\n{}\n--- a:\n{}\n--- b:\n{}",
@@ -204,6 +213,10 @@ async fn proxies_move(
         "{name}: {stop:?}; the proxy was on B {moved_after:?} later; {sent} requests, none failed"
     );
     Ok(())
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }
 
 fn lease_holder(kube: &PrivateKube) -> Result<Option<String>> {
