@@ -388,11 +388,12 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_the_proxy_cannot_apply_is_nacked_and_traffic_continues() -> Result<()> {
     let m = mesh(&weights(100, 0)).await?;
-    // An HTTPS server whose certificate comes over SDS (credentialName): the proxy does not
-    // implement SDS yet, so it must NACK the listener by name and keep its last good config.
+    // An HTTPS server whose certificate files do not exist on the gateway (valid Istio, which
+    // cannot check the proxy's files): the proxy must NACK the listener by name and keep its
+    // last good config.
     let tls_port = free_port();
     let extra = format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: secure, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {tls_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: SIMPLE, credentialName: web-cert}}\n"
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: secure, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {tls_port}, name: https, protocol: HTTPS}}\n    hosts: ['*']\n    tls: {{mode: SIMPLE, serverCertificate: /nonexistent/web.crt, privateKey: /nonexistent/web.key}}\n"
     );
     write_atomic(&m.dir.join("config/secure.yaml"), &extra)?;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -418,7 +419,7 @@ async fn a_listener_the_proxy_cannot_apply_is_nacked_and_traffic_continues() -> 
     ensure!(status.contains("router~127.0.0.1~ingress-0"), "{status}");
     let dump = m.gateway.admin("/config_dump").await?;
     ensure!(
-        dump.contains("SDS"),
+        dump.contains("/nonexistent/web.crt"),
         "config_dump does not show the rejection: {dump}"
     );
     let client = proxy::client(false);
