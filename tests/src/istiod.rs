@@ -24,13 +24,6 @@ pub struct Istiod {
     _child: ChildGuard,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
 impl Istiod {
     /// Prepares the API server (namespace, mesh ConfigMap, CRDs: idempotent) and starts
     /// istiod with its log in `dir`; waits until `/ready` answers 200.
@@ -40,8 +33,9 @@ impl Istiod {
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: ''\n  meshNetworks: 'networks: {}'\n",
         )?;
         let binary = infra()?.tool("pilot-discovery")?;
+        use crate::private_kube::free_port;
         let (grpc_port, monitoring_port, http_port, ctrlz) =
-            (free_port(), free_port(), free_port(), free_port());
+            (free_port()?, free_port()?, free_port()?, free_port()?);
         let log = dir.join("istiod.log");
         let child = Command::new(binary)
             .args(["discovery", "--kubeconfig"])

@@ -30,7 +30,7 @@ pub struct PrivateKube {
     etcd: Option<ChildGuard>,
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -336,6 +336,20 @@ impl PrivateKube {
             .arg(self.kubeconfig())
             .args(["apply", "-f", "-"]);
         run_ok(&mut cmd, Some(yaml), COMMAND_TIMEOUT)
+    }
+
+    /// The `holderIdentity` of the Lease `namespace/name`, if the Lease exists and is held.
+    pub fn lease_holder(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        let out = self.kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "lease",
+            "--ignore-not-found",
+            "-o",
+            &format!("go-template={{{{range .items}}}}{{{{if eq .metadata.name \"{name}\"}}}}{{{{.spec.holderIdentity}}}}{{{{end}}}}{{{{end}}}}"),
+        ])?;
+        Ok(Some(out.trim().to_owned()).filter(|s| !s.is_empty()))
     }
 
     /// Installs the project's Istio CRDs (`deploy/crds`) and waits until `wait_for` (CRD names

@@ -14,16 +14,7 @@ use std::time::{Duration, Instant};
 const LEASE: &str = "capstan-discovery-leader";
 
 fn holder(kube: &PrivateKube) -> Result<Option<String>> {
-    let out = kube.kubectl(&[
-        "-n",
-        "istio-system",
-        "get",
-        "lease",
-        "--ignore-not-found",
-        "-o",
-        &format!("go-template={{{{range .items}}}}{{{{if eq .metadata.name \"{LEASE}\"}}}}{{{{.spec.holderIdentity}}}}{{{{end}}}}{{{{end}}}}"),
-    ])?;
-    Ok(Some(out.trim().to_owned()).filter(|s| !s.is_empty()))
+    kube.lease_holder("istio-system", LEASE)
 }
 
 fn has_root_configmap(kube: &PrivateKube, namespace: &str) -> Result<bool> {

@@ -220,16 +220,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 }
 
 fn lease_holder(kube: &PrivateKube) -> Result<Option<String>> {
-    let out = kube.kubectl(&[
-        "-n",
-        "istio-system",
-        "get",
-        "lease",
-        "--ignore-not-found",
-        "-o",
-        "go-template={{range .items}}{{if eq .metadata.name \"capstan-discovery-leader\"}}{{.spec.holderIdentity}}{{end}}{{end}}",
-    ])?;
-    Ok(Some(out.trim().to_owned()).filter(|s| !s.is_empty()))
+    kube.lease_holder("istio-system", "capstan-discovery-leader")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
