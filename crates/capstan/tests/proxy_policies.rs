@@ -339,8 +339,10 @@ async fn fault_delay_applies_to_its_percentage() -> Result<()> {
         delayed += t.await?.with_context(|| m.logs())?;
     }
     ensure!(
-        delayed.abs_diff(50) <= 10,
-        "{delayed}/100 delayed by 200 ms, want 50±10; {}",
+        // Binomial(100, 0.5) has σ = 5: ±15 is 3σ (a 0.3 % false failure; ±10 failed 1 run
+        // in ~40), still far from 0 % or 100 %.
+        delayed.abs_diff(50) <= 15,
+        "{delayed}/100 delayed by 200 ms, want 50±15; {}",
         m.logs()
     );
     Ok(())
