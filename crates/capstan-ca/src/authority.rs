@@ -3,7 +3,8 @@
 //! start and kept in a [`CaStorage`] (Istio's `istio-ca-secret`).
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use rcgen::PublicKeyData as _;
 use rustls_pki_types::CertificateDer;
@@ -12,6 +13,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::{validate_trust_domain, IdentityError, DEFAULT_TRUST_DOMAIN};
 use crate::storage::{CaSecret, CaStorage, StorageError, CA_CERT, CA_KEY, CERT_CHAIN, ROOT_CERT};
+use crate::trust::{TrustBundle, TrustedRoot};
 use crate::{pem, sign};
 
 /// Tunables, with Istio's defaults.
@@ -68,19 +70,24 @@ pub enum CaError {
 }
 
 /// A certificate authority ready to sign: its signing certificate and key, the chain above
-/// it and the roots, and what every response ends with.
+/// it and the trust bundle, and what every response ends with. One version of the key
+/// material: a reloaded `cacerts` is a new value (see [`crate::CurrentCa`]).
+#[derive(Clone)]
 pub struct CertificateAuthority {
     pub(crate) options: CaOptions,
-    pub(crate) issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub(crate) issuer: Arc<rcgen::Issuer<'static, rcgen::KeyPair>>,
     pub(crate) ca_not_after: OffsetDateTime,
+    signing_cert: CertificateDer<'static>,
     /// Certificates between the leaf and the roots, the signing certificate first; empty
     /// when the signing certificate is itself a root.
     pub(crate) intermediates: Vec<CertificateDer<'static>>,
-    pub(crate) roots: Vec<CertificateDer<'static>>,
-    /// `intermediates` as one PEM entry each, then the roots as one bundle: appended to every
-    /// leaf in a response.
+    /// The roots of `root-cert.pem`.
+    listed_roots: Vec<CertificateDer<'static>>,
+    /// The listed roots plus the retained ones: what workloads trust.
+    bundle: TrustBundle,
+    /// `intermediates` as one PEM entry each, then the trust bundle as one entry: appended to
+    /// every leaf in a response.
     pub(crate) response_tail: Vec<String>,
-    root_pem: String,
     self_signed: bool,
     pub(crate) rng: ring::rand::SystemRandom,
 }
@@ -91,7 +98,8 @@ impl std::fmt::Debug for CertificateAuthority {
             .field("trust_domain", &self.options.trust_domain)
             .field("self_signed", &self.self_signed)
             .field("intermediates", &self.intermediates.len())
-            .field("roots", &self.roots.len())
+            .field("listed_roots", &self.listed_roots.len())
+            .field("trusted_roots", &self.bundle.certificates().len())
             .field("ca_not_after", &self.ca_not_after)
             .finish_non_exhaustive()
     }
@@ -104,29 +112,40 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> CaError {
     }
 }
 
+/// Reads a directory in Istio's `cacerts` layout: `ca-cert.pem`, `ca-key.pem`,
+/// `root-cert.pem` and, optionally, `cert-chain.pem`.
+pub fn read_cacerts_dir(dir: &Path) -> Result<CaSecret, CaError> {
+    let read = |name: &str, required: bool| -> Result<String, CaError> {
+        let path = dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(s) => Ok(s),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Err(source) => Err(CaError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    };
+    Ok(CaSecret {
+        ca_cert: read(CA_CERT, true)?,
+        ca_key: read(CA_KEY, true)?,
+        cert_chain: read(CERT_CHAIN, false)?,
+        root_cert: read(ROOT_CERT, true)?,
+    })
+}
+
+/// A certificate's expiry, for the trust bundle.
+fn not_after(cert: &CertificateDer<'_>) -> Result<SystemTime, String> {
+    let (_, parsed) =
+        X509Certificate::from_der(cert).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    Ok(parsed.validity().not_after.to_datetime().into())
+}
+
 impl CertificateAuthority {
     /// Loads a plugged-in CA from a directory in Istio's `cacerts` layout: `ca-cert.pem`,
     /// `ca-key.pem`, `root-cert.pem` and, optionally, `cert-chain.pem`.
     pub fn from_cacerts_dir(dir: &Path, options: CaOptions) -> Result<Self, CaError> {
-        let read = |name: &str, required: bool| -> Result<String, CaError> {
-            let path = dir.join(name);
-            match std::fs::read_to_string(&path) {
-                Ok(s) => Ok(s),
-                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-                    Ok(String::new())
-                }
-                Err(source) => Err(CaError::Read {
-                    path: path.display().to_string(),
-                    source,
-                }),
-            }
-        };
-        let secret = CaSecret {
-            ca_cert: read(CA_CERT, true)?,
-            ca_key: read(CA_KEY, true)?,
-            cert_chain: read(CERT_CHAIN, false)?,
-            root_cert: read(ROOT_CERT, true)?,
-        };
+        let secret = read_cacerts_dir(dir)?;
         Self::from_secret(&secret, &dir.display().to_string(), options)
     }
 
@@ -243,6 +262,15 @@ impl CertificateAuthority {
             // istio-ca-secret of a self-signed CA may leave root-cert.pem empty.
             roots.push(ca_cert.clone());
         }
+        // A root listed twice (two bundles concatenated by hand) counts once.
+        let mut listed: Vec<TrustedRoot> = Vec::with_capacity(roots.len());
+        for root in &roots {
+            if !listed.iter().any(|r| r.cert() == root) {
+                let expiry = not_after(root).map_err(|e| invalid(at(ROOT_CERT), e))?;
+                listed.push(TrustedRoot::listed(root.clone(), expiry));
+            }
+        }
+        let roots: Vec<_> = listed.iter().map(|r| r.cert().clone()).collect();
         let chain =
             pem::certificates(&secret.cert_chain).map_err(|e| invalid(at(CERT_CHAIN), e))?;
         // cert-chain.pem conventionally starts with ca-cert.pem and may end with the root
@@ -259,45 +287,86 @@ impl CertificateAuthority {
 
         let issuer = rcgen::Issuer::from_ca_cert_der(&ca_cert, key)
             .map_err(|e| invalid(at(CA_CERT), format!("cannot sign with it: {e}")))?;
-        let mut response_tail: Vec<String> = intermediates
-            .iter()
-            .map(|c| pem::certificate_pem(c))
-            .collect();
-        let root_pem = pem::bundle_pem(&roots);
-        response_tail.push(root_pem.clone());
-        let ca = Self {
+        let mut ca = Self {
             options,
-            issuer,
+            issuer: Arc::new(issuer),
             ca_not_after,
+            signing_cert: ca_cert.clone(),
             intermediates,
-            roots,
-            response_tail,
-            root_pem,
+            listed_roots: roots,
+            // Set below, once the root the chain leads to is known.
+            bundle: TrustBundle::new(Vec::new(), &ca_cert),
+            response_tail: Vec::new(),
             self_signed,
             rng: ring::rand::SystemRandom::new(),
         };
-        ca.self_check()
+        let signing_root = ca
+            .self_check()
             .map_err(|reason| invalid(location, reason))?;
+        ca.set_bundle(TrustBundle::new(listed, &signing_root));
         Ok(ca)
     }
 
+    /// Installs a trust bundle: what [`Self::roots`] and every response carry.
+    fn set_bundle(&mut self, bundle: TrustBundle) {
+        let mut tail: Vec<String> = self
+            .intermediates
+            .iter()
+            .map(|c| pem::certificate_pem(c))
+            .collect();
+        tail.push(bundle.pem().to_owned());
+        self.response_tail = tail;
+        self.bundle = bundle;
+    }
+
+    /// This CA (freshly loaded from changed files) as the successor of `previous`: its trust
+    /// bundle keeps the roots `previous` issued under that are no longer listed, until the
+    /// certificates issued under them have expired (see [`TrustBundle`]).
+    pub fn succeeding(mut self, previous: &CertificateAuthority, now: SystemTime) -> Self {
+        let retention = self.options.max_cert_ttl.max(self.options.default_cert_ttl);
+        let bundle = previous.bundle.succeed(&self.bundle, retention, now);
+        self.set_bundle(bundle);
+        self
+    }
+
+    /// This CA without the retained roots whose time has come at `now`, or `None` when the
+    /// bundle stays as it is.
+    pub fn without_expired_roots(&self, now: SystemTime) -> Option<Self> {
+        let bundle = self.bundle.without_expired(now)?;
+        let mut next = self.clone();
+        next.set_bundle(bundle);
+        Some(next)
+    }
+
     /// Issues a short certificate for the CA's own key and verifies it as a client would:
-    /// catches a chain that does not lead to the roots, a wrong key, an expired CA.
-    fn self_check(&self) -> Result<(), String> {
+    /// catches a chain that does not lead to the roots, a wrong key, an expired CA. Returns
+    /// the root the chain leads to.
+    fn self_check(&self) -> Result<CertificateDer<'static>, String> {
         let leaf =
             sign::self_check_leaf(self).map_err(|e| format!("test signature failed: {e}"))?;
-        crate::authn::verify_chain(
-            &leaf,
-            &self.intermediates,
-            &self.roots,
-            rustls_pki_types::UnixTime::now(),
-        )
-        .map_err(|e| {
-            format!(
-                "a certificate signed by {CA_CERT} does not verify against {ROOT_CERT} through \
-                 {CERT_CHAIN}: {e}"
-            )
-        })
+        let now = rustls_pki_types::UnixTime::now();
+        crate::authn::verify_chain(&leaf, &self.intermediates, &self.listed_roots, now).map_err(
+            |e| {
+                format!(
+                    "a certificate signed by {CA_CERT} does not verify against {ROOT_CERT} \
+                     through {CERT_CHAIN}: {e}"
+                )
+            },
+        )?;
+        // With several roots (a rotation), the one issued under is the one that verifies alone.
+        self.listed_roots
+            .iter()
+            .find(|root| {
+                crate::authn::verify_chain(
+                    &leaf,
+                    &self.intermediates,
+                    std::slice::from_ref(*root),
+                    now,
+                )
+                .is_ok()
+            })
+            .cloned()
+            .ok_or_else(|| format!("no single root of {ROOT_CERT} verifies {CA_CERT}"))
     }
 
     /// The options in force.
@@ -310,15 +379,31 @@ impl CertificateAuthority {
         &self.options.trust_domain
     }
 
-    /// The root certificate(s) as one PEM bundle: what workloads trust (`root-cert.pem`,
-    /// the `istio-ca-root-cert` ConfigMap).
+    /// The trust bundle as one PEM text: what workloads trust (the last entry of every
+    /// `CreateCertificate` response, the `istio-ca-root-cert` ConfigMap). Without a rotation
+    /// in progress, the roots of `root-cert.pem`.
     pub fn root_cert_pem(&self) -> &str {
-        &self.root_pem
+        self.bundle.pem()
     }
 
-    /// The root certificates.
+    /// The trusted root certificates: the trust bundle's.
     pub fn roots(&self) -> &[CertificateDer<'static>] {
-        &self.roots
+        self.bundle.certificates()
+    }
+
+    /// The roots of `root-cert.pem` only.
+    pub fn listed_roots(&self) -> &[CertificateDer<'static>] {
+        &self.listed_roots
+    }
+
+    /// The trust bundle, with when each retained root leaves it.
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        &self.bundle
+    }
+
+    /// The signing certificate (`ca-cert.pem`).
+    pub fn signing_certificate(&self) -> &CertificateDer<'static> {
+        &self.signing_cert
     }
 
     /// Certificates between an issued leaf and the roots, the signing certificate first.

@@ -15,7 +15,7 @@ use tonic::codegen::{BoxFuture, StdError};
 use tonic::{Request, Response, Status};
 
 use crate::authn::{authenticate, Authenticator, Caller};
-use crate::authority::CertificateAuthority;
+use crate::current::CurrentCa;
 
 /// Largest request accepted: a CSR is about a kilobyte; this leaves room for RSA-4096 and
 /// metadata while keeping hostile messages small.
@@ -29,7 +29,7 @@ pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 /// The CA gRPC service; cheap to clone.
 #[derive(Clone)]
 pub struct CaService {
-    ca: Arc<CertificateAuthority>,
+    ca: CurrentCa,
     authenticators: Arc<[Arc<dyn Authenticator>]>,
 }
 
@@ -44,10 +44,11 @@ impl std::fmt::Debug for CaService {
 }
 
 impl CaService {
-    /// A service signing with `ca`, trying `authenticators` in order.
-    pub fn new(ca: Arc<CertificateAuthority>, authenticators: Vec<Arc<dyn Authenticator>>) -> Self {
+    /// A service signing with `ca` (the version in force at each request), trying
+    /// `authenticators` in order.
+    pub fn new(ca: impl Into<CurrentCa>, authenticators: Vec<Arc<dyn Authenticator>>) -> Self {
         Self {
-            ca,
+            ca: ca.into(),
             authenticators: authenticators.into(),
         }
     }
@@ -85,7 +86,8 @@ impl CaService {
                  supported by this CA (no node authorizer)"
             )));
         }
-        let ca = self.ca.clone();
+        // One version for the whole request: the chain and the bundle returned match.
+        let ca = self.ca.get();
         let ids = identities.clone();
         // Signing is CPU work (an RSA CA key takes milliseconds): keep it off the I/O threads.
         let signed = tokio::task::spawn_blocking(move || {

@@ -183,7 +183,7 @@ impl CertificateAuthority {
             sans.push(SanType::URI(uri));
         }
         let public_key = verified_public_key(csr_pem)?;
-        let cert = leaf_params(self, sans, ttl)?.signed_by(&public_key, &self.issuer)?;
+        let cert = leaf_params(self, sans, ttl)?.signed_by(&public_key, &*self.issuer)?;
         let mut chain = Vec::with_capacity(1 + self.response_tail.len());
         chain.push(cert.pem());
         chain.extend(self.response_tail.iter().cloned());
@@ -226,7 +226,7 @@ impl CertificateAuthority {
         let key = rcgen::KeyPair::generate()?;
         let params = leaf_params(self, sans, ttl)?;
         let not_after = params.not_after.into();
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert = params.signed_by(&key, &*self.issuer)?;
         let mut cert_chain_pem = cert.pem();
         for c in &self.intermediates {
             cert_chain_pem.push_str(&crate::pem::certificate_pem(c));
@@ -247,6 +247,6 @@ pub(crate) fn self_check_leaf(
         .map_err(|e| SignError::Issue(e.to_string()))?;
     let uri = Ia5String::try_from(id.to_uri()).map_err(|e| SignError::Issue(e.to_string()))?;
     let params = leaf_params(ca, vec![SanType::URI(uri)], Duration::from_secs(60))?;
-    let cert = params.signed_by(ca.issuer.key(), &ca.issuer)?;
+    let cert = params.signed_by(ca.issuer.key(), &*ca.issuer)?;
     Ok(cert.der().clone())
 }

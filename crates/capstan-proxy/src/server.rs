@@ -479,6 +479,7 @@ async fn inspect(
 #[cfg(test)]
 mod alpn_tests {
     use super::accept_tls;
+    use crate::identity::san::SanMatchers;
     use crate::identity::tests::TestCa;
     use crate::identity::Identity;
     use std::sync::Arc;
@@ -491,11 +492,14 @@ mod alpn_tests {
         let (server_id, client_id) = (Arc::new(Identity::default()), Arc::new(Identity::default()));
         server_id.set(ca.material("spiffe://cluster.local/ns/default/sa/b"));
         client_id.set(ca.material("spiffe://cluster.local/ns/default/sa/a"));
-        let server =
-            server_id.server_config(vec![b"h2".to_vec(), b"http/1.1".to_vec()], true, vec![]);
+        let server = server_id.server_config(
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            true,
+            SanMatchers::default(),
+        );
         let client = client_id.client_config(
             vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()],
-            vec![],
+            SanMatchers::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -6,6 +6,8 @@
 //! serves over ADS (Istio's gateway `credentialName`: `kubernetes://NAME` and
 //! `kubernetes://NAME-cacert`, read at every handshake from [`crate::sds`]).
 
+use crate::identity::san::SanMatchers;
+use crate::identity::verify::SanChecked;
 use crate::sds::handshake::{ClientAuth, Named};
 use crate::sds::Secrets;
 use crate::CompileError;
@@ -176,7 +178,15 @@ fn server_config(ctx: &DownstreamTlsContext) -> Result<DownstreamTls, CompileErr
                 verifier.allow_unauthenticated().build()
             }
             .map_err(|e| CompileError::new(field, e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
+            let sans = SanMatchers::compile(v).map_err(|e| e.within(&at("validation_context")))?;
+            if sans.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(SanChecked {
+                    inner: verifier,
+                    sans,
+                }))
+            }
         }
         Some(_) => {
             return Err(CompileError::new(
@@ -286,17 +296,17 @@ fn ads_secret(s: &SdsSecretConfig) -> Result<(), CompileError> {
     }
 }
 
-/// The CA secret and exact SANs of an SDS validation context (directly, or combined with a
+/// The CA secret and SAN matchers of an SDS validation context (directly, or combined with a
 /// default context as Istio writes it when the Gateway lists `subjectAltNames`).
 fn ads_validation(
     common: &CommonTlsContext,
-) -> Result<Option<(String, Vec<String>)>, CompileError> {
+) -> Result<Option<(String, SanMatchers)>, CompileError> {
     use common_tls_context::ValidationContextType as V;
     match &common.validation_context_type {
         None => Ok(None),
         Some(V::ValidationContextSdsSecretConfig(s)) => {
             ads_secret(s).map_err(|e| e.within("validation_context_sds_secret_config"))?;
-            Ok(Some((s.name.clone(), Vec::new())))
+            Ok(Some((s.name.clone(), SanMatchers::default())))
         }
         Some(V::CombinedValidationContext(c)) => {
             let at = |f: &str| format!("combined_validation_context.{f}");
@@ -320,9 +330,9 @@ fn ads_validation(
     }
 }
 
-/// The exact SANs of a default validation context; the checks this proxy does not implement
+/// The SAN matchers of a default validation context; the checks this proxy does not implement
 /// are refused rather than skipped.
-fn default_context(v: &CertificateValidationContext) -> Result<Vec<String>, CompileError> {
+fn default_context(v: &CertificateValidationContext) -> Result<SanMatchers, CompileError> {
     for (field, set) in [
         (
             "verify_certificate_spki",
@@ -332,10 +342,6 @@ fn default_context(v: &CertificateValidationContext) -> Result<Vec<String>, Comp
             "verify_certificate_hash",
             !v.verify_certificate_hash.is_empty(),
         ),
-        (
-            "match_typed_subject_alt_names",
-            !v.match_typed_subject_alt_names.is_empty(),
-        ),
         ("trusted_ca", v.trusted_ca.is_some()),
         ("crl", v.crl.is_some()),
     ] {
@@ -343,25 +349,7 @@ fn default_context(v: &CertificateValidationContext) -> Result<Vec<String>, Comp
             return Err(CompileError::new(field, "is not supported"));
         }
     }
-    exact_sans(v)
-}
-
-/// `match_subject_alt_names`, exact matches only.
-fn exact_sans(v: &CertificateValidationContext) -> Result<Vec<String>, CompileError> {
-    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
-    #[allow(deprecated)]
-    let matchers = &v.match_subject_alt_names;
-    matchers
-        .iter()
-        .enumerate()
-        .map(|(i, m)| match &m.match_pattern {
-            Some(MatchPattern::Exact(s)) => Ok(s.clone()),
-            _ => Err(CompileError::new(
-                format!("match_subject_alt_names[{i}]"),
-                "only exact matches are supported",
-            )),
-        })
-        .collect()
+    SanMatchers::compile(v)
 }
 
 /// Istio's inbound mTLS: the workload certificate (SDS `default`) and, when a validation
@@ -407,7 +395,7 @@ fn workload_server_config(
             ))
         }
     };
-    let mut sans = Vec::new();
+    let mut sans = SanMatchers::default();
     let verify = match &common.validation_context_type {
         None => false,
         Some(common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
@@ -422,7 +410,7 @@ fn workload_server_config(
                 .ok_or_else(|| CompileError::new(field.clone(), "is required"))?;
             root(&s.name, format!("{field}.name"))?;
             if let Some(v) = &c.default_validation_context {
-                sans = exact_sans(v).map_err(|e| {
+                sans = default_context(v).map_err(|e| {
                     e.within(&at(
                         "combined_validation_context.default_validation_context",
                     ))
@@ -515,11 +503,105 @@ mod tests {
         assert!(err.contains("no certificate in the PEM data"), "{err}");
     }
 
+    /// istiod's inbound mTLS chain: the workload certificate, clients checked against `ROOTCA`
+    /// and the mesh's trust domain.
+    #[test]
+    fn istiod_inbound_mtls_compiles() {
+        use crate::sds::tests::sds;
+        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+        use envoy_types::pb::google::protobuf::BoolValue;
+        #[allow(deprecated)]
+        let trust_domain = CertificateValidationContext {
+            match_subject_alt_names: vec![StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                    "spiffe://cluster.local/".into(),
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ctx = DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificate_sds_secret_configs: vec![sds(crate::identity::DEFAULT_SECRET)],
+                validation_context_type: Some(
+                    common_tls_context::ValidationContextType::CombinedValidationContext(
+                        common_tls_context::CombinedCertificateValidationContext {
+                            default_validation_context: Some(trust_domain),
+                            validation_context_sds_secret_config: Some(sds(
+                                crate::identity::ROOT_SECRET,
+                            )),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }),
+            require_client_certificate: Some(BoolValue { value: true }),
+            ..Default::default()
+        };
+        let tls = downstream(&socket(&ctx)).expect("compiles").expect("TLS");
+        assert!(tls.sds_names.is_empty());
+    }
+
+    /// A listener with its own certificate and an inline validation context (Capstan's gateway
+    /// MUTUAL with file certificates): clients are checked against the CA and the SANs.
+    #[tokio::test]
+    async fn inline_validation_checks_client_sans() {
+        use crate::identity::tests::TestCa;
+        use crate::sds::tests::{client, handshake, inline, server_cert, CLIENT_A, CLIENT_B};
+        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+        let (gateway, clients) = (TestCa::new("gateway"), TestCa::new("clients"));
+        let cert = server_cert(&gateway);
+        #[allow(deprecated)]
+        let ctx = DownstreamTlsContext {
+            common_tls_context: Some(CommonTlsContext {
+                tls_certificates: vec![TlsCertificate {
+                    certificate_chain: inline(&cert.0),
+                    private_key: inline(&cert.1),
+                    ..Default::default()
+                }],
+                validation_context_type: Some(
+                    common_tls_context::ValidationContextType::ValidationContext(
+                        CertificateValidationContext {
+                            trusted_ca: inline(&clients.root_pem),
+                            match_subject_alt_names: vec![StringMatcher {
+                                match_pattern: Some(string_matcher::MatchPattern::Suffix(
+                                    "/sa/a".into(),
+                                )),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let tls = downstream(&socket(&ctx)).expect("compiles").expect("TLS");
+        let a = clients.issue(CLIENT_A);
+        handshake(tls.config.clone(), client(&gateway.root_pem, Some(&a)))
+            .await
+            .expect("client a");
+        let err = handshake(
+            tls.config.clone(),
+            client(&gateway.root_pem, Some(&clients.issue(CLIENT_B))),
+        )
+        .await
+        .expect_err("client b matches no SAN");
+        assert!(err.contains("match none of"), "{err}");
+    }
+
     #[test]
     fn sds_shapes_this_proxy_cannot_serve_are_refused() {
         use crate::sds::tests::{gateway_context, sds};
         use envoy_types::pb::envoy::config::core::v3::{ApiConfigSource, ConfigSource};
-        use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+        use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+            subject_alt_name_matcher, SubjectAltNameMatcher,
+        };
+        use envoy_types::pb::envoy::r#type::matcher::v3::{
+            string_matcher, RegexMatcher, StringMatcher,
+        };
         use envoy_types::pb::google::protobuf::BoolValue;
         type V = common_tls_context::ValidationContextType;
         let gateway = |f: fn(&mut CommonTlsContext)| {
@@ -583,11 +665,44 @@ mod tests {
                 DownstreamTlsContext {
                     common_tls_context: Some(CommonTlsContext {
                         validation_context_type: Some(combined(CertificateValidationContext {
-                            match_subject_alt_names: vec![StringMatcher {
-                                match_pattern: Some(string_matcher::MatchPattern::Prefix(
-                                    "spiffe://".into(),
-                                )),
-                                ..Default::default()
+                            match_subject_alt_names: vec![
+                                StringMatcher {
+                                    match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                                        "spiffe://".into(),
+                                    )),
+                                    ..Default::default()
+                                },
+                                StringMatcher {
+                                    match_pattern: Some(string_matcher::MatchPattern::SafeRegex(
+                                        RegexMatcher {
+                                            regex: "(unclosed".into(),
+                                            ..Default::default()
+                                        },
+                                    )),
+                                    ..Default::default()
+                                },
+                            ],
+                            ..Default::default()
+                        })),
+                        ..gateway(|_| {}).common_tls_context.unwrap_or_default()
+                    }),
+                    ..Default::default()
+                },
+                format!("{at}.combined_validation_context.default_validation_context.match_subject_alt_names[1].safe_regex.regex: invalid regex"),
+            ),
+            (
+                DownstreamTlsContext {
+                    common_tls_context: Some(CommonTlsContext {
+                        validation_context_type: Some(combined(CertificateValidationContext {
+                            match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
+                                san_type: subject_alt_name_matcher::SanType::OtherName as i32,
+                                matcher: Some(StringMatcher {
+                                    match_pattern: Some(string_matcher::MatchPattern::Exact(
+                                        "user@example.com".into(),
+                                    )),
+                                    ..Default::default()
+                                }),
+                                oid: "1.3.6.1.4.1.311.20.2.3".into(),
                             }],
                             ..Default::default()
                         })),
@@ -595,7 +710,7 @@ mod tests {
                     }),
                     ..Default::default()
                 },
-                format!("{at}.combined_validation_context.default_validation_context.match_subject_alt_names[0]: only exact matches are supported"),
+                format!("{at}.combined_validation_context.default_validation_context.match_typed_subject_alt_names[0].san_type: OTHER_NAME is not supported"),
             ),
             (
                 DownstreamTlsContext {

@@ -156,3 +156,37 @@ async fn discovery_in_kubernetes_keeps_its_root_publishes_it_and_checks_tokens()
     );
     Ok(())
 }
+
+/// With a plugged-in CA (`--cacerts`), `istio-ca-root-cert` carries the trust bundle and
+/// follows it: a root added to `root-cert.pem` reaches every namespace without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn istio_ca_root_cert_follows_a_cacerts_root_rotation() -> Result<()> {
+    let Some(ctx) = context("discovery-ca-kube-rotation")? else {
+        return Ok(());
+    };
+    let kube = PrivateKube::start("discovery-ca-rotation", &[])?;
+    for ns in ["istio-system", "alpha"] {
+        kube.kubectl(&["create", "namespace", ns])?;
+    }
+    let (old_root, new_root) = (TestCa::root("old root")?, TestCa::root("new root")?);
+    let old_ca = old_root.intermediate("old intermediate")?;
+    let cacerts = ctx.scratch.join("cacerts");
+    write_cacerts(&cacerts, &old_ca, &old_root, &old_root.pem)?;
+    let kubeconfig = kube.kubeconfig().display().to_string();
+    let cacerts_arg = cacerts.display().to_string();
+    let _server = Discovery::start(
+        &ctx.scratch,
+        "discovery",
+        &["--kubeconfig", &kubeconfig, "--cacerts", &cacerts_arg],
+    )?;
+    wait_published(&kube, "alpha", &old_root.pem)?;
+
+    let both = format!("{}{}", old_root.pem, new_root.pem);
+    put_cacert(&cacerts, "root-cert.pem", &both)?;
+    for ns in ["alpha", "default"] {
+        wait_published(&kube, ns, &both)?;
+    }
+    kube.kubectl(&["create", "namespace", "beta"])?;
+    wait_published(&kube, "beta", &both)?;
+    Ok(())
+}

@@ -5,21 +5,19 @@
 //! to the proxy's config store. Every rejection is listed, by resource and field; none may
 //! remain.
 
-use anyhow::{bail, ensure, Context, Result};
+mod xds_fetch;
+
+use anyhow::{ensure, Context, Result};
 use capstan_e2e::istiod::Istiod;
 use capstan_e2e::private_kube::PrivateKube;
 use capstan_proxy::resources::{ResourceSink, Update, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use capstan_proxy::stats::Stats;
 use capstan_proxy::store::Store;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-};
-use envoy_types::pb::google::protobuf::{value::Kind, Struct, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use xds_fetch::{fetch_all, Wants};
 
 const SAMPLES: [&str; 6] = [
     "bookinfo/bookinfo-gateway.yaml",
@@ -31,7 +29,7 @@ const SAMPLES: [&str; 6] = [
 ];
 
 /// Rejections of istiod's xDS the proxy still has, by a fragment of the error, and why.
-const KNOWN_GAPS: [(&str, &str); 3] = [
+const KNOWN_GAPS: [(&str, &str); 2] = [
     (
         "typed_config.upgrade_configs: is not supported",
         "WebSocket upgrades (istiod enables `websocket` on every HTTP connection manager)",
@@ -39,10 +37,6 @@ const KNOWN_GAPS: [(&str, &str); 3] = [
     (
         "typed_dns_resolver_config: not supported",
         "the c-ares resolver config of DNS clusters (the proxy uses the system resolver)",
-    ),
-    (
-        "match_subject_alt_names[0]: only exact matches are supported",
-        "istiod's inbound mTLS checks the peer's trust domain with a SAN prefix match",
     ),
 ];
 
@@ -60,100 +54,22 @@ fn services_yaml() -> String {
     out
 }
 
-fn metadata(fields: &[(&str, Value)]) -> Struct {
-    Struct {
-        fields: fields
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
+/// Learns the EDS and RDS names from a scratch proxy store (it accepts what it can).
+struct StoreWants(Arc<Store>);
+
+impl Wants for StoreWants {
+    fn offer(&mut self, type_url: &'static str, update: &Update) {
+        let _ = self.0.apply(type_url, vec![update.clone()], &[], false);
+    }
+    fn wanted(&self, type_url: &'static str) -> BTreeSet<String> {
+        self.0.wanted(type_url).into_iter().collect()
     }
 }
 
-fn string(s: &str) -> Value {
-    Value {
-        kind: Some(Kind::StringValue(s.into())),
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Value {
-    Value {
-        kind: Some(Kind::StructValue(metadata(
-            &pairs
-                .iter()
-                .map(|(k, v)| (*k, string(v)))
-                .collect::<Vec<_>>(),
-        ))),
-    }
-}
-
-/// Everything istiod sends `node`, by type then name: CDS and LDS wildcard, then the EDS and
-/// RDS names the store says the clusters and listeners need, until nothing new is wanted.
-async fn fetch_all(port: u16, node: Node) -> Result<BTreeMap<&'static str, Vec<Update>>> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
-        .connect()
-        .await?;
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
-    let subscribe =
-        |type_url: &str, names: Vec<String>, node: Option<Node>| DeltaDiscoveryRequest {
-            node,
-            type_url: type_url.into(),
-            resource_names_subscribe: names,
-            ..DeltaDiscoveryRequest::default()
-        };
-    // Queued before the call: grpc-go sends the response headers with the first response,
-    // which istiod sends only after the first request.
-    tx.send(subscribe(CLUSTER, vec![], Some(node)))?;
-    tx.send(subscribe(LISTENER, vec![], None))?;
-    let call =
-        client.delta_aggregated_resources(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
-    let mut stream = tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .context("istiod did not answer within 20 s")??
-        .into_inner();
-    // A scratch store only to learn the EDS and RDS names (it accepts what it can).
-    let scratch = Store::new(Arc::new(Stats::default()));
-    let mut got: BTreeMap<&'static str, BTreeMap<String, Update>> = BTreeMap::new();
-    let mut asked: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(3), stream.message()).await;
-        let resp: DeltaDiscoveryResponse = match next {
-            Err(_) => break, // quiet: everything asked for has arrived
-            Ok(r) => r?.context("istiod closed the stream")?,
-        };
-        ensure!(Instant::now() < deadline, "istiod kept sending for 60 s");
-        let Some(type_url) = [CLUSTER, ENDPOINT, LISTENER, ROUTE]
-            .into_iter()
-            .find(|t| *t == resp.type_url)
-        else {
-            bail!("unexpected type {}", resp.type_url);
-        };
-        tx.send(DeltaDiscoveryRequest {
-            type_url: resp.type_url.clone(),
-            response_nonce: resp.nonce.clone(),
-            ..DeltaDiscoveryRequest::default()
-        })?;
-        for r in resp.resources {
-            let u = Update {
-                name: r.name.clone(),
-                version: r.version.clone(),
-                resource: r.resource.context("a resource without a body")?,
-            };
-            let _ = scratch.apply(type_url, vec![u.clone()], &[], false);
-            got.entry(type_url).or_default().insert(r.name, u);
-        }
-        for wanted in [ENDPOINT, ROUTE] {
-            let names: BTreeSet<String> = scratch.wanted(wanted).into_iter().collect();
-            let seen = asked.entry(wanted).or_default();
-            let new: Vec<String> = names.difference(seen).cloned().collect();
-            if !new.is_empty() {
-                seen.extend(new.iter().cloned());
-                tx.send(subscribe(wanted, new, None))?;
-            }
-        }
-    }
+/// Everything istiod sends `node`, by type.
+async fn fetch(port: u16, node: Node) -> Result<BTreeMap<&'static str, Vec<Update>>> {
+    let mut wants = StoreWants(Store::new(Arc::new(Stats::default())));
+    let got = fetch_all(port, node, Duration::from_secs(3), &mut wants).await?;
     Ok(got
         .into_iter()
         .map(|(t, m)| (t, m.into_values().collect()))
@@ -221,33 +137,22 @@ async fn capstan_proxy_accepts_what_istiod_sends_a_sidecar_and_a_gateway() -> Re
     // istiod debounces (100 ms) and then pushes: let it see everything first.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let common = |ns: &str, l: &[(&str, &str)]| {
-        metadata(&[
-            ("NAMESPACE", string(ns)),
-            ("ISTIO_VERSION", string("1.28.0")),
-            ("CLUSTER_ID", string("Kubernetes")),
-            ("INTERCEPTION_MODE", string("REDIRECT")),
-            ("LABELS", labels(l)),
-        ])
-    };
     let nodes = [
-        Node {
-            id: "sidecar~10.9.0.3~reviews-v1-0.bookinfo~bookinfo.svc.cluster.local".into(),
-            metadata: Some(common("bookinfo", &[("app", "reviews"), ("version", "v1")])),
-            ..Node::default()
-        },
-        Node {
-            id:
-                "router~10.9.0.9~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local"
-                    .into(),
-            metadata: Some(common("istio-system", &[("istio", "ingressgateway")])),
-            ..Node::default()
-        },
+        xds_fetch::node(
+            "sidecar~10.9.0.3~reviews-v1-0.bookinfo~bookinfo.svc.cluster.local",
+            "bookinfo",
+            &[("app", "reviews"), ("version", "v1")],
+        ),
+        xds_fetch::node(
+            "router~10.9.0.9~istio-ingressgateway-0.istio-system~istio-system.svc.cluster.local",
+            "istio-system",
+            &[("istio", "ingressgateway")],
+        ),
     ];
     let mut report = Vec::new();
     for node in nodes {
         let id = node.id.clone();
-        let all = fetch_all(istiod.grpc_port, node)
+        let all = fetch(istiod.grpc_port, node)
             .await
             .with_context(|| istiod.tail())?;
         let counts: Vec<String> = all

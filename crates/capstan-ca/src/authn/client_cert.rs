@@ -10,6 +10,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::{verify_chain, AuthError, Authenticator, Caller};
 use crate::authority::CertificateAuthority;
+use crate::current::CurrentCa;
 use crate::identity::Identity;
 
 /// Accepts callers whose client certificate chains to the CA's roots and names SPIFFE
@@ -17,9 +18,21 @@ use crate::identity::Identity;
 #[derive(Debug, Clone)]
 pub struct ClientCertAuthenticator {
     trust_domain: String,
-    roots: Vec<CertificateDer<'static>>,
-    /// The CA's own intermediates, so a client that sends only its leaf still verifies.
-    intermediates: Vec<CertificateDer<'static>>,
+    trust: Trust,
+}
+
+/// What chains are verified against.
+#[derive(Debug, Clone)]
+enum Trust {
+    Fixed {
+        roots: Vec<CertificateDer<'static>>,
+        /// The CA's own intermediates, so a client that sends only its leaf still verifies.
+        intermediates: Vec<CertificateDer<'static>>,
+    },
+    /// The trust bundle and intermediates of the CA in force at each call: a certificate
+    /// issued under a root that is being rotated out still authenticates while the bundle
+    /// keeps that root.
+    Current(CurrentCa),
 }
 
 impl ClientCertAuthenticator {
@@ -32,8 +45,18 @@ impl ClientCertAuthenticator {
     ) -> Self {
         Self {
             trust_domain: trust_domain.into(),
-            roots,
-            intermediates,
+            trust: Trust::Fixed {
+                roots,
+                intermediates,
+            },
+        }
+    }
+
+    /// An authenticator trusting what the CA in force at each call trusts.
+    pub fn for_current(ca: CurrentCa) -> Self {
+        Self {
+            trust_domain: ca.get().trust_domain().to_owned(),
+            trust: Trust::Current(ca),
         }
     }
 
@@ -55,9 +78,20 @@ impl ClientCertAuthenticator {
         let Some((leaf, presented)) = chain.split_first() else {
             return Err(AuthError::Absent("no client certificate presented".into()));
         };
+        let current;
+        let (roots, own) = match &self.trust {
+            Trust::Fixed {
+                roots,
+                intermediates,
+            } => (roots.as_slice(), intermediates.as_slice()),
+            Trust::Current(ca) => {
+                current = ca.get();
+                (current.roots(), current.intermediates())
+            }
+        };
         let mut intermediates: Vec<CertificateDer<'_>> = presented.to_vec();
-        intermediates.extend(self.intermediates.iter().cloned());
-        verify_chain(leaf, &intermediates, &self.roots, now).map_err(|e| {
+        intermediates.extend(own.iter().cloned());
+        verify_chain(leaf, &intermediates, roots, now).map_err(|e| {
             AuthError::Rejected(format!(
                 "client certificate does not verify against the CA root: {e}"
             ))
@@ -113,7 +147,7 @@ impl Authenticator for ClientCertAuthenticator {
 mod tests {
     use super::*;
     use crate::test_support::{csr, id, raw_leaf, self_signed_ca, testdata, uri};
-    use crate::{CaOptions, CertificateAuthority};
+    use crate::{CaOptions, CaSecret, CertificateAuthority};
     use std::time::Duration;
     use time::OffsetDateTime;
 
@@ -250,5 +284,55 @@ mod tests {
             auth.identities_at(&[mixed], UnixTime::now()).unwrap(),
             vec![id("a", "b")]
         );
+    }
+
+    /// Through a root switch the authenticator follows the CA in force: a certificate
+    /// issued under the old root keeps authenticating while the trust bundle keeps that root,
+    /// and one issued under the new root authenticates at once, even with both roots named
+    /// alike (a rotation that reuses the subject).
+    #[test]
+    fn follows_the_current_ca_through_a_root_switch() {
+        use crate::test_support::TestRoot;
+        let (old, new) = (TestRoot::new("root"), TestRoot::new("root"));
+        let first = old.intermediate("intermediate");
+        let before =
+            CertificateAuthority::from_secret(&first, "first", CaOptions::default()).unwrap();
+        let (versions, current) = CurrentCa::channel(std::sync::Arc::new(before));
+        let auth = ClientCertAuthenticator::for_current(current.clone());
+        let caller = id("bookinfo", "ratings");
+        let issue = |ca: &CertificateAuthority| {
+            let chain = ca
+                .sign(&csr("spiffe://x").1, std::slice::from_ref(&caller), 0)
+                .unwrap();
+            chain_of(&chain[..chain.len() - 1])
+        };
+        let old_leaf = issue(&current.get());
+        assert!(auth.identities_at(&old_leaf, UnixTime::now()).is_ok());
+
+        // One step: new intermediate, only the new root listed.
+        let second = CaSecret {
+            root_cert: new.pem(),
+            ..new.intermediate("intermediate 2")
+        };
+        let after = CertificateAuthority::from_secret(&second, "second", CaOptions::default())
+            .unwrap()
+            .succeeding(&current.get(), std::time::SystemTime::now());
+        versions.send_replace(std::sync::Arc::new(after));
+        let new_leaf = issue(&current.get());
+        assert_eq!(
+            auth.identities_at(&new_leaf, UnixTime::now()).unwrap(),
+            vec![caller.clone()]
+        );
+        assert_eq!(
+            auth.identities_at(&old_leaf, UnixTime::now()).unwrap(),
+            vec![caller.clone()],
+            "the old root is retained"
+        );
+        // A fixed snapshot of the new CA without history trusts the new root only.
+        let fresh =
+            CertificateAuthority::from_secret(&second, "fresh", CaOptions::default()).unwrap();
+        assert!(ClientCertAuthenticator::for_ca(&fresh)
+            .identities_at(&old_leaf, UnixTime::now())
+            .is_err());
     }
 }

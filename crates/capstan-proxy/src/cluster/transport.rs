@@ -5,6 +5,8 @@
 //! served by the proxy's own [`crate::identity`]; file certificates are read at compile time.
 
 use super::compile::err;
+use crate::identity::san::SanMatchers;
+use crate::identity::verify::SanChecked;
 use crate::identity::{Identity, DEFAULT_SECRET, ROOT_SECRET};
 use crate::CompileError;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -12,7 +14,6 @@ use envoy_types::pb::envoy::config::core::v3::{data_source, transport_socket, Tr
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, UpstreamTlsContext,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use prost::Message;
 use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
@@ -43,8 +44,9 @@ pub struct TlsSpec {
     /// Trusted roots (`None`: the server is not verified, as Envoy without a validation
     /// context).
     pub roots: Option<Source>,
-    /// Accepted subject alternative names (exact; empty: any).
-    pub sans: Vec<String>,
+    /// The server's accepted subject alternative names (empty: any). With PEM roots they are
+    /// checked on top of rustls's WebPKI verification, which also checks the SNI.
+    pub sans: SanMatchers,
 }
 
 /// One `transport_socket_matches` entry: criteria and the socket (None: plaintext).
@@ -169,31 +171,23 @@ fn sds_name(name: &str, want: &str, field: &str) -> Result<(), CompileError> {
     }
 }
 
-#[allow(deprecated)] // match_subject_alt_names: what Istio sends
-fn sans(v: &CertificateValidationContext, field: &str) -> Result<Vec<String>, CompileError> {
-    let mut out = Vec::new();
-    for (i, m) in v.match_subject_alt_names.iter().enumerate() {
-        match &m.match_pattern {
-            Some(MatchPattern::Exact(s)) if !m.ignore_case => out.push(s.clone()),
-            _ => {
-                return Err(err(
-                    &format!("{field}.match_subject_alt_names[{i}]"),
-                    "only exact, case-sensitive matches are supported",
-                ))
-            }
+/// The SAN matchers of a validation context; SPKI and hash pinning are refused, not skipped.
+fn sans(v: &CertificateValidationContext, field: &str) -> Result<SanMatchers, CompileError> {
+    for (name, set) in [
+        (
+            "verify_certificate_spki",
+            !v.verify_certificate_spki.is_empty(),
+        ),
+        (
+            "verify_certificate_hash",
+            !v.verify_certificate_hash.is_empty(),
+        ),
+    ] {
+        if set {
+            return Err(err(&format!("{field}.{name}"), "is not supported"));
         }
     }
-    #[allow(deprecated)]
-    if !v.match_typed_subject_alt_names.is_empty()
-        || !v.verify_certificate_spki.is_empty()
-        || !v.verify_certificate_hash.is_empty()
-    {
-        return Err(err(
-            field,
-            "typed SAN, SPKI and hash matches are not supported",
-        ));
-    }
-    Ok(out)
+    SanMatchers::compile(v).map_err(|e| e.within(field))
 }
 
 fn tls(ctx: &UpstreamTlsContext) -> Result<TlsSpec, CompileError> {
@@ -231,7 +225,7 @@ fn tls(ctx: &UpstreamTlsContext) -> Result<TlsSpec, CompileError> {
     };
     use common_tls_context::ValidationContextType as V;
     let (roots, sans) = match &common.validation_context_type {
-        None => (None, Vec::new()),
+        None => (None, SanMatchers::default()),
         Some(V::ValidationContext(v)) => {
             let field = at("validation_context");
             let roots = match &v.trusted_ca {
@@ -241,7 +235,15 @@ fn tls(ctx: &UpstreamTlsContext) -> Result<TlsSpec, CompileError> {
                 )?)),
                 None => None,
             };
-            (roots, sans(v, &field)?)
+            let sans = sans(v, &field)?;
+            if roots.is_none() && !sans.is_empty() {
+                // As Envoy: SANs prove nothing about a certificate no root vouches for.
+                return Err(err(
+                    &field,
+                    "SAN matchers need trusted_ca: checking SANs of an unverified certificate is insecure",
+                ));
+            }
+            (roots, sans)
         }
         Some(V::ValidationContextSdsSecretConfig(s)) => {
             sds_name(
@@ -249,7 +251,7 @@ fn tls(ctx: &UpstreamTlsContext) -> Result<TlsSpec, CompileError> {
                 ROOT_SECRET,
                 &at("validation_context_sds_secret_config.name"),
             )?;
-            (Some(Source::Workload), Vec::new())
+            (Some(Source::Workload), SanMatchers::default())
         }
         Some(V::CombinedValidationContext(c)) => {
             let field = at("combined_validation_context");
@@ -269,7 +271,7 @@ fn tls(ctx: &UpstreamTlsContext) -> Result<TlsSpec, CompileError> {
             )?;
             let sans = match &c.default_validation_context {
                 Some(v) => sans(v, &format!("{field}.default_validation_context"))?,
-                None => Vec::new(),
+                None => SanMatchers::default(),
             };
             (Some(Source::Workload), sans)
         }
@@ -338,7 +340,22 @@ pub fn connector(spec: &TlsSpec) -> Result<Connector, String> {
                             .add(c.map_err(|e| format!("trusted_ca: {e}"))?)
                             .map_err(|e| format!("trusted_ca: {e}"))?;
                     }
-                    builder.with_root_certificates(store)
+                    if spec.sans.is_empty() {
+                        builder.with_root_certificates(store)
+                    } else {
+                        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                            Arc::new(store),
+                            provider.clone(),
+                        )
+                        .build()
+                        .map_err(|e| format!("trusted_ca: {e}"))?;
+                        builder
+                            .dangerous()
+                            .with_custom_certificate_verifier(Arc::new(SanChecked {
+                                inner: webpki,
+                                sans: spec.sans.clone(),
+                            }))
+                    }
                 }
                 _ => builder
                     .dangerous()
@@ -399,3 +416,7 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+#[path = "transport_tests.rs"]
+mod tests;

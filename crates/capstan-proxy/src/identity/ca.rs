@@ -4,6 +4,12 @@
 //! install the returned chain. Rotates at half the certificate's lifetime (pilot-agent's
 //! `SECRET_GRACE_PERIOD_RATIO` 0.5); failures retry with backoff while the current certificate
 //! keeps serving.
+//!
+//! The trusted roots (`ROOTCA`) are the trust bundle the CA's last response ended with plus
+//! the mounted root file (the `istio-ca-root-cert` ConfigMap), which is re-read when it
+//! changes, as pilot-agent does since Istio 1.13: during a CA root rotation either source may
+//! learn the new root first, and new handshakes trust it at once, without a renewal and
+//! without touching established connections.
 
 use super::{Identity, Material};
 use capstan_ca_proto::{certificate_request, CertificateClient};
@@ -31,8 +37,14 @@ pub struct CaOptions {
     pub ttl: Duration,
 }
 
+/// How often the mounted root file is compared with what was last read.
+const ROOTS_POLL: Duration = Duration::from_secs(1);
+
 /// A TLS client configuration trusting `roots` (PEM) for the control plane's serving
 /// certificate, presenting the workload certificate when there is one; ALPN h2 for gRPC.
+/// The workload's current `ROOTCA` is trusted too: the control plane's certificate comes
+/// from the mesh CA, and through a root rotation the CA's response may carry the new root
+/// before the mounted file does.
 pub fn control_plane_tls(
     roots_pem: &[u8],
     identity: Option<Arc<Identity>>,
@@ -41,6 +53,13 @@ pub fn control_plane_tls(
     for c in CertificateDer::pem_slice_iter(roots_pem) {
         let c = c.map_err(|e| format!("root certificate: {e}"))?;
         roots.add(c).map_err(|e| format!("root certificate: {e}"))?;
+    }
+    if let Some(m) = identity.as_ref().and_then(|i| i.current()) {
+        for root in &m.roots {
+            // Checked when the material was installed; one that webpki still refuses as an
+            // anchor would only fail to help.
+            let _ = roots.add(root.clone());
+        }
     }
     if roots.is_empty() {
         return Err("no root certificate for the control plane".into());
@@ -104,8 +123,31 @@ pub fn csr(spiffe: &str) -> Result<(String, String), String> {
     ))
 }
 
-/// Asks the CA once; returns the installed material's lifetime.
-pub async fn fetch(opts: &CaOptions, identity: &Arc<Identity>) -> Result<Material, String> {
+/// A certificate from the CA: the chain, the key generated for it, and the trust bundle.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// PEM: the leaf, then the intermediates.
+    pub chain_pem: String,
+    /// PEM: the private key, generated here.
+    pub key_pem: String,
+    /// PEM: the roots the response ended with (istiod's last entry: its whole root bundle,
+    /// both roots during a rotation).
+    pub bundle_pem: String,
+}
+
+impl Issued {
+    /// The identity to install: the issued chain and key, trusting the response's bundle and
+    /// the mounted roots `mounted_pem` (`ROOTCA`).
+    pub fn material(&self, mounted_pem: &[u8]) -> Result<Material, String> {
+        let mut roots = self.bundle_pem.clone().into_bytes();
+        roots.push(b'\n');
+        roots.extend_from_slice(mounted_pem);
+        Material::from_pem(self.chain_pem.as_bytes(), self.key_pem.as_bytes(), &roots)
+    }
+}
+
+/// Asks the CA once for a certificate for `opts.spiffe`.
+pub async fn fetch(opts: &CaOptions, identity: &Arc<Identity>) -> Result<Issued, String> {
     let roots_pem =
         std::fs::read(&opts.root_cert).map_err(|e| format!("{}: {e}", opts.root_cert.display()))?;
     let tls = control_plane_tls(&roots_pem, Some(identity.clone()))?;
@@ -119,7 +161,7 @@ pub async fn fetch(opts: &CaOptions, identity: &Arc<Identity>) -> Result<Materia
         ),
         None => None,
     };
-    let (csr, key) = csr(&opts.spiffe)?;
+    let (csr, key_pem) = csr(&opts.spiffe)?;
     let request = certificate_request(csr, opts.ttl.as_secs() as i64, token.as_deref())
         .map_err(|e| e.message().to_string())?;
     let response = CertificateClient::new(channel)
@@ -128,16 +170,16 @@ pub async fn fetch(opts: &CaOptions, identity: &Arc<Identity>) -> Result<Materia
         .map_err(|e| format!("CreateCertificate: {:?}: {}", e.code(), e.message()))?
         .into_inner();
     let chain = response.cert_chain;
-    let (root, leaf_and_intermediates) = match chain.split_last() {
+    let (bundle_pem, chain_pem) = match chain.split_last() {
         Some((root, rest)) if !rest.is_empty() => (root.clone(), rest.join("\n")),
         Some((only, _)) => (String::new(), only.clone()),
         None => return Err("the CA returned an empty chain".into()),
     };
-    // ROOTCA: the chain's root and the trusted mesh roots (the same in a self-signed mesh).
-    let mut roots = root.into_bytes();
-    roots.push(b'\n');
-    roots.extend_from_slice(&roots_pem);
-    Material::from_pem(leaf_and_intermediates.as_bytes(), key.as_bytes(), &roots)
+    Ok(Issued {
+        chain_pem,
+        key_pem,
+        bundle_pem,
+    })
 }
 
 /// When to renew: half-way through the certificate's life, not sooner than in a second.
@@ -152,23 +194,106 @@ pub fn renew_in(m: &Material, now: SystemTime) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-/// Keeps `identity` supplied from the CA until the task is dropped.
+/// Keeps `identity` supplied from the CA until the task is dropped: renews at half-life
+/// (with backoff after a failure), and re-installs the roots when the mounted file changes.
 pub async fn run(opts: CaOptions, identity: Arc<Identity>) {
     let mut backoff = Duration::from_millis(500);
+    let mut renew_at = tokio::time::Instant::now();
+    let mut issued: Option<Issued> = None;
+    // The mounted roots as last read; an unreadable file keeps the last content (kubelet
+    // replaces a ConfigMap volume's files by renaming a directory: a read may miss once).
+    let mut mounted = std::fs::read(&opts.root_cert).unwrap_or_default();
+    let mut poll = tokio::time::interval(ROOTS_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        match fetch(&opts, &identity).await {
-            Ok(m) => {
-                let wait = renew_in(&m, SystemTime::now());
-                identity.set(m);
-                backoff = Duration::from_millis(500);
-                tracing::info!(renew_in = ?wait, "workload certificate issued by the CA");
-                tokio::time::sleep(wait).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(renew_at) => {
+                match fetch(&opts, &identity).await.and_then(|new| Ok((new.material(&mounted)?, new))) {
+                    Ok((m, new)) => {
+                        let wait = renew_in(&m, SystemTime::now());
+                        identity.set(m);
+                        issued = Some(new);
+                        backoff = Duration::from_millis(500);
+                        renew_at = tokio::time::Instant::now() + wait;
+                        tracing::info!(renew_in = ?wait, "workload certificate issued by the CA");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, retry_in = ?backoff, "workload certificate request failed");
+                        renew_at = tokio::time::Instant::now() + backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, retry_in = ?backoff, "workload certificate request failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            _ = poll.tick() => {
+                let Ok(now) = std::fs::read(&opts.root_cert) else { continue };
+                if now == mounted {
+                    continue;
+                }
+                mounted = now;
+                let Some(current) = &issued else { continue };
+                match current.material(&mounted) {
+                    Ok(m) => identity.set_trust(m),
+                    Err(error) => tracing::error!(%error, path = %opts.root_cert.display(),
+                        "the changed root file is not usable; keeping the current roots"),
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::TestCa;
+    use crate::identity::verify;
+
+    const A: &str = "spiffe://cluster.local/ns/default/sa/a";
+
+    /// Whether a peer certificate from `ca` verifies against `m`'s roots.
+    fn trusts(m: &Material, ca: &TestCa) -> bool {
+        let (chain, _) = ca.issue(A);
+        let leaf = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        verify::chain(
+            &leaf,
+            &[],
+            &m.roots,
+            webpki::KeyUsage::client_auth(),
+            rustls_pki_types::UnixTime::now(),
+        )
+        .is_ok()
+    }
+
+    /// ROOTCA is the response's bundle and the mounted file together: during a root
+    /// rotation the new root counts as soon as either carries it.
+    #[test]
+    fn roots_are_the_response_bundle_and_the_mounted_file() {
+        let (old, new) = (TestCa::new("old"), TestCa::new("new"));
+        let (chain_pem, key_pem) = old.issue(A);
+        let issued = Issued {
+            chain_pem,
+            key_pem,
+            bundle_pem: old.root_pem.clone(),
+        };
+        let both = format!("{}{}", old.root_pem, new.root_pem);
+        let cases = [
+            ("no rotation", &issued.bundle_pem, &old.root_pem, 1, false),
+            ("the file first", &issued.bundle_pem, &both, 2, true),
+            ("the response first", &both, &old.root_pem, 2, true),
+        ];
+        for (name, bundle, mounted, roots, new_trusted) in cases {
+            let issued = Issued {
+                bundle_pem: bundle.clone(),
+                ..issued.clone()
+            };
+            let m = issued.material(mounted.as_bytes()).unwrap();
+            assert_eq!(m.roots.len(), roots, "{name}: each root once");
+            assert!(trusts(&m, &old), "{name}");
+            assert_eq!(trusts(&m, &new), new_trusted, "{name}");
+        }
+        let garbage = b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(issued.material(garbage).is_err());
     }
 }

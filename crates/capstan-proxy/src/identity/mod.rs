@@ -9,12 +9,14 @@
 
 pub mod ca;
 pub mod files;
+pub mod san;
 pub mod verify;
 
 use arc_swap::ArcSwapOption;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use san::SanMatchers;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -43,7 +45,16 @@ impl Material {
     /// Checks that the key matches the leaf and that the chain verifies against the roots.
     pub fn from_pem(chain: &[u8], key: &[u8], roots: &[u8]) -> Result<Material, String> {
         let chain = pem_certs(chain, "certificate chain")?;
-        let roots = pem_certs(roots, "root certificates")?;
+        let mut roots = pem_certs(roots, "root certificates")?;
+        // The same root from two sources (the CA's response and the mounted file) counts once.
+        let mut unique: Vec<CertificateDer<'static>> = Vec::with_capacity(roots.len());
+        roots.retain(|r| {
+            let new = !unique.contains(r);
+            if new {
+                unique.push(r.clone());
+            }
+            new
+        });
         let key = PrivateKeyDer::from_pem_slice(key)
             .map_err(|e| format!("private key: not a PEM private key: {e}"))?;
         let provider = rustls::crypto::ring::default_provider();
@@ -116,10 +127,18 @@ impl Identity {
 
     /// Installs new material: new handshakes use it from now on.
     pub fn set(&self, m: Material) {
-        tracing::info!(spiffe = ?m.spiffe, not_after = ?m.not_after, "workload certificate installed");
+        tracing::info!(spiffe = ?m.spiffe, not_after = ?m.not_after, roots = m.roots.len(), "workload certificate installed");
         self.current.store(Some(Arc::new(m)));
         self.rotations
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Installs material that differs from the current one only in its roots (the mounted
+    /// trust bundle changed): new handshakes verify peers against them; not a rotation.
+    pub fn set_trust(&self, m: Material) {
+        tracing::info!(roots = m.roots.len(), "trust bundle (ROOTCA) updated");
+        self.current.store(Some(Arc::new(m)));
         self.changed.notify_waiters();
     }
 
@@ -139,13 +158,14 @@ impl Identity {
         }
     }
 
-    /// A server configuration presenting the workload certificate and (when `require` or
-    /// `verify`) checking clients against the roots (Istio's inbound mTLS).
+    /// A server configuration presenting the workload certificate and checking client
+    /// certificates against the roots and `sans` (Istio's inbound mTLS); `require_client`
+    /// refuses clients without one.
     pub fn server_config(
         self: &Arc<Self>,
         alpn: Vec<Vec<u8>>,
         require_client: bool,
-        sans: Vec<String>,
+        sans: SanMatchers,
     ) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(verify::PeerVerifier::new(
@@ -164,12 +184,12 @@ impl Identity {
     }
 
     /// A client configuration presenting the workload certificate and verifying the server
-    /// against the roots and `sans` (SPIFFE ids; empty: any certificate from the roots), not
-    /// against the SNI: Istio's SNI names a cluster, not the peer.
+    /// against the roots and `sans` (empty: any certificate from the roots), not against the
+    /// SNI: Istio's SNI names a cluster, not the peer.
     pub fn client_config(
         self: &Arc<Self>,
         alpn: Vec<Vec<u8>>,
-        sans: Vec<String>,
+        sans: SanMatchers,
     ) -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(verify::PeerVerifier::new(

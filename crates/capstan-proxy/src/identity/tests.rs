@@ -1,3 +1,4 @@
+use super::san::SanMatchers;
 use super::*;
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, SanType,
@@ -162,8 +163,8 @@ async fn mutual_tls_sees_both_spiffe_ids_and_checks_sans() {
     a.set(ca.material(A));
     b.set(ca.material(B));
     let (server_saw, client_saw) = exchange(
-        b.server_config(vec![], true, vec![]),
-        a.client_config(vec![], vec![B.into()]),
+        b.server_config(vec![], true, SanMatchers::default()),
+        a.client_config(vec![], SanMatchers::exact([B])),
     )
     .await
     .unwrap();
@@ -172,12 +173,15 @@ async fn mutual_tls_sees_both_spiffe_ids_and_checks_sans() {
 
     // The client expects another identity: refused.
     let err = exchange(
-        b.server_config(vec![], true, vec![]),
-        a.client_config(vec![], vec!["spiffe://cluster.local/ns/x/sa/y".into()]),
+        b.server_config(vec![], true, SanMatchers::default()),
+        a.client_config(
+            vec![],
+            SanMatchers::exact(["spiffe://cluster.local/ns/x/sa/y"]),
+        ),
     )
     .await
     .unwrap_err();
-    assert!(err.contains("not one of"), "{err}");
+    assert!(err.contains("match none of"), "{err}");
 
     // A peer from another CA: refused by the server.
     let stranger = TestCa::new("other");
@@ -188,8 +192,71 @@ async fn mutual_tls_sees_both_spiffe_ids_and_checks_sans() {
     m.roots = b.current().unwrap().roots.clone();
     c.set(m);
     assert!(exchange(
-        b.server_config(vec![], true, vec![]),
-        c.client_config(vec![], vec![]),
+        b.server_config(vec![], true, SanMatchers::default()),
+        c.client_config(vec![], SanMatchers::default()),
+    )
+    .await
+    .is_err());
+}
+
+/// istiod's inbound mTLS checks only the peer's trust domain:
+/// `match_subject_alt_names: [{prefix: "spiffe://cluster.local/"}]`.
+#[tokio::test]
+async fn a_trust_domain_prefix_admits_the_mesh_and_refuses_other_domains() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::CertificateValidationContext;
+    use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+    use rustls::server::danger::ClientCertVerifier;
+    const FOREIGN: &str = "spiffe://other.domain/ns/default/sa/a";
+    #[allow(deprecated)]
+    let inbound = CertificateValidationContext {
+        match_subject_alt_names: vec![StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Prefix(
+                "spiffe://cluster.local/".into(),
+            )),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let sans = SanMatchers::compile(&inbound).expect("istiod's matcher compiles");
+    let ca = TestCa::new("mesh");
+    let server = Arc::new(Identity::default());
+    server.set(ca.material(B));
+
+    let verifier = verify::PeerVerifier::new(
+        server.clone(),
+        sans.clone(),
+        true,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    );
+    let leaf = |spiffe: &str| {
+        CertificateDer::from_pem_slice(ca.issue(spiffe).0.as_bytes()).expect("a PEM certificate")
+    };
+    let now = rustls_pki_types::UnixTime::now();
+    verifier
+        .verify_client_cert(&leaf(A), &[], now)
+        .expect("a peer of the trust domain");
+    let err = verifier
+        .verify_client_cert(&leaf(FOREIGN), &[], now)
+        .expect_err("a peer of another trust domain, though signed by the same roots")
+        .to_string();
+    assert!(err.contains(&format!("URI:{FOREIGN}")), "{err}");
+    // rustls shows the reason with Debug quoting.
+    assert!(err.contains("match none of [prefix"), "{err}");
+
+    // The same over a handshake.
+    let (a, stranger) = (Arc::new(Identity::default()), Arc::new(Identity::default()));
+    a.set(ca.material(A));
+    stranger.set(ca.material(FOREIGN));
+    let (server_saw, _) = exchange(
+        server.server_config(vec![], true, sans.clone()),
+        a.client_config(vec![], SanMatchers::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(server_saw.unwrap().spiffe(), Some(A));
+    assert!(exchange(
+        server.server_config(vec![], true, sans),
+        stranger.client_config(vec![], SanMatchers::default()),
     )
     .await
     .is_err());
@@ -201,8 +268,8 @@ async fn rotation_applies_to_new_handshakes() {
     let (a, b) = (Arc::new(Identity::default()), Arc::new(Identity::default()));
     a.set(ca.material(A));
     b.set(ca.material(B));
-    let server = b.server_config(vec![], true, vec![]);
-    let client = a.client_config(vec![], vec![]);
+    let server = b.server_config(vec![], true, SanMatchers::default());
+    let client = a.client_config(vec![], SanMatchers::default());
     let first = exchange(server.clone(), client.clone())
         .await
         .unwrap()

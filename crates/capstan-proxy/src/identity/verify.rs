@@ -1,8 +1,10 @@
 //! Peer verification as Envoy does it for Istio's mTLS: the chain must lead to the current
-//! roots (rotations included), and the leaf must carry one of the expected SPIFFE ids
-//! (`match_subject_alt_names`) when any are given. The TLS server name is not checked: Istio's
-//! SNI (`outbound_.9080_._.reviews...`) names a cluster, not the peer.
+//! roots (rotations included), and the leaf's SANs must pass the context's SAN matchers
+//! ([`SanMatchers`]: istiod's exact SPIFFE ids outbound, its trust-domain prefix inbound). The
+//! TLS server name is not checked: Istio's SNI (`outbound_.9080_._.reviews...`) names a
+//! cluster, not the peer.
 
+use super::san::SanMatchers;
 use super::Identity;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -18,6 +20,10 @@ pub struct Leaf {
     pub uris: Vec<String>,
     /// DNS subject alternative names.
     pub dns: Vec<String>,
+    /// Email (rfc822Name) subject alternative names.
+    pub emails: Vec<String>,
+    /// IP address subject alternative names, as text (`10.0.0.1`, `2001:db8::1`).
+    pub ips: Vec<String>,
     /// The subject (RFC 4514).
     pub subject: String,
     /// Validity.
@@ -40,12 +46,14 @@ pub fn parse_leaf(der: &CertificateDer<'_>) -> Result<Leaf, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der.as_ref())
         .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-    let (mut uris, mut dns) = (Vec::new(), Vec::new());
+    let (mut uris, mut dns, mut emails, mut ips) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
             match name {
                 GeneralName::URI(u) => uris.push((*u).to_string()),
                 GeneralName::DNSName(d) => dns.push((*d).to_string()),
+                GeneralName::RFC822Name(e) => emails.push((*e).to_string()),
+                GeneralName::IPAddress(ip) => ips.extend(ip_text(ip)),
                 _ => {}
             }
         }
@@ -53,10 +61,23 @@ pub fn parse_leaf(der: &CertificateDer<'_>) -> Result<Leaf, String> {
     Ok(Leaf {
         uris,
         dns,
+        emails,
+        ips,
         subject: cert.subject().to_string(),
         not_before: system_time(cert.validity().not_before),
         not_after: system_time(cert.validity().not_after),
     })
+}
+
+/// An IP address SAN's octets as text; anything but 4 or 16 octets (a name constraint's
+/// address and mask, say) is no address.
+fn ip_text(octets: &[u8]) -> Option<String> {
+    let ip: std::net::IpAddr = match octets.len() {
+        4 => <[u8; 4]>::try_from(octets).ok()?.into(),
+        16 => <[u8; 16]>::try_from(octets).ok()?.into(),
+        _ => return None,
+    };
+    Some(ip.to_string())
 }
 
 /// Verifies `leaf` (with `intermediates`) up to one of `roots` for `usage` at `now`.
@@ -88,11 +109,11 @@ pub fn chain(
     .map_err(|e| e.to_string())
 }
 
-/// Checks peers against the identity's current roots and an optional SPIFFE id allow-list.
+/// Checks peers against the identity's current roots and the SAN matchers.
 #[derive(Debug)]
 pub struct PeerVerifier {
     identity: Arc<Identity>,
-    sans: Vec<String>,
+    sans: SanMatchers,
     mandatory: bool,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
@@ -101,7 +122,7 @@ impl PeerVerifier {
     /// A verifier; `mandatory` only matters for client certificates (STRICT vs. optional).
     pub fn new(
         identity: Arc<Identity>,
-        sans: Vec<String>,
+        sans: SanMatchers,
         mandatory: bool,
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> PeerVerifier {
@@ -139,12 +160,7 @@ impl PeerVerifier {
         })?;
         if !self.sans.is_empty() {
             let parsed = parse_leaf(leaf).map_err(other)?;
-            if !parsed.uris.iter().any(|u| self.sans.contains(u)) {
-                return Err(other(format!(
-                    "peer identity {:?} is not one of {:?}",
-                    parsed.uris, self.sans
-                )));
-            }
+            self.sans.check(&parsed).map_err(other)?;
         }
         Ok(())
     }
@@ -271,5 +287,115 @@ impl ClientCertVerifier for PeerVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+/// Another verifier's verdict, then the SAN matchers: rustls's WebPKI verifiers for
+/// `trusted_ca` roots given as PEM, which know nothing of Envoy's SAN matchers.
+#[derive(Debug)]
+pub struct SanChecked<V: ?Sized> {
+    /// The chain verifier.
+    pub inner: Arc<V>,
+    /// Checked once `inner` accepts the chain.
+    pub sans: SanMatchers,
+}
+
+impl<V: ?Sized> SanChecked<V> {
+    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), Error> {
+        parse_leaf(leaf)
+            .and_then(|l| self.sans.check(&l))
+            .map_err(|m| {
+                Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                    Arc::new(PeerError(m)),
+                )))
+            })
+    }
+}
+
+impl<V: ServerCertVerifier + ?Sized> ServerCertVerifier for SanChecked<V> {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        self.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ServerCertVerifier::verify_tls12_signature(&*self.inner, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ServerCertVerifier::verify_tls13_signature(&*self.inner, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ServerCertVerifier::supported_verify_schemes(&*self.inner)
+    }
+}
+
+impl<V: ClientCertVerifier + ?Sized> ClientCertVerifier for SanChecked<V> {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ClientCertVerifier::verify_tls12_signature(&*self.inner, message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        ClientCertVerifier::verify_tls13_signature(&*self.inner, message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        ClientCertVerifier::supported_verify_schemes(&*self.inner)
     }
 }

@@ -60,7 +60,9 @@ impl StringMatcher {
             Some(P::Prefix(s)) => StringMatcher::Prefix(fold(s), ic),
             Some(P::Suffix(s)) => StringMatcher::Suffix(fold(s), ic),
             Some(P::Contains(s)) => StringMatcher::Contains(fold(s), ic),
-            Some(P::SafeRegex(r)) => StringMatcher::Regex(regex_matcher(r)?),
+            Some(P::SafeRegex(r)) => {
+                StringMatcher::Regex(regex_matcher(r).map_err(|e| e.within("safe_regex"))?)
+            }
             Some(P::Custom(_)) => return Err(CompileError::new("custom", "is not supported")),
             None => return Err(CompileError::new("match_pattern", "is required")),
         })

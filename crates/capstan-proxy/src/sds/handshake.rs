@@ -3,6 +3,7 @@
 //! handshake with an alert; nothing else is affected.
 
 use super::Slot;
+use crate::identity::san::SanMatchers;
 use crate::identity::verify::{parse_leaf, PeerError};
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -15,15 +16,14 @@ use std::sync::Arc;
 /// A secret name and its slot.
 pub type Named = (String, Arc<Slot>);
 
-/// How clients are checked: against the CA secret `ca`, and (when `sans` is not empty) one of
-/// the leaf's URI or DNS SANs must equal one of `sans` (Envoy's exact
-/// `match_subject_alt_names`).
+/// How clients are checked: against the CA secret `ca`, and their SANs against `sans` (the
+/// default validation context's `match_subject_alt_names`, Istio's Gateway `subjectAltNames`).
 #[derive(Debug)]
 pub struct ClientAuth {
     /// The CA secret.
     pub ca: Named,
-    /// Accepted SANs; empty: any.
-    pub sans: Vec<String>,
+    /// SAN matchers; empty: any client of the CA.
+    pub sans: SanMatchers,
     /// `require_client_certificate` (Istio's MUTUAL); otherwise a certificate is verified when
     /// presented (OPTIONAL_MUTUAL).
     pub mandatory: bool,
@@ -118,13 +118,7 @@ impl ClientCertVerifier for Clients {
         ca.verify_client_cert(end_entity, intermediates, now)?;
         if !self.auth.sans.is_empty() {
             let leaf = parse_leaf(end_entity).map_err(invalid)?;
-            let mut names = leaf.uris.iter().chain(leaf.dns.iter());
-            if !names.any(|n| self.auth.sans.contains(n)) {
-                return Err(invalid(format!(
-                    "client SANs {:?} {:?} match none of {:?}",
-                    leaf.uris, leaf.dns, self.auth.sans
-                )));
-            }
+            self.auth.sans.check(&leaf).map_err(invalid)?;
         }
         Ok(ClientCertVerified::assertion())
     }

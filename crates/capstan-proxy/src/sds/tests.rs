@@ -30,8 +30,8 @@ use std::time::Duration;
 
 /// The host the gateway certificates are issued for.
 pub(crate) const HOST: &str = "gw.example.com";
-const CLIENT_A: &str = "spiffe://cluster.local/ns/default/sa/a";
-const CLIENT_B: &str = "spiffe://cluster.local/ns/default/sa/b";
+pub(crate) const CLIENT_A: &str = "spiffe://cluster.local/ns/default/sa/a";
+pub(crate) const CLIENT_B: &str = "spiffe://cluster.local/ns/default/sa/b";
 
 fn any<M: Message>(type_url: &str, m: &M) -> Any {
     Any {
@@ -48,7 +48,7 @@ fn update<M: Message>(type_url: &str, name: &str, version: &str, m: &M) -> Updat
     }
 }
 
-fn inline(pem: &str) -> Option<DataSource> {
+pub(crate) fn inline(pem: &str) -> Option<DataSource> {
     Some(DataSource {
         specifier: Some(data_source::Specifier::InlineBytes(pem.as_bytes().to_vec())),
         ..Default::default()
@@ -223,7 +223,10 @@ fn client_with(
     Arc::new(c)
 }
 
-fn client(roots_pem: &str, cert: Option<&(String, String)>) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client(
+    roots_pem: &str,
+    cert: Option<&(String, String)>,
+) -> Arc<rustls::ClientConfig> {
     client_with(roots_pem, cert, crate::tls::provider())
 }
 
@@ -247,14 +250,14 @@ fn p384_only() -> Arc<CryptoProvider> {
 
 /// What each side saw of the other after one handshake over an in-memory pipe.
 #[derive(Debug)]
-struct Seen {
+pub(crate) struct Seen {
     /// The server's leaf (DER).
     server: Vec<u8>,
     /// The client's leaf, if it presented one.
     client: Option<Vec<u8>>,
 }
 
-async fn handshake(
+pub(crate) async fn handshake(
     server: Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
 ) -> Result<Seen, String> {

@@ -1,7 +1,8 @@
 //! The certificate authority of `capstan discovery` (istiod's Citadel): where its key material
 //! comes from, and who may ask it for certificates and for xDS on the TLS port.
 //!
-//! - `--cacerts DIR`: a plugged-in intermediate (Istio's `cacerts` secret layout);
+//! - `--cacerts DIR`: a plugged-in intermediate (Istio's `cacerts` secret layout), reloaded
+//!   when its files change (istiod's `AUTO_RELOAD_PLUGIN_CERTS`), root rotations included;
 //! - `--ca-dir DIR`: a self-signed root generated at first start and kept in DIR;
 //! - neither, with Kubernetes: a self-signed root kept in the Secret `istio-ca-secret` of the
 //!   control plane's namespace, as istiod does;
@@ -9,7 +10,7 @@
 
 use anyhow::{Context as _, Result};
 use capstan_ca::{
-    Authenticator, CaOptions, CertificateAuthority, ClientCertAuthenticator, DirStorage,
+    Authenticator, CaOptions, CertificateAuthority, ClientCertAuthenticator, CurrentCa, DirStorage,
     KubeSecretStorage, StaticTokenAuthenticator, TokenReviewAuthenticator,
 };
 use std::path::PathBuf;
@@ -24,7 +25,8 @@ pub struct CaArgs {
     #[arg(long = "ca-dir", conflicts_with = "cacerts")]
     ca_dir: Option<PathBuf>,
     /// Plugged-in CA in Istio's `cacerts` layout (`ca-cert.pem`, `ca-key.pem`,
-    /// `root-cert.pem`, `cert-chain.pem`); Istio mounts it at /etc/cacerts.
+    /// `root-cert.pem`, `cert-chain.pem`); Istio mounts it at /etc/cacerts. Reloaded when the
+    /// files change; an invalid set is refused and the previous CA keeps signing.
     #[arg(long = "cacerts")]
     cacerts: Option<PathBuf>,
     /// SPIFFE trust domain of issued certificates (`meshConfig.trustDomain`).
@@ -76,7 +78,8 @@ pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A running CA and the ways callers authenticate to it (and to xDS on the TLS port).
 pub struct Ca {
-    pub authority: Arc<CertificateAuthority>,
+    /// The CA in force (a plugged-in one is replaced when its files change).
+    pub authority: CurrentCa,
     pub authenticators: Vec<Arc<dyn Authenticator>>,
     /// DNS names of the serving certificate.
     pub dns_names: Vec<String>,
@@ -115,18 +118,25 @@ impl CaArgs {
     /// The CA these flags ask for, or `None` (no flag and no Kubernetes).
     pub async fn start(&self, kube: Option<&kube::Client>) -> Result<Option<Ca>> {
         let options = self.options();
+        let fixed = |ca: CertificateAuthority| CurrentCa::fixed(Arc::new(ca));
         let authority = if let Some(dir) = &self.cacerts {
-            CertificateAuthority::from_cacerts_dir(dir, options)
-                .with_context(|| format!("loading the plugged-in CA from {}", dir.display()))?
+            let (current, keep_current) = capstan_ca::watch_cacerts(dir, options)
+                .with_context(|| format!("loading the plugged-in CA from {}", dir.display()))?;
+            tokio::spawn(keep_current);
+            current
         } else if let Some(dir) = &self.ca_dir {
-            CertificateAuthority::load_or_create_self_signed(&DirStorage::new(dir), options)
-                .await
-                .with_context(|| format!("the self-signed CA in {}", dir.display()))?
+            fixed(
+                CertificateAuthority::load_or_create_self_signed(&DirStorage::new(dir), options)
+                    .await
+                    .with_context(|| format!("the self-signed CA in {}", dir.display()))?,
+            )
         } else if let Some(client) = kube {
             let storage = KubeSecretStorage::new(client.clone(), &self.system_namespace);
-            CertificateAuthority::load_or_create_self_signed(&storage, options)
-                .await
-                .context("the self-signed CA in Kubernetes")?
+            fixed(
+                CertificateAuthority::load_or_create_self_signed(&storage, options)
+                    .await
+                    .context("the self-signed CA in Kubernetes")?,
+            )
         } else {
             anyhow::ensure!(
                 self.ca_token_file.is_none(),
@@ -134,9 +144,9 @@ impl CaArgs {
             );
             return Ok(None);
         };
-        let authority = Arc::new(authority);
-        let mut authenticators: Vec<Arc<dyn Authenticator>> =
-            vec![Arc::new(ClientCertAuthenticator::for_ca(&authority))];
+        let mut authenticators: Vec<Arc<dyn Authenticator>> = vec![Arc::new(
+            ClientCertAuthenticator::for_current(authority.clone()),
+        )];
         if let Some(client) = kube {
             authenticators.push(Arc::new(TokenReviewAuthenticator::new(
                 client.clone(),
@@ -149,7 +159,7 @@ impl CaArgs {
                 "accepting the static tokens of --ca-token-file: for development only");
             authenticators.push(Arc::new(tokens));
         }
-        tracing::info!(ca = ?authority, "certificate authority ready");
+        tracing::info!(ca = ?authority.get(), "certificate authority ready");
         Ok(Some(Ca {
             authority,
             authenticators,

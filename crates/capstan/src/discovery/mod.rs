@@ -310,11 +310,11 @@ pub fn run(args: Args) -> Result<()> {
             tokio::spawn(status::run(client.clone(), reports, leader_rx.clone()));
         }
         if let (Some(ca), Some(client)) = (&ca, kube_client) {
-            let root = ca.authority.root_cert_pem().to_owned();
+            let authority = ca.authority.clone();
             tokio::spawn(leader::while_leader(
                 leader_rx.clone(),
                 "istio-ca-root-cert publisher",
-                move || root_cert::run(client.clone(), root.clone()),
+                move || root_cert::run(client.clone(), authority.clone()),
             ));
         }
         let secure_addr = args.ca.secure_xds_addr;

@@ -2,7 +2,10 @@
 //! `root-cert.pem`) in every namespace, as istiod's namespace controller does
 //! (`pilot/pkg/serviceregistry/kube/controller/namespacecontroller.go`): workloads mount it to
 //! verify the control plane. New namespaces get it; an edited or deleted copy is restored.
+//! The content is the CA's trust bundle: when it changes (a reloaded `cacerts`, a root
+//! rotation adding or retiring a root), every copy is rewritten.
 
+use capstan_ca::CurrentCa;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Patch, PatchParams};
@@ -68,11 +71,14 @@ enum Event {
     Namespace(watcher::Event<Namespace>),
     ConfigMap(watcher::Event<ConfigMap>),
     Retry,
+    /// The CA's trust bundle is now this.
+    Roots(String),
 }
 
-/// Keeps the ConfigMap in every namespace. Runs until the process ends; API errors are
-/// logged and retried.
-pub async fn run(client: kube::Client, root_pem: String) {
+/// Keeps the ConfigMap, holding the CA's current trust bundle, in every namespace. Runs until
+/// the process ends; API errors are logged and retried.
+pub async fn run(client: kube::Client, ca: CurrentCa) {
+    let mut root_pem = ca.get().root_cert_pem().to_owned();
     let namespaces = watcher(
         kube::Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
@@ -87,8 +93,15 @@ pub async fn run(client: kube::Client, root_pem: String) {
     .boxed();
     let retries = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(RETRY))
         .map(|_| Ok(Event::Retry));
-    let mut events =
-        futures::stream::select(futures::stream::select(namespaces, config_maps), retries);
+    let bundles = futures::stream::unfold(ca, |mut ca| async move {
+        let next = ca.changed().await.root_cert_pem().to_owned();
+        Some((Ok(Event::Roots(next)), ca))
+    })
+    .boxed();
+    let mut events = futures::stream::select(
+        futures::stream::select(namespaces, config_maps),
+        futures::stream::select(retries, bundles),
+    );
 
     // Namespaces that should have the ConfigMap, those whose copy is known right, and those
     // whose write failed.
@@ -96,10 +109,10 @@ pub async fn run(client: kube::Client, root_pem: String) {
     let mut correct: BTreeSet<String> = BTreeSet::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let params = PatchParams::apply(MANAGER).force();
-    let publish = |namespace: String| {
+    let publish = |namespace: String, root_pem: &str| {
         let client = client.clone();
         let params = params.clone();
-        let object = desired(&namespace, &root_pem);
+        let object = desired(&namespace, root_pem);
         async move {
             let api = kube::Api::<ConfigMap>::namespaced(client, &namespace);
             match api.patch(CONFIG_MAP, &params, &Patch::Apply(&object)).await {
@@ -159,11 +172,23 @@ pub async fn run(client: kube::Client, root_pem: String) {
                         .filter(|ns| active.contains(ns) && !correct.contains(ns)),
                 );
             }
+            Ok(Event::Roots(next)) => {
+                if next != root_pem {
+                    tracing::info!(
+                        namespaces = active.len(),
+                        "the CA's trust bundle changed: rewriting every {CONFIG_MAP}"
+                    );
+                    root_pem = next;
+                    correct.clear();
+                    failed.clear();
+                    todo.extend(active.iter().cloned());
+                }
+            }
             // A re-list: nothing to do until its objects arrive.
             Ok(Event::Namespace(_) | Event::ConfigMap(_)) => {}
         }
         for namespace in todo {
-            if let Err(namespace) = publish(namespace).await {
+            if let Err(namespace) = publish(namespace, &root_pem).await {
                 failed.insert(namespace);
             }
         }

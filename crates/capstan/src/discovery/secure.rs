@@ -2,9 +2,10 @@
 //! authenticated proxies.
 //!
 //! The serving certificate is issued by the CA for istiod's DNS names and renewed at half its
-//! life; handshakes read the current one, so renewal drops no connection. Client certificates
-//! are optional at the TLS layer (a workload's first request has only its token) and, when
-//! given, verified against the CA's roots. Every xDS stream is authenticated before it starts
+//! life, and at once when a reloaded CA signs with another certificate; handshakes read the
+//! current one, so renewal drops no connection. Client certificates are optional at the TLS
+//! layer (a workload's first request has only its token) and, when given, verified against
+//! the CA's trust bundle as it is at the handshake (a root rotation changes it). Every xDS stream is authenticated before it starts
 //! (client certificate, service-account token, development token file: `UNAUTHENTICATED`
 //! otherwise) and its node authorized against the identities found (`PERMISSION_DENIED`).
 
@@ -12,7 +13,7 @@ use super::ca::Ca;
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use capstan_ca::authn::authenticate;
-use capstan_ca::{Authenticator, CaService, Caller, CertificateAuthority};
+use capstan_ca::{Authenticator, CaService, Caller, CertificateAuthority, CurrentCa};
 use capstan_xds::server::AdsService;
 use capstan_xds::{AuthenticatedPeer, IstioGenerator, NamespaceAuthorizer, PeerIdentity};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -64,7 +65,7 @@ fn issue(
 }
 
 /// The rustls configuration: current serving certificate, optional client certificates
-/// verified against the CA's roots, HTTP/2 by ALPN (gRPC clients insist on it).
+/// verified against the CA's trust bundle, HTTP/2 by ALPN (gRPC clients insist on it).
 fn tls_config(ca: &CertificateAuthority, cert: Arc<ServingCert>) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -86,29 +87,55 @@ fn tls_config(ca: &CertificateAuthority, cert: Arc<ServingCert>) -> Result<rustl
     Ok(config)
 }
 
-/// Renews the serving certificate at half its life, forever.
+/// When to renew a certificate expiring at `not_after`: at half its remaining life, at least
+/// a second from now (a zero lifetime must not become a busy loop).
+fn half_life(not_after: SystemTime) -> tokio::time::Instant {
+    let left = not_after
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    tokio::time::Instant::now() + (left / 2).max(Duration::from_secs(1))
+}
+
+/// Keeps the TLS material current, forever: renews the serving certificate at half its life,
+/// and when the CA changes rebuilds the configuration (the client roots) and re-issues the
+/// certificate if the signing certificate changed.
 async fn renew(
-    ca: Arc<CertificateAuthority>,
+    mut ca: CurrentCa,
     names: Vec<String>,
     ttl: Duration,
     cert: Arc<ServingCert>,
-    mut not_after: SystemTime,
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
+    not_after: SystemTime,
 ) {
+    let mut issued_by = ca.get().signing_certificate().clone();
+    let mut renew_at = half_life(not_after);
     loop {
-        let left = not_after
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        // At least a second: a zero lifetime must not become a busy loop.
-        tokio::time::sleep((left / 2).max(Duration::from_secs(1))).await;
-        match issue(&ca, &names, ttl) {
+        let authority = tokio::select! {
+            () = tokio::time::sleep_until(renew_at) => ca.get(),
+            next = ca.changed() => {
+                match tls_config(&next, cert.clone()) {
+                    Ok(c) => config.store(Arc::new(c)),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"),
+                        "the TLS port keeps its client roots: the new trust bundle is unusable"),
+                }
+                if next.signing_certificate() == &issued_by {
+                    continue;
+                }
+                next
+            }
+        };
+        match issue(&authority, &names, ttl) {
             Ok((key, expiry)) => {
                 cert.0.store(Arc::new(key));
-                not_after = expiry;
-                tracing::info!(expires = ?expiry, "renewed the TLS serving certificate");
+                let reissued = authority.signing_certificate() != &issued_by;
+                issued_by = authority.signing_certificate().clone();
+                renew_at = half_life(expiry);
+                tracing::info!(expires = ?expiry, new_signing_certificate = reissued,
+                    "renewed the TLS serving certificate");
             }
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "renewing the TLS serving certificate failed; retrying");
-                tokio::time::sleep(RENEW_RETRY).await;
+                renew_at = tokio::time::Instant::now() + RENEW_RETRY;
             }
         }
     }
@@ -177,15 +204,16 @@ impl tonic::server::NamedService for AuthenticatedAds {
 
 /// Serves port 15012 until the listener fails.
 pub async fn serve(addr: SocketAddr, ca: Ca, ads: AdsService<IstioGenerator>) -> Result<()> {
-    let (key, not_after) = issue(&ca.authority, &ca.dns_names, ca.serving_ttl)?;
+    let authority = ca.authority.get();
+    let (key, not_after) = issue(&authority, &ca.dns_names, ca.serving_ttl)?;
     let cert = Arc::new(ServingCert(ArcSwap::from_pointee(key)));
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&ca.authority, cert.clone())?));
+    let config = Arc::new(ArcSwap::from_pointee(tls_config(&authority, cert.clone())?));
     tokio::spawn(renew(
         ca.authority.clone(),
         ca.dns_names.clone(),
         ca.serving_ttl,
         cert,
+        config.clone(),
         not_after,
     ));
 
@@ -209,7 +237,9 @@ pub async fn serve(addr: SocketAddr, ca: Ca, ads: AdsService<IstioGenerator>) ->
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            // The configuration in force now: a CA change applies to the next handshake.
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
+            let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -235,4 +235,119 @@ pub async fn delta_clusters(
         .ok_or_else(|| tonic::Status::internal("stream ended without a response"))?;
     drop(tx);
     Ok(first.resources.into_iter().map(|r| r.name).collect())
+}
+
+/// A CA certificate made by a test (an operator's offline CA): a root, or an intermediate
+/// for `--cacerts`.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub pem: String,
+    pub key_pem: String,
+    pub der: CertificateDer<'static>,
+}
+
+fn ca_params(name: &str) -> Result<rcgen::CertificateParams> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cluster.local");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+impl TestCa {
+    /// A self-signed root `O=cluster.local, CN=<name>`.
+    pub fn root(name: &str) -> Result<TestCa> {
+        let key = rcgen::KeyPair::generate()?;
+        let params = ca_params(name)?;
+        let cert = params.self_signed(&key)?;
+        Ok(TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key_pem: key.serialize_pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// An intermediate CA under this one.
+    pub fn intermediate(&self, name: &str) -> Result<TestCa> {
+        let key = rcgen::KeyPair::generate()?;
+        let params = ca_params(name)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            key_pem: key.serialize_pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// A workload leaf for `spiffe` (chain: leaf, this CA), and its key.
+    pub fn leaf(
+        &self,
+        spiffe: &str,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into()?)];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
+        Ok((vec![cert.der().clone(), self.der.clone()], key))
+    }
+}
+
+/// Writes one file of a `cacerts` directory atomically (write, then rename), as a
+/// Kubernetes Secret volume or a careful operator replaces it.
+pub fn put_cacert(dir: &Path, name: &str, text: &str) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    Ok(())
+}
+
+/// A `cacerts` directory signing with `intermediate` (of `root`), trusting `roots` (PEM).
+pub fn write_cacerts(dir: &Path, intermediate: &TestCa, root: &TestCa, roots: &str) -> Result<()> {
+    put_cacert(dir, "ca-cert.pem", &intermediate.pem)?;
+    put_cacert(dir, "ca-key.pem", &intermediate.key_pem)?;
+    put_cacert(
+        dir,
+        "cert-chain.pem",
+        &format!("{}{}", intermediate.pem, root.pem),
+    )?;
+    put_cacert(dir, "root-cert.pem", roots)
+}
+
+/// Whether `chain` (leaf first) verifies as a client certificate against `root` alone.
+pub fn chains_to(chain: &[CertificateDer<'static>], root: &TestCa) -> bool {
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    let Ok(anchor) = webpki::anchor_from_trusted_cert(&root.der) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf).is_ok_and(|ee| {
+        ee.verify_for_usage(
+            webpki::ALL_VERIFICATION_ALGS,
+            &[anchor],
+            intermediates,
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .is_ok()
+    })
 }
