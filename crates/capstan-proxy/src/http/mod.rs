@@ -17,6 +17,7 @@ pub mod mirror;
 pub mod rbac;
 pub mod retry;
 pub mod router;
+pub mod stream_deadline;
 
 use crate::route::action::{self, Action};
 use crate::route::filters::{FaultConfig, Override};

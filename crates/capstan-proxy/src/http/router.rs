@@ -222,6 +222,8 @@ pub async fn forward(
         level.apply(&mut parts.headers);
     }
     let state = retry::state(f.retry.as_ref(), f.timeout, &mut parts.headers, trusted);
+    let stream_limit =
+        super::stream_deadline::stream_limit(f.grpc_timeout_header_max, &parts.headers);
     if let Some(t) = state.timeout {
         parts.headers.insert(
             "x-envoy-expected-rq-timeout-ms",
@@ -259,15 +261,24 @@ pub async fn forward(
         ReqBody::Buffered(b) => b.len() as u64,
         ReqBody::Streaming(_) => 0,
     };
-    let resp = attempts(
+    let sent = attempts(
         &cluster,
         &state,
         parts,
         body,
         ctx,
         m.vh.include_attempt_count,
-    )
-    .await;
+    );
+    let resp = match stream_limit {
+        Some(limit) => {
+            let deadline = tokio::time::Instant::from_std(started) + limit;
+            match tokio::time::timeout_at(deadline, sent).await {
+                Ok(r) => super::stream_deadline::bounded(r, deadline),
+                Err(_) => super::stream_deadline::expired(),
+            }
+        }
+        None => sent.await,
+    };
     // Istio's standard metrics: the duration runs to the response headers (the body streams).
     let series = stats
         .istio
@@ -420,6 +431,7 @@ mod tests {
             append_x_forwarded_host: false,
             timeout: None,
             idle_timeout: None,
+            grpc_timeout_header_max: None,
             retry: None,
             hash: vec![],
             mirrors: vec![],

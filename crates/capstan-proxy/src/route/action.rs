@@ -97,6 +97,10 @@ pub struct Forward {
     pub timeout: Option<Duration>,
     /// `idle_timeout`.
     pub idle_timeout: Option<Duration>,
+    /// `max_stream_duration.grpc_timeout_header_max`: when set, a gRPC request's
+    /// `grpc-timeout` bounds its stream, capped at this unless it is 0
+    /// ([`crate::http::stream_deadline`]).
+    pub grpc_timeout_header_max: Option<Duration>,
     /// Retry policy (route-level, else the virtual host's).
     pub retry: Option<RetryPolicy>,
     /// Hash policies.
@@ -172,6 +176,26 @@ fn dur(
     d.as_ref()
         .map(|d| crate::listener::duration(d).map_err(|e| e.within(f)))
         .transpose()
+}
+
+/// `max_stream_duration` as istiod sends it: no duration of its own (`0s` or unset: the proxy
+/// has no connection-manager default to override), the `grpc-timeout` header's cap.
+fn stream_duration(
+    m: &rpb::route_action::MaxStreamDuration,
+) -> Result<Option<Duration>, CompileError> {
+    if dur(&m.max_stream_duration, "max_stream_duration")?.is_some_and(|d| !d.is_zero()) {
+        return Err(CompileError::new(
+            "max_stream_duration",
+            "only 0s (no limit) is supported",
+        ));
+    }
+    if m.grpc_timeout_header_offset.is_some() {
+        return Err(CompileError::new(
+            "grpc_timeout_header_offset",
+            "is not supported",
+        ));
+    }
+    dur(&m.grpc_timeout_header_max, "grpc_timeout_header_max")
 }
 
 /// Compiles `request_mirror_policies`.
@@ -268,7 +292,6 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
             a.internal_redirect_policy.is_some(),
         ),
         ("hedge_policy", a.hedge_policy.is_some()),
-        ("max_stream_duration", a.max_stream_duration.is_some()),
         ("max_grpc_timeout", a.max_grpc_timeout.is_some()),
         ("grpc_timeout_offset", a.grpc_timeout_offset.is_some()),
         ("cors", a.cors.is_some()),
@@ -277,6 +300,10 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
     if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(CompileError::new(*f, "is not supported"));
     }
+    let grpc_timeout_header_max = match &a.max_stream_duration {
+        None => None,
+        Some(m) => stream_duration(m).map_err(|e| e.within("max_stream_duration"))?,
+    };
     let retry = match &a.retry_policy {
         Some(r) => Some(RetryPolicy::compile(r).map_err(|e| e.within("retry_policy"))?),
         None => inherited.retry.clone(),
@@ -305,6 +332,7 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
         append_x_forwarded_host: a.append_x_forwarded_host,
         timeout,
         idle_timeout: dur(&a.idle_timeout, "idle_timeout")?.filter(|d| !d.is_zero()),
+        grpc_timeout_header_max,
         retry,
         hash,
         mirrors: if m.is_empty() {

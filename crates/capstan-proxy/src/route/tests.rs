@@ -419,6 +419,82 @@ fn unsupported_fields_name_their_path() {
     assert_eq!(e.path, "virtual_hosts[0].routes[0].direct_response.status");
 }
 
+/// `max_stream_duration`: istiod's inbound form (0 s, `grpc_timeout_header_max`) compiles to
+/// the header's cap; a duration of the proxy's own or an offset is refused by path.
+#[test]
+fn max_stream_duration_as_istiod_sends_it() {
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+    use std::time::Duration;
+    let d = |seconds| Some(PbDuration { seconds, nanos: 0 });
+    let compiled = |m: route_action::MaxStreamDuration| {
+        let action = RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("c".into())),
+            max_stream_duration: Some(m),
+            ..RouteAction::default()
+        };
+        let r = RoutePb {
+            r#match: Some(prefix("/")),
+            action: Some(route::Action::Route(action)),
+            ..RoutePb::default()
+        };
+        compile(&RouteConfiguration {
+            virtual_hosts: vec![vh("v", &["*"], vec![r])],
+            ..RouteConfiguration::default()
+        })
+        .map(|t| match &t.virtual_hosts[0].routes[0].action {
+            Action::Forward(f) => f.grpc_timeout_header_max,
+            _ => panic!("a forwarding route"),
+        })
+        .map_err(|e| e.path)
+    };
+    let at = "virtual_hosts[0].routes[0].route.max_stream_duration";
+    let cases: Vec<(
+        route_action::MaxStreamDuration,
+        Result<Option<Duration>, String>,
+    )> = vec![
+        (
+            route_action::MaxStreamDuration {
+                max_stream_duration: d(0),
+                grpc_timeout_header_max: d(0),
+                ..Default::default()
+            },
+            Ok(Some(Duration::ZERO)),
+        ),
+        (
+            route_action::MaxStreamDuration {
+                grpc_timeout_header_max: d(5),
+                ..Default::default()
+            },
+            Ok(Some(Duration::from_secs(5))),
+        ),
+        (
+            route_action::MaxStreamDuration {
+                max_stream_duration: d(0),
+                ..Default::default()
+            },
+            Ok(None),
+        ),
+        (
+            route_action::MaxStreamDuration {
+                max_stream_duration: d(3),
+                ..Default::default()
+            },
+            Err(format!("{at}.max_stream_duration")),
+        ),
+        (
+            route_action::MaxStreamDuration {
+                grpc_timeout_header_max: d(0),
+                grpc_timeout_header_offset: d(1),
+                ..Default::default()
+            },
+            Err(format!("{at}.grpc_timeout_header_offset")),
+        ),
+    ];
+    for (i, (m, want)) in cases.into_iter().enumerate() {
+        assert_eq!(compiled(m), want, "case {i}");
+    }
+}
+
 fn table_err(vhs: Vec<VhPb>) -> CompileError {
     compile(&RouteConfiguration {
         virtual_hosts: vhs,
