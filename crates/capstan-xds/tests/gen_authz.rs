@@ -1,5 +1,5 @@
 //! AuthorizationPolicy as generated for reviews-v1 in `testdata/meshes/authz`: RBAC filters
-//! ahead of the router on every inbound HTTP chain, none on TCP chains, and their policies
+//! ahead of fault, CORS and the router on every inbound HTTP chain, none on TCP chains, and their policies
 //! rendered readably under `testdata/golden/authz/reviews-v1/rbac.txt`
 //! (`CAPSTAN_UPDATE_GOLDEN=1` to accept changes).
 
@@ -85,13 +85,16 @@ fn http_chains_carry_rbac_before_the_router_and_tcp_chains_none() {
                         "envoy.filters.http.rbac",
                         "envoy.filters.http.rbac",
                         "envoy.filters.http.rbac",
+                        "envoy.filters.http.fault",
+                        "envoy.filters.http.cors",
                         "envoy.filters.http.router"
                     ],
-                    "{name}: JWT, then CUSTOM's fail-closed deny-all, AUDIT, DENY, ALLOW, then the router"
+                    "{name}: JWT, then CUSTOM's fail-closed deny-all, AUDIT, DENY, ALLOW, then \
+                     fault, CORS and the router"
                 );
             }
             None => assert!(
-                !name.starts_with("inbound|9080"),
+                name != "0.0.0.0_9080",
                 "{name}: an HTTP port must have an HCM"
             ),
         }
@@ -104,7 +107,7 @@ fn rbac_policies_golden() {
     let l = inbound();
     let (_, hcm) = chains(&l)
         .into_iter()
-        .find(|(n, h)| n == "inbound|9080||" && h.is_some())
+        .find(|(n, h)| n == "0.0.0.0_9080" && h.is_some())
         .expect("the HTTP chain of 9080");
     let text = rbac_text(&hcm.expect("checked above"));
     for name in [
@@ -240,8 +243,8 @@ fn gateway_http_chains_carry_the_jwt_filter_then_rbac() {
     let mut want = vec!["envoy.filters.http.jwt_authn"];
     want.extend(std::iter::repeat_n("envoy.filters.http.rbac", rbac));
     want.extend([
-        "envoy.filters.http.cors",
         "envoy.filters.http.fault",
+        "envoy.filters.http.cors",
         "envoy.filters.http.router",
     ]);
     assert_eq!(names, want);

@@ -58,7 +58,13 @@ fn sidecar_clusters_routes_and_retries() {
         .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
         .unwrap();
     assert!(vh.domains.contains(&"reviews".to_string()));
-    assert!(vh.domains.contains(&"10.96.0.11:9080".to_string()));
+    assert!(vh.domains.contains(&"10.96.0.11".to_string()));
+    assert!(
+        vh.domains.iter().all(|d| !d.ends_with(":9080")),
+        "the port is ignored in host matching, as istiod: {:?}",
+        vh.domains
+    );
+    assert!(rc.ignore_port_in_host_matching);
     let Some(route::Action::Route(jason)) = &vh.routes[0].action else {
         panic!()
     };
@@ -686,53 +692,83 @@ spec:
   ingress:
     - port: {number: 9080, protocol: HTTP, name: http}
       defaultEndpoint: 127.0.0.1:8080
+    - port: {number: 9090, protocol: HTTP, name: http-direct}
     - port: {number: 9443, protocol: TCP, name: tcp}
       defaultEndpoint: 0.0.0.0:7000
   egress:
     - hosts: ["./*"]
 "#;
 
-/// A Sidecar's ingress listeners replace the service ports on the inbound side: one
-/// `inbound|PORT||` cluster per listener, forwarding to its default endpoint (loopback, or the
-/// proxy's own address for `0.0.0.0`), and a virtualInbound chain per port.
+/// A Sidecar's ingress listeners replace the service ports on the inbound side (istiod's
+/// `buildInboundClustersFromSidecar`): one `inbound|PORT||` cluster per listener, STATIC to
+/// its default endpoint (loopback, or the proxy's own address for `0.0.0.0`, reached from
+/// 127.0.0.6) or ORIGINAL_DST without one, and virtualInbound chains per port.
 #[test]
 fn sidecar_ingress_listeners_define_inbound_ports() {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::ClusterDiscoveryType;
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
     use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
     let g = common::build(INGRESS, &common::registry_text("bookinfo"));
     let all = generate_all(&g, &reviews_v1());
-    let inbound: Vec<(String, Vec<String>)> = of(&all, "cds")
+    // (name, discovery type, endpoints, upstream bind address)
+    let inbound: Vec<(String, i32, Vec<String>, Option<String>)> = of(&all, "cds")
         .iter()
         .filter(|r| r.name.starts_with("inbound|"))
         .map(|r| {
             let c: Cluster = r.decode().unwrap();
             let addrs = c
                 .load_assignment
-                .unwrap()
-                .endpoints
                 .iter()
+                .flat_map(|a| a.endpoints.iter())
                 .flat_map(|l| l.lb_endpoints.iter())
                 .filter_map(|e| match &e.host_identifier {
                     Some(HostIdentifier::Endpoint(ep)) => {
-                        let sa = ep.address.as_ref()?.address.as_ref()?;
-                        match sa {
-                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s) => Some(format!(
-                                "{}:{:?}",
-                                s.address, s.port_specifier
-                            )),
+                        match ep.address.as_ref()?.address.as_ref()? {
+                            address::Address::SocketAddress(s) => match s.port_specifier {
+                                Some(socket_address::PortSpecifier::PortValue(p)) => {
+                                    Some(format!("{}:{p}", s.address))
+                                }
+                                _ => None,
+                            },
                             _ => None,
                         }
                     }
                     _ => None,
                 })
                 .collect();
-            (c.name, addrs)
+            let Some(ClusterDiscoveryType::Type(kind)) = c.cluster_discovery_type else {
+                panic!("{}: no discovery type", c.name)
+            };
+            let bind = c
+                .upstream_bind_config
+                .and_then(|b| b.source_address)
+                .map(|a| a.address);
+            (c.name, kind, addrs, bind)
         })
         .collect();
-    assert_eq!(inbound.len(), 2, "{inbound:?}");
-    assert_eq!(inbound[0].0, "inbound|9080||");
-    assert!(inbound[0].1[0].starts_with("127.0.0.1:") && inbound[0].1[0].contains("8080"));
-    assert_eq!(inbound[1].0, "inbound|9443||");
-    assert!(inbound[1].1[0].starts_with("10.1.0.21:") && inbound[1].1[0].contains("7000"));
+    let (static_, original_dst) = (0, 4);
+    let bind = Some("127.0.0.6".to_string());
+    let want = vec![
+        (
+            "inbound|9080||".to_string(),
+            static_,
+            vec!["127.0.0.1:8080".to_string()],
+            None,
+        ),
+        (
+            "inbound|9090||".to_string(),
+            original_dst,
+            vec![],
+            bind.clone(),
+        ),
+        (
+            "inbound|9443||".to_string(),
+            static_,
+            vec!["10.1.0.21:7000".to_string()],
+            bind,
+        ),
+    ];
+    assert_eq!(inbound, want);
     let vi: Listener = of(&all, "lds")
         .iter()
         .find(|r| r.name == "virtualInbound")
@@ -740,8 +776,7 @@ fn sidecar_ingress_listeners_define_inbound_ports() {
         .decode()
         .unwrap();
     let chains: Vec<&str> = vi.filter_chains.iter().map(|c| c.name.as_str()).collect();
-    assert!(
-        chains.contains(&"inbound|9080||") && chains.contains(&"inbound|9443||"),
-        "{chains:?}"
-    );
+    for port in ["0.0.0.0_9080", "0.0.0.0_9090", "0.0.0.0_9443"] {
+        assert!(chains.contains(&port), "{port}: {chains:?}");
+    }
 }

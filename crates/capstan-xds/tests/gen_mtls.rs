@@ -308,8 +308,9 @@ fn auto_mtls_can_be_turned_off_and_never_reaches_proxyless_clients() {
     }
 }
 
-/// A chain's shape: (destination port, transport protocol, ALPN matched, terminates TLS).
-type Shape = (Option<u32>, String, bool, bool);
+/// A chain's shape: (destination port, transport protocol, number of ALPNs matched,
+/// terminates TLS).
+type Shape = (Option<u32>, String, usize, bool);
 
 fn shapes(l: &Listener) -> Vec<Shape> {
     l.filter_chains
@@ -319,26 +320,52 @@ fn shapes(l: &Listener) -> Vec<Shape> {
             (
                 m.destination_port.map(|p| p.value),
                 m.transport_protocol,
-                !m.application_protocols.is_empty(),
+                m.application_protocols.len(),
                 c.transport_socket.is_some(),
             )
         })
         .collect()
 }
 
-fn permissive(port: Option<u32>) -> Vec<Shape> {
-    vec![
-        (port, "tls".into(), true, true),
-        (port, String::new(), false, false),
-    ]
+fn shape(port: Option<u32>, transport: &str, alpns: usize, tls: bool) -> Shape {
+    (port, transport.to_string(), alpns, tls)
 }
 
-fn strict(port: Option<u32>) -> Vec<Shape> {
-    vec![(port, "tls".into(), false, true)]
+/// The chains of an HTTP port (istiod's `inbound*HTTPFilterChainMatchOptions`).
+fn http_port(mode: &str, port: Option<u32>) -> Vec<Shape> {
+    match mode {
+        "PERMISSIVE" => vec![
+            shape(port, "tls", 5, true),
+            shape(port, "raw_buffer", 0, false),
+        ],
+        "STRICT" => vec![shape(port, "tls", 0, true)],
+        _ => vec![shape(port, "raw_buffer", 0, false)],
+    }
 }
 
-fn disable(port: Option<u32>) -> Vec<Shape> {
-    vec![(port, String::new(), false, false)]
+/// The chains of a port of undeclared protocol and of the passthrough (istiod's
+/// `inbound*FilterChainMatchOptions`): HTTP over mTLS (3 ALPNs), plaintext HTTP (2), TCP over
+/// mTLS (2), plaintext TCP, one-way TLS.
+fn sniffed(mode: &str, port: Option<u32>) -> Vec<Shape> {
+    match mode {
+        "PERMISSIVE" => vec![
+            shape(port, "tls", 3, true),
+            shape(port, "raw_buffer", 2, false),
+            shape(port, "tls", 2, true),
+            shape(port, "raw_buffer", 0, false),
+            shape(port, "tls", 0, false),
+        ],
+        "STRICT" => vec![shape(port, "tls", 3, true), shape(port, "tls", 0, true)],
+        _ => vec![
+            shape(port, "raw_buffer", 2, false),
+            shape(port, "raw_buffer", 0, false),
+        ],
+    }
+}
+
+/// The first chain: traffic to 15006 itself goes to the blackhole.
+fn blackhole() -> Shape {
+    shape(Some(15006), "", 0, false)
 }
 
 fn peer_authentication(ns: &str, name: &str, spec: &str) -> String {
@@ -367,14 +394,15 @@ fn peer_authentication_shapes_virtual_inbound() {
         )
     };
     let port = Some(9080);
-    let cases: Vec<(&str, String, Vec<Shape>, Vec<Shape>)> = vec![
-        ("none: PERMISSIVE", String::new(), permissive(port), permissive(None)),
-        ("mesh STRICT", mesh("STRICT"), strict(port), strict(None)),
-        ("mesh DISABLE", mesh("DISABLE"), disable(port), disable(None)),
-        ("namespace over mesh", mesh("STRICT") + &ns("DISABLE"), disable(port), disable(None)),
-        ("namespace UNSET inherits", mesh("STRICT") + &ns("UNSET"), strict(port), strict(None)),
-        ("workload over namespace", ns("STRICT") + &workload("DISABLE", "reviews"), disable(port), disable(None)),
-        ("a workload policy for others", ns("STRICT") + &workload("DISABLE", "ratings"), strict(port), strict(None)),
+    // (case, policies, mode of 9080, mode of the passthrough)
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("none: PERMISSIVE", String::new(), "PERMISSIVE", "PERMISSIVE"),
+        ("mesh STRICT", mesh("STRICT"), "STRICT", "STRICT"),
+        ("mesh DISABLE", mesh("DISABLE"), "DISABLE", "DISABLE"),
+        ("namespace over mesh", mesh("STRICT") + &ns("DISABLE"), "DISABLE", "DISABLE"),
+        ("namespace UNSET inherits", mesh("STRICT") + &ns("UNSET"), "STRICT", "STRICT"),
+        ("workload over namespace", ns("STRICT") + &workload("DISABLE", "reviews"), "DISABLE", "DISABLE"),
+        ("a workload policy for others", ns("STRICT") + &workload("DISABLE", "ratings"), "STRICT", "STRICT"),
         (
             "port level over workload",
             peer_authentication(
@@ -382,15 +410,19 @@ fn peer_authentication_shapes_virtual_inbound() {
                 "wl",
                 "{selector: {matchLabels: {app: reviews}}, mtls: {mode: PERMISSIVE}, portLevelMtls: {\"9080\": {mode: STRICT}}}",
             ),
-            strict(port),
-            permissive(None),
+            "STRICT",
+            "PERMISSIVE",
         ),
     ];
-    for (name, config, port_chains, catchall) in cases {
+    for (name, config, on_port, passthrough) in cases {
         let l = inbound(&build(&config, &registry));
-        let all = shapes(&l);
-        let (on_port, rest): (Vec<Shape>, Vec<Shape>) = all.into_iter().partition(|s| s.0 == port);
-        assert_eq!((on_port, rest), (port_chains, catchall), "{name}");
+        let want = [
+            vec![blackhole()],
+            sniffed(passthrough, None),
+            http_port(on_port, port),
+        ]
+        .concat();
+        assert_eq!(shapes(&l), want, "{name}");
     }
 }
 
@@ -413,9 +445,12 @@ fn inbound_tls_is_istio_mutual_with_http_and_tcp_alpns() {
             ))
         })
         .collect();
-    let (http, tcp) = (&tls[0], tls.last().unwrap());
-    assert_eq!(http.0, "inbound|9080||");
-    assert_eq!(tcp.0, "virtualInbound-catchall-tcp");
+    let find = |name: &str| {
+        tls.iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no mTLS chain {name}"))
+    };
+    let (http, tcp) = (find("0.0.0.0_9080"), find("virtualInbound"));
     for (_, ctx) in &tls {
         assert!(ctx.require_client_certificate.unwrap().value);
         let common = ctx.common_tls_context.as_ref().unwrap();
@@ -432,6 +467,19 @@ fn inbound_tls_is_istio_mutual_with_http_and_tcp_alpns() {
                 .name,
             "ROOTCA"
         );
+        #[allow(deprecated)]
+        let sans = &v
+            .default_validation_context
+            .as_ref()
+            .unwrap()
+            .match_subject_alt_names;
+        assert_eq!(
+            sans.iter()
+                .map(|m| format!("{:?}", m.match_pattern))
+                .collect::<Vec<_>>(),
+            [r#"Some(Prefix("spiffe://cluster.local/"))"#],
+            "the peer must be of the trust domain"
+        );
     }
     let alpn = |c: &DownstreamTlsContext| {
         c.common_tls_context
@@ -445,7 +493,13 @@ fn inbound_tls_is_istio_mutual_with_http_and_tcp_alpns() {
     // The mesh is STRICT, reviews' 9080 PERMISSIVE and 8081 (no service) DISABLE.
     assert_eq!(
         shapes(&l),
-        [permissive(Some(9080)), disable(Some(8081)), strict(None)].concat()
+        [
+            vec![blackhole()],
+            sniffed("STRICT", None),
+            sniffed("DISABLE", Some(8081)),
+            http_port("PERMISSIVE", Some(9080)),
+        ]
+        .concat()
     );
 }
 

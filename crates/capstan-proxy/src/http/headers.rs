@@ -118,6 +118,10 @@ pub enum XfccMode {
 pub struct Xfcc {
     /// The mode.
     pub mode: XfccMode,
+    /// Add `Cert="…"` (the leaf, URL-encoded PEM).
+    pub cert: bool,
+    /// Add `Chain="…"` (every presented certificate, URL-encoded PEM).
+    pub chain: bool,
     /// Add `Subject="…"`.
     pub subject: bool,
     /// Add `URI=…`.
@@ -147,14 +151,10 @@ impl Xfcc {
             }
         };
         let set = h.set_current_client_cert_details.unwrap_or_default();
-        if set.cert || set.chain {
-            return Err(crate::CompileError::new(
-                "set_current_client_cert_details",
-                "cert and chain are not supported (subject, uri and dns are)",
-            ));
-        }
         Ok(Xfcc {
             mode,
+            cert: set.cert,
+            chain: set.chain,
             subject: set.subject.is_some_and(|b| b.value),
             uri: set.uri,
             dns: set.dns,
@@ -162,7 +162,33 @@ impl Xfcc {
     }
 }
 
-/// This hop's element: `By=<our URI SAN>;Hash=<sha256>;Subject="…";URI=…;DNS=…`.
+/// Certificates as PEM, percent-encoded as Envoy encodes XFCC's `Cert` and `Chain`: every
+/// byte but the URL-unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`.
+fn url_encoded_pem(certs: &[Vec<u8>]) -> String {
+    use base64::Engine as _;
+    let mut pem = String::new();
+    for der in certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    let mut out = String::with_capacity(pem.len() * 3 / 2);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// This hop's element: `By=<our URI SAN>;Hash=<sha256>;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`
+/// (Envoy's order).
 fn xfcc_element(cfg: &Xfcc, peer: &crate::identity::PeerCert) -> String {
     let mut parts = Vec::with_capacity(5);
     if let Some(by) = crate::identity::Identity::workload()
@@ -172,6 +198,17 @@ fn xfcc_element(cfg: &Xfcc, peer: &crate::identity::PeerCert) -> String {
         parts.push(format!("By={by}"));
     }
     parts.push(format!("Hash={}", peer.hash));
+    if cfg.cert {
+        if let Some(leaf) = peer.chain.first() {
+            parts.push(format!(
+                "Cert=\"{}\"",
+                url_encoded_pem(std::slice::from_ref(leaf))
+            ));
+        }
+    }
+    if cfg.chain && !peer.chain.is_empty() {
+        parts.push(format!("Chain=\"{}\"", url_encoded_pem(&peer.chain)));
+    }
     if cfg.subject {
         parts.push(format!("Subject=\"{}\"", peer.subject.replace('"', "\\\"")));
     }
@@ -225,12 +262,42 @@ mod tests {
     }
 
     #[test]
+    fn xfcc_cert_and_chain_are_url_encoded_pem() {
+        let peer = crate::identity::PeerCert {
+            hash: "ab".into(),
+            chain: vec![vec![0xfb; 50], vec![1, 2, 3]],
+            ..Default::default()
+        };
+        let cfg = Xfcc {
+            mode: XfccMode::SanitizeSet,
+            cert: true,
+            chain: true,
+            subject: false,
+            uri: false,
+            dns: false,
+        };
+        let e = xfcc_element(&cfg, &peer);
+        // base64 of 50 bytes 0xfb is 68 characters: a 64-character line, then 4 ("+/v7" = %2B%2Fv7).
+        let leaf = format!(
+            "-----BEGIN%20CERTIFICATE-----%0A{}%0A{}%0A-----END%20CERTIFICATE-----%0A",
+            "%2B%2Fv7".repeat(16),
+            "%2B%2Fs%3D"
+        );
+        let second = "-----BEGIN%20CERTIFICATE-----%0AAQID%0A-----END%20CERTIFICATE-----%0A";
+        assert_eq!(
+            e,
+            format!("Hash=ab;Cert=\"{leaf}\";Chain=\"{leaf}{second}\"")
+        );
+    }
+
+    #[test]
     fn xfcc_modes() {
         let peer = std::sync::Arc::new(crate::identity::PeerCert {
             hash: "ab12".into(),
             uris: vec!["spiffe://cluster.local/ns/default/sa/sleep".into()],
             dns: vec![],
             subject: String::new(),
+            chain: vec![],
         });
         let mtls = Downstream {
             peer_cert: Some(peer),
@@ -240,6 +307,8 @@ mod tests {
             let mut hcm = hcm_config();
             hcm.xfcc = Xfcc {
                 mode,
+                cert: false,
+                chain: false,
                 subject: true,
                 uri: true,
                 dns: true,

@@ -265,7 +265,7 @@ pub fn spiffe_for_node(
 }
 
 /// What the HTTP layer knows of a downstream peer's certificate (for XFCC and RBAC).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PeerCert {
     /// SHA-256 of the leaf's DER, lower-case hex (XFCC `Hash`).
     pub hash: String,
@@ -275,6 +275,8 @@ pub struct PeerCert {
     pub dns: Vec<String>,
     /// The subject, RFC 4514 style.
     pub subject: String,
+    /// The certificates the peer presented, leaf first, DER (XFCC `Cert` and `Chain`).
+    pub chain: Vec<Vec<u8>>,
 }
 
 impl PeerCert {
@@ -298,6 +300,7 @@ pub fn peer_cert(certs: Option<&[CertificateDer<'_>]>) -> Option<Arc<PeerCert>> 
         uris: parsed.uris,
         dns: parsed.dns,
         subject: parsed.subject,
+        chain: certs?.iter().map(|c| c.as_ref().to_vec()).collect(),
     }))
 }
 

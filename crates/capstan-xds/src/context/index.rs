@@ -63,6 +63,9 @@ pub(crate) struct ConfigIndex {
     /// Whether some DestinationRule sets client TLS anywhere (endpoint metadata for auto mTLS
     /// then depends on the rule).
     pub tls_rules: bool,
+    /// Whether some DestinationRule sets outlier detection anywhere (endpoint priorities then
+    /// depend on the rule and the proxy's locality).
+    pub failover_rules: bool,
     /// PeerAuthentications.
     pub peer_authentications: super::authn::PeerAuthentications,
     /// AuthorizationPolicies.
@@ -83,6 +86,22 @@ fn sets_tls(dr: &DestinationRule) -> bool {
             .any(|s| s.traffic_policy.as_ref().is_some_and(policy_tls))
 }
 
+/// Whether a DestinationRule sets outlier detection anywhere (Istio's locality failover then
+/// orders the endpoints of its clusters).
+fn sets_outlier_detection(dr: &DestinationRule) -> bool {
+    let policy_outlier = |p: &capstan_api::networking::TrafficPolicy| {
+        p.outlier_detection.is_some()
+            || p.port_level_settings
+                .iter()
+                .any(|pl| pl.outlier_detection.is_some())
+    };
+    dr.traffic_policy.as_ref().is_some_and(policy_outlier)
+        || dr
+            .subsets
+            .iter()
+            .any(|s| s.traffic_policy.as_ref().is_some_and(policy_outlier))
+}
+
 fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
     ConfigEntry {
         name: key.name.clone(),
@@ -92,7 +111,7 @@ fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> 
 }
 
 /// Resolves a VirtualService gateway reference (`name`, `ns/name`, `mesh`).
-fn resolve_gateway(gw: &str, namespace: &str) -> String {
+pub(crate) fn resolve_gateway(gw: &str, namespace: &str) -> String {
     if gw == "mesh" || gw.contains('/') {
         gw.to_string()
     } else {
@@ -173,6 +192,7 @@ impl ConfigIndex {
                 }
                 (Spec::DestinationRule(dr), Kind::DestinationRule) => {
                     index.tls_rules |= sets_tls(dr);
+                    index.failover_rules |= sets_outlier_detection(dr);
                     index.workload_rules |= dr
                         .workload_selector
                         .as_ref()

@@ -9,15 +9,18 @@ mod delegate;
 mod index;
 mod request_authn;
 mod scope;
+mod workload;
 
 pub use authn::{MutualTlsMode, WorkloadMtls};
 pub use authz::WorkloadAuthz;
 pub use cache::CacheStats;
+pub(crate) use index::resolve_gateway;
 pub use index::{ConfigEntry, VirtualServiceEntry};
 pub use request_authn::{
     jwks_sources, JwksKeys, JwksSource, DEFAULT_JWKS_TIMEOUT, FAKE_JWKS, GATEWAY_NAME_LABEL,
 };
 pub use scope::ProxyScope;
+pub use workload::ServiceTarget;
 
 use capstan_api::networking::OutboundTrafficMode;
 use capstan_config::Snapshot;

@@ -50,30 +50,84 @@ fn static_assignment(name: &str, addrs: &[(String, u32)]) -> ClusterLoadAssignme
 /// HTTP/2 to the upstream for HTTP2 and gRPC ports, as Istio's `setH2Options`: the
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` extension with explicit HTTP/2.
 /// Without it a proxy speaks HTTP/1.1 upstream and gRPC breaks.
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The cluster's `HttpProtocolOptions` extension, decoded (default when absent).
+pub(crate) fn http_options(
+    c: &Cluster,
+) -> envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions {
+    use prost::Message;
+    c.typed_extension_protocol_options
+        .get(HTTP_PROTOCOL_OPTIONS)
+        .and_then(|a| {
+            envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions::decode(
+                a.value.as_slice(),
+            )
+            .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets the cluster's `HttpProtocolOptions` extension.
+pub(crate) fn set_http_options(
+    c: &mut Cluster,
+    options: &envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions,
+) {
+    c.typed_extension_protocol_options.insert(
+        HTTP_PROTOCOL_OPTIONS.to_string(),
+        super::common::any(options),
+    );
+}
+
+/// HTTP/2 upstreams for HTTP2 and gRPC ports (Istio's `setH2Options`).
 fn h2_upstream(c: &mut Cluster, protocol: capstan_registry::Protocol) {
     use capstan_registry::Protocol;
     use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
         explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions,
     };
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
     if !matches!(protocol, Protocol::Http2 | Protocol::Grpc) {
         return;
     }
-    let options = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Http2ProtocolOptions::default(),
-                )),
-            },
-        )),
-        ..HttpProtocolOptions::default()
+    let mut options = http_options(c);
+    options.upstream_protocol_options = Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+        ExplicitHttpConfig {
+            protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                Http2ProtocolOptions::default(),
+            )),
+        },
+    ));
+    set_http_options(c, &options);
+}
+
+/// Istio's passthrough clusters: the upstream speaks the downstream's protocol, idle
+/// connections close after 5 minutes, and no circuit breaker limits them.
+fn passthrough_options(c: &mut Cluster) {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonOptions,
     };
-    c.typed_extension_protocol_options.insert(
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".to_string(),
-        super::common::any(&options),
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    set_http_options(
+        c,
+        &HttpProtocolOptions {
+            common_http_protocol_options: Some(CommonOptions {
+                idle_timeout: Some(secs(300)),
+                ..CommonOptions::default()
+            }),
+            upstream_protocol_options: Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                UseDownstreamHttpConfig {
+                    http_protocol_options: Some(Http1ProtocolOptions::default()),
+                    http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                    ..UseDownstreamHttpConfig::default()
+                },
+            )),
+            ..HttpProtocolOptions::default()
+        },
     );
+    super::cds_policy::apply_default_circuit_breakers(c);
 }
 
 /// The bare outbound cluster for a service port (discovery type by resolution).
@@ -175,6 +229,9 @@ pub fn outbound_clusters(
             h2_upstream(&mut c, port.protocol);
             let policy = EffectivePolicy::merge(top, subset_policy, port.port);
             apply_policy(&mut c, &policy);
+            if !proxyless {
+                super::locality_lb::apply_to_cluster(&mut c, &policy);
+            }
             let lb_passthrough = policy
                 .lb
                 .and_then(|lb| lb.simple)
@@ -196,6 +253,14 @@ pub fn outbound_clusters(
             );
             if svc.resolution == Resolution::Passthrough {
                 c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+            } else if !proxyless {
+                // Unready endpoints are sent (as UNHEALTHY), so panic mode, which would route
+                // to them, is off unless the DestinationRule sets `minHealthPercent` (istiod's
+                // `applyLoadBalancer` with PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS).
+                let common = c.common_lb_config.get_or_insert_with(Default::default);
+                common
+                    .healthy_panic_threshold
+                    .get_or_insert(envoy_types::pb::envoy::r#type::v3::Percent { value: 0.0 });
             }
             out.push(c);
         }
@@ -210,39 +275,48 @@ pub struct InboundPort {
     pub port: u16,
     /// Its protocol.
     pub protocol: capstan_registry::Protocol,
-    /// Where the cluster sends it.
-    pub endpoints: Vec<(String, u32)>,
+    /// Where the cluster sends it: `None` for the connection's original destination (the
+    /// application on the address the client called), else fixed endpoints.
+    pub endpoints: Option<Vec<(String, u32)>>,
 }
 
-/// Where a Sidecar ingress listener forwards: `127.0.0.1:PORT`, `[::1]:PORT`, or
-/// `0.0.0.0:PORT` (the proxy's own addresses); an empty endpoint means the listener's port on the
-/// proxy's addresses. `unix://` sockets are not supported (no endpoints).
-fn default_endpoint(spec: &str, port: u32, proxy: &Proxy) -> Vec<(String, u32)> {
-    let on_instance = |p: u32| -> Vec<(String, u32)> {
+/// Where a Sidecar ingress listener forwards (istiod's `buildInboundClustersFromSidecar`): an
+/// empty endpoint means the original destination; `0.0.0.0:PORT` (`[::]:PORT`) the proxy's
+/// first IPv4 (IPv6) address, else loopback; `127.0.0.1:PORT` and `[::1]:PORT` loopback.
+/// `unix://` sockets are not supported (no endpoints).
+fn default_endpoint(spec: &str, proxy: &Proxy) -> Option<Vec<(String, u32)>> {
+    if spec.is_empty() {
+        return None;
+    }
+    let parsed = spec.rsplit_once(':').and_then(|(host, p)| {
+        let p = p.parse::<u32>().ok()?;
+        Some((host.trim_start_matches('[').trim_end_matches(']'), p))
+    });
+    let Some((host, p)) = parsed else {
+        return Some(Vec::new());
+    };
+    let first = |v6: bool| {
         proxy
             .ip_addresses
             .iter()
-            .map(|ip| (ip.clone(), p))
-            .collect()
+            .find(|ip| {
+                ip.parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_ipv6() == v6)
+            })
+            .cloned()
     };
-    if spec.is_empty() {
-        return on_instance(port);
-    }
-    let Some((host, p)) = spec.rsplit_once(':') else {
-        return Vec::new();
+    let address = match host {
+        "0.0.0.0" => first(false).unwrap_or_else(|| "127.0.0.1".into()),
+        "::" => first(true).unwrap_or_else(|| "::1".into()),
+        h if h.parse::<std::net::IpAddr>().is_ok() => h.to_string(),
+        _ => return Some(Vec::new()),
     };
-    let Ok(p) = p.parse::<u32>() else {
-        return Vec::new();
-    };
-    match host.trim_start_matches('[').trim_end_matches(']') {
-        "0.0.0.0" | "::" => on_instance(p),
-        h if h.parse::<std::net::IpAddr>().is_ok() => vec![(h.to_string(), p)],
-        _ => Vec::new(),
-    }
+    Some(vec![(address, p)])
 }
 
 /// The sidecar's inbound ports: its Sidecar's `ingress` listeners when it has any (as Istio),
-/// else its services' target ports, forwarded to the proxy's own addresses.
+/// else its services' target ports, forwarded to the original destination (istiod's default
+/// `inboundTrafficPolicy` PASSTHROUGH).
 pub fn inbound(ctx: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
     if let Some(sidecar) = ctx.sidecar(proxy).filter(|s| !s.spec.ingress.is_empty()) {
         let mut out: Vec<InboundPort> = sidecar
@@ -260,7 +334,7 @@ pub fn inbound(ctx: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
                 Some(InboundPort {
                     port,
                     protocol,
-                    endpoints: default_endpoint(&l.default_endpoint, p.number, proxy),
+                    endpoints: default_endpoint(&l.default_endpoint, proxy),
                 })
             })
             .collect();
@@ -292,17 +366,18 @@ pub fn inbound(ctx: &PushContext, proxy: &Proxy) -> Vec<InboundPort> {
         .map(|(port, protocol)| InboundPort {
             port,
             protocol,
-            endpoints: proxy
-                .ip_addresses
-                .iter()
-                .map(|ip| (ip.clone(), u32::from(port)))
-                .collect(),
+            endpoints: None,
         })
         .collect()
 }
 
-/// `inbound|PORT||` clusters for the proxy's inbound ports.
+/// `inbound|PORT||` clusters for the proxy's inbound ports (istiod's `buildInboundCluster`):
+/// ORIGINAL_DST, never cleaned up, or STATIC to a Sidecar's default endpoint; Istio's default
+/// circuit breakers (every maximum); connections to a non-loopback address leave from
+/// 127.0.0.6, which the capture rules let through instead of sending back to the proxy.
 pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
+    /// istiod's `maxSecondsValue`: the longest protobuf duration.
+    const NEVER_SECS: i64 = 315_576_000_000;
     inbound(ctx, proxy)
         .into_iter()
         .map(|p| {
@@ -310,10 +385,37 @@ pub fn inbound_clusters(ctx: &PushContext, proxy: &Proxy) -> Vec<Cluster> {
             let mut c = Cluster {
                 name: name.clone(),
                 connect_timeout: Some(secs(CONNECT_TIMEOUT_SECS)),
-                cluster_discovery_type: discovery(cluster::DiscoveryType::Static),
-                load_assignment: Some(static_assignment(&name, &p.endpoints)),
                 ..Cluster::default()
             };
+            let loopback = match &p.endpoints {
+                None => {
+                    c.cluster_discovery_type = discovery(cluster::DiscoveryType::OriginalDst);
+                    c.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+                    c.cleanup_interval = Some(secs(NEVER_SECS));
+                    false
+                }
+                Some(endpoints) => {
+                    c.cluster_discovery_type = discovery(cluster::DiscoveryType::Static);
+                    c.load_assignment = Some(static_assignment(&name, endpoints));
+                    endpoints.iter().all(|(a, _)| {
+                        a.parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback())
+                    })
+                }
+            };
+            if !loopback {
+                c.upstream_bind_config = Some(BindConfig {
+                    source_address: Some(SocketAddress {
+                        address: "127.0.0.6".into(),
+                        port_specifier: Some(
+                            envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(0),
+                        ),
+                        ..SocketAddress::default()
+                    }),
+                    ..BindConfig::default()
+                });
+            }
+            super::cds_policy::apply_default_circuit_breakers(&mut c);
             h2_upstream(&mut c, p.protocol);
             c
         })
@@ -330,7 +432,7 @@ pub fn inbound_ports(ctx: &PushContext, proxy: &Proxy) -> Vec<(u16, capstan_regi
 
 fn special_clusters() -> Vec<Cluster> {
     let timeout = Some(secs(CONNECT_TIMEOUT_SECS));
-    vec![
+    let mut clusters = vec![
         Cluster {
             name: BLACKHOLE_CLUSTER.into(),
             connect_timeout: timeout,
@@ -361,7 +463,11 @@ fn special_clusters() -> Vec<Cluster> {
             }),
             ..Cluster::default()
         },
-    ]
+    ];
+    for c in clusters.iter_mut().skip(1) {
+        passthrough_options(c);
+    }
+    clusters
 }
 
 /// gRPC implements only ROUND_ROBIN and RING_HASH through `lb_policy` and NACKs the rest
@@ -449,7 +555,16 @@ pub fn generate(
                         .map(|c| Resource::shared(c.name.clone(), c)),
                 );
             }
-            out.extend(special_resources().iter().cloned());
+            // Gateways have no original-destination listeners: istiod sends them only the
+            // blackhole cluster (`buildClusters`).
+            out.extend(
+                special_resources()
+                    .iter()
+                    .filter(|c| {
+                        proxy.proxy_type == crate::ProxyType::Sidecar || c.name == BLACKHOLE_CLUSTER
+                    })
+                    .cloned(),
+            );
             if !sub.wildcard {
                 out.retain(|c| sub.names.contains(c.name.as_str()));
             }

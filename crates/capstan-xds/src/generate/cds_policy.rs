@@ -70,8 +70,80 @@ fn default_thresholds() -> Thresholds {
     }
 }
 
+/// Istio's default circuit breakers (every threshold at its maximum) on a cluster no policy
+/// shapes (the passthrough clusters).
+pub fn apply_default_circuit_breakers(c: &mut Cluster) {
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![default_thresholds()],
+        ..CircuitBreakers::default()
+    });
+}
+
 fn positive(v: Option<i32>) -> Option<u32> {
     v.filter(|v| *v > 0).map(|v| v as u32)
+}
+
+/// The connection pool's per-connection settings in the cluster's `HttpProtocolOptions`
+/// (istiod's `applyConnectionPool`): idle timeout (HTTP's, else TCP's), requests per
+/// connection, HTTP/2 stream limit (not `maxConnectionDuration`: the proxy cannot retire
+/// connections by age yet); `useClientProtocol` makes the
+/// upstream speak the downstream's protocol. Options without a protocol choice get explicit
+/// HTTP/1.1, as istiod's cluster builder does.
+fn http_pool_options(c: &mut Cluster, pool: &capstan_api::networking::ConnectionPoolSettings) {
+    use envoy_types::pb::envoy::config::core::v3::{
+        Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonOptions,
+    };
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    };
+    let http = pool.http.as_ref();
+    let tcp = pool.tcp.as_ref();
+    let idle = http
+        .and_then(|h| h.idle_timeout.as_ref())
+        .or_else(|| tcp.and_then(|t| t.idle_timeout.as_ref()));
+    let per_connection = http.and_then(|h| positive(h.max_requests_per_connection));
+    let streams = http.and_then(|h| positive(h.max_concurrent_streams));
+    let client_protocol = http.and_then(|h| h.use_client_protocol).unwrap_or(false);
+    if idle.is_none() && per_connection.is_none() && streams.is_none() && !client_protocol {
+        return;
+    }
+    let mut options = super::cds::http_options(c);
+    if idle.is_some() || per_connection.is_some() {
+        let common = options
+            .common_http_protocol_options
+            .get_or_insert_with(CommonOptions::default);
+        if let Some(d) = idle {
+            common.idle_timeout = Some(duration(d));
+        }
+        if let Some(n) = per_connection {
+            common.max_requests_per_connection = Some(u32v(n));
+        }
+    }
+    if let Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+        protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(h2)),
+    })) = options.upstream_protocol_options.as_mut()
+    {
+        if let Some(n) = streams {
+            h2.max_concurrent_streams = Some(u32v(n));
+        }
+    }
+    if client_protocol {
+        options.upstream_protocol_options = Some(
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..UseDownstreamHttpConfig::default()
+            }),
+        );
+    }
+    options.upstream_protocol_options.get_or_insert_with(|| {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(explicit_http_config::ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            )),
+        })
+    });
+    super::cds::set_http_options(c, &options);
 }
 
 /// Applies the policy's load balancing, connection pool and outlier detection to a cluster.
@@ -143,15 +215,8 @@ pub fn apply_policy(c: &mut Cluster, p: &EffectivePolicy<'_>) {
             if let Some(m) = positive(http.max_retries) {
                 thresholds.max_retries = Some(u32v(m));
             }
-            if let Some(m) = positive(http.max_requests_per_connection) {
-                // Deprecated in Envoy in favour of the HTTP protocol options extension, still
-                // accepted; kept because that extension needs an upstream protocol choice.
-                #[allow(deprecated)]
-                {
-                    c.max_requests_per_connection = Some(u32v(m));
-                }
-            }
         }
+        http_pool_options(c, pool);
     }
     c.circuit_breakers = Some(CircuitBreakers {
         thresholds: vec![thresholds],

@@ -115,14 +115,15 @@ fn http_filter<M: Message + Name>(name: &str, m: &M) -> hcm::HttpFilter {
     }
 }
 
-/// HTTP filters: CORS (when asked), fault (when asked), router last.
+/// HTTP filters: fault (when asked), CORS (when asked), router last.
 pub fn http_filters(cors: bool, fault: bool) -> Vec<hcm::HttpFilter> {
+    // istiod's order: fault, then CORS, then the router.
     let mut out = Vec::new();
-    if cors {
-        out.push(http_filter(CORS_FILTER, &Cors {}));
-    }
     if fault {
         out.push(http_filter(FAULT_FILTER, &HttpFault::default()));
+    }
+    if cors {
+        out.push(http_filter(CORS_FILTER, &Cors {}));
     }
     out.push(http_filter(ROUTER_FILTER, &Router::default()));
     out

@@ -2,25 +2,23 @@
 //! grouped by locality. Every locality carries a `locality` and a non-zero weight (gRPC drops
 //! localities without one).
 
-use super::cds_policy::EffectivePolicy;
 use super::cds_tls::{istio_tls_mode, TRANSPORT_SOCKET_MATCH};
 use super::common::{cluster_name, parse_outbound, socket, u32v};
+use super::locality_lb;
 use crate::context::cache::ByAddress;
 use crate::context::ConfigEntry;
 use crate::context::{exported_to, ProxyScope, PushContext};
 use crate::proxy::{Proxy, ProxyType};
 use crate::resource::Resource;
 use crate::{NameSet, PushRequest, Subscription};
-use capstan_api::networking::{
-    ClientTlsMode, DestinationRule, LocalityFailover, Subset, TrafficPolicy,
-};
+use capstan_api::networking::{ClientTlsMode, DestinationRule, Subset, TrafficPolicy};
 use capstan_registry::{Endpoint as RegistryEndpoint, Health, Locality, Resolution};
 use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality as EnvoyLocality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::google::protobuf::{value, Struct, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The TLS mode a client's rule sets for a port: the policy's, overridden by its port-level
@@ -238,87 +236,20 @@ fn host_assignments(ctx: &PushContext, proxy: &Proxy, host: &str) -> Arc<[Arc<Re
     })
 }
 
-/// The failover settings when Istio's locality failover applies to a cluster: the
-/// DestinationRule's effective policy (subset and port-level settings included) has outlier
-/// detection (without it Envoy never leaves priority 0) and locality load balancing is not
-/// turned off (Istio's mesh default turns it on). `distribute` and `failoverPriority` are not
-/// implemented; with either set, no priorities are assigned.
-fn failover<'a>(
-    dr: &'a ConfigEntry<DestinationRule>,
-    subset: &str,
-    port: u16,
-) -> Option<&'a [LocalityFailover]> {
-    let subset_policy = dr
-        .spec
-        .subsets
-        .iter()
-        .find(|s| !subset.is_empty() && s.name == subset)
-        .and_then(|s| s.traffic_policy.as_ref());
-    let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_ref(), subset_policy, port);
-    policy.outlier?;
-    match policy.lb.and_then(|lb| lb.locality_lb_setting.as_ref()) {
-        None => Some(&[]),
-        Some(s) if s.enabled == Some(false) => None,
-        Some(s) if !s.distribute.is_empty() || !s.failover_priority.is_empty() => None,
-        Some(s) => Some(&s.failover),
-    }
-}
-
-/// Istio's `LbPriority`: 0 when region, zone and subzone match the proxy's; 1 when region and
-/// zone do; 2 when the region does; 3 otherwise.
-fn lb_priority(proxy: &Locality, endpoints: &EnvoyLocality) -> u32 {
-    if proxy.region != endpoints.region {
-        3
-    } else if proxy.zone != endpoints.zone {
-        2
-    } else if proxy.subzone != endpoints.sub_zone {
-        1
-    } else {
-        0
-    }
-}
-
-/// Orders the localities of an assignment by closeness to the proxy (Istio's
-/// `applyLocalityFailover`): other regions get priority 3, or 4 when a failover rule from the
-/// proxy's region names another region; then priorities are renumbered without gaps.
-fn apply_failover(
-    cla: &mut ClusterLoadAssignment,
-    proxy: &Locality,
-    failover: &[LocalityFailover],
-) {
-    for group in &mut cla.endpoints {
-        let locality = group.locality.clone().unwrap_or_default();
-        let mut priority = lb_priority(proxy, &locality);
-        if priority == 3 {
-            if let Some(f) = failover.iter().find(|f| f.from == proxy.region) {
-                if locality.region != f.to {
-                    priority = 4;
-                }
-            }
-        }
-        group.priority = priority;
-    }
-    let used: BTreeSet<u32> = cla.endpoints.iter().map(|g| g.priority).collect();
-    for group in &mut cla.endpoints {
-        group.priority = used.range(..group.priority).count() as u32;
-    }
-}
-
 /// The shared assignment of one cluster, keyed by the DestinationRule for subsets (the rule's
 /// subset labels select the endpoints) and, with locality failover, by the rule and the
 /// proxy's locality.
 fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc<Resource>> {
     let key = parse_outbound(name)?;
-    let located = proxy.locality != Locality::default();
-    // The rule matters only for subsets, locality failover and TLS; most look-ups need none.
-    let dr = if key.subset.is_empty() && !located && !ctx.index.tls_rules {
+    // The rule matters only for subsets, locality failover (rules with outlier detection) and
+    // TLS; most look-ups need none.
+    let dr = if key.subset.is_empty() && !ctx.index.failover_rules && !ctx.index.tls_rules {
         None
     } else {
         ctx.destination_rule(proxy, key.host)
     };
-    let failover = dr
-        .filter(|_| located)
-        .and_then(|d| failover(d, key.subset, key.port));
+    // As istiod, failover applies whether or not the proxy's locality is known.
+    let failover = dr.and_then(|d| locality_lb::failover(d, key.subset, key.port));
     let rule = if key.subset.is_empty() && failover.is_none() && !ctx.index.tls_rules {
         None
     } else {
@@ -328,7 +259,7 @@ fn shared_assignment(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Arc
     ctx.cache.endpoints(name, rule, locality, || {
         load_assignment(ctx, proxy, name).map(|mut cla| {
             if let Some(f) = failover {
-                apply_failover(&mut cla, &proxy.locality, f);
+                locality_lb::apply_failover(&mut cla, &proxy.locality, f);
             }
             Resource::shared(cla.cluster_name.clone(), &cla)
         })

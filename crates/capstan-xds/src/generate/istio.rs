@@ -106,6 +106,10 @@ impl Generator for IstioGenerator {
         if let Some(kind) = capstan_config::mcp::kind_of_type_url(type_url) {
             return Ok(self.mcp.resources(&ctx.config, kind));
         }
+        // istiod takes the proxy's locality from the registry (its pod's Node) before the one
+        // the proxy reports; EDS priorities are relative to it.
+        let located = ctx.located(proxy);
+        let proxy = &*located;
         let scope = ctx.scope(proxy);
         Ok(match type_url {
             CLUSTER => super::cds::generate(&ctx, proxy, &scope, subscription),
@@ -139,6 +143,9 @@ impl Generator for IstioGenerator {
     }
 }
 
+/// How a changed workload is named among a push's changed keys (`workload:<address>`).
+const WORKLOAD_KEY_PREFIX: &str = "workload:";
+
 /// Whether one changed key (`Kind/ns/name` or a hostname) can matter to the proxy.
 fn config_affects(
     ctx: &PushContext,
@@ -146,6 +153,13 @@ fn config_affects(
     scope: &crate::context::ProxyScope,
     key: &str,
 ) -> bool {
+    if let Some(address) = key.strip_prefix(WORKLOAD_KEY_PREFIX) {
+        // The proxy's own workload concerns it: its Node's locality is the proxy's
+        // (istiod pushes such a proxy update to the proxy).
+        if proxy.ip_addresses.iter().any(|ip| ip == address) {
+            return true;
+        }
+    }
     let parts: Vec<&str> = key.splitn(3, '/').collect();
     let [kind, ns, name] = parts.as_slice() else {
         // A hostname.

@@ -63,13 +63,28 @@ fn virtual_outbound(scope: &ProxyScope) -> Listener {
     Listener {
         name: "virtualOutbound".into(),
         address: Some(socket("0.0.0.0", 15001)),
+        // `use_original_dst` reads the original destination itself (Envoy inserts the
+        // original_dst listener filter for it), so none is listed, as istiod lists none.
         use_original_dst: Some(BoolValue { value: true }),
-        listener_filters: vec![original_dst()],
-        filter_chains: vec![FilterChain {
-            name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_proxy_filter(cluster, cluster)],
-            ..FilterChain::default()
-        }],
+        filter_chains: vec![
+            // Connections whose original destination is 15001 itself would loop.
+            FilterChain {
+                name: "virtualOutbound-blackhole".into(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                        value: 15001,
+                    }),
+                    ..FilterChainMatch::default()
+                }),
+                filters: vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
+                ..FilterChain::default()
+            },
+            FilterChain {
+                name: "virtualOutbound-catchall-tcp".into(),
+                filters: vec![tcp_proxy_filter(cluster, cluster)],
+                ..FilterChain::default()
+            },
+        ],
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Listener::default()
     }
@@ -99,6 +114,9 @@ fn outbound_listener(
     }
 }
 
+/// The HTTP chain of a wildcard outbound listener: plaintext HTTP as the HTTP inspector
+/// detects it (istiod's `plaintextHTTPALPNs` on `raw_buffer`); anything else falls through to
+/// the listener's default chain.
 fn http_chain(port: u16) -> FilterChain {
     let hcm = hcm_rds(
         &format!("outbound_0.0.0.0_{port}"),
@@ -107,8 +125,21 @@ fn http_chain(port: u16) -> FilterChain {
     );
     FilterChain {
         filters: vec![hcm_filter(&hcm)],
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "raw_buffer".into(),
+            application_protocols: vec!["http/1.1".into(), "h2c".into()],
+            ..FilterChainMatch::default()
+        }),
         ..FilterChain::default()
     }
+}
+
+/// The HTTP inspector alone: it sets the application protocol the HTTP chain matches.
+fn http_inspector() -> ListenerFilter {
+    listener_filter(
+        "envoy.filters.listener.http_inspector",
+        &HttpInspector::default(),
+    )
 }
 
 /// Per-port outbound listeners.
@@ -133,36 +164,33 @@ fn outbound_listeners(ctx: &PushContext, proxy: &Proxy, scope: &ProxyScope) -> V
             .collect();
         let wildcard = format!("0.0.0.0_{port}");
         if any_unknown {
-            // Protocol sniffing: HTTP chain by application protocol, TCP chain otherwise.
-            let mut http = http_chain(port);
-            http.filter_chain_match = Some(FilterChainMatch {
-                application_protocols: vec!["http/1.1".into(), "h2c".into()],
-                ..FilterChainMatch::default()
-            });
+            // Protocol sniffing: the HTTP chain by application protocol, TCP otherwise (the
+            // service's cluster when it is alone on the port, as the default chain).
             let single: Vec<&Arc<Service>> = services.iter().map(|(s, _)| *s).collect();
             let tcp_cluster = match single.as_slice() {
                 [one] => cluster_name("outbound", port, "", &one.hostname),
                 _ => fallback.to_string(),
             };
-            let tcp_chain = FilterChain {
+            let mut listener =
+                outbound_listener(wildcard, "0.0.0.0", port, vec![http_chain(port)], false);
+            listener.listener_filters = vec![http_inspector()];
+            listener.default_filter_chain = Some(FilterChain {
                 filters: vec![tcp_proxy_filter(&tcp_cluster, &tcp_cluster)],
                 ..FilterChain::default()
-            };
-            out.push(outbound_listener(
-                wildcard,
-                "0.0.0.0",
-                port,
-                vec![http, tcp_chain],
-                true,
-            ));
+            });
+            out.push(listener);
         } else if any_http {
-            out.push(outbound_listener(
-                wildcard,
-                "0.0.0.0",
-                port,
-                vec![http_chain(port)],
-                false,
-            ));
+            // Explicit HTTP: what is not plaintext HTTP passes through, as istiod's
+            // `PassthroughFilterChain` (traffic to a non-mesh destination on a mesh port).
+            let mut listener =
+                outbound_listener(wildcard, "0.0.0.0", port, vec![http_chain(port)], false);
+            listener.listener_filters = vec![http_inspector()];
+            listener.default_filter_chain = Some(FilterChain {
+                name: "PassthroughFilterChain".into(),
+                filters: vec![tcp_proxy_filter(fallback, fallback)],
+                ..FilterChain::default()
+            });
+            out.push(listener);
         }
         for (svc, protocol) in tcp {
             let (chains, sni) = super::lds_tcp::chains(ctx, proxy, svc, port, protocol);

@@ -1,22 +1,27 @@
-//! The sidecar's `virtualInbound` listener (15006): a filter chain set per inbound port, shaped
-//! by the mutual-TLS mode its PeerAuthentications give the port (istiod's
-//! `listener_inbound.go` with `filterchain_options.go`), and the catch-all for other ports.
+//! The sidecar's `virtualInbound` listener (15006), as istiod's `listener_inbound.go` builds
+//! it: a blackhole chain for traffic to 15006 itself, the passthrough chains for ports no
+//! service declares (to `InboundPassthroughCluster`), then the chains of each inbound port.
+//! Which chains a destination gets follows istiod's `FilterChainMatchOptions`
+//! (`filterchain_options.go`), by the mutual-TLS mode its PeerAuthentications give it and the
+//! port's protocol:
 //!
-//! | mode | chains of a port (and of the catch-all) |
-//! |---|---|
-//! | PERMISSIVE (default) | mTLS: `transport_protocol: tls`, Istio's ALPNs, terminating with the workload certificate; plaintext: as before |
-//! | STRICT | mTLS only, any ALPN: a plaintext connection matches no chain and is closed |
-//! | DISABLE | plaintext only |
+//! | mode | HTTP port | TCP port | undeclared protocol (and the passthrough) |
+//! |---|---|---|---|
+//! | PERMISSIVE (default) | mTLS (Istio's ALPNs); `raw_buffer` | mTLS (Istio's ALPNs); one-way TLS (not terminated); `raw_buffer` | HTTP over mTLS (`istio-http/*`, `istio-h2`); HTTP in plaintext (`http/1.1`, `h2c`); TCP over mTLS (`istio-peer-exchange`, `istio`); TCP in plaintext; one-way TLS |
+//! | STRICT | mTLS, any ALPN | mTLS, any ALPN | HTTP over mTLS (`istio-http/*`, `istio-h2`); TCP over mTLS |
+//! | DISABLE | `raw_buffer` | `raw_buffer` | HTTP in plaintext (`http/1.1`, `h2c`); TCP in plaintext |
 //!
-//! HTTP chains carry the workload's RequestAuthentication JWT filter ([`super::jwt`]), then its
-//! AuthorizationPolicy RBAC filters ([`super::authz`]), ahead of the router (istiod's order:
-//! authentication before authorization, so RBAC can match the verified token's claims); TCP
-//! chains carry the network RBAC filters before the `tcp_proxy`.
+//! A connection no chain matches (plaintext under STRICT) is closed. HTTP chains carry the
+//! workload's RequestAuthentication JWT filter ([`super::jwt`]), then its AuthorizationPolicy
+//! RBAC filters ([`super::authz`]), ahead of the others (istiod's order: authentication before
+//! authorization, so RBAC can match the verified token's claims); TCP chains carry the network
+//! RBAC filters before the `tcp_proxy`.
 
 use super::cds_tls::{istio_identity, TLS_SOCKET};
 use super::common::{
-    any, hcm_filter, hcm_rds, http_filters, socket, tcp_proxy_filter, INBOUND_PASSTHROUGH_CLUSTER,
+    any, socket, tcp_proxy_filter, u32v, BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER,
 };
+use super::lds_inbound_http::{connection_manager, InboundHttp};
 use crate::context::{MutualTlsMode, PushContext};
 use crate::proxy::Proxy;
 use capstan_registry::Protocol;
@@ -28,8 +33,10 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext, TlsParameters,
+    common_tls_context, tls_parameters::TlsProtocol, CommonTlsContext, DownstreamTlsContext,
+    TlsParameters,
 };
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
 use envoy_types::pb::google::protobuf::BoolValue;
 
 /// The ALPNs a sidecar client offers over mTLS (Istio's `allIstioMtlsALPNs`): `istio` and
@@ -42,6 +49,14 @@ pub const ISTIO_MTLS_ALPNS: [&str; 5] = [
     "istio-h2",
 ];
 
+/// HTTP a client sidecar sniffed and sent over mTLS (Istio's `mtlsHTTPALPNs`).
+const MTLS_HTTP_ALPNS: [&str; 3] = ["istio-http/1.0", "istio-http/1.1", "istio-h2"];
+/// TCP from a client sidecar over mTLS (Istio's `mtlsTCPWithMxcALPNs`).
+const MTLS_TCP_ALPNS: [&str; 2] = ["istio-peer-exchange", "istio"];
+/// Plaintext HTTP as the HTTP inspector reports it (Istio's `plaintextHTTPALPNs`; HTTP/1.0
+/// falls to the TCP chain, as istiod without `PILOT_HTTP10`).
+const PLAINTEXT_HTTP_ALPNS: [&str; 2] = ["http/1.1", "h2c"];
+
 /// Istio's server cipher suites for sidecars (`SupportedCiphers`).
 const SUPPORTED_CIPHERS: [&str; 6] = [
     "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -52,11 +67,15 @@ const SUPPORTED_CIPHERS: [&str; 6] = [
     "AES128-GCM-SHA256",
 ];
 
+/// The port `virtualInbound` listens on (mesh `proxyInboundListenPort`).
+const INBOUND_LISTEN_PORT: u16 = 15006;
+
 /// Istio's `BuildInboundTLS`: the workload certificate (SDS `default`), clients verified
-/// against `ROOTCA`, TLS 1.2 to 1.3 with Istio's ciphers; ALPN `h2`, `http/1.1` for HTTP
+/// against `ROOTCA` and required to be of the mesh's trust domain (a `spiffe://<td>/` prefix
+/// match on their SANs), TLS 1.2 to 1.3 with Istio's ciphers; ALPN `h2`, `http/1.1` for HTTP
 /// chains, with `istio-peer-exchange` first for TCP chains (metadata exchange). The server
 /// never selects `istio`: that would hide the application protocol.
-pub fn inbound_tls(http: bool) -> DownstreamTlsContext {
+pub fn inbound_tls(http: bool, trust_domain: &str) -> DownstreamTlsContext {
     let mut common = CommonTlsContext {
         tls_params: Some(TlsParameters {
             tls_minimum_protocol_version: TlsProtocol::TlSv12 as i32,
@@ -72,6 +91,22 @@ pub fn inbound_tls(http: bool) -> DownstreamTlsContext {
         ..CommonTlsContext::default()
     };
     istio_identity(&mut common, &[]);
+    // istiod's `TrustDomainsForValidation`: a prefix per trust domain (no aliases here).
+    if let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+        &mut common.validation_context_type
+    {
+        if let Some(default) = &mut v.default_validation_context {
+            #[allow(deprecated)] // match_subject_alt_names: what Istio sends
+            {
+                default.match_subject_alt_names = vec![StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
+                        "spiffe://{trust_domain}/"
+                    ))),
+                    ..StringMatcher::default()
+                }];
+            }
+        }
+    }
     DownstreamTlsContext {
         common_tls_context: Some(common),
         require_client_certificate: Some(BoolValue { value: true }),
@@ -79,75 +114,145 @@ pub fn inbound_tls(http: bool) -> DownstreamTlsContext {
     }
 }
 
-fn tls_socket(http: bool) -> TransportSocket {
+fn tls_socket(http: bool, trust_domain: &str) -> TransportSocket {
     TransportSocket {
         name: TLS_SOCKET.into(),
         config_type: Some(transport_socket::ConfigType::TypedConfig(any(
-            &inbound_tls(http),
+            &inbound_tls(http, trust_domain),
         ))),
     }
 }
 
-/// The chains for one destination (a port, or `None` for every other port) in a mode: the
-/// plaintext chain keeps the port-only match it always had; mTLS chains add
-/// `transport_protocol: tls` and, when plaintext is also accepted, Istio's ALPNs.
-fn chains(
-    name: &str,
-    port: Option<u16>,
-    mode: MutualTlsMode,
-    http: bool,
-    filters: &[Filter],
-) -> Vec<FilterChain> {
-    let destination_port = port.map(|p| super::common::u32v(u32::from(p)));
-    let mtls = |alpns: &[&str]| FilterChain {
-        name: name.to_string(),
-        filter_chain_match: Some(FilterChainMatch {
-            destination_port,
-            transport_protocol: "tls".into(),
-            application_protocols: alpns.iter().map(|a| a.to_string()).collect(),
-            ..FilterChainMatch::default()
-        }),
-        filters: filters.to_vec(),
-        transport_socket: Some(tls_socket(http)),
-        ..FilterChain::default()
-    };
-    let plaintext = FilterChain {
-        name: name.to_string(),
-        filter_chain_match: destination_port.map(|p| FilterChainMatch {
-            destination_port: Some(p),
-            ..FilterChainMatch::default()
-        }),
-        filters: filters.to_vec(),
-        ..FilterChain::default()
-    };
-    match mode {
-        MutualTlsMode::Permissive => vec![mtls(&ISTIO_MTLS_ALPNS), plaintext],
-        MutualTlsMode::Strict => vec![mtls(&[])],
-        MutualTlsMode::Disable => vec![plaintext],
+/// What a chain serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Serves {
+    Http,
+    Tcp,
+}
+
+/// One of istiod's `FilterChainMatchOptions`: the ALPNs and transport protocol matched, what
+/// the chain serves, and whether it terminates mTLS.
+struct MatchOption {
+    alpns: &'static [&'static str],
+    transport: &'static str,
+    serves: Serves,
+    mtls: bool,
+}
+
+const fn opt(
+    alpns: &'static [&'static str],
+    transport: &'static str,
+    serves: Serves,
+    mtls: bool,
+) -> MatchOption {
+    MatchOption {
+        alpns,
+        transport,
+        serves,
+        mtls,
     }
 }
 
-/// The inbound HTTP connection manager for a port: one route to `inbound|PORT||`, behind the
-/// workload's JWT and RBAC filters (`security`: RequestAuthentication, then AuthorizationPolicy),
-/// which come before every other HTTP filter.
-fn http_filter(port: u16, cluster: &str, security: &[HttpFilter]) -> Filter {
-    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
-    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-    let mut filters = security.to_vec();
-    filters.extend(http_filters(false, false));
-    let mut hcm = hcm_rds(&format!("inbound_0.0.0.0_{port}"), "", filters);
-    hcm.route_specifier = Some(RouteSpecifier::RouteConfig(RouteConfiguration {
-        name: cluster.to_string(),
-        virtual_hosts: vec![VirtualHost {
-            name: format!("inbound|http|{port}"),
-            domains: vec!["*".into()],
-            routes: vec![super::rds_route::default_route(cluster.to_string())],
-            ..VirtualHost::default()
-        }],
-        validate_clusters: Some(BoolValue { value: false }),
-        ..RouteConfiguration::default()
-    }));
-    hcm_filter(&hcm)
+const TLS: &str = "tls";
+const RAW: &str = "raw_buffer";
+
+/// How a port's traffic is served: its declared protocol, or sniffed when undeclared (istiod's
+/// `ListenerProtocolAuto`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortKind {
+    Http,
+    Tcp,
+    Sniffed,
+}
+
+impl PortKind {
+    fn of(protocol: Protocol) -> PortKind {
+        if protocol.is_http() {
+            PortKind::Http
+        } else if protocol == Protocol::Unknown {
+            PortKind::Sniffed
+        } else {
+            PortKind::Tcp
+        }
+    }
+}
+
+/// istiod's `getFilterChainMatchOptions`.
+fn match_options(mode: MutualTlsMode, kind: PortKind) -> &'static [MatchOption] {
+    use MutualTlsMode::{Disable, Permissive, Strict};
+    use Serves::{Http, Tcp};
+    const PERMISSIVE_HTTP: [MatchOption; 2] = [
+        opt(&ISTIO_MTLS_ALPNS, TLS, Http, true),
+        opt(&[], RAW, Http, false),
+    ];
+    const PERMISSIVE_TCP: [MatchOption; 3] = [
+        opt(&ISTIO_MTLS_ALPNS, TLS, Tcp, true),
+        opt(&[], TLS, Tcp, false),
+        opt(&[], RAW, Tcp, false),
+    ];
+    const PERMISSIVE_SNIFFED: [MatchOption; 5] = [
+        opt(&MTLS_HTTP_ALPNS, TLS, Http, true),
+        opt(&PLAINTEXT_HTTP_ALPNS, RAW, Http, false),
+        opt(&MTLS_TCP_ALPNS, TLS, Tcp, true),
+        opt(&[], RAW, Tcp, false),
+        opt(&[], TLS, Tcp, false),
+    ];
+    const STRICT_HTTP: [MatchOption; 1] = [opt(&[], TLS, Http, true)];
+    const STRICT_TCP: [MatchOption; 1] = [opt(&[], TLS, Tcp, true)];
+    const STRICT_SNIFFED: [MatchOption; 2] = [
+        opt(&MTLS_HTTP_ALPNS, TLS, Http, true),
+        opt(&[], TLS, Tcp, true),
+    ];
+    const DISABLE_HTTP: [MatchOption; 1] = [opt(&[], RAW, Http, false)];
+    const DISABLE_TCP: [MatchOption; 1] = [opt(&[], RAW, Tcp, false)];
+    const DISABLE_SNIFFED: [MatchOption; 2] = [
+        opt(&PLAINTEXT_HTTP_ALPNS, RAW, Http, false),
+        opt(&[], RAW, Tcp, false),
+    ];
+    match (mode, kind) {
+        (Permissive, PortKind::Http) => &PERMISSIVE_HTTP,
+        (Permissive, PortKind::Tcp) => &PERMISSIVE_TCP,
+        (Permissive, PortKind::Sniffed) => &PERMISSIVE_SNIFFED,
+        (Strict, PortKind::Http) => &STRICT_HTTP,
+        (Strict, PortKind::Tcp) => &STRICT_TCP,
+        (Strict, PortKind::Sniffed) => &STRICT_SNIFFED,
+        (Disable, PortKind::Http) => &DISABLE_HTTP,
+        (Disable, PortKind::Tcp) => &DISABLE_TCP,
+        (Disable, PortKind::Sniffed) => &DISABLE_SNIFFED,
+    }
+}
+
+/// One destination's chains: its port (`None`: any), names and filters per what a chain
+/// serves (istiod's `inboundChainConfig`).
+#[derive(Clone)]
+struct Destination<'a> {
+    port: Option<u16>,
+    http_name: &'a str,
+    tcp_name: &'a str,
+    http: Vec<Filter>,
+    tcp: Vec<Filter>,
+}
+
+/// istiod's `inboundChainForOpts`: a chain per match option.
+fn chains(d: &Destination<'_>, options: &[MatchOption], trust_domain: &str) -> Vec<FilterChain> {
+    options
+        .iter()
+        .map(|o| {
+            let http = o.serves == Serves::Http;
+            FilterChain {
+                name: if http { d.http_name } else { d.tcp_name }.to_string(),
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: d.port.map(|p| u32v(u32::from(p))),
+                    transport_protocol: o.transport.into(),
+                    application_protocols: o.alpns.iter().map(|a| a.to_string()).collect(),
+                    ..FilterChainMatch::default()
+                }),
+                filters: if http { d.http.clone() } else { d.tcp.clone() },
+                transport_socket: o.mtls.then(|| tls_socket(http, trust_domain)),
+                ..FilterChain::default()
+            }
+        })
+        .collect()
 }
 
 /// The network filters of a TCP chain: the RBAC filters, then the terminal `tcp_proxy`.
@@ -157,12 +262,26 @@ fn with_rbac(rbac: &[Filter], terminal: Filter) -> Vec<Filter> {
     v
 }
 
+/// istiod's `buildInboundBlackhole`: traffic addressed to 15006 itself would loop.
+fn blackhole() -> FilterChain {
+    FilterChain {
+        name: "virtualInbound-blackhole".into(),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(u32v(u32::from(INBOUND_LISTEN_PORT))),
+            ..FilterChainMatch::default()
+        }),
+        filters: vec![tcp_proxy_filter(BLACKHOLE_CLUSTER, BLACKHOLE_CLUSTER)],
+        ..FilterChain::default()
+    }
+}
+
 /// `virtualInbound` for a sidecar, with `listener_filters` given by the caller.
 pub fn virtual_inbound(
     ctx: &PushContext,
     proxy: &Proxy,
     listener_filters: Vec<ListenerFilter>,
 ) -> Listener {
+    let trust_domain = ctx.mesh.trust_domain.as_str();
     let mtls = ctx.workload_mtls(&proxy.namespace, &proxy.labels);
     let ports = super::cds::inbound_ports(ctx, proxy);
     let authz = ctx.workload_authz(&proxy.namespace, &proxy.labels);
@@ -172,51 +291,168 @@ pub fn virtual_inbound(
         .collect();
     http_security.extend(super::authz::http_filters(&authz));
     let tcp_rbac = super::authz::network_filters(&authz);
-    let mut out = Vec::new();
-    for &(port, protocol) in &ports {
-        let cluster = format!("inbound|{port}||");
-        // Undeclared protocols are served as HTTP inbound (no sniffing on this side).
-        let http = protocol.is_http() || protocol == Protocol::Unknown;
-        let filter = if http {
-            http_filter(port, &cluster, &http_security)
-        } else {
-            tcp_proxy_filter(&format!("inbound_0.0.0.0_{port}"), &cluster)
-        };
-        let filters = if http {
-            vec![filter]
-        } else {
-            with_rbac(&tcp_rbac, filter)
-        };
-        out.extend(chains(
-            &cluster,
-            Some(port),
-            mtls.for_port(port),
-            http,
-            &filters,
-        ));
-    }
-    // Other ports pass through to the original destination, under the workload's mode; a
-    // port-level setting for a port no service declares gets its own chains (Istio's
-    // `ForPassthrough`).
-    let catchall = "virtualInbound-catchall-tcp";
-    // istiod authorizes pass-through connections too: a policy covers every port of the
-    // workload, not only the declared ones.
-    let passthrough = with_rbac(
-        &tcp_rbac,
-        tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER),
-    );
+
+    let mut out = vec![blackhole()];
+    // Ports no service declares pass through to the original destination under the
+    // workload's mode; a port-level setting for such a port gets its own chains (istiod's
+    // `ForPassthrough`). istiod authorizes pass-through traffic too: a policy covers every
+    // port of the workload, not only the declared ones.
+    let passthrough = Destination {
+        port: None,
+        http_name: "virtualInbound-catchall-http",
+        tcp_name: "virtualInbound",
+        http: vec![connection_manager(&InboundHttp {
+            stat_prefix: INBOUND_PASSTHROUGH_CLUSTER,
+            cluster: INBOUND_PASSTHROUGH_CLUSTER,
+            port: 0,
+            grpc: false,
+            security: &http_security,
+        })],
+        tcp: with_rbac(
+            &tcp_rbac,
+            tcp_proxy_filter(INBOUND_PASSTHROUGH_CLUSTER, INBOUND_PASSTHROUGH_CLUSTER),
+        ),
+    };
+    out.extend(chains(
+        &passthrough,
+        match_options(mtls.mode, PortKind::Sniffed),
+        trust_domain,
+    ));
     for (&port, &mode) in &mtls.per_port {
         if !ports.iter().any(|(p, _)| *p == port) {
-            out.extend(chains(catchall, Some(port), mode, false, &passthrough));
+            let d = Destination {
+                port: Some(port),
+                ..passthrough.clone()
+            };
+            out.extend(chains(
+                &d,
+                match_options(mode, PortKind::Sniffed),
+                trust_domain,
+            ));
         }
     }
-    out.extend(chains(catchall, None, mtls.mode, false, &passthrough));
+
+    for &(port, protocol) in &ports {
+        let cluster = format!("inbound|{port}||");
+        let name = format!("0.0.0.0_{port}");
+        let kind = PortKind::of(protocol);
+        let d = Destination {
+            port: Some(port),
+            http_name: &name,
+            tcp_name: &name,
+            http: if kind == PortKind::Tcp {
+                Vec::new()
+            } else {
+                vec![connection_manager(&InboundHttp {
+                    stat_prefix: &format!("inbound_{name}"),
+                    cluster: &cluster,
+                    port,
+                    grpc: matches!(protocol, Protocol::Grpc | Protocol::GrpcWeb),
+                    security: &http_security,
+                })]
+            },
+            tcp: if kind == PortKind::Http {
+                Vec::new()
+            } else {
+                with_rbac(&tcp_rbac, tcp_proxy_filter(&cluster, &cluster))
+            },
+        };
+        out.extend(chains(
+            &d,
+            match_options(mtls.for_port(port), kind),
+            trust_domain,
+        ));
+    }
     Listener {
         name: "virtualInbound".into(),
-        address: Some(socket("0.0.0.0", 15006)),
+        address: Some(socket("0.0.0.0", u32::from(INBOUND_LISTEN_PORT))),
         listener_filters,
         filter_chains: out,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Listener::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option set of istiod's table, by (mode, port kind): (ALPNs, transport, serves
+    /// HTTP, terminates mTLS).
+    #[test]
+    fn match_options_follow_istiod() {
+        type Row = (usize, &'static str, bool, bool);
+        let rows = |mode, kind| -> Vec<Row> {
+            match_options(mode, kind)
+                .iter()
+                .map(|o| (o.alpns.len(), o.transport, o.serves == Serves::Http, o.mtls))
+                .collect()
+        };
+        use MutualTlsMode::{Disable, Permissive, Strict};
+        let cases: Vec<(MutualTlsMode, PortKind, Vec<Row>)> = vec![
+            (
+                Permissive,
+                PortKind::Http,
+                vec![(5, TLS, true, true), (0, RAW, true, false)],
+            ),
+            (
+                Permissive,
+                PortKind::Tcp,
+                vec![
+                    (5, TLS, false, true),
+                    (0, TLS, false, false),
+                    (0, RAW, false, false),
+                ],
+            ),
+            (
+                Permissive,
+                PortKind::Sniffed,
+                vec![
+                    (3, TLS, true, true),
+                    (2, RAW, true, false),
+                    (2, TLS, false, true),
+                    (0, RAW, false, false),
+                    (0, TLS, false, false),
+                ],
+            ),
+            (Strict, PortKind::Http, vec![(0, TLS, true, true)]),
+            (Strict, PortKind::Tcp, vec![(0, TLS, false, true)]),
+            (
+                Strict,
+                PortKind::Sniffed,
+                vec![(3, TLS, true, true), (0, TLS, false, true)],
+            ),
+            (Disable, PortKind::Http, vec![(0, RAW, true, false)]),
+            (Disable, PortKind::Tcp, vec![(0, RAW, false, false)]),
+            (
+                Disable,
+                PortKind::Sniffed,
+                vec![(2, RAW, true, false), (0, RAW, false, false)],
+            ),
+        ];
+        for (mode, kind, want) in cases {
+            assert_eq!(rows(mode, kind), want, "{mode:?} {kind:?}");
+        }
+    }
+
+    #[test]
+    fn inbound_tls_requires_the_trust_domain() {
+        let ctx = inbound_tls(true, "example.org");
+        let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+            ctx.common_tls_context.unwrap().validation_context_type
+        else {
+            panic!("no combined validation context")
+        };
+        #[allow(deprecated)]
+        let sans = v
+            .default_validation_context
+            .unwrap()
+            .match_subject_alt_names;
+        assert_eq!(
+            sans[0].match_pattern,
+            Some(string_matcher::MatchPattern::Prefix(
+                "spiffe://example.org/".into()
+            ))
+        );
     }
 }

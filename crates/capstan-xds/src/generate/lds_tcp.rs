@@ -48,7 +48,12 @@ fn cidrs(list: &[String]) -> Vec<CidrRange> {
 }
 
 /// A TCP proxy to a route's destinations (weighted when there are several).
-fn tcp_to(rc: &RouteCtx<'_>, route: &[RouteDestination], ns: &str, stat: &str) -> Option<Filter> {
+pub(super) fn tcp_to(
+    rc: &RouteCtx<'_>,
+    route: &[RouteDestination],
+    ns: &str,
+    stat: &str,
+) -> Option<Filter> {
     let dests: Vec<_> = route
         .iter()
         .filter_map(|d| Some((d.destination.as_ref()?, d.weight)))

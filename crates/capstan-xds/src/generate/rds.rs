@@ -23,18 +23,26 @@ pub fn routed(protocol: Protocol) -> bool {
     protocol.is_http() || protocol == Protocol::Unknown
 }
 
-/// Istio's domains for a service port as seen from `proxy_ns`: the FQDN, its shorter forms
-/// (`reviews.default.svc`, `reviews.default`, and `reviews` from the same namespace), and the
-/// VIPs; each bare and with `:port`.
-pub fn domains(svc: &Service, port: u16, proxy_ns: &str, suffix: &str) -> Vec<String> {
+/// Istio's domains for a service as seen from a sidecar in `proxy_ns` (istiod's
+/// `generateVirtualHostDomains` for sidecars): the FQDN, the absolute FQDN (trailing dot),
+/// the shorter forms of a Kubernetes name (`reviews` from the same namespace,
+/// `reviews.default.svc`, `reviews.default`), then the VIPs — all without the port, which the
+/// route configuration's `ignore_port_in_host_matching` strips from the request's host.
+pub fn domains(svc: &Service, proxy_ns: &str, suffix: &str) -> Vec<String> {
     let host = svc.hostname.as_str();
     let mut names = vec![host.to_string()];
+    if host.parse::<std::net::IpAddr>().is_err() {
+        names.push(format!("{host}."));
+    }
     if let Some(short) = host.strip_suffix(&format!(".svc.{suffix}")) {
-        names.push(format!("{short}.svc"));
-        names.push(short.to_string());
-        if svc.namespace == proxy_ns {
-            if let Some((name, _)) = short.split_once('.') {
+        if let Some((name, _)) = short.split_once('.') {
+            if svc.namespace == proxy_ns {
                 names.push(name.to_string());
+                names.push(format!("{short}.svc"));
+                names.push(short.to_string());
+            } else {
+                names.push(short.to_string());
+                names.push(format!("{short}.svc"));
             }
         }
     }
@@ -42,12 +50,12 @@ pub fn domains(svc: &Service, port: u16, proxy_ns: &str, suffix: &str) -> Vec<St
         svc.addresses
             .iter()
             .filter(|a| a.as_str() != "0.0.0.0")
-            .cloned(),
+            .map(|a| match a.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
+                _ => a.clone(),
+            }),
     );
     names
-        .into_iter()
-        .flat_map(|n| [format!("{n}:{port}"), n])
-        .collect()
 }
 
 /// The routes of a service's virtual host: the first applicable VirtualService's, else the
@@ -105,6 +113,7 @@ fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
     VirtualHost {
         name: name.to_string(),
         domains: vec!["*".into()],
+        include_request_attempt_count: true,
         routes: vec![Route {
             name: name.to_string(),
             r#match: Some(super::rds_route::route_match(None)),
@@ -173,7 +182,7 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
         });
         let mut bytes = VirtualHost {
             name: format!("{}:{port}", svc.hostname),
-            domains: domains(svc, port, &proxy.namespace, &ctx.mesh.domain_suffix),
+            domains: domains(svc, &proxy.namespace, &ctx.mesh.domain_suffix),
             ..VirtualHost::default()
         }
         .encode_to_vec();
@@ -204,6 +213,7 @@ fn shared_route_config(
         let shell = RouteConfiguration {
             name: port.to_string(),
             validate_clusters: Some(BoolValue { value: false }),
+            ignore_port_in_host_matching: true,
             ..RouteConfiguration::default()
         };
         let mut value = shell.encode_to_vec();

@@ -231,7 +231,6 @@ pub fn retry_policy(r: Option<&HttpRetry>) -> Option<RetryPolicy> {
     let mut p = RetryPolicy {
         retry_on: DEFAULT_RETRY_ON.into(),
         num_retries: Some(u32v(2)),
-        retriable_status_codes: vec![503],
         host_selection_retry_max_attempts: 5,
         retry_host_predicate: vec![retry_policy::RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".into(),
@@ -284,6 +283,12 @@ fn fraction(pct: Option<&Percent>, legacy: Option<i32>) -> FractionalPercent {
     }
 }
 
+/// A fault's percentage: none when the rule gives none, which the fault filter reads as 0 %
+/// ("if not specified, no request will be delayed / aborted", Istio's API).
+fn fault_fraction(pct: Option<&Percent>, legacy: Option<i32>) -> Option<FractionalPercent> {
+    (pct.is_some() || legacy.is_some()).then(|| fraction(pct, legacy))
+}
+
 fn grpc_code(s: &str) -> Option<u32> {
     const CODES: [&str; 17] = capstan_api::common::GRPC_STATUS_CODES;
     s.parse()
@@ -295,7 +300,7 @@ fn grpc_code(s: &str) -> Option<u32> {
 pub fn http_fault(f: &HttpFaultInjection) -> fault::HttpFault {
     let delay = f.delay.as_ref().and_then(|d| {
         d.fixed_delay.as_ref().map(|fd| common_fault::FaultDelay {
-            percentage: Some(fraction(d.percentage.as_ref(), d.percent)),
+            percentage: fault_fraction(d.percentage.as_ref(), d.percent),
             fault_delay_secifier: Some(common_fault::fault_delay::FaultDelaySecifier::FixedDelay(
                 duration(fd),
             )),
@@ -310,7 +315,7 @@ pub fn http_fault(f: &HttpFaultInjection) -> fault::HttpFault {
             return None;
         };
         Some(fault::FaultAbort {
-            percentage: Some(fraction(a.percentage.as_ref(), a.percent)),
+            percentage: fault_fraction(a.percentage.as_ref(), a.percent),
             error_type: Some(error),
             ..fault::FaultAbort::default()
         })
@@ -522,14 +527,19 @@ pub fn virtual_service_routes(rc: &RouteCtx<'_>, vs: &VirtualServiceEntry) -> Ve
         if let Some(c) = &r.cors_policy {
             per_filter.insert(CORS_FILTER.to_string(), any(&cors_policy(c)));
         }
+        // Routes match in order: nothing after a catch-all is reachable, and istiod stops
+        // there too.
+        let mut catch_all = r.r#match.is_empty();
         for m in matches {
+            let route_match = route_match(m);
+            catch_all |= is_catch_all(&route_match);
             out.push(Route {
                 name: if r.name.is_empty() {
                     String::new()
                 } else {
                     r.name.clone()
                 },
-                r#match: Some(route_match(m)),
+                r#match: Some(route_match),
                 action: Some(act.clone()),
                 request_headers_to_add: req_add.clone(),
                 request_headers_to_remove: req_remove.clone(),
@@ -538,9 +548,28 @@ pub fn virtual_service_routes(rc: &RouteCtx<'_>, vs: &VirtualServiceEntry) -> Ve
                 typed_per_filter_config: per_filter.clone(),
                 ..Route::default()
             });
+            if catch_all {
+                break;
+            }
+        }
+        if catch_all {
+            break;
         }
     }
     out
+}
+
+/// Whether a route match takes every request (istiod's `IsCatchAllRoute`): the path `/` as a
+/// prefix or path-separated prefix, or the regex `.*`, with no header, query or metadata
+/// condition.
+fn is_catch_all(m: &RouteMatch) -> bool {
+    use envoy_types::pb::envoy::config::route::v3::route_match::PathSpecifier;
+    let path = match &m.path_specifier {
+        Some(PathSpecifier::Prefix(p)) | Some(PathSpecifier::PathSeparatedPrefix(p)) => p == "/",
+        Some(PathSpecifier::SafeRegex(r)) => r.regex == ".*",
+        _ => false,
+    };
+    path && m.headers.is_empty() && m.query_parameters.is_empty() && m.dynamic_metadata.is_empty()
 }
 
 /// Istio's default route to a service: prefix `/`, no timeout, default retries.

@@ -119,6 +119,7 @@ fn peer(id: &str) -> PeerCert {
         uris: vec![id.into()],
         dns: vec![],
         subject: String::new(),
+        chain: vec![],
     }
 }
 
