@@ -12,11 +12,15 @@
 //!
 //! `capstan-loadgen kube --kubeconfig K ...` is the other mode: the mesh lives in a Kubernetes
 //! API server and the same proxies and changes measure istiod and Capstan one after the other
-//! (see `kube/mod.rs` and `bench/control_plane_vs_istiod.sh`).
+//! (see `kube/mod.rs` and `bench/control_plane_vs_istiod.sh`); `capstan-loadgen startup`
+//! measures each server's start on a large mesh in one (`bench/startup_vs_istiod.sh`), and
+//! `capstan-loadgen webhook` a validating admission webhook's latency
+//! (`bench/webhook_vs_istiod.sh`).
 
 mod http;
 mod kube;
 mod stats;
+mod webhook;
 
 use capstan_loadgen::{client, mesh, reports};
 
@@ -29,7 +33,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Load simulator for `capstan discovery` (file mesh), or for any xDS server on a mesh in a
-/// Kubernetes API server (`kube`).
+/// Kubernetes API server (`kube`, `startup`); and a load client for validating webhooks
+/// (`webhook`).
 #[derive(Parser, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -43,6 +48,11 @@ struct Cli {
 enum Mode {
     /// The mesh in a Kubernetes API server; istiod and/or Capstan measured in turn.
     Kube(kube::KubeArgs),
+    /// Time to ready, CPU and peak memory of istiod and/or Capstan starting on a large mesh in
+    /// a Kubernetes API server.
+    Startup(kube::startup::StartupArgs),
+    /// Admission latency of a validating webhook under concurrent HTTPS connections.
+    Webhook(webhook::WebhookArgs),
 }
 
 /// The file mode's arguments.
@@ -239,6 +249,8 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Some(Mode::Kube(args)) => kube::run(args).await,
+        Some(Mode::Startup(args)) => kube::startup::run(args).await,
+        Some(Mode::Webhook(args)) => webhook::run(args).await,
         None => run_file_mode(cli.file).await,
     }
 }

@@ -8,8 +8,20 @@ pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration)
         return (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     }
     samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.50), at(0.99), samples[samples.len() - 1])
+    (
+        quantile(&samples, 0.50),
+        quantile(&samples, 0.99),
+        samples[samples.len() - 1],
+    )
+}
+
+/// The `q` quantile (0..=1) of `sorted` by nearest rank, index round((n - 1) q); zero when
+/// empty.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n => sorted[(((n as f64 - 1.0) * q.clamp(0.0, 1.0)).round() as usize).min(n - 1)],
+    }
 }
 
 /// CPU seconds (user + system) a process has used so far.

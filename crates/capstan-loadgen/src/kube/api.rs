@@ -30,6 +30,11 @@ fn resource(api_version: &str, kind: &str) -> Result<(ApiResource, bool)> {
         "EndpointSlice" => ("endpointslices", true),
         "VirtualService" => ("virtualservices", true),
         "DestinationRule" => ("destinationrules", true),
+        "ServiceEntry" => ("serviceentries", true),
+        "Gateway" => ("gateways", true),
+        "Sidecar" => ("sidecars", true),
+        "AuthorizationPolicy" => ("authorizationpolicies", true),
+        "PeerAuthentication" => ("peerauthentications", true),
         "CustomResourceDefinition" => ("customresourcedefinitions", false),
         other => bail!("no resource known for kind {other}"),
     };
@@ -85,7 +90,7 @@ impl MeshApi {
     }
 
     /// Applies every CRD in `dir` (`deploy/crds`: Istio's, generated from Capstan's types) and
-    /// waits until VirtualServices and DestinationRules are served.
+    /// waits until every kind they define is served.
     pub async fn install_crds(&self, dir: &Path) -> Result<()> {
         let mut crds = Vec::new();
         for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
@@ -101,11 +106,20 @@ impl MeshApi {
             bail!("no CRDs in {}", dir.display());
         }
         self.apply_all(&crds).await?;
-        for (kind, plural) in [
-            ("VirtualService", "virtualservices"),
-            ("DestinationRule", "destinationrules"),
-        ] {
-            let gvk = GroupVersionKind::gvk("networking.istio.io", "v1", kind);
+        // Every kind the CRDs define is served before anything of it is applied.
+        for crd in &crds {
+            let spec = &crd["spec"];
+            let (group, kind, plural) = (
+                spec["group"].as_str().unwrap_or_default(),
+                spec["names"]["kind"].as_str().unwrap_or_default(),
+                spec["names"]["plural"].as_str().unwrap_or_default(),
+            );
+            let version = spec["versions"]
+                .as_array()
+                .and_then(|vs| vs.iter().find(|v| v["storage"] == true))
+                .and_then(|v| v["name"].as_str())
+                .with_context(|| format!("the CRD of {kind} has no storage version"))?;
+            let gvk = GroupVersionKind::gvk(group, version, kind);
             let api: Api<DynamicObject> = Api::all_with(
                 self.client.clone(),
                 &ApiResource::from_gvk_with_plural(&gvk, plural),
@@ -136,6 +150,10 @@ mod tests {
         };
         let mut objects = capstan_loadgen::kube_mesh::objects(&spec);
         objects.push(capstan_loadgen::kube_mesh::istio_config_map());
+        let counts = capstan_loadgen::startup_mesh::IstioCounts::split(100, 50);
+        let (_, kube, istio) = capstan_loadgen::startup_mesh::objects(50, 1, &counts);
+        objects.extend(kube);
+        objects.extend(istio);
         for o in &objects {
             let (ar, namespaced) = resource(
                 o["apiVersion"].as_str().unwrap(),

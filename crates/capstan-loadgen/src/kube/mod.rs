@@ -15,6 +15,7 @@ mod api;
 mod collect;
 mod results;
 mod servers;
+pub mod startup;
 
 use crate::stats;
 use anyhow::{bail, Context, Result};
@@ -178,6 +179,78 @@ fn virtual_service_change(k: usize, virtual_services: usize) -> (usize, u32) {
     (k % n, weight)
 }
 
+/// Connects one proxy (not one of the measured ones) and waits until it has the last
+/// service's endpoints, the last DestinationRule's subsets and the last VirtualService's
+/// route: the server has the whole mesh.
+pub(crate) async fn probe_mesh(
+    server: &Server,
+    spec: &MeshSpec,
+    session: SessionOptions,
+    limit: Duration,
+) -> Result<()> {
+    let last = spec.services - 1;
+    let mut watches = vec![Watch {
+        id: 0,
+        type_url: client::ENDPOINT,
+        resource: kube_mesh::cluster(last),
+        needle: kube_mesh::endpoint_needle(&mesh::endpoint_ip(last, 0, 0)),
+    }];
+    if let Some(d) = spec.destination_rules.checked_sub(1) {
+        watches.push(Watch {
+            id: 1,
+            type_url: client::CLUSTER,
+            resource: kube_mesh::subset_cluster(d, "v2"),
+            needle: vec![],
+        });
+    }
+    if let Some(v) = spec.virtual_services.checked_sub(1) {
+        watches.push(Watch {
+            id: 2,
+            type_url: client::ROUTE,
+            resource: kube_mesh::route_name(),
+            needle: kube_mesh::route_needle(v, 80),
+        });
+    }
+    let ids: Vec<u64> = watches.iter().map(|w| w.id).collect();
+    let shared = Watches::default();
+    shared.set(watches);
+    let (tx, rx) = reports::channel();
+    let mut collector = Collector::new(rx, 1);
+    let options = FleetOptions {
+        addr: server.xds,
+        threads: 1,
+        session: SessionOptions {
+            watches: Some(shared.clone()),
+            ..session
+        },
+        backoff: Backoff::envoy(),
+    };
+    let fleet = Fleet::start(options, tx)?;
+    fleet.connect(0);
+    let waited = collector
+        .wait_until(
+            "a probe proxy seeing the whole mesh",
+            limit,
+            |c| ids.iter().all(|id| c.matched_count(*id) == 1),
+            || {},
+        )
+        .await;
+    fleet.stop();
+    waited.with_context(|| format!("{} log:\n{}", server.kind.label(), server.tail()))
+}
+
+/// `--istiod-env` values, `NAME=VALUE` each.
+fn parse_env(pairs: &[String]) -> Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--istiod-env {kv:?} is not NAME=VALUE"))
+        })
+        .collect()
+}
+
 /// Runs every size for every server and prints a table per size.
 pub async fn run(args: KubeArgs) -> Result<()> {
     if args.services == 0 || args.endpoints == 0 || args.proxies.is_empty() {
@@ -200,15 +273,7 @@ pub async fn run(args: KubeArgs) -> Result<()> {
         None => std::env::temp_dir().join(format!("capstan-loadgen-kube-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)?;
-    let istiod_env = args
-        .istiod_env
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--istiod-env {kv:?} is not NAME=VALUE"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let istiod_env = parse_env(&args.istiod_env)?;
     let launch = Launch {
         kubeconfig: args.kubeconfig.clone(),
         capstan: args.capstan.clone(),
@@ -321,50 +386,16 @@ impl Bench {
         }
     }
 
-    /// Connects one proxy (not one of the measured ones) and waits until it has the last
-    /// service's endpoints, the last DestinationRule's subsets and the last VirtualService's
-    /// route: the server has the whole mesh.
+    /// The probe of [`probe_mesh`], with this run's session options.
     async fn probe(&self, server: &Server) -> Result<()> {
-        let last = self.spec.services - 1;
-        let mut watches = vec![Watch {
-            id: 0,
-            type_url: client::ENDPOINT,
-            resource: kube_mesh::cluster(last),
-            needle: kube_mesh::endpoint_needle(&mesh::endpoint_ip(last, 0, 0)),
-        }];
-        if let Some(d) = self.spec.destination_rules.checked_sub(1) {
-            watches.push(Watch {
-                id: 1,
-                type_url: client::CLUSTER,
-                resource: kube_mesh::subset_cluster(d, "v2"),
-                needle: vec![],
-            });
-        }
-        if let Some(v) = self.spec.virtual_services.checked_sub(1) {
-            watches.push(Watch {
-                id: 2,
-                type_url: client::ROUTE,
-                resource: kube_mesh::route_name(),
-                needle: kube_mesh::route_needle(v, 80),
-            });
-        }
-        let ids: Vec<u64> = watches.iter().map(|w| w.id).collect();
-        let shared = Watches::default();
-        shared.set(watches);
-        let (tx, rx) = reports::channel();
-        let mut collector = Collector::new(rx, 1);
-        let fleet = Fleet::start(self.fleet_options(server, &shared, 1), tx)?;
-        fleet.connect(0);
-        let waited = collector
-            .wait_until(
-                "a probe proxy seeing the whole mesh",
-                Duration::from_secs(self.args.timeout_secs),
-                |c| ids.iter().all(|id| c.matched_count(*id) == 1),
-                || {},
-            )
-            .await;
-        fleet.stop();
-        waited.with_context(|| format!("{} log:\n{}", server.kind.label(), server.tail()))
+        let session = self.fleet_options(server, &Watches::default(), 1).session;
+        probe_mesh(
+            server,
+            &self.spec,
+            session,
+            Duration::from_secs(self.args.timeout_secs),
+        )
+        .await
     }
 
     async fn measure(&mut self, kind: ServerKind, proxies: usize) -> Result<RunResult> {

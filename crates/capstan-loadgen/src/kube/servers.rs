@@ -143,6 +143,12 @@ impl Server {
 
     /// Waits until `/ready` answers 200 (both servers: every informer has synced once).
     pub async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        self.wait_ready_polling(limit, Duration::from_millis(100))
+            .await
+    }
+
+    /// [`Server::wait_ready`], asking every `every`.
+    pub async fn wait_ready_polling(&mut self, limit: Duration, every: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
@@ -155,7 +161,7 @@ impl Server {
             if matches!(http::get(self.ready_port, "/ready").await, Ok((200, _))) {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(every).await;
         }
         bail!(
             "{} not ready within {limit:?}; log:\n{}",
