@@ -155,6 +155,10 @@ pub struct HttpStats {
     pub downstream_cx_total: Counter,
     /// `downstream_cx_active`.
     pub downstream_cx_active: Gauge,
+    /// `downstream_cx_upgrades_total`: upgrade requests allowed (WebSocket and others).
+    pub downstream_cx_upgrades_total: Counter,
+    /// `downstream_cx_upgrades_active`: upgraded streams open.
+    pub downstream_cx_upgrades_active: Gauge,
     /// `no_route`: requests no route matched.
     pub no_route: Counter,
     /// `fault.delays_injected`.

@@ -28,15 +28,18 @@ const SAMPLES: [&str; 6] = [
     "bookinfo/egress-rule-google-apis.yaml",
 ];
 
-/// Rejections of istiod's xDS the proxy still has, by a fragment of the error, and why.
+/// Rejections of istiod's xDS the proxy still has, by a fragment of the error, and why. (Only
+/// the first rejection of each resource shows: more may lie behind these.)
 const KNOWN_GAPS: [(&str, &str); 2] = [
     (
-        "typed_config.upgrade_configs: is not supported",
-        "WebSocket upgrades (istiod enables `websocket` on every HTTP connection manager)",
+        "filter_disabled is not supported",
+        "listener-filter `filter_disabled` predicates (istiod skips virtualInbound's TLS and HTTP \
+         inspectors on some destination ports)",
     ),
     (
-        "typed_dns_resolver_config: not supported",
-        "the c-ares resolver config of DNS clusters (the proxy uses the system resolver)",
+        "max_grpc_timeout: is not supported",
+        "the deprecated route `max_grpc_timeout` (istiod sets `0s` on outbound and gateway \
+         routes: a gRPC request's timeout is its `grpc-timeout` header, else none)",
     ),
 ];
 

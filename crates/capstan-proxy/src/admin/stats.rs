@@ -151,6 +151,14 @@ fn http_stats<'a>(prefix: &'a str, s: &'a HttpStats, out: &mut Vec<Stat<'a>>) {
         "downstream_cx_active",
         Val::Gauge(s.downstream_cx_active.get()),
     );
+    push(
+        "downstream_cx_upgrades_total",
+        Val::Counter(s.downstream_cx_upgrades_total.get()),
+    );
+    push(
+        "downstream_cx_upgrades_active",
+        Val::Gauge(s.downstream_cx_upgrades_active.get()),
+    );
     push("no_route", Val::Counter(s.no_route.get()));
     push(
         "fault.delays_injected",

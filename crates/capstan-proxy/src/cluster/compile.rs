@@ -39,6 +39,9 @@ pub fn compile(c: &Cluster) -> Result<ClusterConfig, CompileError> {
         return Err(err("name", "must not be empty"));
     }
     unsupported(c)?;
+    if let Some(t) = &c.typed_dns_resolver_config {
+        super::dns_resolver::check(t).map_err(|e| e.within("typed_dns_resolver_config"))?;
+    }
     let transport = super::transport::compile(c)?;
     let discovery = discovery(c)?;
     let lb = lb_config(c, &discovery)?;
@@ -84,7 +87,7 @@ pub fn compile(c: &Cluster) -> Result<ClusterConfig, CompileError> {
 
 /// Fields with behaviour not implemented: rejected when set.
 fn unsupported(c: &Cluster) -> Result<(), CompileError> {
-    let checks: [(bool, &str); 19] = [
+    let checks: [(bool, &str); 18] = [
         (!c.health_checks.is_empty(), "health_checks"),
         (c.lb_subset_config.is_some(), "lb_subset_config"),
         (
@@ -118,10 +121,6 @@ fn unsupported(c: &Cluster) -> Result<(), CompileError> {
         (!c.dns_resolvers.is_empty(), "dns_resolvers"),
         (c.use_tcp_for_dns_lookups, "use_tcp_for_dns_lookups"),
         (c.dns_resolution_config.is_some(), "dns_resolution_config"),
-        (
-            c.typed_dns_resolver_config.is_some(),
-            "typed_dns_resolver_config",
-        ),
         (
             c.upstream_connection_options.is_some(),
             "upstream_connection_options",

@@ -5,11 +5,13 @@
 //! - [`compile`](compile()) / [`protocol`]: the `Cluster` proto → [`ClusterConfig`];
 //! - [`endpoints`]: `ClusterLoadAssignment` → [`EndpointSet`];
 //! - [`lb`] and [`hash`]: picking a host; [`breaker`]: circuit breakers;
-//!   [`outlier`]: ejections; [`pool`]: upstream connections; [`dns`]: DNS clusters.
+//!   [`outlier`]: ejections; [`pool`]: upstream connections; [`dns`]: DNS clusters;
+//!   [`dns_resolver`]: which resolver configs the system resolver can stand in for.
 
 pub mod breaker;
 mod compile;
 pub mod dns;
+pub mod dns_resolver;
 pub mod endpoints;
 pub mod hash;
 pub mod lb;

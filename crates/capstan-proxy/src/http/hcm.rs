@@ -1,6 +1,6 @@
 //! `compile_hcm`: an `HttpConnectionManager` into [`HcmConfig`]: codec, routes (RDS or inline),
 //! HTTP filters (JWT authentication, RBAC, fault, CORS, in their listed order; router last),
-//! timeouts and the forwarding-header settings.
+//! timeouts, the forwarding-header settings and the upgrade types allowed.
 
 use super::{HcmConfig, HttpFilter, RouteSource};
 use crate::route::filters::{FaultConfig, FAULT_TYPE};
@@ -8,6 +8,7 @@ use crate::CompileError;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, http_filter::ConfigType, HttpConnectionManager,
+    RequestIdExtension,
 };
 use prost::Message;
 use std::sync::Arc;
@@ -23,6 +24,28 @@ fn dur(
     d.as_ref()
         .map(|d| crate::listener::duration(d).map_err(|e| e.within(field)))
         .transpose()
+}
+
+/// `request_id_extension`: only Envoy's UUID extension, which istiod sets on every connection
+/// manager. Its ids are random UUIDv4s, as the proxy generates; its two options concern
+/// tracing only (`pack_trace_reason` writes the trace decision into the id,
+/// `use_request_id_for_trace_sampling` samples on it), and the proxy makes no trace decisions,
+/// so its ids are those Envoy sends for an untraced request.
+fn request_id_extension(r: &RequestIdExtension) -> Result<(), CompileError> {
+    use envoy_types::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
+    use prost::Name;
+    match &r.typed_config {
+        Some(a) if a.type_url == UuidRequestIdConfig::type_url() => {
+            UuidRequestIdConfig::decode(a.value.as_slice())
+                .map(|_| ())
+                .map_err(|e| CompileError::new("typed_config", format!("cannot decode: {e}")))
+        }
+        Some(a) => Err(CompileError::new(
+            "typed_config",
+            format!("request ID extension {} is not supported", a.type_url),
+        )),
+        None => Err(CompileError::new("typed_config", "is required")),
+    }
 }
 
 /// Compiles an `HttpConnectionManager` network filter's config.
@@ -135,9 +158,14 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         ));
     }
     let unsupported = [
-        ("upgrade_configs", !h.upgrade_configs.is_empty()),
+        // Extended CONNECT (RFC 8441: WebSocket over HTTP/2) is not offered downstream.
+        (
+            "http2_protocol_options.allow_connect",
+            h.http2_protocol_options
+                .as_ref()
+                .is_some_and(|o| o.allow_connect),
+        ),
         ("local_reply_config", h.local_reply_config.is_some()),
-        ("request_id_extension", h.request_id_extension.is_some()),
         (
             "original_ip_detection_extensions",
             !h.original_ip_detection_extensions.is_empty(),
@@ -155,6 +183,9 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
     ];
     if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(CompileError::new(*f, "is not supported"));
+    }
+    if let Some(r) = &h.request_id_extension {
+        request_id_extension(r).map_err(|e| e.within("request_id_extension"))?;
     }
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::StripPortMode;
     let strip_port = match &h.strip_port_mode {
@@ -190,6 +221,8 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         normalize_path: h.normalize_path.is_some_and(|b| b.value),
         merge_slashes: h.merge_slashes,
         xfcc: super::headers::Xfcc::compile(h)?,
+        upgrades: super::upgrade::compile_hcm(&h.upgrade_configs)
+            .map_err(|e| e.within("upgrade_configs"))?,
     })
 }
 
@@ -293,5 +326,73 @@ mod tests {
         assert!(matches!(&c.routes, RouteSource::Rds(n) if n == "80"));
         assert!(c.generate_request_id);
         assert_eq!(c.server_name, "envoy");
+    }
+
+    /// istiod's connection-manager settings (WebSocket upgrades, the UUID request-id
+    /// extension) compile; the shapes the proxy does not carry are NACKed by path.
+    #[test]
+    fn istiod_upgrade_and_request_id_settings() {
+        use envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions;
+        use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig;
+        use envoy_types::pb::envoy::extensions::request_id::uuid::v3::UuidRequestIdConfig;
+        use envoy_types::pb::google::protobuf::BoolValue;
+        use prost::Name;
+        let router = || filter("envoy.filters.http.router", ROUTER_TYPE, false);
+        let istiod = HttpConnectionManager {
+            upgrade_configs: vec![UpgradeConfig {
+                upgrade_type: "websocket".into(),
+                ..UpgradeConfig::default()
+            }],
+            request_id_extension: Some(RequestIdExtension {
+                typed_config: Some(Any {
+                    type_url: UuidRequestIdConfig::type_url(),
+                    value: UuidRequestIdConfig {
+                        use_request_id_for_trace_sampling: Some(BoolValue { value: true }),
+                        pack_trace_reason: None,
+                    }
+                    .encode_to_vec(),
+                }),
+            }),
+            ..hcm(vec![router()])
+        };
+        let c = compile_hcm(&istiod).expect("istiod's connection manager");
+        assert_eq!(c.upgrades.get("websocket"), Some(true));
+        let cases: Vec<(HttpConnectionManager, &str)> = vec![
+            (
+                HttpConnectionManager {
+                    upgrade_configs: vec![UpgradeConfig {
+                        upgrade_type: "CONNECT".into(),
+                        ..UpgradeConfig::default()
+                    }],
+                    ..istiod.clone()
+                },
+                "upgrade_configs[0].upgrade_type",
+            ),
+            (
+                HttpConnectionManager {
+                    http2_protocol_options: Some(Http2ProtocolOptions {
+                        allow_connect: true,
+                        ..Http2ProtocolOptions::default()
+                    }),
+                    ..istiod.clone()
+                },
+                "http2_protocol_options.allow_connect",
+            ),
+            (
+                HttpConnectionManager {
+                    request_id_extension: Some(RequestIdExtension {
+                        typed_config: Some(Any {
+                            type_url: "type.googleapis.com/x.RequestId".into(),
+                            value: vec![],
+                        }),
+                    }),
+                    ..istiod.clone()
+                },
+                "request_id_extension.typed_config",
+            ),
+        ];
+        for (h, path) in cases {
+            assert_eq!(compile_hcm(&h).err().map(|e| e.path).as_deref(), Some(path));
+        }
     }
 }

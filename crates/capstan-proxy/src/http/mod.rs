@@ -5,7 +5,8 @@
 //!
 //! - [`hcm`]: compiling the `HttpConnectionManager`; [`headers`]: forwarding headers;
 //! - [`jwt_authn`], [`rbac`], [`cors`], [`fault`]: the filters; [`metadata`]: the dynamic
-//!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream.
+//!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream; [`upgrade`]: HTTP/1.1
+//!   upgrades (WebSocket) and their tunnels.
 
 pub mod cors;
 pub mod fault;
@@ -18,6 +19,7 @@ pub mod rbac;
 pub mod retry;
 pub mod router;
 pub mod stream_deadline;
+pub mod upgrade;
 
 use crate::route::action::{self, Action};
 use crate::route::filters::{FaultConfig, Override};
@@ -119,6 +121,8 @@ pub struct HcmConfig {
     pub xfcc: headers::Xfcc,
     /// `merge_slashes`.
     pub merge_slashes: bool,
+    /// `upgrade_configs`: the upgrade types allowed unless a route says otherwise.
+    pub upgrades: upgrade::UpgradeSettings,
 }
 
 /// What the HTTP layer knows of the downstream connection.
@@ -194,6 +198,8 @@ struct Ctx {
     store: Arc<Store>,
     down: Downstream,
     stats: Arc<HttpStats>,
+    /// An upgraded request's tunnel, run by the connection once hyper hands it over.
+    tunnel: std::sync::Mutex<Option<upgrade::Tunnel>>,
 }
 
 fn authority(
@@ -266,6 +272,8 @@ fn match_route<'t>(
 
 async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     let (mut parts, body) = req.into_parts();
+    let pending_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let upgrade = upgrade::requested(&parts.method, parts.version, &mut parts.headers);
     let snapshot = ctx.store.snapshot();
     let table = match &ctx.hcm.routes {
         RouteSource::Rds(name) => snapshot.route(name).cloned(),
@@ -288,6 +296,31 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     let scheme = if ctx.down.tls { "https" } else { "http" };
     let mut metadata = metadata::DynamicMetadata::default();
     let mut matched: Option<Matched<'_>> = None;
+    // Envoy builds the upgrade's filter chain, or refuses it with a 403, before any HTTP filter
+    // runs, with the route first matched.
+    let mut tunnel = None;
+    if let Some(kind) = &upgrade {
+        let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+        let forward = m.route.and_then(|(_, r)| match &r.action {
+            Action::Forward(f) => Some(f),
+            _ => None,
+        });
+        let route_level = forward.map(|f| &f.upgrades);
+        match pending_upgrade {
+            Some(p) if upgrade::allowed(&ctx.hcm.upgrades, route_level, kind) => {
+                ctx.stats.downstream_cx_upgrades_total.inc();
+                let idle = upgrade::idle_timeout(
+                    forward.and_then(|f| f.idle_timeout),
+                    ctx.hcm.stream_idle_timeout,
+                );
+                tunnel = Some((p, idle));
+            }
+            _ => {
+                tracing::debug!(upgrade = kind.as_str(), "upgrade refused");
+                return local_reply(403, "");
+            }
+        }
+    }
     let mut cors_headers = None;
     for filter in &ctx.hcm.filters {
         match filter {
@@ -393,6 +426,7 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
                     down: &ctx.down,
                     trusted,
                     stats: ctx.store.stats(),
+                    upgrade: tunnel.is_some(),
                 },
             )
             .await
@@ -410,6 +444,13 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         }
         for l in order {
             l.apply(resp.headers_mut());
+        }
+    }
+    if let Some((downstream, idle)) = tunnel {
+        if let Some(t) = upgrade::Tunnel::from_response(downstream, &mut resp, idle) {
+            if let Ok(mut slot) = ctx.tunnel.lock() {
+                *slot = Some(t);
+            }
         }
     }
     if let Some(h) = cors_headers {
@@ -625,9 +666,11 @@ pub async fn serve_connection<IO>(
         store,
         down: downstream,
         stats: stats.clone(),
+        tunnel: std::sync::Mutex::new(None),
     });
+    let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
+        let ctx = svc_ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(serve_request(ctx, req).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -636,7 +679,7 @@ pub async fn serve_connection<IO>(
         Codec::Http2 => builder = builder.http2_only(),
         Codec::Auto => {}
     }
-    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let draining = async {
         if drain.wait_for(|d| *d).await.is_err() {
@@ -656,8 +699,16 @@ pub async fn serve_connection<IO>(
             }
         }
     }
+    // After a 101 hyper has handed the connection over: the tunnel is the rest of its life.
+    // Like a response still streaming, it is not cut when the listener drains.
+    let tunnel = ctx.tunnel.lock().ok().and_then(|mut t| t.take());
+    if let Some(t) = tunnel {
+        t.run(&stats).await;
+    }
     stats.downstream_cx_active.dec();
 }
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod upgrade_tests;

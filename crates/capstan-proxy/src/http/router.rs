@@ -118,7 +118,8 @@ fn full(b: Bytes) -> BoxBody {
     http_body_util::Full::new(b).map_err(|e| match e {}).boxed()
 }
 
-fn upstream_error_reply(e: &UpstreamError) -> Response<BoxBody> {
+/// Envoy's local reply for an upstream failure before the response headers.
+pub(super) fn upstream_error_reply(e: &UpstreamError) -> Response<BoxBody> {
     const PREFIX: &str =
         "upstream connect error or disconnect/reset before headers. reset reason: ";
     match e {
@@ -159,6 +160,9 @@ pub struct Caller<'a> {
     pub trusted: bool,
     /// The process's counters.
     pub stats: &'a crate::stats::Stats,
+    /// The request is an allowed upgrade ([`super::upgrade`]): sent once, without retries,
+    /// mirrors or timeouts, its `101` keeping the upstream connection's pending upgrade.
+    pub upgrade: bool,
 }
 
 /// Forwards a request on a matched route; `host` is the request's authority. Returns the
@@ -175,6 +179,7 @@ pub async fn forward(
         down,
         trusted,
         stats,
+        upgrade,
     } = caller;
     let started = Instant::now();
     let f = m.forward;
@@ -230,19 +235,6 @@ pub async fn forward(
             HeaderValue::from(t.as_millis() as u64),
         );
     }
-    let body = match buffer(body).await {
-        Ok(b) => b,
-        Err(r) => return (r, None),
-    };
-    if let ReqBody::Buffered(b) = &body {
-        for mirror in &f.mirrors {
-            if let Some(c) = snapshot.cluster(&mirror.cluster) {
-                if mirror.fraction.sample() {
-                    super::mirror::spawn(c.clone(), &parts, b.clone(), &new_host, mirror.keep_host);
-                }
-            }
-        }
-    }
     let ctx = LbContext {
         hash,
         original_dst: Some(down.local),
@@ -257,27 +249,51 @@ pub async fn forward(
     } else {
         crate::istio_metrics::RequestProtocol::Http
     };
-    let request_bytes = match &body {
-        ReqBody::Buffered(b) => b.len() as u64,
-        ReqBody::Streaming(_) => 0,
-    };
-    let sent = attempts(
-        &cluster,
-        &state,
-        parts,
-        body,
-        ctx,
-        m.vh.include_attempt_count,
-    );
-    let resp = match stream_limit {
-        Some(limit) => {
-            let deadline = tokio::time::Instant::from_std(started) + limit;
-            match tokio::time::timeout_at(deadline, sent).await {
-                Ok(r) => super::stream_deadline::bounded(r, deadline),
-                Err(_) => super::stream_deadline::expired(),
+    let (resp, request_bytes) = if upgrade {
+        (super::upgrade::send(&cluster, parts, body, &ctx).await, 0)
+    } else {
+        let body = match buffer(body).await {
+            Ok(b) => b,
+            Err(r) => return (r, None),
+        };
+        if let ReqBody::Buffered(b) = &body {
+            for mirror in &f.mirrors {
+                if let Some(c) = snapshot.cluster(&mirror.cluster) {
+                    if mirror.fraction.sample() {
+                        super::mirror::spawn(
+                            c.clone(),
+                            &parts,
+                            b.clone(),
+                            &new_host,
+                            mirror.keep_host,
+                        );
+                    }
+                }
             }
         }
-        None => sent.await,
+        let request_bytes = match &body {
+            ReqBody::Buffered(b) => b.len() as u64,
+            ReqBody::Streaming(_) => 0,
+        };
+        let sent = attempts(
+            &cluster,
+            &state,
+            parts,
+            body,
+            ctx,
+            m.vh.include_attempt_count,
+        );
+        let resp = match stream_limit {
+            Some(limit) => {
+                let deadline = tokio::time::Instant::from_std(started) + limit;
+                match tokio::time::timeout_at(deadline, sent).await {
+                    Ok(r) => super::stream_deadline::bounded(r, deadline),
+                    Err(_) => super::stream_deadline::expired(),
+                }
+            }
+            None => sent.await,
+        };
+        (resp, request_bytes)
     };
     // Istio's standard metrics: the duration runs to the response headers (the body streams).
     let series = stats
@@ -431,6 +447,7 @@ mod tests {
             append_x_forwarded_host: false,
             timeout: None,
             idle_timeout: None,
+            upgrades: Default::default(),
             grpc_timeout_header_max: None,
             retry: None,
             hash: vec![],

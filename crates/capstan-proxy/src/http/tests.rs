@@ -31,10 +31,11 @@ pub(crate) fn hcm_config() -> HcmConfig {
         normalize_path: false,
         merge_slashes: false,
         xfcc: crate::http::headers::Xfcc::default(),
+        upgrades: Default::default(),
     }
 }
 
-fn prefix_route(p: &str, action: route::Action) -> RoutePb {
+pub(crate) fn prefix_route(p: &str, action: route::Action) -> RoutePb {
     RoutePb {
         r#match: Some(RouteMatch {
             path_specifier: Some(route_match::PathSpecifier::Prefix(p.into())),
@@ -278,7 +279,7 @@ async fn flaky_upstream(fail: usize) -> SocketAddr {
     addr
 }
 
-fn apply_static_cluster(store: &Store, name: &str, upstream: SocketAddr) {
+pub(crate) fn apply_static_cluster(store: &Store, name: &str, upstream: SocketAddr) {
     use crate::cluster::endpoints::tests::{cla, lb_endpoint};
     use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
     let c = Cluster {

@@ -95,8 +95,12 @@ pub struct Forward {
     pub append_x_forwarded_host: bool,
     /// Route timeout: None = disabled (`0s`); Envoy's default is 15 s.
     pub timeout: Option<Duration>,
-    /// `idle_timeout`.
+    /// `idle_timeout`: overrides the connection manager's `stream_idle_timeout` when set; zero
+    /// disables it. Enforced on upgraded streams ([`crate::http::upgrade`]).
     pub idle_timeout: Option<Duration>,
+    /// `upgrade_configs`: upgrade types this route enables or disables, over the connection
+    /// manager's.
+    pub upgrades: crate::http::upgrade::UpgradeSettings,
     /// `max_stream_duration.grpc_timeout_header_max`: when set, a gRPC request's
     /// `grpc-timeout` bounds its stream, capped at this unless it is 0
     /// ([`crate::http::stream_deadline`]).
@@ -286,7 +290,6 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
             "retry_policy_typed_config",
             a.retry_policy_typed_config.is_some(),
         ),
-        ("upgrade_configs", !a.upgrade_configs.is_empty()),
         (
             "internal_redirect_policy",
             a.internal_redirect_policy.is_some(),
@@ -331,7 +334,9 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
         host_rewrite,
         append_x_forwarded_host: a.append_x_forwarded_host,
         timeout,
-        idle_timeout: dur(&a.idle_timeout, "idle_timeout")?.filter(|d| !d.is_zero()),
+        idle_timeout: dur(&a.idle_timeout, "idle_timeout")?,
+        upgrades: crate::http::upgrade::compile_route(&a.upgrade_configs)
+            .map_err(|e| e.within("upgrade_configs"))?,
         grpc_timeout_header_max,
         retry,
         hash,

@@ -129,7 +129,8 @@ pub fn http_filters(cors: bool, fault: bool) -> Vec<hcm::HttpFilter> {
     out
 }
 
-/// An HTTP connection manager reading routes `route_name` over ADS.
+/// An HTTP connection manager reading routes `route_name` over ADS, WebSocket upgrades allowed
+/// (istiod's `buildHTTPConnectionManager` enables `websocket` on every sidecar and gateway HCM).
 pub fn hcm_rds(
     stat_prefix: &str,
     route_name: &str,
@@ -139,6 +140,10 @@ pub fn hcm_rds(
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         http_filters: filters,
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
         route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
             hcm::Rds {
                 config_source: Some(ads()),

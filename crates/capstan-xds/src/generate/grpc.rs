@@ -10,6 +10,7 @@ use crate::proxy::Proxy;
 use capstan_registry::Service;
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use std::sync::Arc;
 
 /// The service and port named by `host:port`, when visible to the proxy.
@@ -42,7 +43,11 @@ fn has_fault(ctx: &PushContext, proxy: &Proxy, host: &str) -> bool {
 pub fn listener(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Listener> {
     let (svc, _) = target(ctx, proxy, name)?;
     let fault = has_fault(ctx, proxy, &svc.hostname);
-    let hcm = hcm_rds(name, name, http_filters(false, fault));
+    // istiod's proxyless listener (grpcgen) has no upgrades: gRPC clients never upgrade.
+    let hcm = HttpConnectionManager {
+        upgrade_configs: Vec::new(),
+        ..hcm_rds(name, name, http_filters(false, fault))
+    };
     debug_assert_eq!(
         hcm.http_filters.last().map(|f| f.name.as_str()),
         Some(ROUTER_FILTER)

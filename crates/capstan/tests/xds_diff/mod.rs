@@ -563,6 +563,15 @@ fn chain_facts(at: &str, chain: &FilterChain, f: &mut Facts) -> Result<()> {
                 .filter(|n| !istio_only(n))
                 .collect();
             put(f, at, "http.filters", hf.join(","));
+            let upgrades: Vec<String> = hcm
+                .upgrade_configs
+                .iter()
+                .map(|u| match &u.enabled {
+                    Some(b) => format!("{}={}", u.upgrade_type, b.value),
+                    None => u.upgrade_type.clone(),
+                })
+                .collect();
+            put(f, at, "http.upgrades", upgrades.join(","));
             if hcm.use_remote_address.as_ref().is_some_and(|b| b.value) {
                 put(f, at, "http.use_remote_address", "true");
             }

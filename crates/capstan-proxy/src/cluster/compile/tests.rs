@@ -7,8 +7,10 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     circuit_breakers::Thresholds, CircuitBreakers, OutlierDetection,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    transport_socket, BindConfig, HealthCheck, Http2ProtocolOptions, SocketAddress, TransportSocket,
+    transport_socket, BindConfig, HealthCheck, Http2ProtocolOptions, SocketAddress,
+    TransportSocket, TypedExtensionConfig,
 };
+use envoy_types::pb::envoy::extensions::network::dns_resolver::cares::v3::CaresDnsResolverConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     http_protocol_options::{explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions},
     HttpProtocolOptions,
@@ -60,6 +62,16 @@ fn istio_outbound() -> Cluster {
             ..OutlierDetection::default()
         }),
         ..Cluster::default()
+    }
+}
+
+fn cares(c: CaresDnsResolverConfig) -> TypedExtensionConfig {
+    TypedExtensionConfig {
+        name: "envoy.network.dns_resolver.cares".into(),
+        typed_config: Some(Any {
+            type_url: "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig".into(),
+            value: c.encode_to_vec(),
+        }),
     }
 }
 
@@ -132,6 +144,12 @@ fn istio_clusters_compile() {
         load_assignment: Some(crate::cluster::endpoints::tests::cla(vec![
             crate::cluster::endpoints::tests::lb_endpoint("example.com", 443),
         ])),
+        // istiod's resolver config for every DNS cluster.
+        typed_dns_resolver_config: Some(cares(CaresDnsResolverConfig {
+            udp_max_queries: u32v(100),
+            ..CaresDnsResolverConfig::default()
+        })),
+        respect_dns_ttl: true,
         ..Cluster::default()
     })
     .expect("dns cluster");
@@ -262,6 +280,29 @@ fn unsupported_fields_are_rejected_with_their_path() {
             },
             "common_http_protocol_options",
             "only idle_timeout",
+        ),
+        (
+            Cluster {
+                typed_dns_resolver_config: Some(cares(CaresDnsResolverConfig {
+                    resolvers: vec![envoy_types::pb::envoy::config::core::v3::Address {
+                        address: Some(
+                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                                SocketAddress {
+                                    address: "127.0.0.1".into(),
+                                    port_specifier: Some(socket_address::PortSpecifier::PortValue(
+                                        15053,
+                                    )),
+                                    ..SocketAddress::default()
+                                },
+                            ),
+                        ),
+                    }],
+                    ..CaresDnsResolverConfig::default()
+                })),
+                ..istio_outbound()
+            },
+            "typed_dns_resolver_config.typed_config.resolvers",
+            "custom name servers",
         ),
     ];
     for (input, path, message) in cases {

@@ -1,0 +1,416 @@
+//! HTTP/1.1 upgrades (WebSocket and any other `Upgrade:` protocol), as Envoy's "HTTP upgrades"
+//! architecture page describes them:
+//!
+//! - a request is an upgrade when it is HTTP/1.1 with `Connection: upgrade` and an `Upgrade`
+//!   header (`h2c` excepted: its headers are dropped and the request goes on as a plain one),
+//!   or a `CONNECT`; a plain request loses its `Connection` and `Upgrade` headers, as Envoy's
+//!   connection manager removes them;
+//! - the upgrade type is allowed by the route's `RouteAction.upgrade_configs` when it names the
+//!   type (enabled or not), else by the connection manager's `upgrade_configs` (`enabled`
+//!   defaults to true); a refused upgrade is answered `403` with no body before any HTTP filter
+//!   runs, as Envoy refuses to build the upgrade filter chain;
+//! - an allowed upgrade is routed like any request and sent once (no retries, mirrors, route or
+//!   per-try timeout: Envoy's route timeout starts at the end of the request, which an upgrade
+//!   never reaches) over HTTP/1.1 with its upgrade headers; a `101` from the upstream hands
+//!   both connections to a [`Tunnel`] that copies bytes both ways until both sides have closed,
+//!   or the stream idle timeout passes with no byte (the route's `idle_timeout` else the
+//!   connection manager's `stream_idle_timeout`).
+//!
+//! Not supported, NACKed by path: `CONNECT` upgrade configs (and `connect_config`), custom
+//! upgrade filter chains. WebSocket over HTTP/2 (RFC 8441 extended CONNECT) is not offered
+//! downstream, as Envoy without `allow_connect`; an upgrade to a cluster that speaks HTTP/2
+//! upstream is answered 503 (Envoy would carry it as an extended CONNECT).
+
+use super::{local_reply, BoxBody, BoxError};
+use crate::cluster::pool::UpstreamProtocol;
+use crate::cluster::{Cluster, LbContext};
+use crate::stats::HttpStats;
+use crate::CompileError;
+use envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig as RouteUpgradeConfig;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig as HcmUpgradeConfig;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::time::{Duration, Instant};
+
+/// Upgrade types (lower case) and whether each is enabled: the `upgrade_configs` of a
+/// connection manager or of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpgradeSettings(Vec<(String, bool)>);
+
+impl UpgradeSettings {
+    /// Whether this level names `kind` (lower case), and if so whether it is enabled.
+    pub fn get(&self, kind: &str) -> Option<bool> {
+        self.0.iter().find(|(k, _)| k == kind).map(|(_, on)| *on)
+    }
+
+    fn add(&mut self, kind: &str, enabled: bool) -> Result<(), CompileError> {
+        let kind = kind.to_ascii_lowercase();
+        if kind == "connect" {
+            return Err(CompileError::new(
+                "upgrade_type",
+                "CONNECT is not supported",
+            ));
+        }
+        if self.get(&kind).is_some() {
+            return Err(CompileError::new(
+                "upgrade_type",
+                format!("{kind} is configured twice"),
+            ));
+        }
+        self.0.push((kind, enabled));
+        Ok(())
+    }
+}
+
+/// Compiles the connection manager's `upgrade_configs` (paths relative to the list).
+pub fn compile_hcm(configs: &[HcmUpgradeConfig]) -> Result<UpgradeSettings, CompileError> {
+    let mut out = UpgradeSettings::default();
+    for (i, c) in configs.iter().enumerate() {
+        let at = format!("[{i}]");
+        if !c.filters.is_empty() {
+            return Err(CompileError::new(
+                "filters",
+                "custom upgrade filter chains are not supported",
+            )
+            .within(&at));
+        }
+        out.add(&c.upgrade_type, c.enabled.is_none_or(|b| b.value))
+            .map_err(|e| e.within(&at))?;
+    }
+    Ok(out)
+}
+
+/// Compiles a route's `RouteAction.upgrade_configs` (paths relative to the list).
+pub fn compile_route(configs: &[RouteUpgradeConfig]) -> Result<UpgradeSettings, CompileError> {
+    let mut out = UpgradeSettings::default();
+    for (i, c) in configs.iter().enumerate() {
+        let at = format!("[{i}]");
+        if c.connect_config.is_some() {
+            return Err(CompileError::new("connect_config", "is not supported").within(&at));
+        }
+        out.add(&c.upgrade_type, c.enabled.is_none_or(|b| b.value))
+            .map_err(|e| e.within(&at))?;
+    }
+    Ok(out)
+}
+
+/// Whether an upgrade of type `kind` may go through: the route's setting when it names the
+/// type, else the connection manager's; a type neither names is refused.
+pub fn allowed(hcm: &UpgradeSettings, route: Option<&UpgradeSettings>, kind: &str) -> bool {
+    match route.and_then(|r| r.get(kind)) {
+        Some(enabled) => enabled,
+        None => hcm.get(kind).unwrap_or(false),
+    }
+}
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The upgrade a request asks for (its type, lower case), or None for a plain request, whose
+/// `Connection` and `Upgrade` headers are then removed (they concern this hop only).
+pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> Option<String> {
+    if method == Method::CONNECT {
+        return Some("connect".into());
+    }
+    let kind = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|v| !v.is_empty());
+    match kind {
+        Some(k)
+            if version == Version::HTTP_11
+                && k != "h2c"
+                && has_token(headers, header::CONNECTION, "upgrade") =>
+        {
+            Some(k)
+        }
+        k => {
+            if k.as_deref() == Some("h2c") {
+                headers.remove("http2-settings");
+            }
+            headers.remove(header::CONNECTION);
+            headers.remove(header::UPGRADE);
+            None
+        }
+    }
+}
+
+/// Sends an allowed upgrade request once to `cluster` over HTTP/1.1. A `101` response keeps
+/// the upstream connection's pending upgrade in its extensions (hyper's [`OnUpgrade`]) for the
+/// connection manager to build the [`Tunnel`].
+pub async fn send(
+    cluster: &Cluster,
+    parts: http::request::Parts,
+    body: BoxBody,
+    ctx: &LbContext,
+) -> Response<BoxBody> {
+    // The upgrade headers only mean something on HTTP/1.1 (Envoy's `UpgradeConfig` warns it
+    // "does not work with HTTP/2 upstreams" unless carried as extended CONNECT).
+    if cluster.config().pool.protocol == UpstreamProtocol::Http2 {
+        return local_reply(503, "upgrade to an HTTP/2 upstream is not supported");
+    }
+    let started = Instant::now();
+    match cluster.request(Request::from_parts(parts, body), ctx).await {
+        Err(e) => super::router::upstream_error_reply(&e),
+        Ok((resp, _)) => {
+            let (mut p, b) = resp.into_parts();
+            p.headers.insert(
+                "x-envoy-upstream-service-time",
+                HeaderValue::from(started.elapsed().as_millis() as u64),
+            );
+            Response::from_parts(p, b.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+        }
+    }
+}
+
+/// An upgraded stream: the downstream and upstream connections, once hyper hands them over
+/// (after the `101` has been written downstream and read from upstream).
+pub struct Tunnel {
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Option<Duration>,
+}
+
+impl Tunnel {
+    /// A tunnel for an upgraded request whose response (a `101`) carries the upstream's
+    /// pending upgrade; None when the response is no upgrade.
+    pub fn from_response(
+        downstream: OnUpgrade,
+        resp: &mut Response<BoxBody>,
+        idle: Option<Duration>,
+    ) -> Option<Tunnel> {
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return None;
+        }
+        let upstream = resp.extensions_mut().remove::<OnUpgrade>()?;
+        Some(Tunnel {
+            downstream,
+            upstream,
+            idle,
+        })
+    }
+
+    /// Copies bytes both ways until both sides have closed or the idle timeout passes;
+    /// counted in `downstream_cx_upgrades_active` meanwhile.
+    pub async fn run(self, stats: &HttpStats) {
+        let (down, up) = match tokio::try_join!(self.downstream, self.upstream) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!("upgrade not completed: {e}");
+                return;
+            }
+        };
+        stats.downstream_cx_upgrades_active.inc();
+        let (sent, received) =
+            crate::tcp::copy_with_idle(TokioIo::new(down), TokioIo::new(up), self.idle).await;
+        stats.downstream_cx_upgrades_active.dec();
+        tracing::debug!(sent, received, "upgraded stream closed");
+    }
+}
+
+/// The idle timeout of an upgraded stream: the route's `idle_timeout` when set (zero
+/// disables), else the connection manager's `stream_idle_timeout`.
+pub fn idle_timeout(route: Option<Duration>, hcm: Option<Duration>) -> Option<Duration> {
+    match route {
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+        None => hcm,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::BoolValue;
+
+    fn hcm_config(kind: &str, enabled: Option<bool>) -> HcmUpgradeConfig {
+        HcmUpgradeConfig {
+            upgrade_type: kind.into(),
+            enabled: enabled.map(|value| BoolValue { value }),
+            ..HcmUpgradeConfig::default()
+        }
+    }
+
+    fn route_config(kind: &str, enabled: Option<bool>) -> RouteUpgradeConfig {
+        RouteUpgradeConfig {
+            upgrade_type: kind.into(),
+            enabled: enabled.map(|value| BoolValue { value }),
+            ..RouteUpgradeConfig::default()
+        }
+    }
+
+    #[test]
+    fn hcm_and_route_settings_combine_as_envoy_documents() {
+        let hcm = |enabled| compile_hcm(&[hcm_config("WebSocket", enabled)]).unwrap();
+        let route = |enabled| compile_route(&[route_config("websocket", enabled)]).unwrap();
+        // Envoy's table (HCM enabled, route enabled → allowed), then the unset cases.
+        let cases = [
+            (hcm(None), Some(route(None)), true),
+            (hcm(None), Some(route(Some(false))), false),
+            (hcm(Some(false)), Some(route(Some(true))), true),
+            (hcm(Some(false)), Some(route(Some(false))), false),
+            (hcm(None), None, true),
+            (hcm(Some(false)), None, false),
+            (UpgradeSettings::default(), None, false),
+            (UpgradeSettings::default(), Some(route(None)), true),
+            (hcm(None), Some(UpgradeSettings::default()), true),
+        ];
+        for (i, (h, r, want)) in cases.iter().enumerate() {
+            assert_eq!(allowed(h, r.as_ref(), "websocket"), *want, "case {i}");
+        }
+        assert!(!allowed(&hcm(None), None, "spdy/3.1"));
+    }
+
+    #[test]
+    fn unsupported_configs_are_nacked_by_path() {
+        let path = |r: Result<UpgradeSettings, CompileError>| r.err().map(|e| e.path);
+        assert_eq!(path(compile_hcm(&[hcm_config("websocket", None)])), None);
+        assert_eq!(
+            path(compile_hcm(&[
+                hcm_config("websocket", None),
+                hcm_config("CONNECT", None)
+            ])),
+            Some("[1].upgrade_type".into())
+        );
+        assert_eq!(
+            path(compile_hcm(&[
+                hcm_config("websocket", None),
+                hcm_config("WEBSOCKET", Some(false))
+            ])),
+            Some("[1].upgrade_type".into())
+        );
+        let with_filters = HcmUpgradeConfig {
+            filters: vec![Default::default()],
+            ..hcm_config("websocket", None)
+        };
+        assert_eq!(
+            path(compile_hcm(&[with_filters])),
+            Some("[0].filters".into())
+        );
+        let connect = RouteUpgradeConfig {
+            connect_config: Some(Default::default()),
+            ..route_config("CONNECT", None)
+        };
+        assert_eq!(
+            path(compile_route(&[connect])),
+            Some("[0].connect_config".into())
+        );
+        assert_eq!(
+            path(compile_route(&[route_config("connect", Some(false))])),
+            Some("[0].upgrade_type".into())
+        );
+    }
+
+    #[test]
+    fn recognises_upgrade_requests() {
+        let headers = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(
+                    header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let ws = [
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket"),
+        ];
+        type Headers<'a> = Vec<(&'a str, &'a str)>;
+        let cases: Vec<(Method, Version, Headers, Option<&str>, bool)> = vec![
+            // (method, version, headers, upgrade, Connection/Upgrade kept)
+            (
+                Method::GET,
+                Version::HTTP_11,
+                ws.to_vec(),
+                Some("websocket"),
+                true,
+            ),
+            (
+                Method::GET,
+                Version::HTTP_11,
+                vec![
+                    ("connection", "keep-alive"),
+                    ("connection", "upgrade"),
+                    ("upgrade", "foo"),
+                ],
+                Some("foo"),
+                true,
+            ),
+            // No `Connection: upgrade`: a plain request, the Upgrade header dropped.
+            (
+                Method::GET,
+                Version::HTTP_11,
+                vec![("upgrade", "websocket")],
+                None,
+                false,
+            ),
+            (Method::GET, Version::HTTP_10, ws.to_vec(), None, false),
+            (
+                Method::GET,
+                Version::HTTP_11,
+                vec![
+                    ("connection", "Upgrade, HTTP2-Settings"),
+                    ("upgrade", "h2c"),
+                    ("http2-settings", "AAA"),
+                ],
+                None,
+                false,
+            ),
+            (
+                Method::GET,
+                Version::HTTP_11,
+                vec![("connection", "close")],
+                None,
+                false,
+            ),
+            (
+                Method::CONNECT,
+                Version::HTTP_11,
+                vec![],
+                Some("connect"),
+                false,
+            ),
+            (
+                Method::CONNECT,
+                Version::HTTP_2,
+                vec![],
+                Some("connect"),
+                false,
+            ),
+        ];
+        for (i, (method, version, pairs, want, kept)) in cases.into_iter().enumerate() {
+            let mut h = headers(&pairs);
+            assert_eq!(
+                requested(&method, version, &mut h).as_deref(),
+                want,
+                "case {i}"
+            );
+            assert_eq!(
+                h.contains_key(header::CONNECTION) && h.contains_key(header::UPGRADE),
+                kept,
+                "case {i}"
+            );
+            assert!(!h.contains_key("http2-settings"), "case {i}");
+        }
+    }
+
+    #[test]
+    fn idle_timeouts() {
+        let s = Duration::from_secs;
+        assert_eq!(idle_timeout(None, Some(s(300))), Some(s(300)));
+        assert_eq!(idle_timeout(Some(s(5)), Some(s(300))), Some(s(5)));
+        assert_eq!(idle_timeout(Some(Duration::ZERO), Some(s(300))), None);
+        assert_eq!(idle_timeout(None, None), None);
+    }
+}
