@@ -182,6 +182,13 @@ impl PrivateKube {
         self.dir.join("kubeconfig")
     }
 
+    /// Its keys and certificates: `ca.{crt,key}`, `apiserver.*`, `admin.*` (the client
+    /// certificate of the kubeconfig) and `sa.key`/`sa.pub` (the ServiceAccount token signing
+    /// key pair, RSA 2048).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
     /// `http://127.0.0.1:<port>` of etcd (its v3 JSON gateway answers under `/v3/`).
     pub fn etcd_endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.etcd_port)

@@ -6,7 +6,8 @@
 //!   `values.schema.json` refuses wrong types and unknown keys;
 //! - `helm install` into a real API server creates every object, the ServiceAccount can do
 //!   exactly what the binary does (`kubectl auth can-i` and real requests as the
-//!   ServiceAccount), `helm upgrade` keeps the webhook certificate, and `helm uninstall`
+//!   ServiceAccount), `helm upgrade` keeps the `caBundle` the control plane wrote, and
+//!   `helm uninstall`
 //!   removes everything but the CRDs (as Helm does).
 //!
 //! The install runs against a private API server: the webhook configurations are
@@ -153,7 +154,6 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
-        "Secret",
         "ConfigMap",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
@@ -221,6 +221,9 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         "--secure-xds-addr=0.0.0.0:15012",
         "--webhook-addr=0.0.0.0:15017",
         "--validation-webhook-config-name=istio-validator-mesh-a",
+        "--injector-webhook-config-name=istio-sidecar-injector-mesh-a",
+        // The names of the mesh CA's webhook certificate: istiod.mesh-a.svc.
+        "--webhook-service=istiod",
         "--injection-template=/etc/capstan/injector/template.yaml",
     ] {
         ensure!(
@@ -228,6 +231,15 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
             "{want} missing from {args:?}"
         );
     }
+    // The webhooks serve the mesh CA's certificates: no Secret, no mounted certificate.
+    ensure!(
+        !args.iter().any(|a| a.starts_with("--webhook-cert-dir")),
+        "{args:?}"
+    );
+    ensure!(
+        !rendered.contains("kind: Secret") && !rendered.contains("name: webhook-cert"),
+        "a webhook certificate is rendered"
+    );
     let service = find(&docs, "Service")?;
     let ports: Vec<(String, u64)> = service["spec"]["ports"]
         .as_sequence()
@@ -265,9 +277,8 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         "{text}"
     );
 
-    // Both webhook configurations trust the generated certificate's CA.
-    let secret = find(&docs, "Secret")?;
-    let ca = secret["data"]["ca.crt"].as_str().context("ca.crt")?;
+    // Neither webhook configuration carries a caBundle: the control plane writes the mesh
+    // root there, and an upgrade must not overwrite it.
     for kind in [
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
@@ -278,12 +289,51 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         ensure!(!hooks.is_empty(), "{kind} has no webhooks");
         for hook in hooks {
             ensure!(
-                hook["clientConfig"]["caBundle"].as_str() == Some(ca),
-                "{kind} {:?} lacks the CA",
+                hook["clientConfig"]["caBundle"].is_null(),
+                "{kind} {:?} renders a caBundle",
                 hook["name"]
             );
         }
     }
+
+    // A certificate of one's own: mounted and served instead.
+    let rendered = ctx.helm(&[
+        "template",
+        "capstan",
+        &chart,
+        "--namespace",
+        "mesh-a",
+        "--set",
+        "webhook.certSecret=my-webhook-cert",
+    ])?;
+    let docs = documents(&rendered)?;
+    let args = container_args(&docs)?;
+    ensure!(
+        args.iter()
+            .any(|a| a == "--webhook-cert-dir=/var/run/secrets/capstan/webhook"),
+        "{args:?}"
+    );
+    let pod = &find(&docs, "Deployment")?["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_sequence()
+        .context("volumes")?
+        .iter()
+        .find(|v| v["name"].as_str() == Some("webhook-cert"))
+        .context("no webhook-cert volume")?;
+    ensure!(
+        volume["secret"]["secretName"].as_str() == Some("my-webhook-cert"),
+        "{volume:?}"
+    );
+    let mounted = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .context("volumeMounts")?
+        .iter()
+        .any(|m| {
+            m["name"].as_str() == Some("webhook-cert")
+                && m["mountPath"].as_str() == Some("/var/run/secrets/capstan/webhook")
+        });
+    ensure!(mounted, "the webhook certificate is not mounted");
+    ensure!(!rendered.contains("kind: Secret"), "a Secret is rendered");
 
     // Values change what they say.
     let rendered = ctx.helm(&[
@@ -313,6 +363,11 @@ fn chart_lints_renders_and_its_schema_refuses_bad_values() -> Result<()> {
         !args
             .iter()
             .any(|a| a.starts_with("--validation-webhook-config-name")),
+        "{args:?}"
+    );
+    ensure!(
+        args.iter()
+            .any(|a| a == "--injector-webhook-config-name=istio-sidecar-injector"),
         "{args:?}"
     );
     ensure!(
@@ -438,7 +493,6 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
         "role/capstan",
         "rolebinding/capstan",
         "configmap/capstan-sidecar-injector",
-        "secret/capstan-webhook-cert",
         "poddisruptionbudget/capstan",
         "horizontalpodautoscaler/capstan",
     ];
@@ -470,34 +524,33 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
         ports.trim() == "https-dns:15012>15012 https-webhook:443>15017 http-monitoring:15014>15014",
         "{ports}"
     );
-    let ca = k(&[
-        "-n",
-        &ns,
-        "get",
-        "secret/capstan-webhook-cert",
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ])?;
-    ensure!(ca.len() > 100, "ca.crt: {ca}");
+    ensure!(
+        k(&["-n", &ns, "get", "secrets", "-o", "name"])?
+            .lines()
+            .all(|s| s.starts_with("secret/sh.helm.release")),
+        "the chart created a Secret"
+    );
+    // One line per webhook: its caBundle, empty until the control plane writes one.
     let bundles = |kind: &str| {
         k(&[
             "get",
             kind,
             "-o",
-            "jsonpath={range .webhooks[*]}{.clientConfig.caBundle}{\"\\n\"}{end}",
+            "jsonpath={range .webhooks[*]}{.clientConfig.caBundle}-{\"\\n\"}{end}",
         ])
     };
     for kind in &cluster[2..] {
         let got = bundles(kind)?;
         ensure!(
-            !got.trim().is_empty() && got.lines().all(|b| b == ca),
-            "{kind}: caBundle differs from the webhook certificate's CA"
+            !got.is_empty() && got.lines().all(|b| b == "-"),
+            "{kind}: a caBundle is installed: {got}"
         );
     }
 
     // The ServiceAccount's permissions: each call of the binary, and nothing around it.
     let sa = format!("system:serviceaccount:{ns}:capstan");
     let validator = format!("validatingwebhookconfigurations/istio-validator-{ns}");
+    let injector = format!("mutatingwebhookconfigurations/istio-sidecar-injector-{ns}");
     let mut allowed: Vec<(&str, String, Option<&str>)> = Vec::new();
     for resource in [
         "services",
@@ -558,6 +611,9 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
         ("watch", validator.clone(), None),
         ("update", validator.clone(), None),
         ("get", validator.clone(), None),
+        ("list", injector.clone(), None),
+        ("watch", injector.clone(), None),
+        ("update", injector.clone(), None),
         (
             "create",
             "virtualservices.networking.istio.io".to_owned(),
@@ -603,6 +659,12 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             None,
         ),
         ("update", "mutatingwebhookconfigurations".to_owned(), None),
+        (
+            "update",
+            "mutatingwebhookconfigurations/someone-else".to_owned(),
+            None,
+        ),
+        ("delete", injector.clone(), None),
         (
             "create",
             "virtualservices.networking.istio.io".to_owned(),
@@ -719,7 +781,31 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
     ]
     .concat())?;
 
-    // An upgrade keeps the webhook certificate (the chart looks the Secret up).
+    // The caBundles as the control plane writes them (every webhook); an upgrade keeps them,
+    // since no rendered manifest sets one.
+    let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
+    for kind in &cluster[2..] {
+        let count = bundles(kind)?.lines().count();
+        let ops: Vec<String> = (0..count)
+            .map(|i| {
+                format!(
+                    r#"{{"op":"add","path":"/webhooks/{i}/clientConfig/caBundle","value":"{ca}"}}"#
+                )
+            })
+            .collect();
+        k(&[
+            "patch",
+            kind,
+            "--type",
+            "json",
+            "-p",
+            &format!("[{}]", ops.join(",")),
+        ])?;
+        ensure!(
+            bundles(kind)?.lines().all(|b| b == format!("{ca}-")),
+            "{kind}: caBundle not written"
+        );
+    }
     chart_support::helm(
         infra,
         &kube,
@@ -736,19 +822,11 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
             "90s",
         ],
     )?;
-    let after = k(&[
-        "-n",
-        &ns,
-        "get",
-        "secret/capstan-webhook-cert",
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ])?;
-    ensure!(after == ca, "helm upgrade replaced the webhook CA");
     for kind in &cluster[2..] {
+        let got = bundles(kind)?;
         ensure!(
-            bundles(kind)?.lines().all(|b| b == ca),
-            "{kind}: caBundle changed on upgrade"
+            got.lines().all(|b| b == format!("{ca}-")),
+            "{kind}: caBundle changed on upgrade: {got}"
         );
     }
 

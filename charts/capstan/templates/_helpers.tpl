@@ -17,8 +17,6 @@ for istiod.<ns>.svc and injected proxies dial it. */}}
 {{- if eq .Release.Namespace "istio-system" -}}istio-sidecar-injector{{- else -}}istio-sidecar-injector-{{ .Release.Namespace }}{{- end -}}
 {{- end }}
 
-{{- define "capstan.webhookCertSecret" -}}capstan-webhook-cert{{- end }}
-
 {{- define "capstan.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end }}

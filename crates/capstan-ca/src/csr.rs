@@ -90,8 +90,8 @@ pub(crate) fn verified_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicK
         )));
     }
     check_envelope(der.as_ref()).map_err(CsrError::Malformed)?;
-    csr.verify_signature()
-        .map_err(|e| CsrError::BadSignature(e.to_string()))?;
+    // The key before the signature: the verifier refuses short RSA keys too, and would call
+    // a valid signature by one "does not verify".
     let spki = &csr.certification_request_info.subject_pki;
     if let Ok(PublicKey::RSA(rsa)) = spki.parsed() {
         if rsa.key_size() < MIN_RSA_BITS {
@@ -101,6 +101,8 @@ pub(crate) fn verified_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicK
             )));
         }
     }
+    csr.verify_signature()
+        .map_err(|e| CsrError::BadSignature(e.to_string()))?;
     rcgen::SubjectPublicKeyInfo::from_der(spki.raw)
         .map_err(|e| CsrError::UnsupportedKey(e.to_string()))
 }

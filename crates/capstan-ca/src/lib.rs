@@ -5,7 +5,8 @@
 //!   (Istio's `istio-ca-secret`: [`DirStorage`] or [`KubeSecretStorage`]); signs workload CSRs for authenticated [`Identity`]s and
 //!   issues the control plane's serving certificate.
 //! - [`authn`]: who is calling, by TLS client certificate or Kubernetes service-account token.
-//! - [`CaService`]: the `istio.v1.auth.IstioCertificateService` gRPC service.
+//! - [`CaService`]: the `istio.v1.auth.IstioCertificateService` gRPC service, counting into
+//!   [`CaMetrics`] (istiod's `citadel_server_*` families).
 //! - [`watch_cacerts`]: a plugged-in CA reloaded when its files change, shared as a
 //!   [`CurrentCa`]; its [`TrustBundle`] keeps old roots through a root rotation.
 //!
@@ -18,6 +19,7 @@ mod authority;
 mod csr;
 mod current;
 mod identity;
+mod metrics;
 mod pem;
 mod reload;
 mod secret_storage;
@@ -34,6 +36,7 @@ pub use authority::{read_cacerts_dir, CaError, CaOptions, CertificateAuthority};
 pub use csr::CsrError;
 pub use current::CurrentCa;
 pub use identity::{validate_trust_domain, Identity, IdentityError, DEFAULT_TRUST_DOMAIN};
+pub use metrics::{CaMetrics, CaMetricsSnapshot, SIGN_ERROR_TYPES};
 pub use reload::{watch_cacerts, CacertsReloader, Reload};
 pub use secret_storage::{
     object_from_secret, secret_from_object, KubeSecretStorage, CA_SECRET_TYPE,

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authn::{authenticate, Authenticator, Caller};
 use crate::current::CurrentCa;
+use crate::metrics::CaMetrics;
 
 /// Largest request accepted: a CSR is about a kilobyte; this leaves room for RSA-4096 and
 /// metadata while keeping hostile messages small.
@@ -31,6 +32,7 @@ pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
 pub struct CaService {
     ca: CurrentCa,
     authenticators: Arc<[Arc<dyn Authenticator>]>,
+    metrics: Arc<CaMetrics>,
 }
 
 impl std::fmt::Debug for CaService {
@@ -50,7 +52,19 @@ impl CaService {
         Self {
             ca: ca.into(),
             authenticators: authenticators.into(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts into `metrics` (shared with the metrics endpoint) instead of its own counters.
+    pub fn with_metrics(mut self, metrics: Arc<CaMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// What it has counted.
+    pub fn metrics(&self) -> &Arc<CaMetrics> {
+        &self.metrics
     }
 
     /// Handles one `CreateCertificate` call.
@@ -58,6 +72,7 @@ impl CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
+        self.metrics.request();
         let peer_certs = request.peer_certs().or_else(|| {
             request
                 .extensions()
@@ -71,6 +86,7 @@ impl CaService {
         let identities = authenticate(&self.authenticators, &caller)
             .await
             .map_err(|reasons| {
+                self.metrics.authentication_failure();
                 tracing::info!(%reasons, "CreateCertificate: authentication failed");
                 Status::unauthenticated(format!("request authentication failed: {reasons}"))
             })?;
@@ -81,6 +97,7 @@ impl CaService {
             .metadata_string(IMPERSONATED_IDENTITY)
             .is_some_and(|s| !s.is_empty())
         {
+            self.metrics.authentication_failure();
             return Err(Status::unauthenticated(format!(
                 "request impersonation authentication failure: {IMPERSONATED_IDENTITY} is not \
                  supported by this CA (no node authorizer)"
@@ -94,14 +111,22 @@ impl CaService {
             ca.sign(&message.csr, &ids, message.validity_duration)
         })
         .await
-        .map_err(|e| Status::internal(format!("signing task failed: {e}")))?;
+        .map_err(|e| {
+            self.metrics.sign_error("CERT_GEN_ERROR");
+            Status::internal(format!("signing task failed: {e}"))
+        })?;
         match signed {
             Ok(cert_chain) => {
+                self.metrics.issued();
                 tracing::debug!(identities = ?identities, "CreateCertificate: issued");
                 Ok(Response::new(IstioCertificateResponse { cert_chain }))
             }
-            Err(e) if e.is_caller_error() => Err(Status::invalid_argument(e.to_string())),
+            Err(e) if e.is_caller_error() => {
+                self.metrics.sign_error(e.error_type());
+                Err(Status::invalid_argument(e.to_string()))
+            }
             Err(e) => {
+                self.metrics.sign_error(e.error_type());
                 tracing::warn!(error = %e, "CreateCertificate: signing failed");
                 Err(Status::internal(e.to_string()))
             }

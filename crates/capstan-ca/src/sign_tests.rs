@@ -277,6 +277,13 @@ fn bad_csrs_are_refused_with_clear_errors() {
             |e| matches!(e, CsrError::BadSignature(_)),
             "signature does not verify",
         ),
+        (
+            // Made by `openssl req -new -newkey rsa:1024`: validly self-signed.
+            "RSA key of 1024 bits",
+            std::fs::read_to_string(testdata("csr-rsa1024.pem")).unwrap(),
+            |e| matches!(e, CsrError::UnsupportedKey(_)),
+            "RSA key of 1024 bits, at least 2048 required",
+        ),
     ];
     for (name, input, kind, message) in cases {
         match ca.sign(&input, &[id("a", "b")], 0) {

@@ -54,6 +54,11 @@ impl TrustedRoot {
         &self.cert
     }
 
+    /// When the certificate expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
     /// Whether the CA issued under it.
     pub fn issuance(&self) -> Issuance {
         self.issuance

@@ -4,6 +4,7 @@
 #   cacerts-ec-sec1/    P-256 root -> CA; ca-key.pem is SEC1 ("EC PRIVATE KEY")
 #   cacerts-ec-pkcs8/   P-256 root -> intermediate -> CA; ca-key.pem is PKCS#8;
 #                       cert-chain.pem = CA, intermediate, root (as Istio's tools write it)
+#   csr-rsa1024.pem     a validly self-signed CSR for an RSA-1024 key (the CA refuses the key)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 DAYS=36500
@@ -41,3 +42,4 @@ gen() { # gen DIR KEYALG KEYFORMAT LEVELS
 gen cacerts-rsa-pkcs1 rsa pkcs1 1
 gen cacerts-ec-sec1 ec sec1 1
 gen cacerts-ec-pkcs8 ec pkcs8 2
+openssl req -new -newkey rsa:1024 -nodes -keyout /dev/null -subj /CN=weak -out csr-rsa1024.pem 2>/dev/null

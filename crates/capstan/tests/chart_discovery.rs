@@ -6,8 +6,9 @@
 //!
 //! - become ready (every watch listed) and create `istio-ca-secret`;
 //! - publish `istio-ca-root-cert` in every namespace;
-//! - restore the validating webhook configuration's `caBundle` after it is reset;
-//! - serve the webhooks with the chart-generated certificate (trusted by the configurations'
+//! - write the mesh root into both webhook configurations' `caBundle`, and restore it after a
+//!   reset;
+//! - serve the webhooks with the mesh CA's certificate for `istiod.<ns>.svc` (trusted by that
 //!   `caBundle`) and read the chart's injection template;
 //! - check a workload's ServiceAccount token by TokenReview and issue its certificate;
 //!
@@ -16,6 +17,7 @@
 mod ca_support;
 
 use anyhow::{ensure, Context as _, Result};
+use base64::Engine as _;
 use ca_support::*;
 use capstan_e2e::private_kube::PrivateKube;
 use capstan_e2e::{context, poll_until, repo_root, run_ok, Infra};
@@ -62,13 +64,35 @@ fn data(kube: &PrivateKube, object: &str, key: &str, decode: bool) -> Result<Str
     ])
 }
 
-fn bundles(kube: &PrivateKube) -> Result<String> {
-    kube.kubectl(&[
+/// The decoded `caBundle` of each webhook of `config` (empty where none is set).
+fn bundles(kube: &PrivateKube, config: &str) -> Result<Vec<String>> {
+    let encoded = kube.kubectl(&[
         "get",
-        "validatingwebhookconfiguration/istio-validator-istio-system",
+        config,
         "-o",
-        "jsonpath={range .webhooks[*]}{.clientConfig.caBundle}{\"\\n\"}{end}",
-    ])
+        "jsonpath={range .webhooks[*]}{.clientConfig.caBundle}-{\"\\n\"}{end}",
+    ])?;
+    encoded
+        .lines()
+        .map(|line| {
+            let b64 = line.strip_suffix('-').unwrap_or(line);
+            let pem = base64::engine::general_purpose::STANDARD.decode(b64)?;
+            Ok(String::from_utf8(pem)?)
+        })
+        .collect()
+}
+
+/// Waits until every webhook of `config` (`count` of them) has `root` as its `caBundle`.
+fn wait_bundles(kube: &PrivateKube, config: &str, count: usize, root: &str) -> Result<()> {
+    poll_until(
+        &format!("the mesh root in the caBundle of {config}"),
+        WAIT,
+        Duration::from_millis(200),
+        || {
+            let got = bundles(kube, config)?;
+            Ok((got.len() == count && got.iter().all(|b| b.trim() == root.trim())).then_some(()))
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,13 +133,6 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
         args.first().map(String::as_str) == Some("discovery"),
         "{args:?}"
     );
-    let cert_dir = ctx.scratch.join("webhook-cert");
-    std::fs::create_dir_all(&cert_dir)?;
-    for key in ["tls.crt", "tls.key", "ca.crt"] {
-        let text = data(&kube, "secret/capstan-webhook-cert", key, true)?;
-        std::fs::write(cert_dir.join(key), text)?;
-    }
-    let webhook_ca = std::fs::read_to_string(cert_dir.join("ca.crt"))?;
     let template = ctx.scratch.join("template.yaml");
     std::fs::write(
         &template,
@@ -144,7 +161,6 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
             "--xds-addr" | "--secure-xds-addr" | "--debug-addr" | "--monitoring-addr" => None,
             "--kubeconfig" => Some(format!("--kubeconfig={}", kubeconfig.display())),
             "--webhook-addr" => Some(format!("--webhook-addr=127.0.0.1:{webhook_port}")),
-            "--webhook-cert-dir" => Some(format!("--webhook-cert-dir={}", cert_dir.display())),
             "--injection-template" => Some(format!("--injection-template={}", template.display())),
             _ => {
                 rewritten.push(arg.clone());
@@ -164,7 +180,6 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
                 "--monitoring-addr",
                 "--secure-xds-addr",
                 "--webhook-addr",
-                "--webhook-cert-dir",
                 "--xds-addr"
             ],
         "the chart's arguments changed: {args:?}"
@@ -203,34 +218,23 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
         )?;
     }
 
-    // The validating webhook's caBundle, reset as a `helm upgrade` of another chart might,
-    // comes back.
+    // Both webhook configurations get the mesh root as caBundle; the validating one's, reset
+    // as a `helm upgrade` of another chart might, comes back.
+    let validator = "validatingwebhookconfiguration/istio-validator-istio-system";
+    let injector = "mutatingwebhookconfiguration/istio-sidecar-injector";
+    wait_bundles(&kube, validator, 2, &root).with_context(|| server.tail())?;
+    wait_bundles(&kube, injector, 3, &root).with_context(|| server.tail())?;
     kube.kubectl(&[
         "patch",
-        "validatingwebhookconfiguration/istio-validator-istio-system",
+        validator,
         "--type=json",
         "-p",
         r#"[{"op":"remove","path":"/webhooks/0/clientConfig/caBundle"}]"#,
     ])?;
-    let encoded = kube.kubectl(&[
-        "-n",
-        NS,
-        "get",
-        "secret/capstan-webhook-cert",
-        "-o",
-        "jsonpath={.data.ca\\.crt}",
-    ])?;
-    poll_until(
-        "the caBundle restored",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            let got = bundles(&kube)?;
-            Ok((got.lines().count() == 2 && got.lines().all(|b| b == encoded)).then_some(()))
-        },
-    )?;
+    wait_bundles(&kube, validator, 2, &root).with_context(|| server.tail())?;
 
-    // The webhook port serves the chart's certificate, which the configurations trust.
+    // The webhook port serves the mesh CA's certificate for the Service, which the
+    // configurations trust.
     let review = serde_json::json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
@@ -247,7 +251,8 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
             },
         },
     });
-    let ca_file = cert_dir.join("ca.crt");
+    let ca_file = ctx.scratch.join("mesh-root.pem");
+    std::fs::write(&ca_file, &root)?;
     let host = format!("istiod.{NS}.svc");
     let answer = run_ok(
         std::process::Command::new("curl")
@@ -269,7 +274,6 @@ async fn discovery_runs_with_the_charts_arguments_files_and_rbac() -> Result<()>
         answer["response"]["uid"] == "chart-1" && answer["response"]["allowed"] == false,
         "{answer}"
     );
-    ensure!(webhook_ca.contains("BEGIN CERTIFICATE"), "{webhook_ca}");
 
     // `/inject` uses the chart's template: the sidecar dials this release's Service over TLS
     // with the chart's image.

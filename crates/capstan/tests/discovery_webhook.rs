@@ -3,11 +3,13 @@
 //! - on loopback, over HTTPS with a certificate from `--webhook-cert-dir`: reviews answered
 //!   with `capstan validate`'s field paths, bad bodies refused with 400/413/415, the
 //!   certificate re-read when the directory changes;
-//! - against a private real kube-apiserver: the generated CA is patched into a
+//! - against a private real kube-apiserver: the mesh CA's trust bundle is patched into a
 //!   ValidatingWebhookConfiguration (and again after a reset), and `kubectl apply` of an
 //!   invalid VirtualService is refused by the API server calling the webhook, a valid one with
 //!   a warning is accepted and shows it, and `--dry-run=server` goes through the webhook
 //!   without storing anything.
+//!
+//! Two replicas and root rotations with the mesh CA's certificate: `discovery_webhook_mesh_ca.rs`.
 
 mod discovery_support;
 
@@ -171,10 +173,12 @@ fn kube_apiserver_calls_the_webhook_with_the_patched_ca_bundle() -> Result<()> {
             "capstan-validator",
         ],
     )?;
-    // Created empty after the start, as a chart would: discovery fills in its CA.
+    // Created empty after the start, as a chart would: discovery fills in the mesh root. The
+    // URL names `localhost`: the mesh CA's certificate, as istiod's, has no IP addresses.
+    let url = format!("https://localhost:{}/validate", discovery.webhook_port);
     let config = format!(
         "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: capstan-validator\nwebhooks:\n- name: validation.istio.io\n  clientConfig:\n    url: {}\n  rules:\n  - operations: [CREATE, UPDATE]\n    apiGroups: [networking.istio.io]\n    apiVersions: ['*']\n    resources: ['*']\n  admissionReviewVersions: [v1]\n  sideEffects: None\n  failurePolicy: Ignore\n  timeoutSeconds: 10\n",
-        discovery.webhook_url("/validate")
+        url
     );
     kube.apply(&config)?;
     let patched = poll_until(

@@ -10,8 +10,8 @@
 
 use anyhow::{Context as _, Result};
 use capstan_ca::{
-    Authenticator, CaOptions, CertificateAuthority, ClientCertAuthenticator, CurrentCa, DirStorage,
-    KubeSecretStorage, StaticTokenAuthenticator, TokenReviewAuthenticator,
+    Authenticator, CaMetrics, CaOptions, CertificateAuthority, ClientCertAuthenticator, CurrentCa,
+    DirStorage, KubeSecretStorage, StaticTokenAuthenticator, TokenReviewAuthenticator,
 };
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +85,25 @@ pub struct Ca {
     pub dns_names: Vec<String>,
     /// Lifetime of the serving certificate (renewed at half-life).
     pub serving_ttl: Duration,
+    /// What the CA service counts (istiod's `citadel_server_*` metrics).
+    pub metrics: Arc<CaMetrics>,
+}
+
+/// What `/metrics` reads of the CA: the key material in force and the service's counters.
+#[derive(Clone)]
+pub(crate) struct CaObserved {
+    pub authority: CurrentCa,
+    pub metrics: Arc<CaMetrics>,
+}
+
+impl Ca {
+    /// The part of the CA `/metrics` reads.
+    pub(crate) fn observed(&self) -> CaObserved {
+        CaObserved {
+            authority: self.authority.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 impl CaArgs {
@@ -165,6 +184,7 @@ impl CaArgs {
             authenticators,
             dns_names: self.dns_names(),
             serving_ttl: self.workload_cert_ttl,
+            metrics: Arc::default(),
         }))
     }
 }

@@ -13,7 +13,7 @@ use capstan_xds::histogram::HistogramSnapshot;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One family: name, help, type and label names, as istiod declares it (or, for `capstan_*`,
 /// as Capstan does).
@@ -68,6 +68,14 @@ const FAMILIES: &[Family] = &[
     family("istio_build", GAUGE, &["component", "tag"], "Istio component build info"),
     family("istiod_uptime_seconds", GAUGE, &[], "Current istiod server uptime in seconds"),
     family("istiod_managed_clusters", GAUGE, &["cluster_type"], "Number of clusters managed by istiod"),
+    family("citadel_server_csr_count", COUNTER, &[], "The number of CSRs received by Citadel server."),
+    family("citadel_server_authentication_failure_count", COUNTER, &[], "The number of authentication failures."),
+    family("citadel_server_csr_sign_err_count", COUNTER, &["error"], "The number of errors occurred when signing the CSR."),
+    family("citadel_server_success_cert_issuance_count", COUNTER, &[], "The number of certificates issuances that have succeeded."),
+    family("citadel_server_root_cert_expiry_timestamp", GAUGE, &[], "The unix timestamp, in seconds, when the root cert will expire."),
+    family("citadel_server_root_cert_expiry_seconds", GAUGE, &[], "The time remaining, in seconds, before the root cert will expire. A negative value indicates the cert is expired."),
+    family("citadel_server_cert_chain_expiry_timestamp", GAUGE, &[], "The unix timestamp, in seconds, when Istio generated cert chain will expire."),
+    family("citadel_server_cert_chain_expiry_seconds", GAUGE, &[], "The time remaining, in seconds, before the Istio Generated cert chain will expire. A negative value indicates the cert is expired."),
     family("capstan_pushes_total", COUNTER, &[], "Debounced pushes announced to the connections."),
     family("capstan_xds_connections_total", COUNTER, &[], "ADS streams accepted since start."),
     family("capstan_xds_send_bytes_total", COUNTER, &[], "Encoded bytes of all xDS responses sent."),
@@ -367,6 +375,53 @@ impl DiscoveryCollector {
             0.0,
         );
     }
+
+    /// istiod's Citadel families, when a CA runs: its request counters, and the expiry of the
+    /// first root of the trust bundle and of the signing certificate (istiod's
+    /// `RecordCertsExpiry`: the latter only for a CA with a chain, i.e. not self-signed).
+    fn ca(&self, out: &mut Samples) {
+        let Some(ca) = &self.state.ca else {
+            return;
+        };
+        let m = ca.metrics.snapshot();
+        out.counter("citadel_server_csr_count", &[], m.requests);
+        out.counter(
+            "citadel_server_authentication_failure_count",
+            &[],
+            m.authentication_failures,
+        );
+        for (error, n) in &m.sign_errors {
+            out.counter("citadel_server_csr_sign_err_count", &[("error", error)], *n);
+        }
+        out.counter("citadel_server_success_cert_issuance_count", &[], m.issued);
+        let authority = ca.authority.get();
+        let now = SystemTime::now();
+        let mut expiry = |timestamp: &'static str, seconds: &'static str, at: SystemTime| {
+            let unix = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs() as f64);
+            let left = match at.duration_since(now) {
+                Ok(d) => d.as_secs_f64(),
+                Err(e) => -e.duration().as_secs_f64(),
+            };
+            out.gauge(timestamp, &[], unix);
+            out.gauge(seconds, &[], left);
+        };
+        if let Some(root) = authority.trust_bundle().roots().first() {
+            expiry(
+                "citadel_server_root_cert_expiry_timestamp",
+                "citadel_server_root_cert_expiry_seconds",
+                root.not_after(),
+            );
+        }
+        if !authority.intermediates().is_empty() {
+            expiry(
+                "citadel_server_cert_chain_expiry_timestamp",
+                "citadel_server_cert_chain_expiry_seconds",
+                authority.ca_not_after(),
+            );
+        }
+    }
 }
 
 impl Collector for DiscoveryCollector {
@@ -380,6 +435,7 @@ impl Collector for DiscoveryCollector {
         self.connections(&mut out);
         self.pipeline(&mut out);
         self.state_gauges(&mut out);
+        self.ca(&mut out);
         out.into_families()
     }
 }
@@ -424,6 +480,7 @@ mod tests {
             ads,
             pipeline: Arc::default(),
             kubernetes: true,
+            ca: None,
         }
     }
 
@@ -522,6 +579,63 @@ mod tests {
         assert_eq!(grpc_code_name(16), "Unauthenticated");
         assert_eq!(grpc_code_name(42), "Code(42)");
         assert_eq!(grpc_code_name(-1), "Code(-1)");
+    }
+
+    /// With a CA, istiod's Citadel families: each `CreateCertificate` outcome counted where
+    /// istiod counts it, and the expiry gauges of the root (and, for a CA with a chain only,
+    /// of the signing certificate).
+    #[tokio::test]
+    async fn ca_requests_are_counted_as_citadel_counts_them() {
+        use capstan_ca::{CaService, CertificateAuthority, CurrentCa, StaticTokenAuthenticator};
+        use capstan_ca_proto::IstioCertificateRequest;
+        let (ca, _) = CertificateAuthority::generate_self_signed(Default::default()).unwrap();
+        let authority = CurrentCa::fixed(Arc::new(ca));
+        let tokens = StaticTokenAuthenticator::parse("tok ns sa", "t", "cluster.local").unwrap();
+        let service = CaService::new(authority.clone(), vec![Arc::new(tokens)]);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        for (token, csr) in [
+            (Some("tok"), csr.as_str()),
+            (Some("tok"), "not a CSR"),
+            (Some("wrong"), csr.as_str()),
+            (None, csr.as_str()),
+        ] {
+            let mut request = tonic::Request::new(IstioCertificateRequest {
+                csr: csr.to_owned(),
+                ..Default::default()
+            });
+            if let Some(t) = token {
+                let value = format!("Bearer {t}").parse().unwrap();
+                request.metadata_mut().insert("authorization", value);
+            }
+            let _ = service.create_certificate(request).await;
+        }
+        let mut state = state();
+        state.ca = Some(super::super::ca::CaObserved {
+            authority,
+            metrics: service.metrics().clone(),
+        });
+        let text = render(&registry(state)).unwrap();
+        for line in [
+            "# TYPE citadel_server_csr_count counter",
+            "citadel_server_csr_count 4",
+            "citadel_server_authentication_failure_count 2",
+            "citadel_server_csr_sign_err_count{error=\"CSR_ERROR\"} 1",
+            "citadel_server_success_cert_issuance_count 1",
+            "# TYPE citadel_server_root_cert_expiry_timestamp gauge",
+            "citadel_server_root_cert_expiry_seconds 315",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(line)),
+                "missing {line}:\n{text}"
+            );
+        }
+        // A self-signed CA has no chain: istiod records no chain expiry for it.
+        assert!(!text.contains("citadel_server_cert_chain_expiry"), "{text}");
     }
 
     #[test]

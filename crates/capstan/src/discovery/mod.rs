@@ -5,6 +5,7 @@
 mod ca;
 mod credentials;
 mod debug;
+mod dns_cert;
 mod dump;
 pub(crate) mod dump_routes;
 mod inject;
@@ -109,6 +110,8 @@ pub(crate) struct State {
     pub pipeline: Arc<capstan_xds::pipeline_metrics::PipelineMetrics>,
     /// Discovery watches a Kubernetes cluster (`istiod_managed_clusters`).
     pub kubernetes: bool,
+    /// The CA, if one runs (`citadel_server_*`).
+    pub ca: Option<ca::CaObserved>,
 }
 
 /// Forwards a broadcast of changes into the push pipeline; a lagging receiver means "something
@@ -281,6 +284,19 @@ pub fn run(args: Args) -> Result<()> {
 
         // The CA, and with Kubernetes its root published in every namespace.
         let ca = args.ca.start(kube_client.as_ref()).await?;
+        // istiod's DNS certificate, issued by the CA: port 15012's and, unless
+        // --webhook-cert-dir is given, the webhooks', so it carries their Service's names too.
+        let dns_cert = match &ca {
+            Some(ca) => {
+                let mut names = ca.dns_names.clone();
+                if args.webhook.wants_mesh_certificate() {
+                    names.extend(args.webhook.service_dns_names(&args.ca.system_namespace));
+                }
+                let names = dns_cert::unique_names(names);
+                Some(dns_cert::start(ca.authority.clone(), names, ca.serving_ttl)?)
+            }
+            None => None,
+        };
         // Cluster-wide writes are the elected leader's; every replica serves xDS.
         let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
         // Without an election this process leads; the sender is kept for the process's life
@@ -300,10 +316,15 @@ pub fn run(args: Args) -> Result<()> {
                 Some(leader_tx)
             }
         };
+        let mesh_cert = ca.as_ref().zip(dns_cert.clone()).map(|(ca, cert)| webhook::MeshCertificate {
+            cert,
+            authority: ca.authority.clone(),
+        });
         let webhook_cert = args.webhook.start(
             &args.ca.system_namespace,
             kube_client.as_ref(),
             leader_rx.clone(),
+            mesh_cert,
         )?;
         if let (Some(client), Some(reports)) = (&kube_client, status_reports) {
             // Verdicts on watched objects, written to their status by the leader.
@@ -317,17 +338,18 @@ pub fn run(args: Args) -> Result<()> {
                 move || root_cert::run(client.clone(), authority.clone()),
             ));
         }
+        let ca_observed = ca.as_ref().map(ca::Ca::observed);
         let secure_addr = args.ca.secure_xds_addr;
         let secure_service = ads.service();
         let serve_secure = async move {
-            match ca {
-                Some(ca) => secure::serve(secure_addr, ca, secure_service).await,
+            match ca.zip(dns_cert) {
+                Some((ca, cert)) => secure::serve(secure_addr, ca, cert, secure_service).await,
                 // Without a CA there is nothing to serve TLS with (the file-only default).
                 None => std::future::pending().await,
             }
         };
 
-        let state = State { store, index, generator, ads: ads.clone(), pipeline, kubernetes: args.kubeconfig.is_some() };
+        let state = State { store, index, generator, ads: ads.clone(), pipeline, kubernetes: args.kubeconfig.is_some(), ca: ca_observed };
         // Watched by the servers that stop gracefully once the xDS streams have drained.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let (mut graceful, mut others) = (tokio::task::JoinSet::new(), tokio::task::JoinSet::new());

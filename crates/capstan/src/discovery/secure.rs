@@ -1,30 +1,28 @@
 //! istiod's port 15012: gRPC over TLS serving the CA (`IstioCertificateService`) and xDS for
 //! authenticated proxies.
 //!
-//! The serving certificate is issued by the CA for istiod's DNS names and renewed at half its
-//! life, and at once when a reloaded CA signs with another certificate; handshakes read the
-//! current one, so renewal drops no connection. Client certificates are optional at the TLS
-//! layer (a workload's first request has only its token) and, when given, verified against
-//! the CA's trust bundle as it is at the handshake (a root rotation changes it). Every xDS stream is authenticated before it starts
-//! (client certificate, service-account token, development token file: `UNAUTHENTICATED`
-//! otherwise) and its node authorized against the identities found (`PERMISSION_DENIED`).
+//! The serving certificate is the control plane's DNS certificate ([`DnsCertificate`]: issued
+//! by the CA for istiod's DNS names, renewed without dropping connections). Client
+//! certificates are optional at the TLS layer (a workload's first request has only its token)
+//! and, when given, verified against the CA's trust bundle as it is at the handshake (a root
+//! rotation changes it). Every xDS stream is authenticated before it starts (client
+//! certificate, service-account token, development token file: `UNAUTHENTICATED` otherwise)
+//! and its node authorized against the identities found (`PERMISSION_DENIED`).
 
 use super::ca::Ca;
+use super::dns_cert::DnsCertificate;
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use capstan_ca::authn::authenticate;
 use capstan_ca::{Authenticator, CaService, Caller, CertificateAuthority, CurrentCa};
 use capstan_xds::server::AdsService;
 use capstan_xds::{AuthenticatedPeer, IstioGenerator, NamespaceAuthorizer, PeerIdentity};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tonic::codegen::BoxFuture;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -32,41 +30,13 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 /// A TLS handshake that takes longer is abandoned (a client that connects and says nothing
 /// must not hold a task forever).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After a failed renewal, try again this soon.
-const RENEW_RETRY: Duration = Duration::from_secs(60);
-
-/// The serving certificate handshakes use: replaced whole on renewal.
-#[derive(Debug)]
-struct ServingCert(ArcSwap<CertifiedKey>);
-
-impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
-    }
-}
-
-/// Issues a serving certificate; returns it with its expiry.
-fn issue(
-    ca: &CertificateAuthority,
-    names: &[String],
-    ttl: Duration,
-) -> Result<(CertifiedKey, SystemTime)> {
-    let serving = ca
-        .issue_serving_certificate(names, None, ttl)
-        .context("issuing the TLS serving certificate")?;
-    let chain = CertificateDer::pem_slice_iter(serving.cert_chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .context("the serving certificate's PEM")?;
-    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes())
-        .context("the serving key's PEM")?;
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(&key)
-        .context("the serving key is not usable")?;
-    Ok((CertifiedKey::new(chain, signing_key), serving.not_after))
-}
 
 /// The rustls configuration: current serving certificate, optional client certificates
 /// verified against the CA's trust bundle, HTTP/2 by ALPN (gRPC clients insist on it).
-fn tls_config(ca: &CertificateAuthority, cert: Arc<ServingCert>) -> Result<rustls::ServerConfig> {
+fn tls_config(
+    ca: &CertificateAuthority,
+    cert: Arc<DnsCertificate>,
+) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for root in ca.roots() {
@@ -87,56 +57,20 @@ fn tls_config(ca: &CertificateAuthority, cert: Arc<ServingCert>) -> Result<rustl
     Ok(config)
 }
 
-/// When to renew a certificate expiring at `not_after`: at half its remaining life, at least
-/// a second from now (a zero lifetime must not become a busy loop).
-fn half_life(not_after: SystemTime) -> tokio::time::Instant {
-    let left = not_after
-        .duration_since(SystemTime::now())
-        .unwrap_or_default();
-    tokio::time::Instant::now() + (left / 2).max(Duration::from_secs(1))
-}
-
-/// Keeps the TLS material current, forever: renews the serving certificate at half its life,
-/// and when the CA changes rebuilds the configuration (the client roots) and re-issues the
-/// certificate if the signing certificate changed.
-async fn renew(
+/// Keeps the client roots current, forever: when the CA changes (a root rotation changes
+/// its trust bundle), the next handshakes verify client certificates against the new one.
+/// The serving certificate renews itself ([`DnsCertificate`]).
+async fn keep_client_roots(
     mut ca: CurrentCa,
-    names: Vec<String>,
-    ttl: Duration,
-    cert: Arc<ServingCert>,
+    cert: Arc<DnsCertificate>,
     config: Arc<ArcSwap<rustls::ServerConfig>>,
-    not_after: SystemTime,
 ) {
-    let mut issued_by = ca.get().signing_certificate().clone();
-    let mut renew_at = half_life(not_after);
     loop {
-        let authority = tokio::select! {
-            () = tokio::time::sleep_until(renew_at) => ca.get(),
-            next = ca.changed() => {
-                match tls_config(&next, cert.clone()) {
-                    Ok(c) => config.store(Arc::new(c)),
-                    Err(e) => tracing::error!(error = %format!("{e:#}"),
-                        "the TLS port keeps its client roots: the new trust bundle is unusable"),
-                }
-                if next.signing_certificate() == &issued_by {
-                    continue;
-                }
-                next
-            }
-        };
-        match issue(&authority, &names, ttl) {
-            Ok((key, expiry)) => {
-                cert.0.store(Arc::new(key));
-                let reissued = authority.signing_certificate() != &issued_by;
-                issued_by = authority.signing_certificate().clone();
-                renew_at = half_life(expiry);
-                tracing::info!(expires = ?expiry, new_signing_certificate = reissued,
-                    "renewed the TLS serving certificate");
-            }
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "renewing the TLS serving certificate failed; retrying");
-                renew_at = tokio::time::Instant::now() + RENEW_RETRY;
-            }
+        let next = ca.changed().await;
+        match tls_config(&next, cert.clone()) {
+            Ok(c) => config.store(Arc::new(c)),
+            Err(e) => tracing::error!(error = %format!("{e:#}"),
+                "the TLS port keeps its client roots: the new trust bundle is unusable"),
         }
     }
 }
@@ -202,25 +136,28 @@ impl tonic::server::NamedService for AuthenticatedAds {
     const NAME: &'static str = <AdsService<IstioGenerator> as tonic::server::NamedService>::NAME;
 }
 
-/// Serves port 15012 until the listener fails.
-pub async fn serve(addr: SocketAddr, ca: Ca, ads: AdsService<IstioGenerator>) -> Result<()> {
-    let authority = ca.authority.get();
-    let (key, not_after) = issue(&authority, &ca.dns_names, ca.serving_ttl)?;
-    let cert = Arc::new(ServingCert(ArcSwap::from_pointee(key)));
-    let config = Arc::new(ArcSwap::from_pointee(tls_config(&authority, cert.clone())?));
-    tokio::spawn(renew(
+/// Serves port 15012, with `cert` (issued by `ca`), until the listener fails.
+pub async fn serve(
+    addr: SocketAddr,
+    ca: Ca,
+    cert: Arc<DnsCertificate>,
+    ads: AdsService<IstioGenerator>,
+) -> Result<()> {
+    let names = cert.names().to_vec();
+    let config = Arc::new(ArcSwap::from_pointee(tls_config(
+        &ca.authority.get(),
+        cert.clone(),
+    )?));
+    tokio::spawn(keep_client_roots(
         ca.authority.clone(),
-        ca.dns_names.clone(),
-        ca.serving_ttl,
         cert,
         config.clone(),
-        not_after,
     ));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the secure xDS address {addr}"))?;
-    tracing::info!(%addr, names = ?ca.dns_names, "serving xDS and the CA over TLS");
+    tracing::info!(%addr, ?names, "serving xDS and the CA over TLS");
     // Handshakes run in their own tasks so that a slow client does not hold up the others.
     let (tx, rx) = tokio::sync::mpsc::channel::<
         Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>,
@@ -256,7 +193,8 @@ pub async fn serve(addr: SocketAddr, ca: Ca, ads: AdsService<IstioGenerator>) ->
         inner: ads.with_authorizer(Arc::new(NamespaceAuthorizer)),
         authenticators: ca.authenticators.clone().into(),
     };
-    let ca_service = CaService::new(ca.authority.clone(), ca.authenticators);
+    let ca_service =
+        CaService::new(ca.authority.clone(), ca.authenticators).with_metrics(ca.metrics);
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(60)))

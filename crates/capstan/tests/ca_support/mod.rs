@@ -39,6 +39,8 @@ pub struct Discovery {
     pub log: PathBuf,
     pub xds_port: u16,
     pub secure_port: u16,
+    /// `/metrics` and `/ready`.
+    pub monitoring_port: u16,
 }
 
 impl Discovery {
@@ -64,6 +66,7 @@ impl Discovery {
             log,
             xds_port,
             secure_port,
+            monitoring_port,
         };
         capstan_e2e::wait_http_ok(monitoring_port, "/ready", Duration::from_secs(60))
             .with_context(|| format!("discovery not ready; log:\n{}", discovery.tail()))?;
@@ -305,6 +308,29 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())?;
         Ok((vec![cert.der().clone(), self.der.clone()], key))
+    }
+}
+
+impl TestCa {
+    /// A workload leaf for `spiffe` valid from `not_before` to `not_after`, signed by this CA:
+    /// the leaf alone and its key, as PEM.
+    pub fn leaf_pem(
+        &self,
+        spiffe: &str,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.subject_alt_names = vec![rcgen::SanType::URI(spiffe.try_into()?)];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 }
 

@@ -2,8 +2,11 @@
 //! (and of the injector's MutatingWebhookConfiguration), as istiod's webhook controllers do
 //! (`pkg/webhooks/validation/controller`, `pkg/webhooks` patcher): patched when the
 //! configuration appears, when the CA changes, and again when someone resets it (a `helm
-//! upgrade` renders it with an empty bundle).
+//! upgrade` renders it with an empty bundle). With the mesh CA's certificate the bundle is the
+//! CA's trust bundle, as istiod writes its mesh root: during a root rotation it holds every
+//! root, so the certificates of replicas that sign under either verify.
 
+use capstan_ca::CurrentCa;
 use futures::StreamExt as _;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -66,6 +69,34 @@ impl WebhookConfiguration for MutatingWebhookConfiguration {
         }
     }
     const WHAT: &'static str = "mutating webhook configuration";
+}
+
+/// The CA's trust bundle (PEM), changing with it, as [`run`] takes a bundle.
+pub fn trust_bundle(mut ca: CurrentCa) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(Some(ca.get().root_cert_pem().to_owned()));
+    tokio::spawn(async move {
+        loop {
+            let next = ca.changed().await;
+            let pem = next.root_cert_pem();
+            let changed = tx.send_if_modified(|bundle| {
+                let changed = bundle.as_deref() != Some(pem);
+                if changed {
+                    *bundle = Some(pem.to_owned());
+                }
+                changed
+            });
+            if changed {
+                tracing::info!(
+                    roots = next.roots().len(),
+                    "the trust bundle changed; the webhooks' caBundle follows"
+                );
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// The configuration with `ca_pem` in every webhook's bundle, or `None` if it has it already.

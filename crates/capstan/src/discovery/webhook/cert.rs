@@ -1,7 +1,7 @@
 //! The webhook's serving certificate: from a directory (`tls.crt`, `tls.key` and, optionally,
 //! `ca.crt`, the layout of a Kubernetes TLS Secret or cert-manager's), re-read when the files
-//! change; or generated at start, a self-signed CA and a leaf it signs, as istiod does
-//! without a mounted certificate.
+//! change; or, when no CA runs (file-only development), generated at start: a self-signed CA
+//! and a leaf it signs. With a CA the webhooks serve its DNS certificate instead (`dns_cert`).
 
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;

@@ -4,12 +4,18 @@
 //! to an AdmissionResponse ([`review`]); this module only does TLS, HTTP, body limits and
 //! graceful shutdown around them. `/validate` (Istio's path) validates Istio objects;
 //! another module adds `/inject` the same way ([`Routes::add`]).
+//!
+//! The serving certificate, in order of preference: `--webhook-cert-dir`; the mesh CA's DNS
+//! certificate, as istiod serves its webhooks, with the CA's trust bundle as `caBundle` (every
+//! replica has its own certificate and all are trusted); without a CA, one generated at start
+//! with its own CA (file-only development).
 
 mod ca_bundle;
 pub mod cert;
 mod fail_closed;
 pub mod review;
 
+use super::dns_cert::DnsCertificate;
 use anyhow::{Context as _, Result};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State as AxState};
@@ -17,10 +23,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use capstan_api::decode::CheckOptions;
+use capstan_ca::CurrentCa;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
 use review::{AdmissionRequest, AdmissionResponse};
+use rustls::server::ResolvesServerCert;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,22 +51,31 @@ pub struct WebhookArgs {
     #[arg(long = "webhook-addr")]
     pub addr: Option<SocketAddr>,
     /// Serving certificate of the webhooks: a directory with `tls.crt`, `tls.key` and,
-    /// optionally, `ca.crt` (re-read when they change). Without it, a self-signed CA and a
-    /// certificate are generated at start.
+    /// optionally, `ca.crt` (re-read when they change). Without it, the mesh CA's DNS
+    /// certificate (when a CA runs), else a certificate generated at start with its own CA.
     #[arg(long = "webhook-cert-dir")]
     pub cert_dir: Option<PathBuf>,
-    /// Name of the Service in front of the webhooks: the generated certificate is for
-    /// `<name>.<system namespace>.svc`.
+    /// Name of the Service in front of the webhooks: the mesh CA's or the generated
+    /// certificate is also for `<name>.<system namespace>.svc`.
     #[arg(long = "webhook-service", default_value = "istiod")]
     pub service: String,
-    /// ValidatingWebhookConfiguration whose webhooks get the CA bundle (with `--kubeconfig`,
-    /// and a generated certificate or a `ca.crt`), kept patched as istiod does.
+    /// ValidatingWebhookConfiguration whose webhooks get the CA bundle (with `--kubeconfig`:
+    /// the mesh CA's trust bundle, the generated CA or `ca.crt`), kept patched as istiod does.
     #[arg(long = "validation-webhook-config-name")]
     pub validation_config: Option<String>,
     /// MutatingWebhookConfiguration (the sidecar injector's, Istio's
     /// `INJECTION_WEBHOOK_CONFIG_NAME`) whose webhooks get the serving CA in their `caBundle`.
     #[arg(long = "injector-webhook-config-name")]
     pub injector_config: Option<String>,
+}
+
+/// The mesh CA's DNS certificate and the CA that issues it: what the webhooks serve with when
+/// no `--webhook-cert-dir` is given, the CA's trust bundle being the `caBundle`.
+pub struct MeshCertificate {
+    /// The certificate, kept current by the CA.
+    pub cert: Arc<DnsCertificate>,
+    /// The CA in force: its trust bundle verifies `cert`.
+    pub authority: CurrentCa,
 }
 
 /// The answer of one path: pure, no I/O.
@@ -132,40 +149,67 @@ async fn admit(
 }
 
 impl WebhookArgs {
-    /// Loads or generates the certificate, starts its reload and, with Kubernetes, the CA
-    /// bundle patching; returns the certificate handshakes use, or `None` when the webhooks
-    /// are off.
+    /// Whether the webhooks are served with the mesh CA's DNS certificate, if a CA runs: they
+    /// are on and no `--webhook-cert-dir` is given.
+    pub fn wants_mesh_certificate(&self) -> bool {
+        self.addr.is_some() && self.cert_dir.is_none()
+    }
+
+    /// The names the API server dials the webhook Service by (`<service>.<ns>.svc`, what it
+    /// verifies for a `service` reference) and its fully qualified form.
+    pub fn service_dns_names(&self, system_namespace: &str) -> Vec<String> {
+        vec![
+            format!("{}.{system_namespace}.svc", self.service),
+            format!("{}.{system_namespace}.svc.cluster.local", self.service),
+        ]
+    }
+
+    /// Picks the certificate (`--webhook-cert-dir`, else `mesh`, else a generated one), starts
+    /// its reload and, with Kubernetes, the CA bundle patching; returns what handshakes read,
+    /// or `None` when the webhooks are off.
     pub fn start(
         &self,
         system_namespace: &str,
         kube: Option<&kube::Client>,
         leader: watch::Receiver<bool>,
-    ) -> Result<Option<Arc<cert::ServingCert>>> {
+        mesh: Option<MeshCertificate>,
+    ) -> Result<Option<Arc<dyn ResolvesServerCert>>> {
         if self.addr.is_none() {
             return Ok(None);
         }
-        let pem = match &self.cert_dir {
-            Some(dir) => cert::read_dir(dir)
-                .with_context(|| format!("the webhook certificate in {}", dir.display()))?,
-            None => {
-                let names = vec![
-                    format!("{}.{system_namespace}.svc", self.service),
-                    format!("{}.{system_namespace}.svc.cluster.local", self.service),
-                    "localhost".to_owned(),
-                ];
+        let (serving, ca_rx): (Arc<dyn ResolvesServerCert>, _) = match (&self.cert_dir, mesh) {
+            (Some(dir), _) => {
+                let pem = cert::read_dir(dir)
+                    .with_context(|| format!("the webhook certificate in {}", dir.display()))?;
+                let serving =
+                    cert::ServingCert::new(&pem).context("the webhook serving certificate")?;
+                let (ca_tx, ca_rx) = watch::channel(pem.ca.clone());
+                tokio::spawn(cert::reload(dir.clone(), pem, serving.clone(), ca_tx));
+                (serving as Arc<dyn ResolvesServerCert>, ca_rx)
+            }
+            (None, Some(mesh)) => {
+                tracing::info!(names = ?mesh.cert.names(),
+                    "the webhooks serve the mesh CA's certificate; their caBundle is the CA's trust bundle");
+                let cert = mesh.cert as Arc<dyn ResolvesServerCert>;
+                (cert, ca_bundle::trust_bundle(mesh.authority))
+            }
+            (None, None) => {
+                let mut names = self.service_dns_names(system_namespace);
+                names.push("localhost".to_owned());
                 let ips = [
                     IpAddr::V4(Ipv4Addr::LOCALHOST),
                     IpAddr::V6(Ipv6Addr::LOCALHOST),
                 ];
-                cert::generate(&names, &ips)?
+                let pem = cert::generate(&names, &ips)?;
+                let serving =
+                    cert::ServingCert::new(&pem).context("the webhook serving certificate")?;
+                // The sender is dropped: the CA never changes, `ca_bundle::run` keeps it.
+                (
+                    serving as Arc<dyn ResolvesServerCert>,
+                    watch::channel(pem.ca).1,
+                )
             }
         };
-        let serving = cert::ServingCert::new(&pem).context("the webhook serving certificate")?;
-        let (ca_tx, ca_rx) = watch::channel(pem.ca.clone());
-        if let Some(dir) = &self.cert_dir {
-            tokio::spawn(cert::reload(dir.clone(), pem, serving.clone(), ca_tx));
-        }
-        // Else the sender is dropped: the CA never changes, `ca_bundle::run` keeps the last.
         if let (Some(client), Some(name)) = (kube, &self.validation_config) {
             // Only the leader patches: replicas would otherwise overwrite each other.
             let (client, name) = (client.clone(), name.clone());
@@ -279,7 +323,7 @@ async fn accept_loop(
 /// flight finish (connections close after their current request) and returns.
 pub async fn serve(
     addr: SocketAddr,
-    cert: Arc<cert::ServingCert>,
+    cert: Arc<dyn ResolvesServerCert>,
     routes: Routes,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
