@@ -19,6 +19,7 @@ pub mod identity;
 pub mod istio_ext;
 pub mod istio_metrics;
 pub mod listener;
+pub mod listener_filter;
 pub mod net;
 pub mod resources;
 pub mod route;

@@ -2,10 +2,11 @@
 //! selection. Pure: no sockets here (see [`crate::server`]).
 
 use crate::http::{self, HcmConfig, RouteSource};
+use crate::listener_filter::ListenerFilters;
 use crate::CompileError;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address, Address, CidrRange};
 use envoy_types::pb::envoy::config::listener::v3::{
-    filter, listener_filter, Filter, FilterChain as FilterChainProto, Listener,
+    filter, Filter, FilterChain as FilterChainProto, Listener,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{tcp_proxy, TcpProxy};
@@ -18,28 +19,11 @@ const HCM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.htt
 const TCP_PROXY_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const NETWORK_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
-const ORIGINAL_DST_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
-const TLS_INSPECTOR_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
-const HTTP_INSPECTOR_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
 
 /// Envoy's default `listener_filters_timeout`.
 const DEFAULT_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy's default TCP proxy `idle_timeout`.
 const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(3600);
-
-/// The listener filters a listener runs before choosing a filter chain.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Inspectors {
-    /// `envoy.filters.listener.original_dst`: match on the connection's original destination.
-    pub original_dst: bool,
-    /// `envoy.filters.listener.tls_inspector`: detect TLS, read SNI and ALPN.
-    pub tls: bool,
-    /// `envoy.filters.listener.http_inspector`: detect plaintext HTTP/1.x and h2c.
-    pub http: bool,
-}
 
 /// A compiled listener.
 #[derive(Debug)]
@@ -53,8 +37,8 @@ pub struct ListenerConfig {
     /// `use_original_dst`: hand a redirected connection to the listener of its original
     /// destination, as Istio's `virtualOutbound` relies on.
     pub use_original_dst: bool,
-    /// Listener filters.
-    pub inspectors: Inspectors,
+    /// Listener filters, in order, with their `filter_disabled` predicates.
+    pub listener_filters: ListenerFilters,
     /// `listener_filters_timeout`: how long the inspectors wait for the first bytes (`None`:
     /// no limit, as Envoy's `0s`).
     pub filters_timeout: Option<Duration>,
@@ -624,38 +608,6 @@ fn filter_chain(c: &FilterChainProto) -> Result<FilterChain, CompileError> {
     })
 }
 
-fn inspectors(l: &Listener) -> Result<Inspectors, CompileError> {
-    let mut out = Inspectors::default();
-    for (i, f) in l.listener_filters.iter().enumerate() {
-        let at = |m: String| CompileError::new(format!("listener_filters[{i}]"), m);
-        if f.filter_disabled.is_some() {
-            return Err(at(format!("{}: filter_disabled is not supported", f.name)));
-        }
-        let type_url = match &f.config_type {
-            Some(listener_filter::ConfigType::TypedConfig(any)) => any.type_url.as_str(),
-            _ => "",
-        };
-        match (f.name.as_str(), type_url) {
-            (_, ORIGINAL_DST_TYPE) | ("envoy.filters.listener.original_dst", "") => {
-                out.original_dst = true
-            }
-            (_, TLS_INSPECTOR_TYPE) | ("envoy.filters.listener.tls_inspector", "") => {
-                out.tls = true
-            }
-            (_, HTTP_INSPECTOR_TYPE) | ("envoy.filters.listener.http_inspector", "") => {
-                out.http = true
-            }
-            _ => {
-                return Err(at(format!(
-                    "listener filter {} ({type_url}) is not supported",
-                    f.name
-                )))
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Compiles a listener. Fields that would change behaviour and are not implemented are errors
 /// naming the field.
 pub fn compile(l: &Listener) -> Result<ListenerConfig, CompileError> {
@@ -700,7 +652,7 @@ pub fn compile(l: &Listener) -> Result<ListenerConfig, CompileError> {
         address,
         bind_to_port: l.bind_to_port.is_none_or(|b| b.value),
         use_original_dst: l.use_original_dst.is_some_and(|b| b.value),
-        inspectors: inspectors(l)?,
+        listener_filters: crate::listener_filter::compile(&l.listener_filters)?,
         filters_timeout,
         continue_on_timeout: l.continue_on_listener_filters_timeout,
         chains,

@@ -1,6 +1,8 @@
 use super::*;
 use envoy_types::pb::envoy::config::core::v3::SocketAddress;
-use envoy_types::pb::envoy::config::listener::v3::{FilterChainMatch, ListenerFilter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    listener_filter, FilterChainMatch, ListenerFilter,
+};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 
 fn any<M: Message>(type_url: &str, m: &M) -> envoy_types::pb::google::protobuf::Any {
@@ -234,14 +236,16 @@ fn istio_virtual_outbound_shape_compiles() {
         name: "envoy.filters.listener.original_dst".into(),
         config_type: Some(listener_filter::ConfigType::TypedConfig(
             envoy_types::pb::google::protobuf::Any {
-                type_url: ORIGINAL_DST_TYPE.into(),
+                type_url:
+                    "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst"
+                        .into(),
                 value: vec![],
             },
         )),
         ..Default::default()
     }];
     let l = compile(&proto).unwrap();
-    assert!(l.use_original_dst && l.bind_to_port && l.inspectors.original_dst);
+    assert!(l.use_original_dst && l.bind_to_port && l.listener_filters.lists_original_dst());
     assert_eq!(l.address, "0.0.0.0:15001".parse().unwrap());
     assert_eq!(l.filters_timeout, Some(DEFAULT_FILTERS_TIMEOUT));
     match &l.chains[0].filter {

@@ -9,6 +9,7 @@
 //! in-flight requests and close, while new connections get the new version.
 
 use crate::listener::{ConnectionInfo, ListenerConfig, NetworkFilter};
+use crate::listener_filter::Enabled;
 use crate::net::{self, Prefixed};
 use crate::sniff::{self, Sniff};
 use crate::store::Store;
@@ -214,19 +215,33 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         return;
     };
     let l = version.config.clone();
-    let mut destination = local;
-    if l.use_original_dst || l.inspectors.original_dst {
-        destination = net::original_dst(&stream).unwrap_or(local);
-    }
+    let original = if l.use_original_dst || l.listener_filters.lists_original_dst() {
+        net::original_dst(&stream).unwrap_or(local)
+    } else {
+        local
+    };
+    let mut filters = l.listener_filters.enabled(local.port(), original.port());
+    let destination = if l.use_original_dst || filters.original_dst {
+        original
+    } else {
+        local
+    };
     if l.use_original_dst && destination != local {
         if let Some(target) = shared.find(destination) {
             if target.config.name != l.name {
                 version = target;
+                // Envoy hands the connection over with its local address restored: the target
+                // listener's filters see the original destination's port.
+                filters = version
+                    .config
+                    .listener_filters
+                    .enabled(destination.port(), destination.port());
             }
         }
     }
     let config = version.config.clone();
-    let Some((prefix, info)) = inspect(&mut stream, &config, destination, peer).await else {
+    let Some((prefix, info)) = inspect(&mut stream, &config, filters, destination, peer).await
+    else {
         tracing::debug!(listener = %config.name, %peer, "listener filters timed out");
         return;
     };
@@ -412,12 +427,13 @@ fn network_rbac_denies(
     None
 }
 
-/// Runs the listener's inspectors on the connection's first bytes. Returns the bytes read (to
-/// be replayed) and what was learnt; `None` when the inspectors timed out and the listener does
-/// not continue on timeout.
+/// Runs the listener's inspectors enabled on this connection (`filters`) on its first bytes.
+/// Returns the bytes read (to be replayed) and what was learnt; `None` when the inspectors timed
+/// out and the listener does not continue on timeout.
 async fn inspect(
     stream: &mut TcpStream,
     l: &ListenerConfig,
+    filters: Enabled,
     destination: SocketAddr,
     source: SocketAddr,
 ) -> Option<(BytesMut, ConnectionInfo)> {
@@ -429,17 +445,17 @@ async fn inspect(
         application_protocols: Vec::new(),
     };
     let mut buf = BytesMut::new();
-    if !l.inspectors.tls && !l.inspectors.http {
+    if !filters.tls && !filters.http {
         return Some((buf, info));
     }
     let deadline = l.filters_timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
-        let tls = if l.inspectors.tls {
+        let tls = if filters.tls {
             sniff::tls(&buf)
         } else {
             Sniff::No
         };
-        let http = if l.inspectors.http && tls == Sniff::No {
+        let http = if filters.http && tls == Sniff::No {
             sniff::http(&buf)
         } else {
             Sniff::No
@@ -518,3 +534,7 @@ mod alpn_tests {
         assert_eq!(srv.await.unwrap().unwrap(), None);
     }
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod filter_disabled_tests;

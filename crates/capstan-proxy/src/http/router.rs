@@ -226,9 +226,25 @@ pub async fn forward(
     for level in levels(&m, target, true) {
         level.apply(&mut parts.headers);
     }
-    let state = retry::state(f.retry.as_ref(), f.timeout, &mut parts.headers, trusted);
     let stream_limit =
         super::stream_deadline::stream_limit(f.grpc_timeout_header_max, &parts.headers);
+    // `max_grpc_timeout`: a gRPC request's `grpc-timeout` is its route timeout.
+    let grpc_route_timeout = f
+        .grpc_route_timeout
+        .filter(|_| super::stream_deadline::is_grpc(&parts.headers));
+    let route_timeout = match grpc_route_timeout {
+        Some(g) => super::stream_deadline::grpc_route_timeout(g.max, g.offset, &parts.headers),
+        None => f.timeout,
+    };
+    let state = retry::state(f.retry.as_ref(), route_timeout, &mut parts.headers, trusted);
+    if grpc_route_timeout.is_some() {
+        if let Some(v) = super::stream_deadline::upstream_grpc_timeout(
+            state.timeout,
+            state.policy.per_try_timeout,
+        ) {
+            parts.headers.insert("grpc-timeout", v);
+        }
+    }
     if let Some(t) = state.timeout {
         parts.headers.insert(
             "x-envoy-expected-rq-timeout-ms",
@@ -446,6 +462,7 @@ mod tests {
             host_rewrite: HostRewrite::None,
             append_x_forwarded_host: false,
             timeout: None,
+            grpc_route_timeout: None,
             idle_timeout: None,
             upgrades: Default::default(),
             grpc_timeout_header_max: None,

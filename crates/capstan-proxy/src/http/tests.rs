@@ -358,3 +358,165 @@ async fn retries_a_503_and_rewrites_prefix() {
     assert!(h.contains_key("x-envoy-upstream-service-time"));
     assert_eq!(store.stats().cluster("up").upstream_rq_retry.get(), 1);
 }
+
+/// An upstream answering after the `x-delay-ms` it is sent, with the `grpc-timeout` it saw.
+async fn slow_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
+                    let header = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    };
+                    let delay = header("x-delay-ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let seen = header("grpc-timeout").unwrap_or_else(|| "none".into());
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(delay)).await;
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(seen),
+                        )))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a request over HTTP/2 with `headers`; the status and body.
+async fn send(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut s, c) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(c);
+    let mut req = Request::builder().uri(format!("http://app{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = s
+        .send_request(
+            req.body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// istiod's outbound form (`timeout: 0s`, `max_grpc_timeout: 0s`) and a route timeout with
+/// `max_grpc_timeout`: a gRPC request's `grpc-timeout` is its route timeout (no limit without
+/// one) and reaches the upstream as the timeout the proxy applies; other requests keep the
+/// route's `timeout`.
+#[tokio::test]
+async fn max_grpc_timeout_makes_grpc_timeout_the_route_timeout() {
+    use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+    let pb = |ms: i64| PbDuration {
+        seconds: ms / 1000,
+        nanos: (ms % 1000) as i32 * 1_000_000,
+    };
+    let store = store_with_routes();
+    apply_static_cluster(&store, "slow", slow_upstream().await);
+    let mut rc = routes();
+    #[allow(deprecated)]
+    let grpc_route = |p: &str, timeout_ms: i64, per_try_ms: Option<i64>| {
+        prefix_route(
+            p,
+            route::Action::Route(RouteAction {
+                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("slow".into())),
+                timeout: Some(pb(timeout_ms)),
+                max_grpc_timeout: Some(pb(0)),
+                retry_policy: per_try_ms.map(|ms| RetryPolicy {
+                    per_try_timeout: Some(pb(ms)),
+                    ..RetryPolicy::default()
+                }),
+                ..RouteAction::default()
+            }),
+        )
+    };
+    rc.virtual_hosts[0]
+        .routes
+        .insert(0, grpc_route("/istio", 0, None));
+    rc.virtual_hosts[0]
+        .routes
+        .insert(0, grpc_route("/timed", 300, None));
+    rc.virtual_hosts[0]
+        .routes
+        .insert(0, grpc_route("/per-try", 0, Some(2000)));
+    store
+        .apply(
+            ROUTE,
+            vec![Update {
+                name: "80".into(),
+                version: "2".into(),
+                resource: envoy_types::pb::google::protobuf::Any {
+                    type_url: ROUTE.into(),
+                    value: rc.encode_to_vec(),
+                },
+            }],
+            &[],
+            false,
+        )
+        .unwrap();
+    let (addr, _drain) = start(store.clone()).await;
+    let grpc = ("content-type", "application/grpc");
+    /// Path, request headers, expected status and body.
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+        (u16, &'static str),
+    );
+    let cases: Vec<Case> = vec![
+        // The header bounds the request...
+        (
+            "/istio",
+            vec![grpc, ("grpc-timeout", "100m"), ("x-delay-ms", "3000")],
+            (504, "upstream request timeout"),
+        ),
+        // ...and is passed on as the timeout applied.
+        ("/istio", vec![grpc, ("grpc-timeout", "5S")], (200, "5000m")),
+        // Without one there is no limit, and the upstream is told none.
+        ("/istio", vec![grpc, ("x-delay-ms", "500")], (200, "none")),
+        ("/timed", vec![grpc, ("x-delay-ms", "500")], (200, "none")),
+        // Not gRPC: the route's own timeout.
+        (
+            "/timed",
+            vec![
+                ("content-type", "application/grpc-web"),
+                ("x-delay-ms", "3000"),
+            ],
+            (504, "upstream request timeout"),
+        ),
+        // A shorter per-try timeout is what the upstream is told.
+        (
+            "/per-try",
+            vec![grpc, ("grpc-timeout", "1M")],
+            (200, "2000m"),
+        ),
+    ];
+    for (i, (path, headers, want)) in cases.into_iter().enumerate() {
+        let (status, body) = send(addr, path, &headers).await;
+        assert_eq!(
+            (status, body.as_str()),
+            want,
+            "case {i}: {path} {headers:?}"
+        );
+    }
+}

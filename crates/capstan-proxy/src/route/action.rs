@@ -78,6 +78,17 @@ pub struct Mirror {
     pub keep_host: bool,
 }
 
+/// The deprecated `max_grpc_timeout`, with `grpc_timeout_offset`: a gRPC request's route timeout
+/// is its `grpc-timeout` header instead of the route's `timeout`
+/// ([`crate::http::stream_deadline::grpc_route_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcRouteTimeout {
+    /// `max_grpc_timeout`: the cap; 0 leaves the header uncapped.
+    pub max: Duration,
+    /// `grpc_timeout_offset`: taken off the header's value when smaller than it.
+    pub offset: Option<Duration>,
+}
+
 /// A compiled `RouteAction`.
 #[derive(Debug, Clone)]
 pub struct Forward {
@@ -95,6 +106,9 @@ pub struct Forward {
     pub append_x_forwarded_host: bool,
     /// Route timeout: None = disabled (`0s`); Envoy's default is 15 s.
     pub timeout: Option<Duration>,
+    /// `max_grpc_timeout`: gRPC requests take their route timeout from `grpc-timeout` instead
+    /// of [`Forward::timeout`].
+    pub grpc_route_timeout: Option<GrpcRouteTimeout>,
     /// `idle_timeout`: overrides the connection manager's `stream_idle_timeout` when set; zero
     /// disables it. Enforced on upgraded streams ([`crate::http::upgrade`]).
     pub idle_timeout: Option<Duration>,
@@ -295,14 +309,23 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
             a.internal_redirect_policy.is_some(),
         ),
         ("hedge_policy", a.hedge_policy.is_some()),
-        ("max_grpc_timeout", a.max_grpc_timeout.is_some()),
-        ("grpc_timeout_offset", a.grpc_timeout_offset.is_some()),
         ("cors", a.cors.is_some()),
         ("flush_timeout", a.flush_timeout.is_some()),
     ];
     if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
         return Err(CompileError::new(*f, "is not supported"));
     }
+    let max_grpc_timeout = dur(&a.max_grpc_timeout, "max_grpc_timeout")?;
+    let grpc_timeout_offset = dur(&a.grpc_timeout_offset, "grpc_timeout_offset")?;
+    // Envoy reads the deprecated fields only on routes without `max_stream_duration`, whose
+    // "new timeouts" take their place; the offset only adjusts `max_grpc_timeout`'s header.
+    let grpc_route_timeout = match max_grpc_timeout {
+        Some(max) if a.max_stream_duration.is_none() => Some(GrpcRouteTimeout {
+            max,
+            offset: grpc_timeout_offset,
+        }),
+        _ => None,
+    };
     let grpc_timeout_header_max = match &a.max_stream_duration {
         None => None,
         Some(m) => stream_duration(m).map_err(|e| e.within("max_stream_duration"))?,
@@ -334,6 +357,7 @@ pub fn forward(a: &rpb::RouteAction, inherited: &Inherited) -> Result<Forward, C
         host_rewrite,
         append_x_forwarded_host: a.append_x_forwarded_host,
         timeout,
+        grpc_route_timeout,
         idle_timeout: dur(&a.idle_timeout, "idle_timeout")?,
         upgrades: crate::http::upgrade::compile_route(&a.upgrade_configs)
             .map_err(|e| e.within("upgrade_configs"))?,

@@ -495,6 +495,98 @@ fn max_stream_duration_as_istiod_sends_it() {
     }
 }
 
+/// The deprecated `max_grpc_timeout` (istiod's outbound and gateway routes: `0s`) compiles
+/// with its offset; beside `max_stream_duration` it is not used, as in Envoy.
+#[test]
+#[allow(deprecated)]
+fn max_grpc_timeout_compiles_unless_max_stream_duration_is_set() {
+    use super::action::GrpcRouteTimeout;
+    use envoy_types::pb::google::protobuf::Duration as PbDuration;
+    use std::time::Duration;
+    let d = |seconds| Some(PbDuration { seconds, nanos: 0 });
+    let compiled = |action: RouteAction| {
+        let action = RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("c".into())),
+            ..action
+        };
+        let r = RoutePb {
+            r#match: Some(prefix("/")),
+            action: Some(route::Action::Route(action)),
+            ..RoutePb::default()
+        };
+        compile(&RouteConfiguration {
+            virtual_hosts: vec![vh("v", &["*"], vec![r])],
+            ..RouteConfiguration::default()
+        })
+        .map(|t| match &t.virtual_hosts[0].routes[0].action {
+            Action::Forward(f) => f.grpc_route_timeout,
+            _ => panic!("a forwarding route"),
+        })
+        .map_err(|e| e.path)
+    };
+    let at = "virtual_hosts[0].routes[0].route";
+    let cases: Vec<(RouteAction, Result<Option<GrpcRouteTimeout>, String>)> = vec![
+        (
+            RouteAction {
+                timeout: d(0),
+                max_grpc_timeout: d(0),
+                ..RouteAction::default()
+            },
+            Ok(Some(GrpcRouteTimeout {
+                max: Duration::ZERO,
+                offset: None,
+            })),
+        ),
+        (
+            RouteAction {
+                max_grpc_timeout: d(10),
+                grpc_timeout_offset: d(1),
+                ..RouteAction::default()
+            },
+            Ok(Some(GrpcRouteTimeout {
+                max: Duration::from_secs(10),
+                offset: Some(Duration::from_secs(1)),
+            })),
+        ),
+        (
+            RouteAction {
+                grpc_timeout_offset: d(1),
+                ..RouteAction::default()
+            },
+            Ok(None),
+        ),
+        (
+            RouteAction {
+                max_grpc_timeout: d(0),
+                max_stream_duration: Some(route_action::MaxStreamDuration {
+                    grpc_timeout_header_max: d(0),
+                    ..Default::default()
+                }),
+                ..RouteAction::default()
+            },
+            Ok(None),
+        ),
+        (
+            RouteAction {
+                max_grpc_timeout: d(-1),
+                ..RouteAction::default()
+            },
+            Err(format!("{at}.max_grpc_timeout")),
+        ),
+        (
+            RouteAction {
+                max_grpc_timeout: d(0),
+                grpc_timeout_offset: d(-1),
+                ..RouteAction::default()
+            },
+            Err(format!("{at}.grpc_timeout_offset")),
+        ),
+    ];
+    for (i, (action, want)) in cases.into_iter().enumerate() {
+        assert_eq!(compiled(action), want, "case {i}");
+    }
+}
+
 fn table_err(vhs: Vec<VhPb>) -> CompileError {
     compile(&RouteConfiguration {
         virtual_hosts: vhs,

@@ -39,16 +39,15 @@ fn original_dst() -> ListenerFilter {
 }
 
 fn sniffers() -> Vec<ListenerFilter> {
-    vec![
-        listener_filter(
-            "envoy.filters.listener.tls_inspector",
-            &TlsInspector::default(),
-        ),
-        listener_filter(
-            "envoy.filters.listener.http_inspector",
-            &HttpInspector::default(),
-        ),
-    ]
+    vec![tls_inspector(), http_inspector()]
+}
+
+/// The TLS inspector: it sets the transport protocol, SNI and ALPN chains match.
+pub(super) fn tls_inspector() -> ListenerFilter {
+    listener_filter(
+        "envoy.filters.listener.tls_inspector",
+        &TlsInspector::default(),
+    )
 }
 
 fn unknown_destination(policy: OutboundTrafficMode) -> &'static str {
@@ -91,9 +90,7 @@ fn virtual_outbound(scope: &ProxyScope) -> Listener {
 }
 
 fn virtual_inbound(ctx: &PushContext, proxy: &Proxy) -> Listener {
-    let mut listener_filters = vec![original_dst()];
-    listener_filters.extend(sniffers());
-    super::lds_inbound::virtual_inbound(ctx, proxy, listener_filters)
+    super::lds_inbound::virtual_inbound(ctx, proxy, vec![original_dst()])
 }
 
 fn outbound_listener(
@@ -135,7 +132,7 @@ fn http_chain(port: u16) -> FilterChain {
 }
 
 /// The HTTP inspector alone: it sets the application protocol the HTTP chain matches.
-fn http_inspector() -> ListenerFilter {
+pub(super) fn http_inspector() -> ListenerFilter {
     listener_filter(
         "envoy.filters.listener.http_inspector",
         &HttpInspector::default(),

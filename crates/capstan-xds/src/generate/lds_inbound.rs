@@ -11,6 +11,11 @@
 //! | STRICT | mTLS, any ALPN | mTLS, any ALPN | HTTP over mTLS (`istio-http/*`, `istio-h2`); TCP over mTLS |
 //! | DISABLE | `raw_buffer` | `raw_buffer` | HTTP in plaintext (`http/1.1`, `h2c`); TCP in plaintext |
 //!
+//! The TLS and HTTP inspectors follow the chains, as istiod's `populateListenerFilters`: each
+//! is listed when some chain needs it (a `tls` transport; a plaintext HTTP ALPN), and
+//! disabled (`filter_disabled`) on the destination ports whose chains do not, so a server-first
+//! protocol on a TCP port is not held back waiting for the client's first bytes.
+//!
 //! A connection no chain matches (plaintext under STRICT) is closed. HTTP chains carry the
 //! workload's RequestAuthentication JWT filter ([`super::jwt`]), then its AuthorizationPolicy
 //! RBAC filters ([`super::authz`]), ahead of the others (istiod's order: authentication before
@@ -28,8 +33,12 @@ use capstan_registry::Protocol;
 use envoy_types::pb::envoy::config::core::v3::{
     transport_socket, TrafficDirection, TransportSocket,
 };
+use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::{
+    MatchSet, Rule,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    ListenerFilterChainMatchPredicate,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -37,7 +46,9 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     TlsParameters,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
+use envoy_types::pb::envoy::r#type::v3::Int32Range;
 use envoy_types::pb::google::protobuf::BoolValue;
+use std::collections::BTreeMap;
 
 /// The ALPNs a sidecar client offers over mTLS (Istio's `allIstioMtlsALPNs`): `istio` and
 /// `istio-peer-exchange` from clusters, `istio-http/*` and `istio-h2` from sniffed HTTP.
@@ -275,11 +286,96 @@ fn blackhole() -> FilterChain {
     }
 }
 
-/// `virtualInbound` for a sidecar, with `listener_filters` given by the caller.
+/// A predicate matching any of `ports` (istiod's `listenerPredicateExcludePorts`: one
+/// `[port, port + 1)` range each, in an `or_match` when there are several).
+fn any_of_ports(ports: &[u16]) -> ListenerFilterChainMatchPredicate {
+    let mut rules: Vec<ListenerFilterChainMatchPredicate> = ports
+        .iter()
+        .map(|p| ListenerFilterChainMatchPredicate {
+            rule: Some(Rule::DestinationPortRange(Int32Range {
+                start: i32::from(*p),
+                end: i32::from(*p) + 1,
+            })),
+        })
+        .collect();
+    if rules.len() == 1 {
+        return rules.remove(0);
+    }
+    ListenerFilterChainMatchPredicate {
+        rule: Some(Rule::OrMatch(MatchSet { rules })),
+    }
+}
+
+/// The inspectors `chains` need (istiod's `populateListenerFilters`), by destination port (0
+/// for chains that name none, the undeclared ports). The TLS inspector, when the undeclared
+/// ports need it, is disabled on the declared ports that do not; otherwise it is disabled
+/// everywhere but on the ports that do. The HTTP inspector is disabled on every port that does
+/// not need it, 0 included (as istiod lists it).
+fn inspectors(chains: &[FilterChain]) -> Vec<ListenerFilter> {
+    #[derive(Default, Clone, Copy)]
+    struct Needs {
+        tls: bool,
+        http: bool,
+    }
+    let mut by_port: BTreeMap<u16, Needs> = BTreeMap::new();
+    for c in chains {
+        let Some(m) = &c.filter_chain_match else {
+            by_port.entry(0).or_default();
+            continue;
+        };
+        let port = m
+            .destination_port
+            .as_ref()
+            .map_or(0, |p| u16::try_from(p.value).unwrap_or(0));
+        let needs = by_port.entry(port).or_default();
+        needs.tls |= m.transport_protocol == TLS;
+        needs.http |= m
+            .application_protocols
+            .iter()
+            .any(|a| PLAINTEXT_HTTP_ALPNS.contains(&a.as_str()));
+    }
+    let mut out = Vec::new();
+    if by_port.values().any(|n| n.tls) {
+        let default_on = by_port.get(&0).is_some_and(|n| n.tls);
+        let differ: Vec<u16> = by_port
+            .iter()
+            .filter(|(p, n)| **p != 0 && n.tls != default_on)
+            .map(|(p, _)| *p)
+            .collect();
+        let mut f = super::lds::tls_inspector();
+        if !differ.is_empty() {
+            let listed = any_of_ports(&differ);
+            f.filter_disabled = Some(if default_on {
+                listed
+            } else {
+                ListenerFilterChainMatchPredicate {
+                    rule: Some(Rule::NotMatch(Box::new(listed))),
+                }
+            });
+        }
+        out.push(f);
+    }
+    if by_port.values().any(|n| n.http) {
+        let without: Vec<u16> = by_port
+            .iter()
+            .filter(|(_, n)| !n.http)
+            .map(|(p, _)| *p)
+            .collect();
+        let mut f = super::lds::http_inspector();
+        if !without.is_empty() {
+            f.filter_disabled = Some(any_of_ports(&without));
+        }
+        out.push(f);
+    }
+    out
+}
+
+/// `virtualInbound` for a sidecar: `listener_filters` given by the caller, then the inspectors
+/// its chains need.
 pub fn virtual_inbound(
     ctx: &PushContext,
     proxy: &Proxy,
-    listener_filters: Vec<ListenerFilter>,
+    mut listener_filters: Vec<ListenerFilter>,
 ) -> Listener {
     let trust_domain = ctx.mesh.trust_domain.as_str();
     let mtls = ctx.workload_mtls(&proxy.namespace, &proxy.labels);
@@ -363,6 +459,7 @@ pub fn virtual_inbound(
             trust_domain,
         ));
     }
+    listener_filters.extend(inspectors(&out));
     Listener {
         name: "virtualInbound".into(),
         address: Some(socket("0.0.0.0", u32::from(INBOUND_LISTEN_PORT))),
@@ -433,6 +530,91 @@ mod tests {
         for (mode, kind, want) in cases {
             assert_eq!(rows(mode, kind), want, "{mode:?} {kind:?}");
         }
+    }
+
+    /// The inspectors of virtualInbound under each mode, for the blackhole (15006), the
+    /// passthrough (sniffed, port 0), an HTTP port 9080 and a TCP port 3306: (listener filter,
+    /// its `filter_disabled`) as istiod's `populateListenerFilters` gives them.
+    #[test]
+    fn inspectors_are_disabled_where_no_chain_needs_them() {
+        use MutualTlsMode::{Disable, Permissive, Strict};
+        fn ports(p: &[u16]) -> Option<ListenerFilterChainMatchPredicate> {
+            Some(any_of_ports(p))
+        }
+        let chains_for = |mode| {
+            let d = |port| Destination {
+                port,
+                http_name: "h",
+                tcp_name: "t",
+                http: Vec::new(),
+                tcp: Vec::new(),
+            };
+            let mut out = vec![blackhole()];
+            for (port, kind) in [
+                (None, PortKind::Sniffed),
+                (Some(9080), PortKind::Http),
+                (Some(3306), PortKind::Tcp),
+            ] {
+                out.extend(chains(&d(port), match_options(mode, kind), "cluster.local"));
+            }
+            out
+        };
+        const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+        const HTTP_INSPECTOR: &str = "envoy.filters.listener.http_inspector";
+        /// Each inspector listed, by name, with its `filter_disabled`.
+        type Listed = Vec<(&'static str, Option<ListenerFilterChainMatchPredicate>)>;
+        let cases: Vec<(MutualTlsMode, Listed)> = vec![
+            (
+                Permissive,
+                vec![
+                    (TLS_INSPECTOR, ports(&[15006])),
+                    (HTTP_INSPECTOR, ports(&[3306, 9080, 15006])),
+                ],
+            ),
+            (Strict, vec![(TLS_INSPECTOR, ports(&[15006]))]),
+            (Disable, vec![(HTTP_INSPECTOR, ports(&[3306, 9080, 15006]))]),
+        ];
+        for (mode, want) in cases {
+            let got: Listed = inspectors(&chains_for(mode))
+                .into_iter()
+                .map(|f| {
+                    let name = if f.name == TLS_INSPECTOR {
+                        TLS_INSPECTOR
+                    } else {
+                        HTTP_INSPECTOR
+                    };
+                    (name, f.filter_disabled)
+                })
+                .collect();
+            assert_eq!(got, want, "{mode:?}");
+        }
+        // Only declared ports need TLS detection: the inspector runs on those alone.
+        let only_9080 = vec![
+            blackhole(),
+            FilterChain {
+                filter_chain_match: Some(FilterChainMatch {
+                    destination_port: Some(u32v(9080)),
+                    transport_protocol: TLS.into(),
+                    ..FilterChainMatch::default()
+                }),
+                ..FilterChain::default()
+            },
+        ];
+        let tls = inspectors(&only_9080);
+        assert_eq!(tls.len(), 1);
+        assert_eq!(
+            tls[0].filter_disabled,
+            Some(ListenerFilterChainMatchPredicate {
+                rule: Some(Rule::NotMatch(Box::new(any_of_ports(&[9080])))),
+            })
+        );
+        assert_eq!(
+            any_of_ports(&[9080]).rule,
+            Some(Rule::DestinationPortRange(Int32Range {
+                start: 9080,
+                end: 9081
+            }))
+        );
     }
 
     #[test]

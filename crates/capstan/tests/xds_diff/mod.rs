@@ -9,7 +9,8 @@
 //!   certificate, validation, SANs), inline endpoints;
 //! - per load assignment: localities with priority and weight, endpoints with weight, health
 //!   and auto-mTLS label;
-//! - per listener: address, `use_original_dst`, listener filters, and per filter chain (keyed
+//! - per listener: address, `use_original_dst`, listener filters (with their `filter_disabled`
+//!   predicates), and per filter chain (keyed
 //!   by its match) the downstream TLS and the terminal filter (HCM: route source and HTTP filter
 //!   order; TCP proxy: cluster and weights);
 //! - per route configuration: virtual hosts with domains, and per route in order its match,
@@ -28,7 +29,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{address, Address, TransportSocket};
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::config::listener::v3::{
-    filter, FilterChain, FilterChainMatch, Listener,
+    filter, FilterChain, FilterChainMatch, Listener, ListenerFilterChainMatchPredicate,
 };
 use envoy_types::pb::envoy::config::route::v3::{route, RouteConfiguration, VirtualHost};
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
@@ -480,11 +481,14 @@ fn listener_facts(at: &str, l: &Listener, f: &mut Facts) -> Result<()> {
     if l.bind_to_port.as_ref().is_some_and(|b| !b.value) {
         put(f, at, "bind_to_port", "false");
     }
-    let lf: Vec<&str> = l
+    let lf: Vec<String> = l
         .listener_filters
         .iter()
-        .map(|x| x.name.as_str())
-        .filter(|n| !istio_only(n))
+        .filter(|x| !istio_only(&x.name))
+        .map(|x| match &x.filter_disabled {
+            None => x.name.clone(),
+            Some(p) => format!("{} disabled={}", x.name, listener_predicate(p)),
+        })
         .collect();
     put(f, at, "listener_filters", lf.join(","));
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -503,6 +507,26 @@ fn listener_facts(at: &str, l: &Listener, f: &mut Facts) -> Result<()> {
         chain_facts(&child(at, "default_chain"), chain, f)?;
     }
     Ok(())
+}
+
+/// A listener filter's `filter_disabled`, in one line: `or(9080..9081,15006..15007)`.
+fn listener_predicate(p: &ListenerFilterChainMatchPredicate) -> String {
+    use envoy_types::pb::envoy::config::listener::v3::listener_filter_chain_match_predicate::Rule;
+    let set = |rules: &[ListenerFilterChainMatchPredicate]| {
+        rules
+            .iter()
+            .map(listener_predicate)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match &p.rule {
+        None => "none".into(),
+        Some(Rule::OrMatch(s)) => format!("or({})", set(&s.rules)),
+        Some(Rule::AndMatch(s)) => format!("and({})", set(&s.rules)),
+        Some(Rule::NotMatch(r)) => format!("not({})", listener_predicate(r)),
+        Some(Rule::AnyMatch(b)) => format!("any={b}"),
+        Some(Rule::DestinationPortRange(r)) => format!("{}..{}", r.start, r.end),
+    }
 }
 
 fn chain_facts(at: &str, chain: &FilterChain, f: &mut Facts) -> Result<()> {
