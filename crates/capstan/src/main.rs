@@ -1,5 +1,8 @@
 //! The `capstan` binary: argument parsing and wiring only.
 
+// `--features system-allocator` keeps the C library's malloc, which heap profilers
+// (heaptrack, via LD_PRELOAD) can see; mimalloc's allocations bypass them.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -77,6 +77,11 @@ impl Sink for Chunks {
         if self.small.len() >= CHUNK {
             self.flush();
         }
+        // Grow in whole blocks: a part is small (framing, or a body under SHARE_AT_LEAST), and
+        // growing by each write's size would allocate once per write.
+        if self.small.capacity() - self.small.len() < SHARE_AT_LEAST + 64 {
+            self.small.reserve(CHUNK + SHARE_AT_LEAST);
+        }
         &mut self.small
     }
     fn shared(&mut self, bytes: &Bytes) {
@@ -90,24 +95,33 @@ impl Sink for Chunks {
 }
 
 /// A response message of the ADS stream.
-pub(crate) trait Wire: Message + Sized + Send + 'static {
+pub(crate) trait Wire: Message + Sized + Send + Unpin + 'static {
     /// Length of the encoded message.
     fn wire_len(&self) -> usize;
 
     /// The type URL the response carries (for per-type metrics).
     fn type_url(&self) -> &'static str;
 
-    /// Writes the encoded message.
-    fn write_to(&self, sink: &mut impl Sink);
+    /// How many parts the encoding has: the fields before the resources, one part per
+    /// resource, the fields after.
+    fn parts(&self) -> usize;
 
-    /// The message as gRPC length-prefixed body chunks.
-    fn chunks(&self, out: &mut Chunks) {
+    /// Writes part `part` (`0..parts()`) of the encoding.
+    fn write_part(&self, part: usize, sink: &mut impl Sink);
+
+    /// Writes the encoded message.
+    fn write_to(&self, sink: &mut impl Sink) {
+        for part in 0..self.parts() {
+            self.write_part(part, sink);
+        }
+    }
+
+    /// Writes the gRPC message prefix (not compressed, length).
+    fn prefix(&self, out: &mut Chunks) {
         let len = self.encoded_len();
         let buf = out.buf();
         buf.put_u8(0); // not compressed
         buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-        self.write_to(out);
-        out.flush();
     }
 }
 
@@ -199,14 +213,20 @@ impl Wire for SotwResponse {
             + str_len(5, &self.nonce)
     }
 
-    fn write_to(&self, sink: &mut impl Sink) {
-        put_str(1, &self.version_info, sink.buf());
-        for r in &self.resources {
+    fn parts(&self) -> usize {
+        self.resources.len() + 2
+    }
+
+    fn write_part(&self, part: usize, sink: &mut impl Sink) {
+        if part == 0 {
+            put_str(1, &self.version_info, sink.buf());
+        } else if let Some(r) = self.resources.get(part - 1) {
             put_header(2, r.body.len(), sink.buf());
             sink.shared(&r.body);
+        } else {
+            put_str(4, self.type_url, sink.buf());
+            put_str(5, &self.nonce, sink.buf());
         }
-        put_str(4, self.type_url, sink.buf());
-        put_str(5, &self.nonce, sink.buf());
     }
 }
 
@@ -260,21 +280,27 @@ impl Wire for DeltaResponse {
                 .sum::<usize>()
     }
 
-    fn write_to(&self, sink: &mut impl Sink) {
-        put_str(1, &self.system_version_info, sink.buf());
-        for r in &self.resources {
+    fn parts(&self) -> usize {
+        self.resources.len() + 2
+    }
+
+    fn write_part(&self, part: usize, sink: &mut impl Sink) {
+        if part == 0 {
+            put_str(1, &self.system_version_info, sink.buf());
+        } else if let Some(r) = self.resources.get(part - 1) {
             let buf = sink.buf();
             put_header(2, delta_resource_len(r), buf);
             put_delimited(1, &version_hex(r.version), buf);
             put_header(2, r.body.len(), buf);
             sink.shared(&r.body);
             put_str(3, &r.name, sink.buf());
-        }
-        put_str(4, self.type_url, sink.buf());
-        put_str(5, &self.nonce, sink.buf());
-        for name in &self.removed_resources {
-            // Repeated strings are sent even when empty.
-            put_delimited(6, name.as_bytes(), sink.buf());
+        } else {
+            put_str(4, self.type_url, sink.buf());
+            put_str(5, &self.nonce, sink.buf());
+            for name in &self.removed_resources {
+                // Repeated strings are sent even when empty.
+                put_delimited(6, name.as_bytes(), sink.buf());
+            }
         }
     }
 }
@@ -323,11 +349,16 @@ const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
 /// The response body of one ADS stream: the connection task's responses as gRPC messages,
-/// then the status in trailers. Hyper polls it only when the stream has send capacity, so a
-/// proxy that reads slowly holds at most HTTP/2's send buffer plus the task's bounded queue.
+/// then the status in trailers. Hyper polls it only when the stream has send capacity, and a
+/// message is encoded a chunk at a time as it is polled (resource bodies are shared, framing
+/// and small bodies copied into at most about [`CHUNK`] bytes), so a proxy that reads slowly
+/// holds at most HTTP/2's send buffer, one chunk, and the task's bounded queue of messages,
+/// which share the resources they carry — never a copy of its whole response.
 pub(crate) struct GrpcBody<M> {
     rx: mpsc::Receiver<Result<M, Status>>,
     chunks: Chunks,
+    /// The message being encoded and its next part.
+    current: Option<(M, usize)>,
     done: bool,
 }
 
@@ -340,23 +371,45 @@ impl<M: Wire> http_body::Body for GrpcBody<M> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         let this = &mut *self;
-        if let Some(chunk) = this.chunks.frames.pop_front() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        let status = match this.rx.poll_recv(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(message))) => {
-                message.chunks(&mut this.chunks);
-                let chunk = this.chunks.frames.pop_front().unwrap_or_default();
+        loop {
+            if let Some(chunk) = this.chunks.frames.pop_front() {
                 return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
             }
-            Poll::Ready(Some(Err(status))) => status,
-            Poll::Ready(None) => Status::ok(""),
-        };
-        this.done = true;
+            if let Some((message, next)) = &mut this.current {
+                // Encode parts until a chunk is ready: CHUNK copied bytes, or a shared body.
+                let parts = message.parts();
+                while *next < parts && this.chunks.frames.is_empty() {
+                    message.write_part(*next, &mut this.chunks);
+                    *next += 1;
+                }
+                if *next >= parts {
+                    this.chunks.flush();
+                    this.current = None;
+                }
+                continue;
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match this.rx.poll_recv(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(message))) => {
+                    message.prefix(&mut this.chunks);
+                    this.current = Some((message, 0));
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    return Poll::Ready(Some(Ok(this.finish(status))))
+                }
+                Poll::Ready(None) => return Poll::Ready(Some(Ok(this.finish(Status::ok(""))))),
+            }
+        }
+    }
+}
+
+impl<M> GrpcBody<M> {
+    /// Ends the body with `status` in trailers.
+    fn finish(&mut self, status: Status) -> http_body::Frame<Bytes> {
+        self.done = true;
         let mut trailers = http::HeaderMap::new();
         if let Err(e) = status.add_header(&mut trailers) {
             trailers.clear();
@@ -364,7 +417,7 @@ impl<M: Wire> http_body::Body for GrpcBody<M> {
             let _ = Status::internal("unrepresentable status").add_header(&mut trailers);
             tracing::debug!(error = %e, "ADS status not representable in trailers");
         }
-        Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+        http_body::Frame::trailers(trailers)
     }
 }
 
@@ -374,6 +427,7 @@ fn grpc_response<M: Wire>(
     let body = GrpcBody {
         rx,
         chunks: Chunks::default(),
+        current: None,
         done: false,
     };
     let mut response = http::Response::new(tonic::body::Body::new(body));
@@ -517,10 +571,12 @@ mod tests {
         let _: Any = rs[0].any().unwrap();
     }
 
-    /// The body chunks of a response are its gRPC frame: flag, length, the encoding; large
-    /// bodies are passed on without copying.
-    #[test]
-    fn chunks_are_the_length_prefixed_encoding_and_share_large_bodies() {
+    /// The response body is each message's gRPC frame (flag, length, the encoding), then the
+    /// status in trailers; large bodies are passed on without copying, and a message is encoded
+    /// a chunk at a time as the body is polled, never ahead.
+    #[tokio::test]
+    async fn body_frames_are_the_length_prefixed_encoding_made_a_chunk_at_a_time() {
+        use http_body_util::BodyExt;
         let big = Resource::shared(
             "big",
             &Cluster {
@@ -529,8 +585,21 @@ mod tests {
                 ..Cluster::default()
             },
         );
-        let mut rs = resources();
-        rs.push(big.clone());
+        // Many small resources (copied) around a big one (shared): about 100 KiB copied.
+        let mut rs: Vec<Arc<Resource>> = (0..400)
+            .map(|i| {
+                Resource::shared(
+                    format!("c{i}"),
+                    &Cluster {
+                        name: format!("outbound|9080|v{i}|reviews.default.svc.cluster.local"),
+                        alt_stat_name: "y".repeat(200),
+                        ..Cluster::default()
+                    },
+                )
+            })
+            .collect();
+        rs.insert(200, big.clone());
+        rs.extend(resources());
         let delta = DeltaResponse {
             system_version_info: "8".into(),
             resources: rs.clone(),
@@ -544,32 +613,55 @@ mod tests {
             type_url: crate::resource::CLUSTER,
             nonce: "2".into(),
         };
-        fn check<M: Wire>(m: &M, big: &Resource) {
-            let mut chunks = Chunks::default();
-            m.chunks(&mut chunks);
-            m.chunks(&mut chunks);
-            let joined: Vec<u8> = chunks
-                .frames
-                .iter()
-                .flat_map(|c| c.iter().copied())
-                .collect();
+        async fn check<M: Wire + Clone>(m: M, big: &Resource) {
             let one = m.encode_to_vec();
+            let (tx, rx) = mpsc::channel(2);
+            tx.send(Ok(m.clone())).await.unwrap();
+            tx.send(Ok(m)).await.unwrap();
+            drop(tx);
+            let mut body = GrpcBody {
+                rx,
+                chunks: Chunks::default(),
+                current: None,
+                done: false,
+            };
+            let mut joined = Vec::new();
+            let mut shared = 0;
+            let mut trailers = None;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.unwrap();
+                // Never more than the chunk being handed out and one more are encoded ahead.
+                assert!(
+                    body.chunks.frames.len() <= 1,
+                    "{} frames ahead",
+                    body.chunks.frames.len()
+                );
+                assert!(body.chunks.small.len() <= CHUNK + SHARE_AT_LEAST);
+                match frame.into_data() {
+                    Ok(data) => {
+                        assert!(
+                            data.len() <= CHUNK + SHARE_AT_LEAST
+                                || data.as_ptr() == big.body.as_ptr()
+                        );
+                        shared += usize::from(data.as_ptr() == big.body.as_ptr());
+                        joined.extend_from_slice(&data);
+                    }
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                }
+            }
             let mut want = vec![0u8];
             want.extend_from_slice(&(one.len() as u32).to_be_bytes());
             want.extend_from_slice(&one);
             assert_eq!(joined, [want.clone(), want].concat());
-            let shared = chunks
-                .frames
-                .iter()
-                .filter(|c| c.as_ptr() == big.body.as_ptr())
-                .count();
             assert_eq!(
                 shared, 2,
                 "the large body is sent from the resource's own bytes"
             );
+            let trailers = trailers.expect("the status in trailers");
+            assert_eq!(trailers.get("grpc-status").unwrap(), "0");
         }
-        check(&delta, &big);
-        check(&sotw, &big);
+        check(delta, &big).await;
+        check(sotw, &big).await;
     }
 
     #[test]
