@@ -73,6 +73,11 @@ pub fn service_routes(rc: &RouteCtx<'_>, svc: &Service) -> Vec<Route> {
     // No VirtualService: the default route, hashing as the DestinationRule asks (Istio
     // applies a service's consistent hash to its default route too).
     let mut route = default_route(cluster_name("outbound", rc.port, "", &svc.hostname));
+    if rc.proxy.proxy_type != crate::ProxyType::Proxyless {
+        if let Some(route::Action::Route(a)) = route.action.as_mut() {
+            super::rds_route::grpc_timeout_from_header(a);
+        }
+    }
     let own = capstan_api::networking::Destination {
         host: svc.hostname.clone(),
         subset: String::new(),
@@ -88,6 +93,7 @@ pub fn service_routes(rc: &RouteCtx<'_>, svc: &Service) -> Vec<Route> {
     vec![route]
 }
 
+#[allow(deprecated)] // `max_grpc_timeout`, as istiod sets it
 fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
     let (name, action) = match policy {
         OutboundTrafficMode::AllowAny => (
@@ -99,6 +105,7 @@ fn catch_all(policy: OutboundTrafficMode) -> VirtualHost {
                     ),
                 ),
                 timeout: Some(super::common::secs(0)),
+                max_grpc_timeout: Some(super::common::secs(0)),
                 ..RouteAction::default()
             }),
         ),

@@ -412,6 +412,9 @@ fn action(rc: &RouteCtx<'_>, r: &HttpRoute, ns: &str) -> route::Action {
         retry_policy: retry_policy(r.retries.as_ref()),
         ..RouteAction::default()
     };
+    if rc.proxy.proxy_type != crate::ProxyType::Proxyless {
+        grpc_timeout_from_header(&mut a);
+    }
     let dests: Vec<_> = r
         .route
         .iter()
@@ -570,6 +573,13 @@ fn is_catch_all(m: &RouteMatch) -> bool {
         _ => false,
     };
     path && m.headers.is_empty() && m.query_parameters.is_empty() && m.dynamic_metadata.is_empty()
+}
+
+/// istiod's `setTimeout` for Envoy: a gRPC request's `grpc-timeout` header is its timeout,
+/// bounded by the route's (`max_grpc_timeout`, 0: no bound). Proxyless gRPC reads neither.
+#[allow(deprecated)] // what istiod sets ("MaxStreamDuration has some regressions")
+pub fn grpc_timeout_from_header(a: &mut RouteAction) {
+    a.max_grpc_timeout = Some(a.timeout.unwrap_or_else(|| secs(0)));
 }
 
 /// Istio's default route to a service: prefix `/`, no timeout, default retries.

@@ -710,6 +710,9 @@ fn vhost_facts(at: &str, vh: &VirtualHost, f: &mut Facts) -> Result<()> {
                 };
                 put(f, &at, "route.cluster", target);
                 put(f, &at, "route.timeout", dur(&ra.timeout));
+                if ra.max_grpc_timeout.is_some() {
+                    put(f, &at, "route.max_grpc_timeout", dur(&ra.max_grpc_timeout));
+                }
                 if ra.idle_timeout.is_some() {
                     put(f, &at, "route.idle_timeout", dur(&ra.idle_timeout));
                 }
