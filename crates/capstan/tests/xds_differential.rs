@@ -3,14 +3,17 @@
 //! Services, EndpointSlices and Istio config — Bookinfo with the traffic-management tasks of
 //! Istio's documentation (request routing, fault injection, traffic shifting, TCP traffic
 //! shifting, request timeouts, circuit breaking, mirroring, ingress gateway, egress with
-//! ServiceEntry, locality load balancing, Sidecar scoping, delegate VirtualServices). The same
+//! ServiceEntry, locality load balancing, Sidecar scoping, delegate VirtualServices), then its
+//! security tasks (PeerAuthentication, AuthorizationPolicy, RequestAuthentication, client TLS
+//! modes) in a last phase. The same
 //! sidecar and gateway node identities fetch everything from each over Delta ADS, and the
 //! answers are compared semantically (`xds_diff`: what is compared and the Istio-only rule).
 //!
 //! Every difference must be listed, with its reason, in `tests/testdata/xds-differences.yaml`
 //! (the table in docs/compatibility.md), and every listed difference must still occur. The
 //! report names each difference by phase, node, resource and field path;
-//! `CAPSTAN_XDS_DIFF_REPORT=<file>` also writes it, listed or not.
+//! `CAPSTAN_XDS_DIFF_REPORT=<file>` also writes it, listed or not, and
+//! `CAPSTAN_XDS_DIFF_FACTS=<dir>` writes every phase's facts of each node and server.
 
 mod discovery_support;
 mod xds_diff;
@@ -434,6 +437,171 @@ spec:
     - destination: {host: ratings, subset: v1}
 "#;
 
+/// The security tasks (mutual TLS migration, authentication policy, HTTP/TCP/JWT/deny/IP
+/// authorization, ingress JWT), aimed at the compared nodes. Last: the mesh-wide STRICT policy
+/// changes every inbound listener. The JWKS is inline (Istio's sample key set), so neither
+/// server fetches a `jwksUri`.
+const SECURITY_YAML: &str = r#"
+# Mutual TLS: mesh-wide STRICT; bookinfo PERMISSIVE; reviews inherits it but disables mTLS on
+# its service port and requires it on an undeclared one.
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: bookinfo}
+spec:
+  mtls: {mode: PERMISSIVE}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls:
+    9080: {mode: DISABLE}
+    8081: {mode: STRICT}
+---
+# Client TLS: tcp-echo in plaintext (DISABLE); bookinfo's rules become ISTIO_MUTUAL (corpus).
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo-destination, namespace: default}
+spec:
+  host: tcp-echo
+  trafficPolicy:
+    tls: {mode: DISABLE}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+# Allow nothing in `scoped` (its one workload, sleep).
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: scoped}
+spec: {}
+---
+# reviews: HTTP authorization (principals, namespaces, methods, paths, ports, headers,
+# source IPs), a DENY, an AUDIT, and a JWT requirement.
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-viewer, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/bookinfo/sa/bookinfo-productpage"]}
+    to:
+    - operation: {methods: ["GET"], paths: ["/reviews/*", "/health"]}
+  - from:
+    - source: {namespaces: ["bookinfo", "istio-system"], notPrincipals: ["*/sa/bookinfo-ratings"]}
+    to:
+    - operation: {methods: ["GET", "HEAD"], ports: ["9080"]}
+    when:
+    - key: request.headers[version]
+      values: ["v1", "v2"]
+  - from:
+    - source: {ipBlocks: ["10.9.0.0/16"], notIpBlocks: ["10.9.0.6"]}
+    when:
+    - key: source.ip
+      values: ["10.9.0.1"]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-method-delete, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: DENY
+  rules:
+  - to:
+    - operation: {methods: ["DELETE"], notPaths: ["/admin/*"]}
+    when:
+    - key: request.headers[x-token]
+      notValues: ["admin"]
+  - from:
+    - source: {notNamespaces: ["bookinfo"]}
+    to:
+    - operation: {ports: ["8081"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-reviews, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: AUDIT
+  rules:
+  - to:
+    - operation: {paths: ["/reviews/*"]}
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt-example, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    audiences: ["reviews.bookinfo"]
+    jwks: '{ "keys":[ {"e":"AQAB","kid":"DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ","kty":"RSA","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P7KfIupjf59vsdo91bSP9C8H07pSAGQO1MV_xFj9VswgsCg4R6otmg5PV2He95lZdHtOcU5DXIg_pbhLdKXbi66GlVeK6ABZOUW3WYtnNHD-91gVuoeJT_DwtGGcp4ignkgXfkiEm4sw-4sfb4qdt5oLbyVpmW6x9cfa7vs2WTfURiCrBoUqgBo_-4WTiULmmHSGZHOjzwa8WtrtOQGsAFjIbno85jp6MnGGGZPYZbDAa_b3y5u-YpW7ypZrvD8BgtKVjgtQgZhLAGezMt0ua3DRrWnKqTZ0BJ_EyxOGuHJrLsn00fnMQ"}]}'
+    fromHeaders: [{name: x-jwt-assertion, prefix: "Bearer "}]
+    fromParams: [token]
+    forwardOriginalToken: true
+    outputPayloadToHeader: x-jwt-payload
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]}
+    when:
+    - key: request.auth.claims[groups]
+      values: ["group1"]
+---
+# The ingress gateway: JWT on ingress, IP-based allow, and a TCP (31400) deny.
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ingress-jwt, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    jwks: '{ "keys":[ {"e":"AQAB","kid":"DHFbpoIUqrY8t2zpA2qXfCmr5VO5ZEr4RzHU_-envvQ","kty":"RSA","n":"xAE7eB6qugXyCAG3yhh7pkDkT65pHymX-P7KfIupjf59vsdo91bSP9C8H07pSAGQO1MV_xFj9VswgsCg4R6otmg5PV2He95lZdHtOcU5DXIg_pbhLdKXbi66GlVeK6ABZOUW3WYtnNHD-91gVuoeJT_DwtGGcp4ignkgXfkiEm4sw-4sfb4qdt5oLbyVpmW6x9cfa7vs2WTfURiCrBoUqgBo_-4WTiULmmHSGZHOjzwa8WtrtOQGsAFjIbno85jp6MnGGGZPYZbDAa_b3y5u-YpW7ypZrvD8BgtKVjgtQgZhLAGezMt0ua3DRrWnKqTZ0BJ_EyxOGuHJrLsn00fnMQ"}]}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-policy, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {remoteIpBlocks: ["1.2.3.4", "5.6.7.0/24"]}
+  - from:
+    - source: {requestPrincipals: ["*"]}
+    to:
+    - operation: {hosts: ["httpbin.example.com"], paths: ["/headers"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-deny-tcp, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - to:
+    - operation: {ports: ["31400"], methods: ["GET"]}
+  - from:
+    - source: {ipBlocks: ["10.0.0.0/8"]}
+    to:
+    - operation: {ports: ["31400"]}
+"#;
+
 /// One step of the run: corpus files applied (namespace, path under
 /// `conformance/istio/valid`), then inline YAML.
 struct Phase {
@@ -476,6 +644,11 @@ const PHASES: &[Phase] = &[
         name: "timeouts",
         corpus: &[],
         inline: TIMEOUTS_YAML,
+    },
+    Phase {
+        name: "security",
+        corpus: &[("bookinfo", "bookinfo/destination-rule-all-mtls.yaml")],
+        inline: SECURITY_YAML,
     },
 ];
 
@@ -649,6 +822,14 @@ async fn istiod_and_capstan_send_the_same_xds_for_istios_traffic_management_task
                 "istiod sent {short} no clusters:\n{}",
                 istiod.tail()
             );
+            if let Some(dir) = std::env::var_os("CAPSTAN_XDS_DIFF_FACTS") {
+                for (side, facts) in [("istiod", &reference), ("capstan", &ours)] {
+                    let text: String = facts.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+                    let file = std::path::Path::new(&dir)
+                        .join(format!("{}-{short}-{side}.txt", phase.name));
+                    std::fs::write(file, text)?;
+                }
+            }
             for d in xds_diff::diff(&reference, &ours) {
                 report.push((format!("{} {short} {}", phase.name, d.path), d));
             }

@@ -179,9 +179,27 @@ fn rbac_filter_any(rules: &Rbac) -> Any {
     }
 }
 
-/// The RBAC rules of policies of one action. A policy with no rules adds no RBAC policy: an
-/// ALLOW filter without policies denies everything (Istio's "allow nothing", which an empty
-/// spec also is), a DENY one denies nothing.
+/// A policy that matches nothing: `not any` on both sides (istiod's `rbacPolicyMatchNever`).
+fn match_never() -> Policy {
+    Policy {
+        permissions: vec![Permission {
+            rule: Some(permission::Rule::NotRule(Box::new(Permission {
+                rule: Some(permission::Rule::Any(true)),
+            }))),
+        }],
+        principals: vec![Principal {
+            identifier: Some(principal::Identifier::NotId(Box::new(Principal {
+                identifier: Some(principal::Identifier::Any(true)),
+            }))),
+        }],
+        ..Policy::default()
+    }
+}
+
+/// The RBAC rules of policies of one action. A policy with no rules matches nothing: an ALLOW
+/// filter with only such policies denies everything (Istio's "allow nothing", which an empty
+/// spec also is), a DENY one denies nothing. Like istiod's builder it still gets an RBAC policy
+/// `...-rule[0]` that never matches, so the filter names the policy (stats, logs).
 pub fn build_rules<'a>(
     policies: impl IntoIterator<Item = (&'a str, &'a str, &'a AuthorizationPolicy)>,
     action: rbac::Action,
@@ -196,6 +214,9 @@ pub fn build_rules<'a>(
             if let Ok(p) = rule_policy(rule, ns, action, layer, &mut Vec::new()) {
                 out.insert(key, p);
             }
+        }
+        if spec.rules.as_ref().is_none_or(|r| r.is_empty()) {
+            out.insert(format!("ns[{ns}]-policy[{name}]-rule[0]"), match_never());
         }
     }
     Rbac {

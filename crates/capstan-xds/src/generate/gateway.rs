@@ -419,7 +419,7 @@ fn sni_match(hosts: &[&str]) -> Option<FilterChainMatch> {
 /// labels, in this order), then CORS, fault and the router.
 fn gateway_http_filters(ctx: &PushContext, proxy: &Proxy) -> Vec<HttpFilter> {
     let rules = ctx.workload_jwt_rules(&proxy.namespace, &proxy.labels);
-    let mut out: Vec<HttpFilter> = super::jwt::jwt_filter(&rules, ctx.jwks())
+    let mut out: Vec<HttpFilter> = super::jwt::jwt_filter(&rules, ctx.jwks(), true)
         .into_iter()
         .collect();
     out.extend(super::authz::http_filters(

@@ -30,9 +30,15 @@ pub const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
 pub const JWT_PAYLOAD_KEY: &str = "payload";
 
 /// The JWT filter for a workload validating `rules` (already merged and sorted by issuer),
-/// with the control plane's fetched `keys`; None when there is no rule.
-pub fn jwt_filter(rules: &[JwtRule], keys: &JwksKeys) -> Option<hcm::HttpFilter> {
-    let config = jwt_authentication(rules, keys)?;
+/// with the control plane's fetched `keys`; None when there is no rule. `clear_route_cache`
+/// for gateways (istiod's `JwtFilter(proxy.Type != SidecarProxy)`): their routes may match
+/// the claim headers the filter adds, so the route is picked again after it.
+pub fn jwt_filter(
+    rules: &[JwtRule],
+    keys: &JwksKeys,
+    clear_route_cache: bool,
+) -> Option<hcm::HttpFilter> {
+    let config = jwt_authentication(rules, keys, clear_route_cache)?;
     Some(hcm::HttpFilter {
         name: JWT_FILTER.into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(jwt_any(&config))),
@@ -59,7 +65,7 @@ fn local_jwks(rule: &JwtRule, keys: &JwksKeys) -> String {
         .unwrap_or_else(|| FAKE_JWKS.to_string())
 }
 
-fn provider(rule: &JwtRule, keys: &JwksKeys) -> JwtProvider {
+fn provider(rule: &JwtRule, keys: &JwksKeys, clear_route_cache: bool) -> JwtProvider {
     JwtProvider {
         issuer: rule.issuer.clone(),
         audiences: rule.audiences.clone(),
@@ -92,6 +98,7 @@ fn provider(rule: &JwtRule, keys: &JwksKeys) -> JwtProvider {
             specifier: Some(data_source::Specifier::InlineString(local_jwks(rule, keys))),
             ..DataSource::default()
         })),
+        clear_route_cache,
         ..JwtProvider::default()
     }
 }
@@ -111,7 +118,11 @@ fn requires_any(requirements: Vec<JwtRequirement>) -> JwtRequirement {
 }
 
 /// The filter config istiod builds for `rules`; None when there is none.
-pub fn jwt_authentication(rules: &[JwtRule], keys: &JwksKeys) -> Option<JwtAuthentication> {
+pub fn jwt_authentication(
+    rules: &[JwtRule],
+    keys: &JwksKeys,
+    clear_route_cache: bool,
+) -> Option<JwtAuthentication> {
     if rules.is_empty() {
         return None;
     }
@@ -120,7 +131,7 @@ pub fn jwt_authentication(rules: &[JwtRule], keys: &JwksKeys) -> Option<JwtAuthe
     let mut outer_or = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         let name = format!("origins-{i}");
-        providers.insert(name.clone(), provider(rule, keys));
+        providers.insert(name.clone(), provider(rule, keys, clear_route_cache));
         inner_and.push(requires_any(vec![
             provider_name(&name),
             JwtRequirement {
@@ -252,7 +263,7 @@ mod tests {
 
     #[test]
     fn no_rule_no_filter() {
-        assert!(jwt_filter(&[], &JwksKeys::new()).is_none());
+        assert!(jwt_filter(&[], &JwksKeys::new(), false).is_none());
     }
 
     /// One provider: `provider OR allow_missing`; every JwtRule field lands where istiod puts it.
@@ -277,7 +288,7 @@ mod tests {
             space_delimited_claims: vec!["roles".into(), "scope".into()],
             ..JwtRule::default()
         };
-        let c = decode(&jwt_filter(&[r], &JwksKeys::new()).expect("a filter"));
+        let c = decode(&jwt_filter(&[r], &JwksKeys::new(), false).expect("a filter"));
         assert!(c.bypass_cors_preflight);
         assert_eq!(requirement(&c), "any(origins-0,missing)");
         let p = &c.providers["origins-0"];
@@ -316,7 +327,7 @@ mod tests {
     #[test]
     fn several_rules_or_providers_and_and_their_optional_forms() {
         let rules = [rule("a"), rule("b"), rule("c")];
-        let c = decode(&jwt_filter(&rules, &JwksKeys::new()).expect("a filter"));
+        let c = decode(&jwt_filter(&rules, &JwksKeys::new(), false).expect("a filter"));
         assert_eq!(
             requirement(&c),
             "any(origins-0,origins-1,origins-2,all(any(origins-0,missing),any(origins-1,missing),any(origins-2,missing)))"
@@ -341,7 +352,7 @@ mod tests {
     fn fetched_keys_else_the_fake_jwks() {
         let fetched = r#"{"keys":[{"kty":"RSA","n":"x","e":"AQAB"}]}"#;
         let keys = JwksKeys::from([(JwksSource::Uri("a/jwks".into()), fetched.to_string())]);
-        let c = decode(&jwt_filter(&[rule("a"), rule("b")], &keys).expect("a filter"));
+        let c = decode(&jwt_filter(&[rule("a"), rule("b")], &keys, false).expect("a filter"));
         assert_eq!(inline(&c.providers["origins-0"]), fetched);
         assert_eq!(inline(&c.providers["origins-1"]), FAKE_JWKS);
         let discovery = JwtRule {
@@ -352,20 +363,37 @@ mod tests {
             JwksSource::Discovery("https://idp".into()),
             fetched.to_string(),
         )]);
-        let c = decode(&jwt_filter(&[discovery], &keys).expect("a filter"));
+        let c = decode(&jwt_filter(&[discovery], &keys, false).expect("a filter"));
         assert_eq!(inline(&c.providers["origins-0"]), fetched);
+    }
+
+    /// Gateways re-pick the route after the filter (istiod's `clearRouteCache` for
+    /// non-sidecars); sidecars do not.
+    #[test]
+    fn gateways_clear_the_route_cache() {
+        let rules = [rule("a"), rule("b")];
+        for (gateway, want) in [(true, true), (false, false)] {
+            let c = decode(&jwt_filter(&rules, &JwksKeys::new(), gateway).expect("a filter"));
+            assert!(c.providers.values().all(|p| p.clear_route_cache == want));
+        }
     }
 
     /// Providers are a map: the bytes must not follow `HashMap` order.
     #[test]
     fn encoding_is_deterministic_and_complete() {
         let rules: Vec<JwtRule> = (0..12).map(|i| rule(&format!("iss{i:02}"))).collect();
-        let first = jwt_filter(&rules, &JwksKeys::new()).expect("a filter");
+        let first = jwt_filter(&rules, &JwksKeys::new(), false).expect("a filter");
         for _ in 0..8 {
-            assert_eq!(jwt_filter(&rules, &JwksKeys::new()).as_ref(), Some(&first));
+            assert_eq!(
+                jwt_filter(&rules, &JwksKeys::new(), false).as_ref(),
+                Some(&first)
+            );
         }
         let c = decode(&first);
         assert_eq!(c.providers.len(), 12);
-        assert_eq!(c, jwt_authentication(&rules, &JwksKeys::new()).unwrap());
+        assert_eq!(
+            c,
+            jwt_authentication(&rules, &JwksKeys::new(), false).unwrap()
+        );
     }
 }

@@ -382,7 +382,7 @@ pub fn virtual_inbound(
     let ports = super::cds::inbound_ports(ctx, proxy);
     let authz = ctx.workload_authz(&proxy.namespace, &proxy.labels);
     let jwt_rules = ctx.workload_jwt_rules(&proxy.namespace, &proxy.labels);
-    let mut http_security: Vec<HttpFilter> = super::jwt::jwt_filter(&jwt_rules, ctx.jwks())
+    let mut http_security: Vec<HttpFilter> = super::jwt::jwt_filter(&jwt_rules, ctx.jwks(), false)
         .into_iter()
         .collect();
     http_security.extend(super::authz::http_filters(&authz));

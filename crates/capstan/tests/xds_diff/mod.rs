@@ -13,6 +13,11 @@
 //!   predicates), and per filter chain (keyed
 //!   by its match) the downstream TLS and the terminal filter (HCM: route source and HTTP filter
 //!   order; TCP proxy: cluster and weights);
+//! - the security filters of a chain (`security`): each HTTP and network RBAC filter (its
+//!   action in the filter order, and per policy by name its permissions and principals as
+//!   normalised matcher expressions) and the JWT filter (per provider its issuer, audiences,
+//!   JWKS keys by `kid`/`kty`, token locations, forwarding, payload metadata and
+//!   `clear_route_cache`; its requirement rules);
 //! - per route configuration: virtual hosts with domains, and per route in order its match,
 //!   action (cluster, weights, rewrites, redirect, direct response), timeouts, retries, hash
 //!   policy, mirrors, header changes and per-filter config (fault, CORS).
@@ -47,6 +52,8 @@ use envoy_types::pb::google::protobuf::{value::Kind, Any, Struct};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+
+mod security;
 
 pub use crate::xds_fetch::Fetched;
 
@@ -558,17 +565,23 @@ fn chain_facts(at: &str, chain: &FilterChain, f: &mut Facts) -> Result<()> {
             }
         }
     }
-    let filters: Vec<&str> = chain
+    let typed = |c: &Option<filter::ConfigType>| match c {
+        Some(filter::ConfigType::TypedConfig(any)) => Some(any.clone()),
+        _ => None,
+    };
+    let filters: Vec<String> = chain
         .filters
         .iter()
-        .map(|x| x.name.as_str())
-        .filter(|n| !istio_only(n))
+        .filter(|x| !istio_only(&x.name))
+        .map(|x| security::filter_label(&x.name, typed(&x.config_type).as_ref()))
         .collect();
     put(f, at, "filters", filters.join(","));
+    let mut seen = BTreeMap::new();
     for nf in &chain.filters {
         let Some(filter::ConfigType::TypedConfig(any)) = &nf.config_type else {
             continue;
         };
+        security::filter_facts(at, "tcp", any, &mut seen, f)?;
         if any.type_url.ends_with("HttpConnectionManager") {
             let hcm: HttpConnectionManager = decode(any)?;
             let routes = match &hcm.route_specifier {
@@ -580,13 +593,24 @@ fn chain_facts(at: &str, chain: &FilterChain, f: &mut Facts) -> Result<()> {
                 other => dbg(other),
             };
             put(f, at, "http.routes", routes);
-            let hf: Vec<&str> = hcm
+            use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter;
+            let typed = |c: &Option<http_filter::ConfigType>| match c {
+                Some(http_filter::ConfigType::TypedConfig(any)) => Some(any.clone()),
+                _ => None,
+            };
+            let hf: Vec<String> = hcm
                 .http_filters
                 .iter()
-                .map(|x| x.name.as_str())
-                .filter(|n| !istio_only(n))
+                .filter(|x| !istio_only(&x.name))
+                .map(|x| security::filter_label(&x.name, typed(&x.config_type).as_ref()))
                 .collect();
             put(f, at, "http.filters", hf.join(","));
+            let mut seen = BTreeMap::new();
+            for x in &hcm.http_filters {
+                if let Some(any) = typed(&x.config_type) {
+                    security::filter_facts(at, "http", &any, &mut seen, f)?;
+                }
+            }
             let upgrades: Vec<String> = hcm
                 .upgrade_configs
                 .iter()

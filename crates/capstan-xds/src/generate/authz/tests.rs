@@ -414,13 +414,24 @@ fn filters_per_action_in_istiod_order() {
                 rbac::Action::Log as i32,
                 vec!["ns[ns]-policy[audit]-rule[0]".to_string()]
             ),
-            (rbac::Action::Deny as i32, vec![]),
+            (
+                rbac::Action::Deny as i32,
+                vec!["ns[ns]-policy[deny-none]-rule[0]".to_string()]
+            ),
             (
                 rbac::Action::Allow as i32,
-                vec!["ns[ns]-policy[allow-all]-rule[0]".to_string()]
+                vec![
+                    "ns[ns]-policy[allow-all]-rule[0]".to_string(),
+                    "ns[ns]-policy[allow-nothing]-rule[0]".to_string()
+                ]
             ),
         ],
-        "CUSTOM fails closed first; the template rule of ALLOW is dropped"
+        "CUSTOM fails closed first; the template rule of ALLOW is dropped; policies without \
+         rules match nothing, by name"
+    );
+    assert_eq!(
+        render(&rules[2].policies["ns[ns]-policy[deny-none]-rule[0]"]),
+        render(&rules[3].policies["ns[ns]-policy[allow-nothing]-rule[0]"]),
     );
     assert_eq!(render(&rules[0].policies[CUSTOM_DENY_ALL]), "any <- any");
     let tcp = network_filters(&authz);
@@ -448,9 +459,16 @@ fn filters_per_action_in_istiod_order() {
     assert_eq!(http_filters(&many), http_filters(&many));
     let empty_spec: AuthorizationPolicy = serde_json::from_str("{}").unwrap();
     let only = build_rules([("ns", "deny-all", &empty_spec)], ALLOW, Layer::Http);
-    assert!(
-        only.policies.is_empty() && only.action == ALLOW as i32,
+    assert_eq!(only.action, ALLOW as i32);
+    assert_eq!(
+        only.policies.keys().collect::<Vec<_>>(),
+        ["ns[ns]-policy[deny-all]-rule[0]"],
         "an empty spec is an ALLOW policy allowing nothing"
+    );
+    assert_eq!(
+        render(&only.policies["ns[ns]-policy[deny-all]-rule[0]"]),
+        "not(any) <- not(any)",
+        "istiod's rbacPolicyMatchNever"
     );
 }
 
