@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Sourced by the side-by-side benchmarks against istiod (bench/webhook_vs_istiod.sh,
-# bench/startup_vs_istiod.sh): a private etcd (data on /dev/shm, --unsafe-no-fsync: the API
+# Sourced by the side-by-side benchmarks against istiod (bench/control_plane_vs_istiod.sh,
+# bench/webhook_vs_istiod.sh, bench/startup_vs_istiod.sh): a private etcd (data on /dev/shm, --unsafe-no-fsync: the API
 # server's storage is not what is measured) and kube-apiserver on loopback, with the
-# certificates and flags of tests/infra/up.sh, as bench/control_plane_vs_istiod.sh starts them.
+# certificates and flags of tests/infra/up.sh.
 #
 # Before sourcing: ROOT (the repository), NAME (for the temporary directories' names).
 # After `start_private_kube`: WORK (scratch directory, removed on exit unless KEEP=1), C (its

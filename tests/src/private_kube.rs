@@ -368,8 +368,20 @@ impl PrivateKube {
         let names: Vec<String> = wait_for.iter().map(|n| format!("crd/{n}")).collect();
         let mut args = vec!["wait", "--for", "condition=Established", "--timeout", "60s"];
         args.extend(names.iter().map(String::as_str));
-        self.kubectl(&args)?;
-        Ok(())
+        // A CRD read before the API server has written its first status makes `kubectl wait`
+        // fail at once (".status.conditions accessor error: <nil>") instead of waiting: retry
+        // that, a bounded number of times.
+        let mut attempts = 0;
+        loop {
+            match self.kubectl(&args) {
+                Ok(_) => return Ok(()),
+                Err(e) if attempts < 20 && format!("{e:#}").contains("accessor error") => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A JSON request to etcd's v3 gateway (`path` like `/v3/kv/compaction`).
