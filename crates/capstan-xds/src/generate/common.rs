@@ -139,6 +139,9 @@ pub fn hcm_rds(
     hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
+        // istiod's `buildHTTPConnectionManager`: no stream idle timeout (Envoy's default is 5
+        // minutes, which would cut idle WebSockets and long-poll streams).
+        stream_idle_timeout: Some(secs(0)),
         http_filters: filters,
         upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig {
             upgrade_type: "websocket".into(),

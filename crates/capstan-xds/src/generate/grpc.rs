@@ -43,9 +43,11 @@ fn has_fault(ctx: &PushContext, proxy: &Proxy, host: &str) -> bool {
 pub fn listener(ctx: &PushContext, proxy: &Proxy, name: &str) -> Option<Listener> {
     let (svc, _) = target(ctx, proxy, name)?;
     let fault = has_fault(ctx, proxy, &svc.hostname);
-    // istiod's proxyless listener (grpcgen) has no upgrades: gRPC clients never upgrade.
+    // istiod's proxyless listener (grpcgen) has no upgrades (gRPC clients never upgrade) and
+    // no stream idle timeout.
     let hcm = HttpConnectionManager {
         upgrade_configs: Vec::new(),
+        stream_idle_timeout: None,
         ..hcm_rds(name, name, http_filters(false, fault))
     };
     debug_assert_eq!(

@@ -620,6 +620,17 @@ fn chain_facts(at: &str, chain: &FilterChain, f: &mut Facts) -> Result<()> {
                 })
                 .collect();
             put(f, at, "http.upgrades", upgrades.join(","));
+            // Envoy's default is 5 minutes; 0 disables it.
+            put(
+                f,
+                at,
+                "http.stream_idle_timeout",
+                if hcm.stream_idle_timeout.is_some() {
+                    dur(&hcm.stream_idle_timeout)
+                } else {
+                    "300000ms (default)".into()
+                },
+            );
             if hcm.use_remote_address.as_ref().is_some_and(|b| b.value) {
                 put(f, at, "http.use_remote_address", "true");
             }
