@@ -27,7 +27,7 @@ use capstan_loadgen::watch::{Watch, Watches};
 use capstan_loadgen::{kube_mesh, reports};
 use collect::Collector;
 use results::{Convergence, RunResult, Usage};
-use servers::{Launch, Server, ServerKind};
+use servers::{Launch, Server, ServerArgs, ServerKind};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -59,28 +59,9 @@ pub struct KubeArgs {
     /// Changes of each kind to measure.
     #[arg(long, default_value_t = 20)]
     changes: usize,
-    /// The capstan binary.
-    #[arg(long, default_value = "target/release/capstan")]
-    capstan: PathBuf,
-    /// Extra arguments for `capstan discovery` (repeat).
-    #[arg(long = "capstan-arg", allow_hyphen_values = true)]
-    capstan_args: Vec<String>,
-    /// `RUST_LOG` of `capstan discovery` (its log goes to the work directory).
-    #[arg(long, default_value = "warn")]
-    capstan_log: String,
-    /// The `pilot-discovery` binary (built by `tests/infra/install-tools.sh istio-pilot`).
-    #[arg(long)]
-    pilot_discovery: Option<PathBuf>,
-    /// Extra arguments for `pilot-discovery discovery` (repeat).
-    #[arg(long = "istiod-arg", allow_hyphen_values = true)]
-    istiod_args: Vec<String>,
-    /// Extra environment of istiod, `NAME=VALUE` (repeat), e.g.
-    /// `PILOT_MAX_REQUESTS_PER_SECOND=1000` to lift its admission rate.
-    #[arg(long = "istiod-env")]
-    istiod_env: Vec<String>,
-    /// Istio's CRDs, applied before the mesh.
-    #[arg(long, default_value = "deploy/crds")]
-    crds: PathBuf,
+    /// How the servers are started.
+    #[command(flatten)]
+    start: ServerArgs,
     /// Threads running the simulated proxies; default: one per CPU.
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
     client_threads: usize,
@@ -273,20 +254,10 @@ pub async fn run(args: KubeArgs) -> Result<()> {
         None => std::env::temp_dir().join(format!("capstan-loadgen-kube-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)?;
-    let istiod_env = parse_env(&args.istiod_env)?;
-    let launch = Launch {
-        kubeconfig: args.kubeconfig.clone(),
-        capstan: args.capstan.clone(),
-        capstan_args: args.capstan_args.clone(),
-        capstan_log: args.capstan_log.clone(),
-        pilot_discovery: args.pilot_discovery.clone(),
-        istiod_args: args.istiod_args.clone(),
-        istiod_env,
-        dir: dir.clone(),
-    };
+    let launch = args.start.launch(&args.kubeconfig, &dir)?;
     let api = MeshApi::connect(&args.kubeconfig).await?;
     let started = Instant::now();
-    api.install_crds(&args.crds).await?;
+    api.install_crds(&args.start.crds).await?;
     api.apply_all(&[
         kube_mesh::namespace_object("istio-system"),
         kube_mesh::istio_config_map(),

@@ -41,6 +41,54 @@ pub const ISTIOD_ENV: &[(&str, &str)] = &[
     ("PILOT_ENABLE_ANALYSIS", "false"),
 ];
 
+/// How `capstan discovery` and istiod are started (flags shared by the `kube` and `startup`
+/// modes).
+#[derive(clap::Args, Debug)]
+pub struct ServerArgs {
+    /// The capstan binary.
+    #[arg(long, default_value = "target/release/capstan")]
+    pub capstan: PathBuf,
+    /// Extra arguments for `capstan discovery` (repeat).
+    #[arg(long = "capstan-arg", allow_hyphen_values = true)]
+    pub capstan_args: Vec<String>,
+    /// `RUST_LOG` of `capstan discovery` (its log goes to the work directory).
+    #[arg(long, default_value = "warn")]
+    pub capstan_log: String,
+    /// The `pilot-discovery` binary (built by `tests/infra/install-tools.sh istio-pilot`).
+    #[arg(long)]
+    pub pilot_discovery: Option<PathBuf>,
+    /// Extra arguments for `pilot-discovery discovery` (repeat).
+    #[arg(long = "istiod-arg", allow_hyphen_values = true)]
+    pub istiod_args: Vec<String>,
+    /// Extra environment of istiod, `NAME=VALUE` (repeat), e.g.
+    /// `PILOT_MAX_REQUESTS_PER_SECOND=1000` to lift its admission rate.
+    #[arg(long = "istiod-env")]
+    pub istiod_env: Vec<String>,
+    /// Istio's CRDs, applied before the mesh.
+    #[arg(long, default_value = "deploy/crds")]
+    pub crds: PathBuf,
+}
+
+impl ServerArgs {
+    /// The launch settings against the API server of `kubeconfig`, logs in `dir`.
+    pub fn launch(
+        &self,
+        kubeconfig: &std::path::Path,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Launch> {
+        Ok(Launch {
+            kubeconfig: kubeconfig.to_path_buf(),
+            capstan: self.capstan.clone(),
+            capstan_args: self.capstan_args.clone(),
+            capstan_log: self.capstan_log.clone(),
+            pilot_discovery: self.pilot_discovery.clone(),
+            istiod_args: self.istiod_args.clone(),
+            istiod_env: super::parse_env(&self.istiod_env)?,
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
 /// How to start each server.
 #[derive(Clone, Debug)]
 pub struct Launch {

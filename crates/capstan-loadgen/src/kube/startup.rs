@@ -8,8 +8,8 @@
 //! (the kube mode's probe: last service's endpoints, last DestinationRule's subset, last
 //! VirtualService's weight), timed from the same start; and the server is stopped.
 
-use super::servers::{Launch, Server, ServerKind};
-use super::{api::MeshApi, parse_env, probe_mesh};
+use super::servers::{Launch, Server, ServerArgs, ServerKind};
+use super::{api::MeshApi, probe_mesh};
 use crate::stats;
 use anyhow::{bail, Result};
 use capstan_loadgen::client::SessionOptions;
@@ -46,27 +46,9 @@ pub struct StartupArgs {
     /// Do not check with a probe proxy that the ready server serves the whole mesh.
     #[arg(long)]
     no_probe: bool,
-    /// The capstan binary.
-    #[arg(long, default_value = "target/release/capstan")]
-    capstan: PathBuf,
-    /// Extra arguments for `capstan discovery` (repeat).
-    #[arg(long = "capstan-arg", allow_hyphen_values = true)]
-    capstan_args: Vec<String>,
-    /// `RUST_LOG` of `capstan discovery` (its log goes to the work directory).
-    #[arg(long, default_value = "warn")]
-    capstan_log: String,
-    /// The `pilot-discovery` binary (built by `tests/infra/install-tools.sh istio-pilot`).
-    #[arg(long)]
-    pilot_discovery: Option<PathBuf>,
-    /// Extra arguments for `pilot-discovery discovery` (repeat).
-    #[arg(long = "istiod-arg", allow_hyphen_values = true)]
-    istiod_args: Vec<String>,
-    /// Extra environment of istiod, `NAME=VALUE` (repeat).
-    #[arg(long = "istiod-env")]
-    istiod_env: Vec<String>,
-    /// Istio's CRDs, applied before the mesh.
-    #[arg(long, default_value = "deploy/crds")]
-    crds: PathBuf,
+    /// How the servers are started.
+    #[command(flatten)]
+    start: ServerArgs,
     /// Longest wait for a server to be ready, and then for the probe.
     #[arg(long, default_value_t = 600)]
     timeout_secs: u64,
@@ -186,20 +168,11 @@ pub async fn run(args: StartupArgs) -> Result<()> {
         }
     };
     std::fs::create_dir_all(&dir)?;
-    let launch = Launch {
-        kubeconfig: args.kubeconfig.clone(),
-        capstan: args.capstan.clone(),
-        capstan_args: args.capstan_args.clone(),
-        capstan_log: args.capstan_log.clone(),
-        pilot_discovery: args.pilot_discovery.clone(),
-        istiod_args: args.istiod_args.clone(),
-        istiod_env: parse_env(&args.istiod_env)?,
-        dir: dir.clone(),
-    };
+    let launch = args.start.launch(&args.kubeconfig, &dir)?;
 
     let api = MeshApi::connect(&args.kubeconfig).await?;
     let loading = Instant::now();
-    api.install_crds(&args.crds).await?;
+    api.install_crds(&args.start.crds).await?;
     api.apply_all(&[
         kube_mesh::namespace_object("istio-system"),
         kube_mesh::istio_config_map(),
