@@ -51,17 +51,7 @@ async fn observer(serving: &TestCa, roots: &[&TestCa]) -> Result<(u16, Seen)> {
     for root in roots {
         store.add(root.der.clone())?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(store),
-        provider.clone(),
-    )
-    .build()?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = proxy::mtls_acceptor(store, chain, key)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let seen: Seen = Arc::default();

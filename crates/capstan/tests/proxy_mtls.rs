@@ -78,17 +78,7 @@ async fn mtls_server(ca: &Ca, spiffe: &str) -> Result<(u16, Seen)> {
     for c in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
         roots.add(c?)?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .build()?;
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = proxy::mtls_acceptor(roots, chain, key)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
     let seen: Seen = Arc::default();
