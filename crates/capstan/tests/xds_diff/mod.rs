@@ -75,7 +75,7 @@ fn decode<M: Message + Default>(any: &Any) -> Result<M> {
     M::decode(any.value.as_slice()).with_context(|| format!("decoding {}", any.type_url))
 }
 
-/// Debug output on one line, without the noise of `Some(..)` and default fields kept short.
+/// Debug output on one line.
 fn dbg<T: Debug>(v: &T) -> String {
     format!("{v:?}")
 }
