@@ -104,6 +104,9 @@ pub struct ClusterStats {
     pub upstream_rq_retry: Counter,
     /// `upstream_rq_retry_overflow`: retries refused by the retry budget/breaker.
     pub upstream_rq_retry_overflow: Counter,
+    /// `retry_or_shadow_abandoned`: requests whose body outgrew the buffer limit, giving up
+    /// their retries and mirrors.
+    pub retry_or_shadow_abandoned: Counter,
     /// `upstream_rq_timeout`.
     pub upstream_rq_timeout: Counter,
     /// `upstream_rq_per_try_timeout`.

@@ -82,6 +82,10 @@ fn cluster_stats<'a>(name: &'a str, s: &'a ClusterStats, out: &mut Vec<Stat<'a>>
         Val::Counter(s.upstream_rq_retry_overflow.get()),
     );
     push(
+        "retry_or_shadow_abandoned",
+        Val::Counter(s.retry_or_shadow_abandoned.get()),
+    );
+    push(
         "upstream_rq_timeout",
         Val::Counter(s.upstream_rq_timeout.get()),
     );

@@ -5,8 +5,9 @@
 //!
 //! - [`hcm`]: compiling the `HttpConnectionManager`; [`headers`]: forwarding headers;
 //! - [`jwt_authn`], [`rbac`], [`cors`], [`fault`]: the filters; [`metadata`]: the dynamic
-//!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream; [`upgrade`]: HTTP/1.1
-//!   upgrades (WebSocket) and their tunnels.
+//!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream, [`replay`]: request
+//!   bodies recorded as they stream for retries and mirrors; [`upgrade`]: HTTP/1.1 upgrades
+//!   (WebSocket) and their tunnels.
 
 pub mod cors;
 pub mod fault;
@@ -16,6 +17,7 @@ pub mod jwt_authn;
 pub mod metadata;
 pub mod mirror;
 pub mod rbac;
+pub mod replay;
 pub mod retry;
 pub mod router;
 pub mod stream_deadline;
@@ -708,6 +710,8 @@ pub async fn serve_connection<IO>(
     stats.downstream_cx_active.dec();
 }
 
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]

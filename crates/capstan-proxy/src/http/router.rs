@@ -2,6 +2,7 @@
 //! upstream attempts (retries, per-try and route timeouts, back-off, previous-hosts avoidance)
 //! and the response streamed back.
 
+use super::replay::Replay;
 use super::retry::{self, Outcome};
 use super::{local_reply, BoxBody, Downstream};
 use crate::cluster::{Cluster, LbContext, UpstreamError};
@@ -15,8 +16,10 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Bodies up to this size are buffered so the request can be retried or mirrored (Envoy's
-/// default `per_connection_buffer_limit_bytes`).
+/// How much of a request body is kept so the request can be retried or mirrored (Envoy's
+/// default `per_connection_buffer_limit_bytes`): bodies of a known length up to it are read
+/// whole before the first attempt; others are recorded up to it while they stream
+/// ([`super::replay`]).
 pub const BUFFER_LIMIT: usize = 1 << 20;
 
 /// Everything the router needs about the matched route.
@@ -93,13 +96,20 @@ pub fn rewrite_path(f: &Forward, matched_prefix: Option<&str>, path_and_query: &
     }
 }
 
-/// The request body, buffered when small enough to be replayed.
+/// The request body: read whole when small and of a known length, recorded while it streams
+/// when a retry or mirror may need it again, else streamed once.
 enum ReqBody {
     Buffered(Bytes),
+    Replayable(Replay, BoxBody),
     Streaming(BoxBody),
 }
 
-async fn buffer(body: BoxBody) -> Result<ReqBody, Response<BoxBody>> {
+/// `replay`: a retry or mirror may need the body again (Envoy buffers only then).
+async fn buffer(
+    body: BoxBody,
+    replay: bool,
+    stats: &Arc<crate::stats::ClusterStats>,
+) -> Result<ReqBody, Response<BoxBody>> {
     use http_body::Body as _;
     if body.is_end_stream() {
         return Ok(ReqBody::Buffered(Bytes::new()));
@@ -109,7 +119,11 @@ async fn buffer(body: BoxBody) -> Result<ReqBody, Response<BoxBody>> {
             Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
             Err(_) => Err(local_reply(400, "downstream request body error")),
         },
-        // Unknown or large sizes stream once (no retry), so streaming requests still flow.
+        // Unknown or large sizes stream as they arrive, so streaming requests still flow.
+        _ if replay => {
+            let (r, first) = Replay::new(body, BUFFER_LIMIT, stats.clone());
+            Ok(ReqBody::Replayable(r, first))
+        }
         _ => Ok(ReqBody::Streaming(body)),
     }
 }
@@ -268,28 +282,33 @@ pub async fn forward(
     let (resp, request_bytes) = if upgrade {
         (super::upgrade::send(&cluster, parts, body, &ctx).await, 0)
     } else {
-        let body = match buffer(body).await {
+        let mirrors: Vec<_> = f
+            .mirrors
+            .iter()
+            .filter_map(|m| Some((snapshot.cluster(&m.cluster)?, m)))
+            .filter(|(_, m)| m.fraction.sample())
+            .collect();
+        // Envoy's router buffers when retries are enabled or the request is shadowed.
+        let replay =
+            (state.policy.num_retries > 0 && state.policy.on.0 != 0) || !mirrors.is_empty();
+        let body = match buffer(body, replay, cluster.stats()).await {
             Ok(b) => b,
             Err(r) => return (r, None),
         };
-        if let ReqBody::Buffered(b) = &body {
-            for mirror in &f.mirrors {
-                if let Some(c) = snapshot.cluster(&mirror.cluster) {
-                    if mirror.fraction.sample() {
-                        super::mirror::spawn(
-                            c.clone(),
-                            &parts,
-                            b.clone(),
-                            &new_host,
-                            mirror.keep_host,
-                        );
-                    }
+        for (c, mirror) in mirrors {
+            let copy = match &body {
+                ReqBody::Buffered(b) => {
+                    let b = b.clone();
+                    futures::future::Either::Left(async move { Some(full(b)) })
                 }
-            }
+                ReqBody::Replayable(r, _) => futures::future::Either::Right(r.complete()),
+                ReqBody::Streaming(_) => continue,
+            };
+            super::mirror::spawn(c.clone(), &parts, copy, &new_host, mirror.keep_host);
         }
         let request_bytes = match &body {
             ReqBody::Buffered(b) => b.len() as u64,
-            ReqBody::Streaming(_) => 0,
+            ReqBody::Replayable(..) | ReqBody::Streaming(_) => 0,
         };
         let sent = attempts(
             &cluster,
@@ -342,9 +361,10 @@ async fn attempts(
 ) -> Response<BoxBody> {
     let start = Instant::now();
     let deadline = state.timeout.map(|t| start + t);
-    let (replay, mut once) = match body {
-        ReqBody::Buffered(b) => (Some(b), None),
-        ReqBody::Streaming(s) => (None, Some(s)),
+    let (again, mut body) = match body {
+        ReqBody::Buffered(b) => (Again::Bytes(b.clone()), full(b)),
+        ReqBody::Replayable(r, first) => (Again::Replay(r), first),
+        ReqBody::Streaming(s) => (Again::Never, s),
     };
     let policy = &state.policy;
     let mut attempt: u32 = 0;
@@ -352,13 +372,8 @@ async fn attempts(
     let mut parts = Some(parts);
     loop {
         attempt += 1;
-        let body = match (&replay, once.take()) {
-            (Some(b), _) => full(b.clone()),
-            (None, Some(s)) => s,
-            (None, None) => return local_reply(503, "no body to retry"),
-        };
         // The request head is copied only when another attempt may follow this one.
-        let may_follow = replay.is_some() && attempt <= policy.num_retries;
+        let may_follow = again.possible() && attempt <= policy.num_retries;
         let head = match (may_follow, &parts) {
             (true, Some(p)) => p.clone(),
             _ => match parts.take() {
@@ -427,7 +442,7 @@ async fn attempts(
             }
             Some(Err(e)) => (outcome_of(&e), upstream_error_reply(&e)),
         };
-        let may_retry = replay.is_some()
+        let may_retry = again.possible()
             && attempt <= policy.num_retries
             && retry::retriable(policy.on, &policy.status_codes, outcome);
         if !may_retry {
@@ -441,9 +456,40 @@ async fn attempts(
         if deadline.is_some_and(|d| Instant::now() + wait >= d) {
             return reply;
         }
+        // Taken before the back-off, so a superseded streaming attempt stops reading the
+        // downstream body now; None if the body outgrew the limit since the check above.
+        body = match again.body() {
+            Some(b) => b,
+            None => return reply,
+        };
         // The discarded response is dropped here, releasing its connection.
         drop(reply);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// Where another attempt's body comes from.
+enum Again {
+    Bytes(Bytes),
+    Replay(Replay),
+    Never,
+}
+
+impl Again {
+    fn possible(&self) -> bool {
+        match self {
+            Again::Bytes(_) => true,
+            Again::Replay(r) => r.replayable(),
+            Again::Never => false,
+        }
+    }
+
+    fn body(&self) -> Option<BoxBody> {
+        match self {
+            Again::Bytes(b) => Some(full(b.clone())),
+            Again::Replay(r) => r.retry(),
+            Again::Never => None,
+        }
     }
 }
 
