@@ -62,6 +62,10 @@ const CHUNK: usize = 16 * 1024;
 pub(crate) struct Chunks {
     small: BytesMut,
     pub frames: VecDeque<Bytes>,
+    /// At most how many bytes of the current message are still to be copied (its encoded
+    /// length less what blocks were already reserved for), so a small message gets a small
+    /// block rather than a whole chunk.
+    budget: usize,
 }
 
 impl Chunks {
@@ -69,6 +73,15 @@ impl Chunks {
         if !self.small.is_empty() {
             self.frames.push_back(self.small.split().freeze());
         }
+    }
+
+    /// The message is written: its last bytes become a frame and the block they were copied
+    /// into is no longer held here (only by that frame, until HTTP/2 has sent it), so an idle
+    /// stream keeps no block.
+    fn end_message(&mut self) {
+        self.flush();
+        self.small = BytesMut::new();
+        self.budget = 0;
     }
 }
 
@@ -80,7 +93,11 @@ impl Sink for Chunks {
         // Grow in whole blocks: a part is small (framing, or a body under SHARE_AT_LEAST), and
         // growing by each write's size would allocate once per write.
         if self.small.capacity() - self.small.len() < SHARE_AT_LEAST + 64 {
-            self.small.reserve(CHUNK + SHARE_AT_LEAST);
+            let block = self
+                .budget
+                .clamp(SHARE_AT_LEAST + 64, CHUNK + SHARE_AT_LEAST);
+            self.budget = self.budget.saturating_sub(block);
+            self.small.reserve(block);
         }
         &mut self.small
     }
@@ -119,6 +136,7 @@ pub(crate) trait Wire: Message + Sized + Send + Unpin + 'static {
     /// Writes the gRPC message prefix (not compressed, length).
     fn prefix(&self, out: &mut Chunks) {
         let len = self.encoded_len();
+        out.budget = len + 5;
         let buf = out.buf();
         buf.put_u8(0); // not compressed
         buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
@@ -383,7 +401,7 @@ impl<M: Wire> http_body::Body for GrpcBody<M> {
                     *next += 1;
                 }
                 if *next >= parts {
-                    this.chunks.flush();
+                    this.chunks.end_message();
                     this.current = None;
                 }
                 continue;
@@ -659,9 +677,48 @@ mod tests {
             );
             let trailers = trailers.expect("the status in trailers");
             assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+            assert_eq!(
+                body.chunks.small.capacity(),
+                0,
+                "a stream with nothing left to send holds no block"
+            );
         }
         check(delta, &big).await;
         check(sotw, &big).await;
+    }
+
+    /// A small message (an endpoint push of one assignment) is copied into a block its size,
+    /// not a whole chunk, and the block is released with the frame once the message is written.
+    #[tokio::test]
+    async fn a_small_message_gets_a_small_block_and_releases_it() {
+        use http_body_util::BodyExt;
+        let m = DeltaResponse {
+            system_version_info: "8".into(),
+            resources: resources(),
+            type_url: crate::resource::CLUSTER,
+            removed_resources: vec![],
+            nonce: "3".into(),
+        };
+        let len = m.encoded_len();
+        assert!(len < SHARE_AT_LEAST, "{len}");
+        let mut chunks = Chunks::default();
+        m.prefix(&mut chunks);
+        assert!(
+            chunks.small.capacity() <= 2 * (SHARE_AT_LEAST + 64),
+            "{} bytes reserved for a {len}-byte message",
+            chunks.small.capacity()
+        );
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(Ok(m)).await.unwrap();
+        let mut body = GrpcBody {
+            rx,
+            chunks: Chunks::default(),
+            current: None,
+            done: false,
+        };
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame.len(), len + 5);
+        assert_eq!(body.chunks.small.capacity(), 0);
     }
 
     #[test]
