@@ -8,6 +8,7 @@ mod debug;
 mod dns_cert;
 mod dump;
 pub(crate) mod dump_routes;
+mod grpc_server;
 mod inject;
 mod jwks;
 mod leader;
@@ -145,22 +146,34 @@ async fn serve_xds(
         .await
         .with_context(|| format!("binding the xDS address {addr}"))?;
     tracing::info!(%addr, "serving xDS (ADS, SotW and Delta)");
-    tonic::transport::Server::builder()
-        // Find dead peers, but give a busy one (thousands of proxies syncing on two cores) a
-        // minute to answer a ping before its connection is dropped.
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(60)))
-        .add_service(ads.service())
-        // Stopped only after the drain: until then new streams get UNAVAILABLE, not a refused
-        // connection, and the closed streams' statuses reach their clients.
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+    let service = ads.service();
+    let incoming = futures::StreamExt::filter_map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |tcp| {
+            let service = service.clone();
             async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            },
-        )
-        .await
-        .context("serving xDS")
+                match tcp {
+                    Ok(tcp) => {
+                        let _ = tcp.set_nodelay(true);
+                        Some((Box::new(tcp) as Box<dyn grpc_server::Io>, service))
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: pause rather than spin.
+                        tracing::warn!(error = %e, "accepting on the xDS port failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        None
+                    }
+                }
+            }
+        },
+    );
+    // Stopped only after the drain: until then new streams get UNAVAILABLE, not a refused
+    // connection, and the closed streams' statuses reach their clients.
+    grpc_server::serve(incoming, async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    })
+    .await;
+    Ok(())
 }
 
 /// Runs until SIGTERM or SIGINT, then drains and returns.
