@@ -9,6 +9,7 @@ pub mod pipeline_metrics;
 pub mod proxy;
 pub mod resource;
 pub mod server;
+mod share;
 
 pub use context::{MeshConfig, ProxyScope, PushContext};
 pub use generate::istio::IstioGenerator;

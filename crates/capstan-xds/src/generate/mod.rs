@@ -30,11 +30,22 @@ use crate::resource::Resource;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// A set of resource names: sorted shared strings, 16 bytes per name (a thousand sidecars
-/// each subscribing to a few thousand EDS clusters hold one copy of each name between them,
-/// and a pointer per name each).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NameSet(Vec<Arc<str>>);
+/// Every stream's sets of subscribed names.
+static NAME_LISTS: std::sync::LazyLock<crate::share::Lists<Arc<str>>> =
+    std::sync::LazyLock::new(crate::share::Lists::default);
+
+/// A set of resource names: sorted shared strings, kept in a list shared by every set with the
+/// same names ([`crate::share`]): a thousand sidecars each subscribing to the same few thousand
+/// EDS clusters hold one copy of each name and one list between them, a pointer each. A change
+/// builds the next list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameSet(Arc<[Arc<str>]>);
+
+impl Default for NameSet {
+    fn default() -> Self {
+        NameSet(NAME_LISTS.empty())
+    }
+}
 
 impl NameSet {
     fn find(&self, name: &str) -> Result<usize, usize> {
@@ -55,39 +66,34 @@ impl NameSet {
 
     /// Adds `name`; true when it was not there.
     pub fn insert(&mut self, name: Arc<str>) -> bool {
-        match self.find(&name) {
-            Ok(_) => false,
-            Err(i) => {
-                self.0.insert(i, name);
-                true
-            }
-        }
+        self.extend_names([name])
     }
 
     /// Adds many names at once (sorting once); true when any was new.
     pub fn extend_names(&mut self, names: impl IntoIterator<Item = Arc<str>>) -> bool {
-        let before = self.0.len();
-        // Most requests (ACKs) carry none, and most names are already there: sort only when
-        // something is new.
-        let new: Vec<Arc<str>> = names
+        // Most requests (ACKs) carry none, and most names are already there: build a new list
+        // only when something is new.
+        let mut new: Vec<Arc<str>> = names
             .into_iter()
             .filter(|n| self.find(n).is_err())
             .collect();
         if new.is_empty() {
             return false;
         }
-        self.0.extend(new);
-        self.0.sort_unstable();
-        self.0.dedup();
-        self.0.shrink_to_fit();
-        self.0.len() != before
+        new.extend(self.0.iter().cloned());
+        new.sort_unstable();
+        new.dedup();
+        self.0 = NAME_LISTS.share(new);
+        true
     }
 
     /// Removes `name`; true when it was there.
     pub fn remove(&mut self, name: &str) -> bool {
         match self.find(name) {
             Ok(i) => {
-                self.0.remove(i);
+                let mut names = self.0.to_vec();
+                names.remove(i);
+                self.0 = NAME_LISTS.share(names);
                 true
             }
             Err(_) => false,
@@ -107,6 +113,12 @@ impl NameSet {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Whether both sets hold the same list (for tests of sharing).
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &NameSet) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -263,6 +275,28 @@ mod tests {
 
     fn hosts(h: &[&str]) -> BTreeSet<String> {
         h.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Sets of the same names hold one list, whichever order the names came in; a change
+    /// makes the next list, leaving the other sets as they were.
+    #[test]
+    fn name_sets_with_the_same_names_share_one_list() {
+        let names: Vec<Arc<str>> = (0..50).map(|i| Arc::from(format!("n{i:02}"))).collect();
+        let a: NameSet = names.iter().cloned().collect();
+        let mut b = NameSet::default();
+        b.extend_names(names[25..].iter().cloned());
+        assert!(b.extend_names(names[..25].iter().rev().cloned()));
+        assert!(!b.extend_names(names[..3].iter().cloned()), "nothing new");
+        assert!(a.shares_with(&b));
+        assert!(b.remove("n07"));
+        assert!(!a.shares_with(&b));
+        assert!(a.contains("n07") && !b.contains("n07") && b.len() == 49);
+        assert!(b.insert(names[7].clone()));
+        assert!(a.shares_with(&b));
+        let sorted: Vec<&str> = a.iter().map(|n| &**n).collect();
+        let mut want = sorted.clone();
+        want.sort_unstable();
+        assert_eq!(sorted, want);
     }
 
     #[test]

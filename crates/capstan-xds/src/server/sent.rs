@@ -1,27 +1,42 @@
 //! What one stream's client has of one type: the resources last sent to it, as shared
-//! pointers into what generation produced (8 bytes per resource per connection; the names,
-//! versions and bodies are shared by every connection that was sent the same resource), plus
-//! the versions a Delta client claimed on reconnect (`initial_resource_versions`) for names not
-//! sent on this stream yet.
+//! pointers into what generation produced, plus the versions a Delta client claimed on
+//! reconnect (`initial_resource_versions`) for names not sent on this stream yet.
+//!
+//! The list of sent resources is itself shared ([`crate::share`]): the thousand sidecars of a
+//! namespace were sent the same clusters and assignments, and hold one list between them (a
+//! pointer each) instead of 8 bytes per resource each. A list is never changed in place: a
+//! change builds the next list, or takes the one another stream built from the same list and
+//! the same change.
 
 use crate::resource::Resource;
+use crate::share::{Lists, Transitions};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+/// Every stream's lists of sent resources, and how they changed.
+static LISTS: LazyLock<Lists<Arc<Resource>>> = LazyLock::new(Lists::default);
+static TRANSITIONS: LazyLock<Transitions<Arc<Resource>>> = LazyLock::new(Transitions::default);
 
 /// The resources a client has of one type.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SentSet {
-    /// Sorted by name, unique.
-    sent: Vec<Arc<Resource>>,
+    /// Sorted by name, unique; shared.
+    sent: Arc<[Arc<Resource>]>,
     /// Claimed on reconnect and not sent since: name → version string.
     claimed: HashMap<String, String>,
+}
+
+impl Default for SentSet {
+    fn default() -> Self {
+        SentSet::claimed(HashMap::new())
+    }
 }
 
 impl SentSet {
     /// Starts from the versions a reconnecting client says it has.
     pub fn claimed(versions: HashMap<String, String>) -> SentSet {
         SentSet {
-            sent: Vec::new(),
+            sent: LISTS.empty(),
             claimed: versions,
         }
     }
@@ -57,73 +72,59 @@ impl SentSet {
 
     /// Forgets `name`.
     pub fn remove(&mut self, name: &str) {
-        if let Ok(i) = self.find(name) {
-            self.sent.remove(i);
+        if self.find(name).is_ok() {
+            self.sent = LISTS.share(
+                self.sent
+                    .iter()
+                    .filter(|r| r.name != name)
+                    .cloned()
+                    .collect(),
+            );
         }
         self.claimed.remove(name);
     }
 
     /// Keeps only the names `keep` approves.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.sent.retain(|r| keep(&r.name));
+        let kept: Vec<_> = self
+            .sent
+            .iter()
+            .filter(|r| keep(&r.name))
+            .cloned()
+            .collect();
+        if kept.len() != self.sent.len() {
+            self.sent = LISTS.share(kept);
+        }
         self.claimed.retain(|n, _| keep(n));
     }
 
     /// Replaces everything with `resources` (a SotW response's whole set).
     pub fn replace(&mut self, resources: &[Arc<Resource>]) {
         self.claimed.clear();
-        self.sent = resources.to_vec();
-        self.sent.sort_by(|a, b| a.name.cmp(&b.name));
-        self.sent.dedup_by(|a, b| a.name == b.name);
-        self.sent.shrink_to_fit();
+        let mut sent = resources.to_vec();
+        sent.sort_by(|a, b| a.name.cmp(&b.name));
+        sent.dedup_by(|a, b| a.name == b.name);
+        self.sent = LISTS.share(sent);
     }
 
     /// Records that `changed` were sent and `removed` were removed.
     pub fn apply(&mut self, changed: &[Arc<Resource>], removed: &[String]) {
         for name in removed {
-            self.remove(name);
-        }
-        if changed.is_empty() {
-            return;
+            self.claimed.remove(name);
         }
         for r in changed {
             self.claimed.remove(&r.name);
         }
-        if changed.len() <= 8 {
-            for r in changed {
-                match r.sent_at.search(&self.sent, &r.name, |s| s.name.as_str()) {
-                    Ok(i) => self.sent[i] = r.clone(),
-                    Err(i) => self.sent.insert(i, r.clone()),
-                }
-            }
+        if changed.is_empty() && !removed.iter().any(|n| self.find(n).is_ok()) {
             return;
         }
-        // Many: merge two sorted lists, the new side winning.
-        let mut new: Vec<Arc<Resource>> = changed.to_vec();
-        new.sort_by(|a, b| a.name.cmp(&b.name));
-        new.dedup_by(|a, b| a.name == b.name);
-        let old = std::mem::take(&mut self.sent);
-        let mut out = Vec::with_capacity(old.len() + new.len());
-        let (mut a, mut b) = (old.into_iter().peekable(), new.into_iter().peekable());
-        loop {
-            let take_new = match (a.peek(), b.peek()) {
-                (None, None) => break,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(x), Some(y)) => match x.name.cmp(&y.name) {
-                    std::cmp::Ordering::Less => false,
-                    std::cmp::Ordering::Greater => true,
-                    std::cmp::Ordering::Equal => {
-                        a.next();
-                        true
-                    }
-                },
-            };
-            let next = if take_new { b.next() } else { a.next() };
-            out.extend(next);
+        if let Some(next) = TRANSITIONS.get(&self.sent, changed, removed) {
+            self.sent = next;
+            return;
         }
-        out.shrink_to_fit();
-        self.sent = out;
+        let next = LISTS.share(merge(&self.sent, changed, removed));
+        TRANSITIONS.put(&self.sent, changed, removed, &next);
+        self.sent = next;
     }
 
     /// How many resources the client has.
@@ -131,6 +132,53 @@ impl SentSet {
     pub fn len(&self) -> usize {
         self.sent.len() + self.claimed.len()
     }
+
+    /// The list of sent resources (for tests of sharing).
+    #[cfg(test)]
+    fn list(&self) -> &Arc<[Arc<Resource>]> {
+        &self.sent
+    }
+}
+
+/// `old` (sorted by name, unique) without `removed`, with `changed` added or replacing the
+/// resources of the same name; sorted, unique, the last of equal names in `changed` winning.
+fn merge(
+    old: &[Arc<Resource>],
+    changed: &[Arc<Resource>],
+    removed: &[String],
+) -> Vec<Arc<Resource>> {
+    let mut new: Vec<Arc<Resource>> = changed.to_vec();
+    // Stable, then keep the last of each name: a later resource of the same name wins.
+    new.sort_by(|a, b| a.name.cmp(&b.name));
+    new.reverse();
+    new.dedup_by(|a, b| a.name == b.name);
+    new.reverse();
+    let gone = |r: &Arc<Resource>| removed.iter().any(|n| *n == r.name);
+    let mut out = Vec::with_capacity(old.len() + new.len());
+    let (mut a, mut b) = (old.iter().peekable(), new.into_iter().peekable());
+    loop {
+        let take_new = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(x), Some(y)) => match x.name.cmp(&y.name) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    true
+                }
+            },
+        };
+        if take_new {
+            out.extend(b.next());
+        } else if let Some(r) = a.next() {
+            if removed.is_empty() || !gone(r) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -192,6 +240,40 @@ mod tests {
             assert!(!two.has(&a) && three.has(&a));
             assert!(!SentSet::default().has(&c));
         }
+    }
+
+    /// Streams sent the same resources hold one list; a change applied to it by one stream is
+    /// taken as it is by the next stream with the same list and change, and streams whose
+    /// histories differ but end with the same resources share too.
+    #[test]
+    fn streams_sent_the_same_resources_share_one_list() {
+        let all: Vec<_> = (0..40).map(|i| r(&format!("c{i:02}"), "1")).collect();
+        let mut sets: Vec<SentSet> = (0..3).map(|_| SentSet::default()).collect();
+        for s in &mut sets {
+            s.apply(&all, &[]);
+        }
+        assert!(Arc::ptr_eq(sets[0].list(), sets[1].list()));
+        assert!(Arc::ptr_eq(sets[1].list(), sets[2].list()));
+        // A push: one resource changes, one goes.
+        let c07 = r("c07", "2");
+        for s in &mut sets[..2] {
+            s.apply(std::slice::from_ref(&c07), &["c09".into()]);
+        }
+        assert!(Arc::ptr_eq(sets[0].list(), sets[1].list()));
+        assert!(sets[0].has(&c07) && !sets[0].has(&all[7]));
+        assert!(!sets[0].names().any(|n| n == "c09"));
+        assert_eq!(sets[0].len(), 39);
+        // The third stream was not part of that push; its list is unchanged.
+        assert!(sets[2].has(&all[7]) && sets[2].len() == 40);
+        // It gets there another way (removal first, then the change): same list again.
+        sets[2].remove("c09");
+        sets[2].apply(std::slice::from_ref(&c07), &[]);
+        assert!(Arc::ptr_eq(sets[0].list(), sets[2].list()));
+        // A stream sent other versions holds its own list.
+        let mut other = SentSet::default();
+        let other_versions: Vec<_> = (0..40).map(|i| r(&format!("c{i:02}"), "9")).collect();
+        other.apply(&other_versions, &[]);
+        assert!(!Arc::ptr_eq(other.list(), sets[1].list()));
     }
 
     #[test]
