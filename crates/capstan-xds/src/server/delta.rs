@@ -110,10 +110,17 @@ fn diff_response(
     state.client.apply(&changed, &removed);
     let version = push.version.to_string();
     let count = changed.len();
+    // When the client has exactly what this response sends (a first response), the response
+    // carries the stream's shared record of it instead of a list of its own: a thousand
+    // proxies syncing at once then queue one list between them, not one each.
+    let resources = match state.client.list_if_len(count) {
+        Some(list) => list,
+        None => changed.into(),
+    };
     let nonce = cx.sent(type_url, &mut state.track, version.clone(), count);
     Some(DeltaResponse {
         system_version_info: version,
-        resources: changed,
+        resources,
         type_url,
         removed_resources: removed,
         nonce,

@@ -127,6 +127,12 @@ impl SentSet {
         self.sent = next;
     }
 
+    /// The list of what the client has, when that is `len` resources and nothing claimed:
+    /// then a response that just sent `len` resources sent exactly this list.
+    pub fn list_if_len(&self, len: usize) -> Option<Arc<[Arc<Resource>]>> {
+        (self.claimed.is_empty() && self.sent.len() == len).then(|| self.sent.clone())
+    }
+
     /// How many resources the client has.
     #[cfg(test)]
     pub fn len(&self) -> usize {

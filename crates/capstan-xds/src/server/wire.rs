@@ -254,7 +254,9 @@ encode_only!(SotwResponse);
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DeltaResponse {
     pub system_version_info: String,
-    pub resources: Vec<Arc<Resource>>,
+    /// Shared with the stream's record of what it sent when that is the same list (a first
+    /// response), and so with every stream sent the same.
+    pub resources: Arc<[Arc<Resource>]>,
     pub type_url: &'static str,
     pub removed_resources: Vec<String>,
     pub nonce: String,
@@ -557,7 +559,7 @@ mod tests {
 
         let delta = DeltaResponse {
             system_version_info: "8".into(),
-            resources: rs.clone(),
+            resources: rs.clone().into(),
             type_url: crate::resource::CLUSTER,
             removed_resources: vec!["gone".into(), String::new()],
             nonce: "3".into(),
@@ -620,7 +622,7 @@ mod tests {
         rs.extend(resources());
         let delta = DeltaResponse {
             system_version_info: "8".into(),
-            resources: rs.clone(),
+            resources: rs.clone().into(),
             type_url: crate::resource::CLUSTER,
             removed_resources: vec!["gone".into()],
             nonce: "3".into(),
@@ -694,7 +696,7 @@ mod tests {
         use http_body_util::BodyExt;
         let m = DeltaResponse {
             system_version_info: "8".into(),
-            resources: resources(),
+            resources: resources().into(),
             type_url: crate::resource::CLUSTER,
             removed_resources: vec![],
             nonce: "3".into(),
