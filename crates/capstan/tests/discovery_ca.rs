@@ -9,6 +9,9 @@
 //!   `default`, is refused (`PERMISSION_DENIED`) for a node in `other`; no credentials is
 //!   `UNAUTHENTICATED`; a CA-issued client certificate authenticates too. Plaintext xDS is
 //!   unchanged.
+//! - One connection with a client certificate reaches both services with it (the CA signs
+//!   for it without a token, and ADS authenticates it), a connection without one does not;
+//!   an unknown service or method is `UNIMPLEMENTED`.
 //! - Without a CA, the TLS port is not served.
 
 mod ca_support;
@@ -16,6 +19,8 @@ mod ca_support;
 use anyhow::{ensure, Context, Result};
 use ca_support::*;
 use std::path::Path;
+use std::time::Duration;
+use tonic::transport::Channel;
 use tonic::Code;
 
 const TOKENS: &str = "\
@@ -193,6 +198,97 @@ async fn secure_xds_authenticates_and_authorizes_streams() -> Result<()> {
         clusters.iter().any(|c| c == REVIEWS_CLUSTER),
         "{clusters:?}"
     );
+    Ok(())
+}
+
+/// The status of a call of `path` with an empty body on `channel`, with `token` if given
+/// (read off the response headers: a refusal before any message is trailers-only).
+async fn call_status(channel: Channel, path: &str, token: Option<&str>) -> Result<tonic::Status> {
+    use tonic::codegen::Service as _;
+    let mut request = http::Request::post(format!("https://{SERVER_NAME}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(tonic::body::Body::empty())?;
+    let mut channel = channel;
+    std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+    let response = tokio::time::timeout(Duration::from_secs(20), channel.call(request))
+        .await
+        .context("no response within 20 s")??;
+    tonic::Status::from_header_map(response.headers())
+        .with_context(|| format!("{path}: no grpc-status in the response headers: {response:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_brings_its_client_certificate_to_both_services() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let args = with_ca(mesh(tmp.path())?, tmp.path());
+    let server = Discovery::start(tmp.path(), "discovery", &refs(&args))?;
+    let root = std::fs::read_to_string(tmp.path().join("ca/root-cert.pem"))?;
+    let anonymous = server.tls_channel(&root, None).await?;
+    let (chain, key) = create_certificate(anonymous.clone(), Some("token-other"))
+        .await
+        .with_context(|| server.tail())?;
+    let chain_pem = chain[..chain.len() - 1].concat();
+    // One HTTP/2 connection (a tonic channel dials once) for every call below.
+    let mtls = server.tls_channel(&root, Some((&chain_pem, &key))).await?;
+
+    // The CA: the certificate alone authenticates a renewal, for its own identity.
+    let (renewed, _) = create_certificate(mtls.clone(), None)
+        .await
+        .context("CreateCertificate authenticated by the client certificate")?;
+    ensure!(
+        uri_sans(&renewed[0])? == ["spiffe://cluster.local/ns/other/sa/ratings"],
+        "leaf SANs {:?}",
+        uri_sans(&renewed[0])
+    );
+    verify_chain(&renewed, &root)?;
+    // ADS, on the same connection.
+    let clusters = delta_clusters(mtls.clone(), None, &node_id("ratings-v1-1", "other"))
+        .await
+        .context("ADS authenticated by the client certificate")?;
+    ensure!(
+        clusters.iter().any(|c| c == REVIEWS_CLUSTER),
+        "{clusters:?}"
+    );
+    // Another connection's certificate is not this one's.
+    let status = create_certificate(anonymous.clone(), None)
+        .await
+        .expect_err("no certificate, no token");
+    ensure!(status.code() == Code::Unauthenticated, "{status:?}");
+    let status = delta_clusters(anonymous.clone(), None, &node_id("ratings-v1-1", "other"))
+        .await
+        .expect_err("no certificate, no token");
+    ensure!(status.code() == Code::Unauthenticated, "{status:?}");
+
+    // Unknown services and methods, as tonic's router answers them; the connection serves on.
+    for path in [
+        "/no.such.Service/Method",
+        "/istio.v1.auth.IstioCertificateService/NoSuchMethod",
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/NoSuchMethod",
+        "/",
+    ] {
+        let status = call_status(mtls.clone(), path, None).await?;
+        ensure!(status.code() == Code::Unimplemented, "{path}: {status:?}");
+    }
+    // An unknown ADS method is answered after authentication, like the known ones.
+    let status = call_status(
+        anonymous.clone(),
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/NoSuchMethod",
+        None,
+    )
+    .await?;
+    ensure!(status.code() == Code::Unauthenticated, "{status:?}");
+    let status = call_status(
+        anonymous.clone(),
+        "/envoy.service.discovery.v3.AggregatedDiscoveryService/NoSuchMethod",
+        Some("token-default"),
+    )
+    .await?;
+    ensure!(status.code() == Code::Unimplemented, "{status:?}");
+    create_certificate(mtls, None).await?;
     Ok(())
 }
 

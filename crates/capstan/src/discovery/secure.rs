@@ -8,13 +8,21 @@
 //! rotation changes it). Every xDS stream is authenticated before it starts (client
 //! certificate, service-account token, development token file: `UNAUTHENTICATED` otherwise)
 //! and its node authorized against the identities found (`PERMISSION_DENIED`).
+//!
+//! Served by hyper's HTTP/2 server as port 15010 is ([`grpc_server`]: the bounded per-stream
+//! send buffer matters most here, where the sidecars connect). Without tonic's `Server`, no
+//! `TlsConnectInfo` reaches the services: each connection's client certificates go into its
+//! requests' extensions as [`PeerCertificates`], which both services read.
 
 use super::ca::Ca;
 use super::dns_cert::DnsCertificate;
+use super::grpc_server;
 use anyhow::{Context as _, Result};
 use arc_swap::ArcSwap;
 use capstan_ca::authn::authenticate;
-use capstan_ca::{Authenticator, CaService, Caller, CertificateAuthority, CurrentCa};
+use capstan_ca::{
+    Authenticator, CaService, Caller, CertificateAuthority, CurrentCa, PeerCertificates,
+};
 use capstan_xds::server::AdsService;
 use capstan_xds::{AuthenticatedPeer, IstioGenerator, NamespaceAuthorizer, PeerIdentity};
 use rustls::server::WebPkiClientVerifier;
@@ -23,9 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tonic::codegen::BoxFuture;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 /// A TLS handshake that takes longer is abandoned (a client that connects and says nothing
 /// must not hold a task forever).
@@ -100,8 +106,8 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Authenticated
             let metadata = tonic::metadata::MetadataMap::from_headers(request.headers().clone());
             let peer_certs = request
                 .extensions()
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|info| info.peer_certs());
+                .get::<PeerCertificates>()
+                .map(|certs| certs.0.clone());
             let caller = Caller {
                 metadata: &metadata,
                 peer_certificates: peer_certs.as_deref().map(Vec::as_slice),
@@ -136,7 +142,36 @@ impl tonic::server::NamedService for AuthenticatedAds {
     const NAME: &'static str = <AdsService<IstioGenerator> as tonic::server::NamedService>::NAME;
 }
 
-/// Serves port 15012, with `cert` (issued by `ca`), until the listener fails.
+/// A connection's service: its client's certificate chain (if it gave one) added to each of
+/// its requests, for the services' authenticators.
+#[derive(Clone)]
+struct WithPeerCertificates<S> {
+    inner: S,
+    certs: Option<PeerCertificates>,
+}
+
+impl<S, B> tonic::codegen::Service<http::Request<B>> for WithPeerCertificates<S>
+where
+    S: tonic::codegen::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        if let Some(certs) = &self.certs {
+            request.extensions_mut().insert(certs.clone());
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Serves port 15012, with `cert` (issued by `ca`), until the task is aborted (the shutdown
+/// does, after the drain has closed the xDS streams of both ports).
 pub async fn serve(
     addr: SocketAddr,
     ca: Ca,
@@ -154,14 +189,26 @@ pub async fn serve(
         config.clone(),
     ));
 
+    let ads = AuthenticatedAds {
+        inner: ads.with_authorizer(Arc::new(NamespaceAuthorizer)),
+        authenticators: ca.authenticators.clone().into(),
+    };
+    let ca_service =
+        CaService::new(ca.authority.clone(), ca.authenticators).with_metrics(ca.metrics);
+    // By gRPC path, as tonic's `Server` routes: another service is `UNIMPLEMENTED`.
+    let routes = tonic::service::Routes::new(ca_service)
+        .add_service(ads)
+        .prepare();
+
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the secure xDS address {addr}"))?;
     tracing::info!(%addr, ?names, "serving xDS and the CA over TLS");
     // Handshakes run in their own tasks so that a slow client does not hold up the others.
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>,
-    >(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(
+        Box<dyn grpc_server::Io>,
+        WithPeerCertificates<tonic::service::Routes>,
+    )>(64);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -177,10 +224,20 @@ pub async fn serve(
             // The configuration in force now: a CA change applies to the next handshake.
             let acceptor = tokio_rustls::TlsAcceptor::from(config.load_full());
             let tx = tx.clone();
+            let routes = routes.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let certs = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|chain| PeerCertificates(Arc::new(chain.to_vec())));
+                        let service = WithPeerCertificates {
+                            inner: routes,
+                            certs,
+                        };
+                        let _ = tx.send((Box::new(tls), service)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -189,18 +246,12 @@ pub async fn serve(
         }
     });
 
-    let ads = AuthenticatedAds {
-        inner: ads.with_authorizer(Arc::new(NamespaceAuthorizer)),
-        authenticators: ca.authenticators.clone().into(),
-    };
-    let ca_service =
-        CaService::new(ca.authority.clone(), ca.authenticators).with_metrics(ca.metrics);
-    tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(60)))
-        .add_service(ca_service)
-        .add_service(ads)
-        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .context("serving the secure xDS port")
+    // Not stopped gracefully, as before: the xDS streams of this port are closed by the drain
+    // (one ADS server behind both ports) and in-flight CA calls are short.
+    grpc_server::serve(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+        std::future::pending(),
+    )
+    .await;
+    Ok(())
 }
