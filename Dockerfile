@@ -3,15 +3,15 @@
 # proxy` (the injected istio-proxy) and `capstan proxy-init` (the injected istio-init, which
 # needs iptables). Build: docker build -t capstan:0.1.0 .   (docs/operations.md)
 
-# ---- build: the release binary, with the committed Cargo.lock.
+# ---- build: the `dist` profile (release with whole-program LTO), with the committed Cargo.lock.
 FROM docker.io/library/rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 # The caches keep the registry and the target directory between builds (BuildKit).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release -p capstan --locked \
- && install -D -m 0755 target/release/capstan /out/capstan
+    cargo build --profile dist -p capstan --locked \
+ && install -D -m 0755 target/dist/capstan /out/capstan
 
 # ---- runtime: Debian slim rather than distroless, because `capstan proxy-init` runs
 # iptables-save / iptables-restore in the pod, and distroless images ship no iptables.

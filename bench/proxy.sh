@@ -30,8 +30,9 @@ if [[ ! -x $OHA ]]; then
 fi
 # CAPSTAN=/path/to/capstan benchmarks a given binary instead of building this tree.
 if [[ -z ${CAPSTAN:-} ]]; then
-  (cd "$ROOT" && cargo build --release -p capstan >&2)
-  CAPSTAN="$ROOT/target/release/capstan"
+  # The `dist` profile: what the image ships (Dockerfile).
+  (cd "$ROOT" && cargo build --profile dist -p capstan >&2)
+  CAPSTAN="$ROOT/target/dist/capstan"
 fi
 
 WORK="$(mktemp -d /tmp/capstan-bench.XXXXXX)"

@@ -881,7 +881,8 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
     );
     let (build, runtime) = (stages[0], stages[1]);
     ensure!(
-        build.contains("cargo build --release -p capstan --locked"),
+        build.contains("cargo build --profile dist -p capstan --locked")
+            && build.contains("target/dist/capstan /out/capstan"),
         "the build stage: {build}"
     );
     ensure!(
