@@ -6,13 +6,15 @@
 //! - [`xds`]: the ADS client (Delta or SotW), ACK/NACK, reconnect;
 //! - [`store`]: compiled resources, warming, one immutable [`store::Snapshot`] per applied update;
 //! - [`listener`], [`route`], [`cluster`]: pure compilation of Envoy protos into resolved types;
-//! - [`server`]: accept loops, filter-chain selection, TCP proxy; [`http`]: the HTTP request path;
+//! - [`server`]: accept loops, filter-chain selection, TCP proxy; [`drain`]: listener drains and
+//!   their window; [`http`]: the HTTP request path;
 //! - [`tls`], [`identity`] and [`sds`]: downstream TLS, the workload identity, SDS secrets;
 //! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters.
 
 pub mod admin;
 pub mod bootstrap;
 pub mod cluster;
+pub mod drain;
 pub mod error;
 pub mod http;
 pub mod identity;

@@ -24,6 +24,8 @@ const NETWORK_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.ne
 const DEFAULT_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 /// Envoy's default TCP proxy `idle_timeout`.
 const DEFAULT_TCP_IDLE: Duration = Duration::from_secs(3600);
+/// Envoy's default `per_connection_buffer_limit_bytes` (1 MiB).
+pub const DEFAULT_BUFFER_LIMIT: usize = 1 << 20;
 
 /// A compiled listener.
 #[derive(Debug)]
@@ -49,6 +51,10 @@ pub struct ListenerConfig {
     pub chains: Vec<FilterChain>,
     /// `default_filter_chain`: used when no chain matches.
     pub default_chain: Option<FilterChain>,
+    /// `per_connection_buffer_limit_bytes` (default 1 MiB; `0`, no limit, is `u32::MAX` as in
+    /// Envoy's router): what the router keeps of a request body for retries and mirrors, unless
+    /// the route says otherwise ([`crate::route::BodyBufferLimit`]).
+    pub buffer_limit: usize,
 }
 
 /// One filter chain: its match and its terminal network filter.
@@ -647,6 +653,12 @@ pub fn compile(l: &Listener) -> Result<ListenerConfig, CompileError> {
             (!d.is_zero()).then_some(d)
         }
     };
+    let buffer_limit = match l.per_connection_buffer_limit_bytes {
+        None => DEFAULT_BUFFER_LIMIT,
+        // Envoy: a connection without a limit leaves the router's at its initial maximum.
+        Some(v) if v.value == 0 => u32::MAX as usize,
+        Some(v) => v.value as usize,
+    };
     Ok(ListenerConfig {
         name: l.name.clone(),
         address,
@@ -657,6 +669,7 @@ pub fn compile(l: &Listener) -> Result<ListenerConfig, CompileError> {
         continue_on_timeout: l.continue_on_listener_filters_timeout,
         chains,
         default_chain,
+        buffer_limit,
     })
 }
 

@@ -358,3 +358,21 @@ fn network_rbac_before_tcp_proxy() {
         "{err}"
     );
 }
+
+#[test]
+fn per_connection_buffer_limit() {
+    // (per_connection_buffer_limit_bytes, compiled limit): Envoy's 1 MiB by default, and a
+    // limit of 0 (none) leaves the router's at its maximum, `u32::MAX`.
+    let cases = [
+        (None, 1 << 20),
+        (Some(32 * 1024), 32 * 1024),
+        (Some(0), u32::MAX as usize),
+    ];
+    for (set, want) in cases {
+        let l = Listener {
+            per_connection_buffer_limit_bytes: set.map(|value| UInt32Value { value }),
+            ..listener(vec![chain("a", None)])
+        };
+        assert_eq!(compile(&l).unwrap().buffer_limit, want, "{set:?}");
+    }
+}

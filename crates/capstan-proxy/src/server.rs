@@ -5,9 +5,11 @@
 //! accepted by a listener with `use_original_dst` (Istio's `virtualOutbound`) is handed to the
 //! active listener whose address is the connection's original destination (exact address first,
 //! then the wildcard address with that port), as Envoy does. Each version of a listener has its
-//! own drain signal: when the version is replaced or removed, its connections finish their
-//! in-flight requests and close, while new connections get the new version.
+//! own drain ([`crate::drain`]): when the version is replaced or removed, its connections finish
+//! their in-flight requests and close, while new connections get the new version; what is left
+//! when the drain window ends (upgraded streams, TCP sessions) is closed.
 
+use crate::drain::{self, Drain, Drainer};
 use crate::listener::{ConnectionInfo, ListenerConfig, NetworkFilter};
 use crate::listener_filter::Enabled;
 use crate::net::{self, Prefixed};
@@ -23,16 +25,16 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// One version of a listener and the drain signal of its connections.
+/// One version of a listener and the drain of its connections.
 #[derive(Debug, Clone)]
 struct Version {
     config: Arc<ListenerConfig>,
-    drain: watch::Receiver<bool>,
+    drain: Drain,
 }
 
 struct Active {
     version: Version,
-    drain: watch::Sender<bool>,
+    drain: Drainer,
     /// The accept loop, when the listener binds its address.
     accept: Option<(SocketAddr, JoinHandle<()>, watch::Sender<Version>)>,
 }
@@ -91,7 +93,7 @@ pub async fn run(store: Arc<Store>, mut shutdown: watch::Receiver<bool>, drain_t
         if let Some((_, task, _)) = a.accept {
             task.abort();
         }
-        a.drain.send_replace(true);
+        a.drain.start(drain_time);
     }
     let deadline = Instant::now() + drain_time;
     while Arc::strong_count(&shared.connections) > 1 && Instant::now() < deadline {
@@ -120,7 +122,7 @@ async fn reconcile(shared: &Arc<Shared>, listeners: &mut HashMap<String, Active>
             if let Some((_, task, _)) = &a.accept {
                 task.abort();
             }
-            a.drain.send_replace(true);
+            a.drain.start(shared.drain_time);
         }
         keep
     });
@@ -130,7 +132,7 @@ async fn reconcile(shared: &Arc<Shared>, listeners: &mut HashMap<String, Active>
                 continue;
             }
         }
-        let (drain, drain_rx) = watch::channel(false);
+        let (drain, drain_rx) = drain::channel();
         let version = Version {
             config: config.clone(),
             drain: drain_rx,
@@ -139,7 +141,7 @@ async fn reconcile(shared: &Arc<Shared>, listeners: &mut HashMap<String, Active>
         let mut accept = None;
         if let Some(old) = old {
             tracing::info!(listener = %name, "listener updated: draining the old version");
-            old.drain.send_replace(true);
+            old.drain.start(shared.drain_time);
             if let Some((addr, task, tx)) = old.accept {
                 if addr == config.address && config.bind_to_port {
                     tx.send_replace(version.clone());
@@ -256,6 +258,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         destination,
         server_name: info.server_name.as_deref(),
         rbac: &chain.rbac,
+        buffer_limit: config.buffer_limit,
         drain: version.drain.clone(),
         shared,
     };
@@ -318,7 +321,9 @@ struct ChainCtx<'a> {
     destination: SocketAddr,
     server_name: Option<&'a str>,
     rbac: &'a [Arc<crate::listener::NetworkRbac>],
-    drain: watch::Receiver<bool>,
+    /// The listener's `per_connection_buffer_limit_bytes`.
+    buffer_limit: usize,
+    drain: Drain,
     shared: &'a Shared,
 }
 
@@ -338,6 +343,7 @@ async fn serve_chain<IO>(
         destination,
         server_name,
         rbac,
+        buffer_limit,
         mut drain,
         shared,
     } = ctx;
@@ -360,6 +366,7 @@ async fn serve_chain<IO>(
                 local: destination,
                 tls: tls.is_some(),
                 peer_cert: tls.flatten(),
+                buffer_limit,
             };
             crate::http::serve_connection(io, hcm.clone(), shared.store.clone(), downstream, drain)
                 .await;
@@ -369,7 +376,6 @@ async fn serve_chain<IO>(
             stats.downstream_cx_total.inc();
             stats.downstream_cx_active.inc();
             let snapshot = shared.store.snapshot();
-            let drain_time = shared.drain_time;
             tokio::select! {
                 r = crate::tcp::proxy(io, tcp, &snapshot, destination, shared.store.stats()) => {
                     if let Err(e) = r {
@@ -377,10 +383,7 @@ async fn serve_chain<IO>(
                     }
                 }
                 // A TCP connection has no request boundary: it gets the drain window, then closes.
-                _ = async {
-                    let _ = drain.wait_for(|d| *d).await;
-                    tokio::time::sleep(drain_time).await;
-                } => {}
+                _ = drain.ended() => {}
             }
             stats.downstream_cx_active.dec();
         }
@@ -538,3 +541,7 @@ mod alpn_tests {
 #[cfg(test)]
 #[path = "server_tests.rs"]
 mod filter_disabled_tests;
+
+#[cfg(test)]
+#[path = "server_drain_tests.rs"]
+mod drain_tests;

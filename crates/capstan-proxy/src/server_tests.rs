@@ -34,7 +34,7 @@ async fn greeting_upstream() -> SocketAddr {
 }
 
 /// A port free at the time of asking (the listener binds it right after).
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

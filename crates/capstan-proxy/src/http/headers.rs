@@ -258,6 +258,7 @@ mod tests {
             peer: peer.parse().unwrap(),
             local: "10.0.0.9:80".parse().unwrap(),
             tls,
+            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
         }
     }
 

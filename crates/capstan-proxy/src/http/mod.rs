@@ -138,6 +138,9 @@ pub struct Downstream {
     pub tls: bool,
     /// The client's certificate, when it presented one (mTLS).
     pub peer_cert: Option<Arc<crate::identity::PeerCert>>,
+    /// Its listener's `per_connection_buffer_limit_bytes`: what a request keeps of its body for
+    /// retries and mirrors unless its route sets a limit.
+    pub buffer_limit: usize,
 }
 
 /// A response the proxy generates itself (`text/plain` body when not empty).
@@ -648,14 +651,15 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
     resp
 }
 
-/// Serves one downstream connection (after filter-chain selection) until it closes or
-/// `drain` fires (then in-flight requests finish and the connection closes gracefully).
+/// Serves one downstream connection (after filter-chain selection) until it closes or its
+/// listener drains: then in-flight requests finish and the connection closes gracefully, and an
+/// upgraded stream is closed when the drain window ends.
 pub async fn serve_connection<IO>(
     io: IO,
     hcm: Arc<HcmConfig>,
     store: Arc<Store>,
     downstream: Downstream,
-    mut drain: tokio::sync::watch::Receiver<bool>,
+    mut drain: crate::drain::Drain,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -683,33 +687,30 @@ pub async fn serve_connection<IO>(
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let draining = async {
-        if drain.wait_for(|d| *d).await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!("http connection: {e}");
             }
         }
-        _ = draining => {
+        _ = drain.started() => {
             conn.as_mut().graceful_shutdown();
             if let Err(e) = conn.await {
                 tracing::debug!("http connection (draining): {e}");
             }
         }
     }
-    // After a 101 hyper has handed the connection over: the tunnel is the rest of its life.
-    // Like a response still streaming, it is not cut when the listener drains.
+    // After a 101 hyper has handed the connection over: the tunnel is the rest of its life,
+    // up to the end of a drain window.
     let tunnel = ctx.tunnel.lock().ok().and_then(|mut t| t.take());
     if let Some(t) = tunnel {
-        t.run(&stats).await;
+        t.run(&stats, drain.ended()).await;
     }
     stats.downstream_cx_active.dec();
 }
 
+#[cfg(test)]
+mod buffer_limit_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]

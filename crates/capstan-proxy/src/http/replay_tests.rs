@@ -25,11 +25,11 @@ use prost::Message;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
 
-const WITHIN: Duration = Duration::from_secs(5);
+pub(super) const WITHIN: Duration = Duration::from_secs(5);
 
 /// How the upstream answers its n-th request.
 #[derive(Clone, Copy, PartialEq)]
-enum Answer {
+pub(super) enum Answer {
     /// Reads the whole body, then 200.
     Ok,
     /// Reads the whole body, then 503.
@@ -42,19 +42,19 @@ enum Answer {
 
 /// A request as the upstream read it.
 #[derive(Debug, Clone)]
-struct Seen {
+pub(super) struct Seen {
     host: String,
-    body: Bytes,
+    pub(super) body: Bytes,
     trailers: Option<http::HeaderMap>,
 }
 
 #[derive(Default)]
-struct Upstream {
+pub(super) struct Upstream {
     seen: Mutex<Vec<Seen>>,
 }
 
 impl Upstream {
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
     /// Waits (bounded) until `n` requests were seen.
@@ -71,7 +71,7 @@ impl Upstream {
 }
 
 /// An HTTP/1.1 + HTTP/2 upstream answering request n with `script[n]` (then `Ok`).
-async fn upstream(script: Vec<Answer>) -> (SocketAddr, Arc<Upstream>) {
+pub(super) async fn upstream(script: Vec<Answer>) -> (SocketAddr, Arc<Upstream>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let up = Arc::new(Upstream::default());
@@ -143,7 +143,7 @@ async fn answer_with(
         .unwrap())
 }
 
-fn apply(store: &Store, type_url: &str, name: &str, value: Vec<u8>) {
+pub(super) fn apply(store: &Store, type_url: &str, name: &str, value: Vec<u8>) {
     store
         .apply(
             type_url,
@@ -162,7 +162,7 @@ fn apply(store: &Store, type_url: &str, name: &str, value: Vec<u8>) {
 }
 
 /// A static cluster of `endpoints` (round robin, in this order), HTTP/2 upstream when `h2`.
-fn apply_cluster(store: &Store, name: &str, endpoints: &[SocketAddr], h2: bool) {
+pub(super) fn apply_cluster(store: &Store, name: &str, endpoints: &[SocketAddr], h2: bool) {
     use crate::cluster::endpoints::tests::{cla, lb_endpoint};
     let mut c = ClusterPb {
         name: name.into(),
@@ -263,7 +263,11 @@ fn feed(tx: Feed, chunks: Vec<Bytes>, trailers: Option<http::HeaderMap>) {
 
 /// A `POST /upload` for host `app` with `body` over HTTP/1.1 or HTTP/2; the response head and
 /// the handle keeping the connection's task.
-async fn post(addr: SocketAddr, body: BoxBody, h2: bool) -> Result<Response<Incoming>, BoxError> {
+pub(super) async fn post(
+    addr: SocketAddr,
+    body: BoxBody,
+    h2: bool,
+) -> Result<Response<Incoming>, BoxError> {
     let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await?);
     let req = Request::post("http://app/upload")
         .header(http::header::HOST, "app")
@@ -282,7 +286,7 @@ async fn post(addr: SocketAddr, body: BoxBody, h2: bool) -> Result<Response<Inco
 }
 
 /// Sends `chunks` (and `trailers`) as a streamed body; the status.
-async fn post_all(
+pub(super) async fn post_all(
     addr: SocketAddr,
     chunks: Vec<Bytes>,
     trailers: Option<http::HeaderMap>,
@@ -297,13 +301,13 @@ async fn post_all(
     resp.status().as_u16()
 }
 
-fn chunks(n: usize, size: usize) -> Vec<Bytes> {
+pub(super) fn chunks(n: usize, size: usize) -> Vec<Bytes> {
     (0..n)
         .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; size]))
         .collect()
 }
 
-fn concat(chunks: &[Bytes]) -> Bytes {
+pub(super) fn concat(chunks: &[Bytes]) -> Bytes {
     chunks.concat().into()
 }
 
@@ -312,7 +316,7 @@ fn concat(chunks: &[Bytes]) -> Bytes {
 async fn proxy(
     endpoints: &[SocketAddr],
     h2_upstream: bool,
-) -> (SocketAddr, Arc<Store>, tokio::sync::watch::Sender<bool>) {
+) -> (SocketAddr, Arc<Store>, crate::drain::Drainer) {
     let store = Store::new(Arc::new(Stats::default()));
     apply_cluster(&store, "up", endpoints, h2_upstream);
     let (addr, drain) = start_with(store.clone(), hcm_config()).await;

@@ -16,12 +16,6 @@ use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How much of a request body is kept so the request can be retried or mirrored (Envoy's
-/// default `per_connection_buffer_limit_bytes`): bodies of a known length up to it are read
-/// whole before the first attempt; others are recorded up to it while they stream
-/// ([`super::replay`]).
-pub const BUFFER_LIMIT: usize = 1 << 20;
-
 /// Everything the router needs about the matched route.
 pub struct Matched<'a> {
     /// The route table.
@@ -104,10 +98,19 @@ enum ReqBody {
     Streaming(BoxBody),
 }
 
-/// `replay`: a retry or mirror may need the body again (Envoy buffers only then).
+/// A body of a known length up to this (and up to the buffer limit) is read whole before the
+/// first attempt; a larger limit (`request_body_buffer_limit`, a listener without one) is
+/// reached by recording as the body streams, so memory is not claimed up front.
+const READ_WHOLE: usize = 1 << 20;
+
+/// `replay`: a retry or mirror may need the body again (Envoy buffers only then). `limit` is
+/// how much of it is kept for them (the route's and listener's limits, as Envoy's router
+/// combines them): a small body of a known length within it is read whole before the first
+/// attempt; others are recorded up to it while they stream ([`super::replay`]).
 async fn buffer(
     body: BoxBody,
     replay: bool,
+    limit: usize,
     stats: &Arc<crate::stats::ClusterStats>,
 ) -> Result<ReqBody, Response<BoxBody>> {
     use http_body::Body as _;
@@ -115,13 +118,13 @@ async fn buffer(
         return Ok(ReqBody::Buffered(Bytes::new()));
     }
     match body.size_hint().exact() {
-        Some(n) if n as usize <= BUFFER_LIMIT => match body.collect().await {
+        Some(n) if n <= limit.min(READ_WHOLE) as u64 => match body.collect().await {
             Ok(c) => Ok(ReqBody::Buffered(c.to_bytes())),
             Err(_) => Err(local_reply(400, "downstream request body error")),
         },
         // Unknown or large sizes stream as they arrive, so streaming requests still flow.
         _ if replay => {
-            let (r, first) = Replay::new(body, BUFFER_LIMIT, stats.clone());
+            let (r, first) = Replay::new(body, limit, stats.clone());
             Ok(ReqBody::Replayable(r, first))
         }
         _ => Ok(ReqBody::Streaming(body)),
@@ -291,7 +294,8 @@ pub async fn forward(
         // Envoy's router buffers when retries are enabled or the request is shadowed.
         let replay =
             (state.policy.num_retries > 0 && state.policy.on.0 != 0) || !mirrors.is_empty();
-        let body = match buffer(body, replay, cluster.stats()).await {
+        let limit = m.route.buffer_limit.effective(down.buffer_limit);
+        let body = match buffer(body, replay, limit, cluster.stats()).await {
             Ok(b) => b,
             Err(r) => return (r, None),
         };

@@ -87,18 +87,28 @@ fn routes() -> RouteConfiguration {
     }
 }
 
-async fn start(store: Arc<Store>) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+async fn start(store: Arc<Store>) -> (SocketAddr, crate::drain::Drainer) {
     start_with(store, hcm_config()).await
 }
 
-/// Serves `hcm` on a loopback port (plaintext); the sender drains when set.
+/// Serves `hcm` on a loopback port (plaintext), as a listener with Envoy's default buffer
+/// limit; the drainer drains its connections.
 pub(crate) async fn start_with(
     store: Arc<Store>,
     hcm: HcmConfig,
-) -> (SocketAddr, tokio::sync::watch::Sender<bool>) {
+) -> (SocketAddr, crate::drain::Drainer) {
+    start_limited(store, hcm, crate::listener::DEFAULT_BUFFER_LIMIT).await
+}
+
+/// [`start_with`], as a listener whose `per_connection_buffer_limit_bytes` is `buffer_limit`.
+pub(crate) async fn start_limited(
+    store: Arc<Store>,
+    hcm: HcmConfig,
+    buffer_limit: usize,
+) -> (SocketAddr, crate::drain::Drainer) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = crate::drain::channel();
     let hcm = Arc::new(hcm);
     tokio::spawn(async move {
         while let Ok((sock, peer)) = listener.accept().await {
@@ -107,6 +117,7 @@ pub(crate) async fn start_with(
                 peer,
                 local: addr,
                 tls: false,
+                buffer_limit,
             };
             tokio::spawn(serve_connection(
                 sock,
@@ -200,7 +211,7 @@ async fn drain_closes_idle_connections() {
     let store = store_with_routes();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = crate::drain::channel();
     let server = tokio::spawn(async move {
         let (sock, peer) = listener.accept().await.unwrap();
         let down = Downstream {
@@ -208,6 +219,7 @@ async fn drain_closes_idle_connections() {
             peer,
             local: addr,
             tls: false,
+            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
         };
         serve_connection(sock, Arc::new(hcm_config()), store, down, rx).await;
     });
@@ -222,7 +234,7 @@ async fn drain_closes_idle_connections() {
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     assert_eq!(s.send_request(req).await.unwrap().status(), 418);
-    tx.send_replace(true);
+    tx.start(Duration::from_secs(60));
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("connection closes on drain")

@@ -13,8 +13,8 @@
 //!   per-try timeout: Envoy's route timeout starts at the end of the request, which an upgrade
 //!   never reaches) over HTTP/1.1 with its upgrade headers; a `101` from the upstream hands
 //!   both connections to a [`Tunnel`] that copies bytes both ways until both sides have closed,
-//!   or the stream idle timeout passes with no byte (the route's `idle_timeout` else the
-//!   connection manager's `stream_idle_timeout`).
+//!   the stream idle timeout passes with no byte (the route's `idle_timeout` else the
+//!   connection manager's `stream_idle_timeout`), or the listener's drain window ends.
 //!
 //! Not supported, NACKed by path: `CONNECT` upgrade configs (and `connect_config`), custom
 //! upgrade filter chains. WebSocket over HTTP/2 (RFC 8441 extended CONNECT) is not offered
@@ -199,9 +199,11 @@ impl Tunnel {
         })
     }
 
-    /// Copies bytes both ways until both sides have closed or the idle timeout passes;
-    /// counted in `downstream_cx_upgrades_active` meanwhile.
-    pub async fn run(self, stats: &HttpStats) {
+    /// Copies bytes both ways until both sides have closed, the idle timeout passes, or
+    /// `drained` resolves (the listener's drain window has ended: both connections are closed,
+    /// as Envoy closes a draining listener's remaining connections); counted in
+    /// `downstream_cx_upgrades_active` meanwhile.
+    pub async fn run(self, stats: &HttpStats, drained: impl std::future::Future<Output = ()>) {
         let (down, up) = match tokio::try_join!(self.downstream, self.upstream) {
             Ok(both) => both,
             Err(e) => {
@@ -210,10 +212,14 @@ impl Tunnel {
             }
         };
         stats.downstream_cx_upgrades_active.inc();
-        let (sent, received) =
-            crate::tcp::copy_with_idle(TokioIo::new(down), TokioIo::new(up), self.idle).await;
+        // Dropping the copy drops both connections, which closes them.
+        tokio::select! {
+            (sent, received) = crate::tcp::copy_with_idle(TokioIo::new(down), TokioIo::new(up), self.idle) => {
+                tracing::debug!(sent, received, "upgraded stream closed");
+            }
+            _ = drained => tracing::debug!("upgraded stream closed: the drain window has ended"),
+        }
         stats.downstream_cx_upgrades_active.dec();
-        tracing::debug!(sent, received, "upgraded stream closed");
     }
 }
 

@@ -14,13 +14,23 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream that answers an upgrade request with `101` and then echoes every byte, and a
-/// plain request with 200 and the `connection` / `upgrade` headers it received.
+/// plain request with 200 and the `connection` / `upgrade` headers it received, after
+/// `x-delay-ms` when the request has it.
 async fn echo_upstream() -> SocketAddr {
+    echo_upstream_counting().await.0
+}
+
+/// [`echo_upstream`], and how many upgraded streams it has open.
+async fn echo_upstream_counting() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
     tokio::spawn(async move {
         while let Ok((sock, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|mut req: Request<hyper::body::Incoming>| {
+            let count = count.clone();
+            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 let seen = |name| {
                     req.headers()
                         .get(name)
@@ -29,8 +39,13 @@ async fn echo_upstream() -> SocketAddr {
                         .to_string()
                 };
                 let (connection, kind) = (seen("connection"), seen("upgrade"));
+                let delay = seen("x-delay-ms").parse().map(Duration::from_millis).ok();
                 let upgrade = (kind != "-").then(|| hyper::upgrade::on(&mut req));
+                let count = count.clone();
                 async move {
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
                     let mut r = Response::new(http_body_util::Full::new(bytes::Bytes::from(
                         format!("connection={connection} upgrade={kind}"),
                     )));
@@ -42,9 +57,11 @@ async fn echo_upstream() -> SocketAddr {
                             .insert("upgrade", HeaderValue::from_str(&kind).unwrap());
                         tokio::spawn(async move {
                             let Ok(io) = upgrade.await else { return };
+                            count.fetch_add(1, Ordering::SeqCst);
                             let (mut rd, mut wr) = tokio::io::split(TokioIo::new(io));
                             let _ = tokio::io::copy(&mut rd, &mut wr).await;
                             let _ = wr.shutdown().await;
+                            count.fetch_sub(1, Ordering::SeqCst);
                         });
                     }
                     Ok::<_, std::convert::Infallible>(r)
@@ -57,7 +74,7 @@ async fn echo_upstream() -> SocketAddr {
             );
         }
     });
-    addr
+    (addr, open)
 }
 
 fn forward(prefix: &str, upgrades: Vec<route_action::UpgradeConfig>) -> route::Action {
@@ -84,10 +101,15 @@ fn route_upgrade(kind: &str, enabled: bool) -> route_action::UpgradeConfig {
 
 /// A store with cluster `up` (the echo upstream) and route `80`: `/ws` (the connection
 /// manager decides), `/no-ws` (WebSocket disabled on the route), `/foo` (upgrade `foo` enabled
-/// on the route only).
+/// on the route only), `/plain` (no route timeout).
 async fn store() -> Arc<Store> {
+    store_for(echo_upstream().await)
+}
+
+/// [`store`] with cluster `up` at `upstream`.
+fn store_for(upstream: SocketAddr) -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));
-    apply_static_cluster(&store, "up", echo_upstream().await);
+    apply_static_cluster(&store, "up", upstream);
     let rc = RouteConfiguration {
         name: "80".into(),
         virtual_hosts: vec![VirtualHost {
@@ -100,6 +122,15 @@ async fn store() -> Arc<Store> {
                     forward("", vec![route_upgrade("websocket", false)]),
                 ),
                 prefix_route("/foo", forward("", vec![route_upgrade("foo", true)])),
+                prefix_route(
+                    "/plain",
+                    route::Action::Route(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            "up".into(),
+                        )),
+                        ..RouteAction::default()
+                    }),
+                ),
             ],
             ..VirtualHost::default()
         }],
@@ -294,6 +325,64 @@ async fn the_stream_idle_timeout_closes_an_idle_tunnel() {
         .expect("closed by the idle timeout")
         .ok();
     assert!(started.elapsed() >= Duration::from_millis(250));
+}
+
+/// Envoy closes what is left of a draining listener's connections when the drain time ends:
+/// an upgraded stream open through the drain works on within the window and is closed, on both
+/// sides, when it ends, while a plain request in flight finishes.
+#[tokio::test]
+async fn a_drain_closes_an_upgraded_stream_when_its_window_ends() {
+    use std::sync::atomic::Ordering;
+    let (upstream, upstream_open) = echo_upstream_counting().await;
+    let store = store_for(upstream);
+    let (addr, drainer) = start_with(store.clone(), hcm(true, None)).await;
+    let (status, _, _, io) = request(addr, "/ws", &WS).await;
+    assert_eq!(status, 101);
+    let mut io = io.expect("upgraded");
+    assert_eq!(echo(&mut io, b"before").await, b"before");
+    assert_eq!(upstream_open.load(Ordering::SeqCst), 1);
+    // A plain request in flight when the drain begins, answered 300 ms after it was sent.
+    let slow = tokio::spawn(request(addr, "/plain", &[("x-delay-ms", "300")]));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let window = Duration::from_millis(1000);
+    let begun = Instant::now();
+    drainer.start(window);
+    assert_eq!(
+        echo(&mut io, b"during").await,
+        b"during",
+        "the stream goes on within the window"
+    );
+    let (status, _, body, _) = slow.await.unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "connection=- upgrade=-"),
+        "the in-flight request finishes"
+    );
+    assert!(begun.elapsed() < window);
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
+        .await
+        .expect("the end of the drain window closes the upgraded stream");
+    assert!(
+        begun.elapsed() >= window - Duration::from_millis(50),
+        "closed at the end of the window, not before: {:?}",
+        begun.elapsed()
+    );
+    let stats = store.stats().http("test");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.downstream_cx_upgrades_active.get() != 0
+        || stats.downstream_cx_active.get() != 0
+        || upstream_open.load(Ordering::SeqCst) != 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "upgrades active {}, connections active {}, upstream streams open {}",
+            stats.downstream_cx_upgrades_active.get(),
+            stats.downstream_cx_active.get(),
+            upstream_open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

@@ -185,6 +185,8 @@ pub struct Inherited {
     pub retry: Option<RetryPolicy>,
     /// The virtual host's (else route configuration's) mirrors.
     pub mirrors: Vec<Mirror>,
+    /// The virtual host's request-body buffer limit.
+    pub buffer_limit: super::BodyBufferLimit,
 }
 
 fn dur(

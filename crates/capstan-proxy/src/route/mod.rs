@@ -35,6 +35,42 @@ pub enum RequireTls {
     All,
 }
 
+/// How much of a request body a route's requests keep for retries and mirrors, from the
+/// route's fields, else its virtual host's (Envoy's "buffer limit precedence" on `Route`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyBufferLimit {
+    /// Neither field set: the listener's `per_connection_buffer_limit_bytes`.
+    #[default]
+    Connection,
+    /// `per_request_buffer_limit_bytes`: at most this, and at most the listener's limit.
+    AtMost(u32),
+    /// `request_body_buffer_limit`: this, even beyond the listener's limit.
+    Exactly(u64),
+}
+
+impl BodyBufferLimit {
+    /// The limit for a request on a connection whose listener's limit is `connection`.
+    pub fn effective(self, connection: usize) -> usize {
+        match self {
+            BodyBufferLimit::Connection => connection,
+            BodyBufferLimit::AtMost(n) => connection.min(n as usize),
+            BodyBufferLimit::Exactly(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// One level's fields; `request_body_buffer_limit` wins when both are set.
+    fn level(
+        per_request: Option<&envoy_types::pb::google::protobuf::UInt32Value>,
+        request_body: Option<&envoy_types::pb::google::protobuf::UInt64Value>,
+    ) -> Option<BodyBufferLimit> {
+        match (request_body, per_request) {
+            (Some(b), _) => Some(BodyBufferLimit::Exactly(b.value)),
+            (None, Some(p)) => Some(BodyBufferLimit::AtMost(p.value)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// A compiled route.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -50,6 +86,9 @@ pub struct Route {
     pub response_headers: HeaderMutation,
     /// Per-filter configs, resolved route > virtual host > route configuration.
     pub filters: FilterOverrides,
+    /// What its requests keep of their bodies for retries and mirrors (route, else virtual
+    /// host).
+    pub buffer_limit: BodyBufferLimit,
 }
 
 impl Route {
@@ -171,6 +210,7 @@ fn mutation(
     )
 }
 
+#[allow(deprecated)]
 fn route(
     r: &rpb::Route,
     vh_filters: &FilterOverrides,
@@ -222,6 +262,11 @@ fn route(
             fault: own.fault.or(&vh_filters.fault),
             cors: own.cors.or(&vh_filters.cors),
         },
+        buffer_limit: BodyBufferLimit::level(
+            r.per_request_buffer_limit_bytes.as_ref(),
+            r.request_body_buffer_limit.as_ref(),
+        )
+        .unwrap_or(inherited.buffer_limit),
     })
 }
 
@@ -262,6 +307,11 @@ fn virtual_host(
         } else {
             mirrors
         },
+        buffer_limit: BodyBufferLimit::level(
+            v.per_request_buffer_limit_bytes.as_ref(),
+            v.request_body_buffer_limit.as_ref(),
+        )
+        .unwrap_or_default(),
     };
     let routes = v
         .routes

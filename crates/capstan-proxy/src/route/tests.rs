@@ -626,3 +626,71 @@ fn per_filter_config_unknown_is_error_unless_optional() {
     );
     table(vec![v]);
 }
+
+#[test]
+#[allow(deprecated)]
+fn body_buffer_limits_route_over_virtual_host() {
+    use envoy_types::pb::google::protobuf::UInt64Value;
+    type Level = (Option<u32>, Option<u64>);
+    // (virtual host's (per_request_buffer_limit_bytes, request_body_buffer_limit), route's,
+    // compiled limit, effective under a 32 KiB listener limit).
+    let cases: Vec<(Level, Level, BodyBufferLimit, usize)> = vec![
+        (
+            (None, None),
+            (None, None),
+            BodyBufferLimit::Connection,
+            32768,
+        ),
+        (
+            (Some(1000), None),
+            (None, None),
+            BodyBufferLimit::AtMost(1000),
+            1000,
+        ),
+        // `per_request_buffer_limit_bytes` never raises the listener's limit.
+        (
+            (None, None),
+            (Some(1 << 20), None),
+            BodyBufferLimit::AtMost(1 << 20),
+            32768,
+        ),
+        // `request_body_buffer_limit` does, and wins over the older field.
+        (
+            (None, None),
+            (Some(10), Some(1 << 20)),
+            BodyBufferLimit::Exactly(1 << 20),
+            1 << 20,
+        ),
+        // The route's field replaces the virtual host's, even when larger.
+        (
+            (Some(1000), None),
+            (Some(2000), None),
+            BodyBufferLimit::AtMost(2000),
+            2000,
+        ),
+        (
+            (None, Some(5000)),
+            (Some(100), None),
+            BodyBufferLimit::AtMost(100),
+            100,
+        ),
+        (
+            (Some(100), None),
+            (None, Some(5000)),
+            BodyBufferLimit::Exactly(5000),
+            5000,
+        ),
+    ];
+    for (i, (vhost, route, want, effective)) in cases.into_iter().enumerate() {
+        let mut r = rt("r", prefix("/"));
+        r.per_request_buffer_limit_bytes = route.0.map(|value| UInt32Value { value });
+        r.request_body_buffer_limit = route.1.map(|value| UInt64Value { value });
+        let mut v = vh("v", &["*"], vec![r]);
+        v.per_request_buffer_limit_bytes = vhost.0.map(|value| UInt32Value { value });
+        v.request_body_buffer_limit = vhost.1.map(|value| UInt64Value { value });
+        let t = table(vec![v]);
+        let got = t.virtual_hosts[0].routes[0].buffer_limit;
+        assert_eq!(got, want, "case {i}");
+        assert_eq!(got.effective(32768), effective, "case {i}");
+    }
+}
