@@ -147,6 +147,8 @@ NGX_WORKER=$(pgrep -P "$NGX_PID" | head -1)
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 hwm_kb() { awk '/VmHWM/{print $2}' "/proc/$1/status"; }
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+# The resident set split: anonymous (heap, stacks) and file-backed (the binary's pages touched).
+rss_split_kb() { awk '/RssAnon/{a=$2} /RssFile/{f=$2} END{print a, f}' "/proc/$1/status"; }
 TCK=$(getconf CLK_TCK)
 
 # run NAME PID URL RATE HTTPVERSION -> one JSON line
@@ -158,9 +160,10 @@ run() {
   json=$("$OHA" -z "$DURATION" -c 16 -q "$rate" --latency-correction --no-tui -j "${extra[@]}" "$url")
   local after; after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
   local rss; rss=$([[ $pid == - ]] && echo 0 || rss_kb "$pid")
-  python3 - "$name" "$rate" "$ver" "$before" "$after" "$TCK" "$rss" <<PY
+  local split; split=$([[ $pid == - ]] && echo "0 0" || rss_split_kb "$pid")
+  python3 - "$name" "$rate" "$ver" "$before" "$after" "$TCK" "$rss" $split <<PY
 import json, sys
-name, rate, ver, before, after, tck, rss = sys.argv[1:8]
+name, rate, ver, before, after, tck, rss, anon, filed = sys.argv[1:10]
 d = json.loads('''$json''')
 p = d["latencyPercentiles"]
 s = d["summary"]
@@ -169,7 +172,8 @@ cpu = (int(after) - int(before)) / int(tck)
 print(json.dumps({"target": name, "rate": int(rate), "http": ver,
   "p50": p["p50"]*1e3, "p90": p["p90"]*1e3, "p99": p["p99"]*1e3, "p99.9": p["p99.9"]*1e3,
   "rps": s["requestsPerSec"], "ok": total, "errors": sum(d.get("errorDistribution", {}).values()),
-  "cpu_s_per_1k": (cpu / total * 1000) if total else None, "rss_mb": int(rss) / 1024}))
+  "cpu_s_per_1k": (cpu / total * 1000) if total else None, "rss_mb": int(rss) / 1024,
+  "rss_anon_mb": int(anon) / 1024, "rss_file_mb": int(filed) / 1024}))
 PY
 }
 
