@@ -89,15 +89,23 @@ impl NameSet {
 
     /// Removes `name`; true when it was there.
     pub fn remove(&mut self, name: &str) -> bool {
-        match self.find(name) {
-            Ok(i) => {
-                let mut names = self.0.to_vec();
-                names.remove(i);
-                self.0 = NAME_LISTS.share(names);
-                true
-            }
-            Err(_) => false,
+        self.remove_all(&[name])
+    }
+
+    /// Removes every name of `names` at once (one new list); true when any was there.
+    pub fn remove_all(&mut self, names: &[&str]) -> bool {
+        if !names.iter().any(|n| self.find(n).is_ok()) {
+            return false;
         }
+        let gone: std::collections::HashSet<&str> = names.iter().copied().collect();
+        let kept = self
+            .0
+            .iter()
+            .filter(|n| !gone.contains(&***n))
+            .cloned()
+            .collect();
+        self.0 = NAME_LISTS.share(kept);
+        true
     }
 
     /// The names, sorted.

@@ -58,16 +58,22 @@ fn apply_subscription(
     }
     grew |= state.sub.names.extend_names(named);
     let mut dropped_wildcard = false;
-    for name in unsubscribe {
+    let mut gone: Vec<&str> = Vec::with_capacity(unsubscribe.len());
+    for name in &unsubscribe {
         if name == "*" {
             dropped_wildcard |= state.sub.wildcard;
             state.sub.wildcard = false;
         } else {
-            state.sub.names.remove(name.as_str());
-            // The client forgets what it unsubscribed; if it subscribes again it gets it again.
-            if !state.sub.wildcard {
-                state.client.remove(&name);
-            }
+            gone.push(name);
+        }
+    }
+    // Shared lists are rebuilt, not edited: all the names go in one new list each.
+    if !gone.is_empty() {
+        state.sub.names.remove_all(&gone);
+        // The client forgets what it unsubscribed; if it subscribes again it gets it again.
+        if !state.sub.wildcard {
+            let gone: HashSet<&str> = gone.into_iter().collect();
+            state.client.retain(|name| !gone.contains(name));
         }
     }
     if dropped_wildcard {

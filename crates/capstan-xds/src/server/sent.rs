@@ -70,20 +70,6 @@ impl SentSet {
             && resources.iter().all(|r| self.has(r))
     }
 
-    /// Forgets `name`.
-    pub fn remove(&mut self, name: &str) {
-        if self.find(name).is_ok() {
-            self.sent = LISTS.share(
-                self.sent
-                    .iter()
-                    .filter(|r| r.name != name)
-                    .cloned()
-                    .collect(),
-            );
-        }
-        self.claimed.remove(name);
-    }
-
     /// Keeps only the names `keep` approves.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
         let kept: Vec<_> = self
@@ -272,7 +258,7 @@ mod tests {
         // The third stream was not part of that push; its list is unchanged.
         assert!(sets[2].has(&all[7]) && sets[2].len() == 40);
         // It gets there another way (removal first, then the change): same list again.
-        sets[2].remove("c09");
+        sets[2].retain(|n| n != "c09");
         sets[2].apply(std::slice::from_ref(&c07), &[]);
         assert!(Arc::ptr_eq(sets[0].list(), sets[2].list()));
         // A stream sent other versions holds its own list.
