@@ -100,6 +100,42 @@ async fn drain_closes_every_stream_with_unavailable_spread_over_the_window() {
 }
 
 #[tokio::test]
+async fn drain_closes_a_stream_waiting_to_have_responses_in_flight() {
+    let options = AdsOptions {
+        max_streams_in_flight: 1,
+        ack_timeout: Duration::from_secs(3600),
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    // Opened first, so the drain (which closes streams in the order they opened) closes it
+    // before the stream holding the permit, whose end would pass the permit on.
+    let (tx, rx) = mpsc::channel(4);
+    let mut client = h.client().await;
+    let mut waiting = within(client.delta_aggregated_resources(ReceiverStream::new(rx)))
+        .await
+        .expect("stream accepted")
+        .into_inner();
+    // Holds the only permit: its clusters are never acknowledged.
+    let _holder = connected(&h).await;
+    tx.send(DeltaDiscoveryRequest {
+        node: Some(node(NODE_ID)),
+        type_url: CLUSTER.into(),
+        ..DeltaDiscoveryRequest::default()
+    })
+    .await
+    .expect("request sent");
+    // Registered (and so waiting for the permit) before the drain starts.
+    eventually(|| h.ads.syncz().len() == 2).await;
+    let ads = h.ads.clone();
+    let drain = tokio::spawn(async move { ads.drain(Duration::from_millis(200)).await });
+    let end = within(waiting.message())
+        .await
+        .expect_err("the waiting stream is closed by the drain, not answered");
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    within(drain).await.expect("drain task");
+}
+
+#[tokio::test]
 async fn drain_without_streams_returns_at_once() {
     let h = Harness::start(AdsOptions::default()).await;
     tokio::time::timeout(Duration::from_secs(1), h.ads.drain(Duration::from_secs(30)))

@@ -389,3 +389,53 @@ async fn a_push_throttle_of_one_still_reaches_every_connection() {
         s.ack(&resp, &[]).await;
     }
 }
+
+#[tokio::test]
+async fn streams_with_responses_in_flight_are_bounded() {
+    let options = AdsOptions {
+        max_streams_in_flight: 1,
+        // Long: only the ACK may return the first stream's permit in this test.
+        ack_timeout: Duration::from_secs(3600),
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    let mut first = Stream::open(&h).await;
+    first.hello(CLUSTER, &[]).await;
+    let cds = first.recv().await;
+    // The second stream asks while the first one's clusters are unacknowledged: it waits.
+    let mut second = Stream::open(&h).await;
+    second.hello(CLUSTER, &[]).await;
+    second.quiet().await;
+    // The first stream acknowledges: its permit passes to the second.
+    first.ack(&cds, &[]).await;
+    let theirs = second.recv().await;
+    assert_eq!(theirs.type_url, CLUSTER);
+    // Now the second one holds it: a push reaches the first only after the second's ACK, and
+    // reaches the second (queued behind the first) only after the first's.
+    h.gen.set(CLUSTER, "reviews", "changed");
+    let v = h.push_full();
+    first.quiet().await;
+    second.ack(&theirs, &[]).await;
+    let pushed = first.recv().await;
+    assert_eq!(pushed.version_info, v.to_string());
+    second.quiet().await;
+    first.ack(&pushed, &[]).await;
+    let pushed = second.recv().await;
+    assert_eq!(pushed.version_info, v.to_string());
+}
+
+#[tokio::test]
+async fn a_stream_that_never_acks_gives_its_in_flight_permit_back() {
+    let options = AdsOptions {
+        max_streams_in_flight: 1,
+        ack_timeout: Duration::from_millis(200),
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    let mut silent = Stream::open(&h).await;
+    silent.hello(CLUSTER, &[]).await;
+    let _never_acked = silent.recv().await;
+    let mut s = Stream::open(&h).await;
+    s.hello(CLUSTER, &[]).await;
+    assert_eq!(s.recv().await.type_url, CLUSTER);
+}

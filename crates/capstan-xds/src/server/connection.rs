@@ -346,6 +346,37 @@ async fn send_all<R: Wire>(
     true
 }
 
+/// Ends a stream the server drains: only a drain closes; a dropped sender (never) would end
+/// the stream the same way.
+async fn drained<R>(
+    core: &Core,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    closing: Result<Status, tokio::sync::oneshot::error::RecvError>,
+    proxy: &str,
+) {
+    let status = closing.unwrap_or_else(|_| Status::unavailable(super::drain::SHUTTING_DOWN));
+    info!(proxy, %status, "closing the ADS stream: the server drains");
+    let _ = tokio::time::timeout(core.options.send_timeout, tx.send(Err(status))).await;
+}
+
+/// Waits for a permit to have responses in flight (see `max_streams_in_flight`); `None`: the
+/// server drained the stream meanwhile (it is closed).
+async fn admit_in_flight<R>(
+    core: &Core,
+    tx: &mpsc::Sender<Result<R, Status>>,
+    close: &mut tokio::sync::oneshot::Receiver<Status>,
+    proxy: &str,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    tokio::select! {
+        // The semaphore is never closed, so acquiring only fails if it were.
+        permit = core.inflight_permits.clone().acquire_owned() => permit.ok(),
+        closing = close => {
+            drained(core, tx, closing, proxy).await;
+            None
+        }
+    }
+}
+
 fn earliest_awaiting<P: Protocol>(proto: &mut P) -> Option<Instant> {
     proto
         .tracks()
@@ -452,15 +483,32 @@ pub(crate) async fn serve<P: Protocol>(
     // Creation time of the push whose ACKs are awaited (for convergence time).
     let mut inflight: Option<Instant> = None;
     let mut pushes_open = true;
+    // Held while responses of this stream are unacknowledged (see `max_streams_in_flight`),
+    // since the last send.
+    let mut in_flight: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    let mut in_flight_since = Instant::now();
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take() {
             // Answering a request generates too (a reconnect storm is a push to everyone).
-            let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
-                return;
+            let answered = {
+                let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
+                    return;
+                };
+                proto.on_request(&mut cx, req)
             };
-            match proto.on_request(&mut cx, req) {
+            match answered {
                 Ok(responses) => {
+                    if !responses.is_empty() {
+                        if in_flight.is_none() {
+                            let admitted = admit_in_flight(&core, &tx, &mut close, &proxy_id);
+                            let Some(permit) = admitted.await else {
+                                return;
+                            };
+                            in_flight = Some(permit);
+                        }
+                        in_flight_since = Instant::now();
+                    }
                     let ok = send_all(
                         &core,
                         &tx,
@@ -490,19 +538,29 @@ pub(crate) async fn serve<P: Protocol>(
             }
         }
         if earliest_awaiting(&mut proto).is_none() {
+            // Everything sent was acknowledged: nothing of this stream is in flight.
+            in_flight = None;
             if let Some((push, created)) = pending.take() {
                 cx.push_nacked = false;
-                // Throttle: only so many connections generate and hand over a push at once.
-                // The semaphore is never closed, so acquiring only fails if it were.
-                let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
-                    return;
+                let responses = {
+                    // Throttle: only so many connections generate a push at once. The
+                    // semaphore is never closed, so acquiring only fails if it were.
+                    let Ok(_permit) = core.push_permits.clone().acquire_owned().await else {
+                        return;
+                    };
+                    counters.record_queue_time(created.elapsed());
+                    let affected = cx.proxy.proxy_type != ProxyType::ConfigClient
+                        && cx.generator.affects(&cx.proxy, &push);
+                    proto.on_push(&mut cx, &push, affected)
                 };
-                counters.record_queue_time(created.elapsed());
-                let affected = cx.proxy.proxy_type != ProxyType::ConfigClient
-                    && cx.generator.affects(&cx.proxy, &push);
-                let responses = proto.on_push(&mut cx, &push, affected);
                 if !responses.is_empty() {
                     inflight = Some(created);
+                    let Some(permit) = admit_in_flight(&core, &tx, &mut close, &proxy_id).await
+                    else {
+                        return;
+                    };
+                    in_flight = Some(permit);
+                    in_flight_since = Instant::now();
                 }
                 let built = std::mem::take(&mut cx.built);
                 if !send_all(
@@ -524,15 +582,21 @@ pub(crate) async fn serve<P: Protocol>(
             .as_ref()
             .and(earliest_awaiting(&mut proto))
             .map(|t| tokio::time::Instant::from_std(t + core.options.ack_timeout));
+        // A proxy that does not acknowledge in time gives its permit back (its responses
+        // still wait for it, bounded by the send buffer and the send timeout).
+        let permit_deadline = in_flight
+            .as_ref()
+            .map(|_| tokio::time::Instant::from_std(in_flight_since + core.options.ack_timeout));
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
         tokio::select! {
             closing = &mut close => {
-                // Only a drain closes; a dropped sender (never) would end the stream the same way.
-                let status = closing.unwrap_or_else(|_| Status::unavailable(super::drain::SHUTTING_DOWN));
-                info!(proxy = %proxy_id, %status, "closing the ADS stream: the server drains");
-                let wait = core.options.send_timeout;
-                let _ = tokio::time::timeout(wait, tx.send(Err(status))).await;
+                drained(&core, &tx, closing, &proxy_id).await;
                 return;
+            },
+            () = tokio::time::sleep_until(permit_deadline.unwrap_or(far)), if permit_deadline.is_some() => {
+                debug!(proxy = %proxy_id, timeout = ?core.options.ack_timeout,
+                    "no ACK in time; no longer counted as in flight");
+                in_flight = None;
             },
             msg = requests.message() => match msg {
                 Ok(Some(req)) => next = Some(req),

@@ -57,6 +57,13 @@ pub struct AdsOptions {
     /// `PILOT_PUSH_THROTTLE`): bounds the CPU and the memory of generated-but-unsent
     /// responses when thousands of proxies need the same push.
     pub max_concurrent_pushes: usize,
+    /// Streams that may have responses in flight (sent, not yet acknowledged) at the same time.
+    /// A response in flight holds buffers until the proxy reads it (the encoding block, up to
+    /// the send buffer of HTTP/2 data, the proxy's flow-control window): without this bound, a
+    /// reconnect storm or the initial sync of 10,000 proxies holds them all at once. A stream
+    /// with nothing in flight waits for a permit before sending; the permit is returned at the
+    /// last ACK or after `ack_timeout`.
+    pub max_streams_in_flight: usize,
 }
 
 impl Default for AdsOptions {
@@ -69,6 +76,7 @@ impl Default for AdsOptions {
             push_buffer: 64,
             max_request_bytes: 16 * 1024 * 1024,
             max_concurrent_pushes: 100,
+            max_streams_in_flight: 1024,
         }
     }
 }
@@ -91,6 +99,8 @@ pub(crate) struct Core {
     next_conn: AtomicU64,
     /// Permits for generating and handing over a push (see `max_concurrent_pushes`).
     push_permits: Arc<tokio::sync::Semaphore>,
+    /// Permits for having responses in flight (see `max_streams_in_flight`).
+    inflight_permits: Arc<tokio::sync::Semaphore>,
     /// Subscribed resource names, shared between connections.
     names: intern::Interner,
     /// Whether new streams are accepted (see [`AdsServer::set_ready`]).
@@ -124,9 +134,13 @@ impl<G: Generator> AdsServer<G> {
         let push_permits = Arc::new(tokio::sync::Semaphore::new(
             options.max_concurrent_pushes.max(1),
         ));
+        let inflight_permits = Arc::new(tokio::sync::Semaphore::new(
+            options.max_streams_in_flight.max(1),
+        ));
         AdsServer {
             core: Arc::new(Core {
                 push_permits,
+                inflight_permits,
                 options,
                 counters: metrics::Counters::default(),
                 version: AtomicU64::new(0),
