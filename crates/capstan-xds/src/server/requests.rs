@@ -87,8 +87,12 @@ impl<R: prost::Message + Default> Requests<R> {
         let message = self.buf.split_to(len);
         let decoded = R::decode(message.freeze())
             .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
-        if self.buf.capacity() > KEEP && self.buf.len() <= KEEP {
-            // Keep what follows the message, not the large allocation it came in.
+        // Keep what follows the message, not the large allocation it came in. An emptied
+        // buffer is still a view into that allocation (with no visible capacity): drop it too,
+        // or the allocation lives until the next request happens to reuse it.
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        } else if self.buf.capacity() > KEEP && self.buf.len() <= KEEP {
             self.buf = BytesMut::from(&self.buf[..]);
         }
         Ok(Some(decoded))
@@ -163,11 +167,18 @@ mod tests {
         // Cut into uneven chunks: a header split, a message split, two messages in one.
         let chunks: Vec<Vec<u8>> = all.chunks(7919).map(<[u8]>::to_vec).collect();
         let mut r = requests(chunks, usize::MAX);
-        assert_eq!(r.message().await.unwrap(), Some(a));
+        assert_eq!(r.message().await.unwrap(), Some(a.clone()));
         assert!(r.buf.capacity() <= KEEP, "a large read buffer is not kept");
         assert_eq!(r.message().await.unwrap(), Some(b.clone()));
         assert_eq!(r.message().await.unwrap(), Some(b));
         assert_eq!(r.message().await.unwrap(), None);
+        // A message alone in its buffer: nothing of its allocation is held once decoded.
+        let mut alone = requests(vec![framed(&a)], usize::MAX);
+        assert_eq!(alone.message().await.unwrap(), Some(a));
+        assert!(
+            !alone.buf.try_reclaim(KEEP + 1),
+            "the large allocation is not held behind an empty view"
+        );
     }
 
     #[tokio::test]
