@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of `capstan proxy` against HAProxy and nginx (Debian's packages), and
-# direct to the backend, all routing 80/20 between two backends, on one machine in one run.
+# Side-by-side benchmark of `capstan-proxy` (the injected sidecar's binary) against HAProxy and
+# nginx (Debian's packages), and direct to the backend, all routing 80/20 between two backends,
+# on one machine in one run.
 #
 #   bench/proxy.sh                         # rates 1000 and 10000 rps, 15 s each, HTTP/1.1 and HTTP/2
 #   RATES="1000" DURATION=10s bench/proxy.sh
 #
 # Load: oha (open loop at a fixed rate, --latency-correction: no coordinated omission), 16
 # keep-alive connections. Backends: nginx answering 200 from two ports. Each proxy runs one worker
-# (capstan --concurrency 1, HAProxy nbthread 1, nginx worker_processes 1). Reports added latency
-# (proxy percentile minus direct percentile), CPU-seconds per 1,000 requests and peak RSS of the
-# proxy process, and maximum throughput (closed loop, 64 connections, 10 s).
+# (capstan-proxy --concurrency 1, HAProxy nbthread 1, nginx worker_processes 1). Reports added
+# latency (proxy percentile minus direct percentile), CPU-seconds per 1,000 requests and peak RSS
+# of the proxy process, and maximum throughput (closed loop, 64 connections, 10 s).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
@@ -28,12 +29,25 @@ if [[ ! -x $OHA ]]; then
   log "cargo install oha $OHA_VERSION"
   cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
 fi
-# CAPSTAN=/path/to/capstan benchmarks a given binary instead of building this tree.
+# The proxy measured is the `capstan-proxy` binary (what the injected sidecar runs); `capstan`
+# runs discovery. CAPSTAN=/path/to/capstan benchmarks a given build instead of building this
+# tree; its proxy is CAPSTAN_PROXY, by default the `capstan-proxy` beside it, else (a build from
+# before the proxy-only binary) `$CAPSTAN proxy`. CAPSTAN_PROXY is split on spaces, so
+# CAPSTAN_PROXY="$CAPSTAN proxy" measures the all-in-one binary's proxy.
 if [[ -z ${CAPSTAN:-} ]]; then
   # The `dist` profile: what the image ships (Dockerfile).
-  (cd "$ROOT" && cargo build --profile dist -p capstan >&2)
+  (cd "$ROOT" && cargo build --profile dist -p capstan -p capstan-proxy >&2)
   CAPSTAN="$ROOT/target/dist/capstan"
 fi
+if [[ -z ${CAPSTAN_PROXY:-} ]]; then
+  if [[ -x "$(dirname "$CAPSTAN")/capstan-proxy" ]]; then
+    CAPSTAN_PROXY="$(dirname "$CAPSTAN")/capstan-proxy"
+  else
+    CAPSTAN_PROXY="$CAPSTAN proxy"
+  fi
+fi
+read -r -a PROXY_CMD <<<"$CAPSTAN_PROXY"
+log "discovery: $CAPSTAN; proxy: ${PROXY_CMD[*]}"
 
 WORK="$(mktemp -d /tmp/capstan-bench.XXXXXX)"
 PIDS=()
@@ -98,7 +112,7 @@ YAML
 "$CAPSTAN" discovery --config-dir "$WORK/config" --registry-file "$WORK/registry.yaml" \
   --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:18080 --monitoring-addr 127.0.0.1:18014 2>"$WORK/discovery.log" & PIDS+=($!)
 sleep 1
-RUST_LOG=warn "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$XDS --admin-address 127.0.0.1:$ADMIN \
+RUST_LOG=warn "${PROXY_CMD[@]}" --concurrency 1 --xds-address 127.0.0.1:$XDS --admin-address 127.0.0.1:$ADMIN \
   --node-id "router~127.0.0.1~gw-0.default~default.svc.cluster.local" --metadata 'LABELS={"istio":"ingressgateway"}' \
   2>"$WORK/proxy.log" & CAP_PID=$!; PIDS+=($CAP_PID)
 

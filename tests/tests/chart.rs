@@ -867,8 +867,8 @@ fn helm_install_grants_what_the_binary_needs_and_uninstall_removes_it() -> Resul
 }
 
 /// The image the chart runs: the Dockerfile's runtime user is the chart's `runAsUser`, the
-/// binary is `capstan` on PATH (the chart's and the injection template's command), and the
-/// runtime stage has iptables for `capstan proxy-init`. (No container daemon or registry is
+/// binaries are `capstan` and `capstan-proxy` on PATH (the chart's and the injection template's
+/// `command` and `proxyCommand`), and the runtime stage has iptables for `capstan proxy-init`. (No container daemon or registry is
 /// reachable here to build it; docs/operations.md.)
 #[test]
 fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
@@ -881,8 +881,9 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
     );
     let (build, runtime) = (stages[0], stages[1]);
     ensure!(
-        build.contains("cargo build --profile dist -p capstan --locked")
-            && build.contains("target/dist/capstan /out/capstan"),
+        build.contains("cargo build --profile dist -p capstan -p capstan-proxy --locked")
+            && build.contains("target/dist/capstan /out/capstan")
+            && build.contains("target/dist/capstan-proxy /out/capstan-proxy"),
         "the build stage: {build}"
     );
     ensure!(
@@ -890,7 +891,7 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
         "the runtime stage installs no iptables: {runtime}"
     );
     ensure!(
-        runtime.contains("COPY --from=build /out/capstan /usr/local/bin/capstan")
+        runtime.contains("COPY --from=build /out/capstan /out/capstan-proxy /usr/local/bin/")
             && runtime.contains("ENTRYPOINT [\"capstan\"]"),
         "capstan on PATH: {runtime}"
     );

@@ -398,7 +398,6 @@ fn sidecar_container(
         .clone()
         .unwrap_or_else(|| template.discovery_address.clone());
     let mut args: Vec<String> = vec![
-        "proxy".into(),
         // Node id and metadata from the Downward API environment below, as pilot-agent.
         "--node-from-env".into(),
         "--xds-address".into(),
@@ -477,7 +476,7 @@ fn sidecar_container(
     let mut container = Map::new();
     container.insert("name".into(), json!(PROXY_CONTAINER));
     container.insert("image".into(), json!(image));
-    container.insert("command".into(), json!(template.command));
+    container.insert("command".into(), json!(template.proxy_command));
     container.insert("args".into(), json!(args));
     container.insert("env".into(), Value::Array(env_list));
     container.insert("ports".into(), json!(template.ports));

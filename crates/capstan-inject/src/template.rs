@@ -12,12 +12,17 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct InjectionTemplate {
-    /// Image of both containers (it holds the `capstan` binary).
+    /// Image of both containers (it holds the `capstan` and `capstan-proxy` binaries).
     pub image: String,
     /// `imagePullPolicy` of both containers; unset: Kubernetes' default.
     pub image_pull_policy: Option<String>,
-    /// Entrypoint of both containers; the subcommand (`proxy`, `proxy-init`) is the first arg.
+    /// Entrypoint of the init container (`istio-init`); its first arg is the subcommand
+    /// `proxy-init`.
     pub command: Vec<String>,
+    /// Entrypoint of the sidecar (`istio-proxy`), followed by the proxy's flags: the proxy-only
+    /// binary, whose resident memory holds no control-plane code (`capstan proxy` takes the
+    /// same flags: `[capstan, proxy]` runs the all-in-one binary instead).
+    pub proxy_command: Vec<String>,
     /// The xDS server (ProxyConfig `discoveryAddress`), HOST:PORT.
     pub discovery_address: String,
     /// Whether the xDS server is istiod's TLS port (15012): verified with the mounted root
@@ -48,7 +53,7 @@ pub struct InjectionTemplate {
     pub resources: Value,
     /// `resources` of the init container.
     pub init_resources: Value,
-    /// Arguments appended to `capstan proxy`'s.
+    /// Arguments appended to the proxy's (after `proxyCommand` and the injected flags).
     pub extra_args: Vec<String>,
     /// Environment of the sidecar (ProxyConfig `proxyMetadata`): `ISTIO_META_*` entries become
     /// node metadata.
@@ -96,6 +101,7 @@ impl Default for InjectionTemplate {
             image: "capstan:latest".into(),
             image_pull_policy: None,
             command: vec!["capstan".into()],
+            proxy_command: vec!["capstan-proxy".into()],
             discovery_address: "istiod.istio-system.svc:15012".into(),
             xds_tls: true,
             ca_address: Some("istiod.istio-system.svc:15012".into()),
@@ -166,6 +172,12 @@ impl InjectionTemplate {
         }
         if self.command.is_empty() {
             return Err(invalid("command", "must name the capstan binary".into()));
+        }
+        if self.proxy_command.is_empty() {
+            return Err(invalid(
+                "proxyCommand",
+                "must name the capstan-proxy binary".into(),
+            ));
         }
         if self.discovery_address.is_empty() {
             return Err(invalid("discoveryAddress", "must not be empty".into()));

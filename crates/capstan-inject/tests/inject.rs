@@ -244,7 +244,9 @@ fn injected_pod_has_istios_shape() {
     assert_eq!(p["spec"]["containers"][0]["name"], "reviews");
     let proxy = container(&p, "containers", "istio-proxy");
     assert_eq!(proxy["image"], "capstan:latest");
-    assert_eq!(args(proxy)[0], "proxy");
+    // The proxy-only binary, its flags first (no subcommand).
+    assert_eq!(proxy["command"], json!(["capstan-proxy"]));
+    assert_eq!(args(proxy)[0], "--node-from-env");
     assert!(args(proxy).contains(&"--node-from-env".to_string()));
     assert!(args(proxy).contains(&"--xds-tls".to_string()));
     assert_eq!(
@@ -548,6 +550,8 @@ concurrency: null
 terminationDrainDuration: 10s
 readinessPort: 15021
 ports: []
+command: [/usr/local/bin/capstan]
+proxyCommand: [/usr/local/bin/capstan, proxy]
 extraArgs: ["--workload-cert-ttl", "12h"]
 proxyMetadata: {ISTIO_META_MESH_ID: mesh1}
 capture:
@@ -566,6 +570,9 @@ capture:
     assert!(!a.contains(&"--concurrency".to_string()), "{a:?}");
     assert_eq!(flag(proxy, "--drain-time").as_deref(), Some("10000ms"));
     assert!(a.ends_with(&["--workload-cert-ttl".to_string(), "12h".to_string()]));
+    // `capstan proxy` takes the same flags as `capstan-proxy`.
+    assert_eq!(proxy["command"], json!(["/usr/local/bin/capstan", "proxy"]));
+    assert_eq!(a[0], "--node-from-env");
     // The template's proxyMetadata replaces the derived value.
     let mesh_ids: Vec<&Value> = proxy["env"]
         .as_array()
@@ -578,6 +585,8 @@ capture:
         [&json!({"name": "ISTIO_META_MESH_ID", "value": "mesh1"})]
     );
     let init = container(&p, "initContainers", "istio-init");
+    assert_eq!(init["command"], json!(["/usr/local/bin/capstan"]));
+    assert_eq!(args(init)[0], "proxy-init");
     assert_eq!(flag(init, "-x").as_deref(), Some("169.254.169.254/32"));
     assert_eq!(flag(init, "-d").as_deref(), Some("15090,15021,15020,22"));
     // An annotation replaces the template's value.
@@ -600,6 +609,7 @@ capture:
     for (yaml, needle) in [
         ("imge: x", "imge"),
         ("image: \"\"", "image"),
+        ("proxyCommand: []", "proxyCommand"),
         ("proxyUid: root", "proxyUid"),
         ("terminationDrainDuration: soon", "terminationDrainDuration"),
         ("capture: {includeInboundPorts: http}", "capture"),

@@ -9,10 +9,14 @@
 //! - [`server`]: accept loops, filter-chain selection, TCP proxy; [`drain`]: listener drains and
 //!   their window; [`http`]: the HTTP request path;
 //! - [`tls`], [`identity`] and [`sds`]: downstream TLS, the workload identity, SDS secrets;
-//! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters.
+//! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters;
+//! - `cli` (feature `cli`, on by default): the flags of the `capstan-proxy` binary and of
+//!   `capstan proxy`, one definition for both.
 
 pub mod admin;
 pub mod bootstrap;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod cluster;
 pub mod drain;
 pub mod error;

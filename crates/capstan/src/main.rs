@@ -7,7 +7,6 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod discovery;
-mod proxy;
 mod proxy_init;
 mod proxy_status;
 mod validate;
@@ -28,7 +27,10 @@ enum Command {
     /// Run the control plane (boxed: its flags make it the largest variant by far).
     Discovery(Box<discovery::Args>),
     /// Run the bundled sidecar / gateway, configured by xDS (like Envoy under pilot-agent).
-    Proxy(proxy::Args),
+    ///
+    /// The `capstan-proxy` binary, which the injected sidecar runs, is the same code with the
+    /// same flags without the control plane.
+    Proxy(capstan_proxy::cli::Args),
     /// Install Istio's iptables traffic capture in the pod's network namespace (the injected
     /// `istio-init` container; `istio-iptables`' flags).
     ProxyInit(proxy_init::Args),
@@ -57,7 +59,7 @@ fn main() -> ExitCode {
         }
         Command::Proxy(args) => {
             init_tracing();
-            report(proxy::run(args))
+            report(capstan_proxy::cli::run(args))
         }
         Command::ProxyInit(args) => report(proxy_init::run(&args)),
         Command::Validate(args) => validate::run(&args),

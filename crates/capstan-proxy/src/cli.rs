@@ -1,12 +1,14 @@
-//! `capstan proxy`: argument parsing and wiring for the bundled sidecar / gateway.
+//! The proxy's command line: the flags of both `capstan-proxy` (the injected sidecar's binary)
+//! and `capstan proxy` (the all-in-one binary's subcommand), and their wiring into [`crate::run`].
+//! One [`Args`] serves both so the two cannot drift apart.
 
+use crate::bootstrap::Bootstrap;
 use anyhow::{Context, Result};
-use capstan_proxy::bootstrap::Bootstrap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Flags of `capstan proxy`. Either `--bootstrap` (Envoy's v3 bootstrap as Istio's pilot-agent
+/// Flags of `capstan-proxy` and `capstan proxy`. Either `--bootstrap` (Envoy's v3 bootstrap as Istio's pilot-agent
 /// writes it), or `--xds-address` with `--node-id` for quick local use, or `--xds-address` with
 /// `--node-from-env` in an injected pod.
 #[derive(clap::Args, Debug)]
@@ -234,12 +236,11 @@ pub fn run(args: Args) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     let identity = match (&args.cert_dir, &args.ca_address) {
-        (Some(dir), _) => capstan_proxy::run::IdentitySource::Files(dir.clone()),
+        (Some(dir), _) => crate::run::IdentitySource::Files(dir.clone()),
         (None, Some(address)) => {
-            let spiffe =
-                capstan_proxy::identity::spiffe_for_node(&bootstrap.node, &args.trust_domain)
-                    .map_err(anyhow::Error::msg)?;
-            capstan_proxy::run::IdentitySource::Ca(capstan_proxy::identity::ca::CaOptions {
+            let spiffe = crate::identity::spiffe_for_node(&bootstrap.node, &args.trust_domain)
+                .map_err(anyhow::Error::msg)?;
+            crate::run::IdentitySource::Ca(crate::identity::ca::CaOptions {
                 address: address.clone(),
                 server_name: args.ca_server_name.clone(),
                 root_cert: args.ca_root_cert.clone(),
@@ -248,14 +249,14 @@ pub fn run(args: Args) -> Result<()> {
                 ttl: args.workload_cert_ttl,
             })
         }
-        (None, None) => capstan_proxy::run::IdentitySource::None,
+        (None, None) => crate::run::IdentitySource::None,
     };
-    let xds_tls = args.xds_tls.then(|| capstan_proxy::xds::XdsTls {
+    let xds_tls = args.xds_tls.then(|| crate::xds::XdsTls {
         root_cert: args.ca_root_cert.clone(),
         server_name: args.ca_server_name.clone(),
         token_file: args.ca_token_file.clone(),
     });
-    runtime.block_on(capstan_proxy::run::run(capstan_proxy::run::Options {
+    runtime.block_on(crate::run::run(crate::run::Options {
         bootstrap,
         drain_time: args.drain_time,
         readiness: args.readiness_address,
