@@ -47,7 +47,7 @@ impl Default for DebounceOptions {
     fn default() -> Self {
         DebounceOptions {
             quiet: Duration::from_millis(100),
-            min_quiet: Duration::from_millis(10),
+            min_quiet: Duration::from_millis(5),
             max_delay: Duration::from_secs(10),
         }
     }
@@ -366,7 +366,7 @@ mod tests {
         )
         .await;
         let at: Vec<u64> = pushes.iter().map(|(t, _)| *t).collect();
-        assert_eq!(at, vec![10, 1010], "each after 10 ms, not istiod's 100");
+        assert_eq!(at, vec![5, 1005], "each after 5 ms, not istiod's 100");
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,8 +408,8 @@ mod tests {
         let at: Vec<u64> = pushes.iter().map(|(t, _)| *t).collect();
         assert_eq!(
             at,
-            vec![10, 35, 510],
-            "a alone after 10 ms; b follows a push closely, so it waits 20 ms; c is isolated"
+            vec![5, 25, 505],
+            "a alone after 5 ms; b follows a push closely, so it waits 10 ms; c is isolated"
         );
     }
 }

@@ -75,7 +75,7 @@ pub struct Args {
     debounce_ms: u64,
     /// The quiet period after an idle spell; it doubles with each change of a burst up to
     /// `--debounce-ms`. Equal to `--debounce-ms`: istiod's fixed debounce.
-    #[arg(long = "debounce-min-ms", default_value_t = 10)]
+    #[arg(long = "debounce-min-ms", default_value_t = 5)]
     debounce_min_ms: u64,
     /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
