@@ -439,3 +439,66 @@ async fn a_stream_that_never_acks_gives_its_in_flight_permit_back() {
     s.hello(CLUSTER, &[]).await;
     assert_eq!(s.recv().await.type_url, CLUSTER);
 }
+
+/// Clusters too large for the client's flow-control window and the server's send buffer
+/// together (~3 MB), so a client that does not read leaves most of its response in the server.
+fn make_clusters_large(h: &Harness) {
+    let big = "x".repeat(200_000);
+    for i in 0..15 {
+        h.gen.set(CLUSTER, &format!("big{i}"), &format!("{big}{i}"));
+    }
+}
+
+/// Waits until the only stream so far was sent its clusters (and so took the permit).
+async fn sent_clusters(h: &Harness) {
+    eventually(|| {
+        h.ads
+            .syncz()
+            .iter()
+            .any(|c| c.types.get(CLUSTER).is_some_and(|t| t.responses_sent > 0))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_proxy_that_does_not_read_keeps_its_in_flight_permit_past_the_ack_timeout() {
+    let options = AdsOptions {
+        max_streams_in_flight: 1,
+        ack_timeout: Duration::from_millis(100),
+        send_timeout: Duration::from_secs(3600),
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    make_clusters_large(&h);
+    let mut lazy = Stream::open(&h).await;
+    lazy.hello(CLUSTER, &[]).await;
+    sent_clusters(&h).await;
+    // Several ACK timeouts pass; the lazy stream's response still sits in the server, so the
+    // permit stays with it.
+    let mut s = Stream::open(&h).await;
+    s.hello(CLUSTER, &[]).await;
+    s.quiet().await;
+    // It reads (and still does not ACK): its bytes leave, and so does the permit.
+    assert_eq!(lazy.recv().await.type_url, CLUSTER);
+    assert_eq!(s.recv().await.type_url, CLUSTER);
+}
+
+#[tokio::test]
+async fn a_proxy_that_never_reads_is_closed_after_the_send_timeout_and_its_permit_passes_on() {
+    let options = AdsOptions {
+        max_streams_in_flight: 1,
+        ack_timeout: Duration::from_millis(100),
+        send_timeout: Duration::from_millis(500),
+        ..AdsOptions::default()
+    };
+    let h = Harness::start(options).await;
+    make_clusters_large(&h);
+    let lazy = Stream::open(&h).await;
+    lazy.hello(CLUSTER, &[]).await;
+    sent_clusters(&h).await;
+    let mut s = Stream::open(&h).await;
+    s.hello(CLUSTER, &[]).await;
+    assert_eq!(s.recv().await.type_url, CLUSTER);
+    assert!(h.ads.metrics().send_timeouts >= 1);
+    drop(lazy);
+}

@@ -296,11 +296,18 @@ impl Drop for Registration {
     }
 }
 
+/// The outbound side of a stream: the channel to its response body, and the bytes that body
+/// holds (see [`super::wire::Unsent`]).
+pub(crate) struct Outbound<R> {
+    pub tx: mpsc::Sender<Result<R, Status>>,
+    pub unsent: super::wire::Unsent,
+}
+
 /// Sends one response, bounded by the send timeout. False: stop serving this stream (the
 /// client went away, or does not read and would otherwise hold this task forever).
 async fn send<R: Wire>(
     core: &Core,
-    tx: &mpsc::Sender<Result<R, Status>>,
+    out: &Outbound<R>,
     resp: R,
     built: Duration,
     proxy: &str,
@@ -308,7 +315,9 @@ async fn send<R: Wire>(
     let bytes = resp.encoded_len() as u64;
     let type_url = resp.type_url();
     let started = Instant::now();
-    match tokio::time::timeout(core.options.send_timeout, tx.send(Ok(resp))).await {
+    // Counted before it is handed over, so the body never takes off more than was added.
+    out.unsent.handed(bytes as usize + 5);
+    match tokio::time::timeout(core.options.send_timeout, out.tx.send(Ok(resp))).await {
         Ok(Ok(())) => {
             let sent = started.elapsed();
             core.counters.record_sent(type_url, bytes, built, sent);
@@ -327,7 +336,7 @@ async fn send<R: Wire>(
 /// Sends `responses` in order; `built` holds their types' generation times.
 async fn send_all<R: Wire>(
     core: &Core,
-    tx: &mpsc::Sender<Result<R, Status>>,
+    out: &Outbound<R>,
     responses: Vec<R>,
     mut built: Vec<(&'static str, Duration)>,
     counter: &std::sync::atomic::AtomicU64,
@@ -338,7 +347,7 @@ async fn send_all<R: Wire>(
             Some(i) => built.swap_remove(i).1,
             None => Duration::ZERO,
         };
-        if !send(core, tx, resp, took, proxy).await {
+        if !send(core, out, resp, took, proxy).await {
             return false;
         }
         incr(counter);
@@ -392,9 +401,10 @@ pub(crate) async fn serve<P: Protocol>(
     conn: u64,
     mut requests: Requests<P::Request>,
     gate: Option<super::authz::Gate>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    out: Outbound<P::Response>,
     mut pushes: broadcast::Receiver<Arc<PushEvent>>,
 ) {
+    let tx = &out.tx;
     let first = match requests.message().await {
         Ok(Some(req)) => req,
         Ok(None) => return,
@@ -487,6 +497,9 @@ pub(crate) async fn serve<P: Protocol>(
     // since the last send.
     let mut in_flight: Option<tokio::sync::OwnedSemaphorePermit> = None;
     let mut in_flight_since = Instant::now();
+    // While a permit is kept past the ACK timeout: the bytes the body held and since when it
+    // has not passed any on.
+    let mut stalled: Option<(usize, Instant)> = None;
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take() {
@@ -501,7 +514,7 @@ pub(crate) async fn serve<P: Protocol>(
                 Ok(responses) => {
                     if !responses.is_empty() {
                         if in_flight.is_none() {
-                            let admitted = admit_in_flight(&core, &tx, &mut close, &proxy_id);
+                            let admitted = admit_in_flight(&core, tx, &mut close, &proxy_id);
                             let Some(permit) = admitted.await else {
                                 return;
                             };
@@ -511,7 +524,7 @@ pub(crate) async fn serve<P: Protocol>(
                     }
                     let ok = send_all(
                         &core,
-                        &tx,
+                        &out,
                         responses,
                         std::mem::take(&mut cx.built),
                         &counters.request_responses,
@@ -540,6 +553,7 @@ pub(crate) async fn serve<P: Protocol>(
         if earliest_awaiting(&mut proto).is_none() {
             // Everything sent was acknowledged: nothing of this stream is in flight.
             in_flight = None;
+            stalled = None;
             if let Some((push, created)) = pending.take() {
                 cx.push_nacked = false;
                 let responses = {
@@ -555,7 +569,7 @@ pub(crate) async fn serve<P: Protocol>(
                 };
                 if !responses.is_empty() {
                     inflight = Some(created);
-                    let Some(permit) = admit_in_flight(&core, &tx, &mut close, &proxy_id).await
+                    let Some(permit) = admit_in_flight(&core, tx, &mut close, &proxy_id).await
                     else {
                         return;
                     };
@@ -565,7 +579,7 @@ pub(crate) async fn serve<P: Protocol>(
                 let built = std::mem::take(&mut cx.built);
                 if !send_all(
                     &core,
-                    &tx,
+                    &out,
                     responses,
                     built,
                     &counters.push_responses,
@@ -590,13 +604,33 @@ pub(crate) async fn serve<P: Protocol>(
         let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
         tokio::select! {
             closing = &mut close => {
-                drained(&core, &tx, closing, &proxy_id).await;
+                drained(&core, tx, closing, &proxy_id).await;
                 return;
             },
             () = tokio::time::sleep_until(permit_deadline.unwrap_or(far)), if permit_deadline.is_some() => {
-                debug!(proxy = %proxy_id, timeout = ?core.options.ack_timeout,
-                    "no ACK in time; no longer counted as in flight");
-                in_flight = None;
+                // No ACK in time. The permit bounds what responses hold in this process, so it
+                // is kept while the body still holds bytes: they leave as the proxy reads.
+                let held = out.unsent.bytes();
+                if held == 0 {
+                    debug!(proxy = %proxy_id, timeout = ?core.options.ack_timeout,
+                        "no ACK in time; its responses have left: no longer counted as in flight");
+                    in_flight = None;
+                    stalled = None;
+                } else {
+                    let now = Instant::now();
+                    match stalled {
+                        Some((before, since)) if held >= before => {
+                            if now.duration_since(since) >= core.options.send_timeout {
+                                incr(&counters.send_timeouts);
+                                warn!(proxy = %proxy_id, timeout = ?core.options.send_timeout,
+                                    "proxy does not read its responses; closing the stream");
+                                return;
+                            }
+                        }
+                        _ => stalled = Some((held, now)),
+                    }
+                    in_flight_since = now;
+                }
             },
             msg = requests.message() => match msg {
                 Ok(Some(req)) => next = Some(req),

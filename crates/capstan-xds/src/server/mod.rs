@@ -237,9 +237,10 @@ impl<G: Generator> AdsServer<G> {
         &self,
         requests: requests::Requests<P::Request>,
         gate: Option<authz::Gate>,
-    ) -> mpsc::Receiver<Result<P::Response, Status>> {
+    ) -> (mpsc::Receiver<Result<P::Response, Status>>, wire::Unsent) {
         let requests = requests.recording_largest(self.core.counters.recv_max.clone());
         let (tx, rx) = mpsc::channel(self.core.options.send_buffer.max(1));
+        let unsent = wire::Unsent::default();
         let conn = self.core.next_conn.fetch_add(1, Ordering::Relaxed);
         let span =
             tracing::info_span!("ads", conn, delta = P::DELTA, proxy = tracing::field::Empty);
@@ -250,10 +251,13 @@ impl<G: Generator> AdsServer<G> {
             conn,
             requests,
             gate,
-            tx,
+            connection::Outbound {
+                tx,
+                unsent: unsent.clone(),
+            },
             self.core.pushes.subscribe(),
         );
         tokio::spawn(task.instrument(span));
-        rx
+        (rx, unsent)
     }
 }

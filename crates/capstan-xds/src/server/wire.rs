@@ -25,6 +25,7 @@ use prost::bytes::{Buf, BufMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::{DecodeError, Message};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::codegen::{http, Body, BoxFuture, Context, Poll, StdError};
@@ -368,6 +369,35 @@ const SOTW_PATH: &str =
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
+/// What one stream's response body holds in user space: the bytes of the responses handed to
+/// it and not yet passed on to HTTP/2 (whose own queue is bounded by the server's send buffer).
+/// The stream's task adds each response's length as it sends it; the body takes off each
+/// frame's as HTTP/2 polls it. The task keeps its in-flight permit while this is not zero.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Unsent(Arc<AtomicUsize>);
+
+impl Unsent {
+    /// A response of `bytes` (gRPC prefix included) is handed to the body.
+    pub fn handed(&self, bytes: usize) {
+        self.0.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// A frame of `bytes` left the body.
+    fn passed_on(&self, bytes: usize) {
+        // Saturating: a miscount must not make the stream look stuck forever.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes still held.
+    pub fn bytes(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The response body of one ADS stream: the connection task's responses as gRPC messages,
 /// then the status in trailers. Hyper polls it only when the stream has send capacity, and a
 /// message is encoded a chunk at a time as it is polled (resource bodies are shared, framing
@@ -376,6 +406,8 @@ const DELTA_PATH: &str =
 /// which share the resources they carry — never a copy of its whole response.
 pub(crate) struct GrpcBody<M> {
     rx: mpsc::Receiver<Result<M, Status>>,
+    /// Bytes handed to this body (counted by the sender) not yet passed on to HTTP/2.
+    unsent: Unsent,
     chunks: Chunks,
     /// The message being encoded and its next part.
     current: Option<(M, usize)>,
@@ -393,6 +425,7 @@ impl<M: Wire> http_body::Body for GrpcBody<M> {
         let this = &mut *self;
         loop {
             if let Some(chunk) = this.chunks.frames.pop_front() {
+                this.unsent.passed_on(chunk.len());
                 return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
             }
             if let Some((message, next)) = &mut this.current {
@@ -442,10 +475,11 @@ impl<M> GrpcBody<M> {
 }
 
 fn grpc_response<M: Wire>(
-    rx: mpsc::Receiver<Result<M, Status>>,
+    (rx, unsent): (mpsc::Receiver<Result<M, Status>>, Unsent),
 ) -> http::Response<tonic::body::Body> {
     let body = GrpcBody {
         rx,
+        unsent,
         chunks: Chunks::default(),
         current: None,
         done: false,
@@ -636,11 +670,16 @@ mod tests {
         async fn check<M: Wire + Clone>(m: M, big: &Resource) {
             let one = m.encode_to_vec();
             let (tx, rx) = mpsc::channel(2);
+            // As the stream's task counts them: each message's length and its prefix.
+            let unsent = Unsent::default();
+            unsent.handed(m.encoded_len() + 5);
             tx.send(Ok(m.clone())).await.unwrap();
+            unsent.handed(m.encoded_len() + 5);
             tx.send(Ok(m)).await.unwrap();
             drop(tx);
             let mut body = GrpcBody {
                 rx,
+                unsent: unsent.clone(),
                 chunks: Chunks::default(),
                 current: None,
                 done: false,
@@ -665,6 +704,11 @@ mod tests {
                         );
                         shared += usize::from(data.as_ptr() == big.body.as_ptr());
                         joined.extend_from_slice(&data);
+                        assert_eq!(
+                            unsent.bytes(),
+                            2 * (one.len() + 5) - joined.len(),
+                            "the body counts what it passed on"
+                        );
                     }
                     Err(frame) => trailers = frame.into_trailers().ok(),
                 }
@@ -714,6 +758,7 @@ mod tests {
         tx.send(Ok(m)).await.unwrap();
         let mut body = GrpcBody {
             rx,
+            unsent: Unsent::default(),
             chunks: Chunks::default(),
             current: None,
             done: false,
