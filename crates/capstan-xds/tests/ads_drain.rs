@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Streaming};
 
-/// A Delta stream that has received its first clusters.
-async fn connected(
+/// A Delta stream, opened.
+async fn open(
     h: &Harness,
 ) -> (
     mpsc::Sender<DeltaDiscoveryRequest>,
@@ -24,10 +24,15 @@ async fn connected(
 ) {
     let (tx, rx) = mpsc::channel(4);
     let mut client = h.client().await;
-    let mut stream = within(client.delta_aggregated_resources(ReceiverStream::new(rx)))
+    let stream = within(client.delta_aggregated_resources(ReceiverStream::new(rx)))
         .await
         .expect("stream accepted")
         .into_inner();
+    (tx, stream)
+}
+
+/// The stream's first request: the node and the clusters.
+async fn hello(tx: &mpsc::Sender<DeltaDiscoveryRequest>) {
     tx.send(DeltaDiscoveryRequest {
         node: Some(node(NODE_ID)),
         type_url: CLUSTER.into(),
@@ -35,6 +40,17 @@ async fn connected(
     })
     .await
     .expect("request sent");
+}
+
+/// A Delta stream that has received its first clusters.
+async fn connected(
+    h: &Harness,
+) -> (
+    mpsc::Sender<DeltaDiscoveryRequest>,
+    Streaming<DeltaDiscoveryResponse>,
+) {
+    let (tx, mut stream) = open(h).await;
+    hello(&tx).await;
     let first = within(stream.message()).await.expect("a response");
     assert!(first.is_some(), "stream ended before its first response");
     (tx, stream)
@@ -109,21 +125,10 @@ async fn drain_closes_a_stream_waiting_to_have_responses_in_flight() {
     let h = Harness::start(options).await;
     // Opened first, so the drain (which closes streams in the order they opened) closes it
     // before the stream holding the permit, whose end would pass the permit on.
-    let (tx, rx) = mpsc::channel(4);
-    let mut client = h.client().await;
-    let mut waiting = within(client.delta_aggregated_resources(ReceiverStream::new(rx)))
-        .await
-        .expect("stream accepted")
-        .into_inner();
+    let (tx, mut waiting) = open(&h).await;
     // Holds the only permit: its clusters are never acknowledged.
     let _holder = connected(&h).await;
-    tx.send(DeltaDiscoveryRequest {
-        node: Some(node(NODE_ID)),
-        type_url: CLUSTER.into(),
-        ..DeltaDiscoveryRequest::default()
-    })
-    .await
-    .expect("request sent");
+    hello(&tx).await;
     // Registered (and so waiting for the permit) before the drain starts.
     eventually(|| h.ads.syncz().len() == 2).await;
     let ads = h.ads.clone();

@@ -449,8 +449,11 @@ fn make_clusters_large(h: &Harness) {
     }
 }
 
-/// Waits until the only stream so far was sent its clusters (and so took the permit).
-async fn sent_clusters(h: &Harness) {
+/// The first stream: asks for the clusters and does not read them yet. Returns once they were
+/// sent (so it took the in-flight permit).
+async fn lazy_first_stream(h: &Harness) -> Stream {
+    let lazy = Stream::open(h).await;
+    lazy.hello(CLUSTER, &[]).await;
     eventually(|| {
         h.ads
             .syncz()
@@ -458,6 +461,7 @@ async fn sent_clusters(h: &Harness) {
             .any(|c| c.types.get(CLUSTER).is_some_and(|t| t.responses_sent > 0))
     })
     .await;
+    lazy
 }
 
 #[tokio::test]
@@ -470,9 +474,7 @@ async fn a_proxy_that_does_not_read_keeps_its_in_flight_permit_past_the_ack_time
     };
     let h = Harness::start(options).await;
     make_clusters_large(&h);
-    let mut lazy = Stream::open(&h).await;
-    lazy.hello(CLUSTER, &[]).await;
-    sent_clusters(&h).await;
+    let mut lazy = lazy_first_stream(&h).await;
     // Several ACK timeouts pass; the lazy stream's response still sits in the server, so the
     // permit stays with it.
     let mut s = Stream::open(&h).await;
@@ -493,9 +495,7 @@ async fn a_proxy_that_never_reads_is_closed_after_the_send_timeout_and_its_permi
     };
     let h = Harness::start(options).await;
     make_clusters_large(&h);
-    let lazy = Stream::open(&h).await;
-    lazy.hello(CLUSTER, &[]).await;
-    sent_clusters(&h).await;
+    let lazy = lazy_first_stream(&h).await;
     let mut s = Stream::open(&h).await;
     s.hello(CLUSTER, &[]).await;
     assert_eq!(s.recv().await.type_url, CLUSTER);
