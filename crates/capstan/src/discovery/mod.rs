@@ -80,6 +80,11 @@ pub struct Args {
     /// Longest delay of a push while changes keep coming (PILOT_DEBOUNCE_MAX).
     #[arg(long = "debounce-max-ms", default_value_t = 10_000)]
     debounce_max_ms: u64,
+    /// Most xDS streams with responses in flight (sent, not yet acknowledged) at once; the
+    /// others wait their turn before sending. Bounds the send buffers a sync of thousands of
+    /// proxies holds together.
+    #[arg(long = "max-streams-in-flight", default_value_t = AdsOptions::default().max_streams_in_flight)]
+    max_streams_in_flight: usize,
     /// On SIGTERM or SIGINT, the open xDS streams are closed spread over this window so their
     /// proxies reconnect to other replicas a few at a time (e.g. 5s, 1m).
     #[arg(long = "drain-duration", default_value = "5s", value_parser = ca::parse_duration)]
@@ -206,7 +211,11 @@ pub fn run(args: Args) -> Result<()> {
         let index = Arc::new(ServiceIndex::new());
         let mesh = MeshConfig { domain_suffix: args.domain.clone(), ..MeshConfig::default() };
         let generator = Arc::new(IstioGenerator::new(PushContext::new(store.snapshot(), index.snapshot(), mesh.clone(), 0)));
-        let ads = AdsServer::new(generator.clone(), AdsOptions::default());
+        let ads_options = AdsOptions {
+            max_streams_in_flight: args.max_streams_in_flight,
+            ..AdsOptions::default()
+        };
+        let ads = AdsServer::new(generator.clone(), ads_options);
         // Closed until every source has synced once and a push has been built from all of it.
         ads.set_ready(false);
         let sources_synced = Arc::new(std::sync::atomic::AtomicBool::new(false));
