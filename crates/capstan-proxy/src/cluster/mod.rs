@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod hash;
 pub mod lb;
 pub mod outlier;
+pub mod http1_pool;
 pub mod pool;
 pub mod protocol;
 pub mod transport;
@@ -26,6 +27,7 @@ pub use dns::{DnsConfig, LookupFamily};
 pub use endpoints::{compile_assignment, EndpointSet};
 pub use lb::{LbConfig, LbPolicy};
 pub use outlier::OutlierConfig;
+pub use http1_pool::UpstreamBody;
 pub use pool::{PoolConfig, Tracked};
 
 use crate::http::BoxBody;
@@ -370,7 +372,7 @@ impl Cluster {
         &self,
         req: http::Request<BoxBody>,
         ctx: &LbContext,
-    ) -> Result<(http::Response<hyper::body::Incoming>, SocketAddr), UpstreamError> {
+    ) -> Result<(http::Response<UpstreamBody>, SocketAddr), UpstreamError> {
         let Some(_rq) = self.breaker.try_acquire(Resource::Requests) else {
             self.stats.upstream_rq_pending_overflow.inc();
             return Err(UpstreamError::Overflow);
