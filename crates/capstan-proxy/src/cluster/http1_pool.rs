@@ -56,6 +56,8 @@ pub struct Http1Pool {
     waiting: AtomicUsize,
     idle_timeout: Option<Duration>,
     max_requests: Option<u32>,
+    /// Idle connections are kept for at most this many endpoints.
+    max_endpoints: usize,
 }
 
 impl std::fmt::Debug for Http1Pool {
@@ -78,13 +80,18 @@ impl Drop for Waiting<'_> {
 
 impl Http1Pool {
     /// An empty pool.
-    pub fn new(idle_timeout: Option<Duration>, max_requests: Option<u32>) -> Arc<Http1Pool> {
+    pub fn new(
+        idle_timeout: Option<Duration>,
+        max_requests: Option<u32>,
+        max_endpoints: usize,
+    ) -> Arc<Http1Pool> {
         Arc::new(Http1Pool {
             state: Mutex::new(State::default()),
             returned: tokio::sync::Notify::new(),
             waiting: AtomicUsize::new(0),
             idle_timeout,
             max_requests,
+            max_endpoints,
         })
     }
 
@@ -127,8 +134,13 @@ impl Http1Pool {
         if self.max_requests.is_some_and(|m| uses >= m) || tx.is_closed() {
             return;
         }
+        let mut dropped = None;
         let start_sweeper = {
             let mut state = self.lock();
+            // ORIGINAL_DST clusters see arbitrary destinations: past the bound, start again.
+            if state.idle.len() >= self.max_endpoints && !state.idle.contains_key(&key) {
+                dropped = Some(std::mem::take(&mut state.idle));
+            }
             state.idle.entry(key).or_default().push(Idle {
                 tx,
                 uses,
@@ -138,6 +150,7 @@ impl Http1Pool {
             state.sweeping |= start;
             start
         };
+        drop(dropped);
         if start_sweeper {
             if let Some(t) = self.idle_timeout {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -156,21 +169,15 @@ impl Http1Pool {
     pub fn retain(&self, keep: &dyn Fn(&SocketAddr) -> bool) {
         let dropped: Vec<_> = {
             let mut state = self.lock();
-            let gone: Vec<Key> = state.idle.keys().filter(|(a, _)| !keep(a)).copied().collect();
-            gone.into_iter().filter_map(|k| state.idle.remove(&k)).collect()
-        };
-        drop(dropped);
-    }
-
-    /// Drops every idle connection once more than `max` endpoints have some (ORIGINAL_DST
-    /// clusters see arbitrary destinations).
-    pub fn bound(&self, max: usize) {
-        let dropped = {
-            let mut state = self.lock();
-            if state.idle.len() <= max {
-                return;
-            }
-            std::mem::take(&mut state.idle)
+            let gone: Vec<Key> = state
+                .idle
+                .keys()
+                .filter(|(a, _)| !keep(a))
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| state.idle.remove(&k))
+                .collect()
         };
         drop(dropped);
     }
@@ -213,10 +220,14 @@ impl Http1Pool {
                 }
             }
         };
-        let io = pool.connector(key.0, key.1).dial(permit).await.map_err(|e| match e {
-            ConnectError::Overflow => UpstreamError::Overflow,
-            ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
-        })?;
+        let io = pool
+            .connector(key.0, key.1)
+            .dial(permit)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Overflow => UpstreamError::Overflow,
+                ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
+            })?;
         Ok((handshake(io).await?, false))
     }
 

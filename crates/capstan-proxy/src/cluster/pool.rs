@@ -404,7 +404,11 @@ impl Pool {
         tls: Vec<Option<Arc<super::transport::Connector>>>,
     ) -> Pool {
         Pool {
-            http1: Http1Pool::new(config.idle_timeout, config.max_requests_per_connection),
+            http1: Http1Pool::new(
+                config.idle_timeout,
+                config.max_requests_per_connection,
+                MAX_CLIENTS,
+            ),
             config,
             breaker,
             stats,
@@ -498,7 +502,6 @@ impl Pool {
         if !h2 {
             *req.version_mut() = http::Version::HTTP_11;
             http1_head(&mut req, addr)?;
-            self.http1.bound(MAX_CLIENTS);
             return self.http1.send((addr, transport), self, req).await;
         }
         *req.version_mut() = http::Version::HTTP_2;
@@ -574,9 +577,8 @@ fn upstream_uri(
 /// URI's authority, else the endpoint's address, without the default port) and an origin-form
 /// URI (authority-form for CONNECT).
 fn http1_head(req: &mut http::Request<BoxBody>, addr: SocketAddr) -> Result<(), UpstreamError> {
-    let bad = |e: &dyn std::fmt::Display| {
-        UpstreamError::Reset(format!("cannot build upstream URI: {e}"))
-    };
+    let bad =
+        |e: &dyn std::fmt::Display| UpstreamError::Reset(format!("cannot build upstream URI: {e}"));
     if !req.headers().contains_key(http::header::HOST) {
         let host = match req.uri().authority() {
             Some(a) if a.port_u16().is_some_and(|p| p != 80) => a.as_str().to_string(),

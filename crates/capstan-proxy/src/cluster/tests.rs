@@ -161,7 +161,10 @@ async fn http1_connections_are_reused_then_close_when_idle() {
         assert_eq!(body(resp).await, "HTTP/1.1 reviews:9080 /");
     }
     let s = c.stats();
-    assert_eq!((s.upstream_cx_total.get(), s.upstream_cx_active.get()), (1, 1));
+    assert_eq!(
+        (s.upstream_cx_total.get(), s.upstream_cx_active.get()),
+        (1, 1)
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.upstream_cx_active.get() != 0 {
         assert!(Instant::now() < deadline, "the idle connection stays open");

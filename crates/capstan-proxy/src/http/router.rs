@@ -232,7 +232,7 @@ pub async fn forward(
     if let Some(h) = literal {
         if f.append_x_forwarded_host {
             if let Ok(v) = HeaderValue::from_str(host) {
-                parts.headers.append("x-forwarded-host", v);
+                parts.headers.append(super::names::X_FORWARDED_HOST, v);
             }
         }
         new_host = h;
@@ -259,12 +259,12 @@ pub async fn forward(
             state.timeout,
             state.policy.per_try_timeout,
         ) {
-            parts.headers.insert("grpc-timeout", v);
+            parts.headers.insert(super::names::GRPC_TIMEOUT, v);
         }
     }
     if let Some(t) = state.timeout {
         parts.headers.insert(
-            "x-envoy-expected-rq-timeout-ms",
+            super::names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
             HeaderValue::from(t.as_millis() as u64),
         );
     }
@@ -357,7 +357,7 @@ pub async fn forward(
 
 async fn attempts(
     cluster: &Arc<Cluster>,
-    state: &retry::RetryState,
+    state: &retry::RetryState<'_>,
     parts: http::request::Parts,
     body: ReqBody,
     mut ctx: LbContext,
@@ -387,8 +387,10 @@ async fn attempts(
         };
         let mut req = Request::from_parts(head, body);
         if attempt_header {
-            req.headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+            req.headers_mut().insert(
+                super::names::X_ENVOY_ATTEMPT_COUNT,
+                HeaderValue::from(attempt),
+            );
         }
         let now = Instant::now();
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
@@ -423,7 +425,7 @@ async fn attempts(
                 let status = resp.status().as_u16();
                 let grpc_status = resp
                     .headers()
-                    .get("grpc-status")
+                    .get(super::names::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
                 let outcome = Outcome::Response {
@@ -435,7 +437,7 @@ async fn attempts(
                 }
                 let (mut p, b) = resp.into_parts();
                 p.headers.insert(
-                    "x-envoy-upstream-service-time",
+                    super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                     HeaderValue::from(now.elapsed().as_millis() as u64),
                 );
                 let resp = Response::from_parts(
