@@ -83,6 +83,11 @@ impl Breaker {
         }
     }
 
+    /// Resolves when a connection permit is given back (enable it before checking).
+    pub fn connection_released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
     fn limit(&self, r: Resource) -> u32 {
         match r {
             Resource::Connections => self.config.max_connections,

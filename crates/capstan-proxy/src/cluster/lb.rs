@@ -7,9 +7,13 @@
 use super::endpoints::{EndpointSet, Health, HostAddress};
 use super::hash::{Maglev, Ring};
 use super::LbContext;
+use smallvec::SmallVec;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// The hosts a pick chooses among (indices into a level), kept on the stack.
+type Candidates = SmallVec<[usize; 16]>;
 
 /// Envoy's `lb_policy`, with its `lb_config`.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +181,7 @@ impl Balancer {
         let eligible = |h: &LbHost| h.healthy && !ejected.contains(&h.addr);
         // Envoy's priority load: each level offers min(100, opf × healthy%) and takes what the
         // levels before it left; below 100 in total the loads are scaled up to 100.
-        let health: Vec<(usize, usize, f64)> = self
+        let health: SmallVec<[(usize, usize, f64); 4]> = self
             .levels
             .iter()
             .map(|l| {
@@ -203,7 +207,7 @@ impl Balancer {
             health.iter().position(|(n, _, _)| *n > 0)?
         } else {
             let mut remaining = 100.0;
-            let loads: Vec<f64> = health
+            let loads: SmallVec<[f64; 4]> = health
                 .iter()
                 .map(|(_, _, p)| {
                     let l = p.min(remaining);
@@ -228,11 +232,11 @@ impl Balancer {
             return None;
         }
         let l = &self.levels[level];
-        let mut candidates: Vec<usize> = (0..l.hosts.len())
+        let mut candidates: Candidates = (0..l.hosts.len())
             .filter(|i| panic || eligible(&l.hosts[*i]))
             .collect();
         if !ctx.avoid.is_empty() {
-            let fresh: Vec<usize> = candidates
+            let fresh: Candidates = candidates
                 .iter()
                 .copied()
                 .filter(|i| !ctx.avoid.contains(&l.hosts[*i].addr))
@@ -277,9 +281,9 @@ impl Balancer {
     fn pick_locality(
         &self,
         l: &Level,
-        candidates: Vec<usize>,
+        candidates: Candidates,
         rng: &mut fastrand::Rng,
-    ) -> Vec<usize> {
+    ) -> Candidates {
         let mut effective = vec![0f64; l.locality_weights.len()];
         for (li, w) in l.locality_weights.iter().enumerate() {
             let total = l.hosts.iter().filter(|h| h.locality == li).count();

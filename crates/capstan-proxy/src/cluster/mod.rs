@@ -14,6 +14,7 @@ pub mod dns;
 pub mod dns_resolver;
 pub mod endpoints;
 pub mod hash;
+pub mod http1_pool;
 pub mod lb;
 pub mod outlier;
 pub mod pool;
@@ -24,6 +25,7 @@ pub use breaker::{BreakerConfig, RetryPermit};
 pub use compile::compile;
 pub use dns::{DnsConfig, LookupFamily};
 pub use endpoints::{compile_assignment, EndpointSet};
+pub use http1_pool::UpstreamBody;
 pub use lb::{LbConfig, LbPolicy};
 pub use outlier::OutlierConfig;
 pub use pool::{PoolConfig, Tracked};
@@ -370,7 +372,7 @@ impl Cluster {
         &self,
         req: http::Request<BoxBody>,
         ctx: &LbContext,
-    ) -> Result<(http::Response<hyper::body::Incoming>, SocketAddr), UpstreamError> {
+    ) -> Result<(http::Response<UpstreamBody>, SocketAddr), UpstreamError> {
         let Some(_rq) = self.breaker.try_acquire(Resource::Requests) else {
             self.stats.upstream_rq_pending_overflow.inc();
             return Err(UpstreamError::Overflow);

@@ -1,11 +1,13 @@
-//! Upstream connections: one hyper-util legacy `Client` per endpoint (and protocol), whose
-//! connector always dials that endpoint, so the request keeps the caller's authority (`Host` for
-//! HTTP/1, `:authority` for HTTP/2) while connections are pooled per endpoint. The connector
-//! enforces `max_connections` (a request waits for a free connection, as Envoy's pending
-//! requests, up to `max_pending_requests` waiters and `connect_timeout`), counts connections,
-//! and tags each connection so `max_requests_per_connection` can retire it.
+//! Upstream connections. HTTP/1.1 goes through the cluster's own pool ([`super::http1_pool`]);
+//! HTTP/2 through one hyper-util legacy `Client` per endpoint, whose connector always dials that
+//! endpoint, so the request keeps the caller's authority (`Host` for HTTP/1, `:authority` for
+//! HTTP/2) while connections are pooled per endpoint. Both enforce `max_connections` (a request
+//! waits for a free connection, as Envoy's pending requests, up to `max_pending_requests`
+//! waiters and `connect_timeout`), count connections, and retire a connection after
+//! `max_requests_per_connection`.
 
 use super::breaker::{Breaker, Permit, Resource};
+use super::http1_pool::{Http1Pool, UpstreamBody};
 use super::UpstreamError;
 use crate::http::BoxBody;
 use crate::stats::ClusterStats;
@@ -131,6 +133,11 @@ impl EndpointConnector {
                     .ok_or(ConnectError::Overflow)?
             }
         };
+        self.dial(permit).await
+    }
+
+    /// Dials the endpoint (TCP, then TLS when configured) under a `max_connections` permit.
+    pub async fn dial(&self, permit: Permit) -> Result<Tracked, ConnectError> {
         let uri: http::Uri = format!("http://{}", self.addr)
             .parse()
             .map_err(|e| ConnectError::Failed(format!("{e}")))?;
@@ -382,6 +389,8 @@ pub struct Pool {
     breaker: Arc<Breaker>,
     stats: Arc<ClusterStats>,
     clients: Mutex<HashMap<(SocketAddr, bool, usize), HttpClient>>,
+    /// HTTP/1.1 connections.
+    http1: Arc<Http1Pool>,
     /// TLS per transport-socket index (see [`super::transport::TransportConfig::choose`]).
     tls: Vec<Option<Arc<super::transport::Connector>>>,
 }
@@ -395,6 +404,11 @@ impl Pool {
         tls: Vec<Option<Arc<super::transport::Connector>>>,
     ) -> Pool {
         Pool {
+            http1: Http1Pool::new(
+                config.idle_timeout,
+                config.max_requests_per_connection,
+                MAX_CLIENTS,
+            ),
             config,
             breaker,
             stats,
@@ -403,7 +417,21 @@ impl Pool {
         }
     }
 
-    fn connector(&self, addr: SocketAddr, transport: usize) -> EndpointConnector {
+    /// Its settings.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+    /// The cluster's circuit breakers.
+    pub fn breaker(&self) -> &Arc<Breaker> {
+        &self.breaker
+    }
+    /// The cluster's counters.
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
+    }
+
+    /// A connector dialing `addr` with transport socket `transport`.
+    pub fn connector(&self, addr: SocketAddr, transport: usize) -> EndpointConnector {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(self.config.connect_timeout));
@@ -456,6 +484,7 @@ impl Pool {
             .lock()
             .expect("pool lock is never poisoned: no panics under it")
             .retain(|(a, _, _), _| keep(a));
+        self.http1.retain(keep);
     }
 
     /// Sends `req` to `addr`, keeping the caller's authority.
@@ -464,17 +493,18 @@ impl Pool {
         addr: SocketAddr,
         transport: usize,
         mut req: http::Request<BoxBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         let h2 = match self.config.protocol {
             UpstreamProtocol::Http1 => false,
             UpstreamProtocol::Http2 => true,
             UpstreamProtocol::Downstream => req.version() == http::Version::HTTP_2,
         };
-        *req.version_mut() = if h2 {
-            http::Version::HTTP_2
-        } else {
-            http::Version::HTTP_11
-        };
+        if !h2 {
+            *req.version_mut() = http::Version::HTTP_11;
+            http1_head(&mut req, addr)?;
+            return self.http1.send((addr, transport), self, req).await;
+        }
+        *req.version_mut() = http::Version::HTTP_2;
         *req.uri_mut() = upstream_uri(&req, addr)?;
         let capture = capture_connection(&mut req);
         let resp = self
@@ -492,7 +522,7 @@ impl Pool {
                 }
             }
         }
-        Ok(resp)
+        Ok(resp.map(UpstreamBody::new))
     }
 
     /// Opens a raw TCP connection to `addr` (no waiting for a free connection).
@@ -541,6 +571,41 @@ fn upstream_uri(
     );
     http::Uri::from_parts(parts)
         .map_err(|e| UpstreamError::Reset(format!("cannot build upstream URI: {e}")))
+}
+
+/// An HTTP/1.1 request head as the legacy client sent it: a Host header when missing (the
+/// URI's authority, else the endpoint's address, without the default port) and an origin-form
+/// URI (authority-form for CONNECT).
+fn http1_head(req: &mut http::Request<BoxBody>, addr: SocketAddr) -> Result<(), UpstreamError> {
+    let bad =
+        |e: &dyn std::fmt::Display| UpstreamError::Reset(format!("cannot build upstream URI: {e}"));
+    if !req.headers().contains_key(http::header::HOST) {
+        let host = match req.uri().authority() {
+            Some(a) if a.port_u16().is_some_and(|p| p != 80) => a.as_str().to_string(),
+            Some(a) => a.host().to_string(),
+            None if addr.port() != 80 => addr.to_string(),
+            None if addr.is_ipv6() => format!("[{}]", addr.ip()),
+            None => addr.ip().to_string(),
+        };
+        let v = http::HeaderValue::try_from(host).map_err(|e| bad(&e))?;
+        req.headers_mut().insert(http::header::HOST, v);
+    }
+    let uri = req.uri();
+    if uri.authority().is_none() {
+        return Ok(());
+    }
+    let new = if req.method() == http::Method::CONNECT {
+        let mut parts = http::uri::Parts::default();
+        parts.authority = uri.authority().cloned();
+        http::Uri::from_parts(parts).map_err(|e| bad(&e))?
+    } else {
+        match uri.path_and_query() {
+            Some(pq) if pq.as_str() != "/" => http::Uri::from(pq.clone()),
+            _ => http::Uri::default(),
+        }
+    };
+    *req.uri_mut() = new;
+    Ok(())
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {

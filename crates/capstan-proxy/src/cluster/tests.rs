@@ -80,7 +80,7 @@ fn cluster(config: ClusterConfig, addrs: &[SocketAddr]) -> Arc<Cluster> {
     c
 }
 
-async fn body(resp: http::Response<Incoming>) -> String {
+async fn body(resp: http::Response<UpstreamBody>) -> String {
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     String::from_utf8_lossy(&bytes).into_owned()
 }
@@ -143,6 +143,39 @@ async fn max_requests_per_connection_retires_connections() {
         tokio::task::yield_now().await;
     }
     assert_eq!(c.stats().upstream_cx_total.get(), 2);
+}
+
+/// HTTP/1.1 connections are reused once their response has been read, and closed after the
+/// cluster's `idle_timeout` with nothing to do.
+#[tokio::test]
+async fn http1_connections_are_reused_then_close_when_idle() {
+    let addr = server(echo(), None).await;
+    let mut config = ClusterConfig::new("c", Discovery::Static);
+    config.pool.idle_timeout = Some(Duration::from_millis(200));
+    let c = cluster(config, &[addr]);
+    for _ in 0..5 {
+        let (resp, _) = c
+            .request(request("/"), &LbContext::default())
+            .await
+            .expect("response");
+        assert_eq!(body(resp).await, "HTTP/1.1 reviews:9080 /");
+    }
+    let s = c.stats();
+    assert_eq!(
+        (s.upstream_cx_total.get(), s.upstream_cx_active.get()),
+        (1, 1)
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.upstream_cx_active.get() != 0 {
+        assert!(Instant::now() < deadline, "the idle connection stays open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (resp, _) = c
+        .request(request("/"), &LbContext::default())
+        .await
+        .expect("response on a new connection");
+    body(resp).await;
+    assert_eq!(s.upstream_cx_total.get(), 2);
 }
 
 #[tokio::test]

@@ -2,8 +2,8 @@
 //! `x-forwarded-for`, `x-forwarded-proto`, `x-request-id`, `x-envoy-internal`, and removal of
 //! `x-envoy-*` headers from untrusted (external) requests, and `x-forwarded-client-cert`.
 
-use super::{Downstream, HcmConfig};
-use http::{HeaderMap, HeaderValue};
+use super::{names, Downstream, HcmConfig};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
 /// Whether an address is internal (RFC 1918, loopback, link-local, unique-local), as Envoy's
@@ -21,20 +21,28 @@ pub fn is_internal(ip: IpAddr) -> bool {
     }
 }
 
-/// A random UUID v4, for `x-request-id`.
+/// A random UUID v4, for `x-request-id` (Envoy's format: lowercase hex, 8-4-4-4-12).
 pub fn uuid4() -> String {
+    String::from_utf8_lossy(&uuid4_bytes()).into_owned()
+}
+
+/// [`uuid4`] as ASCII bytes, written in place: it runs once per request, so no formatting.
+fn uuid4_bytes() -> [u8; 36] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        out[at] = HEX[usize::from(x >> 4)];
+        out[at + 1] = HEX[usize::from(x & 0x0f)];
+        at += 2;
+    }
+    out
 }
 
 /// The trusted client address: the peer with `use_remote_address`, else the XFF entry
@@ -68,29 +76,32 @@ pub fn on_request(hcm: &HcmConfig, headers: &mut HeaderMap, down: &Downstream) -
                 headers.remove(n);
             }
         } else {
-            headers.insert("x-envoy-internal", HeaderValue::from_static("true"));
+            headers.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
         }
         if !hcm.skip_xff_append {
             let peer = down.peer.ip().to_string();
-            let v = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let v = match headers
+                .get(names::X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(old) if !old.is_empty() => format!("{old},{peer}"),
                 _ => peer,
             };
             if let Ok(v) = HeaderValue::from_str(&v) {
-                headers.insert("x-forwarded-for", v);
+                headers.insert(names::X_FORWARDED_FOR, v);
             }
         }
         let proto = if down.tls { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    } else if !headers.contains_key("x-forwarded-proto") {
+        headers.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    } else if !headers.contains_key(names::X_FORWARDED_PROTO) {
         let proto = if down.tls { "https" } else { "http" };
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+        headers.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    let keep_id = headers.contains_key("x-request-id")
+    let keep_id = headers.contains_key(names::X_REQUEST_ID)
         && (internal || hcm.preserve_external_request_id || !hcm.use_remote_address);
     if hcm.generate_request_id && !keep_id {
-        if let Ok(v) = HeaderValue::from_str(&uuid4()) {
-            headers.insert("x-request-id", v);
+        if let Ok(v) = HeaderValue::from_bytes(&uuid4_bytes()) {
+            headers.insert(names::X_REQUEST_ID, v);
         }
     }
     xfcc(&hcm.xfcc, headers, down);
@@ -130,7 +141,7 @@ pub struct Xfcc {
     pub dns: bool,
 }
 
-const XFCC: &str = "x-forwarded-client-cert";
+const XFCC: HeaderName = names::X_FORWARDED_CLIENT_CERT;
 
 impl Xfcc {
     /// Reads the two fields of a connection manager.
@@ -402,5 +413,25 @@ mod tests {
         on_request(&hcm, &mut h, &down("127.0.0.1:1", false));
         assert_eq!(h["x-request-id"], "abc");
         assert_ne!(uuid4(), uuid4());
+    }
+
+    #[test]
+    fn request_ids_are_uuid4s() {
+        for _ in 0..100 {
+            let id = uuid4();
+            let groups: Vec<&str> = id.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+            assert!(groups[2].starts_with('4'), "version 4: {id}");
+            assert!(
+                groups[3].starts_with(['8', '9', 'a', 'b']),
+                "RFC 4122 variant: {id}"
+            );
+        }
     }
 }

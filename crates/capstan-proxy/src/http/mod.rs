@@ -16,6 +16,7 @@ pub mod headers;
 pub mod jwt_authn;
 pub mod metadata;
 pub mod mirror;
+pub mod names;
 pub mod rbac;
 pub mod replay;
 pub mod retry;
@@ -203,6 +204,8 @@ struct Ctx {
     store: Arc<Store>,
     down: Downstream,
     stats: Arc<HttpStats>,
+    /// The `server` header value (`server_name`), built once per connection.
+    server: HeaderValue,
     /// An upgraded request's tunnel, run by the connection once hyper hands it over.
     tunnel: std::sync::Mutex<Option<upgrade::Tunnel>>,
 }
@@ -260,7 +263,7 @@ fn match_route<'t>(
     let route = table.route(&host, &path_and_query, &parts.headers);
     let xfp_https = parts
         .headers
-        .get("x-forwarded-proto")
+        .get(names::X_FORWARDED_PROTO)
         .is_some_and(|v| v == "https");
     let tls_redirect = route.is_some_and(|(vh, _)| match vh.require_tls {
         RequireTls::None => false,
@@ -499,7 +502,7 @@ fn authenticate(
             // Envoy's realm: the original URL, `x-forwarded-proto://host/path`, no query.
             let proto = parts
                 .headers
-                .get("x-forwarded-proto")
+                .get(names::X_FORWARDED_PROTO)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(if ctx.down.tls { "https" } else { "http" });
             let host = parts
@@ -611,7 +614,7 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
     let start = Instant::now();
     ctx.stats.downstream_rq_total.inc();
     ctx.stats.downstream_rq_active.inc();
-    let request_id = req.headers().get("x-request-id").cloned();
+    let request_id = req.headers().get(names::X_REQUEST_ID).cloned();
     let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
     let fut = handle(&ctx, req);
     let mut resp = match ctx.hcm.request_timeout {
@@ -622,8 +625,7 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
         None => fut.await,
     };
     let h = resp.headers_mut();
-    let server =
-        HeaderValue::from_str(&ctx.hcm.server_name).unwrap_or(HeaderValue::from_static("envoy"));
+    let server = ctx.server.clone();
     match ctx.hcm.server_header {
         0 => {
             h.insert(http::header::SERVER, server);
@@ -635,7 +637,7 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
     }
     if ctx.hcm.always_set_request_id_in_response {
         if let Some(id) = request_id {
-            h.insert("x-request-id", id);
+            h.insert(names::X_REQUEST_ID, id);
         }
     }
     let status = resp.status().as_u16();
@@ -672,6 +674,8 @@ pub async fn serve_connection<IO>(
         store,
         down: downstream,
         stats: stats.clone(),
+        server: HeaderValue::from_str(&hcm.server_name)
+            .unwrap_or(HeaderValue::from_static("envoy")),
         tunnel: std::sync::Mutex::new(None),
     });
     let svc_ctx = ctx.clone();

@@ -13,6 +13,8 @@ use crate::store::Snapshot;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::BodyExt;
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,16 +34,16 @@ pub struct Matched<'a> {
 pub fn choose<'a>(
     f: &'a Forward,
     headers: &http::HeaderMap,
-) -> Option<(String, Option<&'a WeightedTarget>)> {
+) -> Option<(Cow<'a, str>, Option<&'a WeightedTarget>)> {
     match &f.clusters {
-        ClusterChoice::Single(c) => Some((c.clone(), None)),
+        ClusterChoice::Single(c) => Some((Cow::Borrowed(c), None)),
         ClusterChoice::Header(h) => headers
             .get(h)
             .and_then(|v| v.to_str().ok())
-            .map(|c| (c.to_string(), None)),
+            .map(|c| (Cow::Owned(c.to_string()), None)),
         ClusterChoice::Weighted { targets, total } => {
             let t = ClusterChoice::pick_weighted(targets, fastrand::u64(0..*total))?;
-            Some((t.cluster.clone(), Some(t)))
+            Some((Cow::Borrowed(&t.cluster), Some(t)))
         }
     }
 }
@@ -52,9 +54,9 @@ pub fn levels<'a>(
     m: &Matched<'a>,
     target: Option<&'a WeightedTarget>,
     request: bool,
-) -> Vec<&'a HeaderMutation> {
+) -> SmallVec<[&'a HeaderMutation; 4]> {
     let pick = |r: &'a HeaderMutation, s: &'a HeaderMutation| if request { r } else { s };
-    let mut v: Vec<&HeaderMutation> = Vec::with_capacity(4);
+    let mut v: SmallVec<[&HeaderMutation; 4]> = SmallVec::new();
     if let Some(t) = target {
         v.push(pick(&t.request_headers, &t.response_headers));
     }
@@ -206,23 +208,21 @@ pub async fn forward(
     let Some(cluster) = snapshot.cluster(&cluster_name).cloned() else {
         return (local_reply(f.cluster_not_found_status, ""), None);
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+    // A shared handle on the request line's bytes, not a copy.
+    let pq = parts.uri.path_and_query().cloned();
+    let path_and_query = pq.as_ref().map_or("/", |p| p.as_str());
     let (hash, new_cookie) =
-        crate::route::hash::compute(&f.hash, &parts.headers, &path_and_query, down.peer);
+        crate::route::hash::compute(&f.hash, &parts.headers, path_and_query, down.peer);
     // Rewrites. Without one, an origin-form URI is kept as it is (no re-parse); an absolute
     // one (HTTP/2's :authority) is reduced to its path so the Host header decides upstream.
     let rewrites = f.prefix_rewrite.is_some() || f.regex_rewrite.is_some();
     if rewrites || parts.uri.authority().is_some() {
-        let new_path = rewrite_path(f, m.route.matched_prefix(), &path_and_query);
+        let new_path = rewrite_path(f, m.route.matched_prefix(), path_and_query);
         parts.uri = new_path
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
     }
-    let mut new_host = host.to_string();
+    let mut new_host = Cow::Borrowed(host);
     let literal = target
         .and_then(|t| t.host_rewrite.clone())
         .or(match &f.host_rewrite {
@@ -232,13 +232,20 @@ pub async fn forward(
     if let Some(h) = literal {
         if f.append_x_forwarded_host {
             if let Ok(v) = HeaderValue::from_str(host) {
-                parts.headers.append("x-forwarded-host", v);
+                parts.headers.append(super::names::X_FORWARDED_HOST, v);
             }
         }
-        new_host = h;
+        new_host = Cow::Owned(h);
     }
-    if let Ok(v) = HeaderValue::from_str(&new_host) {
-        parts.headers.insert(http::header::HOST, v);
+    // Usually the one Host header says this already: no new value to build.
+    let already = {
+        let mut all = parts.headers.get_all(http::header::HOST).iter();
+        all.next().map(HeaderValue::as_bytes) == Some(new_host.as_bytes()) && all.next().is_none()
+    };
+    if !already {
+        if let Ok(v) = HeaderValue::from_str(&new_host) {
+            parts.headers.insert(http::header::HOST, v);
+        }
     }
     for level in levels(&m, target, true) {
         level.apply(&mut parts.headers);
@@ -259,12 +266,12 @@ pub async fn forward(
             state.timeout,
             state.policy.per_try_timeout,
         ) {
-            parts.headers.insert("grpc-timeout", v);
+            parts.headers.insert(super::names::GRPC_TIMEOUT, v);
         }
     }
     if let Some(t) = state.timeout {
         parts.headers.insert(
-            "x-envoy-expected-rq-timeout-ms",
+            super::names::X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
             HeaderValue::from(t.as_millis() as u64),
         );
     }
@@ -357,7 +364,7 @@ pub async fn forward(
 
 async fn attempts(
     cluster: &Arc<Cluster>,
-    state: &retry::RetryState,
+    state: &retry::RetryState<'_>,
     parts: http::request::Parts,
     body: ReqBody,
     mut ctx: LbContext,
@@ -387,8 +394,10 @@ async fn attempts(
         };
         let mut req = Request::from_parts(head, body);
         if attempt_header {
-            req.headers_mut()
-                .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+            req.headers_mut().insert(
+                super::names::X_ENVOY_ATTEMPT_COUNT,
+                HeaderValue::from(attempt),
+            );
         }
         let now = Instant::now();
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
@@ -423,7 +432,7 @@ async fn attempts(
                 let status = resp.status().as_u16();
                 let grpc_status = resp
                     .headers()
-                    .get("grpc-status")
+                    .get(super::names::GRPC_STATUS)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
                 let outcome = Outcome::Response {
@@ -435,7 +444,7 @@ async fn attempts(
                 }
                 let (mut p, b) = resp.into_parts();
                 p.headers.insert(
-                    "x-envoy-upstream-service-time",
+                    super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                     HeaderValue::from(now.elapsed().as_millis() as u64),
                 );
                 let resp = Response::from_parts(

@@ -57,7 +57,7 @@ pub fn stream_limit(header_max: Option<Duration>, headers: &http::HeaderMap) -> 
     if !grpc {
         return None;
     }
-    let t = parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)?;
+    let t = parse_grpc_timeout(headers.get(super::names::GRPC_TIMEOUT)?.to_str().ok()?)?;
     let t = if max.is_zero() { t } else { t.min(max) };
     (!t.is_zero()).then_some(t)
 }
@@ -82,7 +82,7 @@ pub fn grpc_route_timeout(
     headers: &http::HeaderMap,
 ) -> Option<Duration> {
     let mut t = headers
-        .get("grpc-timeout")
+        .get(super::names::GRPC_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
         .unwrap_or(Duration::ZERO);

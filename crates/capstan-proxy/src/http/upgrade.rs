@@ -164,7 +164,7 @@ pub async fn send(
         Ok((resp, _)) => {
             let (mut p, b) = resp.into_parts();
             p.headers.insert(
-                "x-envoy-upstream-service-time",
+                super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                 HeaderValue::from(started.elapsed().as_millis() as u64),
             );
             Response::from_parts(p, b.map_err(|e| -> BoxError { Box::new(e) }).boxed())

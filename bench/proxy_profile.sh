@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Instructions per request of `capstan proxy` (and of HAProxy, in the same run), under
+# bench/proxy.sh's setup: HTTP/1.1 keep-alive, 80/20 between two nginx backends, one worker.
+# For A/B comparisons of the proxy's hot path on a machine with noisy neighbours or no hardware
+# counters: callgrind counts instructions exactly, whatever else runs.
+#
+#   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
+#   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
+#
+# N requests (default 20000) are sent closed loop over 16 connections after a warm-up of 2000;
+# the counters are zeroed after the warm-up, so connection set-up and start-up are left out.
+# callgrind output stays in $OUT (default /tmp/capstan-profile) for callgrind_annotate.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
+OHA="$CACHE/oha-1.8.0/bin/oha"
+N="${N:-20000}"
+MODE="${MODE:-callgrind}"
+OUT="${OUT:-/tmp/capstan-profile}"
+TARGETS="${TARGETS:-capstan haproxy}"
+CAPSTAN="${CAPSTAN:-$ROOT/target/profiling/capstan}"
+log() { printf '[profile] %s\n' "$*" >&2; }
+[[ -x $OHA ]] || { log "run bench/proxy.sh once first (installs oha)"; exit 1; }
+
+WORK="$(mktemp -d /tmp/capstan-profile.XXXXXX)"
+mkdir -p "$OUT" "$WORK/config" "$WORK/nginx"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+V1=18181 V2=18182 CAP=18190 HAP=18191 XDS=18110 ADMIN=18100
+cat >"$WORK/nginx/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/nginx/backend.pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$V1; location / { return 200 "v1\n"; } }
+  server { listen 127.0.0.1:$V2; location / { return 200 "v2\n"; } }
+}
+CONF
+nginx -c "$WORK/nginx/backend.conf" -e stderr & PIDS+=($!)
+
+cat >"$WORK/registry.yaml" <<YAML
+services:
+- hostname: reviews.default.svc.cluster.local
+  namespace: default
+  ports: [{name: http, port: 9080}]
+  endpoints:
+  - {address: 127.0.0.1, ports: {http: $V1}, labels: {version: v1}}
+  - {address: 127.0.0.1, ports: {http: $V2}, labels: {version: v2}}
+YAML
+cat >"$WORK/config/mesh.yaml" <<YAML
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: web, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: $CAP, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [web]
+  http:
+  - route:
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 80}
+    - {destination: {host: reviews.default.svc.cluster.local, subset: v2}, weight: 20}
+YAML
+"$CAPSTAN" discovery --config-dir "$WORK/config" --registry-file "$WORK/registry.yaml" \
+  --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:18180 --monitoring-addr 127.0.0.1:18114 2>"$WORK/discovery.log" & PIDS+=($!)
+sleep 1
+
+cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend web
+  bind 127.0.0.1:$HAP
+  default_backend reviews
+backend reviews
+  balance roundrobin
+  server v1 127.0.0.1:$V1 weight 80
+  server v2 127.0.0.1:$V2 weight 20
+CONF
+
+# wrap NAME OUTFILE: the command prefix a target runs under.
+wrap() {
+  case $MODE in
+    callgrind) echo "valgrind --tool=callgrind --callgrind-out-file=$2 --dump-instr=no" ;;
+    *) echo "" ;;
+  esac
+}
+
+wait_port() {
+  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  log "port $1 not answering"; tail -n 20 "$WORK"/*.log >&2; exit 1
+}
+
+for target in $TARGETS; do
+  case $target in
+    capstan)
+      port=$CAP
+      # shellcheck disable=SC2046
+      RUST_LOG=warn $(wrap capstan "$OUT/capstan.callgrind") "$CAPSTAN" proxy --concurrency 1 \
+        --xds-address 127.0.0.1:$XDS --admin-address 127.0.0.1:$ADMIN \
+        --node-id "router~127.0.0.1~gw-0.default~default.svc.cluster.local" \
+        --metadata 'LABELS={"istio":"ingressgateway"}' 2>"$WORK/proxy.log" & pid=$!; PIDS+=($pid) ;;
+    haproxy)
+      port=$HAP
+      # shellcheck disable=SC2046
+      $(wrap haproxy "$OUT/haproxy.callgrind") haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & pid=$!; PIDS+=($pid) ;;
+  esac
+  wait_port $port
+  "$OHA" -n 2000 -c 16 --no-tui -j "http://127.0.0.1:$port/" >/dev/null
+  case $MODE in
+    callgrind)
+      callgrind_control -z $pid >/dev/null
+      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      callgrind_control -d "measured" $pid >/dev/null
+      sleep 1
+      file=$(ls -t "$OUT/$target.callgrind"* | head -1)
+      ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$file")
+      python3 -c "import sys; ir=int(sys.argv[1]); n=int(sys.argv[2]); print(f'$target: {ir/n:,.0f} instructions per request ({ir:,} over {n}) -> $file')" "$ir" "$N"
+      ;;
+    perf)
+      perf record -F 2000 -g --call-graph dwarf,16384 -o "$OUT/$target.perf.data" -p $pid 2>/dev/null &
+      rec=$!
+      sleep 0.5
+      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      kill -INT $rec; wait $rec || true
+      log "$target: perf report -i $OUT/$target.perf.data --no-children"
+      ;;
+  esac
+  python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('  ok:', sum(d.get('statusCodeDistribution',{}).values()), 'errors:', sum(d.get('errorDistribution',{}).values()))" "$WORK/oha.json"
+  kill $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+done

@@ -1,0 +1,415 @@
+//! A cluster's HTTP/1.1 upstream connections: hyper's `client::conn::http1` connections kept
+//! idle per endpoint (and transport socket) and reused most recently used first, as Envoy's
+//! HTTP/1 connection pool does.
+//!
+//! It replaces hyper-util's legacy client for HTTP/1, whose per-request costs showed in the
+//! proxy's profile (docs/benchmarks.md): a pool key built and hashed per request, a boxed connect
+//! future raced against the checkout, and a task spawned per response to put the connection back.
+//! Here a connection goes back to the idle list when its response body ends (at once when the
+//! response has none); one whose body is dropped unfinished is closed by hyper. A connection is
+//! retired after `max_requests_per_connection` requests and closed after `idle_timeout` idle.
+//! When `max_connections` are open, a request waits, as one of Envoy's pending requests (up to
+//! `max_pending_requests` of them, up to the connect timeout), for a connection to become idle
+//! or to close. A request that finds its reused connection closed before anything was written
+//! is sent again on another one, as the legacy client did.
+
+use super::breaker::Resource;
+use super::pool::{ConnectError, Pool, Tracked};
+use super::UpstreamError;
+use crate::http::BoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// An endpoint and the transport-socket index its connections use.
+type Key = (SocketAddr, usize);
+
+/// An open connection not carrying a request.
+struct Idle {
+    tx: SendRequest<BoxBody>,
+    /// Requests sent on it so far.
+    uses: u32,
+    /// When it last went idle.
+    since: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    /// Idle connections by endpoint, the most recently used last.
+    idle: HashMap<Key, Vec<Idle>>,
+    /// The idle sweeper runs (closing connections idle past `idle_timeout`).
+    sweeping: bool,
+}
+
+/// The HTTP/1.1 connections of one cluster.
+pub struct Http1Pool {
+    state: Mutex<State>,
+    /// Fires when a connection goes idle, for requests waiting at `max_connections`.
+    returned: tokio::sync::Notify,
+    /// How many requests wait on `returned` (no notification is paid for when none do).
+    waiting: AtomicUsize,
+    idle_timeout: Option<Duration>,
+    max_requests: Option<u32>,
+    /// Idle connections are kept for at most this many endpoints.
+    max_endpoints: usize,
+}
+
+impl std::fmt::Debug for Http1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http1Pool")
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_requests", &self.max_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Clears `waiting` again however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Http1Pool {
+    /// An empty pool.
+    pub fn new(
+        idle_timeout: Option<Duration>,
+        max_requests: Option<u32>,
+        max_endpoints: usize,
+    ) -> Arc<Http1Pool> {
+        Arc::new(Http1Pool {
+            state: Mutex::new(State::default()),
+            returned: tokio::sync::Notify::new(),
+            waiting: AtomicUsize::new(0),
+            idle_timeout,
+            max_requests,
+            max_endpoints,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("http1 pool lock is never poisoned: no panics under it")
+    }
+
+    /// The most recently used open idle connection of `key`.
+    fn take_idle(&self, key: Key) -> Option<Idle> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut state = self.lock();
+            let list = state.idle.get_mut(&key)?;
+            let mut found = None;
+            while let Some(c) = list.pop() {
+                let expired = self.idle_timeout.is_some_and(|t| c.since.elapsed() >= t);
+                if expired {
+                    // Older ones went idle earlier: expired too.
+                    stale.push(c);
+                    stale.append(list);
+                } else if c.tx.is_closed() {
+                    stale.push(c);
+                } else {
+                    found = Some(c);
+                    break;
+                }
+            }
+            found
+        };
+        // Dropped outside the lock: each closes its connection.
+        drop(stale);
+        found
+    }
+
+    /// Puts a connection whose response has ended back on the idle list, unless it has served
+    /// `max_requests_per_connection` (dropping it closes it).
+    fn release(self: &Arc<Self>, key: Key, tx: SendRequest<BoxBody>, uses: u32) {
+        if self.max_requests.is_some_and(|m| uses >= m) || tx.is_closed() {
+            return;
+        }
+        let mut dropped = None;
+        let start_sweeper = {
+            let mut state = self.lock();
+            // ORIGINAL_DST clusters see arbitrary destinations: past the bound, start again.
+            if state.idle.len() >= self.max_endpoints && !state.idle.contains_key(&key) {
+                dropped = Some(std::mem::take(&mut state.idle));
+            }
+            state.idle.entry(key).or_default().push(Idle {
+                tx,
+                uses,
+                since: Instant::now(),
+            });
+            let start = self.idle_timeout.is_some() && !state.sweeping;
+            state.sweeping |= start;
+            start
+        };
+        drop(dropped);
+        if start_sweeper {
+            if let Some(t) = self.idle_timeout {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(sweep(Arc::downgrade(self), t));
+                } else {
+                    self.lock().sweeping = false;
+                }
+            }
+        }
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_waiters();
+        }
+    }
+
+    /// Drops the idle connections of endpoints not kept (an endpoint update).
+    pub fn retain(&self, keep: &dyn Fn(&SocketAddr) -> bool) {
+        let dropped: Vec<_> = {
+            let mut state = self.lock();
+            let gone: Vec<Key> = state
+                .idle
+                .keys()
+                .filter(|(a, _)| !keep(a))
+                .copied()
+                .collect();
+            gone.into_iter()
+                .filter_map(|k| state.idle.remove(&k))
+                .collect()
+        };
+        drop(dropped);
+    }
+
+    /// An idle connection of `key`, else a new one; when `max_connections` are open, waits (as a
+    /// pending request) for one to go idle or close, up to the connect timeout. The flag says
+    /// whether the connection was used before.
+    async fn checkout(&self, key: Key, pool: &Pool) -> Result<(Idle, bool), UpstreamError> {
+        if let Some(c) = self.take_idle(key) {
+            return Ok((c, true));
+        }
+        let breaker = pool.breaker();
+        let permit = match breaker.try_acquire(Resource::Connections) {
+            Some(p) => p,
+            None => {
+                pool.stats().upstream_cx_overflow.inc();
+                let _pending = breaker
+                    .try_acquire(Resource::Pending)
+                    .ok_or(UpstreamError::Overflow)?;
+                let deadline = tokio::time::Instant::now() + pool.config().connect_timeout;
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let _waiting = Waiting(&self.waiting);
+                loop {
+                    let returned = self.returned.notified();
+                    let released = breaker.connection_released();
+                    tokio::pin!(returned, released);
+                    returned.as_mut().enable();
+                    released.as_mut().enable();
+                    if let Some(c) = self.take_idle(key) {
+                        return Ok((c, true));
+                    }
+                    if let Some(p) = breaker.try_acquire(Resource::Connections) {
+                        break p;
+                    }
+                    tokio::select! {
+                        _ = returned => {}
+                        _ = released => {}
+                        _ = tokio::time::sleep_until(deadline) => return Err(UpstreamError::Overflow),
+                    }
+                }
+            }
+        };
+        let io = pool
+            .connector(key.0, key.1)
+            .dial(permit)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Overflow => UpstreamError::Overflow,
+                ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
+            })?;
+        Ok((handshake(io).await?, false))
+    }
+
+    /// Sends `req` (origin-form, with its Host header) on a connection to `key`.
+    pub async fn send(
+        self: &Arc<Self>,
+        key: Key,
+        pool: &Pool,
+        mut req: http::Request<BoxBody>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        loop {
+            let (mut conn, reused) = self.checkout(key, pool).await?;
+            // A reused connection may still be finishing its last response.
+            if reused && !conn.tx.is_ready() && conn.tx.ready().await.is_err() {
+                continue;
+            }
+            match conn.tx.try_send_request(req).await {
+                Ok(resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    // The connection is the upgrade's now; the sender lives until it is handed
+                    // over, as the legacy client kept it.
+                    let mut tx = conn.tx;
+                    tokio::spawn(async move {
+                        let _ = tx.ready().await;
+                    });
+                    return Ok(resp.map(UpstreamBody::new));
+                }
+                Ok(resp) => {
+                    let uses = conn.uses + 1;
+                    let (parts, body) = resp.into_parts();
+                    let mut body = UpstreamBody {
+                        inner: body,
+                        conn: Some(Returning {
+                            pool: Arc::downgrade(self),
+                            key,
+                            tx: conn.tx,
+                            uses,
+                        }),
+                    };
+                    if body.inner.is_end_stream() {
+                        body.release();
+                    }
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Nothing was written: the idle connection had closed. Another one.
+                    Some(r) if reused => req = r,
+                    _ => return Err(reset(&e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake (no I/O) and the connection's task, which ends when it closes,
+/// releasing its `max_connections` permit.
+async fn handshake(io: Tracked) -> Result<Idle, UpstreamError> {
+    let (tx, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| reset(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection: {e}");
+        }
+    });
+    Ok(Idle {
+        tx,
+        uses: 0,
+        since: Instant::now(),
+    })
+}
+
+/// A failure after the connection was made, with its causes.
+fn reset(e: &hyper::Error) -> UpstreamError {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    UpstreamError::Reset(msg)
+}
+
+/// Closes connections idle for `timeout` (checked every `timeout`, as hyper-util's pool does);
+/// stops when the pool is gone or has nothing idle.
+async fn sweep(pool: Weak<Http1Pool>, timeout: Duration) {
+    let every = timeout.max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let expired: Vec<Idle> = {
+            let mut state = pool.lock();
+            let mut expired = Vec::new();
+            for list in state.idle.values_mut() {
+                // Oldest first: expired ones are a prefix.
+                let n = list
+                    .iter()
+                    .take_while(|c| c.since.elapsed() >= timeout)
+                    .count();
+                expired.extend(list.drain(..n));
+            }
+            state.idle.retain(|_, l| !l.is_empty());
+            if state.idle.is_empty() {
+                state.sweeping = false;
+                drop(state);
+                return;
+            }
+            expired
+        };
+        drop(expired);
+    }
+}
+
+/// The connection a response holds until its body ends.
+struct Returning {
+    pool: Weak<Http1Pool>,
+    key: Key,
+    tx: SendRequest<BoxBody>,
+    uses: u32,
+}
+
+/// An upstream response body; an HTTP/1.1 one puts its connection back in the pool when it ends.
+pub struct UpstreamBody {
+    inner: Incoming,
+    conn: Option<Returning>,
+}
+
+impl UpstreamBody {
+    /// A body with no pooled connection to give back (HTTP/2).
+    pub fn new(inner: Incoming) -> UpstreamBody {
+        UpstreamBody { inner, conn: None }
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.conn.take() {
+            if let Some(pool) = r.pool.upgrade() {
+                pool.release(r.key, r.tx, r.uses);
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            // An errored body's connection is closed by hyper.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
