@@ -39,45 +39,9 @@ http { access_log off; keepalive_requests 1000000;
 CONF
 nginx -c "$WORK/nginx/backend.conf" -e stderr & PIDS+=($!)
 
-cat >"$WORK/registry.yaml" <<YAML
-services:
-- hostname: reviews.default.svc.cluster.local
-  namespace: default
-  ports: [{name: http, port: 9080}]
-  endpoints:
-  - {address: 127.0.0.1, ports: {http: $V1}, labels: {version: v1}}
-  - {address: 127.0.0.1, ports: {http: $V2}, labels: {version: v2}}
-YAML
-cat >"$WORK/config/mesh.yaml" <<YAML
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: web, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: $CAP, name: http, protocol: HTTP}
-    hosts: ['*']
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews.default.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: ['*']
-  gateways: [web]
-  http:
-  - route:
-    - {destination: {host: reviews.default.svc.cluster.local, subset: v1}, weight: 80}
-    - {destination: {host: reviews.default.svc.cluster.local, subset: v2}, weight: 20}
-YAML
+# shellcheck source=bench/proxy_mesh.sh
+source "$ROOT/bench/proxy_mesh.sh"
+write_gateway_mesh "$WORK" "$CAP" "$V1" "$V2"
 "$CAPSTAN" discovery --config-dir "$WORK/config" --registry-file "$WORK/registry.yaml" \
   --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:18180 --monitoring-addr 127.0.0.1:18114 2>"$WORK/discovery.log" & PIDS+=($!)
 sleep 1
