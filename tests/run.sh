@@ -32,6 +32,6 @@ set +a
 echo "[run] infra up after $(( $(date +%s) - start ))s; running cargo test" >&2
 
 rc=0
-cargo test --workspace --all-targets "$@" || rc=$?
+cargo test --workspace --all-targets --no-fail-fast "$@" || rc=$?
 echo "[run] cargo test exited with $rc after $(( $(date +%s) - start ))s total" >&2
 exit $rc

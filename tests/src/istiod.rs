@@ -33,9 +33,9 @@ impl Istiod {
             "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: ''\n  meshNetworks: 'networks: {}'\n",
         )?;
         let binary = infra()?.tool("pilot-discovery")?;
-        use crate::private_kube::free_port;
+        use crate::free_port;
         let (grpc_port, monitoring_port, http_port, ctrlz) =
-            (free_port()?, free_port()?, free_port()?, free_port()?);
+            (free_port(), free_port(), free_port(), free_port());
         let log = dir.join("istiod.log");
         let child = Command::new(binary)
             .args(["discovery", "--kubeconfig"])

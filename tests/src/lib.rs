@@ -188,6 +188,31 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The ports [`free_port`] hands out: below Linux's default ephemeral range (32768–60999), so
+/// the kernel never gives one of them to a `bind(:0)` or to an outgoing connection between the
+/// moment a test picks it and the moment the process it starts binds it. Picking from the
+/// ephemeral range raced exactly that way ("Address already in use" in CI).
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A TCP port on 127.0.0.1 that is free now and that no other caller in this process is handed
+/// again (until the range wraps): a process-wide counter walks [`TEST_PORTS`] from an offset
+/// derived from the process id (so two test binaries run at once start far apart), skipping
+/// ports something already listens on.
+pub fn free_port() -> u16 {
+    static NEXT: OnceLock<AtomicU32> = OnceLock::new();
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let next = NEXT.get_or_init(|| AtomicU32::new(std::process::id().wrapping_mul(7_919) % span));
+    for _ in 0..span {
+        let port = (TEST_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{TEST_PORTS:?}");
+}
+
 /// Polls `f` every `every` until it returns `Ok(Some(v))`, for at most `timeout`. The error
 /// carries the last failure `f` reported.
 pub fn poll_until<T>(

@@ -3,7 +3,6 @@
 //! agent answers on the same address; `-dev` keeps its data in memory, so a restart loses every
 //! registration, as a real dev agent does. The process is killed on drop.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,17 +22,8 @@ pub struct PrivateConsul {
     starts: u32,
 }
 
-fn free_ports<const N: usize>() -> Result<[u16; N]> {
-    // Hold every listener until all are chosen, so the ports differ.
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<_>>()
-        .context("binding 127.0.0.1:0")?;
-    let mut ports = [0u16; N];
-    for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr()?.port();
-    }
-    Ok(ports)
+fn free_ports<const N: usize>() -> [u16; N] {
+    [(); N].map(|_| crate::free_port())
 }
 
 impl PrivateConsul {
@@ -43,7 +33,7 @@ impl PrivateConsul {
         let mut consul = PrivateConsul {
             binary: infra.tool("consul")?,
             node: node.to_owned(),
-            ports: free_ports::<5>()?,
+            ports: free_ports::<5>(),
             log: log_dir.join(format!("consul-{node}.log")),
             child: None,
             starts: 0,

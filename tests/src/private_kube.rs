@@ -3,7 +3,6 @@
 //! the etcd data dir and the API server port survive [`PrivateKube::restart_apiserver`].
 //! Both processes are killed on drop and the directory is removed.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -30,9 +29,35 @@ pub struct PrivateKube {
     etcd: Option<ChildGuard>,
 }
 
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Fails, with the end of its log, when `child` has exited: a poll for its readiness then stops
+/// at once instead of waiting out its whole timeout.
+fn still_running(child: &mut Option<ChildGuard>, log: &Path) -> Result<()> {
+    let Some(guard) = child.as_mut() else {
+        return Ok(());
+    };
+    if let Some(status) = guard.child.try_wait()? {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: String = text
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .map(|l| format!("{l}\n"))
+            .collect();
+        anyhow::bail!(
+            "{} exited ({status}); end of {}:\n{tail}",
+            guard.name,
+            log.display()
+        );
+    }
+    Ok(())
 }
+
+/// Held while a private etcd and API server start: two tests of one binary starting theirs at
+/// once on a 2-core machine starved each other past their readiness timeouts (CI).
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     run_ok(
@@ -145,15 +170,16 @@ impl PrivateKube {
         let mut kube = PrivateKube {
             infra,
             dir,
-            etcd_port: free_port()?,
-            etcd_peer_port: free_port()?,
-            kube_port: free_port()?,
+            etcd_port: crate::free_port(),
+            etcd_peer_port: crate::free_port(),
+            kube_port: crate::free_port(),
             extra_flags: extra_flags.iter().map(|s| s.to_string()).collect(),
             etcd_data,
             apiserver: None,
             etcd: None,
         };
         std::fs::write(kube.kubeconfig(), kube.kubeconfig_text())?;
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         kube.start_etcd()?;
         kube.start_apiserver()?;
         Ok(kube)
@@ -227,17 +253,23 @@ impl PrivateKube {
             .context("starting private etcd")?;
         self.etcd = Some(ChildGuard::new("private-etcd", child));
         let url = format!("{client}/health");
+        let log = self.dir.join("etcd.log");
+        let etcd = &mut self.etcd;
         poll_until(
             "private etcd health",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             Duration::from_millis(200),
+            // A dead process ends the wait at once: `Some(Err)` stops the poll.
             || {
+                if let Err(e) = still_running(etcd, &log) {
+                    return Ok(Some(Err(e)));
+                }
                 Ok(crate::curl("GET", &url, None, Duration::from_secs(2))
                     .ok()
                     .filter(|r| r.body.contains("\"health\":\"true\""))
-                    .map(|_| ()))
+                    .map(|_| Ok(())))
             },
-        )
+        )?
     }
 
     /// Starts the API server (again), on the same port and etcd, and waits for `/readyz`.
@@ -287,11 +319,18 @@ impl PrivateKube {
         self.apiserver = Some(ChildGuard::new("private-kube-apiserver", child));
         let kubeconfig = self.kubeconfig();
         let kubectl = self.infra.tool("kubectl")?;
+        let log = self.dir.join("kube-apiserver.log");
+        let (apiserver, etcd) = (&mut self.apiserver, &mut self.etcd);
         poll_until(
             "private kube-apiserver ready",
-            Duration::from_secs(90),
+            Duration::from_secs(180),
             Duration::from_millis(500),
             || {
+                let alive = still_running(apiserver, &log)
+                    .and_then(|_| still_running(etcd, &log.with_file_name("etcd.log")));
+                if let Err(e) = alive {
+                    return Ok(Some(Err(e)));
+                }
                 let out = run_ok(
                     Command::new(&kubectl)
                         .arg("--kubeconfig")
@@ -300,9 +339,10 @@ impl PrivateKube {
                     None,
                     Duration::from_secs(10),
                 );
-                Ok(out.ok().filter(|o| o.trim() == "ok").map(|_| ()))
+                Ok(out.ok().filter(|o| o.trim() == "ok").map(|_| Ok(())))
             },
         )
+        .and_then(|r| r)
         .with_context(|| format!("see {}", self.dir.join("kube-apiserver.log").display()))?;
         // Namespace `default` is created by the API server itself shortly after readyz.
         poll_until(

@@ -20,11 +20,7 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    capstan_e2e::free_port()
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -434,9 +434,7 @@ async fn the_api_server_injects_through_capstan() -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(capstan_e2e::free_port())
 }
 
 /// A child process killed on drop.

@@ -12,9 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(capstan_e2e::free_port())
 }
 
 /// Waits (bounded) for the next report matching `want`; fails on a NACK or a closed stream.

@@ -16,9 +16,7 @@ const PORT: u16 = 50051;
 const CALLS: u64 = 1000;
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(capstan_e2e::free_port())
 }
 
 /// Starts a Python backend named `name` and returns it with its port.

@@ -22,10 +22,7 @@ pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Clus
 pub const SERVER_NAME: &str = "istiod.istio-system.svc";
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral loopback port")
+    capstan_e2e::free_port()
 }
 
 /// A node id of Istio's form for a sidecar of pod `pod` in `namespace`.

@@ -16,12 +16,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released).
+/// A free loopback port outside the ephemeral range (see `capstan_e2e::free_port`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral loopback port")
+    capstan_e2e::free_port()
 }
 
 /// A child process killed on drop, its stderr kept in a file for failure reports.
