@@ -71,9 +71,22 @@ pub fn state<'a>(
     honour: bool,
 ) -> RetryState<'a> {
     let route_policy = Cow::Borrowed(policy.unwrap_or(&NO_RETRY));
-    // Most requests carry none of the headers: one pass over the names instead of twelve
-    // lookups.
-    if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    // Most requests carry none of these headers (though often `x-envoy-internal`): one pass
+    // over the names instead of twelve lookups.
+    let names = [
+        RETRY_ON,
+        RETRY_GRPC_ON,
+        MAX_RETRIES,
+        RETRIABLE_STATUS_CODES,
+        RQ_TIMEOUT_MS,
+        PER_TRY_TIMEOUT_MS,
+    ];
+    let present = headers.keys().any(|k| {
+        k.as_str()
+            .strip_prefix("x-envoy-")
+            .is_some_and(|_| names.contains(k))
+    });
+    if !present {
         return RetryState {
             policy: route_policy,
             timeout,
@@ -111,14 +124,7 @@ pub fn state<'a>(
             p.to_mut().per_try_timeout = (ms > 0).then(|| Duration::from_millis(ms));
         }
     }
-    for name in [
-        RETRY_ON,
-        RETRY_GRPC_ON,
-        MAX_RETRIES,
-        RETRIABLE_STATUS_CODES,
-        RQ_TIMEOUT_MS,
-        PER_TRY_TIMEOUT_MS,
-    ] {
+    for name in names {
         headers.remove(name);
     }
     RetryState { policy: p, timeout }
@@ -241,6 +247,32 @@ mod tests {
         assert_eq!(s.policy.num_retries, 0);
         assert_eq!(s.timeout, None);
         assert!(h.is_empty(), "x-envoy headers are consumed");
+    }
+
+    /// Other `x-envoy-*` headers (`x-envoy-internal` on most internal requests) are neither
+    /// read nor removed, and the route's policy applies as it is.
+    #[test]
+    fn other_envoy_headers_leave_the_route_policy() {
+        let route = RetryPolicy {
+            num_retries: 2,
+            status_codes: vec![503],
+            ..RetryPolicy::default()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-envoy-internal", "true".parse().unwrap());
+        let s = state(Some(&route), Some(Duration::from_secs(1)), &mut h, true);
+        assert!(matches!(s.policy, Cow::Borrowed(_)));
+        assert_eq!(*s.policy, route);
+        assert_eq!(s.timeout, Some(Duration::from_secs(1)));
+        assert_eq!(h["x-envoy-internal"], "true");
+        h.insert("x-envoy-max-retries", "5".parse().unwrap());
+        let s = state(Some(&route), None, &mut h, true);
+        assert_eq!(
+            (s.policy.num_retries, s.policy.status_codes.as_slice()),
+            (5, &[503][..])
+        );
+        assert!(!h.contains_key("x-envoy-max-retries"));
+        assert_eq!(h["x-envoy-internal"], "true");
     }
 
     #[test]
