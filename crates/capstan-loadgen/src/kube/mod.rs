@@ -462,6 +462,7 @@ impl Bench {
         let limit = Duration::from_secs(self.args.timeout_secs);
         let mut id = 100;
         let mut samples = Vec::new();
+        let (mut writes, mut firsts) = (Vec::new(), Vec::new());
         let before = Counters::now(pid, apiserver, c);
         for k in 0..self.args.changes {
             let (s, generation) = endpoint_change(k, self.spec.services);
@@ -475,6 +476,7 @@ impl Bench {
             }]);
             let since = Instant::now();
             self.api.apply(&slice).await?;
+            writes.push(since.elapsed());
             c.wait_until(
                 &format!("endpoint change {k} at every proxy"),
                 limit,
@@ -482,11 +484,14 @@ impl Bench {
                 || {},
             )
             .await?;
-            samples.extend(c.latencies(id, since));
+            let latencies = c.latencies(id, since);
+            firsts.extend(latencies.iter().min().copied());
+            samples.extend(latencies);
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         result.endpoint =
-            Convergence::new(samples, self.args.changes, before.usage(pid, apiserver, c));
+            Convergence::new(samples, self.args.changes, before.usage(pid, apiserver, c))
+                .with_breakdown(writes, firsts);
 
         let vs_changes = self.args.changes.min(self.spec.virtual_services);
         let mut samples = Vec::new();

@@ -35,6 +35,12 @@ pub struct Convergence {
     pub changes: usize,
     pub samples: usize,
     pub usage: Usage,
+    /// Where the time goes, per change (median over the changes): the API write itself (the
+    /// apply request's round trip, part of every sample), and the first proxy's receipt (the
+    /// write, the watch, the server's debounce and its first response; the rest of a change's
+    /// spread is its fan-out to the other proxies).
+    pub write_p50_ms: f64,
+    pub first_p50_ms: f64,
 }
 
 impl Convergence {
@@ -56,7 +62,17 @@ impl Convergence {
             changes,
             samples: n,
             usage,
+            write_p50_ms: 0.0,
+            first_p50_ms: 0.0,
         }
+    }
+
+    /// Adds the breakdown: each change's API write time and its first proxy's latency.
+    pub fn with_breakdown(mut self, writes: Vec<Duration>, firsts: Vec<Duration>) -> Convergence {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        self.write_p50_ms = ms(stats::percentiles(writes).0);
+        self.first_p50_ms = ms(stats::percentiles(firsts).0);
+        self
     }
 }
 
@@ -132,6 +148,16 @@ const ROWS: &[Row] = &[
     (
         "endpoint change → proxy, max (ms)",
         |r| r.endpoint.max_ms,
+        Cell::Compared,
+    ),
+    (
+        "— the API write, p50 (ms)",
+        |r| r.endpoint.write_p50_ms,
+        Cell::Compared,
+    ),
+    (
+        "— the first proxy, p50 (ms)",
+        |r| r.endpoint.first_p50_ms,
         Cell::Compared,
     ),
     (
@@ -308,6 +334,10 @@ mod tests {
                     server_cpu: 0.5,
                     ..Usage::default()
                 },
+            )
+            .with_breakdown(
+                vec![Duration::from_millis(4), Duration::from_millis(6)],
+                vec![Duration::from_millis(9), Duration::from_millis(12)],
             ),
             error: error.map(str::to_string),
             ..RunResult::default()
@@ -336,6 +366,15 @@ mod tests {
         );
         assert!(
             t.contains("| — server CPU per change (s) | 0.25 | 0.25 | 1.00 |"),
+            "{t}"
+        );
+        // Nearest-rank median of two samples: the second.
+        assert!(
+            t.contains("| — the API write, p50 (ms) | 6.00 | 6.00 | 1.00 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| — the first proxy, p50 (ms) | 12.0 | 12.0 | 1.00 |"),
             "{t}"
         );
         // A zero denominator has no ratio, nor has what the servers do not both do.
