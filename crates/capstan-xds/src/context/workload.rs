@@ -79,6 +79,13 @@ impl PushContext {
     /// labels of the workload (the proxy's own labels when the registry does not know it), and
     /// only then the locality the proxy reported in its bootstrap node.
     pub fn proxy_locality(&self, proxy: &Proxy) -> Locality {
+        self.registry_locality(proxy)
+            .unwrap_or_else(|| proxy.locality.clone())
+    }
+
+    /// [`Self::proxy_locality`] when it is not the one the proxy reported (`None` then: no
+    /// copy of it is made, which matters as this runs for every proxy at every EDS push).
+    fn registry_locality(&self, proxy: &Proxy) -> Option<Locality> {
         let workload = self.proxy_workload(proxy);
         let labels = workload.map_or(&proxy.labels, |w| &w.labels);
         workload
@@ -88,20 +95,17 @@ impl PushContext {
             })
             .or_else(|| topology_labels(labels))
             .or_else(|| locality_label(labels))
-            .unwrap_or_else(|| proxy.locality.clone())
     }
 
     /// The proxy with its locality resolved from the registry ([`Self::proxy_locality`]);
     /// borrowed when that is the one it reported.
     pub fn located<'p>(&self, proxy: &'p Proxy) -> std::borrow::Cow<'p, Proxy> {
-        let locality = self.proxy_locality(proxy);
-        if locality == proxy.locality {
-            std::borrow::Cow::Borrowed(proxy)
-        } else {
-            std::borrow::Cow::Owned(Proxy {
+        match self.registry_locality(proxy) {
+            Some(locality) if locality != proxy.locality => std::borrow::Cow::Owned(Proxy {
                 locality,
                 ..proxy.clone()
-            })
+            }),
+            _ => std::borrow::Cow::Borrowed(proxy),
         }
     }
 

@@ -45,8 +45,11 @@ pub(crate) trait Protocol: Default + Send + 'static {
     /// the generator's extra types. Envoy's xDS types are regenerated only when `affected`
     /// (the generator's [`Generator::affects`]); extra types whenever the push needs them.
     fn on_push(&mut self, cx: &mut Ctx, push: &PushRequest, affected: bool) -> Vec<Self::Response>;
-    /// The ACK trackers of all types, to see whether a response is still unacknowledged.
+    /// The ACK trackers of all types (to expire them at the ACK timeout).
     fn tracks(&mut self) -> Vec<&mut Track>;
+    /// When the oldest response still waiting for its ACK was sent (`None`: everything sent
+    /// was acknowledged). Runs at every turn of the stream's loop, so it allocates nothing.
+    fn earliest_awaiting(&self) -> Option<Instant>;
 }
 
 /// ACK bookkeeping of one type on one stream.
@@ -386,12 +389,36 @@ async fn admit_in_flight<R>(
     }
 }
 
-fn earliest_awaiting<P: Protocol>(proto: &mut P) -> Option<Instant> {
-    proto
-        .tracks()
-        .into_iter()
-        .filter_map(|t| t.awaiting_since)
-        .min()
+/// A timer kept across the turns of a stream's loop and moved only when its deadline moves.
+struct Timer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<tokio::time::Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(far)),
+            armed: None,
+        }
+    }
+
+    /// Sets the deadline (`None`: the caller does not poll [`Timer::fired`]).
+    fn arm(&mut self, deadline: Option<tokio::time::Instant>) {
+        if let Some(at) = deadline {
+            if self.armed != Some(at) {
+                self.sleep.as_mut().reset(at);
+                self.armed = Some(at);
+            }
+        }
+    }
+
+    /// Completes at the deadline; it must be armed again after (a fired timer stays ready).
+    async fn fired(&mut self) {
+        (&mut self.sleep).await;
+        self.armed = None;
+    }
 }
 
 /// Serves one stream until the client closes it, breaks a rule, or stops reading.
@@ -500,6 +527,11 @@ pub(crate) async fn serve<P: Protocol>(
     // While a permit is kept past the ACK timeout: the bytes the body held and since when it
     // has not passed any on.
     let mut stalled: Option<(usize, Instant)> = None;
+    // The two deadlines' timers, made once and moved only when their deadline moves (a timer
+    // made and dropped at every turn of this loop cost every proxy a timer registration per
+    // push and per ACK).
+    let mut permit_timer = Timer::new();
+    let mut ack_timer = Timer::new();
     let mut next = Some(first);
     loop {
         if let Some(req) = next.take() {
@@ -543,14 +575,14 @@ pub(crate) async fn serve<P: Protocol>(
             }
         }
         if let Some(created) = inflight {
-            if earliest_awaiting(&mut proto).is_none() {
+            if proto.earliest_awaiting().is_none() {
                 if !cx.push_nacked {
                     counters.record_convergence(created.elapsed());
                 }
                 inflight = None;
             }
         }
-        if earliest_awaiting(&mut proto).is_none() {
+        if proto.earliest_awaiting().is_none() {
             // Everything sent was acknowledged: nothing of this stream is in flight.
             in_flight = None;
             stalled = None;
@@ -594,20 +626,21 @@ pub(crate) async fn serve<P: Protocol>(
         // Only a waiting push needs the ACK timeout: without one, a missing ACK harms nothing.
         let ack_deadline = pending
             .as_ref()
-            .and(earliest_awaiting(&mut proto))
+            .and(proto.earliest_awaiting())
             .map(|t| tokio::time::Instant::from_std(t + core.options.ack_timeout));
         // A proxy that does not acknowledge in time gives its permit back (its responses
         // still wait for it, bounded by the send buffer and the send timeout).
         let permit_deadline = in_flight
             .as_ref()
             .map(|_| tokio::time::Instant::from_std(in_flight_since + core.options.ack_timeout));
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400);
+        permit_timer.arm(permit_deadline);
+        ack_timer.arm(ack_deadline);
         tokio::select! {
             closing = &mut close => {
                 drained(&core, tx, closing, &proxy_id).await;
                 return;
             },
-            () = tokio::time::sleep_until(permit_deadline.unwrap_or(far)), if permit_deadline.is_some() => {
+            () = permit_timer.fired(), if permit_deadline.is_some() => {
                 // No ACK in time. The permit bounds what responses hold in this process, so it
                 // is kept while the body still holds bytes: they leave as the proxy reads.
                 let held = out.unsent.bytes();
@@ -666,7 +699,7 @@ pub(crate) async fn serve<P: Protocol>(
                     None => event,
                 });
             },
-            () = tokio::time::sleep_until(ack_deadline.unwrap_or(far)), if ack_deadline.is_some() => {
+            () = ack_timer.fired(), if ack_deadline.is_some() => {
                 let mut expired = 0;
                 for track in proto.tracks() {
                     if track.awaiting_since.take().is_some() {

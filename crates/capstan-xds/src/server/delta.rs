@@ -223,6 +223,10 @@ impl Protocol for Delta {
     fn tracks(&mut self) -> Vec<&mut Track> {
         self.types.values_mut().map(|t| &mut t.track).collect()
     }
+
+    fn earliest_awaiting(&self) -> Option<std::time::Instant> {
+        self.types.values().filter_map(|t| t.track.awaiting_since).min()
+    }
 }
 
 #[cfg(test)]
