@@ -63,13 +63,14 @@ macro_rules! kinds {
             }
         }
 
-        /// The typed spec of an Istio object, one variant per kind.
+        /// The typed spec of an Istio object, one variant per kind. Shared (`Arc`): the push
+        /// contexts' config indexes hold the specs the store holds instead of copies.
         #[derive(Clone, Debug, PartialEq, Serialize)]
         #[serde(untagged)]
         pub enum Spec {
             $(
                 #[doc = concat!("A `", stringify!($variant), "` spec.")]
-                $variant(Box<$ty>),
+                $variant(std::sync::Arc<$ty>),
             )*
         }
 
@@ -82,7 +83,7 @@ macro_rules! kinds {
             /// Decodes the spec of `kind` from JSON, naming the failing field path.
             pub(crate) fn decode(kind: Kind, value: &serde_json::Value) -> Result<Spec, serde_path_to_error::Error<serde_json::Error>> {
                 Ok(match kind {
-                    $(Kind::$variant => Spec::$variant(Box::new(serde_path_to_error::deserialize(value)?))),*
+                    $(Kind::$variant => Spec::$variant(std::sync::Arc::new(serde_path_to_error::deserialize(value)?))),*
                 })
             }
 

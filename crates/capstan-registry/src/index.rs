@@ -154,18 +154,74 @@ pub struct RegistryDelta {
     pub workloads: BTreeMap<String, Option<Workload>>,
 }
 
-fn set_key<K: Ord + Clone, V: PartialEq>(
-    map: &mut BTreeMap<K, V>,
+/// Sets or removes `key` unless it already has that value; the previous value if it changed.
+fn set_key<K: Ord, V: PartialEq + ?Sized>(
+    map: &mut BTreeMap<K, Arc<V>>,
     key: K,
-    value: Option<V>,
-) -> Option<Option<V>> {
-    if map.get(&key) == value.as_ref() {
+    value: Option<Arc<V>>,
+) -> Option<Option<Arc<V>>> {
+    if map.get(&key).map(|v| &**v) == value.as_deref() {
         return None;
     }
     Some(match value {
         Some(v) => map.insert(key, v),
         None => map.remove(&key),
     })
+}
+
+/// One registry's state as the index keeps it: every value is an `Arc` the merged view
+/// shares, so a service, endpoint set or workload that only one registry has (nearly all of
+/// them) is held once, not once per registry state and again in the merged view.
+#[derive(Debug, Default)]
+struct Stored {
+    services: BTreeMap<String, Arc<Service>>,
+    endpoints: BTreeMap<EndpointKey, Arc<[Endpoint]>>,
+    workloads: BTreeMap<String, Arc<Workload>>,
+}
+
+impl From<RegistryState> for Stored {
+    fn from(state: RegistryState) -> Stored {
+        Stored {
+            services: state
+                .services
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+            endpoints: state
+                .endpoints
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect(),
+            workloads: state
+                .workloads
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        }
+    }
+}
+
+impl Stored {
+    /// A copy as a plain [`RegistryState`].
+    fn to_state(&self) -> RegistryState {
+        RegistryState {
+            services: self
+                .services
+                .iter()
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect(),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_vec()))
+                .collect(),
+            workloads: self
+                .workloads
+                .iter()
+                .map(|(k, v)| (k.clone(), (**v).clone()))
+                .collect(),
+        }
+    }
 }
 
 impl RegistryDelta {
@@ -176,18 +232,58 @@ impl RegistryDelta {
 
     /// Applies the changes to `state` directly (without an index).
     pub fn apply_to(self, state: &mut RegistryState) {
-        let mut touched = Touched::default();
-        self.apply_tracked(state, &mut touched);
+        fn set<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, value: Option<V>) {
+            match value {
+                Some(v) => map.insert(key, v),
+                None => map.remove(&key),
+            };
+        }
+        for (host, service) in self.services {
+            set(&mut state.services, host, service);
+        }
+        for (key, endpoints) in self.endpoints {
+            set(&mut state.endpoints, key, endpoints);
+        }
+        for (name, workload) in self.workloads {
+            set(&mut state.workloads, name, workload);
+        }
+    }
+
+    /// The keyed changes that turn `before` into `after`.
+    fn between(before: &RegistryState, after: &RegistryState) -> RegistryDelta {
+        fn keyed<K: Ord + Clone, V: Clone + PartialEq>(
+            before: &BTreeMap<K, V>,
+            after: &BTreeMap<K, V>,
+        ) -> BTreeMap<K, Option<V>> {
+            let mut out: BTreeMap<K, Option<V>> = before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| (k.clone(), None))
+                .collect();
+            out.extend(
+                after
+                    .iter()
+                    .filter(|(k, v)| before.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            );
+            out
+        }
+        RegistryDelta {
+            services: keyed(&before.services, &after.services),
+            endpoints: keyed(&before.endpoints, &after.endpoints),
+            workloads: keyed(&before.workloads, &after.workloads),
+        }
     }
 
     /// Applies the changes and records the keys whose value really changed.
-    fn apply_tracked(self, state: &mut RegistryState, touched: &mut Touched) {
+    fn apply_tracked(self, state: &mut Stored, touched: &mut Touched) {
         for (host, service) in self.services {
-            if set_key(&mut state.services, host.clone(), service).is_some() {
+            if set_key(&mut state.services, host.clone(), service.map(Arc::new)).is_some() {
                 touched.hosts.insert(host);
             }
         }
         for (key, endpoints) in self.endpoints {
+            let endpoints = endpoints.map(Arc::<[Endpoint]>::from);
             if set_key(&mut state.endpoints, key.clone(), endpoints).is_some() {
                 touched.endpoints.insert(key);
             }
@@ -197,11 +293,11 @@ impl RegistryDelta {
                 .iter()
                 .flat_map(|w| w.addresses.iter().cloned())
                 .collect();
-            if let Some(old) = set_key(&mut state.workloads, name, workload) {
+            if let Some(old) = set_key(&mut state.workloads, name, workload.map(Arc::new)) {
                 touched.addresses.extend(new_addresses);
                 touched
                     .addresses
-                    .extend(old.into_iter().flat_map(|w| w.addresses));
+                    .extend(old.iter().flat_map(|w| w.addresses.iter().cloned()));
             }
         }
     }
@@ -210,7 +306,7 @@ impl RegistryDelta {
 /// The aggregate index. Adapters write with [`ServiceIndex::replace`] or [`ServiceIndex::update`];
 /// readers take [`ServiceIndex::snapshot`] and [`ServiceIndex::subscribe`] to events.
 pub struct ServiceIndex {
-    registries: Mutex<BTreeMap<RegistryId, RegistryState>>,
+    registries: Mutex<BTreeMap<RegistryId, Stored>>,
     current: ArcSwap<IndexSnapshot>,
     events: broadcast::Sender<Arc<Vec<RegistryEvent>>>,
 }
@@ -231,7 +327,7 @@ struct Touched {
 
 impl Touched {
     /// Keys that differ between two states of one registry.
-    fn diff(before: &RegistryState, after: &RegistryState) -> Touched {
+    fn diff(before: &Stored, after: &Stored) -> Touched {
         let mut touched = Touched::default();
         diff_into(&before.services, &after.services, &mut touched.hosts);
         diff_into(&before.endpoints, &after.endpoints, &mut touched.endpoints);
@@ -297,7 +393,7 @@ impl ServiceIndex {
     pub fn replace(&self, id: &RegistryId, state: RegistryState) -> Vec<RegistryEvent> {
         let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
         let current = registries.entry(id.clone()).or_default();
-        let before = std::mem::replace(current, state);
+        let before = std::mem::replace(current, Stored::from(state));
         let touched = Touched::diff(&before, current);
         self.merge(&registries, touched)
     }
@@ -321,10 +417,13 @@ impl ServiceIndex {
         change: impl FnOnce(&mut RegistryState),
     ) -> Vec<RegistryEvent> {
         let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
-        let state = registries.entry(id.clone()).or_default();
-        let before = state.clone();
-        change(state);
-        let touched = Touched::diff(&before, state);
+        let stored = registries.entry(id.clone()).or_default();
+        let before = stored.to_state();
+        let mut after = before.clone();
+        change(&mut after);
+        // Only the changed keys are stored anew: the others stay shared with the merged view.
+        let mut touched = Touched::default();
+        RegistryDelta::between(&before, &after).apply_tracked(stored, &mut touched);
         self.merge(&registries, touched)
     }
 
@@ -340,7 +439,7 @@ impl ServiceIndex {
 
     fn merge(
         &self,
-        registries: &BTreeMap<RegistryId, RegistryState>,
+        registries: &BTreeMap<RegistryId, Stored>,
         touched: Touched,
     ) -> Vec<RegistryEvent> {
         if touched.is_empty() {
@@ -360,25 +459,32 @@ impl ServiceIndex {
                     events.push(RegistryEvent::ServiceRemoved(host.clone()));
                 }
                 (None, Some(s)) => {
-                    Arc::make_mut(services).insert(host.clone(), Arc::new(s.clone()));
+                    Arc::make_mut(services).insert(host.clone(), s.clone());
                     events.push(RegistryEvent::ServiceAdded(host.clone()));
                 }
-                (Some(o), Some(s)) if **o != *s => {
-                    Arc::make_mut(services).insert(host.clone(), Arc::new(s.clone()));
+                (Some(o), Some(s)) if **o != **s => {
+                    Arc::make_mut(services).insert(host.clone(), s.clone());
                     events.push(RegistryEvent::ServiceChanged(host.clone()));
                 }
                 _ => {}
             }
         }
         for key in &touched.endpoints {
-            let mut merged: Vec<Endpoint> = registries
+            let sets: Vec<&Arc<[Endpoint]>> = registries
                 .values()
                 .filter_map(|r| r.endpoints.get(key))
-                .flatten()
-                .cloned()
                 .collect();
-            merged.sort();
-            merged.dedup();
+            let merged: Arc<[Endpoint]> = match sets[..] {
+                // One registry's set, already sorted and without duplicates: shared.
+                [one] if one.windows(2).all(|w| w[0] < w[1]) => one.clone(),
+                _ => {
+                    let mut merged: Vec<Endpoint> =
+                        sets.iter().flat_map(|s| s.iter()).cloned().collect();
+                    merged.sort();
+                    merged.dedup();
+                    merged.into()
+                }
+            };
             let old_set = old.endpoints.get(key);
             if old_set.map(|e| &e[..]) == Some(&merged[..])
                 || (old_set.is_none() && merged.is_empty())
@@ -425,7 +531,7 @@ impl ServiceIndex {
             if merged.is_empty() {
                 next.endpoints.remove(key);
             } else {
-                next.endpoints.insert(key.clone(), merged.into());
+                next.endpoints.insert(key.clone(), merged);
             }
             events.push(RegistryEvent::EndpointsChanged(key.0.clone(), key.1));
         }
@@ -436,12 +542,12 @@ impl ServiceIndex {
                 .find(|w| w.addresses.iter().any(|a| a == address));
             let changed = match (old.workloads.get(address), merged) {
                 (None, None) => false,
-                (Some(o), Some(w)) => **o != *w,
+                (Some(o), Some(w)) => **o != **w,
                 _ => true,
             };
             if changed {
                 match merged {
-                    Some(w) => next.workloads.insert(address.clone(), Arc::new(w.clone())),
+                    Some(w) => next.workloads.insert(address.clone(), w.clone()),
                     None => next.workloads.remove(address),
                 };
                 events.push(RegistryEvent::WorkloadChanged(address.clone()));
@@ -470,27 +576,7 @@ mod tests {
 
     /// The keyed changes that turn `before` into `after`.
     fn delta(before: &RegistryState, after: &RegistryState) -> RegistryDelta {
-        fn keyed<K: Ord + Clone, V: Clone + PartialEq>(
-            b: &BTreeMap<K, V>,
-            a: &BTreeMap<K, V>,
-        ) -> BTreeMap<K, Option<V>> {
-            let mut out: BTreeMap<K, Option<V>> = b
-                .keys()
-                .filter(|k| !a.contains_key(*k))
-                .map(|k| (k.clone(), None))
-                .collect();
-            out.extend(
-                a.iter()
-                    .filter(|(k, v)| b.get(*k) != Some(*v))
-                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
-            );
-            out
-        }
-        RegistryDelta {
-            services: keyed(&before.services, &after.services),
-            endpoints: keyed(&before.endpoints, &after.endpoints),
-            workloads: keyed(&before.workloads, &after.workloads),
-        }
+        RegistryDelta::between(before, after)
     }
 
     /// Everything a reader can see, for comparing two indexes.
@@ -551,7 +637,7 @@ mod tests {
         // Port 90 loses 10.0.0.2, port 80 still has it.
         let mut d = RegistryDelta::default();
         let key = ("a.shop".to_string(), 90);
-        let mut eps = index.registries.lock().unwrap()[&id()].endpoints[&key].clone();
+        let mut eps = index.registries.lock().unwrap()[&id()].endpoints[&key].to_vec();
         eps.retain(|e| e.address != "10.0.0.2");
         d.endpoints.insert(key, Some(eps));
         assert_eq!(

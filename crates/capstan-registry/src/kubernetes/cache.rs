@@ -1,11 +1,14 @@
 //! The adapter's local copy of the watched objects, with the reverse indexes that make
 //! updates incremental: EndpointSlices by Service, Services by referenced Pod, Pods by Node.
 //! Pure (no I/O): each mutation returns what must be recomputed; [`Cache::flush`] writes it.
+//!
+//! Only what the conversions read is kept: Services as converted, EndpointSlices as
+//! [`Slice`]s, Pods and Nodes stripped by the adapter ([`convert::strip_pod`]).
 
-use super::convert::{self, PodInfo, ServiceOutput, SERVICE_NAME_LABEL};
+use super::convert::{self, ConvertError, PodInfo, ServiceOutput, Slice};
 use crate::index::{EndpointKey, RegistryDelta, RegistryState};
+use crate::model::Service;
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeSet, HashMap};
 
 /// `(namespace, name)` of a namespaced object.
@@ -43,8 +46,9 @@ struct Owned {
 #[derive(Debug, Default)]
 pub struct Cache {
     suffix: String,
-    services: HashMap<Key, KubeService>,
-    slices: HashMap<Key, EndpointSlice>,
+    /// Services as converted (a malformed one is kept as its error, logged at each use).
+    services: HashMap<Key, Result<Service, ConvertError>>,
+    slices: HashMap<Key, Slice>,
     /// Service key → names of its slices.
     slices_by_service: HashMap<Key, BTreeSet<String>>,
     pods: HashMap<Key, Pod>,
@@ -56,26 +60,23 @@ pub struct Cache {
     owned: HashMap<Key, Owned>,
 }
 
-fn slice_service(slice: &EndpointSlice) -> Option<Key> {
-    let ns = slice.metadata.namespace.clone()?;
-    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((ns, svc.clone()))
+fn slice_key(slice: &Slice) -> Option<Key> {
+    (!slice.namespace.is_empty() && !slice.name.is_empty())
+        .then(|| (slice.namespace.clone(), slice.name.clone()))
 }
 
-fn slice_pods(slice: &EndpointSlice) -> impl Iterator<Item = Key> + '_ {
-    let ns = slice.metadata.namespace.as_deref().unwrap_or_default();
-    slice
-        .endpoints
-        .iter()
-        .flatten()
-        .filter_map(|e| e.target_ref.as_ref())
-        .filter(|r| r.kind.as_deref() == Some("Pod"))
-        .filter_map(move |r| {
-            Some((
-                r.namespace.clone().unwrap_or_else(|| ns.to_string()),
-                r.name.clone()?,
-            ))
-        })
+fn slice_service(slice: &Slice) -> Option<Key> {
+    Some((slice.namespace.clone(), slice.service.clone()?))
+}
+
+fn slice_pods(slice: &Slice) -> impl Iterator<Item = Key> + '_ {
+    slice.endpoints.iter().filter_map(|e| {
+        let (ns, name) = e.pod.as_ref()?;
+        Some((
+            ns.clone().unwrap_or_else(|| slice.namespace.clone()),
+            name.clone(),
+        ))
+    })
 }
 
 impl Cache {
@@ -93,7 +94,8 @@ impl Cache {
             tracing::warn!("Service without name/namespace skipped");
             return Dirty::default();
         };
-        self.services.insert(key.clone(), svc);
+        let converted = convert::convert_service(&svc, &self.suffix);
+        self.services.insert(key.clone(), converted);
         Dirty {
             services: BTreeSet::from([key]),
             ..Dirty::default()
@@ -111,8 +113,8 @@ impl Cache {
     }
 
     /// Adds or replaces an EndpointSlice.
-    pub fn apply_slice(&mut self, slice: EndpointSlice) -> Dirty {
-        let Some(key) = key_of(&slice.metadata) else {
+    pub fn apply_slice(&mut self, slice: Slice) -> Dirty {
+        let Some(key) = slice_key(&slice) else {
             tracing::warn!("EndpointSlice without name/namespace skipped");
             return Dirty::default();
         };
@@ -135,8 +137,8 @@ impl Cache {
     }
 
     /// Removes an EndpointSlice.
-    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Dirty {
-        key_of(&slice.metadata)
+    pub fn delete_slice(&mut self, slice: &Slice) -> Dirty {
+        slice_key(slice)
             .map(|k| self.remove_slice(&k))
             .unwrap_or_default()
     }
@@ -263,7 +265,7 @@ impl Cache {
     }
 
     /// Replaces every EndpointSlice (after a re-list).
-    pub fn reset_slices(&mut self, items: Vec<EndpointSlice>) {
+    pub fn reset_slices(&mut self, items: Vec<Slice>) {
         self.slices.clear();
         self.slices_by_service.clear();
         self.slices_by_pod.clear();
@@ -296,10 +298,10 @@ impl Cache {
     }
 
     fn output(&self, key: &Key) -> ServiceOutput {
-        let Some(svc) = self.services.get(key) else {
+        let Some(converted) = self.services.get(key) else {
             return ServiceOutput::default();
         };
-        let service = match convert::convert_service(svc, &self.suffix) {
+        let service = match converted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(namespace = %key.0, name = %key.1, error = %e, "malformed Service skipped");
@@ -312,7 +314,7 @@ impl Cache {
             .into_iter()
             .flatten()
             .filter_map(|name| self.slices.get(&(key.0.clone(), name.clone())));
-        convert::service_output(&service, slices, &|ns, name| self.pod_info(ns, name))
+        convert::service_output(service, slices, &|ns, name| self.pod_info(ns, name))
     }
 
     /// Writes the recomputed output of everything `dirty` marks into `state`.

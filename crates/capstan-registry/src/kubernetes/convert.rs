@@ -251,12 +251,127 @@ fn health(conditions: Option<&k8s_openapi::api::discovery::v1::EndpointCondition
     }
 }
 
+/// What the registry reads of an EndpointSlice, kept instead of the object: the watched
+/// object's per-endpoint struct alone is ~360 bytes (every optional field of the API), most
+/// of it `None`, and the watch list grows the endpoint list to the next power of two.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slice {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// The Service it belongs to (the `kubernetes.io/service-name` label).
+    pub service: Option<String>,
+    /// `addressType`: `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    /// `ports`: (name, number).
+    pub ports: Box<[(Option<String>, Option<i32>)]>,
+    /// `endpoints`.
+    pub endpoints: Box<[SliceEndpoint]>,
+}
+
+/// What the registry reads of one EndpointSlice endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SliceEndpoint {
+    /// `addresses`.
+    pub addresses: Box<[String]>,
+    /// From `conditions`.
+    pub health: Health,
+    /// `hostname` (headless services' per-pod hosts).
+    pub hostname: Option<String>,
+    /// `zone`.
+    pub zone: Option<String>,
+    /// `targetRef` when it names a Pod: (namespace if given, name).
+    pub pod: Option<(Option<String>, String)>,
+}
+
+impl From<EndpointSlice> for Slice {
+    fn from(slice: EndpointSlice) -> Slice {
+        let meta = slice.metadata;
+        Slice {
+            namespace: meta.namespace.unwrap_or_default(),
+            name: meta.name.unwrap_or_default(),
+            service: meta.labels.and_then(|mut l| l.remove(SERVICE_NAME_LABEL)),
+            address_type: slice.address_type,
+            ports: slice
+                .ports
+                .into_iter()
+                .flatten()
+                .map(|p| (p.name, p.port))
+                .collect(),
+            endpoints: slice
+                .endpoints
+                .into_iter()
+                .flatten()
+                .map(|e| SliceEndpoint {
+                    health: health(e.conditions.as_ref()),
+                    addresses: e.addresses.into(),
+                    hostname: e.hostname,
+                    zone: e.zone,
+                    pod: e
+                        .target_ref
+                        .filter(|r| r.kind.as_deref() == Some("Pod"))
+                        .and_then(|r| Some((r.namespace, r.name?))),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A Pod reduced to what [`pod_info`], [`pod_node`] and [`workload`] read (name, namespace,
+/// labels, node, service account, IPs): Pod specs and statuses are large and the registry
+/// keeps every Pod of the cluster.
+pub fn strip_pod(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        ..Default::default()
+    };
+    pod.spec = pod
+        .spec
+        .take()
+        .map(|spec| k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name,
+            service_account_name: spec.service_account_name,
+            ..Default::default()
+        });
+    pod.status = pod
+        .status
+        .take()
+        .map(|status| k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: status.pod_ip,
+            pod_ips: status.pod_ips,
+            ..Default::default()
+        });
+}
+
+/// A Node reduced to its name and the locality labels [`node_locality`] reads.
+pub fn strip_node(node: &mut Node) {
+    let meta = std::mem::take(&mut node.metadata);
+    let labels = meta.labels.map(|labels| {
+        labels
+            .into_iter()
+            .filter(|(k, _)| [REGION_LABEL, ZONE_LABEL, SUBZONE_LABEL].contains(&k.as_str()))
+            .collect()
+    });
+    *node = Node {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: meta.name,
+            labels,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+}
+
 /// Builds a Service's output from the converted service and its EndpointSlices.
 /// `pod` looks up a Pod (namespace, name) referenced by an endpoint's `targetRef`.
 /// Bad addresses are logged and skipped; FQDN slices are ignored (as in Istio).
 pub fn service_output<'a>(
     service: &Service,
-    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    slices: impl IntoIterator<Item = &'a Slice>,
     pod: &dyn Fn(&str, &str) -> Option<PodInfo>,
 ) -> ServiceOutput {
     let mut out = ServiceOutput::default();
@@ -286,35 +401,30 @@ pub fn service_output<'a>(
     }
     let headless = service.addresses.is_empty();
     for slice in slices {
-        let slice_name = slice.metadata.name.as_deref().unwrap_or("?");
+        let slice_name = slice.name.as_str();
         if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             tracing::debug!(slice = slice_name, address_type = %slice.address_type, "ignoring non-IP EndpointSlice");
             continue;
         }
-        for slice_port in slice.ports.iter().flatten() {
-            let port_name = slice_port.name.as_deref().unwrap_or("");
+        for (port_name, port_number) in slice.ports.iter() {
+            let port_name = port_name.as_deref().unwrap_or("");
             // The slice carries the resolved target port; its name is the Service port's name,
             // which is how a named targetPort is matched.
             let Some(svc_port) = service.ports.iter().find(|p| p.name == port_name) else {
                 continue;
             };
-            let Some(target) = slice_port
-                .port
+            let Some(target) = port_number
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| *p > 0)
             else {
-                tracing::warn!(slice = slice_name, port = port_name, number = ?slice_port.port, "EndpointSlice port has no valid number; skipped");
+                tracing::warn!(slice = slice_name, port = port_name, number = ?port_number, "EndpointSlice port has no valid number; skipped");
                 continue;
             };
-            for ep in slice.endpoints.iter().flatten() {
+            for ep in slice.endpoints.iter() {
                 let info = ep
-                    .target_ref
+                    .pod
                     .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        let ns = r.namespace.as_deref().unwrap_or(&service.namespace);
-                        pod(ns, r.name.as_deref()?)
-                    });
+                    .and_then(|(ns, name)| pod(ns.as_deref().unwrap_or(&service.namespace), name));
                 let locality = info
                     .as_ref()
                     .and_then(|i| i.locality.clone())
@@ -326,7 +436,7 @@ pub fn service_output<'a>(
                     tls_mode: "disabled".into(),
                     ..PodInfo::default()
                 });
-                for address in &ep.addresses {
+                for address in ep.addresses.iter() {
                     if address.parse::<IpAddr>().is_err() {
                         tracing::warn!(service = %service.hostname, slice = slice_name, address, "EndpointSlice has an invalid address; skipped");
                         continue;
@@ -338,7 +448,7 @@ pub fn service_output<'a>(
                         labels: info.labels.clone(),
                         locality: locality.clone(),
                         weight: 0,
-                        health: health(ep.conditions.as_ref()),
+                        health: ep.health,
                         network: info.network.clone(),
                         service_account: info.service_account.clone(),
                         tls_mode: info.tls_mode.clone(),

@@ -17,6 +17,7 @@ pub mod convert;
 use crate::index::{RegistryId, ServiceIndex};
 use crate::model::RegistryKind;
 use cache::{Cache, Dirty};
+use convert::Slice;
 use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -48,7 +49,7 @@ pub struct KubernetesRegistry {
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Service(Result<Event<KubeService>, watcher::Error>),
-    Slice(Result<Event<EndpointSlice>, watcher::Error>),
+    Slice(Result<Event<Slice>, watcher::Error>),
     Pod(Result<Event<Pod>, watcher::Error>),
     Node(Result<Event<Node>, watcher::Error>),
 }
@@ -111,6 +112,20 @@ impl<K> Phase<K> {
 /// meshes. Istio's informers strip it the same way (`kubeclient.StripUnusedFields`).
 fn strip_unused<K: kube::Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+/// An EndpointSlice event as the cache keeps slices: converted as it arrives, so not even
+/// the initial listing holds whole objects.
+fn compact_slice(
+    event: Result<Event<EndpointSlice>, watcher::Error>,
+) -> Result<Event<Slice>, watcher::Error> {
+    Ok(match event? {
+        Event::Apply(s) => Event::Apply(s.into()),
+        Event::Delete(s) => Event::Delete(s.into()),
+        Event::Init => Event::Init,
+        Event::InitApply(s) => Event::InitApply(s.into()),
+        Event::InitDone => Event::InitDone,
+    })
 }
 
 impl KubernetesRegistry {
@@ -190,17 +205,16 @@ impl KubernetesRegistry {
                 .boxed(),
             watcher::watcher(self.api::<EndpointSlice>(&client), config.clone())
                 .default_backoff()
-                .modify(strip_unused)
-                .map(Msg::Slice)
+                .map(|e| Msg::Slice(compact_slice(e)))
                 .boxed(),
             watcher::watcher(self.api::<Pod>(&client), config.clone())
                 .default_backoff()
-                .modify(strip_unused)
+                .modify(convert::strip_pod)
                 .map(Msg::Pod)
                 .boxed(),
             watcher::watcher(Api::<Node>::all(client.clone()), config)
                 .default_backoff()
-                .modify(strip_unused)
+                .modify(convert::strip_node)
                 .map(Msg::Node)
                 .boxed(),
         ];

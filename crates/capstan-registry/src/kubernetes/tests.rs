@@ -1,7 +1,7 @@
 //! Table tests of the pure conversions and of the cache's incremental bookkeeping.
 
 use super::cache::{Cache, Dirty, Key};
-use super::convert::{self, ConvertError, PodInfo};
+use super::convert::{self, ConvertError, PodInfo, Slice};
 use crate::index::RegistryState;
 use crate::model::{Health, Locality, Protocol, Resolution};
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
@@ -17,10 +17,11 @@ fn svc(name: &str, spec: Value) -> KubeService {
     obj(json!({"metadata": {"name": name, "namespace": "ns"}, "spec": spec}))
 }
 
-fn slice(name: &str, service: &str, ports: Value, endpoints: Value) -> EndpointSlice {
-    obj(json!({"metadata": {"name": name, "namespace": "ns",
+fn slice(name: &str, service: &str, ports: Value, endpoints: Value) -> Slice {
+    obj::<EndpointSlice>(json!({"metadata": {"name": name, "namespace": "ns",
         "labels": {"kubernetes.io/service-name": service}},
         "addressType": "IPv4", "ports": ports, "endpoints": endpoints}))
+    .into()
 }
 
 fn pod(name: &str, node: &str, labels: Value, ips: &[&str]) -> Pod {
@@ -155,8 +156,9 @@ fn endpoints_from_slices() {
         {"addresses": ["10.1.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
         {"addresses": ["01.2.3.4", "10.1.0.4"], "conditions": {"ready": true}}]),
     );
-    let fqdn: EndpointSlice = obj(json!({"metadata": {"name": "a-f", "namespace": "ns"},
-        "addressType": "FQDN", "ports": [{"name": "http", "port": 1}], "endpoints": [{"addresses": ["x.example"]}]}));
+    let fqdn: Slice = obj::<EndpointSlice>(json!({"metadata": {"name": "a-f", "namespace": "ns"},
+        "addressType": "FQDN", "ports": [{"name": "http", "port": 1}], "endpoints": [{"addresses": ["x.example"]}]}))
+    .into();
     let lookup = |ns: &str, name: &str| {
         (ns == "ns" && name == "p1").then(|| PodInfo {
             name: "p1".into(),

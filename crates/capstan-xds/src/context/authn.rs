@@ -271,7 +271,7 @@ mod tests {
             Arc::new(ConfigEntry {
                 name: name.into(),
                 namespace: ns.into(),
-                spec,
+                spec: Arc::new(spec),
             }),
         )
     }

@@ -167,7 +167,7 @@ mod tests {
         Arc::new(ConfigEntry {
             name: name.into(),
             namespace: ns.into(),
-            spec: AuthorizationPolicy {
+            spec: Arc::new(AuthorizationPolicy {
                 selector: (!selector.is_empty()).then(|| WorkloadSelector {
                     match_labels: selector
                         .iter()
@@ -176,7 +176,7 @@ mod tests {
                 }),
                 action,
                 ..AuthorizationPolicy::default()
-            },
+            }),
         })
     }
 
@@ -192,7 +192,7 @@ mod tests {
         use AuthorizationAction::{Allow, Deny};
         let app = [("app", "a")];
         let mut targeted = (*policy("ns", "t", Allow, &[])).clone();
-        targeted.spec.target_ref = Some(PolicyTargetReference {
+        Arc::make_mut(&mut targeted.spec).target_ref = Some(PolicyTargetReference {
             kind: "Gateway".into(),
             name: "gw".into(),
             ..PolicyTargetReference::default()
@@ -285,13 +285,13 @@ mod tests {
     #[test]
     fn unexpressible_rules_are_recorded() {
         let mut allow = (*policy("ns", "a", AuthorizationAction::Allow, &[])).clone();
-        allow.spec.rules = Some(vec![serde_json::from_str(
+        Arc::make_mut(&mut allow.spec).rules = Some(vec![serde_json::from_str(
             r#"{"when":[{"key":"experimental.envoy.filters.a[b]","values":["x"]}]}"#,
         )
         .unwrap()]);
         let mut deny = allow.clone();
         deny.name = "d".into();
-        deny.spec.action = AuthorizationAction::Deny;
+        Arc::make_mut(&mut deny.spec).action = AuthorizationAction::Deny;
         let index = AuthorizationPolicies::build(vec![Arc::new(allow), Arc::new(deny)]);
         assert!(index.skipped["ns/a rule[0]"].starts_with("left out: Envoy metadata"));
         assert!(index.skipped["ns/d rule[0]"].starts_with("widened: Envoy metadata"));

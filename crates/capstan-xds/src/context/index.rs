@@ -16,8 +16,8 @@ pub struct ConfigEntry<T> {
     pub name: String,
     /// `metadata.namespace`.
     pub namespace: String,
-    /// The spec.
-    pub spec: T,
+    /// The spec, shared with the config store's object.
+    pub spec: Arc<T>,
 }
 
 /// A VirtualService with its hosts and gateways resolved to FQDNs / `ns/name` (or `mesh`).
@@ -102,7 +102,7 @@ fn sets_outlier_detection(dr: &DestinationRule) -> bool {
             .any(|s| s.traffic_policy.as_ref().is_some_and(policy_outlier))
 }
 
-fn entry<T: Clone>(key: &capstan_config::ConfigKey, spec: &T) -> ConfigEntry<T> {
+fn entry<T>(key: &capstan_config::ConfigKey, spec: &Arc<T>) -> ConfigEntry<T> {
     ConfigEntry {
         name: key.name.clone(),
         namespace: key.namespace.clone(),
@@ -147,7 +147,7 @@ impl ConfigIndex {
                         &delegates,
                         &mesh.domain_suffix,
                     );
-                    let vs: &VirtualService = expanded.as_deref().unwrap_or(vs);
+                    let vs: &Arc<VirtualService> = expanded.as_ref().unwrap_or(vs);
                     let hosts: Vec<String> = vs
                         .hosts
                         .iter()
@@ -198,7 +198,7 @@ impl ConfigIndex {
                         .as_ref()
                         .is_some_and(|s| !s.match_labels.is_empty());
                     let host = resolve_host(&dr.host, &key.namespace, &mesh.domain_suffix);
-                    let e = Arc::new(entry(key, &**dr));
+                    let e = Arc::new(entry(key, dr));
                     if host.starts_with('*') {
                         index.wildcard_rules.push((host, e));
                     } else {
@@ -210,20 +210,20 @@ impl ConfigIndex {
                         .sidecars
                         .entry(key.namespace.clone())
                         .or_default()
-                        .push(Arc::new(entry(key, &**sc)));
+                        .push(Arc::new(entry(key, sc)));
                 }
                 (Spec::Gateway(gw), Kind::Gateway) => {
-                    index.gateways.push(Arc::new(entry(key, &**gw)));
+                    index.gateways.push(Arc::new(entry(key, gw)));
                 }
                 (Spec::PeerAuthentication(pa), Kind::PeerAuthentication) => {
                     let created = stored.object.metadata.creation_timestamp.clone();
-                    peer_authentications.push((created, Arc::new(entry(key, &**pa))));
+                    peer_authentications.push((created, Arc::new(entry(key, pa))));
                 }
                 (Spec::AuthorizationPolicy(ap), Kind::AuthorizationPolicy) => {
-                    authorization_policies.push(Arc::new(entry(key, &**ap)));
+                    authorization_policies.push(Arc::new(entry(key, ap)));
                 }
                 (Spec::RequestAuthentication(ra), Kind::RequestAuthentication) => {
-                    request_authentications.push(Arc::new(entry(key, &**ra)));
+                    request_authentications.push(Arc::new(entry(key, ra)));
                 }
                 _ => {}
             }

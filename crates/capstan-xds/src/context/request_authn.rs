@@ -228,7 +228,7 @@ mod tests {
         Arc::new(ConfigEntry {
             name: name.into(),
             namespace: ns.into(),
-            spec: RequestAuthentication {
+            spec: Arc::new(RequestAuthentication {
                 selector: (!selector.is_empty()).then(|| WorkloadSelector {
                     match_labels: selector
                         .iter()
@@ -245,13 +245,13 @@ mod tests {
                     })
                     .collect(),
                 ..RequestAuthentication::default()
-            },
+            }),
         })
     }
 
     fn targeted(ns: &str, name: &str, kind: &str, target: &str, issuer: &str) -> Policy {
         let mut p = (*policy(ns, name, &[], &[issuer])).clone();
-        p.spec.target_refs = vec![PolicyTargetReference {
+        Arc::make_mut(&mut p.spec).target_refs = vec![PolicyTargetReference {
             group: "gateway.networking.k8s.io".into(),
             kind: kind.into(),
             name: target.into(),

@@ -72,7 +72,7 @@ fn rules_by_action(policies: &WorkloadAuthz, layer: Layer) -> Vec<Rbac> {
             .map(|(list, action)| {
                 build_rules(
                     list.iter()
-                        .map(|p| (p.namespace.as_str(), p.name.as_str(), &p.spec)),
+                        .map(|p| (p.namespace.as_str(), p.name.as_str(), &*p.spec)),
                     action,
                     layer,
                 )

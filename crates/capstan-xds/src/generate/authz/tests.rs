@@ -359,7 +359,7 @@ fn entry(name: &str, action: &str, rules: &str) -> Arc<ConfigEntry<Authorization
     Arc::new(ConfigEntry {
         name: name.into(),
         namespace: "ns".into(),
-        spec: serde_json::from_str(&spec).expect("test specs are valid"),
+        spec: Arc::new(serde_json::from_str(&spec).expect("test specs are valid")),
     })
 }
 
