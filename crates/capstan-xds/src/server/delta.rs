@@ -225,7 +225,10 @@ impl Protocol for Delta {
     }
 
     fn earliest_awaiting(&self) -> Option<std::time::Instant> {
-        self.types.values().filter_map(|t| t.track.awaiting_since).min()
+        self.types
+            .values()
+            .filter_map(|t| t.track.awaiting_since)
+            .min()
     }
 }
 

@@ -198,7 +198,10 @@ impl Protocol for Sotw {
     }
 
     fn earliest_awaiting(&self) -> Option<std::time::Instant> {
-        self.types.values().filter_map(|t| t.track.awaiting_since).min()
+        self.types
+            .values()
+            .filter_map(|t| t.track.awaiting_since)
+            .min()
     }
 }
 
