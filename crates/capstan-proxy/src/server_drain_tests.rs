@@ -1,6 +1,7 @@
 //! Drains over loopback through [`run`]: an upgraded (WebSocket) stream open when its listener
 //! is updated, or when the proxy shuts down, works on within the drain window and is closed on
-//! both sides when the window ends, as Envoy closes a draining listener's last connections.
+//! both sides when the window ends, as Envoy closes a draining listener's last connections; so
+//! is a plain HTTP connection whose response has not ended by then.
 
 use super::*;
 use crate::resources::{ResourceSink, Update, LISTENER};
@@ -200,6 +201,35 @@ async fn streams_left(upstream_open: &AtomicUsize, left: usize, store: &Store, s
     }
 }
 
+/// An upstream that answers any request with `200` and one chunk of a body it never ends;
+/// how many of its connections are open.
+async fn endless_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                if read_head(&mut sock).await.is_none() {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                // Holds the response open until the proxy closes the connection.
+                let mut rest = Vec::new();
+                let _ = sock.read_to_end(&mut rest).await;
+                count.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
 /// A proxy serving [`http_listener`] on a free port, in front of the echo upstream.
 async fn proxy() -> (
     u16,
@@ -208,7 +238,18 @@ async fn proxy() -> (
     watch::Sender<bool>,
     JoinHandle<()>,
 ) {
-    let (up, open) = echo_upstream().await;
+    proxy_to(echo_upstream().await).await
+}
+
+async fn proxy_to(
+    (up, open): (SocketAddr, Arc<AtomicUsize>),
+) -> (
+    u16,
+    Arc<Store>,
+    Arc<AtomicUsize>,
+    watch::Sender<bool>,
+    JoinHandle<()>,
+) {
     let store = Store::new(Arc::new(Stats::default()));
     crate::http::tests::apply_static_cluster(&store, "up", up);
     let port = super::filter_disabled_tests::free_port();
@@ -264,6 +305,50 @@ async fn shutdown_closes_an_upgraded_stream_when_the_drain_window_ends() {
         "closed at the end of the window, not before: {after:?}"
     );
     streams_left(&upstream_open, 0, &store, "v1").await;
+    tokio::time::timeout(WITHIN, server)
+        .await
+        .expect("drained")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_listener_update_closes_a_response_still_open_when_the_drain_window_ends() {
+    let (port, store, upstream_open, shutdown, server) = proxy_to(endless_upstream().await).await;
+    let mut sock = None;
+    for _ in 0..100 {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
+            sock = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut sock = sock.expect("the listener binds its port");
+    sock.write_all(b"GET /stream HTTP/1.1\r\nhost: app\r\n\r\n")
+        .await
+        .unwrap();
+    let head = tokio::time::timeout(WITHIN, read_head(&mut sock))
+        .await
+        .expect("answered in time")
+        .expect("a response head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let begun = Instant::now();
+    apply_listener(&store, &http_listener(port, "v2"), "2");
+    // The response is still open; the drain lets it run for the window, then closes.
+    let after = closed_after(&mut sock, begun).await;
+    assert!(
+        after >= DRAIN - Duration::from_millis(100),
+        "closed at the end of the window, not before: {after:?}"
+    );
+    let deadline = Instant::now() + WITHIN;
+    while upstream_open.load(Ordering::SeqCst) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the upstream stream is closed too"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.stats().http("v1").downstream_cx_active.get(), 0);
+    shutdown.send_replace(true);
     tokio::time::timeout(WITHIN, server)
         .await
         .expect("drained")

@@ -654,8 +654,8 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
 }
 
 /// Serves one downstream connection (after filter-chain selection) until it closes or its
-/// listener drains: then in-flight requests finish and the connection closes gracefully, and an
-/// upgraded stream is closed when the drain window ends.
+/// listener drains: then in-flight requests finish and the connection closes gracefully; an
+/// upgraded stream, or a response still open, is closed when the drain window ends.
 pub async fn serve_connection<IO>(
     io: IO,
     hcm: Arc<HcmConfig>,
@@ -699,8 +699,18 @@ pub async fn serve_connection<IO>(
         }
         _ = drain.started() => {
             conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!("http connection (draining): {e}");
+            // In-flight requests finish within the drain window; a response still open when
+            // it ends (a stream, a slow client) is cut with its connection, as Envoy closes a
+            // draining listener's last connections.
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("http connection (draining): {e}");
+                    }
+                }
+                () = drain.ended() => {
+                    tracing::debug!("http connection still busy at the end of the drain window: closed");
+                }
             }
         }
     }
