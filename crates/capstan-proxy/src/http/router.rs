@@ -342,9 +342,11 @@ pub async fn forward(
         (resp, request_bytes)
     };
     // Istio's standard metrics: the duration runs to the response headers (the body streams).
-    let series = stats
-        .istio
-        .request(&cluster_name, resp.status().as_u16(), protocol);
+    let code = resp.status().as_u16();
+    let series = match cluster.stats().istio.get() {
+        Some(c) => c.series(code, protocol),
+        None => stats.istio.request(&cluster_name, code, protocol),
+    };
     series.requests.inc();
     series.duration.record(started.elapsed());
     series.request_bytes.add(request_bytes);
