@@ -19,7 +19,7 @@ use super::UpstreamError;
 use crate::http::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use std::collections::HashMap;
+use crate::fast_map::FastMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +42,7 @@ struct Idle {
 #[derive(Default)]
 struct State {
     /// Idle connections by endpoint, the most recently used last.
-    idle: HashMap<Key, Vec<Idle>>,
+    idle: FastMap<Key, Vec<Idle>>,
     /// The idle sweeper runs (closing connections idle past `idle_timeout`).
     sweeping: bool,
 }

@@ -146,7 +146,7 @@ pub struct Cluster {
     outlier: Option<Detector>,
     pool: Pool,
     /// Transport-socket index per endpoint (only with `transport_socket_matches`).
-    transport_of: ArcSwap<std::collections::HashMap<SocketAddr, usize>>,
+    transport_of: ArcSwap<crate::fast_map::FastMap<SocketAddr, usize>>,
     /// DNS clusters: when the next resolution is due (None: never resolved).
     dns_due: Mutex<Option<Instant>>,
     /// Single flight for DNS resolution.
@@ -193,7 +193,7 @@ impl Cluster {
                 stats.clone(),
                 connectors(&config.transport),
             ),
-            transport_of: ArcSwap::from_pointee(std::collections::HashMap::new()),
+            transport_of: ArcSwap::from_pointee(Default::default()),
             breaker,
             dns_due: Mutex::new(None),
             dns_lock: tokio::sync::Mutex::new(()),
