@@ -139,7 +139,10 @@ impl ClusterRequests {
     /// The series for a response with `code` over `protocol`.
     pub fn series(&self, code: u16, protocol: RequestProtocol) -> Arc<RequestSeries> {
         let key = (code, protocol);
-        let mut list = self.series.lock().expect("metrics lock: no panics under it");
+        let mut list = self
+            .series
+            .lock()
+            .expect("metrics lock: no panics under it");
         if let Some((_, s)) = list.iter().find(|(k, _)| *k == key) {
             return s.clone();
         }

@@ -241,7 +241,8 @@ impl RoutedHost {
 
 /// Whether `digits` (ASCII digits) is `port` written as `u16::to_string` writes it.
 fn is_port(digits: &str, port: u16) -> bool {
-    digits.parse::<u16>().is_ok_and(|n| n == port) && (digits.len() == 1 || !digits.starts_with('0'))
+    digits.parse::<u16>().is_ok_and(|n| n == port)
+        && (digits.len() == 1 || !digits.starts_with('0'))
 }
 
 fn authority(

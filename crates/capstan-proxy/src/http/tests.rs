@@ -540,7 +540,11 @@ fn routed_host_strips_ports_as_configured() {
     let cases: Vec<(StripPort, &[u8], &str)> = vec![
         (StripPort::None, b"example.com:8080", "example.com:8080"),
         (StripPort::Matching, b"example.com:8080", "example.com"),
-        (StripPort::Matching, b"example.com:08080", "example.com:08080"),
+        (
+            StripPort::Matching,
+            b"example.com:08080",
+            "example.com:08080",
+        ),
         (StripPort::Matching, b"example.com:80", "example.com:80"),
         (StripPort::Any, b"example.com:80", "example.com"),
         (StripPort::Any, b"[::1]:80", "[::1]"),
