@@ -7,6 +7,9 @@
 #   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
 #   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
 #
+# The proxy profiled is CAPSTAN_PROXY (split on spaces), by default the `capstan-proxy` binary
+# the sidecar ships, beside $CAPSTAN, else `$CAPSTAN proxy` (same code, the all-in-one binary).
+#
 # N requests (default 20000) are sent closed loop over 16 connections after a warm-up of 2000;
 # the counters are zeroed after the warm-up, so connection set-up and start-up are left out.
 # callgrind output stays in $OUT (default /tmp/capstan-profile) for callgrind_annotate.
@@ -19,8 +22,17 @@ MODE="${MODE:-callgrind}"
 OUT="${OUT:-/tmp/capstan-profile}"
 TARGETS="${TARGETS:-capstan haproxy}"
 CAPSTAN="${CAPSTAN:-$ROOT/target/profiling/capstan}"
+if [[ -z ${CAPSTAN_PROXY:-} ]]; then
+  if [[ -x "$(dirname "$CAPSTAN")/capstan-proxy" ]]; then
+    CAPSTAN_PROXY="$(dirname "$CAPSTAN")/capstan-proxy"
+  else
+    CAPSTAN_PROXY="$CAPSTAN proxy"
+  fi
+fi
+read -r -a PROXY <<<"$CAPSTAN_PROXY"
 log() { printf '[profile] %s\n' "$*" >&2; }
 [[ -x $OHA ]] || { log "run bench/proxy.sh once first (installs oha)"; exit 1; }
+log "proxy: ${PROXY[*]}"
 
 WORK="$(mktemp -d /tmp/capstan-profile.XXXXXX)"
 mkdir -p "$OUT" "$WORK/config" "$WORK/nginx"
@@ -83,7 +95,7 @@ for target in $TARGETS; do
     capstan)
       port=$CAP
       # shellcheck disable=SC2046
-      RUST_LOG=warn $(wrap capstan "$OUT/capstan.callgrind") "$CAPSTAN" proxy --concurrency 1 \
+      RUST_LOG=warn $(wrap capstan "$OUT/capstan.callgrind") "${PROXY[@]}" --concurrency 1 \
         --xds-address 127.0.0.1:$XDS --admin-address 127.0.0.1:$ADMIN \
         --node-id "router~127.0.0.1~gw-0.default~default.svc.cluster.local" \
         --metadata 'LABELS={"istio":"ingressgateway"}' 2>"$WORK/proxy.log" & pid=$!; PIDS+=($pid) ;;

@@ -127,11 +127,43 @@ pub struct TcpSeries {
 
 type HttpKey = (u16, RequestProtocol);
 
+/// The HTTP series of one cluster, by response code and protocol. A cluster's counters keep a
+/// handle on it ([`crate::stats::ClusterStats::istio`]), so a request finds its series in the
+/// few its cluster has seen instead of hashing the cluster's name under the global lock.
+#[derive(Debug, Default)]
+pub struct ClusterRequests {
+    series: Mutex<Vec<(HttpKey, Arc<RequestSeries>)>>,
+}
+
+impl ClusterRequests {
+    /// The series for a response with `code` over `protocol`.
+    pub fn series(&self, code: u16, protocol: RequestProtocol) -> Arc<RequestSeries> {
+        let key = (code, protocol);
+        let mut list = self
+            .series
+            .lock()
+            .expect("metrics lock: no panics under it");
+        if let Some((_, s)) = list.iter().find(|(k, _)| *k == key) {
+            return s.clone();
+        }
+        let s = Arc::new(RequestSeries::default());
+        list.push((key, s.clone()));
+        s
+    }
+
+    fn all(&self) -> Vec<(HttpKey, Arc<RequestSeries>)> {
+        self.series
+            .lock()
+            .expect("metrics lock: no panics under it")
+            .clone()
+    }
+}
+
 /// Istio's standard metrics of this proxy.
 #[derive(Debug, Default)]
 pub struct IstioMetrics {
     workload: OnceLock<Workload>,
-    http: Mutex<HashMap<String, HashMap<HttpKey, Arc<RequestSeries>>>>,
+    http: Mutex<HashMap<String, Arc<ClusterRequests>>>,
     tcp: Mutex<HashMap<String, Arc<TcpSeries>>>,
 }
 
@@ -145,6 +177,15 @@ impl IstioMetrics {
         self.workload.get().cloned().unwrap_or_default()
     }
 
+    /// The HTTP series of requests to `cluster`.
+    pub fn cluster(&self, cluster: &str) -> Arc<ClusterRequests> {
+        let mut map = self.http.lock().expect("metrics lock: no panics under it");
+        if let Some(c) = map.get(cluster) {
+            return c.clone();
+        }
+        map.entry(cluster.to_string()).or_default().clone()
+    }
+
     /// The series for a request to `cluster` answered with `code`.
     pub fn request(
         &self,
@@ -152,15 +193,7 @@ impl IstioMetrics {
         code: u16,
         protocol: RequestProtocol,
     ) -> Arc<RequestSeries> {
-        let mut map = self.http.lock().expect("metrics lock: no panics under it");
-        if let Some(s) = map.get(cluster).and_then(|m| m.get(&(code, protocol))) {
-            return s.clone();
-        }
-        map.entry(cluster.to_string())
-            .or_default()
-            .entry((code, protocol))
-            .or_default()
-            .clone()
+        self.cluster(cluster).series(code, protocol)
     }
 
     /// The TCP series for connections to `cluster`.
@@ -176,10 +209,13 @@ impl IstioMetrics {
     pub fn render(&self, out: &mut String) {
         let me = self.workload();
         let http: Vec<(String, HttpKey, Arc<RequestSeries>)> = {
-            let map = self.http.lock().expect("metrics lock: no panics under it");
-            let mut v: Vec<_> = map
+            let clusters: Vec<(String, Arc<ClusterRequests>)> = {
+                let map = self.http.lock().expect("metrics lock: no panics under it");
+                map.iter().map(|(c, m)| (c.clone(), m.clone())).collect()
+            };
+            let mut v: Vec<_> = clusters
                 .iter()
-                .flat_map(|(c, m)| m.iter().map(move |(k, s)| (c.clone(), *k, s.clone())))
+                .flat_map(|(c, m)| m.all().into_iter().map(move |(k, s)| (c.clone(), k, s)))
                 .collect();
             v.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
             v

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod cluster;
 pub mod drain;
 pub mod error;
+pub mod fast_map;
 pub mod http;
 pub mod identity;
 pub mod istio_ext;

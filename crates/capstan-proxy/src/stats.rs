@@ -129,6 +129,9 @@ pub struct ClusterStats {
     pub membership_total: Gauge,
     /// `membership_healthy`.
     pub membership_healthy: Gauge,
+    /// This cluster's Istio request series (set by [`Stats::cluster`]; a request reaches them
+    /// without a lookup by cluster name).
+    pub istio: std::sync::OnceLock<Arc<crate::istio_metrics::ClusterRequests>>,
 }
 
 impl ClusterStats {
@@ -249,7 +252,9 @@ fn all<T>(map: &Mutex<BTreeMap<String, Arc<T>>>) -> Vec<(String, Arc<T>)> {
 impl Stats {
     /// The counters of cluster `name` (created on first use).
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
-        scope(&self.clusters, name)
+        let s = scope(&self.clusters, name);
+        s.istio.get_or_init(|| self.istio.cluster(name));
+        s
     }
     /// The counters of HTTP connection manager `stat_prefix`.
     pub fn http(&self, stat_prefix: &str) -> Arc<HttpStats> {

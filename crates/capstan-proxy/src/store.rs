@@ -39,9 +39,9 @@ pub struct Snapshot {
     /// Active (warm) listeners.
     pub listeners: BTreeMap<String, Arc<ListenerConfig>>,
     /// Route configurations received over RDS.
-    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub routes: crate::fast_map::FastMap<String, Arc<RouteTable>>,
     /// Active (warm) clusters.
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub clusters: crate::fast_map::FastMap<String, Arc<Cluster>>,
 }
 
 impl Snapshot {

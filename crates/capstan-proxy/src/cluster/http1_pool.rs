@@ -16,10 +16,10 @@
 use super::breaker::Resource;
 use super::pool::{ConnectError, Pool, Tracked};
 use super::UpstreamError;
+use crate::fast_map::FastMap;
 use crate::http::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +42,7 @@ struct Idle {
 #[derive(Default)]
 struct State {
     /// Idle connections by endpoint, the most recently used last.
-    idle: HashMap<Key, Vec<Idle>>,
+    idle: FastMap<Key, Vec<Idle>>,
     /// The idle sweeper runs (closing connections idle past `idle_timeout`).
     sweeping: bool,
 }
@@ -189,6 +189,13 @@ impl Http1Pool {
         if let Some(c) = self.take_idle(key) {
             return Ok((c, true));
         }
+        // Waiting, dialing (TLS included) and the handshake get a box of their own: inline,
+        // their futures would enlarge every request's future, which is copied as it is moved.
+        Box::pin(self.checkout_slow(key, pool)).await
+    }
+
+    /// [`Self::checkout`] when no idle connection is at hand.
+    async fn checkout_slow(&self, key: Key, pool: &Pool) -> Result<(Idle, bool), UpstreamError> {
         let breaker = pool.breaker();
         let permit = match breaker.try_acquire(Resource::Connections) {
             Some(p) => p,

@@ -146,7 +146,7 @@ pub struct Cluster {
     outlier: Option<Detector>,
     pool: Pool,
     /// Transport-socket index per endpoint (only with `transport_socket_matches`).
-    transport_of: ArcSwap<std::collections::HashMap<SocketAddr, usize>>,
+    transport_of: ArcSwap<crate::fast_map::FastMap<SocketAddr, usize>>,
     /// DNS clusters: when the next resolution is due (None: never resolved).
     dns_due: Mutex<Option<Instant>>,
     /// Single flight for DNS resolution.
@@ -193,7 +193,7 @@ impl Cluster {
                 stats.clone(),
                 connectors(&config.transport),
             ),
-            transport_of: ArcSwap::from_pointee(std::collections::HashMap::new()),
+            transport_of: ArcSwap::from_pointee(Default::default()),
             breaker,
             dns_due: Mutex::new(None),
             dns_lock: tokio::sync::Mutex::new(()),
@@ -309,21 +309,26 @@ impl Cluster {
         }
     }
 
+    /// Whether this cluster resolves its endpoints by DNS and a resolution is due.
+    fn dns_refresh_due(&self) -> bool {
+        self.config.dns.is_some()
+            && self.config.endpoints.is_some()
+            && self
+                .dns_due
+                .lock()
+                .expect("dns lock is never poisoned: no panics under it")
+                .is_none_or(|t| t <= Instant::now())
+    }
+
     async fn refresh_dns(&self) {
         let (Some(dns), Some(set)) = (&self.config.dns, &self.config.endpoints) else {
             return;
         };
-        let due = |c: &Cluster| {
-            c.dns_due
-                .lock()
-                .expect("dns lock is never poisoned: no panics under it")
-                .is_none_or(|t| t <= Instant::now())
-        };
-        if !due(self) {
+        if !self.dns_refresh_due() {
             return;
         }
         let _flight = self.dns_lock.lock().await;
-        if !due(self) {
+        if !self.dns_refresh_due() {
             return;
         }
         let jitter = dns.jitter.mul_f64(fastrand::f64());
@@ -354,7 +359,11 @@ impl Cluster {
                     UpstreamError::NoHealthyUpstream
                 });
         }
-        self.refresh_dns().await;
+        // A resolution is rare: its future (the resolver's) gets a box of its own rather than
+        // enlarging every request's future, which is copied as it is moved.
+        if self.dns_refresh_due() {
+            Box::pin(self.refresh_dns()).await;
+        }
         let ejected = self.ejected(Instant::now());
         let balancer = self.balancer.load();
         let mut rng = fastrand::Rng::new();

@@ -3,6 +3,7 @@
 //! `x-envoy-*` headers from untrusted (external) requests, and `x-forwarded-client-cert`.
 
 use super::{names, Downstream, HcmConfig};
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -110,12 +111,19 @@ pub fn on_request(hcm: &HcmConfig, headers: &mut HeaderMap, down: &Downstream) -
             headers.insert(names::X_ENVOY_INTERNAL, HeaderValue::from_static("true"));
         }
         if !hcm.skip_xff_append {
-            let old = headers
-                .get(names::X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty());
-            if let Some(v) = xff_appended(old, down.peer.ip()) {
-                headers.insert(names::X_FORWARDED_FOR, v);
+            // One lookup for the read and the write (the name is hashed once).
+            match headers.entry(names::X_FORWARDED_FOR) {
+                Entry::Occupied(mut e) => {
+                    let old = e.get().to_str().ok().filter(|v| !v.is_empty());
+                    if let Some(v) = xff_appended(old, down.peer.ip()) {
+                        e.insert(v);
+                    }
+                }
+                Entry::Vacant(e) => {
+                    if let Some(v) = xff_appended(None, down.peer.ip()) {
+                        e.insert(v);
+                    }
+                }
             }
         }
         let proto = if down.tls { "https" } else { "http" };
@@ -124,11 +132,21 @@ pub fn on_request(hcm: &HcmConfig, headers: &mut HeaderMap, down: &Downstream) -
         let proto = if down.tls { "https" } else { "http" };
         headers.insert(names::X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    let keep_id = headers.contains_key(names::X_REQUEST_ID)
-        && (internal || hcm.preserve_external_request_id || !hcm.use_remote_address);
-    if hcm.generate_request_id && !keep_id {
-        if let Ok(v) = HeaderValue::from_bytes(&uuid4_bytes()) {
-            headers.insert(names::X_REQUEST_ID, v);
+    if hcm.generate_request_id {
+        let keep_id = internal || hcm.preserve_external_request_id || !hcm.use_remote_address;
+        let new_id = || HeaderValue::from_bytes(&uuid4_bytes()).ok();
+        match headers.entry(names::X_REQUEST_ID) {
+            Entry::Occupied(_) if keep_id => {}
+            Entry::Occupied(mut e) => {
+                if let Some(v) = new_id() {
+                    e.insert(v);
+                }
+            }
+            Entry::Vacant(e) => {
+                if let Some(v) = new_id() {
+                    e.insert(v);
+                }
+            }
         }
     }
     xfcc(&hcm.xfcc, headers, down);

@@ -210,39 +210,81 @@ struct Ctx {
     tunnel: std::sync::Mutex<Option<upgrade::Tunnel>>,
 }
 
+/// The request's authority as routed: a shared handle on the header or URI bytes it came from
+/// (no copy per request), without its port when the connection manager strips it.
+#[derive(Clone)]
+struct RoutedHost {
+    source: HostSource,
+    /// How much of the source is the host: less than all of it when the port is stripped,
+    /// `usize::MAX` for all of it.
+    len: usize,
+}
+
+#[derive(Clone)]
+enum HostSource {
+    /// A header whose value is visible ASCII (checked when it was chosen).
+    Header(HeaderValue),
+    Uri(http::uri::Authority),
+    Empty,
+}
+
+impl RoutedHost {
+    fn as_str(&self) -> &str {
+        let all = match &self.source {
+            HostSource::Header(v) => v.to_str().unwrap_or(""),
+            HostSource::Uri(a) => a.as_str(),
+            HostSource::Empty => "",
+        };
+        all.get(..self.len).unwrap_or(all)
+    }
+}
+
+/// Whether `digits` (ASCII digits) is `port` written as `u16::to_string` writes it.
+fn is_port(digits: &str, port: u16) -> bool {
+    digits.parse::<u16>().is_ok_and(|n| n == port)
+        && (digits.len() == 1 || !digits.starts_with('0'))
+}
+
 fn authority(
     req: &http::request::Parts,
     hcm: &HcmConfig,
     table: &RouteTable,
     local: SocketAddr,
-) -> String {
-    let raw = match &table.vhost_header {
-        Some(h) => req
-            .headers
-            .get(h.as_str())
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-        None => req.uri.authority().map(|a| a.to_string()).or_else(|| {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        }),
+) -> RoutedHost {
+    let header = |v: Option<&HeaderValue>| {
+        v.filter(|v| v.to_str().is_ok())
+            .map(|v| HostSource::Header(v.clone()))
+    };
+    let source = match &table.vhost_header {
+        Some(h) => header(req.headers.get(h.as_str())),
+        None => req
+            .uri
+            .authority()
+            .map(|a| HostSource::Uri(a.clone()))
+            .or_else(|| header(req.headers.get(http::header::HOST))),
     }
-    .unwrap_or_default();
-    let (bare, port) = action::split_host_port(&raw);
-    match (hcm.strip_port, port) {
-        (StripPort::Any, Some(_)) => bare.to_string(),
-        (StripPort::Matching, Some(p)) if p == local.port().to_string() => bare.to_string(),
-        _ => raw,
-    }
+    .unwrap_or(HostSource::Empty);
+    let mut host = RoutedHost {
+        source,
+        len: usize::MAX,
+    };
+    let raw = host.as_str();
+    let (bare, port) = action::split_host_port(raw);
+    let len = match (hcm.strip_port, port) {
+        (StripPort::Any, Some(_)) => bare.len(),
+        (StripPort::Matching, Some(p)) if is_port(p, local.port()) => bare.len(),
+        _ => raw.len(),
+    };
+    host.len = len;
+    host
 }
 
 /// The route a request matched, looked up when a filter or the router first needs it (and
 /// again after a filter that may change what it matches, as Envoy's `clearRouteCache`).
 struct Matched<'t> {
-    host: String,
-    path_and_query: String,
+    host: RoutedHost,
+    /// A shared handle on the request line's bytes, not a copy.
+    path_and_query: Option<http::uri::PathAndQuery>,
     route: Option<(&'t crate::route::VirtualHost, &'t crate::route::Route)>,
     /// The virtual host requires TLS and the request is not: the router redirects.
     tls_redirect: bool,
@@ -255,12 +297,12 @@ fn match_route<'t>(
     trusted: bool,
 ) -> Matched<'t> {
     let host = authority(parts, &ctx.hcm, table, ctx.down.local);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let route = table.route(&host, &path_and_query, &parts.headers);
+    let path_and_query = parts.uri.path_and_query().cloned();
+    let route = table.route(
+        host.as_str(),
+        path_and_query.as_ref().map_or("/", |p| p.as_str()),
+        &parts.headers,
+    );
     let xfp_https = parts
         .headers
         .get(names::X_FORWARDED_PROTO)
@@ -396,13 +438,15 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         ctx.stats.no_route.inc();
         return local_reply(404, "");
     };
+    let host = host.as_str();
+    let path_and_query = path_and_query.as_ref().map_or("/", |p| p.as_str());
     if tls_redirect {
         let r = action::Redirect {
             scheme: Some("https".into()),
             status: 301,
             ..action::Redirect::default()
         };
-        return redirect(&action::location(&r, scheme, &host, &path_and_query, None));
+        return redirect(&action::location(&r, scheme, host, path_and_query, None));
     }
     let (mut resp, cookie) = match &route.action {
         Action::Direct(d) => (local_reply(d.status, ""), None).map_body(d.body.clone()),
@@ -410,8 +454,8 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
             redirect(&action::location(
                 r,
                 scheme,
-                &host,
-                &path_and_query,
+                host,
+                path_and_query,
                 route.matched_prefix(),
             ))
             .with_status(r.status),
@@ -429,7 +473,7 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
                 &snapshot,
                 parts,
                 body,
-                &host,
+                host,
                 router::Caller {
                     down: &ctx.down,
                     trusted,
@@ -616,13 +660,14 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Re
     ctx.stats.downstream_rq_active.inc();
     let request_id = req.headers().get(names::X_REQUEST_ID).cloned();
     let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
-    let fut = handle(&ctx, req);
+    // The request's future is made where it is awaited, not moved there from a local: it
+    // holds the router's and the upstream's futures, and a move copies all of it.
     let mut resp = match ctx.hcm.request_timeout {
-        Some(t) => match tokio::time::timeout(t, fut).await {
+        Some(t) => match tokio::time::timeout(t, handle(&ctx, req)).await {
             Ok(r) => r,
             Err(_) => local_reply(408, "request timeout"),
         },
-        None => fut.await,
+        None => handle(&ctx, req).await,
     };
     let h = resp.headers_mut();
     let server = ctx.server.clone();

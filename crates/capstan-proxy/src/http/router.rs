@@ -321,30 +321,27 @@ pub async fn forward(
             ReqBody::Buffered(b) => b.len() as u64,
             ReqBody::Replayable(..) | ReqBody::Streaming(_) => 0,
         };
-        let sent = attempts(
-            &cluster,
-            &state,
-            parts,
-            body,
-            ctx,
-            m.vh.include_attempt_count,
-        );
+        let attempt_header = m.vh.include_attempt_count;
         let resp = match stream_limit {
             Some(limit) => {
                 let deadline = tokio::time::Instant::from_std(started) + limit;
+                let sent = attempts(&cluster, &state, parts, body, ctx, attempt_header);
                 match tokio::time::timeout_at(deadline, sent).await {
                     Ok(r) => super::stream_deadline::bounded(r, deadline),
                     Err(_) => super::stream_deadline::expired(),
                 }
             }
-            None => sent.await,
+            // Made where it is awaited, not moved there from a local (see `attempts`).
+            None => attempts(&cluster, &state, parts, body, ctx, attempt_header).await,
         };
         (resp, request_bytes)
     };
     // Istio's standard metrics: the duration runs to the response headers (the body streams).
-    let series = stats
-        .istio
-        .request(&cluster_name, resp.status().as_u16(), protocol);
+    let code = resp.status().as_u16();
+    let series = match cluster.stats().istio.get() {
+        Some(c) => c.series(code, protocol),
+        None => stats.istio.request(&cluster_name, code, protocol),
+    };
     series.requests.inc();
     series.duration.record(started.elapsed());
     series.request_bytes.add(request_bytes);
@@ -381,6 +378,7 @@ async fn attempts(
     let mut attempt: u32 = 0;
     let mut _permit = None;
     let mut parts = Some(parts);
+    let mut previous = None;
     loop {
         attempt += 1;
         // The request head is copied only when another attempt may follow this one.
@@ -396,7 +394,7 @@ async fn attempts(
         if attempt_header {
             req.headers_mut().insert(
                 super::names::X_ENVOY_ATTEMPT_COUNT,
-                HeaderValue::from(attempt),
+                super::names::number(u64::from(attempt)),
             );
         }
         let now = Instant::now();
@@ -410,10 +408,13 @@ async fn attempts(
             (Some(r), Some(p)) => Some(r.min(p)),
             (r, p) => r.or(p),
         };
-        let fut = cluster.request(req, &ctx);
+        // Each future is made where it is awaited: a future held in a local first is moved
+        // (copied whole) into the awaiting state, per request.
         let result = match limit {
-            Some(l) => tokio::time::timeout(l, fut).await.ok(),
-            None => Some(fut.await),
+            Some(l) => tokio::time::timeout(l, cluster.request(req, &ctx))
+                .await
+                .ok(),
+            None => Some(cluster.request(req, &ctx).await),
         };
         let (outcome, reply) = match result {
             None => {
@@ -439,13 +440,11 @@ async fn attempts(
                     status,
                     grpc_status,
                 };
-                if policy.previous_hosts {
-                    ctx.avoid.push(addr);
-                }
+                previous = Some(addr);
                 let (mut p, b) = resp.into_parts();
                 p.headers.insert(
                     super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
-                    HeaderValue::from(now.elapsed().as_millis() as u64),
+                    super::names::number(now.elapsed().as_millis() as u64),
                 );
                 let resp = Response::from_parts(
                     p,
@@ -460,6 +459,10 @@ async fn attempts(
             && retry::retriable(policy.on, &policy.status_codes, outcome);
         if !may_retry {
             return reply;
+        }
+        // `previous_hosts`: the hosts tried so far, only needed when another pick follows.
+        if policy.previous_hosts {
+            ctx.avoid.extend(previous.take());
         }
         match cluster.try_retry() {
             Some(p) => _permit = Some(p),

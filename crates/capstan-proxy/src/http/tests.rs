@@ -532,3 +532,53 @@ async fn max_grpc_timeout_makes_grpc_timeout_the_route_timeout() {
         );
     }
 }
+
+#[test]
+fn routed_host_strips_ports_as_configured() {
+    let table = crate::route::compile(&RouteConfiguration::default()).expect("empty routes");
+    let local: SocketAddr = "10.0.0.1:8080".parse().expect("address");
+    let cases: Vec<(StripPort, &[u8], &str)> = vec![
+        (StripPort::None, b"example.com:8080", "example.com:8080"),
+        (StripPort::Matching, b"example.com:8080", "example.com"),
+        (
+            StripPort::Matching,
+            b"example.com:08080",
+            "example.com:08080",
+        ),
+        (StripPort::Matching, b"example.com:80", "example.com:80"),
+        (StripPort::Any, b"example.com:80", "example.com"),
+        (StripPort::Any, b"[::1]:80", "[::1]"),
+        (StripPort::Any, b"example.com", "example.com"),
+        // Not visible ASCII: no host, as before.
+        (StripPort::None, b"\xffexample.com", ""),
+    ];
+    for (i, (strip, host, want)) in cases.into_iter().enumerate() {
+        let hcm = HcmConfig {
+            strip_port: strip,
+            ..hcm_config()
+        };
+        let (parts, _) = Request::builder()
+            .uri("/")
+            .header("host", HeaderValue::from_bytes(host).expect("header value"))
+            .body(())
+            .expect("request")
+            .into_parts();
+        assert_eq!(
+            authority(&parts, &hcm, &table, local).as_str(),
+            want,
+            "case {i}"
+        );
+    }
+    // An absolute URI's authority (HTTP/2's :authority) is the host, not the Host header.
+    let hcm = HcmConfig {
+        strip_port: StripPort::Matching,
+        ..hcm_config()
+    };
+    let (parts, _) = Request::builder()
+        .uri("http://a.example:8080/x")
+        .header("host", "b.example")
+        .body(())
+        .expect("request")
+        .into_parts();
+    assert_eq!(authority(&parts, &hcm, &table, local).as_str(), "a.example");
+}

@@ -120,8 +120,9 @@ pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> 
     if method == Method::CONNECT {
         return Some("connect".into());
     }
-    let kind = headers
-        .get(header::UPGRADE)
+    let upgrade = headers.get(header::UPGRADE);
+    let has_upgrade = upgrade.is_some();
+    let kind = upgrade
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| !v.is_empty());
@@ -138,7 +139,9 @@ pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> 
                 headers.remove("http2-settings");
             }
             headers.remove(header::CONNECTION);
-            headers.remove(header::UPGRADE);
+            if has_upgrade {
+                headers.remove(header::UPGRADE);
+            }
             None
         }
     }

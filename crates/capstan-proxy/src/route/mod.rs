@@ -19,7 +19,6 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use filters::FilterOverrides;
 use headers::HeaderMutation;
 use matcher::RouteMatcher;
-use std::collections::HashMap;
 
 /// Envoy's default `max_direct_response_body_size_bytes`.
 const MAX_DIRECT_BODY: usize = 4096;
@@ -138,7 +137,7 @@ pub struct RouteTable {
     pub ignore_port: bool,
     /// `vhost_header`: the header naming the host (default `:authority`).
     pub vhost_header: Option<String>,
-    exact: HashMap<String, usize>,
+    exact: crate::fast_map::FastMap<String, usize>,
     /// (suffix without `*`, vhost), longest first.
     suffixes: Vec<(String, usize)>,
     /// (prefix without `*`, vhost), longest first.
@@ -168,12 +167,19 @@ impl RouteTable {
     /// The virtual host for `host` (the Host header): exact, then suffix wildcards, then prefix
     /// wildcards, with the port as given and then without it, then `*`.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = host.to_ascii_lowercase();
-        let (bare, port) = action::split_host_port(&host);
+        // Hosts are nearly always lower case already: copied only when they are not.
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        let (bare, port) = action::split_host_port(host);
         let found = if self.ignore_port {
             self.lookup(bare)
         } else {
-            self.lookup(&host)
+            self.lookup(host)
                 .or_else(|| port.and_then(|_| self.lookup(bare)))
         };
         found
@@ -386,7 +392,7 @@ pub fn compile(rc: &RouteConfiguration) -> Result<RouteTable, CompileError> {
         most_specific_wins: rc.most_specific_header_mutations_wins,
         ignore_port: rc.ignore_port_in_host_matching,
         vhost_header: (!rc.vhost_header.is_empty()).then(|| rc.vhost_header.to_ascii_lowercase()),
-        exact: HashMap::new(),
+        exact: Default::default(),
         suffixes: Vec::new(),
         prefixes: Vec::new(),
         default: None,
