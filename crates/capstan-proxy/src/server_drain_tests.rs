@@ -23,9 +23,9 @@ use tokio::io::AsyncWriteExt;
 const DRAIN: Duration = Duration::from_millis(800);
 const WITHIN: Duration = Duration::from_secs(5);
 
-/// An upstream that answers any request with `101` and then echoes every byte; how many of
-/// its streams are open.
-async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+/// An upstream that answers any request with `head` and then, with `echo`, echoes every byte,
+/// or else holds the connection until the proxy closes it; how many of its streams are open.
+async fn upstream(head: &'static str, echo: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let open = Arc::new(AtomicUsize::new(0));
@@ -37,18 +37,38 @@ async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                 if read_head(&mut sock).await.is_none() {
                     return;
                 }
-                let head = "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
                 if sock.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
                 count.fetch_add(1, Ordering::SeqCst);
-                let (mut rd, mut wr) = sock.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                if echo {
+                    let (mut rd, mut wr) = sock.split();
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                } else {
+                    let mut rest = Vec::new();
+                    let _ = sock.read_to_end(&mut rest).await;
+                }
                 count.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
     (addr, open)
+}
+
+/// Answers with `101` and echoes (a WebSocket's upstream).
+async fn echo_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let head =
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n";
+    upstream(head, true).await
+}
+
+/// Answers with `200` and one chunk of a body it never ends.
+async fn endless_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    upstream(
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        false,
+    )
+    .await
 }
 
 /// Reads up to the end of an HTTP/1.1 head; the head.
@@ -199,35 +219,6 @@ async fn streams_left(upstream_open: &AtomicUsize, left: usize, store: &Store, s
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// An upstream that answers any request with `200` and one chunk of a body it never ends;
-/// how many of its connections are open.
-async fn endless_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let open = Arc::new(AtomicUsize::new(0));
-    let count = open.clone();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                if read_head(&mut sock).await.is_none() {
-                    return;
-                }
-                let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n";
-                if sock.write_all(head.as_bytes()).await.is_err() {
-                    return;
-                }
-                count.fetch_add(1, Ordering::SeqCst);
-                // Holds the response open until the proxy closes the connection.
-                let mut rest = Vec::new();
-                let _ = sock.read_to_end(&mut rest).await;
-                count.fetch_sub(1, Ordering::SeqCst);
-            });
-        }
-    });
-    (addr, open)
 }
 
 /// A proxy serving [`http_listener`] on a free port, in front of the echo upstream.
