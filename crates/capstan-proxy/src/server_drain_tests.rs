@@ -162,18 +162,21 @@ fn apply_listener(store: &Store, l: &Listener, version: &str) {
         .unwrap();
 }
 
-/// Opens a WebSocket through the proxy on `port` (waiting for it to listen); the upgraded
-/// connection.
-async fn websocket(port: u16) -> TcpStream {
-    let mut sock = None;
+/// Connects to the proxy on `port`, waiting (bounded) for it to listen.
+async fn connect(port: u16) -> TcpStream {
     for _ in 0..100 {
         if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
-            sock = Some(s);
-            break;
+            return s;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut sock = sock.expect("the listener binds its port");
+    panic!("the listener never bound 127.0.0.1:{port}");
+}
+
+/// Opens a WebSocket through the proxy on `port` (waiting for it to listen); the upgraded
+/// connection.
+async fn websocket(port: u16) -> TcpStream {
+    let mut sock = connect(port).await;
     let req =
         "GET /chat HTTP/1.1\r\nhost: app\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n";
     sock.write_all(req.as_bytes()).await.unwrap();
@@ -305,15 +308,7 @@ async fn shutdown_closes_an_upgraded_stream_when_the_drain_window_ends() {
 #[tokio::test]
 async fn a_listener_update_closes_a_response_still_open_when_the_drain_window_ends() {
     let (port, store, upstream_open, shutdown, server) = proxy_to(endless_upstream().await).await;
-    let mut sock = None;
-    for _ in 0..100 {
-        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)).await {
-            sock = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut sock = sock.expect("the listener binds its port");
+    let mut sock = connect(port).await;
     sock.write_all(b"GET /stream HTTP/1.1\r\nhost: app\r\n\r\n")
         .await
         .unwrap();
