@@ -33,13 +33,10 @@ async fn greeting_upstream() -> SocketAddr {
     addr
 }
 
-/// A port free at the time of asking (the listener binds it right after).
+/// A free port below the ephemeral range (the listener binds it right after; see
+/// `capstan_e2e::free_port`).
 pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    capstan_e2e::free_port()
 }
 
 /// A listener on `port` whose HTTP inspector is disabled on `disabled_ports` (`[start, end)`),

@@ -3,7 +3,7 @@
 //! `capstan proxy`, the same code, in `crates/capstan/tests/proxy_*.rs`.)
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,11 +19,9 @@ impl Drop for Running {
     }
 }
 
+/// A port below the ephemeral range, so nothing else is given it before the proxy binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free local port")
-        .port()
+    capstan_e2e::free_port()
 }
 
 /// `GET path` over HTTP/1.0: the status line and body, or None while nothing listens.
