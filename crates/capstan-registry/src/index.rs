@@ -249,12 +249,18 @@ impl RegistryDelta {
         }
     }
 
-    /// The keyed changes that turn `before` into `after`.
-    fn between(before: &RegistryState, after: &RegistryState) -> RegistryDelta {
-        fn keyed<K: Ord + Clone, V: Clone + PartialEq>(
-            before: &BTreeMap<K, V>,
+    /// The keyed changes that turn the stored `before` into `after`.
+    fn between(before: &Stored, after: &RegistryState) -> RegistryDelta {
+        fn keyed<K, T, A, V>(
+            before: &BTreeMap<K, A>,
             after: &BTreeMap<K, V>,
-        ) -> BTreeMap<K, Option<V>> {
+        ) -> BTreeMap<K, Option<V>>
+        where
+            K: Ord + Clone,
+            T: PartialEq + ?Sized,
+            A: std::ops::Deref<Target = T>,
+            V: std::borrow::Borrow<T> + Clone,
+        {
             let mut out: BTreeMap<K, Option<V>> = before
                 .keys()
                 .filter(|k| !after.contains_key(*k))
@@ -263,7 +269,7 @@ impl RegistryDelta {
             out.extend(
                 after
                     .iter()
-                    .filter(|(k, v)| before.get(*k) != Some(*v))
+                    .filter(|(k, v)| before.get(*k).map(|b| &**b) != Some((*v).borrow()))
                     .map(|(k, v)| (k.clone(), Some(v.clone()))),
             );
             out
@@ -418,12 +424,11 @@ impl ServiceIndex {
     ) -> Vec<RegistryEvent> {
         let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
         let stored = registries.entry(id.clone()).or_default();
-        let before = stored.to_state();
-        let mut after = before.clone();
+        let mut after = stored.to_state();
         change(&mut after);
         // Only the changed keys are stored anew: the others stay shared with the merged view.
         let mut touched = Touched::default();
-        RegistryDelta::between(&before, &after).apply_tracked(stored, &mut touched);
+        RegistryDelta::between(stored, &after).apply_tracked(stored, &mut touched);
         self.merge(&registries, touched)
     }
 
@@ -576,7 +581,7 @@ mod tests {
 
     /// The keyed changes that turn `before` into `after`.
     fn delta(before: &RegistryState, after: &RegistryState) -> RegistryDelta {
-        RegistryDelta::between(before, after)
+        RegistryDelta::between(&Stored::from(before.clone()), after)
     }
 
     /// Everything a reader can see, for comparing two indexes.
