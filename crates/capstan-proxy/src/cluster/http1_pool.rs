@@ -6,22 +6,36 @@
 //! proxy's profile (docs/benchmarks.md): a pool key built and hashed per request, a boxed connect
 //! future raced against the checkout, and a task spawned per response to put the connection back.
 //! Here a connection goes back to the idle list when its response body ends (at once when the
-//! response has none); one whose body is dropped unfinished is closed by hyper. A connection is
+//! response has none); one whose body is dropped unfinished is closed. A connection is
 //! retired after `max_requests_per_connection` requests and closed after `idle_timeout` idle.
 //! When `max_connections` are open, a request waits, as one of Envoy's pending requests (up to
 //! `max_pending_requests` of them, up to the connect timeout), for a connection to become idle
 //! or to close. A request that finds its reused connection closed before anything was written
 //! is sent again on another one, as the legacy client did.
+//!
+//! No connection has a task of its own: hyper's connection future (which reads and writes the
+//! socket) is polled by the request using it, alongside the request until the response head
+//! arrives, then by the response body until it ends, all in the downstream connection's task
+//! ([`super::http1_link`]). A spawned connection task cost task polls and cross-task wake-ups per request
+//! (docs/benchmarks.md). An idle connection is not polled unless woken: a peer's close wakes
+//! the pool's idle watcher, which polls it, and hyper ends it, as the connection's own task
+//! did. A close not yet seen when the next request comes is seen by that request's first
+//! poll, and hyper hands the request back unwritten (sent again on another connection, as
+//! above). Only an upgraded connection (`101`, or a `2xx` to `CONNECT`) and the rare one
+//! returned before hyper has finished with it (a request
+//! body still being written after the response ended) get a task.
 
 use super::breaker::Resource;
+use super::http1_link::Link;
 use super::pool::{ConnectError, Pool, Tracked};
 use super::UpstreamError;
 use crate::fast_map::FastMap;
 use crate::http::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -30,11 +44,29 @@ use std::time::{Duration, Instant};
 /// An endpoint and the transport-socket index its connections use.
 type Key = (SocketAddr, usize);
 
-/// An open connection not carrying a request.
-struct Idle {
+/// An open connection: hyper's request sender and the connection's I/O.
+struct Conn {
     tx: SendRequest<BoxBody>,
+    io: Link,
     /// Requests sent on it so far.
     uses: u32,
+}
+
+impl Conn {
+    /// Drives the connection until it can take a request: false when it ended instead.
+    async fn ready(&mut self) -> bool {
+        let Conn { tx, io, .. } = self;
+        std::future::poll_fn(|cx| {
+            io.drive(cx, true, |cx| tx.poll_ready(cx))
+                .map(|r| r.is_ok())
+        })
+        .await
+    }
+}
+
+/// An open connection not carrying a request.
+struct Idle {
+    conn: Conn,
     /// When it last went idle.
     since: Instant,
 }
@@ -43,7 +75,7 @@ struct Idle {
 struct State {
     /// Idle connections by endpoint, the most recently used last.
     idle: FastMap<Key, Vec<Idle>>,
-    /// The idle sweeper runs (closing connections idle past `idle_timeout`).
+    /// The idle watcher runs ([`sweep`]).
     sweeping: bool,
 }
 
@@ -54,6 +86,8 @@ pub struct Http1Pool {
     returned: tokio::sync::Notify,
     /// How many requests wait on `returned` (no notification is paid for when none do).
     waiting: AtomicUsize,
+    /// Fires when an idle connection is woken (see [`sweep`]).
+    stirred: Arc<tokio::sync::Notify>,
     idle_timeout: Option<Duration>,
     max_requests: Option<u32>,
     /// Idle connections are kept for at most this many endpoints.
@@ -89,6 +123,7 @@ impl Http1Pool {
             state: Mutex::new(State::default()),
             returned: tokio::sync::Notify::new(),
             waiting: AtomicUsize::new(0),
+            stirred: Arc::default(),
             idle_timeout,
             max_requests,
             max_endpoints,
@@ -114,9 +149,10 @@ impl Http1Pool {
                     // Older ones went idle earlier: expired too.
                     stale.push(c);
                     stale.append(list);
-                } else if c.tx.is_closed() {
+                } else if c.conn.tx.is_closed() {
                     stale.push(c);
                 } else {
+                    c.conn.io.unpool();
                     found = Some(c);
                     break;
                 }
@@ -129,11 +165,30 @@ impl Http1Pool {
     }
 
     /// Puts a connection whose response has ended back on the idle list, unless it has served
-    /// `max_requests_per_connection` (dropping it closes it).
-    fn release(self: &Arc<Self>, key: Key, tx: SendRequest<BoxBody>, uses: u32) {
-        if self.max_requests.is_some_and(|m| uses >= m) || tx.is_closed() {
+    /// `max_requests_per_connection` (dropping it closes it) or has ended. One hyper has not
+    /// finished with (a request body still being written) gets a task until it has.
+    fn release(self: &Arc<Self>, key: Key, mut conn: Conn) {
+        if self.max_requests.is_some_and(|m| conn.uses >= m)
+            || conn.io.ended()
+            || conn.tx.is_closed()
+        {
             return;
         }
+        if !conn.tx.is_ready() {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let pool = Arc::downgrade(self);
+            rt.spawn(async move {
+                if conn.ready().await {
+                    if let Some(pool) = pool.upgrade() {
+                        pool.release(key, conn);
+                    }
+                }
+            });
+            return;
+        }
+        conn.io.pool();
         let mut dropped = None;
         let start_sweeper = {
             let mut state = self.lock();
@@ -142,22 +197,23 @@ impl Http1Pool {
                 dropped = Some(std::mem::take(&mut state.idle));
             }
             state.idle.entry(key).or_default().push(Idle {
-                tx,
-                uses,
+                conn,
                 since: Instant::now(),
             });
-            let start = self.idle_timeout.is_some() && !state.sweeping;
-            state.sweeping |= start;
+            let start = !state.sweeping;
+            state.sweeping = true;
             start
         };
         drop(dropped);
         if start_sweeper {
-            if let Some(t) = self.idle_timeout {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(sweep(Arc::downgrade(self), t));
-                } else {
-                    self.lock().sweeping = false;
-                }
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(sweep(
+                    Arc::downgrade(self),
+                    self.idle_timeout,
+                    self.stirred.clone(),
+                ));
+            } else {
+                self.lock().sweeping = false;
             }
         }
         if self.waiting.load(Ordering::Relaxed) > 0 {
@@ -185,9 +241,9 @@ impl Http1Pool {
     /// An idle connection of `key`, else a new one; when `max_connections` are open, waits (as a
     /// pending request) for one to go idle or close, up to the connect timeout. The flag says
     /// whether the connection was used before.
-    async fn checkout(&self, key: Key, pool: &Pool) -> Result<(Idle, bool), UpstreamError> {
+    async fn checkout(&self, key: Key, pool: &Pool) -> Result<(Conn, bool), UpstreamError> {
         if let Some(c) = self.take_idle(key) {
-            return Ok((c, true));
+            return Ok((c.conn, true));
         }
         // Waiting, dialing (TLS included) and the handshake get a box of their own: inline,
         // their futures would enlarge every request's future, which is copied as it is moved.
@@ -195,7 +251,7 @@ impl Http1Pool {
     }
 
     /// [`Self::checkout`] when no idle connection is at hand.
-    async fn checkout_slow(&self, key: Key, pool: &Pool) -> Result<(Idle, bool), UpstreamError> {
+    async fn checkout_slow(&self, key: Key, pool: &Pool) -> Result<(Conn, bool), UpstreamError> {
         let breaker = pool.breaker();
         let permit = match breaker.try_acquire(Resource::Connections) {
             Some(p) => p,
@@ -214,7 +270,7 @@ impl Http1Pool {
                     returned.as_mut().enable();
                     released.as_mut().enable();
                     if let Some(c) = self.take_idle(key) {
-                        return Ok((c, true));
+                        return Ok((c.conn, true));
                     }
                     if let Some(p) = breaker.try_acquire(Resource::Connections) {
                         break p;
@@ -235,7 +291,7 @@ impl Http1Pool {
                 ConnectError::Overflow => UpstreamError::Overflow,
                 ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
             })?;
-        Ok((handshake(io).await?, false))
+        Ok((handshake(io, self.stirred.clone()).await?, false))
     }
 
     /// Sends `req` (origin-form, with its Host header) on a connection to `key`.
@@ -247,30 +303,43 @@ impl Http1Pool {
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         loop {
             let (mut conn, reused) = self.checkout(key, pool).await?;
-            // A reused connection may still be finishing its last response.
-            if reused && !conn.tx.is_ready() && conn.tx.ready().await.is_err() {
+            // A reused connection is returned ready; should it not be, it is driven until it is.
+            if reused && !conn.tx.is_ready() && !conn.ready().await {
                 continue;
             }
-            match conn.tx.try_send_request(req).await {
-                Ok(resp) if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
-                    // The connection is the upgrade's now; the sender lives until it is handed
-                    // over, as the legacy client kept it.
-                    let mut tx = conn.tx;
-                    tokio::spawn(async move {
-                        let _ = tx.ready().await;
-                    });
+            let connect = req.method() == http::Method::CONNECT;
+            let mut sent = pin!(conn.tx.try_send_request(req));
+            let sent =
+                std::future::poll_fn(|cx| conn.io.drive(cx, false, |cx| sent.as_mut().poll(cx)))
+                    .await;
+            match sent {
+                Ok(resp)
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        || (connect && resp.status().is_success()) =>
+                {
+                    // The connection is the upgrade's now: its future hands the socket over to
+                    // the response's `OnUpgrade` in a task of its own, the sender kept alive
+                    // until then (as the legacy client kept it).
+                    if let Some(driver) = conn.io.driver.take() {
+                        let tx = conn.tx;
+                        tokio::spawn(async move {
+                            let _tx = tx;
+                            if let Err(e) = driver.into_inner().await {
+                                tracing::debug!("upstream connection: {e}");
+                            }
+                        });
+                    }
                     return Ok(resp.map(UpstreamBody::new));
                 }
                 Ok(resp) => {
-                    let uses = conn.uses + 1;
+                    conn.uses += 1;
                     let (parts, body) = resp.into_parts();
                     let mut body = UpstreamBody {
                         inner: body,
-                        conn: Some(Returning {
+                        conn: (!conn.io.ended()).then(|| Returning {
                             pool: Arc::downgrade(self),
                             key,
-                            tx: conn.tx,
-                            uses,
+                            conn,
                         }),
                     };
                     if body.inner.is_end_stream() {
@@ -288,21 +357,16 @@ impl Http1Pool {
     }
 }
 
-/// The HTTP/1.1 handshake (no I/O) and the connection's task, which ends when it closes,
-/// releasing its `max_connections` permit.
-async fn handshake(io: Tracked) -> Result<Idle, UpstreamError> {
+/// The HTTP/1.1 handshake (no I/O). The connection closes, releasing its `max_connections`
+/// permit, when its future ends or is dropped.
+async fn handshake(io: Tracked, stirred: Arc<tokio::sync::Notify>) -> Result<Conn, UpstreamError> {
     let (tx, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| reset(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("upstream connection: {e}");
-        }
-    });
-    Ok(Idle {
+    Ok(Conn {
         tx,
+        io: Link::new(Box::pin(conn.with_upgrades()), stirred),
         uses: 0,
-        since: Instant::now(),
     })
 }
 
@@ -317,23 +381,49 @@ fn reset(e: &hyper::Error) -> UpstreamError {
     UpstreamError::Reset(msg)
 }
 
-/// Closes connections idle for `timeout` (checked every `timeout`, as hyper-util's pool does);
-/// stops when the pool is gone or has nothing idle.
-async fn sweep(pool: Weak<Http1Pool>, timeout: Duration) {
-    let every = timeout.max(Duration::from_millis(100));
+/// The pool's idle watcher, while it has idle connections: closes those idle for `timeout`
+/// (checked every `timeout`, as hyper-util's pool does), and polls those woken while idle (a
+/// peer's close, which hyper then ends them on, as a connection's own task did). Stops when
+/// the pool is gone or has nothing idle.
+async fn sweep(
+    pool: Weak<Http1Pool>,
+    timeout: Option<Duration>,
+    stirred: Arc<tokio::sync::Notify>,
+) {
+    // Without an idle timeout, whether the pool is still there is checked now and then.
+    let every = timeout.map_or(Duration::from_secs(60), |t| {
+        t.max(Duration::from_millis(100))
+    });
+    let mut next = tokio::time::Instant::now() + every;
     loop {
-        tokio::time::sleep(every).await;
+        let expire = tokio::select! {
+            _ = tokio::time::sleep_until(next) => {
+                next += every;
+                timeout
+            }
+            _ = stirred.notified() => None,
+        };
         let Some(pool) = pool.upgrade() else { return };
-        let expired: Vec<Idle> = {
+        let gone: Vec<Idle> = {
             let mut state = pool.lock();
-            let mut expired = Vec::new();
+            let mut gone = Vec::new();
             for list in state.idle.values_mut() {
-                // Oldest first: expired ones are a prefix.
-                let n = list
-                    .iter()
-                    .take_while(|c| c.since.elapsed() >= timeout)
-                    .count();
-                expired.extend(list.drain(..n));
+                if let Some(timeout) = expire {
+                    // Oldest first: expired ones are a prefix.
+                    let n = list
+                        .iter()
+                        .take_while(|c| c.since.elapsed() >= timeout)
+                        .count();
+                    gone.extend(list.drain(..n));
+                }
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].conn.io.reap() {
+                        gone.push(list.remove(i));
+                    } else {
+                        i += 1;
+                    }
+                }
             }
             state.idle.retain(|_, l| !l.is_empty());
             if state.idle.is_empty() {
@@ -341,9 +431,9 @@ async fn sweep(pool: Weak<Http1Pool>, timeout: Duration) {
                 drop(state);
                 return;
             }
-            expired
+            gone
         };
-        drop(expired);
+        drop(gone);
     }
 }
 
@@ -351,8 +441,7 @@ async fn sweep(pool: Weak<Http1Pool>, timeout: Duration) {
 struct Returning {
     pool: Weak<Http1Pool>,
     key: Key,
-    tx: SendRequest<BoxBody>,
-    uses: u32,
+    conn: Conn,
 }
 
 /// An upstream response body; an HTTP/1.1 one puts its connection back in the pool when it ends.
@@ -370,7 +459,7 @@ impl UpstreamBody {
     fn release(&mut self) {
         if let Some(r) = self.conn.take() {
             if let Some(pool) = r.pool.upgrade() {
-                pool.release(r.key, r.tx, r.uses);
+                pool.release(r.key, r.conn);
             }
         }
     }
@@ -393,11 +482,25 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = &mut *self;
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        let r = match this.conn.as_mut() {
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+            // The body is fed by the connection, driven here while the body waits.
+            Some(r) => {
+                let inner = &mut this.inner;
+                let r = r
+                    .conn
+                    .io
+                    .drive(cx, true, |cx| Pin::new(&mut *inner).poll_frame(cx));
+                if this.conn.as_ref().is_some_and(|c| c.conn.io.ended()) {
+                    this.conn = None;
+                }
+                r
+            }
+        };
         match &r {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            // An errored body's connection is closed by hyper.
+            // An errored body's connection is closed.
             Poll::Ready(Some(Err(_))) => this.conn = None,
             _ => {}
         }

@@ -85,12 +85,27 @@ struct Level {
     maglev: Option<Maglev>,
 }
 
+/// Envoy's priority load over the levels, for one set of ejected hosts.
+#[derive(Debug)]
+struct PriorityLoad {
+    /// Per level: hosts, eligible hosts (healthy, not ejected), offered share in percent.
+    health: SmallVec<[(usize, usize, f64); 4]>,
+    /// The offered shares' sum, at most 100.
+    total: f64,
+    /// Per level: the share it takes (what the levels before it left).
+    loads: SmallVec<[f64; 4]>,
+    /// The taken shares' sum.
+    sum: f64,
+}
+
 /// A balancer over one endpoint set; rebuilt on every endpoint update.
 #[derive(Debug)]
 pub struct Balancer {
     config: LbConfig,
     overprovisioning: f64,
     levels: Vec<Level>,
+    /// The priority load with no host ejected, the common case: computed once, not per pick.
+    unejected: PriorityLoad,
     /// Smooth weighted round-robin state per level and host.
     rr: Mutex<Vec<Vec<i64>>>,
 }
@@ -141,9 +156,11 @@ impl Balancer {
             });
         }
         let rr = levels.iter().map(|l| vec![0i64; l.hosts.len()]).collect();
+        let overprovisioning = f64::from(set.overprovisioning) / 100.0;
         Balancer {
             config: config.clone(),
-            overprovisioning: f64::from(set.overprovisioning) / 100.0,
+            unejected: priority_load(&levels, overprovisioning, &[]),
+            overprovisioning,
             levels,
             rr: Mutex::new(rr),
         }
@@ -179,23 +196,14 @@ impl Balancer {
         rng: &mut fastrand::Rng,
     ) -> Option<&LbHost> {
         let eligible = |h: &LbHost| h.healthy && !ejected.contains(&h.addr);
-        // Envoy's priority load: each level offers min(100, opf × healthy%) and takes what the
-        // levels before it left; below 100 in total the loads are scaled up to 100.
-        let health: SmallVec<[(usize, usize, f64); 4]> = self
-            .levels
-            .iter()
-            .map(|l| {
-                let n = l.hosts.len();
-                let ok = l.hosts.iter().filter(|h| eligible(h)).count();
-                let pct = if n == 0 {
-                    0.0
-                } else {
-                    (self.overprovisioning * 100.0 * ok as f64 / n as f64).min(100.0)
-                };
-                (n, ok, pct)
-            })
-            .collect();
-        let total: f64 = health.iter().map(|(_, _, p)| p).sum::<f64>().min(100.0);
+        let computed;
+        let load = if ejected.is_empty() {
+            &self.unejected
+        } else {
+            computed = priority_load(&self.levels, self.overprovisioning, ejected);
+            &computed
+        };
+        let (health, total) = (&load.health, load.total);
         let roll = match ctx.hash {
             Some(h) => (h % 100) as f64,
             None => rng.f64() * 100.0,
@@ -206,24 +214,14 @@ impl Balancer {
             }
             health.iter().position(|(n, _, _)| *n > 0)?
         } else {
-            let mut remaining = 100.0;
-            let loads: SmallVec<[f64; 4]> = health
-                .iter()
-                .map(|(_, _, p)| {
-                    let l = p.min(remaining);
-                    remaining -= l;
-                    l
-                })
-                .collect();
-            let sum: f64 = loads.iter().sum();
             let mut acc = 0.0;
-            loads
+            load.loads
                 .iter()
                 .position(|l| {
-                    acc += l * 100.0 / sum;
+                    acc += l * 100.0 / load.sum;
                     *l > 0.0 && roll < acc
                 })
-                .or_else(|| loads.iter().rposition(|l| *l > 0.0))?
+                .or_else(|| load.loads.iter().rposition(|l| *l > 0.0))?
         };
         let (n, ok, _) = health[level];
         let panic = total < 100.0
@@ -334,6 +332,45 @@ impl Balancer {
         let b = best?;
         cw[b] -= total;
         Some(b)
+    }
+}
+
+/// Envoy's priority load: each level offers min(100, opf × healthy%) and takes what the levels
+/// before it left; below 100 in total the loads are scaled up to 100 (by the pick).
+fn priority_load(levels: &[Level], overprovisioning: f64, ejected: &[SocketAddr]) -> PriorityLoad {
+    let health: SmallVec<[(usize, usize, f64); 4]> = levels
+        .iter()
+        .map(|l| {
+            let n = l.hosts.len();
+            let ok = l
+                .hosts
+                .iter()
+                .filter(|h| h.healthy && !ejected.contains(&h.addr))
+                .count();
+            let pct = if n == 0 {
+                0.0
+            } else {
+                (overprovisioning * 100.0 * ok as f64 / n as f64).min(100.0)
+            };
+            (n, ok, pct)
+        })
+        .collect();
+    let total: f64 = health.iter().map(|(_, _, p)| p).sum::<f64>().min(100.0);
+    let mut remaining = 100.0;
+    let loads: SmallVec<[f64; 4]> = health
+        .iter()
+        .map(|(_, _, p)| {
+            let l = p.min(remaining);
+            remaining -= l;
+            l
+        })
+        .collect();
+    let sum: f64 = loads.iter().sum();
+    PriorityLoad {
+        health,
+        total,
+        loads,
+        sum,
     }
 }
 

@@ -378,3 +378,117 @@ async fn static_and_dns_clusters_find_their_endpoints() {
         .expect("resolved");
     assert_eq!(picked, addr);
 }
+
+/// A raw HTTP/1.1 upstream: on each connection, reads request heads and answers each with
+/// `parts` (written one by one, `pause` apart); with `close`, closes the connection that long
+/// after the first response (without saying so in the response).
+async fn raw_server(
+    parts: &'static [&'static str],
+    pause: Duration,
+    close: Option<Duration>,
+) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        while let Ok((mut io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    seen.clear();
+                    for (i, p) in parts.iter().enumerate() {
+                        if i > 0 {
+                            tokio::time::sleep(pause).await;
+                        }
+                        if io.write_all(p.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(after) = close {
+                        tokio::time::sleep(after).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An idle connection the upstream closes is closed here too (no longer counted active), and
+/// the next request goes on a new one.
+#[tokio::test]
+async fn http1_connection_closed_by_the_upstream_while_idle_is_dropped() {
+    let addr = raw_server(
+        &["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"],
+        Duration::ZERO,
+        // Well after the response: the connection is idle in the pool by then.
+        Some(Duration::from_millis(100)),
+    )
+    .await;
+    let c = cluster(ClusterConfig::new("c", Discovery::Static), &[addr]);
+    let s = c.stats();
+    for n in 1..=2 {
+        let (resp, _) = c
+            .request(request("/"), &LbContext::default())
+            .await
+            .expect("response");
+        assert_eq!(body(resp).await, "ok");
+        assert_eq!(
+            (s.upstream_cx_total.get(), s.upstream_cx_active.get()),
+            (n, 1)
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while s.upstream_cx_active.get() != 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection stays open"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A response body arriving in pieces is read in the task that polls it, whichever task that
+/// is: one connection serves requests from successive tasks, on any worker thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_bodies_in_pieces_on_one_connection_across_tasks() {
+    let addr = raw_server(
+        &[
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n",
+            "1\r\nb\r\n",
+            "0\r\n\r\n",
+        ],
+        Duration::from_millis(20),
+        None,
+    )
+    .await;
+    let c = cluster(ClusterConfig::new("c", Discovery::Static), &[addr]);
+    for _ in 0..3 {
+        let c = c.clone();
+        let got = tokio::spawn(async move {
+            let (resp, _) = c
+                .request(request("/"), &LbContext::default())
+                .await
+                .expect("response");
+            body(resp).await
+        })
+        .await
+        .expect("task");
+        assert_eq!(got, "ab");
+    }
+    let s = c.stats();
+    assert_eq!(
+        (s.upstream_cx_total.get(), s.upstream_cx_active.get()),
+        (1, 1)
+    );
+}
