@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod debounce;
+pub mod fast;
 pub mod generate;
 pub mod histogram;
 pub mod pipeline_metrics;

@@ -17,8 +17,8 @@
 //!
 //! Both hold weak references: a list lives as long as some stream holds it.
 
+use crate::fast::FastMap;
 use crate::resource::Resource;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 /// Shorter lists are not worth a look-up.
@@ -73,7 +73,7 @@ pub(crate) struct Lists<T> {
 }
 
 struct Table<T> {
-    buckets: HashMap<u64, Vec<Weak<[T]>>>,
+    buckets: FastMap<u64, Vec<Weak<[T]>>>,
     since_sweep: usize,
 }
 
@@ -81,7 +81,7 @@ impl<T> Default for Lists<T> {
     fn default() -> Self {
         Lists {
             table: Mutex::new(Table {
-                buckets: HashMap::new(),
+                buckets: FastMap::default(),
                 since_sweep: 0,
             }),
             empty: Arc::from(Vec::new()),
@@ -155,7 +155,7 @@ impl<T: Addressed> Lists<T> {
 
 /// What applying a change (resources sent, names removed) to a shared list gave.
 pub(crate) struct Transitions<T> {
-    memo: Mutex<HashMap<u64, Vec<Transition<T>>>>,
+    memo: Mutex<FastMap<u64, Vec<Transition<T>>>>,
 }
 
 struct Transition<T> {
@@ -170,7 +170,7 @@ struct Transition<T> {
 impl<T> Default for Transitions<T> {
     fn default() -> Self {
         Transitions {
-            memo: Mutex::new(HashMap::new()),
+            memo: Mutex::new(FastMap::default()),
         }
     }
 }

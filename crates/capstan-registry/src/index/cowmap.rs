@@ -2,10 +2,13 @@
 //! snapshot while readers may still hold the old one, so cloning must not cost O(map size).
 
 use std::borrow::Borrow;
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
+
+/// foldhash rather than std's SipHash: the keys are service hostnames and workload names from
+/// the registries (docs/benchmarks.md, session 9, for what SipHash cost).
+type RandomState = foldhash::fast::RandomState;
 
 /// Number of shards of a [`CowMap`].
 const SHARDS: usize = 256;
@@ -16,7 +19,7 @@ const SHARDS: usize = 256;
 #[derive(Debug)]
 pub(super) struct CowMap<K, V> {
     hasher: RandomState,
-    pub(super) shards: Vec<Arc<HashMap<K, V>>>,
+    pub(super) shards: Vec<Arc<HashMap<K, V, RandomState>>>,
 }
 
 impl<K, V> Clone for CowMap<K, V> {
@@ -31,8 +34,8 @@ impl<K, V> Clone for CowMap<K, V> {
 impl<K, V> Default for CowMap<K, V> {
     fn default() -> Self {
         CowMap {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Arc::new(HashMap::new())).collect(),
+            hasher: RandomState::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(HashMap::default())).collect(),
         }
     }
 }

@@ -4,9 +4,10 @@
 //! auto mTLS.
 
 use super::{selects, ConfigEntry, PushContext};
+use crate::fast::FastMap;
 use capstan_api::security::{MtlsMode, MutualTls, PeerAuthentication};
 use capstan_registry::{Resolution, Service};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A resolved mutual-TLS mode (Istio's `MutualTLSMode` without UNKNOWN, which is `None`).
@@ -55,9 +56,9 @@ type Policy = Arc<ConfigEntry<PeerAuthentication>>;
 #[derive(Debug, Default)]
 pub(crate) struct PeerAuthentications {
     /// Namespace → policies, oldest first (creation time, then name).
-    by_namespace: HashMap<String, Vec<Policy>>,
+    by_namespace: FastMap<String, Vec<Policy>>,
     /// Mode of each namespace's namespace-level policy, UNSET resolved to the mesh's mode.
-    namespace_modes: HashMap<String, MutualTlsMode>,
+    namespace_modes: FastMap<String, MutualTlsMode>,
     /// Mode of the mesh-level policy (the root namespace's selector-less one), if there is one.
     mesh_mode: Option<MutualTlsMode>,
 }

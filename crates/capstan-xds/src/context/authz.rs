@@ -6,10 +6,11 @@
 //! never to sidecars.
 
 use super::{selects, ConfigEntry, PushContext};
+use crate::fast::FastMap;
 use crate::generate::authz::{rule_policy, Layer};
 use capstan_api::security::{AuthorizationAction, AuthorizationPolicy};
 use envoy_types::pb::envoy::config::rbac::v3::rbac;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 type Policy = Arc<ConfigEntry<AuthorizationPolicy>>;
@@ -42,7 +43,7 @@ impl WorkloadAuthz {
 #[derive(Debug, Default)]
 pub(crate) struct AuthorizationPolicies {
     /// Namespace → policies, by name.
-    by_namespace: HashMap<String, Vec<Policy>>,
+    by_namespace: FastMap<String, Vec<Policy>>,
     /// `ns/name` (or `ns/name rule[i]`) → why it generates nothing, or less than it says.
     skipped: BTreeMap<String, String>,
 }

@@ -21,11 +21,12 @@
 
 use super::index::ConfigEntry;
 use super::ProxyScope;
+use crate::fast::FastMap;
 use crate::generate::common::parse_outbound;
 use crate::resource::Resource;
 use capstan_api::networking::{DestinationRule, Sidecar};
 use capstan_registry::Locality;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -90,11 +91,11 @@ pub(crate) struct VhostKey {
 
 type Shared = Arc<[Arc<Resource>]>;
 /// Host → (rule, proxyless, the service's clusters).
-type ClusterMap = HashMap<String, Vec<(RuleKey, bool, Shared)>>;
+type ClusterMap = FastMap<String, Vec<(RuleKey, bool, Shared)>>;
 /// Cluster name → (rule, proxy locality for locality failover, its assignment if it has one).
-type EndpointMap = HashMap<String, Vec<(RuleKey, Option<Locality>, Option<Arc<Resource>>)>>;
+type EndpointMap = FastMap<String, Vec<(RuleKey, Option<Locality>, Option<Arc<Resource>>)>>;
 /// Host → (rule, proxy locality, the assignments of all its clusters).
-type HostEndpointMap = HashMap<String, Vec<(RuleKey, Locality, Shared)>>;
+type HostEndpointMap = FastMap<String, Vec<(RuleKey, Locality, Shared)>>;
 
 /// Hits and misses, for benchmarks and debugging.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,13 +109,13 @@ pub struct CacheStats {
 /// See the module documentation.
 #[derive(Default)]
 pub(crate) struct Cache {
-    scopes: Mutex<HashMap<ScopeKey, Arc<ProxyScope>>>,
+    scopes: Mutex<FastMap<ScopeKey, Arc<ProxyScope>>>,
     clusters: Mutex<ClusterMap>,
     endpoints: Mutex<EndpointMap>,
     host_endpoints: Mutex<HostEndpointMap>,
-    routes: Mutex<HashMap<RouteKey, Arc<Resource>>>,
-    vhosts: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
-    vhost_routes: Mutex<HashMap<VhostKey, (bytes::Bytes, u64)>>,
+    routes: Mutex<FastMap<RouteKey, Arc<Resource>>>,
+    vhosts: Mutex<FastMap<VhostKey, (bytes::Bytes, u64)>>,
+    vhost_routes: Mutex<FastMap<VhostKey, (bytes::Bytes, u64)>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }

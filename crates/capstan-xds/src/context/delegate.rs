@@ -8,13 +8,13 @@
 //! host names in a delegate resolve in the delegate's namespace. Delegation is one level deep.
 
 use super::resolve_host;
+use crate::fast::FastMap;
 use capstan_api::common::StringMatch;
 use capstan_api::networking::{Destination, HttpMatchRequest, HttpRoute, VirtualService};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Delegates by `(namespace, name)`.
-pub(crate) type Delegates<'a> = HashMap<(&'a str, &'a str), &'a VirtualService>;
+pub(crate) type Delegates<'a> = FastMap<(&'a str, &'a str), &'a VirtualService>;
 
 /// A string match field that is set and not empty.
 fn set(m: &Option<String>) -> Option<&str> {

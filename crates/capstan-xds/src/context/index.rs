@@ -2,11 +2,11 @@
 //! host, Sidecars by namespace, Gateways; and the look-ups with Istio's precedence.
 
 use super::{exported_to, host_matches, resolve_host, selects, MeshConfig, PushContext};
+use crate::fast::FastMap;
 use crate::proxy::Proxy;
 use capstan_api::networking::{DestinationRule, Gateway, Sidecar, VirtualService};
 use capstan_api::{Kind, Spec};
 use capstan_config::Snapshot;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One config object of type `T`, with its name and namespace.
@@ -42,17 +42,17 @@ impl VirtualServiceEntry {
 pub(crate) struct ConfigIndex {
     pub virtual_services: Vec<Arc<VirtualServiceEntry>>,
     /// Gateway (`mesh` or `ns/name`) → indexes into `virtual_services`.
-    pub vs_by_gateway: HashMap<String, Vec<usize>>,
+    pub vs_by_gateway: FastMap<String, Vec<usize>>,
     /// For VirtualServices bound to `mesh`: exact host → indexes, in order.
-    pub mesh_vs_by_host: HashMap<String, Vec<usize>>,
+    pub mesh_vs_by_host: FastMap<String, Vec<usize>>,
     /// Mesh-bound VirtualServices with a wildcard host, in order.
     pub mesh_vs_wildcard: Vec<usize>,
     /// Resolved host → DestinationRules for it, in snapshot order.
-    pub destination_rules: HashMap<String, Vec<Arc<ConfigEntry<DestinationRule>>>>,
+    pub destination_rules: FastMap<String, Vec<Arc<ConfigEntry<DestinationRule>>>>,
     /// DestinationRules whose host is a wildcard.
     pub wildcard_rules: Vec<(String, Arc<ConfigEntry<DestinationRule>>)>,
     /// Namespace → Sidecars.
-    pub sidecars: HashMap<String, Vec<Arc<ConfigEntry<Sidecar>>>>,
+    pub sidecars: FastMap<String, Vec<Arc<ConfigEntry<Sidecar>>>>,
     pub gateways: Vec<Arc<ConfigEntry<Gateway>>>,
     /// Whether some VirtualService matches on `sourceLabels` (routes then depend on the
     /// proxy's labels, not only its namespace).

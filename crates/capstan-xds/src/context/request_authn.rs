@@ -12,10 +12,11 @@
 //! for them ([`JwksKeys`]), which the push carries so that generation stays free of I/O.
 
 use super::{selects, ConfigEntry, PushContext};
+use crate::fast::FastMap;
 use capstan_api::security::{JwtRule, PolicyTargetReference, RequestAuthentication};
 use capstan_api::{Kind, Spec};
 use capstan_config::Snapshot;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,7 +107,7 @@ pub fn jwks_sources(config: &Snapshot) -> BTreeMap<JwksSource, Duration> {
 #[derive(Debug, Default)]
 pub(crate) struct RequestAuthentications {
     /// Namespace → policies, by name.
-    by_namespace: HashMap<String, Vec<Policy>>,
+    by_namespace: FastMap<String, Vec<Policy>>,
 }
 
 fn attaches_to_gateway(

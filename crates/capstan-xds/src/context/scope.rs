@@ -3,10 +3,10 @@
 
 use super::cache::{ByAddress, ScopeKey};
 use super::{exported_to, host_matches, PushContext};
+use crate::fast::FastSet;
 use crate::proxy::Proxy;
 use capstan_api::networking::OutboundTrafficMode;
 use capstan_registry::Service;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A proxy's view of the mesh for one push.
@@ -15,7 +15,7 @@ pub struct ProxyScope {
     /// Visible services, sorted by hostname.
     pub services: Vec<Arc<Service>>,
     /// Their hostnames.
-    pub hosts: HashSet<String>,
+    pub hosts: FastSet<String>,
     /// ALLOW_ANY or REGISTRY_ONLY.
     pub outbound_policy: OutboundTrafficMode,
     /// The Sidecar that scoped it (`ns/name`), if any.

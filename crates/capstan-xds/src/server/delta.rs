@@ -5,11 +5,12 @@ use super::connection::{Ctx, Protocol, Track};
 use super::intern::Interner;
 use super::sent::SentSet;
 use super::wire::DeltaResponse;
+use crate::fast::FastSet;
 use crate::generate::{PushRequest, Subscription};
 use crate::resource::{is_wildcard_type, is_xds_type, PUSH_ORDER};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use tonic::Status;
 use tracing::warn;
 
@@ -72,7 +73,7 @@ fn apply_subscription(
         state.sub.names.remove_all(&gone);
         // The client forgets what it unsubscribed; if it subscribes again it gets it again.
         if !state.sub.wildcard {
-            let gone: HashSet<&str> = gone.into_iter().collect();
+            let gone: FastSet<&str> = gone.into_iter().collect();
             state.client.retain(|name| !gone.contains(name));
         }
     }
@@ -96,7 +97,7 @@ fn diff_response(
 ) -> Option<DeltaResponse> {
     let resources = cx.generate(type_url, &state.sub, push)?;
     let removed: Vec<String> = if removals {
-        let present: HashSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+        let present: FastSet<&str> = resources.iter().map(|r| r.name.as_str()).collect();
         state
             .client
             .names()

@@ -1,7 +1,7 @@
 //! Shared copies of the resource names clients subscribe to. A thousand sidecars subscribing
 //! to the same few thousand EDS cluster names hold one copy of each name between them.
 
-use std::collections::HashSet;
+use crate::fast::FastSet;
 use std::sync::{Arc, Mutex};
 
 /// Names interned at most; beyond, the set starts over (names already handed out stay valid,
@@ -11,7 +11,7 @@ const MAX_NAMES: usize = 1 << 20;
 /// A set of shared names.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    names: Mutex<HashSet<Arc<str>>>,
+    names: Mutex<FastSet<Arc<str>>>,
 }
 
 impl Interner {

@@ -8,9 +8,9 @@
 //! change builds the next list, or takes the one another stream built from the same list and
 //! the same change.
 
+use crate::fast::FastMap;
 use crate::resource::Resource;
 use crate::share::{Lists, Transitions};
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 /// Every stream's lists of sent resources, and how they changed.
@@ -23,18 +23,18 @@ pub(crate) struct SentSet {
     /// Sorted by name, unique; shared.
     sent: Arc<[Arc<Resource>]>,
     /// Claimed on reconnect and not sent since: name → version string.
-    claimed: HashMap<String, String>,
+    claimed: FastMap<String, String>,
 }
 
 impl Default for SentSet {
     fn default() -> Self {
-        SentSet::claimed(HashMap::new())
+        SentSet::claimed(FastMap::default())
     }
 }
 
 impl SentSet {
     /// Starts from the versions a reconnecting client says it has.
-    pub fn claimed(versions: HashMap<String, String>) -> SentSet {
+    pub fn claimed(versions: FastMap<String, String>) -> SentSet {
         SentSet {
             sent: LISTS.empty(),
             claimed: versions,
@@ -271,7 +271,7 @@ mod tests {
     #[test]
     fn claimed_versions_count_until_sent() {
         let a = r("a", "1");
-        let mut claimed = HashMap::new();
+        let mut claimed = FastMap::default();
         claimed.insert("a".to_string(), a.version_string());
         claimed.insert("b".to_string(), "old".to_string());
         let mut s = SentSet::claimed(claimed);
