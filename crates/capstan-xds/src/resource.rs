@@ -4,6 +4,11 @@
 //! on the wire; responses to every proxy share those bytes (see [`crate::server`]'s wire
 //! messages), so a push to a thousand proxies encodes each resource once and copies it only
 //! into each stream's output buffer.
+//!
+//! A body can be made of parts ([`Body`]): a sidecar's route configuration is its own few
+//! fields, then the encoded virtual hosts that the push's cache holds anyway, so the
+//! configurations of ten namespaces share one copy of each virtual host instead of holding
+//! ten concatenations of them.
 
 use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
@@ -51,7 +56,7 @@ pub struct Resource {
     /// Content hash of the encoded resource (sent as 16 hex digits).
     pub version: u64,
     /// The encoded `google.protobuf.Any` holding the resource.
-    pub body: Bytes,
+    pub body: Body,
     /// Where the name was last found in a connection's record of what it was sent.
     pub(crate) sent_at: Hint,
     /// Where the name was last found in a connection's subscribed names.
@@ -131,7 +136,7 @@ impl Resource {
         Resource {
             name: name.into(),
             version: hasher.finish(),
-            body: Bytes::from(any.encode_to_vec()),
+            body: Body::One(Bytes::from(any.encode_to_vec())),
             sent_at: Hint::default(),
             subscribed_at: Hint::default(),
         }
@@ -167,7 +172,44 @@ impl Resource {
         Resource {
             name: name.into(),
             version,
-            body: Bytes::from(body),
+            body: Body::One(Bytes::from(body)),
+            sent_at: Hint::default(),
+            subscribed_at: Hint::default(),
+        }
+    }
+
+    /// A resource whose encoded message of type `type_url` is `head` followed by `parts`, kept
+    /// as they are (not copied into one buffer), with a version the caller derived from their
+    /// content as for [`Resource::with_version`].
+    pub fn from_parts(
+        name: impl Into<String>,
+        type_url: &str,
+        head: &[u8],
+        parts: impl IntoIterator<Item = Bytes>,
+        version: u64,
+    ) -> Resource {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        let mut all = vec![Bytes::new()];
+        all.extend(parts.into_iter().filter(|p| !p.is_empty()));
+        let value_len = head.len() + all.iter().map(Bytes::len).sum::<usize>();
+        // google.protobuf.Any: type_url = 1, value = 2; the first part is the Any's framing
+        // and `head`.
+        let mut first = Vec::with_capacity(type_url.len() + head.len() + 2 + 10 + 8);
+        encode_key(1, WireType::LengthDelimited, &mut first);
+        encode_varint(type_url.len() as u64, &mut first);
+        first.extend_from_slice(type_url.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut first);
+        encode_varint(value_len as u64, &mut first);
+        first.extend_from_slice(head);
+        all[0] = Bytes::from(first);
+        let len = all.iter().map(Bytes::len).sum();
+        Resource {
+            name: name.into(),
+            version,
+            body: Body::Parts {
+                parts: all.into(),
+                len,
+            },
             sent_at: Hint::default(),
             subscribed_at: Hint::default(),
         }
@@ -185,7 +227,7 @@ impl Resource {
 
     /// The `Any` the resource is packed in.
     pub fn any(&self) -> Result<Any, prost::DecodeError> {
-        Any::decode(self.body.as_ref())
+        Any::decode(self.body.to_bytes())
     }
 
     /// Decodes the body back into its message (for tests and debugging).
@@ -193,6 +235,84 @@ impl Resource {
         M::decode(self.any()?.value.as_slice())
     }
 }
+
+/// An encoded resource: one buffer, or parts whose concatenation is the encoding (shared
+/// with whatever else holds them; the response encoder writes them one by one).
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// The whole encoding.
+    One(Bytes),
+    /// The encoding in order, in at least one part.
+    Parts {
+        /// The parts, concatenated in order.
+        parts: Arc<[Bytes]>,
+        /// Their total length.
+        len: usize,
+    },
+}
+
+impl Body {
+    /// Length of the encoding.
+    pub fn len(&self) -> usize {
+        match self {
+            Body::One(b) => b.len(),
+            Body::Parts { len, .. } => *len,
+        }
+    }
+
+    /// Whether the encoding is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The encoding's parts in order (one for [`Body::One`]).
+    pub fn parts(&self) -> &[Bytes] {
+        match self {
+            Body::One(b) => std::slice::from_ref(b),
+            Body::Parts { parts, .. } => parts,
+        }
+    }
+
+    /// The encoding in one buffer: shared for [`Body::One`], a concatenated copy otherwise
+    /// (for debugging and tests; responses are written part by part).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Body::One(b) => b.clone(),
+            Body::Parts { parts, len } => {
+                let mut all = Vec::with_capacity(*len);
+                for p in parts.iter() {
+                    all.extend_from_slice(p);
+                }
+                Bytes::from(all)
+            }
+        }
+    }
+
+    /// The encoding, copied into a `Vec`.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.to_bytes().into()
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Body {
+        Body::One(bytes)
+    }
+}
+
+/// Bodies are equal when their encodings are, however they are cut into parts.
+impl PartialEq for Body {
+    fn eq(&self, other: &Body) -> bool {
+        self.len() == other.len()
+            && self
+                .parts()
+                .iter()
+                .flat_map(|p| p.iter())
+                .eq(other.parts().iter().flat_map(|p| p.iter()))
+    }
+}
+
+impl Eq for Body {}
 
 #[cfg(test)]
 mod tests {
@@ -218,5 +338,33 @@ mod tests {
         let rebuilt = Resource::from_encoded("a", CLUSTER, a.encode_to_vec());
         assert_eq!(rebuilt.any().unwrap(), ra.any().unwrap());
         assert_eq!(rebuilt.decode::<Cluster>().unwrap(), a);
+    }
+
+    /// A body in parts is the same encoding as the message encoded at once, and equal to it.
+    #[test]
+    fn a_body_in_parts_is_the_whole_encoding() {
+        let c = Cluster {
+            name: "outbound|9080||reviews.default.svc.cluster.local".into(),
+            alt_stat_name: "x".repeat(300),
+            ..Cluster::default()
+        };
+        let value = c.encode_to_vec();
+        let whole = Resource::with_version("c", CLUSTER, &value, 7);
+        let (head, rest) = value.split_at(5);
+        let pieces = [&rest[..100], &rest[100..100], &rest[100..]];
+        let parts = Resource::from_parts(
+            "c",
+            CLUSTER,
+            head,
+            pieces.iter().map(|p| Bytes::copy_from_slice(p)),
+            7,
+        );
+        assert_eq!(parts.body.to_bytes(), whole.body.to_bytes());
+        assert_eq!(parts.body.len(), whole.body.len());
+        assert_eq!(parts.body.parts().len(), 3, "empty parts are dropped");
+        assert_eq!(parts, whole);
+        assert_eq!(parts.decode::<Cluster>().unwrap(), c);
+        let other = Resource::from_parts("c", CLUSTER, &value[..4], [Bytes::new()], 7);
+        assert_ne!(other.body, whole.body);
     }
 }

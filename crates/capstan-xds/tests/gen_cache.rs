@@ -375,3 +375,71 @@ fn endpoints_only_pushes_match_full_generation_per_proxy() {
     assert!(subset_clusters.contains("outbound|9080|v1|reviews.default.svc.cluster.local"));
     assert!(subset_clusters.contains("outbound|9080|v3|reviews.default.svc.cluster.local"));
 }
+
+/// A sidecar's route configuration holds the cached virtual hosts' buffers, shared with the
+/// configurations of other namespaces, and its body is byte for byte what assembling it in one
+/// buffer gives: the configuration's own fields, then each virtual host as a `virtual_hosts`
+/// entry, packed in an `Any`.
+#[test]
+fn route_configurations_share_virtual_hosts_and_encode_as_one_buffer() {
+    use capstan_xds::resource::{Body, ROUTE};
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::google::protobuf::{Any, BoolValue};
+    use prost::Message;
+    let (config, registry) = mesh_text("bookinfo-routing");
+    let g = build(&config, &registry);
+    let route_9080 = |proxy: &Proxy| {
+        generate_all(&g, proxy)
+            .into_iter()
+            .find(|(n, _)| *n == "rds")
+            .unwrap()
+            .1
+            .into_iter()
+            .find(|r| r.name == "9080")
+            .expect("a route configuration for 9080")
+    };
+    let proxies = proxies();
+    // db and istio-system: bookinfo's services are in neither, so their hosts are the same.
+    let (db, tools) = (route_9080(&proxies[2]), route_9080(&proxies[3]));
+    for r in [&db, &tools, &route_9080(&proxies[0])] {
+        let decoded: RouteConfiguration = r.decode().unwrap();
+        assert!(decoded.virtual_hosts.len() > 2, "{decoded:?}");
+        let mut value = RouteConfiguration {
+            name: "9080".into(),
+            validate_clusters: Some(BoolValue { value: false }),
+            ignore_port_in_host_matching: true,
+            ..RouteConfiguration::default()
+        }
+        .encode_to_vec();
+        for vh in &decoded.virtual_hosts {
+            prost::encoding::message::encode(2, vh, &mut value);
+        }
+        let one = Any {
+            type_url: ROUTE.into(),
+            value,
+        }
+        .encode_to_vec();
+        assert_eq!(r.body.to_vec(), one, "{}", r.name);
+        assert_eq!(r.body.len(), one.len());
+        assert!(matches!(r.body, Body::Parts { .. }));
+        assert_eq!(
+            r.body.parts().len(),
+            decoded.virtual_hosts.len() + 1,
+            "the head, then one part per virtual host"
+        );
+    }
+    let shared = db.body.parts()[1..]
+        .iter()
+        .filter(|p| tools.body.parts().iter().any(|q| q.as_ptr() == p.as_ptr()))
+        .count();
+    assert_eq!(
+        shared,
+        db.body.parts().len() - 2,
+        "every service's virtual host is one buffer in both (the catch-all is not cached)"
+    );
+    assert_eq!(
+        db.version, tools.version,
+        "the same content, the same version"
+    );
+    assert_eq!(db, tools);
+}

@@ -11,7 +11,7 @@
 //! | a cluster's load assignment | cluster name, the DestinationRule that applies (subsets, locality failover, and any rule when some rule sets TLS: endpoint `tlsMode` metadata follows it), the proxy's locality (locality failover only) |
 //! | all load assignments of a host (endpoints-only pushes) | hostname, the DestinationRule that applies, the proxy's locality |
 //! | a sidecar virtual host's routes (encoded) | as the virtual host, but never the namespace flag (the routes do not depend on it) |
-//! | a sidecar virtual host (encoded) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |
+//! | a sidecar virtual host (encoded as a `virtual_hosts` entry; route configurations share the buffer) | hostname, port, whether the proxy shares the service's namespace, the proxy's namespace when the host's VirtualServices or DestinationRules depend on it, labels as for routes |
 //! | a sidecar's route configuration for a port | port, scope key, proxy labels if any VirtualService matches on source labels or any DestinationRule selects workloads |
 //!
 //! Config objects are keyed by their `Arc` (pointer identity, the `Arc` held by the key so an
@@ -247,9 +247,10 @@ impl Cache {
         lock(&self.routes).entry(key).or_insert(made).clone()
     }
 
-    /// A sidecar virtual host, encoded (route configurations are assembled from these, so a
-    /// namespace's configuration costs a copy, not a generation).
-    /// With the bytes, a hash of them (route configurations are versioned from these).
+    /// A sidecar virtual host, encoded as a route configuration's `virtual_hosts` entry, with
+    /// a hash of the message (route configurations are versioned from these). Route
+    /// configurations hold these buffers as parts of their bodies, so a namespace's
+    /// configuration costs a list of references, not a generation or a copy.
     pub fn vhost(
         &self,
         key: VhostKey,

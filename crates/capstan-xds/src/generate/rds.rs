@@ -142,8 +142,13 @@ pub fn routed_ports(scope: &ProxyScope) -> BTreeSet<u16> {
         .collect()
 }
 
-/// One service's virtual host on `port`, encoded; shared by every proxy for which it is the same
-/// (see [`VhostKey`]), in any namespace.
+/// `RouteConfiguration.virtual_hosts`: a virtual host's field number in its configuration.
+const VIRTUAL_HOSTS: u32 = 2;
+
+/// One service's virtual host on `port`, encoded as a `virtual_hosts` entry of a route
+/// configuration (field key, length, message), with a hash of the message; shared by every
+/// proxy for which it is the same (see [`VhostKey`]), in any namespace, and by every route
+/// configuration holding it.
 fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (bytes::Bytes, u64) {
     let key = VhostKey {
         host: svc.hostname.clone(),
@@ -187,22 +192,37 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
             let h = hash(&bytes, None);
             (bytes.into(), h)
         });
-        let mut bytes = VirtualHost {
+        let names = VirtualHost {
             name: format!("{}:{port}", svc.hostname),
             domains: domains(svc, &proxy.namespace, &ctx.mesh.domain_suffix),
             ..VirtualHost::default()
         }
         .encode_to_vec();
-        let version = hash(&bytes, Some(routes_hash));
-        bytes.extend_from_slice(&routes);
-        (bytes.into(), version)
+        let version = hash(&names, Some(routes_hash));
+        (field_entry(VIRTUAL_HOSTS, &[&names, &routes]), version)
     })
+}
+
+/// A length-delimited field `tag` holding `parts` concatenated, in a buffer of exactly its
+/// size (it is kept for the life of the push).
+fn field_entry(tag: u32, parts: &[&[u8]]) -> bytes::Bytes {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut bytes = Vec::with_capacity(key_len(tag) + encoded_len_varint(len as u64) + len);
+    encode_key(tag, WireType::LengthDelimited, &mut bytes);
+    encode_varint(len as u64, &mut bytes);
+    for p in parts {
+        bytes.extend_from_slice(p);
+    }
+    bytes.into()
 }
 
 /// A sidecar's route configuration for `port`, shared by the proxies with the same scope
 /// (and, when routes match on source labels, the same labels). It is assembled from the shared
 /// virtual hosts: the configuration's own fields, then each virtual host as an encoded
-/// `virtual_hosts` entry (protobuf allows fields in any order; decoders merge them).
+/// `virtual_hosts` entry (protobuf allows fields in any order; decoders merge them). The
+/// entries are the cached buffers themselves ([`Resource::from_parts`]), not a copy: the
+/// configurations of a mesh's namespaces differ only in their own services' virtual hosts.
 fn shared_route_config(
     ctx: &PushContext,
     proxy: &Proxy,
@@ -216,45 +236,35 @@ fn shared_route_config(
             .then(|| proxy.labels.clone()),
     };
     ctx.cache.route(key, || {
-        use prost::encoding::{encode_key, encode_varint, WireType};
         let shell = RouteConfiguration {
             name: port.to_string(),
             validate_clusters: Some(BoolValue { value: false }),
             ignore_port_in_host_matching: true,
             ..RouteConfiguration::default()
         };
-        let mut value = shell.encode_to_vec();
+        let head = shell.encode_to_vec();
         // Versioned by the parts' hashes: hashing 500 KiB per namespace and push is avoidable.
         let mut version = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&value, &mut version);
-        let mut put = |vhost: &[u8], hash: Option<u64>, value: &mut Vec<u8>| {
-            encode_key(2, WireType::LengthDelimited, value);
-            encode_varint(vhost.len() as u64, value);
-            value.extend_from_slice(vhost);
-            match hash {
-                Some(h) => std::hash::Hasher::write_u64(&mut version, h),
-                None => std::hash::Hash::hash(vhost, &mut version),
-            }
-        };
-        for svc in scope
+        std::hash::Hash::hash(&head, &mut version);
+        let mut parts: Vec<bytes::Bytes> = scope
             .services
             .iter()
             .filter(|s| s.port(port).is_some_and(|p| routed(p.protocol)))
-        {
-            let (bytes, hash) = shared_vhost(ctx, proxy, svc, port);
-            put(&bytes, Some(hash), &mut value);
-        }
-        put(
-            &catch_all(scope.outbound_policy).encode_to_vec(),
-            None,
-            &mut value,
-        );
-        let version = std::hash::Hasher::finish(&version);
-        Arc::new(Resource::with_version(
+            .map(|svc| {
+                let (entry, hash) = shared_vhost(ctx, proxy, svc, port);
+                std::hash::Hasher::write_u64(&mut version, hash);
+                entry
+            })
+            .collect();
+        let catch_all = catch_all(scope.outbound_policy).encode_to_vec();
+        std::hash::Hash::hash(&catch_all, &mut version);
+        parts.push(field_entry(VIRTUAL_HOSTS, &[&catch_all]));
+        Arc::new(Resource::from_parts(
             port.to_string(),
             crate::resource::ROUTE,
-            &value,
-            version,
+            &head,
+            parts,
+            std::hash::Hasher::finish(&version),
         ))
     })
 }

@@ -145,7 +145,7 @@ mod tests {
     }
 
     fn decode(r: &Resource) -> Secret {
-        let any = envoy_types::pb::google::protobuf::Any::decode(r.body.as_ref()).unwrap();
+        let any = envoy_types::pb::google::protobuf::Any::decode(r.body.to_bytes()).unwrap();
         assert_eq!(any.type_url, crate::resource::SECRET);
         Secret::decode(any.value.as_slice()).unwrap()
     }
