@@ -10,3 +10,13 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 
 /// A `HashSet` with foldhash's fast, randomly seeded hasher.
 pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
+/// The hasher for resource versions (a hash of the encoded content): the same in every
+/// process and run, so a restarted server names unchanged resources as before and a
+/// reconnecting proxy's `initial_resource_versions` still match. foldhash's quality variant
+/// with a fixed seed; SipHash with std's fixed keys cost as much per byte as the rest of
+/// versioning a route configuration.
+pub fn content_hasher() -> foldhash::quality::FoldHasher<'static> {
+    use std::hash::BuildHasher;
+    foldhash::quality::FixedState::with_seed(0x6361_7073_7461_6e31).build_hasher()
+}

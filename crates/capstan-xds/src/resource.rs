@@ -127,7 +127,7 @@ impl Resource {
     /// Packs a message under `name`, versioning it by a hash of its encoding.
     pub fn new<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Resource {
         let value = message.encode_to_vec();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = crate::fast::content_hasher();
         value.hash(&mut hasher);
         let any = Any {
             type_url: M::type_url(),
@@ -145,7 +145,7 @@ impl Resource {
     /// A resource from an already encoded message of type `type_url` (for messages assembled
     /// from cached encoded parts).
     pub fn from_encoded(name: impl Into<String>, type_url: &str, value: Vec<u8>) -> Resource {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = crate::fast::content_hasher();
         value.hash(&mut hasher);
         Resource::with_version(name, type_url, &value, hasher.finish())
     }

@@ -161,7 +161,7 @@ fn shared_vhost(ctx: &PushContext, proxy: &Proxy, svc: &Service, port: u16) -> (
             .then(|| proxy.labels.clone()),
     };
     let hash = |bytes: &[u8], more: Option<u64>| {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let mut hasher = crate::fast::content_hasher();
         std::hash::Hash::hash(bytes, &mut hasher);
         if let Some(more) = more {
             std::hash::Hasher::write_u64(&mut hasher, more);
@@ -244,7 +244,7 @@ fn shared_route_config(
         };
         let head = shell.encode_to_vec();
         // Versioned by the parts' hashes: hashing 500 KiB per namespace and push is avoidable.
-        let mut version = std::collections::hash_map::DefaultHasher::new();
+        let mut version = crate::fast::content_hasher();
         std::hash::Hash::hash(&head, &mut version);
         let mut parts: Vec<bytes::Bytes> = scope
             .services
