@@ -206,7 +206,8 @@ mod tests {
     #[test]
     fn cluster_names_parse_as_four_bar_separated_fields() {
         // (name, expected port, subset, host): the host is everything after the third bar.
-        let cases: [(&str, Option<(u16, &str, &str)>); 10] = [
+        type Parsed<'a> = Option<(u16, &'a str, &'a str)>;
+        let cases: [(&str, Parsed); 10] = [
             ("outbound|80||a.b", Some((80, "", "a.b"))),
             ("outbound|80|v1|a|b", Some((80, "v1", "a|b"))),
             ("outbound|80||", Some((80, "", ""))),
