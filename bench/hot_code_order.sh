@@ -88,7 +88,8 @@ with open(order, "w") as out:
     for name, syms in sections.items():
         out.write(f"# profile: {name}\n")
         out.write("".join(s + "\n" for s in syms))
-print(f"{profile}: {len(hot)} functions", file=sys.stderr)
+total = sum(cost.values())
+print(f"{profile}: {len(hot)} functions; the server ran {total / 1e9:.3f} G instructions", file=sys.stderr)
 PY
   rm -rf "$dumps"
 done
