@@ -111,6 +111,8 @@ pub struct ClusterStats {
     pub upstream_rq_timeout: Counter,
     /// `upstream_rq_per_try_timeout`.
     pub upstream_rq_per_try_timeout: Counter,
+    /// `upstream_rq_rx_reset`: requests whose stream the upstream reset before a response.
+    pub upstream_rq_rx_reset: Counter,
     /// `upstream_cx_total`.
     pub upstream_cx_total: Counter,
     /// `upstream_cx_active`.

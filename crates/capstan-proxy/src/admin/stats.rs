@@ -93,6 +93,10 @@ fn cluster_stats<'a>(name: &'a str, s: &'a ClusterStats, out: &mut Vec<Stat<'a>>
         "upstream_rq_per_try_timeout",
         Val::Counter(s.upstream_rq_per_try_timeout.get()),
     );
+    push(
+        "upstream_rq_rx_reset",
+        Val::Counter(s.upstream_rq_rx_reset.get()),
+    );
     push("upstream_cx_total", Val::Counter(s.upstream_cx_total.get()));
     push("upstream_cx_active", Val::Gauge(s.upstream_cx_active.get()));
     push(

@@ -122,6 +122,43 @@ pub enum UpstreamError {
     /// The connection broke before a response.
     #[error("upstream reset: {0}")]
     Reset(String),
+    /// The upstream reset the request's HTTP/2 stream before a response (the connection
+    /// lives on), as an upstream without extended CONNECT refuses a WebSocket.
+    #[error("upstream {}", .0.envoy_name())]
+    RemoteReset(RemoteReset),
+}
+
+/// Why an upstream reset a stream, in Envoy's `StreamResetReason` terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteReset {
+    /// `REFUSED_STREAM`: the request was not processed (safe to retry).
+    Refused,
+    /// `CONNECT_ERROR`: the tunnel of a CONNECT request broke.
+    ConnectError,
+    /// Any other error code.
+    Other,
+}
+
+impl RemoteReset {
+    /// The HTTP/2 error code's reason.
+    pub fn from_reason(code: u32) -> RemoteReset {
+        // RFC 9113 §7: REFUSED_STREAM 0x7, CONNECT_ERROR 0xa.
+        match code {
+            0x7 => RemoteReset::Refused,
+            0xa => RemoteReset::ConnectError,
+            _ => RemoteReset::Other,
+        }
+    }
+
+    /// Envoy's name for it (`Http::Utility::resetReasonToString`), which its local reply
+    /// and access log show.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            RemoteReset::Refused => "remote refused stream reset",
+            RemoteReset::ConnectError => "remote error with CONNECT request",
+            RemoteReset::Other => "remote reset",
+        }
+    }
 }
 
 /// One host as the admin page shows it.
@@ -404,6 +441,9 @@ impl Cluster {
                 Err(UpstreamError::Overflow)
             }
             Err(e) => {
+                if matches!(e, UpstreamError::RemoteReset(_)) {
+                    self.stats.upstream_rq_rx_reset.inc();
+                }
                 self.report_outcome(addr, Outcome::LocalFailure);
                 Err(e)
             }

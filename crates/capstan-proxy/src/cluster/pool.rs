@@ -618,6 +618,11 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
                 ConnectError::Failed(m) => UpstreamError::ConnectFailure(m.clone()),
             };
         }
+        if let Some(h) = s.downcast_ref::<h2::Error>() {
+            if let (true, true, Some(r)) = (h.is_reset(), h.is_remote(), h.reason()) {
+                return UpstreamError::RemoteReset(super::RemoteReset::from_reason(r.into()));
+            }
+        }
         msg = format!("{msg}: {s}");
         src = s.source();
     }

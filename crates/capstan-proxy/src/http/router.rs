@@ -156,6 +156,7 @@ pub(super) fn upstream_error_reply(e: &UpstreamError) -> Response<BoxBody> {
         UpstreamError::Reset(m) => {
             local_reply(503, &format!("{PREFIX}connection termination: {m}"))
         }
+        UpstreamError::RemoteReset(r) => local_reply(503, &format!("{PREFIX}{}", r.envoy_name())),
     }
 }
 
@@ -166,6 +167,9 @@ fn outcome_of(e: &UpstreamError) -> Outcome {
         UpstreamError::ConnectFailure(_) => Outcome::ConnectFailure,
         UpstreamError::Reset(m) => Outcome::Reset {
             refused: m.to_ascii_lowercase().contains("refused"),
+        },
+        UpstreamError::RemoteReset(r) => Outcome::Reset {
+            refused: *r == crate::cluster::RemoteReset::Refused,
         },
     }
 }

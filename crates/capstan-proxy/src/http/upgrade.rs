@@ -11,17 +11,22 @@
 //!   runs, as Envoy refuses to build the upgrade filter chain;
 //! - an allowed upgrade is routed like any request and sent once (no retries, mirrors, route or
 //!   per-try timeout: Envoy's route timeout starts at the end of the request, which an upgrade
-//!   never reaches) over HTTP/1.1 with its upgrade headers; a `101` from the upstream hands
-//!   both connections to a [`Tunnel`] that copies bytes both ways until both sides have closed,
-//!   the stream idle timeout passes with no byte (the route's `idle_timeout` else the
-//!   connection manager's `stream_idle_timeout`), or the listener's drain window ends.
+//!   never reaches): over HTTP/1.1 with its upgrade headers, or, to a cluster that speaks
+//!   HTTP/2 upstream, as an RFC 8441 extended CONNECT (`:method CONNECT`, `:protocol` the
+//!   upgrade type), Envoy's "WebSocket over HTTP/2 hops", whose `200` is turned back into a
+//!   `101` with `Upgrade` and `Connection: upgrade` ([`h1_to_extended_connect`],
+//!   [`extended_connect_to_h1`]); an upstream that does not accept extended CONNECT resets the
+//!   stream, answered `503` as Envoy does;
+//! - a `101` hands both connections (or the upstream's HTTP/2 stream) to a [`Tunnel`] that
+//!   copies bytes both ways until both sides have closed, the stream idle timeout passes with
+//!   no byte (the route's `idle_timeout` else the connection manager's
+//!   `stream_idle_timeout`), or the listener's drain window ends.
 //!
 //! Not supported, NACKed by path: `CONNECT` upgrade configs (and `connect_config`), custom
-//! upgrade filter chains. WebSocket over HTTP/2 (RFC 8441 extended CONNECT) is not offered
-//! downstream, as Envoy without `allow_connect`; an upgrade to a cluster that speaks HTTP/2
-//! upstream is answered 503 (Envoy would carry it as an extended CONNECT).
+//! upgrade filter chains. WebSocket over HTTP/2 downstream (extended CONNECT from the client)
+//! is not offered, as Envoy without `allow_connect`.
 
-use super::{local_reply, BoxBody, BoxError};
+use super::{BoxBody, BoxError};
 use crate::cluster::pool::UpstreamProtocol;
 use crate::cluster::{Cluster, LbContext};
 use crate::stats::HttpStats;
@@ -147,25 +152,37 @@ pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> 
     }
 }
 
-/// Sends an allowed upgrade request once to `cluster` over HTTP/1.1. A `101` response keeps
-/// the upstream connection's pending upgrade in its extensions (hyper's [`OnUpgrade`]) for the
-/// connection manager to build the [`Tunnel`].
+/// Sends an allowed upgrade request once to `cluster`: over HTTP/1.1 with its upgrade headers,
+/// or, to a cluster that speaks HTTP/2 upstream, as an RFC 8441 extended CONNECT whose `200`
+/// comes back as a `101`. A `101` response keeps the upstream's pending upgrade in its
+/// extensions (hyper's [`OnUpgrade`]) for the connection manager to build the [`Tunnel`].
 pub async fn send(
     cluster: &Cluster,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: BoxBody,
     ctx: &LbContext,
 ) -> Response<BoxBody> {
-    // The upgrade headers only mean something on HTTP/1.1 (Envoy's `UpgradeConfig` warns it
-    // "does not work with HTTP/2 upstreams" unless carried as extended CONNECT).
-    if cluster.config().pool.protocol == UpstreamProtocol::Http2 {
-        return local_reply(503, "upgrade to an HTTP/2 upstream is not supported");
-    }
+    let h2 = match cluster.config().pool.protocol {
+        UpstreamProtocol::Http1 => false,
+        UpstreamProtocol::Http2 => true,
+        UpstreamProtocol::Downstream => parts.version == Version::HTTP_2,
+    };
+    // Envoy's HTTP/2 codec carries an upgrade as an extended CONNECT whatever the upstream's
+    // SETTINGS_ENABLE_CONNECT_PROTOCOL says; an upstream without it resets the stream, which
+    // is answered 503 and counted in `upstream_rq_rx_reset`.
+    let upgrade = if h2 {
+        h1_to_extended_connect(&mut parts)
+    } else {
+        None
+    };
     let started = Instant::now();
     match cluster.request(Request::from_parts(parts, body), ctx).await {
         Err(e) => super::router::upstream_error_reply(&e),
         Ok((resp, _)) => {
             let (mut p, b) = resp.into_parts();
+            if let Some(u) = upgrade {
+                extended_connect_to_h1(&mut p, u);
+            }
             p.headers.insert(
                 super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                 HeaderValue::from(started.elapsed().as_millis() as u64),
@@ -173,6 +190,49 @@ pub async fn send(
             Response::from_parts(p, b.map_err(|e| -> BoxError { Box::new(e) }).boxed())
         }
     }
+}
+
+/// Turns an HTTP/1.1 upgrade request into an RFC 8441 extended CONNECT (`:method CONNECT`,
+/// `:protocol` the `Upgrade` value; `:scheme`, `:path` and `:authority` stay), as Envoy's
+/// `transformUpgradeRequestFromH1toH2`: the `Upgrade` and `Connection` headers go, and so does
+/// a `content-length: 0` (a CONNECT has no body). Returns the `Upgrade` value, None (the
+/// request unchanged) when there is none.
+pub fn h1_to_extended_connect(parts: &mut http::request::Parts) -> Option<HeaderValue> {
+    let upgrade = parts.headers.remove(header::UPGRADE)?;
+    let Ok(protocol) = upgrade.to_str().map(|p| p.trim().to_string()) else {
+        parts.headers.insert(header::UPGRADE, upgrade);
+        return None;
+    };
+    parts.method = Method::CONNECT;
+    parts
+        .extensions
+        .insert(hyper::ext::Protocol::from(protocol.as_str()));
+    parts.headers.remove(header::CONNECTION);
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0")
+    {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    Some(upgrade)
+}
+
+/// Turns the upstream's `200` to an extended CONNECT into the `101 Switching Protocols` an
+/// HTTP/1.1 client waits for, with `Upgrade` (the request's value) and `Connection: upgrade`,
+/// as Envoy's `transformUpgradeResponseFromH2toH1`; any other status passes unchanged. Like
+/// Envoy, no `Sec-WebSocket-Accept` is made up: RFC 8441 has no key exchange, so the client
+/// gets the one the upstream sent, if any (an Envoy or Capstan second hop passes on its
+/// application's).
+pub fn extended_connect_to_h1(parts: &mut http::response::Parts, upgrade: HeaderValue) {
+    if parts.status != StatusCode::OK {
+        return;
+    }
+    parts.status = StatusCode::SWITCHING_PROTOCOLS;
+    parts.headers.insert(header::UPGRADE, upgrade);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
 }
 
 /// An upgraded stream: the downstream and upstream connections, once hyper hands them over
@@ -411,6 +471,65 @@ mod tests {
                 "case {i}"
             );
             assert!(!h.contains_key("http2-settings"), "case {i}");
+        }
+    }
+
+    #[test]
+    fn upgrades_become_extended_connects_and_back_as_envoy_transforms_them() {
+        let (mut req, ()) = Request::get("http://app/chat?x=1")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", " WebSocket ")
+            .header("content-length", "0")
+            .header("sec-websocket-key", "k")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let upgrade = h1_to_extended_connect(&mut req).expect("an upgrade");
+        assert_eq!(upgrade, " WebSocket ");
+        assert_eq!(req.method, Method::CONNECT);
+        assert_eq!(
+            req.extensions
+                .get::<hyper::ext::Protocol>()
+                .map(|p| p.as_str()),
+            Some("WebSocket")
+        );
+        assert_eq!(req.uri, "http://app/chat?x=1", ":path and :authority kept");
+        let names: Vec<_> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-key"]);
+        // A non-empty length stays (hyper's h2 client then refuses the CONNECT, as nghttp2).
+        let (mut req, ()) = Request::get("/")
+            .header("upgrade", "foo")
+            .header("content-length", "3")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert!(h1_to_extended_connect(&mut req).is_some());
+        assert_eq!(req.headers["content-length"], "3");
+        let (mut plain, ()) = Request::get("/").body(()).unwrap().into_parts();
+        assert_eq!(h1_to_extended_connect(&mut plain), None);
+        assert_eq!(plain.method, Method::GET);
+
+        let response = |status: u16| {
+            Response::builder()
+                .status(status)
+                .header("sec-websocket-extensions", "x")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let mut ok = response(200);
+        extended_connect_to_h1(&mut ok, HeaderValue::from_static("websocket"));
+        assert_eq!(ok.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(ok.headers["upgrade"], "websocket");
+        assert_eq!(ok.headers["connection"], "upgrade");
+        assert_eq!(ok.headers["sec-websocket-extensions"], "x");
+        // Only a 200 is a tunnel (Envoy's `getResponseStatus(headers) == 200`).
+        for status in [201, 404, 503] {
+            let mut other = response(status);
+            extended_connect_to_h1(&mut other, HeaderValue::from_static("websocket"));
+            assert_eq!(other.status.as_u16(), status);
+            assert!(!other.headers.contains_key("upgrade"));
         }
     }
 
