@@ -2,6 +2,10 @@
 //! enables `websocket` upgrades on every HTTP connection manager, as istiod does): an RFC 6455
 //! handshake and masked frames echoed by a backend that accepts the upgrade, past the route's
 //! timeout; an upgrade type the connection manager does not list is refused with Envoy's 403.
+//! To a service whose port speaks HTTP/2 (`http2`, so the cluster has explicit
+//! `http2_protocol_options`) the upgrade goes as an RFC 8441 extended CONNECT, Envoy's
+//! "WebSocket over HTTP/2 hops"; an HTTP/2 backend that does not offer extended CONNECT resets
+//! it, answered 503.
 
 mod proxy;
 
@@ -165,7 +169,6 @@ async fn echo_frames<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> Result<()>
 struct Gateway {
     _tmp: tempfile::TempDir,
     port: u16,
-    backend: WsBackend,
     discovery: proxy::Discovery,
     proxy: proxy::Proxy,
 }
@@ -180,27 +183,37 @@ impl Gateway {
     }
 }
 
-/// discovery + a gateway routing `chat.example.com` to the WebSocket backend, with a 1 s route
-/// timeout.
-async fn gateway() -> Result<Gateway> {
+/// A service behind the gateway: its short name (routed from `<name>.example.com`), its port's
+/// name (which decides the upstream protocol, as in Istio) and its backend's port.
+struct Service<'a> {
+    name: &'a str,
+    port_name: &'a str,
+    backend: u16,
+}
+
+/// discovery + a gateway routing `<name>.example.com` to each service's backend, with a 1 s
+/// route timeout; returned once a plain request reaches each backend (answered `plain`).
+async fn gateway(services: &[Service<'_>]) -> Result<Gateway> {
     let tmp = tempfile::Builder::new().prefix("capstan-ws").tempdir()?;
     let dir = tmp.path().to_path_buf();
-    let backend = ws_backend().await?;
     let port = free_port();
     std::fs::create_dir_all(dir.join("config"))?;
-    std::fs::write(
-        dir.join("registry.yaml"),
-        format!(
-            "services:\n- hostname: chat.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: http, port: 8080}}]\n  addresses: [10.96.10.9]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{http: {}}}, labels: {{app: chat}}, workload: chat-0}}\n",
-            backend.port
-        ),
-    )?;
-    std::fs::write(
-        dir.join("config/gateway.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: chat, namespace: default}}\nspec:\n  hosts: [chat.example.com]\n  gateways: [web]\n  http:\n  - timeout: 1s\n    route:\n    - destination: {{host: chat.default.svc.cluster.local}}\n"
-        ),
-    )?;
+    let mut registry = String::from("services:\n");
+    let mut config = format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: ['*']\n"
+    );
+    for (i, s) in services.iter().enumerate() {
+        let (name, port_name, backend) = (s.name, s.port_name, s.backend);
+        registry.push_str(&format!(
+            "- hostname: {name}.default.svc.cluster.local\n  namespace: default\n  ports: [{{name: {port_name}, port: 8080}}]\n  addresses: [10.96.10.{}]\n  endpoints:\n  - {{address: 127.0.0.1, ports: {{{port_name}: {backend}}}, labels: {{app: {name}}}, workload: {name}-0}}\n",
+            9 + i
+        ));
+        config.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}.example.com]\n  gateways: [web]\n  http:\n  - timeout: 1s\n    route:\n    - destination: {{host: {name}.default.svc.cluster.local}}\n"
+        ));
+    }
+    std::fs::write(dir.join("registry.yaml"), registry)?;
+    std::fs::write(dir.join("config/gateway.yaml"), config)?;
     let discovery = discovery(&dir, None)?;
     let boot = proxy::bootstrap_json(
         GATEWAY_NODE,
@@ -214,34 +227,38 @@ async fn gateway() -> Result<Gateway> {
     let g = Gateway {
         _tmp: tmp,
         port,
-        backend,
         discovery,
         proxy: gw,
     };
-    // Routed once a plain request reaches the backend.
+    // Routed once a plain request reaches every backend.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = proxy::get(
-            &format!("http://127.0.0.1:{port}/"),
-            &[("host", "chat.example.com")],
-        )
-        .await;
-        if matches!(&r, Ok(r) if r.body == "plain") {
-            return Ok(g);
+    for s in services {
+        loop {
+            let r = proxy::get(
+                &format!("http://127.0.0.1:{port}/"),
+                &[("host", &format!("{}.example.com", s.name))],
+            )
+            .await;
+            if matches!(&r, Ok(r) if r.body == "plain") {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no route to {} through the gateway: {r:?}\n{}",
+                s.name,
+                g.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        ensure!(
-            Instant::now() < deadline,
-            "no route through the gateway: {r:?}\n{}",
-            g.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(g)
 }
 
 /// Sends an HTTP/1.1 request head asking for `upgrade`; the status, the response headers
 /// (lower-cased names) and the stream, positioned after the head.
 async fn open(
     port: u16,
+    host: &str,
     upgrade: &str,
     key: &str,
 ) -> Result<(u16, Vec<(String, String)>, BufReader<tokio::net::TcpStream>)> {
@@ -249,7 +266,7 @@ async fn open(
     stream
         .write_all(
             format!(
-                "GET /chat HTTP/1.1\r\nHost: chat.example.com\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+                "GET /chat HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {upgrade}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
             )
             .as_bytes(),
         )
@@ -303,9 +320,15 @@ async fn exchange(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> Result<()> {
-    let g = gateway().await?;
+    let backend = ws_backend().await?;
+    let g = gateway(&[Service {
+        name: "chat",
+        port_name: "http",
+        backend: backend.port,
+    }])
+    .await?;
     let key = "dGhlIHNhbXBsZSBub25jZQ==";
-    let (status, headers, mut ws) = open(g.port, "websocket", key).await?;
+    let (status, headers, mut ws) = open(g.port, "chat.example.com", "websocket", key).await?;
     ensure!(
         status == 101,
         "WebSocket handshake answered {status} {headers:?}\n{}",
@@ -355,8 +378,8 @@ async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> R
 
     // An upgrade type the connection manager does not list: Envoy's 403, no body, and the
     // backend never sees it.
-    let before = g.backend.requests.load(Ordering::SeqCst);
-    let (status, headers, mut refused) = open(g.port, "spdy/3.1", key).await?;
+    let before = backend.requests.load(Ordering::SeqCst);
+    let (status, headers, mut refused) = open(g.port, "chat.example.com", "spdy/3.1", key).await?;
     ensure!(status == 403, "unlisted upgrade answered {status}");
     ensure!(
         header(&headers, "content-length") == Some("0"),
@@ -364,12 +387,191 @@ async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> R
     );
     let _ = refused.get_mut().shutdown().await;
     ensure!(
-        g.backend.requests.load(Ordering::SeqCst) == before,
+        backend.requests.load(Ordering::SeqCst) == before,
         "the refused upgrade reached the backend"
     );
     ensure!(
         g.proxy.stat(&stat("downstream_cx_upgrades_total")).await? == 1,
         "upgrades counted:\n{}",
+        g.proxy.admin("/stats").await?
+    );
+    Ok(())
+}
+
+/// What the HTTP/2 backend saw of an extended CONNECT.
+#[derive(Debug, Clone)]
+struct Connect {
+    protocol: Option<String>,
+    path: String,
+    headers: http::HeaderMap,
+}
+
+/// An HTTP/2 (prior knowledge) WebSocket backend as RFC 8441 describes one: with
+/// `extended_connect` it advertises SETTINGS_ENABLE_CONNECT_PROTOCOL and answers a `CONNECT`
+/// with `:protocol websocket` by `200` (no `Sec-WebSocket-Accept`: RFC 8441 §5 has no key
+/// exchange), then echoes frames on the stream. Plain requests get 200 `plain`.
+struct H2WsBackend {
+    port: u16,
+    connects: Arc<std::sync::Mutex<Vec<Connect>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for H2WsBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn h2_ws_backend(extended_connect: bool) -> Result<H2WsBackend> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let connects = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = connects.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                let (status, body) = if req.method() == hyper::Method::CONNECT {
+                    let protocol = req
+                        .extensions()
+                        .get::<hyper::ext::Protocol>()
+                        .map(|p| p.as_str().to_string());
+                    seen.lock().expect("only pushed to").push(Connect {
+                        protocol: protocol.clone(),
+                        path: req.uri().path().to_string(),
+                        headers: req.headers().clone(),
+                    });
+                    if protocol.as_deref() == Some("websocket") {
+                        let upgrade = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(io) = upgrade.await else { return };
+                            let _ = echo_frames(TokioIo::new(io)).await;
+                        });
+                        (200, "")
+                    } else {
+                        (400, "not websocket")
+                    }
+                } else {
+                    (200, "plain")
+                };
+                let resp = hyper::Response::builder()
+                    .status(status)
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("a valid response");
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let mut b =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if extended_connect {
+                b.enable_connect_protocol();
+            }
+            tokio::spawn(b.serve_connection(TokioIo::new(stream), svc));
+        }
+    });
+    Ok(H2WsBackend {
+        port,
+        connects,
+        task,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_to_an_http2_service_goes_as_an_extended_connect() -> Result<()> {
+    let h2 = h2_ws_backend(true).await?;
+    let old = h2_ws_backend(false).await?;
+    let g = gateway(&[
+        Service {
+            name: "live",
+            port_name: "http2",
+            backend: h2.port,
+        },
+        Service {
+            name: "old",
+            port_name: "http2-old",
+            backend: old.port,
+        },
+    ])
+    .await?;
+    let key = "dGhlIHNhbXBsZSBub25jZQ==";
+    let (status, headers, mut ws) = open(g.port, "live.example.com", "websocket", key).await?;
+    ensure!(
+        status == 101,
+        "WebSocket handshake to an HTTP/2 service answered {status} {headers:?}\n{}",
+        g.logs()
+    );
+    ensure!(
+        header(&headers, "upgrade") == Some("websocket")
+            && header(&headers, "connection").is_some_and(|c| c.eq_ignore_ascii_case("upgrade")),
+        "{headers:?}"
+    );
+    // Envoy makes up no accept key; the backend sent none.
+    ensure!(
+        header(&headers, "sec-websocket-accept").is_none(),
+        "{headers:?}"
+    );
+    let connect = h2.connects.lock().expect("only pushed to")[0].clone();
+    ensure!(
+        connect.protocol.as_deref() == Some("websocket") && connect.path == "/chat",
+        "the backend saw {connect:?}"
+    );
+    ensure!(
+        connect
+            .headers
+            .get("sec-websocket-key")
+            .is_some_and(|k| k == key)
+            && !connect.headers.contains_key("connection")
+            && !connect.headers.contains_key("upgrade"),
+        "the backend saw {connect:?}"
+    );
+    let (op, back) = exchange(&mut ws, TEXT, b"hello over h2").await?;
+    ensure!(op == TEXT && back == b"hello over h2", "echo {op} {back:?}");
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let (op, back) = exchange(&mut ws, BINARY, &big).await?;
+    ensure!(
+        op == BINARY && back == big,
+        "binary echo of {} bytes",
+        back.len()
+    );
+    // Past the route's 1 s timeout.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (op, back) = exchange(&mut ws, TEXT, b"still open").await?;
+    ensure!(
+        op == TEXT && back == b"still open",
+        "after the route timeout"
+    );
+    let stat = |name: &str| format!("http.outbound_0.0.0.0_{}.{name}", g.port);
+    ensure!(
+        g.proxy.stat(&stat("downstream_cx_upgrades_active")).await? == 1,
+        "one upgraded stream open:\n{}",
+        g.proxy.admin("/stats").await?
+    );
+    let (op, back) = exchange(&mut ws, CLOSE, &1000u16.to_be_bytes()).await?;
+    ensure!(op == CLOSE && back == 1000u16.to_be_bytes(), "close echo");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest))
+        .await
+        .context("the tunnel did not close")??;
+    ensure!(rest.is_empty(), "bytes after the close: {rest:?}");
+
+    // An HTTP/2 backend without extended CONNECT resets the stream: Envoy's 503.
+    let (status, headers, mut refused) = open(g.port, "old.example.com", "websocket", key).await?;
+    ensure!(status == 503, "answered {status} {headers:?}\n{}", g.logs());
+    let mut body = vec![
+        0u8;
+        header(&headers, "content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0)
+    ];
+    refused.read_exact(&mut body).await?;
+    ensure!(
+        body == b"upstream connect error or disconnect/reset before headers. reset reason: remote reset",
+        "body {:?}",
+        String::from_utf8_lossy(&body)
+    );
+    let reset = "cluster.outbound|8080||old.default.svc.cluster.local.upstream_rq_rx_reset";
+    ensure!(
+        g.proxy.stat(reset).await? == 1,
+        "the reset counted:\n{}",
         g.proxy.admin("/stats").await?
     );
     Ok(())

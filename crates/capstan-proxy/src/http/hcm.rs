@@ -158,13 +158,6 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         ));
     }
     let unsupported = [
-        // Extended CONNECT (RFC 8441: WebSocket over HTTP/2) is not offered downstream.
-        (
-            "http2_protocol_options.allow_connect",
-            h.http2_protocol_options
-                .as_ref()
-                .is_some_and(|o| o.allow_connect),
-        ),
         ("local_reply_config", h.local_reply_config.is_some()),
         (
             "original_ip_detection_extensions",
@@ -223,6 +216,10 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
         xfcc: super::headers::Xfcc::compile(h)?,
         upgrades: super::upgrade::compile_hcm(&h.upgrade_configs)
             .map_err(|e| e.within("upgrade_configs"))?,
+        allow_connect: h
+            .http2_protocol_options
+            .as_ref()
+            .is_some_and(|o| o.allow_connect),
     })
 }
 
@@ -357,6 +354,16 @@ mod tests {
         };
         let c = compile_hcm(&istiod).expect("istiod's connection manager");
         assert_eq!(c.upgrades.get("websocket"), Some(true));
+        assert!(!c.allow_connect);
+        // WebSocket over HTTP/2 downstream (RFC 8441), as istiod's HBONE listeners set it.
+        let connect = HttpConnectionManager {
+            http2_protocol_options: Some(Http2ProtocolOptions {
+                allow_connect: true,
+                ..Http2ProtocolOptions::default()
+            }),
+            ..istiod.clone()
+        };
+        assert!(compile_hcm(&connect).expect("allow_connect").allow_connect);
         let cases: Vec<(HttpConnectionManager, &str)> = vec![
             (
                 HttpConnectionManager {
@@ -367,16 +374,6 @@ mod tests {
                     ..istiod.clone()
                 },
                 "upgrade_configs[0].upgrade_type",
-            ),
-            (
-                HttpConnectionManager {
-                    http2_protocol_options: Some(Http2ProtocolOptions {
-                        allow_connect: true,
-                        ..Http2ProtocolOptions::default()
-                    }),
-                    ..istiod.clone()
-                },
-                "http2_protocol_options.allow_connect",
             ),
             (
                 HttpConnectionManager {

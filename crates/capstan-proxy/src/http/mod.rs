@@ -7,7 +7,7 @@
 //! - [`jwt_authn`], [`rbac`], [`cors`], [`fault`]: the filters; [`metadata`]: the dynamic
 //!   metadata they share; [`router`], [`retry`], [`mirror`]: upstream, [`replay`]: request
 //!   bodies recorded as they stream for retries and mirrors; [`upgrade`]: HTTP/1.1 upgrades
-//!   (WebSocket) and their tunnels.
+//!   (WebSocket), their HTTP/2 form (RFC 8441 extended CONNECT) and their tunnels.
 
 pub mod cors;
 pub mod fault;
@@ -126,6 +126,9 @@ pub struct HcmConfig {
     pub merge_slashes: bool,
     /// `upgrade_configs`: the upgrade types allowed unless a route says otherwise.
     pub upgrades: upgrade::UpgradeSettings,
+    /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open RFC 8441 extended
+    /// CONNECT streams (WebSocket over HTTP/2), handled as HTTP/1.1 upgrades.
+    pub allow_connect: bool,
 }
 
 /// What the HTTP layer knows of the downstream connection.
@@ -208,6 +211,8 @@ struct Ctx {
     server: HeaderValue,
     /// An upgraded request's tunnel, run by the connection once hyper hands it over.
     tunnel: std::sync::Mutex<Option<upgrade::Tunnel>>,
+    /// The listener's drain, which ends the tunnels of HTTP/2 extended CONNECT streams.
+    drain: crate::drain::Drain,
 }
 
 /// The request's authority as routed: a shared handle on the header or URI bytes it came from
@@ -323,6 +328,10 @@ fn match_route<'t>(
 async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     let (mut parts, body) = req.into_parts();
     let pending_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    // Envoy's HTTP/2 codec turns an extended CONNECT into an HTTP/1.1 upgrade (only offered
+    // with `allow_connect`: without it h2 resets a `:protocol` request).
+    let extended_connect =
+        ctx.hcm.allow_connect && upgrade::extended_connect_to_upgrade(&mut parts);
     let upgrade = upgrade::requested(&parts.method, parts.version, &mut parts.headers);
     let snapshot = ctx.store.snapshot();
     let table = match &ctx.hcm.routes {
@@ -499,7 +508,16 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
         }
     }
     if let Some((downstream, idle)) = tunnel {
-        if let Some(t) = upgrade::Tunnel::from_response(downstream, &mut resp, idle) {
+        let t = upgrade::Tunnel::from_response(downstream, &mut resp, idle);
+        if extended_connect {
+            // The HTTP/2 client waits for a 200 on its stream; the tunnel is one stream of
+            // the connection, which goes on serving the others.
+            upgrade::upgrade_response_to_h2(&mut resp);
+            if let Some(t) = t {
+                let (stats, mut drain) = (ctx.stats.clone(), ctx.drain.clone());
+                tokio::spawn(async move { t.run(&stats, drain.ended()).await });
+            }
+        } else if let Some(t) = t {
             if let Ok(mut slot) = ctx.tunnel.lock() {
                 *slot = Some(t);
             }
@@ -722,6 +740,7 @@ pub async fn serve_connection<IO>(
         server: HeaderValue::from_str(&hcm.server_name)
             .unwrap_or(HeaderValue::from_static("envoy")),
         tunnel: std::sync::Mutex::new(None),
+        drain: drain.clone(),
     });
     let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -733,6 +752,9 @@ pub async fn serve_connection<IO>(
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),
         Codec::Auto => {}
+    }
+    if hcm.allow_connect {
+        builder.http2().enable_connect_protocol();
     }
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -770,6 +792,8 @@ pub async fn serve_connection<IO>(
 
 #[cfg(test)]
 mod buffer_limit_tests;
+#[cfg(test)]
+mod extended_connect_tests;
 #[cfg(test)]
 mod replay_tests;
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub(crate) fn hcm_config() -> HcmConfig {
         merge_slashes: false,
         xfcc: crate::http::headers::Xfcc::default(),
         upgrades: Default::default(),
+        allow_connect: false,
     }
 }
 

@@ -1,10 +1,14 @@
-//! HTTP/1.1 upgrades (WebSocket and any other `Upgrade:` protocol), as Envoy's "HTTP upgrades"
-//! architecture page describes them:
+//! HTTP/1.1 upgrades (WebSocket and any other `Upgrade:` protocol) and their HTTP/2 form, RFC
+//! 8441 extended CONNECT, as Envoy's "HTTP upgrades" architecture page describes them:
 //!
 //! - a request is an upgrade when it is HTTP/1.1 with `Connection: upgrade` and an `Upgrade`
 //!   header (`h2c` excepted: its headers are dropped and the request goes on as a plain one),
 //!   or a `CONNECT`; a plain request loses its `Connection` and `Upgrade` headers, as Envoy's
-//!   connection manager removes them;
+//!   connection manager removes them. With the connection manager's
+//!   `http2_protocol_options.allow_connect`, an HTTP/2 client's extended CONNECT (`:protocol`)
+//!   is first turned into the HTTP/1.1 upgrade it stands for
+//!   ([`extended_connect_to_upgrade`]), as Envoy's HTTP/2 codec does, and its `101` back into
+//!   the `200` the client waits for ([`upgrade_response_to_h2`]);
 //! - the upgrade type is allowed by the route's `RouteAction.upgrade_configs` when it names the
 //!   type (enabled or not), else by the connection manager's `upgrade_configs` (`enabled`
 //!   defaults to true); a refused upgrade is answered `403` with no body before any HTTP filter
@@ -17,14 +21,13 @@
 //!   `101` with `Upgrade` and `Connection: upgrade` ([`h1_to_extended_connect`],
 //!   [`extended_connect_to_h1`]); an upstream that does not accept extended CONNECT resets the
 //!   stream, answered `503` as Envoy does;
-//! - a `101` hands both connections (or the upstream's HTTP/2 stream) to a [`Tunnel`] that
+//! - a `101` hands both connections (or their HTTP/2 streams) to a [`Tunnel`] that
 //!   copies bytes both ways until both sides have closed, the stream idle timeout passes with
 //!   no byte (the route's `idle_timeout` else the connection manager's
 //!   `stream_idle_timeout`), or the listener's drain window ends.
 //!
 //! Not supported, NACKed by path: `CONNECT` upgrade configs (and `connect_config`), custom
-//! upgrade filter chains. WebSocket over HTTP/2 downstream (extended CONNECT from the client)
-//! is not offered, as Envoy without `allow_connect`.
+//! upgrade filter chains.
 
 use super::{BoxBody, BoxError};
 use crate::cluster::pool::UpstreamProtocol;
@@ -132,8 +135,10 @@ pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> 
         .map(|v| v.trim().to_ascii_lowercase())
         .filter(|v| !v.is_empty());
     match kind {
+        // HTTP/2 only after an extended CONNECT became an upgrade: h2 refuses a request with
+        // `Connection` or `Upgrade` headers.
         Some(k)
-            if version == Version::HTTP_11
+            if matches!(version, Version::HTTP_11 | Version::HTTP_2)
                 && k != "h2c"
                 && has_token(headers, header::CONNECTION, "upgrade") =>
         {
@@ -189,6 +194,44 @@ pub async fn send(
             );
             Response::from_parts(p, b.map_err(|e| -> BoxError { Box::new(e) }).boxed())
         }
+    }
+}
+
+/// Turns an HTTP/2 extended CONNECT (a `CONNECT` with `:protocol`) into the HTTP/1.1 upgrade
+/// it stands for, as Envoy's `transformUpgradeRequestFromH2toH1`: `GET` (Envoy's documented
+/// flaw: a non-WebSocket upgrade's original method is not carried), `Upgrade` the protocol,
+/// `Connection: upgrade`; `:path` and `:authority` stay. Returns whether it was one.
+pub fn extended_connect_to_upgrade(parts: &mut http::request::Parts) -> bool {
+    if parts.method != Method::CONNECT {
+        return false;
+    }
+    let Some(protocol) = parts.extensions.remove::<hyper::ext::Protocol>() else {
+        return false;
+    };
+    let Ok(upgrade) = HeaderValue::from_str(protocol.as_str()) else {
+        // Not a header value: left a plain CONNECT, which is refused.
+        return false;
+    };
+    parts.method = Method::GET;
+    parts.headers.insert(header::UPGRADE, upgrade);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    true
+}
+
+/// Turns the `101` of an upgrade that came as an extended CONNECT into the `200` its HTTP/2
+/// client waits for, without `Upgrade`, `Connection` or a `content-length: 0`, as Envoy's
+/// `transformUpgradeResponseFromH1toH2`; any other status keeps its status.
+pub fn upgrade_response_to_h2<B>(resp: &mut Response<B>) {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        *resp.status_mut() = StatusCode::OK;
+    }
+    let h = resp.headers_mut();
+    h.remove(header::UPGRADE);
+    h.remove(header::CONNECTION);
+    if h.get(header::CONTENT_LENGTH).is_some_and(|v| v == "0") {
+        h.remove(header::CONTENT_LENGTH);
     }
 }
 
@@ -531,6 +574,64 @@ mod tests {
             assert_eq!(other.status.as_u16(), status);
             assert!(!other.headers.contains_key("upgrade"));
         }
+    }
+
+    #[test]
+    fn extended_connects_become_upgrades_and_back_as_envoy_transforms_them() {
+        let extended = |protocol: Option<&str>| {
+            let mut parts = Request::connect("http://app/chat")
+                .header("sec-websocket-version", "13")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            if let Some(p) = protocol {
+                parts.extensions.insert(hyper::ext::Protocol::from(p));
+            }
+            parts
+        };
+        let mut req = extended(Some("websocket"));
+        assert!(extended_connect_to_upgrade(&mut req));
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(req.uri, "http://app/chat");
+        assert_eq!(req.headers["upgrade"], "websocket");
+        assert_eq!(req.headers["connection"], "upgrade");
+        assert_eq!(req.headers["sec-websocket-version"], "13");
+        assert!(req.extensions.get::<hyper::ext::Protocol>().is_none());
+        // And it is then an upgrade on HTTP/2 too.
+        assert_eq!(
+            requested(&req.method, Version::HTTP_2, &mut req.headers).as_deref(),
+            Some("websocket")
+        );
+        // A CONNECT without `:protocol` stays one (refused as an upgrade type), and so does a
+        // GET.
+        let mut plain = extended(None);
+        assert!(!extended_connect_to_upgrade(&mut plain));
+        assert_eq!(plain.method, Method::CONNECT);
+        let mut get = Request::get("/").body(()).unwrap().into_parts().0;
+        get.extensions
+            .insert(hyper::ext::Protocol::from("websocket"));
+        assert!(!extended_connect_to_upgrade(&mut get));
+        assert!(!get.headers.contains_key("upgrade"));
+
+        let response = |status: u16| {
+            Response::builder()
+                .status(status)
+                .header("upgrade", "websocket")
+                .header("connection", "Upgrade")
+                .header("content-length", "0")
+                .header("sec-websocket-accept", "a")
+                .body(())
+                .unwrap()
+        };
+        let mut switched = response(101);
+        upgrade_response_to_h2(&mut switched);
+        assert_eq!(switched.status(), StatusCode::OK);
+        let names: Vec<_> = switched.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["sec-websocket-accept"]);
+        let mut refused = response(403);
+        upgrade_response_to_h2(&mut refused);
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// An upstream that answers an upgrade request with `101` and then echoes every byte, and a
 /// plain request with 200 and the `connection` / `upgrade` headers it received, after
 /// `x-delay-ms` when the request has it.
-async fn echo_upstream() -> SocketAddr {
+pub(super) async fn echo_upstream() -> SocketAddr {
     echo_upstream_counting().await.0
 }
 
@@ -107,7 +107,7 @@ async fn store() -> Arc<Store> {
 }
 
 /// [`store`] with cluster `up` at `upstream`.
-fn store_for(upstream: SocketAddr) -> Arc<Store> {
+pub(super) fn store_for(upstream: SocketAddr) -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));
     apply_static_cluster(&store, "up", upstream);
     let rc = RouteConfiguration {
@@ -154,7 +154,7 @@ fn store_for(upstream: SocketAddr) -> Arc<Store> {
     store
 }
 
-fn hcm(websocket: bool, idle: Option<Duration>) -> HcmConfig {
+pub(super) fn hcm(websocket: bool, idle: Option<Duration>) -> HcmConfig {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig;
     let configs = if websocket {
         vec![UpgradeConfig {
@@ -173,7 +173,7 @@ fn hcm(websocket: bool, idle: Option<Duration>) -> HcmConfig {
 
 /// Sends one request with `headers` on a new HTTP/1.1 connection; the response, and the
 /// upgraded connection when it is a 101.
-async fn request(
+pub(super) async fn request(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
@@ -214,9 +214,9 @@ async fn request(
     )
 }
 
-const WS: [(&str, &str); 2] = [("connection", "Upgrade"), ("upgrade", "websocket")];
+pub(super) const WS: [(&str, &str); 2] = [("connection", "Upgrade"), ("upgrade", "websocket")];
 
-async fn echo(io: &mut TokioIo<hyper::upgrade::Upgraded>, msg: &[u8]) -> Vec<u8> {
+pub(super) async fn echo(io: &mut TokioIo<hyper::upgrade::Upgraded>, msg: &[u8]) -> Vec<u8> {
     io.write_all(msg).await.unwrap();
     let mut got = vec![0u8; msg.len()];
     tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut got))
@@ -383,217 +383,4 @@ async fn a_drain_closes_an_upgraded_stream_when_its_window_ends() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// What an HTTP/2 upstream saw of one request: method, `:protocol`, path, authority, headers.
-#[derive(Debug, Clone)]
-struct SeenH2 {
-    method: http::Method,
-    protocol: Option<String>,
-    path: String,
-    authority: Option<String>,
-    headers: http::HeaderMap,
-}
-
-/// An HTTP/2 (prior knowledge) upstream that accepts an extended CONNECT with `200` and echoes
-/// the stream's bytes, refuses one whose path contains `refuse` with a `403` and a body, and
-/// records what it saw. Without `extended_connect` it does not advertise
-/// SETTINGS_ENABLE_CONNECT_PROTOCOL (h2 then resets a `:protocol` request).
-async fn h2_upstream(extended_connect: bool) -> (SocketAddr, Arc<std::sync::Mutex<Vec<SeenH2>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let log = log.clone();
-            let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                log.lock().unwrap().push(SeenH2 {
-                    method: req.method().clone(),
-                    protocol: req
-                        .extensions()
-                        .get::<hyper::ext::Protocol>()
-                        .map(|p| p.as_str().to_string()),
-                    path: req.uri().path().to_string(),
-                    authority: req.uri().authority().map(|a| a.to_string()),
-                    headers: req.headers().clone(),
-                });
-                let refuse = req.uri().path().contains("refuse");
-                let upgrade = (req.method() == http::Method::CONNECT && !refuse)
-                    .then(|| hyper::upgrade::on(&mut req));
-                async move {
-                    let Some(upgrade) = upgrade else {
-                        let mut r =
-                            Response::new(http_body_util::Full::new(bytes::Bytes::from("no")));
-                        *r.status_mut() = http::StatusCode::FORBIDDEN;
-                        return Ok::<_, std::convert::Infallible>(r);
-                    };
-                    tokio::spawn(async move {
-                        let Ok(io) = upgrade.await else { return };
-                        let (mut rd, mut wr) = tokio::io::split(TokioIo::new(io));
-                        let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                        let _ = wr.shutdown().await;
-                    });
-                    Ok(Response::new(
-                        http_body_util::Full::new(bytes::Bytes::new()),
-                    ))
-                }
-            });
-            let mut b =
-                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if extended_connect {
-                b.enable_connect_protocol();
-            }
-            tokio::spawn(b.serve_connection(TokioIo::new(sock), svc));
-        }
-    });
-    (addr, seen)
-}
-
-/// Replaces cluster `up` with one speaking HTTP/2 upstream (explicit `http2_protocol_options`,
-/// as istiod writes for an `http2` or `grpc` port or `h2UpgradePolicy: UPGRADE`) at `upstream`.
-fn apply_h2_cluster(store: &Store, upstream: SocketAddr) {
-    use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
-    use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
-        http_protocol_options::{
-            explicit_http_config, ExplicitHttpConfig, UpstreamProtocolOptions,
-        },
-        HttpProtocolOptions,
-    };
-    let h2 = HttpProtocolOptions {
-        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-            ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Default::default(),
-                )),
-            },
-        )),
-        ..HttpProtocolOptions::default()
-    };
-    let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-    let c = Cluster {
-        name: "up".into(),
-        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
-            cluster::DiscoveryType::Static as i32,
-        )),
-        load_assignment: Some(crate::cluster::endpoints::tests::cla(vec![
-            crate::cluster::endpoints::tests::lb_endpoint("127.0.0.1", u32::from(upstream.port())),
-        ])),
-        typed_extension_protocol_options: [(
-            key.to_string(),
-            envoy_types::pb::google::protobuf::Any {
-                type_url: format!("type.googleapis.com/{key}"),
-                value: h2.encode_to_vec(),
-            },
-        )]
-        .into(),
-        ..Cluster::default()
-    };
-    store
-        .apply(
-            crate::resources::CLUSTER,
-            vec![Update {
-                name: "up".into(),
-                version: "2".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: crate::resources::CLUSTER.into(),
-                    value: c.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
-}
-
-/// Envoy's "WebSocket over HTTP/2 hops": an HTTP/1.1 upgrade routed to an HTTP/2 cluster goes
-/// as an extended CONNECT, its `200` comes back as a `101`, and the stream carries the bytes.
-#[tokio::test]
-async fn an_upgrade_to_an_http2_upstream_goes_as_an_extended_connect() {
-    let (upstream, seen) = h2_upstream(true).await;
-    let store = store_for(upstream);
-    apply_h2_cluster(&store, upstream);
-    let (addr, _drain) = start_with(store.clone(), hcm(true, None)).await;
-    let ws = [
-        ("connection", "keep-alive, Upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ("sec-websocket-version", "13"),
-    ];
-    let (status, head, _, io) = request(addr, "/ws/chat?room=1", &ws).await;
-    assert_eq!(status, 101, "{head:?}");
-    assert_eq!(head["upgrade"], "websocket");
-    assert_eq!(head["connection"], "upgrade");
-    assert!(head.contains_key("x-envoy-upstream-service-time"));
-    assert!(
-        !head.contains_key("sec-websocket-accept"),
-        "Envoy makes up no accept key: the upstream sent none"
-    );
-    let mut io = io.expect("upgraded");
-    assert_eq!(echo(&mut io, b"hello over h2").await, b"hello over h2");
-    // Past the 200 ms route timeout.
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(echo(&mut io, b"still there").await, b"still there");
-    let got = seen.lock().unwrap()[0].clone();
-    assert_eq!(got.method, http::Method::CONNECT);
-    assert_eq!(got.protocol.as_deref(), Some("websocket"));
-    assert_eq!(got.path, "/ws/chat");
-    assert_eq!(got.authority.as_deref(), Some("app"));
-    assert_eq!(got.headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
-    assert_eq!(got.headers["sec-websocket-version"], "13");
-    for hop in ["connection", "upgrade", "content-length"] {
-        assert!(
-            !got.headers.contains_key(hop),
-            "{hop} sent: {:?}",
-            got.headers
-        );
-    }
-    let stats = store.stats().http("test");
-    assert_eq!(stats.downstream_cx_upgrades_active.get(), 1);
-    // Our half-close ends the upstream's echo, which ends its half: the tunnel closes.
-    io.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel closes")
-        .unwrap();
-    assert!(rest.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stats.downstream_cx_upgrades_active.get() != 0 {
-        assert!(Instant::now() < deadline, "tunnel still counted as active");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // The upstream's refusal is passed on as it is, no tunnel.
-    let (status, head, body, io) = request(addr, "/ws/refuse", &ws).await;
-    assert_eq!((status, body.as_str()), (403, "no"));
-    assert!(io.is_none() && !head.contains_key("upgrade"), "{head:?}");
-    assert_eq!(stats.downstream_cx_upgrades_total.get(), 2);
-}
-
-/// An HTTP/2 upstream that does not offer extended CONNECT resets the stream: Envoy's 503
-/// for a remote reset before the response headers, counted in `upstream_rq_rx_reset`.
-#[tokio::test]
-async fn an_http2_upstream_without_extended_connect_resets_it_and_gets_503() {
-    let (upstream, seen) = h2_upstream(false).await;
-    let store = store_for(upstream);
-    apply_h2_cluster(&store, upstream);
-    let (addr, _drain) = start_with(store.clone(), hcm(true, None)).await;
-    let (status, _, body, io) = request(addr, "/ws", &WS).await;
-    assert_eq!(status, 503);
-    assert_eq!(
-        body,
-        "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
-    );
-    assert!(io.is_none());
-    assert!(
-        seen.lock().unwrap().is_empty(),
-        "h2 refuses it before the service"
-    );
-    let cluster = store.stats().cluster("up");
-    assert_eq!(cluster.upstream_rq_rx_reset.get(), 1);
-    assert_eq!(cluster.upstream_rq_total.get(), 1);
-    // The connection lives on: a plain request goes through on it.
-    let (status, _, body, _) = request(addr, "/plain/refuse", &[]).await;
-    assert_eq!((status, body.as_str()), (403, "no"));
-    assert_eq!(seen.lock().unwrap()[0].method, http::Method::GET);
 }
