@@ -355,7 +355,8 @@ mod tests {
         let c = compile_hcm(&istiod).expect("istiod's connection manager");
         assert_eq!(c.upgrades.get("websocket"), Some(true));
         assert!(!c.allow_connect);
-        // WebSocket over HTTP/2 downstream (RFC 8441), as istiod's HBONE listeners set it.
+        // WebSocket over HTTP/2 downstream (RFC 8441): Envoy's second hop of "WebSocket over
+        // HTTP/2 hops".
         let connect = HttpConnectionManager {
             http2_protocol_options: Some(Http2ProtocolOptions {
                 allow_connect: true,
