@@ -8,6 +8,7 @@
 #   bench/hot_code_order.sh                 # release and dist
 #   bench/hot_code_order.sh release
 #   NO_BUILD=1 bench/hot_code_order.sh dist     # uses target/{dist/capstan,release/capstan-loadgen}
+#   bench/hot_code_order.sh --check release     # does the built binary still have the listed names?
 #
 # Symbol names carry a hash that depends on the toolchain, Cargo.lock and the profile, not on
 # the source: run this again after a toolchain or dependency update. The other profiles'
@@ -15,10 +16,33 @@
 # Needs valgrind (Debian's package) and what bench/control_plane_vs_istiod.sh needs.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PROFILES=("$@")
-[[ ${#PROFILES[@]} -gt 0 ]] || PROFILES=(release dist)
 ORDER="$ROOT/crates/capstan/link/hot-code.order"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+# `bench/hot_code_order.sh --check [PROFILE...]`: how many of each section's names the built
+# binary has (nothing is run or written). A dependency update changes the hashes in the names,
+# and the linker ignores the ones it lacks, so a stale list shows only as resident memory.
+if [[ ${1:-} == --check ]]; then
+  shift
+  PROFILES=("$@")
+  [[ ${#PROFILES[@]} -gt 0 ]] || PROFILES=(release dist)
+  stale=0
+  for profile in "${PROFILES[@]}"; do
+    bin="$TARGET_DIR/$profile/capstan"
+    [[ -x $bin ]] || { echo "$profile: no $bin" >&2; stale=1; continue; }
+    read -r have listed < <(awk -v p="$profile" '
+      FNR == NR { if ($2 ~ /^[tTwW]$/) sym[$3] = 1; next }
+      /^# profile: / { cur = $3; next }
+      cur == p && NF && !/^#/ { n++; if ($1 in sym) h++ }
+      END { print h + 0, n + 0 }' <(nm "$bin") "$ORDER")
+    echo "$profile: $have of $listed listed functions are in $bin"
+    (( listed > 0 && have * 100 >= listed * 98 )) || stale=1
+  done
+  exit "$stale"
+fi
+
+PROFILES=("$@")
+[[ ${#PROFILES[@]} -gt 0 ]] || PROFILES=(release dist)
 command -v valgrind >/dev/null || { echo "valgrind not found (apt-get install valgrind)" >&2; exit 1; }
 
 for profile in "${PROFILES[@]}"; do
