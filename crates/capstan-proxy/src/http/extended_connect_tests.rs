@@ -3,10 +3,9 @@
 //! an HTTP/2 client's extended CONNECT under `allow_connect` (carried as an HTTP/1.1 upgrade,
 //! or as an extended CONNECT again to an HTTP/2 cluster).
 
-use super::tests::start_with;
-use super::upgrade_tests::{echo, echo_upstream, hcm, request, store_for, WS};
+use super::tests::{apply_cluster, start_with};
+use super::upgrade_tests::{close_tunnel, echo, echo_upstream, hcm, request, store_for, WS};
 use super::*;
-use crate::resources::{ResourceSink, Update};
 use hyper_util::rt::TokioIo;
 use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -115,21 +114,7 @@ fn apply_h2_cluster(store: &Store, upstream: SocketAddr) {
         .into(),
         ..Cluster::default()
     };
-    store
-        .apply(
-            crate::resources::CLUSTER,
-            vec![Update {
-                name: "up".into(),
-                version: "2".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: crate::resources::CLUSTER.into(),
-                    value: c.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
+    apply_cluster(store, &c, "2");
 }
 
 /// Envoy's "WebSocket over HTTP/2 hops": an HTTP/1.1 upgrade routed to an HTTP/2 cluster goes
@@ -177,18 +162,7 @@ async fn an_upgrade_to_an_http2_upstream_goes_as_an_extended_connect() {
     let stats = store.stats().http("test");
     assert_eq!(stats.downstream_cx_upgrades_active.get(), 1);
     // Our half-close ends the upstream's echo, which ends its half: the tunnel closes.
-    io.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel closes")
-        .unwrap();
-    assert!(rest.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stats.downstream_cx_upgrades_active.get() != 0 {
-        assert!(Instant::now() < deadline, "tunnel still counted as active");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    close_tunnel(io, &stats).await;
     // The upstream's refusal is passed on as it is, no tunnel.
     let (status, head, body, io) = request(addr, "/ws/refuse", &ws).await;
     assert_eq!((status, body.as_str()), (403, "no"));
@@ -313,18 +287,7 @@ async fn an_http2_extended_connect_is_carried_as_an_http1_upgrade() {
         .await
         .unwrap();
     assert_eq!((status, io2.is_none()), (403, true));
-    io.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel closes")
-        .unwrap();
-    assert!(rest.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stats.downstream_cx_upgrades_active.get() != 0 {
-        assert!(Instant::now() < deadline, "tunnel still counted as active");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    close_tunnel(io, &stats).await;
     assert_eq!(stats.downstream_cx_upgrades_total.get(), 1);
 }
 

@@ -310,15 +310,24 @@ pub(crate) fn apply_static_cluster(store: &Store, name: &str, upstream: SocketAd
         )])),
         ..Cluster::default()
     };
+    apply_cluster(store, &c, "1");
+}
+
+/// Applies `cluster` to the store as a CDS update at `version`.
+pub(crate) fn apply_cluster(
+    store: &Store,
+    cluster: &envoy_types::pb::envoy::config::cluster::v3::Cluster,
+    version: &str,
+) {
     store
         .apply(
             crate::resources::CLUSTER,
             vec![Update {
-                name: name.into(),
-                version: "1".into(),
+                name: cluster.name.clone(),
+                version: version.into(),
                 resource: envoy_types::pb::google::protobuf::Any {
                     type_url: crate::resources::CLUSTER.into(),
-                    value: c.encode_to_vec(),
+                    value: cluster.encode_to_vec(),
                 },
             }],
             &[],

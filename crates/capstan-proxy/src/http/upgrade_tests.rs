@@ -216,6 +216,27 @@ pub(super) async fn request(
 
 pub(super) const WS: [(&str, &str); 2] = [("connection", "Upgrade"), ("upgrade", "websocket")];
 
+/// Half-closes the client's side of a tunnel whose upstream echoes: the upstream's echo ends,
+/// so does its half, and the tunnel closes with nothing more to read and is no longer counted
+/// active (each wait bounded to 5 s).
+pub(super) async fn close_tunnel<T>(mut io: T, stats: &crate::stats::HttpStats)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    io.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
+        .await
+        .expect("the tunnel closes")
+        .unwrap();
+    assert!(rest.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stats.downstream_cx_upgrades_active.get() != 0 {
+        assert!(Instant::now() < deadline, "tunnel still counted as active");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 pub(super) async fn echo(io: &mut TokioIo<hyper::upgrade::Upgraded>, msg: &[u8]) -> Vec<u8> {
     io.write_all(msg).await.unwrap();
     let mut got = vec![0u8; msg.len()];
@@ -243,18 +264,7 @@ async fn websocket_upgrades_tunnel_bytes_both_ways() {
     assert_eq!(stats.downstream_cx_upgrades_total.get(), 1);
     assert_eq!(stats.downstream_cx_upgrades_active.get(), 1);
     // Closing our side: the upstream echo ends, and so does the tunnel.
-    io.shutdown().await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut rest))
-        .await
-        .expect("the tunnel closes")
-        .unwrap();
-    assert!(rest.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stats.downstream_cx_upgrades_active.get() != 0 {
-        assert!(Instant::now() < deadline, "tunnel still counted as active");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    close_tunnel(io, &stats).await;
     assert_eq!(stats.downstream_cx_active.get(), 0);
 }
 
