@@ -22,7 +22,8 @@
 
 use crate::index::{RegistryDelta, RegistryId, RegistryState, ServiceIndex};
 use crate::model::{
-    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+    Endpoint, EndpointMeta, Health, Locality, Protocol, RegistryKind, Resolution, Service,
+    ServicePort, Workload,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -222,25 +223,28 @@ fn build_service(s: &FileService) -> (Service, BTreeMap<u16, Vec<Endpoint>>) {
     let mut endpoints: BTreeMap<u16, Vec<Endpoint>> =
         ports.iter().map(|p| (p.port, Vec::new())).collect();
     for e in &s.endpoints {
-        let locality = Locality::parse(&e.locality);
+        // One shared description for the endpoint's ports.
+        let meta = std::sync::Arc::new(EndpointMeta {
+            labels: e.labels.clone(),
+            locality: Locality::parse(&e.locality),
+            network: e.network.clone(),
+            service_account: e.service_account.clone(),
+            tls_mode: tls_mode(e),
+            workload: e.workload.clone(),
+            namespace: s.namespace.clone(),
+        });
         for port in &ports {
             let endpoint = Endpoint {
                 address: e.address.clone(),
                 port: e.ports.get(&port.name).copied().unwrap_or(port.port),
                 service_port: port.port,
-                labels: e.labels.clone(),
-                locality: locality.clone(),
+                meta: std::sync::Arc::clone(&meta),
                 weight: e.weight,
                 health: match e.health {
                     FileHealth::Healthy => Health::Healthy,
                     FileHealth::Unhealthy => Health::Unhealthy,
                     FileHealth::Draining => Health::Draining,
                 },
-                network: e.network.clone(),
-                service_account: e.service_account.clone(),
-                tls_mode: tls_mode(e),
-                workload: e.workload.clone(),
-                namespace: s.namespace.clone(),
             };
             endpoints.entry(port.port).or_default().push(endpoint);
         }
@@ -685,7 +689,7 @@ mod tests {
         .unwrap();
         let modes: Vec<(&str, &str)> = state.endpoints[&("a".to_string(), 80)]
             .iter()
-            .map(|e| (e.address.as_str(), e.tls_mode.as_str()))
+            .map(|e| (e.address.as_str(), e.meta.tls_mode.as_str()))
             .collect();
         assert_eq!(
             modes,

@@ -108,7 +108,7 @@ impl IndexSnapshot {
             .get(&(hostname.to_string(), port))
             .into_iter()
             .flat_map(|e| e.iter())
-            .filter(move |e| subset.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+            .filter(move |e| subset.iter().all(|(k, v)| e.meta.labels.get(k) == Some(v)))
     }
 
     /// All endpoints of (hostname, port), shared.

@@ -12,5 +12,6 @@ pub use index::{
     IndexSnapshot, RegistryDelta, RegistryEvent, RegistryId, RegistryState, ServiceIndex,
 };
 pub use model::{
-    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+    Endpoint, EndpointMeta, Health, Locality, Protocol, RegistryKind, Resolution, Service,
+    ServicePort, Workload,
 };

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// Application protocol of a port, as Istio classifies it.
 #[derive(
@@ -233,6 +234,11 @@ impl Locality {
 }
 
 /// One instance of a service on one port: where to send traffic and what is known about it.
+///
+/// What is known about the workload behind it is shared ([`EndpointMeta`]): a workload's
+/// endpoints (one per port of every service it backs) hold one copy between them, so an
+/// endpoint itself is an address, ports, weight and health (48 bytes, where the strings and
+/// labels inline took 256 and a labels map of its own per port).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Endpoint {
     /// IP address (or a DNS name for DNS-resolved services, or `unix://` path).
@@ -241,14 +247,22 @@ pub struct Endpoint {
     pub port: u16,
     /// The service port number this endpoint serves.
     pub service_port: u16,
-    /// Workload labels (subset selection matches on these).
-    pub labels: BTreeMap<String, String>,
-    /// Locality.
-    pub locality: Locality,
+    /// What is known about the workload (labels, locality, identity...), shared.
+    #[serde(flatten)]
+    pub meta: Arc<EndpointMeta>,
     /// Load-balancing weight; 0 means the default (1).
     pub weight: u32,
     /// Health.
     pub health: Health,
+}
+
+/// What is known about the workload behind an endpoint; shared by its endpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EndpointMeta {
+    /// Workload labels (subset selection matches on these).
+    pub labels: BTreeMap<String, String>,
+    /// Locality.
+    pub locality: Locality,
     /// Network the endpoint is on (multi-network meshes).
     pub network: String,
     /// Workload identity (`spiffe://cluster.local/ns/default/sa/reviews` or service account name).

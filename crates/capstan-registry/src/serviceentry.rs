@@ -4,7 +4,8 @@
 
 use crate::index::RegistryState;
 use crate::model::{
-    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+    Endpoint, EndpointMeta, Health, Locality, Protocol, RegistryKind, Resolution, Service,
+    ServicePort, Workload,
 };
 use capstan_api::networking::{
     ServiceEntry, ServiceEntryLocation, ServiceEntryResolution, WorkloadEntry,
@@ -42,19 +43,21 @@ fn endpoint_for(
         address: we.address.clone(),
         port: u16::try_from(target).unwrap_or_default(),
         service_port: u16::try_from(port.number).unwrap_or_default(),
-        labels: we.labels.clone(),
-        locality: Locality::parse(&we.locality),
+        meta: std::sync::Arc::new(EndpointMeta {
+            labels: we.labels.clone(),
+            locality: Locality::parse(&we.locality),
+            network: we.network.clone(),
+            service_account: we.service_account.clone(),
+            tls_mode: we
+                .labels
+                .get(TLS_MODE_LABEL)
+                .cloned()
+                .unwrap_or_else(|| "disabled".into()),
+            workload: workload.to_string(),
+            namespace: namespace.to_string(),
+        }),
         weight: we.weight,
         health: Health::Healthy,
-        network: we.network.clone(),
-        service_account: we.service_account.clone(),
-        tls_mode: we
-            .labels
-            .get(TLS_MODE_LABEL)
-            .cloned()
-            .unwrap_or_else(|| "disabled".into()),
-        workload: workload.to_string(),
-        namespace: namespace.to_string(),
     }
 }
 

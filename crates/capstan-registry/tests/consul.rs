@@ -119,7 +119,7 @@ fn endpoints(s: &IndexSnapshot, host: &str, port: u16) -> Vec<(String, Health, O
                     (
                         e.address.clone(),
                         e.health,
-                        e.labels.get("version").cloned(),
+                        e.meta.labels.get("version").cloned(),
                     )
                 })
                 .collect()

@@ -230,20 +230,27 @@ async fn services_endpoints_pods_nodes() -> Result<()> {
         (e1.port, e1.service_port, e1.health),
         (8080, 9080, Health::Healthy)
     );
-    assert_eq!(e1.labels.get("version").map(String::as_str), Some("v1"));
+    assert_eq!(
+        e1.meta.labels.get("version").map(String::as_str),
+        Some("v1")
+    );
     assert_eq!(
         (
-            e1.service_account.as_str(),
-            e1.tls_mode.as_str(),
-            e1.network.as_str()
+            e1.meta.service_account.as_str(),
+            e1.meta.tls_mode.as_str(),
+            e1.meta.network.as_str()
         ),
         ("reviews", "istio", "net1")
     );
-    assert_eq!(e1.locality.zone, "z1");
-    assert_eq!(e1.workload, "reviews-1");
+    assert_eq!(e1.meta.locality.zone, "z1");
+    assert_eq!(e1.meta.workload, "reviews-1");
     let e2 = eps.iter().find(|e| e.address == "10.1.0.2").unwrap();
     assert_eq!(
-        (e2.health, e2.locality.zone.as_str(), e2.tls_mode.as_str()),
+        (
+            e2.health,
+            e2.meta.locality.zone.as_str(),
+            e2.meta.tls_mode.as_str()
+        ),
         (Health::Unhealthy, "zz", "disabled")
     );
     let e3 = eps.iter().find(|e| e.address == "10.1.0.3").unwrap();
@@ -307,7 +314,7 @@ async fn services_endpoints_pods_nodes() -> Result<()> {
         .endpoint_set(&host, 9080)
         .unwrap()
         .iter()
-        .any(|e| e.locality.zone == "z2"));
+        .any(|e| e.meta.locality.zone == "z2"));
     // Pod label change → same.
     pods.patch(
         "reviews-1",

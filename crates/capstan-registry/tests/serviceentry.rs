@@ -74,7 +74,7 @@ fn service_entries_select_workload_entries_in_their_namespace() {
     let eps = &state.endpoints[&("mysqldb.legacy.svc.cluster.local".to_string(), 3306)];
     let got: Vec<(&str, u16, &str)> = eps
         .iter()
-        .map(|e| (e.address.as_str(), e.port, e.tls_mode.as_str()))
+        .map(|e| (e.address.as_str(), e.port, e.meta.tls_mode.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -84,7 +84,7 @@ fn service_entries_select_workload_entries_in_their_namespace() {
     let cache = &state.endpoints[&("cache.legacy.internal".to_string(), 6379)];
     let got: Vec<(&str, u16, &str)> = cache
         .iter()
-        .map(|e| (e.address.as_str(), e.port, e.tls_mode.as_str()))
+        .map(|e| (e.address.as_str(), e.port, e.meta.tls_mode.as_str()))
         .collect();
     assert_eq!(
         got,
@@ -159,12 +159,12 @@ fn workload_selectors_also_select_kubernetes_pods_of_their_namespace() {
     let eps = &state.endpoints[&("db.legacy.internal".to_string(), 5432)];
     let got: Vec<(&str, u16, &str)> = eps
         .iter()
-        .map(|e| (e.address.as_str(), e.port, e.workload.as_str()))
+        .map(|e| (e.address.as_str(), e.port, e.meta.workload.as_str()))
         .collect();
     assert_eq!(
         got,
         vec![("10.9.0.1", 15432, "db-0")],
         "only the matching pod of the same namespace, at its first address"
     );
-    assert_eq!(eps[0].locality.zone, "z");
+    assert_eq!(eps[0].meta.locality.zone, "z");
 }

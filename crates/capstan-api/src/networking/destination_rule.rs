@@ -18,7 +18,7 @@ pub struct DestinationRule {
     pub host: String,
     /// Traffic policies for the whole host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Named subsets (usually versions) of the service, each with optional overrides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
@@ -36,16 +36,16 @@ pub struct DestinationRule {
 pub struct TrafficPolicy {
     /// Load balancing algorithm settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     /// Limits on connections and requests to each upstream host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
     /// Ejection of unhealthy hosts from the load balancing pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     /// TLS settings for connections to the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientTlsSettings>,
+    pub tls: Option<Box<ClientTlsSettings>>,
     /// Policies for individual ports; they replace (not merge with) the host-level ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
@@ -69,16 +69,16 @@ pub struct PortTrafficPolicy {
     pub port: Option<PortSelector>,
     /// Load balancing algorithm settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<LoadBalancerSettings>,
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
     /// Limits on connections and requests to each upstream host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<ConnectionPoolSettings>,
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
     /// Ejection of unhealthy hosts from the load balancing pool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<OutlierDetection>,
+    pub outlier_detection: Option<Box<OutlierDetection>>,
     /// TLS settings for connections to the upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<ClientTlsSettings>,
+    pub tls: Option<Box<ClientTlsSettings>>,
 }
 
 /// Tunnel settings: carry the downstream connection over HTTP CONNECT or POST.
@@ -139,7 +139,7 @@ pub struct Subset {
     pub labels: BTreeMap<String, String>,
     /// Policies overriding the host-level ones for this subset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// Load balancing settings: a simple algorithm or consistent hashing, plus locality and warmup.

@@ -70,16 +70,16 @@ pub struct HttpRoute {
     pub route: Vec<HttpRouteDestination>,
     /// Send a redirect instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<HttpRedirect>,
+    pub redirect: Option<Box<HttpRedirect>>,
     /// Answer directly with a fixed response instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub direct_response: Option<HttpDirectResponse>,
+    pub direct_response: Option<Box<HttpDirectResponse>>,
     /// Hand routing over to another (delegate) VirtualService.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
     /// Rewrite the URI and/or authority before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rewrite: Option<HttpRewrite>,
+    pub rewrite: Option<Box<HttpRewrite>>,
     /// Request timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
@@ -88,10 +88,10 @@ pub struct HttpRoute {
     pub retries: Option<HttpRetry>,
     /// Faults to inject on the client side.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fault: Option<HttpFaultInjection>,
+    pub fault: Option<Box<HttpFaultInjection>>,
     /// Single mirror destination (see also `mirrors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Destination>,
+    pub mirror: Option<Box<Destination>>,
     /// Mirror destinations, each with its own percentage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HttpMirrorPolicy>,
@@ -103,10 +103,10 @@ pub struct HttpRoute {
     pub mirror_percentage: Option<Percent>,
     /// Cross-origin resource sharing policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<CorsPolicy>,
+    pub cors_policy: Option<Box<CorsPolicy>>,
     /// Request and response header manipulation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Headers>,
+    pub headers: Option<Box<Headers>>,
 }
 
 /// Reference to a delegate VirtualService whose HTTP routes are merged into this route.

@@ -145,7 +145,7 @@ fn validate_traffic_policy(
     if let Some(lb) = &tp.load_balancer {
         validate_load_balancer(
             lb,
-            tp.outlier_detection.as_ref(),
+            tp.outlier_detection.as_deref(),
             &path.field("loadBalancer"),
             out,
         );
@@ -215,7 +215,7 @@ fn validate_port_traffic_policies(
         if let Some(lb) = &t.load_balancer {
             validate_load_balancer(
                 lb,
-                t.outlier_detection.as_ref(),
+                t.outlier_detection.as_deref(),
                 &p.field("loadBalancer"),
                 out,
             );

@@ -20,7 +20,8 @@
 
 use crate::index::EndpointKey;
 use crate::model::{
-    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+    Endpoint, EndpointMeta, Health, Locality, Protocol, RegistryKind, Resolution, Service,
+    ServicePort, Workload,
 };
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -347,18 +348,20 @@ pub fn convert(
             address: addrs[0].clone(),
             port: e.service.port,
             service_port: e.service.port,
-            labels: labels.clone(),
-            locality: locality.clone(),
+            meta: std::sync::Arc::new(EndpointMeta {
+                labels: labels.clone(),
+                locality: locality.clone(),
+                network: network.clone(),
+                service_account: service_account.clone(),
+                tls_mode: labels
+                    .get(TLS_MODE_LABEL)
+                    .cloned()
+                    .unwrap_or_else(|| "disabled".into()),
+                workload: workload.clone(),
+                namespace: options.namespace.clone(),
+            }),
             weight,
             health: health(e),
-            network: network.clone(),
-            service_account: service_account.clone(),
-            tls_mode: labels
-                .get(TLS_MODE_LABEL)
-                .cloned()
-                .unwrap_or_else(|| "disabled".into()),
-            workload: workload.clone(),
-            namespace: options.namespace.clone(),
         };
         out.endpoints
             .entry((host.clone(), e.service.port))

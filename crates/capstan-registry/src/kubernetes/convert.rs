@@ -4,12 +4,14 @@
 
 use crate::index::EndpointKey;
 use crate::model::{
-    Endpoint, Health, Locality, Protocol, RegistryKind, Resolution, Service, ServicePort, Workload,
+    Endpoint, EndpointMeta, Health, Locality, Protocol, RegistryKind, Resolution, Service,
+    ServicePort, Workload,
 };
 use k8s_openapi::api::core::v1::{Node, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// Label of an EndpointSlice naming the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -384,15 +386,13 @@ pub fn service_output<'a>(
                 address: external.clone(),
                 port: p.port,
                 service_port: p.port,
-                labels: BTreeMap::new(),
-                locality: Locality::default(),
+                meta: Arc::new(EndpointMeta {
+                    tls_mode: "disabled".into(),
+                    namespace: service.namespace.clone(),
+                    ..EndpointMeta::default()
+                }),
                 weight: 0,
                 health: Health::Healthy,
-                network: String::new(),
-                service_account: String::new(),
-                tls_mode: "disabled".into(),
-                workload: String::new(),
-                namespace: service.namespace.clone(),
             };
             out.endpoints
                 .insert((service.hostname.clone(), p.port), vec![ep]);
@@ -400,12 +400,20 @@ pub fn service_output<'a>(
         return out;
     }
     let headless = service.addresses.is_empty();
+    // Endpoints without a Pod share one description per zone.
+    let mut podless: Vec<(Option<&str>, Arc<EndpointMeta>)> = Vec::new();
     for slice in slices {
         let slice_name = slice.name.as_str();
         if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
             tracing::debug!(slice = slice_name, address_type = %slice.address_type, "ignoring non-IP EndpointSlice");
             continue;
         }
+        // One shared description per slice endpoint, for all of its ports.
+        let metas: Vec<Arc<EndpointMeta>> = slice
+            .endpoints
+            .iter()
+            .map(|ep| endpoint_meta(service, ep, pod, &mut podless))
+            .collect();
         for (port_name, port_number) in slice.ports.iter() {
             let port_name = port_name.as_deref().unwrap_or("");
             // The slice carries the resolved target port; its name is the Service port's name,
@@ -420,22 +428,7 @@ pub fn service_output<'a>(
                 tracing::warn!(slice = slice_name, port = port_name, number = ?port_number, "EndpointSlice port has no valid number; skipped");
                 continue;
             };
-            for ep in slice.endpoints.iter() {
-                let info = ep
-                    .pod
-                    .as_ref()
-                    .and_then(|(ns, name)| pod(ns.as_deref().unwrap_or(&service.namespace), name));
-                let locality = info
-                    .as_ref()
-                    .and_then(|i| i.locality.clone())
-                    .unwrap_or_else(|| Locality {
-                        zone: ep.zone.clone().unwrap_or_default(),
-                        ..Locality::default()
-                    });
-                let info = info.unwrap_or_else(|| PodInfo {
-                    tls_mode: "disabled".into(),
-                    ..PodInfo::default()
-                });
+            for (ep, meta) in slice.endpoints.iter().zip(&metas) {
                 for address in ep.addresses.iter() {
                     if address.parse::<IpAddr>().is_err() {
                         tracing::warn!(service = %service.hostname, slice = slice_name, address, "EndpointSlice has an invalid address; skipped");
@@ -445,19 +438,9 @@ pub fn service_output<'a>(
                         address: address.clone(),
                         port: target,
                         service_port: svc_port.port,
-                        labels: info.labels.clone(),
-                        locality: locality.clone(),
+                        meta: Arc::clone(meta),
                         weight: 0,
                         health: ep.health,
-                        network: info.network.clone(),
-                        service_account: info.service_account.clone(),
-                        tls_mode: info.tls_mode.clone(),
-                        workload: info.name.clone(),
-                        namespace: if info.namespace.is_empty() {
-                            service.namespace.clone()
-                        } else {
-                            info.namespace.clone()
-                        },
                     };
                     if headless {
                         if let Some(h) = ep.hostname.as_deref().filter(|h| !h.is_empty()) {
@@ -487,4 +470,52 @@ pub fn service_output<'a>(
         eps.dedup();
     }
     out
+}
+
+/// What is known about the workload behind a slice endpoint: its Pod's labels, identity and
+/// Node locality, or (no Pod known) the service's namespace, `disabled` TLS and the slice's
+/// zone, shared by every Pod-less endpoint of the zone.
+fn endpoint_meta<'s>(
+    service: &Service,
+    ep: &'s SliceEndpoint,
+    pod: &dyn Fn(&str, &str) -> Option<PodInfo>,
+    podless: &mut Vec<(Option<&'s str>, Arc<EndpointMeta>)>,
+) -> Arc<EndpointMeta> {
+    let info = ep
+        .pod
+        .as_ref()
+        .and_then(|(ns, name)| pod(ns.as_deref().unwrap_or(&service.namespace), name));
+    let zone = ep.zone.as_deref();
+    let Some(info) = info else {
+        if let Some((_, meta)) = podless.iter().find(|(z, _)| *z == zone) {
+            return Arc::clone(meta);
+        }
+        let meta = Arc::new(EndpointMeta {
+            locality: Locality {
+                zone: zone.unwrap_or_default().to_string(),
+                ..Locality::default()
+            },
+            tls_mode: "disabled".into(),
+            namespace: service.namespace.clone(),
+            ..EndpointMeta::default()
+        });
+        podless.push((zone, Arc::clone(&meta)));
+        return meta;
+    };
+    Arc::new(EndpointMeta {
+        locality: info.locality.unwrap_or_else(|| Locality {
+            zone: zone.unwrap_or_default().to_string(),
+            ..Locality::default()
+        }),
+        labels: info.labels,
+        network: info.network,
+        service_account: info.service_account,
+        tls_mode: info.tls_mode,
+        workload: info.name,
+        namespace: if info.namespace.is_empty() {
+            service.namespace.clone()
+        } else {
+            info.namespace
+        },
+    })
 }

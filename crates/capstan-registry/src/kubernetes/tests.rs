@@ -188,8 +188,8 @@ fn endpoints_from_slices() {
                 e.address.as_str(),
                 e.port,
                 e.health,
-                e.locality.zone.as_str(),
-                e.tls_mode.as_str(),
+                e.meta.locality.zone.as_str(),
+                e.meta.tls_mode.as_str(),
             )
         })
         .collect();
@@ -204,12 +204,50 @@ fn endpoints_from_slices() {
     );
     assert_eq!(
         (
-            eps[0].service_account.as_str(),
-            eps[0].network.as_str(),
-            eps[0].workload.as_str()
+            eps[0].meta.service_account.as_str(),
+            eps[0].meta.network.as_str(),
+            eps[0].meta.workload.as_str()
         ),
         ("sa", "n1", "p1")
     );
+    // Pod-less endpoints of one zone share one description; another zone gets its own.
+    assert!(std::sync::Arc::ptr_eq(&eps[2].meta, &eps[3].meta));
+    assert!(!std::sync::Arc::ptr_eq(&eps[1].meta, &eps[2].meta));
+}
+
+#[test]
+fn a_workloads_endpoints_share_its_description() {
+    // Two ports of one Service, two addresses of one Pod: four endpoints, one description.
+    let service = convert::convert_service(
+        &svc(
+            "a",
+            json!({"clusterIP": "10.0.0.1",
+        "ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 90}]}),
+        ),
+        "cl",
+    )
+    .unwrap();
+    let s = slice(
+        "a-1",
+        "a",
+        json!([{"name": "http", "port": 8080}, {"name": "grpc", "port": 9090}]),
+        json!([{"addresses": ["10.1.0.1", "10.1.0.9"], "targetRef": {"kind": "Pod", "name": "p1"}}]),
+    );
+    let lookup = |_: &str, name: &str| {
+        (name == "p1").then(|| PodInfo {
+            name: "p1".into(),
+            namespace: "ns".into(),
+            labels: [("app".to_string(), "a".to_string())].into(),
+            ..PodInfo::default()
+        })
+    };
+    let out = convert::service_output(&service, [&s], &lookup);
+    let all: Vec<_> = out.endpoints.values().flatten().collect();
+    assert_eq!(all.len(), 4);
+    assert!(all
+        .iter()
+        .all(|e| std::sync::Arc::ptr_eq(&e.meta, &all[0].meta)));
+    assert_eq!(all[0].meta.labels["app"], "a");
 }
 
 #[test]
@@ -362,6 +400,7 @@ fn incremental_flushes_equal_a_full_build() {
     );
     assert_eq!(
         state.endpoints[&("db.ns.svc.cl".to_string(), 1)][0]
+            .meta
             .locality
             .zone,
         "z2"

@@ -222,7 +222,7 @@ impl PushContext {
                 .services
                 .endpoint_set(&svc.hostname, port)
                 .map_or(&[][..], |e| &e[..]);
-            if endpoints.is_empty() || endpoints.iter().any(|e| e.tls_mode == "disabled") {
+            if endpoints.is_empty() || endpoints.iter().any(|e| e.meta.tls_mode == "disabled") {
                 return Some(MutualTlsMode::Disable);
             }
         }

@@ -79,11 +79,11 @@ fn sets_tls(dr: &DestinationRule) -> bool {
     let policy_tls = |p: &capstan_api::networking::TrafficPolicy| {
         p.tls.is_some() || p.port_level_settings.iter().any(|pl| pl.tls.is_some())
     };
-    dr.traffic_policy.as_ref().is_some_and(policy_tls)
+    dr.traffic_policy.as_deref().is_some_and(policy_tls)
         || dr
             .subsets
             .iter()
-            .any(|s| s.traffic_policy.as_ref().is_some_and(policy_tls))
+            .any(|s| s.traffic_policy.as_deref().is_some_and(policy_tls))
 }
 
 /// Whether a DestinationRule sets outlier detection anywhere (Istio's locality failover then
@@ -95,11 +95,11 @@ fn sets_outlier_detection(dr: &DestinationRule) -> bool {
                 .iter()
                 .any(|pl| pl.outlier_detection.is_some())
     };
-    dr.traffic_policy.as_ref().is_some_and(policy_outlier)
+    dr.traffic_policy.as_deref().is_some_and(policy_outlier)
         || dr
             .subsets
             .iter()
-            .any(|s| s.traffic_policy.as_ref().is_some_and(policy_outlier))
+            .any(|s| s.traffic_policy.as_deref().is_some_and(policy_outlier))
 }
 
 fn entry<T>(key: &capstan_config::ConfigKey, spec: &Arc<T>) -> ConfigEntry<T> {

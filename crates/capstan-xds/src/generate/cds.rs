@@ -182,14 +182,14 @@ fn service_accounts(ctx: &PushContext, svc: &Service, port: u16) -> Vec<String> 
         .endpoint_set(&svc.hostname, port)
         .into_iter()
         .flat_map(|e| e.iter())
-        .filter(|e| !e.service_account.is_empty())
+        .filter(|e| !e.meta.service_account.is_empty())
         .map(|e| {
-            let ns = if e.namespace.is_empty() {
+            let ns = if e.meta.namespace.is_empty() {
                 &svc.namespace
             } else {
-                &e.namespace
+                &e.meta.namespace
             };
-            spiffe_id(&ctx.mesh.trust_domain, ns, &e.service_account)
+            spiffe_id(&ctx.mesh.trust_domain, ns, &e.meta.service_account)
         })
         .collect();
     out.sort();
@@ -211,7 +211,7 @@ pub fn outbound_clusters(
         if port.protocol == capstan_registry::Protocol::Udp {
             continue;
         }
-        let top = dr.and_then(|d| d.spec.traffic_policy.as_ref());
+        let top = dr.and_then(|d| d.spec.traffic_policy.as_deref());
         let mut subsets: Vec<(&str, Option<&capstan_api::networking::TrafficPolicy>)> =
             vec![("", None)];
         if let Some(d) = dr {
@@ -219,7 +219,7 @@ pub fn outbound_clusters(
                 d.spec
                     .subsets
                     .iter()
-                    .map(|s| (s.name.as_str(), s.traffic_policy.as_ref())),
+                    .map(|s| (s.name.as_str(), s.traffic_policy.as_deref())),
             );
         }
         let accounts = service_accounts(ctx, svc, port.port);

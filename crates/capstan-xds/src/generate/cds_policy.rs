@@ -28,19 +28,19 @@ pub struct EffectivePolicy<'a> {
 
 impl<'a> EffectivePolicy<'a> {
     fn apply(&mut self, p: &'a TrafficPolicy, port: u16) {
-        self.lb = p.load_balancer.as_ref().or(self.lb);
-        self.pool = p.connection_pool.as_ref().or(self.pool);
-        self.outlier = p.outlier_detection.as_ref().or(self.outlier);
-        self.tls = p.tls.as_ref().or(self.tls);
+        self.lb = p.load_balancer.as_deref().or(self.lb);
+        self.pool = p.connection_pool.as_deref().or(self.pool);
+        self.outlier = p.outlier_detection.as_deref().or(self.outlier);
+        self.tls = p.tls.as_deref().or(self.tls);
         if let Some(pl) = p
             .port_level_settings
             .iter()
             .find(|pl| pl.port.is_some_and(|s| s.number == u32::from(port)))
         {
-            self.lb = pl.load_balancer.as_ref().or(self.lb);
-            self.pool = pl.connection_pool.as_ref().or(self.pool);
-            self.outlier = pl.outlier_detection.as_ref().or(self.outlier);
-            self.tls = pl.tls.as_ref().or(self.tls);
+            self.lb = pl.load_balancer.as_deref().or(self.lb);
+            self.pool = pl.connection_pool.as_deref().or(self.pool);
+            self.outlier = pl.outlier_detection.as_deref().or(self.outlier);
+            self.tls = pl.tls.as_deref().or(self.tls);
         }
     }
 

@@ -29,8 +29,8 @@ fn rule_tls_mode(policy: Option<&TrafficPolicy>, port: u16) -> Option<ClientTlsM
         .port_level_settings
         .iter()
         .find(|pl| pl.port.is_some_and(|p| p.number == u32::from(port)) && pl.tls.is_some())
-        .and_then(|pl| pl.tls.as_ref())
-        .or(policy.tls.as_ref())
+        .and_then(|pl| pl.tls.as_deref())
+        .or(policy.tls.as_deref())
         .map(|t| t.mode)
 }
 
@@ -54,7 +54,7 @@ impl<'a> EndpointTls<'a> {
         let spec = dr.map(|d| &d.spec);
         EndpointTls {
             ctx,
-            root: rule_tls_mode(spec.and_then(|d| d.traffic_policy.as_ref()), port),
+            root: rule_tls_mode(spec.and_then(|d| d.traffic_policy.as_deref()), port),
             subsets: spec.map_or(&[], |d| &d.subsets[..]),
             port,
             label: Metadata {
@@ -71,9 +71,9 @@ impl<'a> EndpointTls<'a> {
         match self
             .subsets
             .iter()
-            .find(|s| crate::context::selects(&s.labels, &e.labels))
+            .find(|s| crate::context::selects(&s.labels, &e.meta.labels))
         {
-            Some(s) => rule_tls_mode(s.traffic_policy.as_ref(), self.port).or(self.root),
+            Some(s) => rule_tls_mode(s.traffic_policy.as_deref(), self.port).or(self.root),
             None => self.root,
         }
     }
@@ -82,18 +82,18 @@ impl<'a> EndpointTls<'a> {
         match self.rule_mode(e) {
             Some(ClientTlsMode::Disable) => return None,
             Some(ClientTlsMode::IstioMutual) => {
-                return (!e.tls_mode.is_empty() && e.tls_mode != "disabled")
-                    .then(|| self.with_mode(&e.tls_mode));
+                return (!e.meta.tls_mode.is_empty() && e.meta.tls_mode != "disabled")
+                    .then(|| self.with_mode(&e.meta.tls_mode));
             }
             _ => {}
         }
-        if e.tls_mode != super::cds_tls::ISTIO_TLS_MODE {
+        if e.meta.tls_mode != super::cds_tls::ISTIO_TLS_MODE {
             return None;
         }
         if self.ctx.has_peer_authentications() {
             let mode = self
                 .ctx
-                .workload_mtls(&e.namespace, &e.labels)
+                .workload_mtls(&e.meta.namespace, &e.meta.labels)
                 .for_port(e.port);
             if mode == crate::context::MutualTlsMode::Disable {
                 return None;
@@ -163,7 +163,7 @@ pub fn load_assignment(
             Health::Unhealthy => HealthStatus::Unhealthy,
             Health::Draining => HealthStatus::Draining,
         };
-        let entry = by_locality.entry(&e.locality).or_default();
+        let entry = by_locality.entry(&e.meta.locality).or_default();
         entry.0 = entry.0.saturating_add(weight);
         entry.1.push(LbEndpoint {
             metadata: tls.metadata(e),

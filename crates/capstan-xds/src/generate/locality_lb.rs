@@ -44,8 +44,8 @@ pub fn failover<'a>(
         .subsets
         .iter()
         .find(|s| !subset.is_empty() && s.name == subset)
-        .and_then(|s| s.traffic_policy.as_ref());
-    let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_ref(), subset_policy, port);
+        .and_then(|s| s.traffic_policy.as_deref());
+    let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_deref(), subset_policy, port);
     policy.outlier?;
     let s = setting(&policy)?;
     (s.distribute.is_empty() && s.failover_priority.is_empty()).then_some(&s.failover[..])
@@ -116,7 +116,7 @@ pub fn apply_to_cluster(c: &mut Cluster, policy: &EffectivePolicy<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capstan_api::networking::{LoadBalancerSettings, OutlierDetection, TrafficPolicy};
+    use capstan_api::networking::{LoadBalancerSettings, TrafficPolicy};
     use envoy_types::pb::envoy::config::endpoint::v3::LocalityLbEndpoints;
 
     fn group(region: &str, zone: &str) -> LocalityLbEndpoints {
@@ -167,11 +167,11 @@ mod tests {
 
     fn policy_with(outlier: bool, setting: Option<LocalityLoadBalancerSetting>) -> TrafficPolicy {
         TrafficPolicy {
-            outlier_detection: outlier.then(OutlierDetection::default),
-            load_balancer: Some(LoadBalancerSettings {
+            outlier_detection: outlier.then(Box::default),
+            load_balancer: Some(Box::new(LoadBalancerSettings {
                 locality_lb_setting: setting,
                 ..LoadBalancerSettings::default()
-            }),
+            })),
             ..TrafficPolicy::default()
         }
     }

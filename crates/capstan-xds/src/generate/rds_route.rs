@@ -87,8 +87,8 @@ impl RouteCtx<'_> {
             .subsets
             .iter()
             .find(|s| !d.subset.is_empty() && s.name == d.subset)
-            .and_then(|s| s.traffic_policy.as_ref());
-        let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_ref(), subset, port);
+            .and_then(|s| s.traffic_policy.as_deref());
+        let policy = EffectivePolicy::merge(dr.spec.traffic_policy.as_deref(), subset, port);
         let hash = policy.lb?.consistent_hash.as_ref()?;
         let specifier = if let Some(h) = &hash.http_header_name {
             PolicySpecifier::Header(Header {

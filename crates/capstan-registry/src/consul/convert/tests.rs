@@ -124,8 +124,8 @@ fn addresses_and_workload() {
     let eps = &c.endpoints[&("web.service.consul".to_string(), 8080)];
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].address, "10.1.0.5");
-    assert_eq!(eps[0].workload, "n1/w1");
-    assert_eq!(eps[0].tls_mode, "disabled");
+    assert_eq!(eps[0].meta.workload, "n1/w1");
+    assert_eq!(eps[0].meta.tls_mode, "disabled");
     // No service address: the node's, with the node's tagged addresses.
     let mut e = web("w1", 80, json!({}));
     e["Node"]["TaggedAddresses"] = json!({"lan": "10.0.0.1", "wan": "172.16.0.1"});
@@ -172,7 +172,9 @@ fn ports_one_per_distinct_instance_port() {
         2
     );
     assert_eq!(
-        c.endpoints[&("web.service.consul".to_string(), 81)][0].service_account,
+        c.endpoints[&("web.service.consul".to_string(), 81)][0]
+            .meta
+            .service_account,
         "sa"
     );
     assert_eq!(c.workloads.len(), 3);
