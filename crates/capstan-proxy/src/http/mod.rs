@@ -164,6 +164,18 @@ pub fn local_reply(status: u16, body: &str) -> Response<BoxBody> {
     r
 }
 
+/// `uri` with its path and query replaced by `pq`, its scheme and authority kept: an HTTP/2
+/// request's `:authority` is there and nowhere else (no `Host` header), and the route is chosen
+/// by it after normalization. An unusable `pq` leaves `uri` as it was.
+pub fn with_path_and_query(uri: &http::Uri, pq: &str) -> http::Uri {
+    let Ok(pq) = pq.parse::<http::uri::PathAndQuery>() else {
+        return uri.clone();
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq);
+    http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
 /// Normalizes a path as `normalize_path` (RFC 3986 dot segments) and `merge_slashes` do.
 pub fn normalize(path: &str, dots: bool, merge: bool) -> String {
     let (p, q) = match path.split_once('?') {
@@ -348,8 +360,8 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     if ctx.hcm.normalize_path || ctx.hcm.merge_slashes {
         let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let n = normalize(pq, ctx.hcm.normalize_path, ctx.hcm.merge_slashes);
-        if let Ok(u) = n.parse() {
-            parts.uri = u;
+        if n != pq {
+            parts.uri = with_path_and_query(&parts.uri, &n);
         }
     }
     let scheme = if ctx.down.tls { "https" } else { "http" };

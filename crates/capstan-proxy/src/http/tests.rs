@@ -254,6 +254,49 @@ fn path_normalization() {
     }
 }
 
+/// Normalizing the path keeps the URI's scheme and authority: an HTTP/2 request's
+/// `:authority` is only there (istiod turns `normalize_path` on in every HCM it sends).
+#[test]
+fn normalized_uri_keeps_its_authority() {
+    for (uri, pq, want) in [
+        ("http://app:81/a/./b", "/a/b", "http://app:81/a/b"),
+        ("/a//b?q=1", "/a/b?q=1", "/a/b?q=1"),
+        ("https://[::1]:8443/x/../y", "/y", "https://[::1]:8443/y"),
+        ("http://app/a", "not a path\n", "http://app/a"),
+    ] {
+        let got = with_path_and_query(&uri.parse().unwrap(), pq);
+        assert_eq!(got.to_string(), want, "{uri}");
+    }
+}
+
+/// With `normalize_path` on, an HTTP/2 request without a `Host` header (as h2 clients send
+/// it) is still routed by its `:authority`.
+#[tokio::test]
+async fn http2_routes_by_authority_after_normalization() {
+    let store = store_with_routes();
+    let mut hcm = hcm_config();
+    hcm.normalize_path = true;
+    hcm.merge_slashes = true;
+    let (addr, _drain) = start_with(store, hcm).await;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for path in ["/direct/x", "/x/../direct//x"] {
+        let req = Request::builder()
+            .uri(format!("http://app:80{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert!(req.headers().get(http::header::HOST).is_none());
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 418, "{path}");
+    }
+}
+
 /// An upstream answering 503 to the first `fail` requests, then 200 with the path it saw.
 async fn flaky_upstream(fail: usize) -> SocketAddr {
     use std::sync::atomic::{AtomicUsize, Ordering};

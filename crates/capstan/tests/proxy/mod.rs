@@ -266,7 +266,11 @@ impl Drop for Backend {
 }
 
 pub async fn backend(name: &str) -> Result<Backend> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    backend_on(name, tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// [`backend`] on a listener of the caller's (e.g. one bound inside a network namespace).
+pub fn backend_on(name: &str, listener: tokio::net::TcpListener) -> Result<Backend> {
     let port = listener.local_addr()?.port();
     let behaviour = Arc::new(Behaviour::default());
     let b = behaviour.clone();
