@@ -38,8 +38,10 @@ impl Dirty {
 /// What one Service last wrote into the registry state (so a recompute can remove it).
 #[derive(Debug, Default)]
 struct Owned {
-    hosts: BTreeSet<String>,
-    endpoints: BTreeSet<EndpointKey>,
+    // Boxed slices (sorted, from the output's map keys), not sets: a B-tree leaf per service
+    // for its one hostname and its few ports cost ~0.6 KiB.
+    hosts: Box<[String]>,
+    endpoints: Box<[EndpointKey]>,
 }
 
 /// Watched objects and indexes.
@@ -331,6 +333,7 @@ impl Cache {
             if let Some(old) = self.owned.remove(key) {
                 for h in old
                     .hosts
+                    .into_vec()
                     .into_iter()
                     .filter(|h| !out.services.contains_key(h))
                 {
@@ -338,6 +341,7 @@ impl Cache {
                 }
                 for k in old
                     .endpoints
+                    .into_vec()
                     .into_iter()
                     .filter(|k| !out.endpoints.contains_key(k))
                 {
