@@ -318,6 +318,49 @@ async fn exchange(
     Ok((op, back))
 }
 
+/// Over an open WebSocket through the gateway: echoes `text` and a 70,000-byte binary
+/// message; after the route's 1 s timeout (Envoy does not apply it to an upgraded stream)
+/// echoes once more, with one upgraded stream counted active; then the closing handshake,
+/// after which both ends close.
+async fn echo_then_close(
+    ws: &mut BufReader<tokio::net::TcpStream>,
+    g: &Gateway,
+    text: &[u8],
+) -> Result<()> {
+    let (op, back) = exchange(ws, TEXT, text).await?;
+    ensure!(op == TEXT && back == text, "echo {op} {back:?}");
+    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let (op, back) = exchange(ws, BINARY, &big).await?;
+    ensure!(
+        op == BINARY && back == big,
+        "binary echo of {} bytes",
+        back.len()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (op, back) = exchange(ws, TEXT, b"still open").await?;
+    ensure!(
+        op == TEXT && back == b"still open",
+        "after the route timeout"
+    );
+    let stat = format!(
+        "http.outbound_0.0.0.0_{}.downstream_cx_upgrades_active",
+        g.port
+    );
+    ensure!(
+        g.proxy.stat(&stat).await? == 1,
+        "one upgraded stream open:\n{}",
+        g.proxy.admin("/stats").await?
+    );
+    let (op, back) = exchange(ws, CLOSE, &1000u16.to_be_bytes()).await?;
+    ensure!(op == CLOSE && back == 1000u16.to_be_bytes(), "close echo");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest))
+        .await
+        .context("the tunnel did not close")??;
+    ensure!(rest.is_empty(), "bytes after the close: {rest:?}");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> Result<()> {
     let backend = ws_backend().await?;
@@ -342,39 +385,7 @@ async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> R
         header(&headers, "upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket")),
         "{headers:?}"
     );
-    let (op, back) = exchange(&mut ws, TEXT, b"hello through capstan").await?;
-    ensure!(
-        op == TEXT && back == b"hello through capstan",
-        "echo {op} {back:?}"
-    );
-    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    let (op, back) = exchange(&mut ws, BINARY, &big).await?;
-    ensure!(
-        op == BINARY && back == big,
-        "binary echo of {} bytes",
-        back.len()
-    );
-    // Past the route's 1 s timeout: Envoy does not apply it to an upgraded stream.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (op, back) = exchange(&mut ws, TEXT, b"still open").await?;
-    ensure!(
-        op == TEXT && back == b"still open",
-        "after the route timeout"
-    );
-    let stat = |name: &str| format!("http.outbound_0.0.0.0_{}.{name}", g.port);
-    ensure!(
-        g.proxy.stat(&stat("downstream_cx_upgrades_active")).await? == 1,
-        "one upgraded stream open:\n{}",
-        g.proxy.admin("/stats").await?
-    );
-    // The closing handshake, then both ends close.
-    let (op, back) = exchange(&mut ws, CLOSE, &1000u16.to_be_bytes()).await?;
-    ensure!(op == CLOSE && back == 1000u16.to_be_bytes(), "close echo");
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest))
-        .await
-        .context("the tunnel did not close")??;
-    ensure!(rest.is_empty(), "bytes after the close: {rest:?}");
+    echo_then_close(&mut ws, &g, b"hello through capstan").await?;
 
     // An upgrade type the connection manager does not list: Envoy's 403, no body, and the
     // backend never sees it.
@@ -390,8 +401,12 @@ async fn websocket_echo_through_the_gateway_and_unlisted_upgrades_refused() -> R
         backend.requests.load(Ordering::SeqCst) == before,
         "the refused upgrade reached the backend"
     );
+    let total = format!(
+        "http.outbound_0.0.0.0_{}.downstream_cx_upgrades_total",
+        g.port
+    );
     ensure!(
-        g.proxy.stat(&stat("downstream_cx_upgrades_total")).await? == 1,
+        g.proxy.stat(&total).await? == 1,
         "upgrades counted:\n{}",
         g.proxy.admin("/stats").await?
     );
@@ -523,35 +538,7 @@ async fn websocket_to_an_http2_service_goes_as_an_extended_connect() -> Result<(
             && !connect.headers.contains_key("upgrade"),
         "the backend saw {connect:?}"
     );
-    let (op, back) = exchange(&mut ws, TEXT, b"hello over h2").await?;
-    ensure!(op == TEXT && back == b"hello over h2", "echo {op} {back:?}");
-    let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
-    let (op, back) = exchange(&mut ws, BINARY, &big).await?;
-    ensure!(
-        op == BINARY && back == big,
-        "binary echo of {} bytes",
-        back.len()
-    );
-    // Past the route's 1 s timeout.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (op, back) = exchange(&mut ws, TEXT, b"still open").await?;
-    ensure!(
-        op == TEXT && back == b"still open",
-        "after the route timeout"
-    );
-    let stat = |name: &str| format!("http.outbound_0.0.0.0_{}.{name}", g.port);
-    ensure!(
-        g.proxy.stat(&stat("downstream_cx_upgrades_active")).await? == 1,
-        "one upgraded stream open:\n{}",
-        g.proxy.admin("/stats").await?
-    );
-    let (op, back) = exchange(&mut ws, CLOSE, &1000u16.to_be_bytes()).await?;
-    ensure!(op == CLOSE && back == 1000u16.to_be_bytes(), "close echo");
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), ws.read_to_end(&mut rest))
-        .await
-        .context("the tunnel did not close")??;
-    ensure!(rest.is_empty(), "bytes after the close: {rest:?}");
+    echo_then_close(&mut ws, &g, b"hello over h2").await?;
 
     // An HTTP/2 backend without extended CONNECT resets the stream: Envoy's 503.
     let (status, headers, mut refused) = open(g.port, "old.example.com", "websocket", key).await?;
