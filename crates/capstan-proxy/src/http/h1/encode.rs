@@ -149,7 +149,9 @@ pub fn encode_head(
             });
         }
     };
-    for (name, value) in std::mem::take(&mut resp.headers).into_iter() {
+    // Drained, not consumed: the emptied map keeps its allocation for the next request's
+    // headers (as hyper's `cached_headers`).
+    for (name, value) in resp.headers.drain() {
         if let Some(n) = name {
             cur = Some(n);
             close_line(dst, name_written, must_write_chunked);

@@ -196,6 +196,7 @@ async fn by_fast_path(method: &str, resp: Response<BoxBody>, keep_alive: bool) -
         &mut draining,
         resp,
         method == "HEAD",
+        &mut None,
     )
     .await
     .expect("written");

@@ -122,10 +122,12 @@ where
     };
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // The last response's header map, emptied, for the next request's headers.
+    let mut headers = None;
     loop {
         let (req, head_request) = loop {
             if !buf.is_empty() {
-                match parse::parse(&mut buf) {
+                match parse::parse(&mut buf, &mut headers) {
                     Ok(plain) => break plain,
                     Err(parse::NotPlain::Partial) if buf.len() < MAX_HEAD => {}
                     _ => return Served::Handoff(Prefixed::new(buf.freeze(), io)),
@@ -157,7 +159,17 @@ where
                 }
             }
         };
-        match respond(&mut io, &mut buf, &mut out, &mut drain, resp, head_request).await {
+        match respond(
+            &mut io,
+            &mut buf,
+            &mut out,
+            &mut drain,
+            resp,
+            head_request,
+            &mut headers,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 let _ = io.shutdown().await;
@@ -176,6 +188,7 @@ async fn respond<IO>(
     drain: &mut Draining<'_>,
     resp: http::Response<BoxBody>,
     head_request: bool,
+    cache: &mut Option<http::HeaderMap>,
 ) -> Result<bool, ()>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -193,6 +206,7 @@ where
     out.clear();
     let head = encode::encode_head(out, &mut parts, length, head_request, !drain.begun())
         .map_err(|_| tracing::debug!("response head refused"))?;
+    *cache = Some(std::mem::take(&mut parts.headers));
     let mut remaining = match head.framing {
         Framing::Length(n) => n,
         Framing::Chunked => u64::MAX,

@@ -42,8 +42,9 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
-/// Parses the request at the start of `buf`.
-pub fn parse(buf: &mut BytesMut) -> Result<Plain, NotPlain> {
+/// Parses the request at the start of `buf`; its headers go into `headers` (an empty map
+/// whose allocation is reused, or a new one).
+pub fn parse(buf: &mut BytesMut, headers: &mut Option<HeaderMap>) -> Result<Plain, NotPlain> {
     let mut uninit = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let bytes: &[u8] = buf;
@@ -74,7 +75,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Plain, NotPlain> {
         })
         .collect();
     let head = buf.split_to(len).freeze();
-    match build(&head, method, path, &indices, buf) {
+    let map = headers.take().unwrap_or_default();
+    match build(&head, method, path, &indices, map, buf) {
         Some(r) => Ok(r),
         None => {
             // Put the head back for hyper.
@@ -92,14 +94,20 @@ fn build(
     method: Method,
     path: Range<usize>,
     indices: &[Indices],
+    mut headers: HeaderMap,
     rest: &mut BytesMut,
 ) -> Option<Plain> {
     let uri = http::Uri::from_maybe_shared(head.slice(path)).ok()?;
-    let mut headers = HeaderMap::with_capacity(indices.len());
+    headers.clear();
+    headers.reserve(indices.len());
     let mut length = None;
     for h in indices {
         let name = HeaderName::from_bytes(&head[h.name.clone()]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(h.value.clone())).ok()?;
+        // SAFETY: httparse accepted these bytes as a field value: its `HEADER_VALUE_MAP`
+        // (tab, 0x20-0x7e, 0x80-0xff) is exactly the set `HeaderValue` allows, so the check
+        // `from_maybe_shared` would repeat cannot fail (hyper's server takes the same path).
+        let value =
+            unsafe { HeaderValue::from_maybe_shared_unchecked(head.slice(h.value.clone())) };
         match name {
             header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => return None,
             header::CONTENT_LENGTH => {

@@ -37,7 +37,7 @@ async fn by_hyper(raw: &'static [u8]) -> (http::request::Parts, Bytes) {
 
 fn ours(raw: &'static [u8]) -> (http::request::Parts, Bytes, bool, BytesMut) {
     let mut buf = BytesMut::from(raw);
-    match parse(&mut buf) {
+    match parse(&mut buf, &mut None) {
         Ok((req, head)) => {
             let (parts, body) = req.into_parts();
             let body = futures::executor::block_on(body.collect())
@@ -81,9 +81,9 @@ fn a_pipelined_request_stays_in_the_buffer() {
     let mut buf = BytesMut::from(
         &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nokGET /next HTTP/1.1\r\n"[..],
     );
-    assert!(parse(&mut buf).is_ok());
+    assert!(parse(&mut buf, &mut None).is_ok());
     assert_eq!(&buf[..], b"GET /next HTTP/1.1\r\n");
-    assert!(matches!(parse(&mut buf), Err(NotPlain::Partial)));
+    assert!(matches!(parse(&mut buf, &mut None), Err(NotPlain::Partial)));
     assert_eq!(&buf[..], b"GET /next HTTP/1.1\r\n");
 }
 
@@ -112,7 +112,10 @@ fn anything_but_the_plain_case_is_left_for_hyper() {
     for raw in other {
         let mut buf = BytesMut::from(*raw);
         let what = String::from_utf8_lossy(raw);
-        assert!(matches!(parse(&mut buf), Err(NotPlain::Other)), "{what}");
+        assert!(
+            matches!(parse(&mut buf, &mut None), Err(NotPlain::Other)),
+            "{what}"
+        );
         assert_eq!(&buf[..], *raw, "{what}: the buffer is as it was");
     }
     let mut too_many = b"GET / HTTP/1.1\r\n".to_vec();
@@ -121,7 +124,7 @@ fn anything_but_the_plain_case_is_left_for_hyper() {
     }
     too_many.extend_from_slice(b"\r\n");
     let mut buf = BytesMut::from(&too_many[..]);
-    assert!(matches!(parse(&mut buf), Err(NotPlain::Other)));
+    assert!(matches!(parse(&mut buf, &mut None), Err(NotPlain::Other)));
     assert_eq!(buf.len(), too_many.len());
 }
 
@@ -133,7 +136,7 @@ fn a_head_not_yet_complete_is_partial() {
         b"PRI * HTTP/",
     ] {
         let mut buf = BytesMut::from(raw);
-        assert!(matches!(parse(&mut buf), Err(NotPlain::Partial)));
+        assert!(matches!(parse(&mut buf, &mut None), Err(NotPlain::Partial)));
         assert_eq!(&buf[..], raw);
     }
 }
