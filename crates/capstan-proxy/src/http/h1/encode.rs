@@ -22,6 +22,8 @@ pub enum Framing {
     Length(u64),
     /// Chunked transfer coding.
     Chunked,
+    /// Until the connection closes (an HTTP/1.0 response of unknown length).
+    CloseDelimited,
 }
 
 /// A head written: how its body is framed, and whether the connection closes after it.
@@ -263,10 +265,8 @@ pub fn encode_head(
                     dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
                     Framing::Chunked
                 } else {
-                    // Close-delimited in hyper; never reached for HTTP/1.1 requests, whose
-                    // responses without a body are cut to nothing below.
-                    is_last = true;
-                    Framing::Length(u64::MAX)
+                    // An HTTP/1.0 response (or one that has no body, cut to nothing below).
+                    Framing::CloseDelimited
                 }
             }
             None | Some(BodyLength::Known(0)) => {
@@ -289,6 +289,9 @@ pub fn encode_head(
     }
     if !can_have_body(head_request, status) {
         framing = Framing::Length(0);
+    }
+    if framing == Framing::CloseDelimited {
+        is_last = true;
     }
     if !wrote_date {
         dst.extend_from_slice(b"date: ");

@@ -123,6 +123,11 @@ fn cases() -> Vec<(&'static str, &'static str, MakeResp)> {
             *r.version_mut() = http::Version::HTTP_10;
             r
         }),
+        ("HTTP/1.0 response, unknown length", "GET", || {
+            let mut r = with(200, streamed(false), &[]);
+            *r.version_mut() = http::Version::HTTP_10;
+            r
+        }),
         ("HTTP/2 response", "GET", || {
             let mut r = with(201, full("new"), &[]);
             *r.version_mut() = http::Version::HTTP_2;
@@ -230,6 +235,12 @@ async fn a_response_that_closes_ends_the_connection() {
     )
     .await;
     assert!(!open);
+    // An HTTP/1.0 response of unknown length ends with its connection.
+    let mut old = with(200, streamed(false), &[]);
+    *old.version_mut() = http::Version::HTTP_10;
+    let (got, open) = by_fast_path("GET", old, true).await;
+    assert!(!open);
+    assert!(got.ends_with(b"\r\n\r\nhello world"), "{}", undated(&got));
 }
 
 #[tokio::test]

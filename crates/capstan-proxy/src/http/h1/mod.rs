@@ -209,9 +209,11 @@ where
     *cache = Some(std::mem::take(&mut parts.headers));
     let mut remaining = match head.framing {
         Framing::Length(n) => n,
-        Framing::Chunked => u64::MAX,
+        Framing::Chunked | Framing::CloseDelimited => u64::MAX,
     };
     let chunked = head.framing == Framing::Chunked;
+    // The body ends where it ends; the connection closes after it.
+    let delimited = head.framing == Framing::CloseDelimited;
     // A chunked head with a body already at its end still gets its last chunk, read from the
     // ended body below.
     let mut ended = !chunked && remaining == 0;
@@ -243,6 +245,9 @@ where
                 out.extend_from_slice(b"0\r\n\r\n");
                 break;
             }
+            if delimited {
+                break;
+            }
             return Err(());
         };
         let Ok(frame) = frame else {
@@ -252,13 +257,13 @@ where
         let eos = body.is_end_stream();
         // Trailers are not sent: the fast path takes no request that asked for them.
         if let Ok(mut data) = frame.into_data() {
-            if !chunked && (data.len() as u64) > remaining {
+            if !chunked && !delimited && (data.len() as u64) > remaining {
                 data.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
             }
             if !data.is_empty() {
                 if chunked {
                     encode::chunk_size_line(out, data.len());
-                } else {
+                } else if !delimited {
                     remaining -= data.len() as u64;
                 }
                 put(io, out, data).await?;
@@ -277,7 +282,7 @@ where
         // End of the body (trailers, or data at the end of the stream).
         if chunked {
             out.extend_from_slice(b"0\r\n\r\n");
-        } else if remaining > 0 {
+        } else if remaining > 0 && !delimited {
             return Err(());
         }
         ended = true;
