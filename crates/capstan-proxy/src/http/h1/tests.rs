@@ -163,7 +163,7 @@ async fn malformed_and_long_heads_are_answered_by_hyper() {
 }
 
 #[tokio::test]
-async fn drain_closes_between_requests_and_after_the_one_in_flight() {
+async fn drain_closes_a_connection_between_requests() {
     let (addr, drainer, _) = proxy().await;
     let mut idle = TcpStream::connect(addr).await.expect("connect");
     let mut pending = Vec::new();
