@@ -11,6 +11,7 @@
 
 pub mod cors;
 pub mod fault;
+pub mod h1;
 pub mod hcm;
 pub mod headers;
 pub mod jwt_authn;
@@ -684,12 +685,11 @@ fn redirect(location: &str) -> Response<BoxBody> {
 }
 
 /// Runs one request through the connection manager: counters, request timeout, `server`.
-async fn serve_request(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Response<BoxBody> {
+async fn serve_request(ctx: Arc<Ctx>, req: Request<BoxBody>) -> Response<BoxBody> {
     let start = Instant::now();
     ctx.stats.downstream_rq_total.inc();
     ctx.stats.downstream_rq_active.inc();
     let request_id = req.headers().get(names::X_REQUEST_ID).cloned();
-    let req = req.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
     // The request's future is made where it is awaited, not moved there from a local: it
     // holds the router's and the upstream's futures, and a move copies all of it.
     let mut resp = match ctx.hcm.request_timeout {
@@ -754,10 +754,25 @@ pub async fn serve_connection<IO>(
         tunnel: std::sync::Mutex::new(None),
         drain: drain.clone(),
     });
+    // Plain HTTP/1.1 requests are served without hyper's codec until the first that is not.
+    let io = match hcm.codec {
+        Codec::Http2 => crate::net::Prefixed::new(bytes::Bytes::new(), io),
+        Codec::Http1 | Codec::Auto => match h1::serve(io, &ctx, &mut drain).await {
+            h1::Served::Closed => {
+                stats.downstream_cx_active.dec();
+                return;
+            }
+            h1::Served::Handoff(io) => io,
+        },
+    };
     let svc_ctx = ctx.clone();
     let svc = hyper::service::service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(serve_request(ctx, req).await) }
+        async move {
+            let req = req
+                .map(|b: hyper::body::Incoming| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
+            Ok::<_, std::convert::Infallible>(serve_request(ctx, req).await)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     match hcm.codec {

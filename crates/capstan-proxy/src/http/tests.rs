@@ -47,7 +47,7 @@ pub(crate) fn prefix_route(p: &str, action: route::Action) -> RoutePb {
     }
 }
 
-fn routes() -> RouteConfiguration {
+pub(crate) fn routes() -> RouteConfiguration {
     RouteConfiguration {
         name: "80".into(),
         virtual_hosts: vec![VirtualHost {
