@@ -136,21 +136,7 @@ pub(crate) async fn start_limited(
 pub(crate) fn store_with_routes() -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));
     let rc = routes();
-    store
-        .apply(
-            ROUTE,
-            vec![Update {
-                name: rc.name.clone(),
-                version: "1".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: ROUTE.into(),
-                    value: rc.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
+    apply_routes(&store, &rc.name, "1", &rc);
     store
 }
 
@@ -379,6 +365,30 @@ pub(crate) fn apply_cluster(
         .unwrap();
 }
 
+/// Applies `rc` as the route configuration `name` at `version`.
+pub(crate) fn apply_routes(
+    store: &Store,
+    name: &str,
+    version: &str,
+    rc: &envoy_types::pb::envoy::config::route::v3::RouteConfiguration,
+) {
+    store
+        .apply(
+            ROUTE,
+            vec![Update {
+                name: name.into(),
+                version: version.into(),
+                resource: envoy_types::pb::google::protobuf::Any {
+                    type_url: ROUTE.into(),
+                    value: rc.encode_to_vec(),
+                },
+            }],
+            &[],
+            false,
+        )
+        .expect("routes applied");
+}
+
 #[tokio::test]
 async fn retries_a_503_and_rewrites_prefix() {
     use envoy_types::pb::envoy::config::route::v3::RetryPolicy;
@@ -402,21 +412,7 @@ async fn retries_a_503_and_rewrites_prefix() {
             }),
         ),
     );
-    store
-        .apply(
-            ROUTE,
-            vec![Update {
-                name: "80".into(),
-                version: "2".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: ROUTE.into(),
-                    value: rc.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
+    apply_routes(&store, "80", "2", &rc);
     let (addr, _drain) = start(store.clone()).await;
     let (s, h, b) = get(addr, "app", "/api/users", false).await;
     assert_eq!((s, b.as_str()), (200, "/v2/users app"));
@@ -525,21 +521,7 @@ async fn max_grpc_timeout_makes_grpc_timeout_the_route_timeout() {
     rc.virtual_hosts[0]
         .routes
         .insert(0, grpc_route("/per-try", 0, Some(2000)));
-    store
-        .apply(
-            ROUTE,
-            vec![Update {
-                name: "80".into(),
-                version: "2".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: ROUTE.into(),
-                    value: rc.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
+    apply_routes(&store, "80", "2", &rc);
     let (addr, _drain) = start(store.clone()).await;
     let grpc = ("content-type", "application/grpc");
     /// Path, request headers, expected status and body.

@@ -3,14 +3,12 @@
 
 use super::tests::{apply_static_cluster, hcm_config, prefix_route, start_with};
 use super::*;
-use crate::resources::{ResourceSink, Update, ROUTE};
 use crate::stats::Stats;
 use envoy_types::pb::envoy::config::route::v3::{
     route, route_action, RouteAction, RouteConfiguration, VirtualHost,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use hyper_util::rt::TokioIo;
-use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An upstream that answers an upgrade request with `101` and then echoes every byte, and a
@@ -136,21 +134,7 @@ pub(super) fn store_for(upstream: SocketAddr) -> Arc<Store> {
         }],
         ..RouteConfiguration::default()
     };
-    store
-        .apply(
-            ROUTE,
-            vec![Update {
-                name: rc.name.clone(),
-                version: "1".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: ROUTE.into(),
-                    value: rc.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .unwrap();
+    super::tests::apply_routes(&store, &rc.name, "1", &rc);
     store
 }
 

@@ -4,9 +4,7 @@
 use crate::http::tests::{
     apply_static_cluster, hcm_config, prefix_route, routes, start_with, store_with_routes,
 };
-use crate::resources::{ResourceSink, Update, ROUTE};
 use envoy_types::pb::envoy::config::route::v3::{route, route_action, RouteAction};
-use prost::Message;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -226,21 +224,7 @@ async fn a_client_leaving_mid_request_cancels_the_upstream_request() {
             }),
         ),
     );
-    store
-        .apply(
-            ROUTE,
-            vec![Update {
-                name: "80".into(),
-                version: "2".into(),
-                resource: envoy_types::pb::google::protobuf::Any {
-                    type_url: ROUTE.into(),
-                    value: rc.encode_to_vec(),
-                },
-            }],
-            &[],
-            false,
-        )
-        .expect("routes applied");
+    crate::http::tests::apply_routes(&store, "80", "2", &rc);
     let (addr, _d) = start_with(store, hcm_config()).await;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /up HTTP/1.1\r\nHost: app\r\n\r\n")
