@@ -357,16 +357,7 @@ async fn stat(pod: &Netns, name: &str) -> Result<u64> {
     let stats = get(pod, addr("127.0.0.1", 15000), "127.0.0.1", "/stats", false)
         .await?
         .body;
-    Ok(stats
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(": ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0))
+    Ok(proxy::stat_in(&stats, name))
 }
 
 /// What B's backend reported for a request: (backend, HTTP version it received, XFCC).

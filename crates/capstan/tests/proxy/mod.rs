@@ -220,18 +220,22 @@ impl Proxy {
     }
     /// A counter from `/stats` (0 when absent).
     pub async fn stat(&self, name: &str) -> Result<u64> {
-        let text = self.admin("/stats").await?;
-        Ok(text
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)?
-                    .strip_prefix(": ")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0))
+        Ok(stat_in(&self.admin("/stats").await?, name))
     }
+}
+
+/// The counter `name` in an admin `/stats` text (0 when absent).
+pub fn stat_in(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
 }
 
 /// A backend's behaviour, changeable while it runs.
