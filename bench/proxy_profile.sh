@@ -6,6 +6,7 @@
 #
 #   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
 #   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
+#   MODE=syscalls CAPSTAN=... bench/proxy_profile.sh   # system calls per request (strace -c)
 #
 # The proxy profiled is CAPSTAN_PROXY (split on spaces), by default the `capstan-proxy` binary
 # the sidecar ships, beside $CAPSTAN, else `$CAPSTAN proxy` (same code, the all-in-one binary).
@@ -115,6 +116,29 @@ for target in $TARGETS; do
       file=$(ls -t "$OUT/$target.callgrind"* | head -1)
       ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$file")
       python3 -c "import sys; ir=int(sys.argv[1]); n=int(sys.argv[2]); print(f'$target: {ir/n:,.0f} instructions per request ({ir:,} over {n}) -> $file')" "$ir" "$N"
+      ;;
+    syscalls)
+      strace -c -f -q -o "$OUT/$target.strace" -p $pid &
+      rec=$!
+      sleep 1
+      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      sleep 0.5
+      kill -INT $rec; wait $rec || true
+      python3 - "$OUT/$target.strace" "$N" "$target" <<'PY'
+import sys
+path, n, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rows = []
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        calls, name = int(f[3]), f[-1]
+        errors = int(f[4]) if len(f) == 6 else 0
+        rows.append((calls, errors, name))
+total = sum(c for c, _, _ in rows)
+detail = ", ".join(f"{name} {c / n:.2f}" + (f" ({e / n:.2f} failed)" if e else "")
+                   for c, e, name in sorted(rows, reverse=True) if c / n >= 0.01)
+print(f"{target}: {total / n:.2f} syscalls per request: {detail}")
+PY
       ;;
     perf)
       perf record -F 2000 -g --call-graph dwarf,16384 -o "$OUT/$target.perf.data" -p $pid 2>/dev/null &

@@ -424,6 +424,34 @@ impl PrivateKube {
         }
     }
 
+    /// What a stuck deletion needs explained: every CRD's finalizers and `Terminating`
+    /// condition, and the API server's log lines about finalizing, deleting or failing (the
+    /// last 40). For a test's error message; never fails itself.
+    pub fn diagnose(&self) -> String {
+        let crds = self
+            .kubectl(&[
+                "get",
+                "crd",
+                "-o",
+                "custom-columns=NAME:.metadata.name,DELETING:.metadata.deletionTimestamp,FINALIZERS:.metadata.finalizers,TERMINATING:.status.conditions[?(@.type==\"Terminating\")].message",
+            ])
+            .unwrap_or_else(|e| format!("kubectl get crd: {e:#}"));
+        let log = std::fs::read_to_string(self.dir.join("kube-apiserver.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                let l = l.to_ascii_lowercase();
+                ["finaliz", "delet", "error", "fail", "timeout"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!(
+            "--- CRDs ---\n{crds}\n--- kube-apiserver log (matching lines, last 40) ---\n{tail}"
+        )
+    }
+
     /// A JSON request to etcd's v3 gateway (`path` like `/v3/kv/compaction`).
     pub fn etcd_json(&self, path: &str, body: &str) -> Result<serde_json::Value> {
         let url = format!("{}{path}", self.etcd_endpoint());

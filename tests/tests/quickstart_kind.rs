@@ -152,15 +152,17 @@ fn the_guide_runs_against_a_real_api_server() -> Result<()> {
     let run = |block: &Block| -> Result<()> {
         let mut cmd = chart_support::command(infra, &kube, "bash")?;
         cmd.args(["-euo", "pipefail", "-c", &block.script]);
-        let out = run_with_timeout(&mut cmd, None, Duration::from_secs(240))?;
+        let out = run_with_timeout(&mut cmd, None, Duration::from_secs(240))
+            .with_context(|| format!("{GUIDE}:{}\n{}", block.line, kube.diagnose()))?;
         ensure!(
             out.status.success(),
-            "{GUIDE}:{} failed ({}):\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            "{GUIDE}:{} failed ({}):\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
             block.line,
             out.status,
             block.script,
             out.stdout,
-            out.stderr
+            out.stderr,
+            kube.diagnose()
         );
         Ok(())
     };
