@@ -6,121 +6,35 @@
 //! Needs root, `ip` and `iptables` (installed by `tests/infra/install-tools.sh`); without them
 //! the test says SKIPPED loudly and passes.
 
+mod netns;
 mod proxy;
 
 use anyhow::{bail, ensure, Context, Result};
+use netns::{usable_with, Netns, PROXY_UID};
 use proxy::Proc;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PROXY_UID: &str = "1337";
-
-struct Netns {
-    name: String,
-}
-
-fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-impl Netns {
-    fn create(name: &str) -> Result<Netns> {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(&["ip", "netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-        };
-        for cmd in [
-            "link set lo up",
-            "link add v0 type veth peer name v1",
-            "addr add 10.0.0.2/24 dev v0",
-            "addr add 10.0.0.3/24 dev v1",
-            "link set v0 up",
-            "link set v1 up",
-            "route add 10.96.0.0/16 dev v0",
-        ] {
-            let mut args = vec!["ip", "-n", name];
-            args.extend(cmd.split(' '));
-            sh(&args)?;
-        }
-        // Istio's init container: outbound TCP to the proxy, except loopback and its own UID.
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            name,
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "!",
-            "-d",
-            "127.0.0.1/32",
-            "-m",
-            "owner",
-            "!",
-            "--uid-owner",
-            PROXY_UID,
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            "15001",
-        ])?;
-        // `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts: the pod's DNS.
-        let etc = Path::new("/etc/netns").join(name);
-        std::fs::create_dir_all(&etc)?;
-        std::fs::write(
-            etc.join("hosts"),
-            "127.0.0.1 localhost\n10.96.10.3 reviews reviews.default.svc.cluster.local\n",
-        )?;
-        Ok(ns)
+/// The pod: a namespace with a veth pair of its own (10.0.0.2 and 10.0.0.3), the Service range
+/// routed out of it, Istio's outbound capture and a hosts file naming `reviews`.
+fn capture_pod(name: &str) -> Result<Netns> {
+    let ns = Netns::create(name)?;
+    for cmd in [
+        "link add v0 type veth peer name v1",
+        "addr add 10.0.0.2/24 dev v0",
+        "addr add 10.0.0.3/24 dev v1",
+        "link set v0 up",
+        "link set v1 up",
+        "route add 10.96.0.0/16 dev v0",
+    ] {
+        ns.ip(cmd)?;
     }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
-    }
-}
-
-fn usable() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    for tool in ["ip", "iptables", "setpriv", "curl", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(tool);
-        }
-    }
-    None
+    // Istio's init container: outbound TCP to the proxy, except loopback and its own UID.
+    ns.iptables(&format!(
+        "-t nat -A OUTPUT -p tcp ! -d 127.0.0.1/32 -m owner ! --uid-owner {PROXY_UID} -j REDIRECT --to-ports 15001"
+    ))?;
+    ns.hosts("10.96.10.3 reviews reviews.default.svc.cluster.local\n")?;
+    Ok(ns)
 }
 
 const MESH: &str = "\
@@ -194,7 +108,7 @@ fn curl(ns: &Netns, url: &str, headers: &[&str]) -> Result<String> {
 
 #[test]
 fn iptables_capture_routes_plain_curl_through_the_sidecar() -> Result<()> {
-    if let Some(missing) = usable() {
+    if let Some(missing) = usable_with(&["curl", "python3"]) {
         eprintln!(
             "!!!!! SKIPPED iptables_capture_routes_plain_curl_through_the_sidecar: {missing} !!!!!"
         );
@@ -205,11 +119,11 @@ fn iptables_capture_routes_plain_curl_through_the_sidecar() -> Result<()> {
         .tempdir()?;
     let dir = tmp.path();
     // The proxy runs as UID 1337: it must read its bootstrap and log into the directory.
-    sh(&["chmod", "0777", &dir.display().to_string()])?;
+    netns::sh(&["chmod", "0777", &dir.display().to_string()])?;
     std::fs::create_dir_all(dir.join("config"))?;
     std::fs::write(dir.join("config/reviews.yaml"), MESH)?;
     std::fs::write(dir.join("registry.yaml"), REGISTRY)?;
-    let ns = Netns::create(&format!("capstan-cap-{}", std::process::id()))?;
+    let ns = capture_pod(&format!("capstan-cap-{}", std::process::id()))?;
 
     let _v1 = web(&ns, dir, "reviews-v1", "10.0.0.2", 9081)?;
     let _v2 = web(&ns, dir, "reviews-v2", "10.0.0.2", 9082)?;

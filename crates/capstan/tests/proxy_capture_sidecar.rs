@@ -12,97 +12,19 @@
 //! Needs root, `ip`, `iptables`, `setpriv`, `curl` and `python3`; without them the tests say
 //! SKIPPED loudly and pass.
 
+mod netns;
 mod proxy;
 
 use anyhow::{bail, ensure, Context, Result};
+use netns::{usable_with, Netns, PROXY_UID};
 use proxy::Proc;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PROXY_UID: &str = "1337";
 const POD_IP: &str = "10.0.1.2";
 const PEER_IP: &str = "10.0.1.3";
-
-fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {args:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A network namespace, deleted (with its `/etc/netns` directory) on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: &str) -> Result<Netns> {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(&["ip", "netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-        };
-        ns.ip("link set lo up")?;
-        Ok(ns)
-    }
-
-    fn ip(&self, cmd: &str) -> Result<String> {
-        let mut args = vec!["ip", "-n", &self.name];
-        args.extend(cmd.split(' '));
-        sh(&args)
-    }
-
-    fn iptables(&self, rule: &str) -> Result<String> {
-        let mut args = vec!["ip", "netns", "exec", &self.name, "iptables"];
-        args.extend(rule.split(' '));
-        sh(&args)
-    }
-
-    /// `ip netns exec` bind-mounts /etc/netns/NAME/hosts over /etc/hosts: the pod's DNS.
-    fn hosts(&self, entries: &str) -> Result<()> {
-        let etc = Path::new("/etc/netns").join(&self.name);
-        std::fs::create_dir_all(&etc)?;
-        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{entries}"))?;
-        Ok(())
-    }
-
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
-        c
-    }
-
-    /// A command run as the proxy's UID, which the capture leaves alone.
-    fn as_proxy(&self, program: &str) -> Command {
-        let mut c = self.command("setpriv");
-        c.args([
-            "--reuid",
-            PROXY_UID,
-            "--regid",
-            PROXY_UID,
-            "--clear-groups",
-            program,
-        ]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
-    }
-}
 
 /// The pod (sidecar, capture) and its peer across a veth pair. Field order drops the peer last.
 struct Pods {
@@ -141,24 +63,6 @@ impl Pods {
         peer.hosts(&format!("{POD_IP} productpage\n"))?;
         Ok(Pods { pod, peer })
     }
-}
-
-fn usable() -> Option<&'static str> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root");
-    }
-    for tool in ["ip", "iptables", "setpriv", "curl", "python3"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(tool);
-        }
-    }
-    None
 }
 
 /// A static file server whose index says `who`.
@@ -310,7 +214,7 @@ impl Mesh {
         workload: &str,
     ) -> Result<Mesh> {
         // The proxy runs as UID 1337: it must read its bootstrap and log into the directory.
-        sh(&["chmod", "0777", &dir.display().to_string()])?;
+        netns::sh(&["chmod", "0777", &dir.display().to_string()])?;
         std::fs::create_dir_all(dir.join("config"))?;
         std::fs::write(dir.join("config/mesh.yaml"), config)?;
         std::fs::write(dir.join("registry.yaml"), registry)?;
@@ -400,7 +304,7 @@ services:
 
 #[test]
 fn sniffed_port_passes_tcp_through_and_routes_http() -> Result<()> {
-    if let Some(missing) = usable() {
+    if let Some(missing) = usable_with(&["curl", "python3"]) {
         eprintln!("!!!!! SKIPPED sniffed_port_passes_tcp_through_and_routes_http: {missing} !!!!!");
         return Ok(());
     }
@@ -491,7 +395,7 @@ services:
 
 #[test]
 fn inbound_capture_delivers_through_virtual_inbound() -> Result<()> {
-    if let Some(missing) = usable() {
+    if let Some(missing) = usable_with(&["curl", "python3"]) {
         eprintln!(
             "!!!!! SKIPPED inbound_capture_delivers_through_virtual_inbound: {missing} !!!!!"
         );
@@ -596,7 +500,7 @@ fn echoes(ns: &Netns, host: &str, port: u16) -> bool {
 
 #[test]
 fn authorization_policy_guards_inbound_http_and_tcp() -> Result<()> {
-    if let Some(missing) = usable() {
+    if let Some(missing) = usable_with(&["curl", "python3"]) {
         eprintln!(
             "!!!!! SKIPPED authorization_policy_guards_inbound_http_and_tcp: {missing} !!!!!"
         );

@@ -8,8 +8,11 @@
 //! (10.0.2.3). Needs root, `ip`, `iptables`, `iptables-save`, `iptables-restore`, `setpriv`,
 //! `python3` and `bash`; without them the test says SKIPPED loudly and passes.
 
+mod netns;
+
 use anyhow::{ensure, Context, Result};
 use capstan_inject::CaptureOptions;
+use netns::{run, usable_with, Netns, PROXY_UID};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,63 +20,15 @@ use std::time::{Duration, Instant};
 const POD_IP: &str = "10.0.2.2";
 const PEER_IP: &str = "10.0.2.3";
 const APP_UID: &str = "1000";
-const PROXY_UID: &str = "1337";
 
-fn sh(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create(name: &str) -> Result<Netns> {
-        let _ = Command::new("ip").args(["netns", "del", name]).output();
-        sh(Command::new("ip").args(["netns", "add", name]))?;
-        let ns = Netns(name.to_string());
-        ns.ip("link set lo up")?;
-        Ok(ns)
-    }
-    fn ip(&self, cmd: &str) -> Result<String> {
-        sh(Command::new("ip")
-            .args(["-n", &self.0])
-            .args(cmd.split(' ')))
-    }
-    fn exec(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-    /// A command run as `uid` inside the namespace.
-    fn exec_as(&self, uid: &str, program: &str) -> Command {
-        let mut c = self.exec("setpriv");
-        c.args(["--reuid", uid, "--regid", uid, "--clear-groups", program]);
-        c
-    }
-    fn nat_rules(&self) -> Result<Vec<String>> {
-        let save = sh(self.exec("iptables-save").args(["-t", "nat"]))?;
-        Ok(save
-            .lines()
-            .filter(|l| l.starts_with("-A "))
-            .map(str::to_string)
-            .collect())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
+/// The `nat` table's rules in `ns`, as `iptables-save` lists them.
+fn nat_rules(ns: &Netns) -> Result<Vec<String>> {
+    let save = run(ns.command("iptables-save").args(["-t", "nat"]))?;
+    Ok(save
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .map(str::to_string)
+        .collect())
 }
 
 /// A child killed on drop.
@@ -116,7 +71,7 @@ threading.Event().wait()
 fn servers(ns: &Netns, dir: &Path, name: &str, bind: &str, specs: &[&str]) -> Result<Guard> {
     let ready = dir.join(format!("{name}.ready"));
     let child = ns
-        .exec("python3")
+        .command("python3")
         .args(["-c", SERVERS, bind])
         .arg(&ready)
         .args(specs)
@@ -141,42 +96,13 @@ fn servers(ns: &Netns, dir: &Path, name: &str, bind: &str, specs: &[&str]) -> Re
 /// What a TCP client (bash's /dev/tcp, readable by any UID) reads from HOST:PORT.
 fn call(mut cmd: Command, host: &str, port: u16) -> Result<String> {
     let script = format!("exec 3<>/dev/tcp/{host}/{port}; head -n1 <&3");
-    let out = sh(cmd.args(["timeout", "5", "bash", "-c", &script]))?;
+    let out = run(cmd.args(["timeout", "5", "bash", "-c", &script]))?;
     Ok(out.trim().to_string())
 }
 
-fn usable() -> Option<&'static str> {
-    let root = sh(Command::new("id").arg("-u"))
-        .map(|u| u.trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        return Some("not root");
-    }
-    for tool in [
-        "ip",
-        "iptables",
-        "iptables-save",
-        "iptables-restore",
-        "setpriv",
-        "python3",
-        "bash",
-        "timeout",
-    ] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        if !found {
-            return Some(tool);
-        }
-    }
-    None
-}
-
 fn proxy_init(ns: &Netns, extra: &[&str]) -> Result<String> {
-    sh(ns
-        .exec(env!("CARGO_BIN_EXE_capstan"))
+    run(ns
+        .command(env!("CARGO_BIN_EXE_capstan"))
         .arg("proxy-init")
         .args([
             "-p",
@@ -207,7 +133,7 @@ fn scratch() -> Result<PathBuf> {
 
 #[test]
 fn proxy_init_captures_like_istio_iptables() -> Result<()> {
-    if let Some(missing) = usable() {
+    if let Some(missing) = usable_with(&["iptables-save", "python3", "bash", "timeout"]) {
         eprintln!("\n**** SKIPPED proxy_init_captures_like_istio_iptables: {missing} ****\n");
         return Ok(());
     }
@@ -216,7 +142,7 @@ fn proxy_init_captures_like_istio_iptables() -> Result<()> {
     let pod = Netns::create(&format!("capstan-pi{pid}"))?;
     let peer = Netns::create(&format!("capstan-pp{pid}"))?;
     pod.ip("link add v0 type veth peer name v1")?;
-    pod.ip(&format!("link set v1 netns {}", peer.0))?;
+    pod.ip(&format!("link set v1 netns {}", peer.name))?;
     pod.ip(&format!("addr add {POD_IP}/24 dev v0"))?;
     pod.ip("link set v0 up")?;
     peer.ip(&format!("addr add {PEER_IP}/24 dev v1"))?;
@@ -225,19 +151,19 @@ fn proxy_init_captures_like_istio_iptables() -> Result<()> {
     // --dry-run prints what would be applied, and applies nothing.
     let dry = proxy_init(&pod, &["--dry-run"])?;
     ensure!(dry == CaptureOptions::default().restore_input(""), "{dry}");
-    ensure!(pod.nat_rules()?.is_empty(), "dry run changed the nat table");
+    ensure!(nat_rules(&pod)?.is_empty(), "dry run changed the nat table");
 
     proxy_init(&pod, &[])?;
     // Every rule Istio's istio-iptables appends is there (`-C` matches whatever order
     // iptables-save prints the matches in).
     let want = CaptureOptions::default().rules();
     for rule in &want {
-        let mut check = pod.exec("iptables");
+        let mut check = pod.command("iptables");
         check.args(["-t", "nat", "-C", rule.chain]);
         check.args(rule.spec.split(' '));
-        sh(&mut check).with_context(|| format!("rule missing: {rule}"))?;
+        run(&mut check).with_context(|| format!("rule missing: {rule}"))?;
     }
-    let first = pod.nat_rules()?;
+    let first = nat_rules(&pod)?;
     ensure!(
         first.len() == want.len(),
         "{} rules installed, {} expected:\n{}",
@@ -248,7 +174,7 @@ fn proxy_init_captures_like_istio_iptables() -> Result<()> {
 
     // Again: the same table, not two copies.
     proxy_init(&pod, &[])?;
-    let second = pod.nat_rules()?;
+    let second = nat_rules(&pod)?;
     ensure!(
         second == first,
         "second run changed the rules:\n{}\nvs\n{}",
@@ -277,24 +203,24 @@ fn proxy_init_captures_like_istio_iptables() -> Result<()> {
     let _peer_listeners = servers(&peer, &dir, "peer", PEER_IP, &["8080=direct"])?;
 
     // An application UID calling outside: redirected to 15001, original destination intact.
-    let got = call(pod.exec_as(APP_UID, "env"), PEER_IP, 8080)?;
+    let got = call(pod.as_uid(APP_UID, "env"), PEER_IP, 8080)?;
     ensure!(
         got == format!("outbound {PEER_IP}:8080"),
         "application call: {got:?}"
     );
     // The proxy's UID: not captured, reaches the peer.
-    let got = call(pod.exec_as(PROXY_UID, "env"), PEER_IP, 8080)?;
+    let got = call(pod.as_uid(PROXY_UID, "env"), PEER_IP, 8080)?;
     ensure!(got.starts_with("direct"), "proxy call: {got:?}");
     // Loopback from the application: not captured.
-    let got = call(pod.exec_as(APP_UID, "env"), "127.0.0.1", 15021)?;
+    let got = call(pod.as_uid(APP_UID, "env"), "127.0.0.1", 15021)?;
     ensure!(got.starts_with("health"), "loopback call: {got:?}");
     // Inbound from the peer: to 15006, except the sidecar's own ports.
-    let got = call(peer.exec("env"), POD_IP, 9080)?;
+    let got = call(peer.command("env"), POD_IP, 9080)?;
     ensure!(
         got == format!("inbound {POD_IP}:9080"),
         "inbound call: {got:?}"
     );
-    let got = call(peer.exec("env"), POD_IP, 15021)?;
+    let got = call(peer.command("env"), POD_IP, 15021)?;
     ensure!(got.starts_with("health"), "excluded inbound port: {got:?}");
 
     drop(peer);

@@ -21,27 +21,38 @@ pub const PROXY_UID: &str = "1337";
 
 /// Runs `args`, requiring success; returns stdout.
 pub fn sh(args: &[&str]) -> Result<String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
+    run(Command::new(args[0]).args(&args[1..]))
+}
+
+/// Runs `cmd` (stdin closed), requiring success; returns stdout.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running {args:?}"))?;
+        .with_context(|| format!("running {cmd:?}"))?;
     ensure!(
         out.status.success(),
-        "{args:?} failed: {}{}",
+        "{cmd:?} failed: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// `None` when this machine can run the tests, else what is missing.
+/// `None` when this machine can run the tests (root, `ip`, `iptables`, `iptables-restore`,
+/// `setpriv`), else what is missing.
 pub fn usable() -> Option<&'static str> {
+    usable_with(&[])
+}
+
+/// [`usable`], and the `tools` a test needs besides.
+pub fn usable_with(tools: &[&'static str]) -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("not root");
     }
-    for tool in ["ip", "iptables", "iptables-restore", "setpriv"] {
+    let base = ["ip", "iptables", "iptables-restore", "setpriv"];
+    for tool in base.iter().chain(tools) {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -109,18 +120,32 @@ impl Netns {
         c
     }
 
+    /// `program` run inside the namespace as `uid` (group too, no supplementary groups).
+    pub fn as_uid(&self, uid: &str, program: &str) -> Command {
+        let mut c = self.command("setpriv");
+        c.args(["--reuid", uid, "--regid", uid, "--clear-groups", program]);
+        c
+    }
+
     /// `program` run inside the namespace as the proxy's UID, which the capture leaves alone.
     pub fn as_proxy(&self, program: &str) -> Command {
-        let mut c = self.command("setpriv");
-        c.args([
-            "--reuid",
-            PROXY_UID,
-            "--regid",
-            PROXY_UID,
-            "--clear-groups",
-            program,
-        ]);
-        c
+        self.as_uid(PROXY_UID, program)
+    }
+
+    /// `iptables <rule>` inside the namespace (words split on spaces).
+    pub fn iptables(&self, rule: &str) -> Result<String> {
+        let mut args = vec!["ip", "netns", "exec", &self.name, "iptables"];
+        args.extend(rule.split(' '));
+        sh(&args)
+    }
+
+    /// The namespace's `/etc/hosts`: `ip netns exec` bind-mounts `/etc/netns/NAME/hosts` over
+    /// it, so this is the pod's DNS for programs run with [`Netns::command`].
+    pub fn hosts(&self, entries: &str) -> Result<()> {
+        let etc = Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&etc)?;
+        std::fs::write(etc.join("hosts"), format!("127.0.0.1 localhost\n{entries}"))?;
+        Ok(())
     }
 
     /// Runs `f` on a new thread that has entered this namespace; the sockets it opens stay
@@ -187,5 +212,6 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();
+        let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(&self.name));
     }
 }
