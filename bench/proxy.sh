@@ -5,6 +5,8 @@
 #
 #   bench/proxy.sh                         # rates 1000 and 10000 rps, 15 s each, HTTP/1.1 and HTTP/2
 #   RATES="1000" DURATION=10s bench/proxy.sh
+#   MAX_ONLY=1 MAX_ROUNDS=3 PIN=1 bench/proxy.sh  # only maximum throughput, 3 alternating rounds,
+#                                                # proxies on CPU 1, load and backends on CPU 0
 #
 # Load: oha (open loop at a fixed rate, --latency-correction: no coordinated omission), 16
 # keep-alive connections. Backends: nginx answering 200 from two ports. Each proxy runs one worker
@@ -135,7 +137,7 @@ run() {
   [[ $ver == 2 ]] && extra=(--http2)
   local before; before=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
   local json
-  json=$("$OHA" -z "$DURATION" -c 16 -q "$rate" --latency-correction --no-tui -j "${extra[@]}" "$url")
+  json=$("${OHA_RUN[@]}" -z "$DURATION" -c 16 -q "$rate" --latency-correction --no-tui -j "${extra[@]}" "$url")
   local after; after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
   local rss; rss=$([[ $pid == - ]] && echo 0 || rss_kb "$pid")
   local split; split=$([[ $pid == - ]] && echo "0 0" || rss_split_kb "$pid")
@@ -155,9 +157,23 @@ print(json.dumps({"target": name, "rate": int(rate), "http": ver,
 PY
 }
 
+# PIN=1: each proxy measured gets CPU 1 to itself (all its threads), and everything else
+# (backends, discovery, the load generator) shares CPU 0, so a proxy's worker is never
+# descheduled for the load it is measured under. Needs 2 CPUs or more.
+OHA_RUN=("$OHA")
+if [[ ${PIN:-0} == 1 ]]; then
+  for pid in "${PIDS[@]}" $(pgrep -P "$(cat "$WORK/nginx/backend.pid")") $(pgrep -P "$NGX_PID"); do
+    taskset -a -pc 0 "$pid" >/dev/null 2>&1 || true
+  done
+  for pid in "$CAP_PID" "$HAP_PID" "$NGX_WORKER"; do taskset -a -pc 1 "$pid" >/dev/null; done
+  OHA_RUN=(taskset -c 0 "$OHA")
+  log "pinned: proxies on CPU 1, load, backends and discovery on CPU 0"
+fi
+
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
-for ver in 1 2; do
+[[ ${MAX_ONLY:-0} == 1 ]] && VERSIONS="" || VERSIONS="1 2"
+for ver in $VERSIONS; do
   for rate in $RATES; do
     # HTTP/1.1 targets on the base ports (backends on +100); h2c on +100 (backends on the base).
     if [[ $ver == 1 ]]; then off=0; direct=$((V1+100)); else off=100; direct=$V1; fi
@@ -167,10 +183,26 @@ for ver in 1 2; do
     run nginx "$NGX_WORKER" "http://127.0.0.1:$((NGX+off))/" "$rate" "$ver" >>"$RESULTS"
   done
 done
-# Maximum throughput: closed loop, 64 connections, 10 s.
-for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $HAP" "nginx $NGX_WORKER $NGX" "direct - $((V1+100))"; do
-  read -r name pid port <<<"$t"
-  json=$("$OHA" -z 10s -c 64 --no-tui -j "http://127.0.0.1:$port/")
-  python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(json.dumps({'target': '$name', 'max_rps': d['summary']['requestsPerSec'], 'rss_peak_mb': (int('$( [[ $pid == - ]] && echo 0 || hwm_kb "$pid")')/1024)}))" "$json" >>"$RESULTS"
+# Maximum throughput: closed loop, 64 connections, 10 s; MAX_ROUNDS times, the targets taken
+# in turn each round so that a change in the machine's load falls on all of them. Beside the
+# rate, the proxy's CPU use over the run (utime+stime, in cores): a proxy that is not using its
+# whole core is not the bottleneck, and `rps / cpu` is what one busy worker of it would serve.
+for round in $(seq 1 "${MAX_ROUNDS:-1}"); do
+  for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $HAP" "nginx $NGX_WORKER $NGX" "direct - $((V1+100))"; do
+    read -r name pid port <<<"$t"
+    before=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+    json=$("${OHA_RUN[@]}" -z 10s -c 64 --no-tui -j "http://127.0.0.1:$port/")
+    after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+    hwm=$([[ $pid == - ]] && echo 0 || hwm_kb "$pid")
+    python3 - "$name" "$round" "$before" "$after" "$TCK" "$hwm" <<PY >>"$RESULTS"
+import json, sys
+name, rnd, before, after, tck, hwm = sys.argv[1:7]
+d = json.loads('''$json''')
+s = d["summary"]
+cpu = (int(after) - int(before)) / int(tck) / s["total"] if s.get("total") else None
+print(json.dumps({"target": name, "round": int(rnd), "max_rps": s["requestsPerSec"],
+  "cores": cpu if name != "direct" else None, "rss_peak_mb": int(hwm) / 1024}))
+PY
+  done
 done
 python3 "$ROOT/bench/proxy_report.py" "$RESULTS"

@@ -15,8 +15,11 @@ for r in lat:
     print(f"| {r['http']} | {r['rate']} | {r['target']} | " + " | ".join(f"{r[k]:.3f}" for k in ("p50", "p90", "p99", "p99.9"))
           + " | " + " | ".join(f"{a:+.3f}" for a in added) + f" | {r['errors']} | {cpu} | {rss} |")
 print()
-print("| target | max rps (one worker, 64 connections) | peak RSS MB |")
-print("|---|---|---|")
+print("| round | target | max rps (one worker, 64 connections) | proxy CPU (cores) | rps per proxy CPU-second | peak RSS MB |")
+print("|---|---|---|---|---|---|")
 for r in rows:
     if "max_rps" in r:
-        print(f"| {r['target']} | {r['max_rps']:.0f} | {r['rss_peak_mb']:.1f} |")
+        cores = r.get("cores")
+        use = "" if cores is None else f"{cores:.2f}"
+        per = "" if not cores else f"{r['max_rps'] / cores:.0f}"
+        print(f"| {r.get('round', 1)} | {r['target']} | {r['max_rps']:.0f} | {use} | {per} | {r['rss_peak_mb']:.1f} |")
