@@ -33,6 +33,8 @@ pub struct Connection<T> {
     method: Method,
     /// Whether it may carry another request once this exchange has ended.
     keep_alive: bool,
+    /// The last request's emptied header map, for the response's headers.
+    headers: Option<http::HeaderMap>,
     /// The waker an idle connection's read readiness wakes.
     idle: Arc<IdleWake>,
 }
@@ -80,6 +82,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             encoder: BodyEncoder::Length(0),
             method: Method::GET,
             keep_alive: true,
+            headers: None,
             idle: Arc::new(IdleWake {
                 stirred: AtomicBool::new(false),
                 watcher,
@@ -127,6 +130,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         );
         self.body = (!self.encoder.is_done()).then_some(body);
         self.method = parts.method;
+        parts.headers.clear();
+        self.headers = Some(parts.headers);
     }
 
     /// Whether the request is still being written.
@@ -219,9 +224,11 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     return Poll::Ready(Err(e));
                 }
             }
-            if let Some(head) = parse(&mut self.read, &self.method).inspect_err(|_| {
-                self.keep_alive = false;
-            })? {
+            if let Some(head) =
+                parse(&mut self.read, &self.method, &mut self.headers).inspect_err(|_| {
+                    self.keep_alive = false;
+                })?
+            {
                 // An HTTP/1.0 peer would need the next request in HTTP/1.0 (hyper downgrades
                 // it); the connection is retired instead.
                 if !head.keep_alive || head.response.version() == Version::HTTP_10 {

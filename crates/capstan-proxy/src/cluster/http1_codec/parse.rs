@@ -48,8 +48,13 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
 
 /// Parses the response to a `method` request at the start of `buf`, skipping informational
 /// (1xx but 101) responses before it as hyper does; Ok(None) until a whole head is in. The head
-/// is taken from the buffer; what follows stays.
-pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+/// is taken from the buffer; what follows stays. Its headers go into `headers` (an emptied map
+/// whose allocation is reused, as hyper reuses the request's, or a new one).
+pub fn parse(
+    buf: &mut BytesMut,
+    method: &Method,
+    headers: &mut Option<http::HeaderMap>,
+) -> Result<Option<Head>, Error> {
     loop {
         if buf.is_empty() {
             return Ok(None);
@@ -90,7 +95,8 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error>
         let head = buf.split_to(len).freeze();
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
-        let mut headers = http::HeaderMap::with_capacity(indices.len());
+        let mut map = headers.take().unwrap_or_default();
+        map.reserve(indices.len());
         for (name, value) in indices {
             // hyper's parser refuses a name `HeaderName` does not take (in release builds).
             let name = HeaderName::from_bytes(&head[name]).map_err(|_| {
@@ -108,12 +114,12 @@ pub fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error>
                     keep_alive = has_token(&value, "keep-alive");
                 }
             }
-            headers.append(name, value);
+            map.append(name, value);
         }
         let mut response = http::Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
-        *response.headers_mut() = headers;
+        *response.headers_mut() = map;
         if let Some(r) = reason {
             if let Ok(r) = hyper::ext::ReasonPhrase::try_from(head.slice(r)) {
                 response.extensions_mut().insert(r);

@@ -4,7 +4,7 @@ use super::*;
 
 fn parse_all(wire: &[u8], method: &Method) -> Result<Option<Head>, Error> {
     let mut buf = BytesMut::from(wire);
-    parse(&mut buf, method)
+    parse(&mut buf, method, &mut None)
 }
 
 #[test]
@@ -168,7 +168,7 @@ fn a_head_read_one_byte_at_a_time_is_whole_once_complete() {
     let mut head = None;
     for (i, b) in wire.iter().enumerate() {
         buf.extend_from_slice(&[*b]);
-        if let Some(h) = parse(&mut buf, &Method::GET).expect("valid so far") {
+        if let Some(h) = parse(&mut buf, &Method::GET, &mut None).expect("valid so far") {
             assert_eq!(i, wire.len() - 7, "complete at the blank line");
             head = Some(h);
             break;
@@ -192,7 +192,7 @@ fn a_head_read_one_byte_at_a_time_is_whole_once_complete() {
 fn an_unending_head_is_refused_at_hypers_buffer_limit() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx-a: "[..]);
     buf.resize(MAX_HEAD, b'a');
-    let got = parse(&mut buf, &Method::GET).map(|h| h.is_some());
+    let got = parse(&mut buf, &Method::GET, &mut None).map(|h| h.is_some());
     assert_eq!(
         got.map_err(|e| e.to_string()),
         Err("message head is too large".into())
