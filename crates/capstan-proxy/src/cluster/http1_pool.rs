@@ -58,8 +58,9 @@ struct Conn {
 
 /// Whose codec a connection speaks.
 enum Kind {
-    /// The plain codec's.
-    Own(Connection<Tracked>),
+    /// The plain codec's (boxed: moving a connection in and out of the pool and into a
+    /// response body moves a pointer).
+    Own(Box<Connection<Tracked>>),
     /// hyper's: its request sender and the connection's I/O.
     Hyper { tx: SendRequest<BoxBody>, io: Link },
 }
@@ -351,7 +352,7 @@ impl Http1Pool {
                 ConnectError::Overflow => UpstreamError::Overflow,
                 ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
             })?;
-        let conn = Connection::new(io, self.stirred.clone());
+        let conn = Box::new(Connection::new(io, self.stirred.clone()));
         Ok((
             Conn {
                 kind: Kind::Own(conn),
@@ -434,7 +435,7 @@ impl Http1Pool {
     async fn exchange(
         self: &Arc<Self>,
         key: Key,
-        mut c: Connection<Tracked>,
+        mut c: Box<Connection<Tracked>>,
         uses: u32,
         req: http::Request<BoxBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
@@ -553,7 +554,7 @@ struct Returning {
 struct OwnReturning {
     pool: Weak<Http1Pool>,
     key: Key,
-    conn: Connection<Tracked>,
+    conn: Box<Connection<Tracked>>,
     /// Requests sent on it so far.
     uses: u32,
 }
