@@ -26,6 +26,8 @@ pub struct Connection<T> {
     read: BytesMut,
     write: Vec<u8>,
     written: usize,
+    /// Bytes were written and not flushed yet (TLS keeps them until flushed).
+    unflushed: bool,
     /// The request body still being sent.
     body: Option<BoxBody>,
     encoder: BodyEncoder,
@@ -61,10 +63,7 @@ impl<T> std::fmt::Debug for Connection<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
             .field("buffered", &self.read.len())
-            .field(
-                "sending",
-                &(self.body.is_some() || self.written < self.write.len()),
-            )
+            .field("buffered_out", &(self.write.len() - self.written))
             .field("keep_alive", &self.keep_alive)
             .finish_non_exhaustive()
     }
@@ -78,6 +77,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             read: BytesMut::new(),
             write: Vec::new(),
             written: 0,
+            unflushed: false,
             body: None,
             encoder: BodyEncoder::Length(0),
             method: Method::GET,
@@ -134,9 +134,20 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.headers = Some(parts.headers);
     }
 
-    /// Whether the request is still being written.
+    /// Whether the request is still being written (or flushed).
     pub fn sending(&self) -> bool {
-        self.body.is_some() || self.written < self.write.len()
+        self.body.is_some() || self.written < self.write.len() || self.unflushed
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx)).map_err(|e| {
+                self.keep_alive = false;
+                Error::with("connection error", e)
+            })?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Writes what is buffered, then the request body, until it is all written.
@@ -156,13 +167,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     )));
                 }
                 self.written += n;
+                self.unflushed = true;
             }
             self.write.clear();
             self.written = 0;
             let Some(body) = self.body.as_mut() else {
-                return Pin::new(&mut self.io)
-                    .poll_flush(cx)
-                    .map_err(|e| Error::with("connection error", e));
+                return self.poll_flush(cx);
             };
             if self.encoder.is_done() {
                 // A `Content-Length` body sent whole: the rest is not sent (as hyper).
@@ -171,8 +181,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             }
             match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
-                    ready!(Pin::new(&mut self.io).poll_flush(cx))
-                        .map_err(|e| Error::with("connection error", e))?;
+                    ready!(self.poll_flush(cx))?;
                     return Poll::Pending;
                 }
                 Poll::Ready(None) => {

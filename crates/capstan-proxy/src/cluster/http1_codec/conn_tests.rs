@@ -8,8 +8,10 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper_util::rt::TokioIo;
 use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadBuf};
 
 /// Every wait is bounded by this.
 const WAIT: Duration = Duration::from_secs(5);
@@ -473,4 +475,76 @@ async fn an_idle_connection_is_reaped_once_its_peer_closes() {
         .await
         .expect("the watcher is woken");
     assert!(c.reap(), "the close ends it");
+}
+
+/// An I/O holding written bytes until flushed, its first flush pending (as a TLS stream whose
+/// socket is momentarily full).
+struct HeldUntilFlushed {
+    inner: DuplexStream,
+    held: Vec<u8>,
+    flushes: usize,
+}
+
+impl AsyncRead for HeldUntilFlushed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HeldUntilFlushed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.flushes == 0 {
+            self.flushes += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n = ready!(Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A head written but not yet flushed is flushed while the response is awaited.
+#[tokio::test]
+async fn a_request_is_flushed_while_its_response_is_awaited() {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let serving = tokio::spawn(serve(
+        server,
+        vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()],
+        false,
+    ));
+    let io = HeldUntilFlushed {
+        inner: client,
+        held: Vec::new(),
+        flushes: 0,
+    };
+    let mut c = Connection::new(io, Arc::default());
+    c.start(req("GET", "/", &[("host", "a")], empty()));
+    let head = tokio::time::timeout(WAIT, poll_fn(|cx| c.poll_head(cx)))
+        .await
+        .expect("the request reached the server")
+        .expect("a head");
+    assert_eq!(head.response.status(), StatusCode::OK);
+    assert!(!c.sending());
+    serving.abort();
 }
