@@ -142,7 +142,8 @@ pub fn content_length_parse_all(headers: &HeaderMap) -> Option<u64> {
     length
 }
 
-fn from_digits(bytes: &[u8]) -> Option<u64> {
+/// A non-empty run of decimal digits, without overflow (hyper's `from_digits`).
+pub(super) fn from_digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }

@@ -95,6 +95,9 @@ pub fn parse(
         let head = buf.split_to(len).freeze();
         let mut keep_alive = version == Version::HTTP_11;
         let mut saw_close = false;
+        // The framing headers, noted on the way (not looked up again in the map).
+        let mut chunked = None;
+        let mut length = Length::Absent;
         let mut map = headers.take().unwrap_or_default();
         map.reserve(indices.len());
         for (name, value) in indices {
@@ -113,6 +116,11 @@ pub fn parse(
                 } else if !keep_alive {
                     keep_alive = has_token(&value, "keep-alive");
                 }
+            } else if name == header::CONTENT_LENGTH {
+                length = length.and(&value);
+            } else if name == header::TRANSFER_ENCODING {
+                // The last value decides (hyper's `is_chunked`).
+                chunked = Some(super::encode::is_chunked(&value));
             }
             map.append(name, value);
         }
@@ -125,7 +133,7 @@ pub fn parse(
                 response.extensions_mut().insert(r);
             }
         }
-        if let Some((framing, upgrade)) = framing(&response, method)? {
+        if let Some((framing, upgrade)) = framing(&response, method, chunked, length)? {
             return Ok(Some(Head {
                 response,
                 framing,
@@ -150,7 +158,13 @@ fn parse_error(e: httparse::Error) -> Error {
 
 /// hyper's `Client::decoder` (RFC 9112 section 6.3): the framing and whether it is an upgrade;
 /// None for an informational response.
-fn framing(res: &http::Response<()>, method: &Method) -> Result<Option<(Framing, bool)>, Error> {
+/// `chunked`: whether the last `Transfer-Encoding` ends in `chunked` (None: no such header).
+fn framing(
+    res: &http::Response<()>,
+    method: &Method,
+    chunked: Option<bool>,
+    length: Length,
+) -> Result<Option<(Framing, bool)>, Error> {
     match res.status().as_u16() {
         101 => return Ok(Some((Framing::Length(0), true))),
         100..=199 => return Ok(None),
@@ -163,16 +177,10 @@ fn framing(res: &http::Response<()>, method: &Method) -> Result<Option<(Framing,
     if *method == Method::CONNECT && res.status().is_success() {
         return Ok(Some((Framing::Length(0), true)));
     }
-    let headers = res.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(chunked) = chunked {
         if res.version() == Version::HTTP_10 {
             return Err(Error::new("unexpected transfer-encoding parsed"));
         }
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .is_some_and(super::encode::is_chunked);
         return Ok(Some((
             if chunked {
                 Framing::Chunked
@@ -182,14 +190,42 @@ fn framing(res: &http::Response<()>, method: &Method) -> Result<Option<(Framing,
             false,
         )));
     }
-    match super::encode::content_length_parse_all(headers) {
+    match length {
         // hyper's `DecodedLength::checked_new`: its two top values are its markers.
-        Some(n) if n > u64::MAX - 2 => Err(Error::new("message head is too large")),
-        Some(n) => Ok(Some((Framing::Length(n), false))),
-        None if headers.contains_key(header::CONTENT_LENGTH) => {
-            Err(Error::new("invalid content-length parsed"))
+        Length::Valid(n) if n > u64::MAX - 2 => Err(Error::new("message head is too large")),
+        Length::Valid(n) => Ok(Some((Framing::Length(n), false))),
+        Length::Invalid => Err(Error::new("invalid content-length parsed")),
+        Length::Absent => Ok(Some((Framing::Close, false))),
+    }
+}
+
+/// What a response's `Content-Length` fields say together (hyper's `content_length_parse_all`:
+/// every value of every field, comma lists included, must be the same number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Length {
+    Absent,
+    Valid(u64),
+    Invalid,
+}
+
+impl Length {
+    /// With one more field.
+    fn and(self, value: &HeaderValue) -> Length {
+        if self == Length::Invalid {
+            return self;
         }
-        None => Ok(Some((Framing::Close, false))),
+        let Ok(line) = value.to_str() else {
+            return Length::Invalid;
+        };
+        let mut now = self;
+        for v in line.split(',') {
+            now = match (super::encode::from_digits(v.trim().as_bytes()), now) {
+                (None, _) => return Length::Invalid,
+                (Some(n), Length::Valid(l)) if l != n => return Length::Invalid,
+                (Some(n), _) => Length::Valid(n),
+            };
+        }
+        now
     }
 }
 
