@@ -475,6 +475,12 @@ async fn an_idle_connection_is_reaped_once_its_peer_closes() {
         .await
         .expect("the watcher is woken");
     assert!(c.reap(), "the close ends it");
+    // A close the watcher has not seen yet is seen as the connection leaves the pool.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let mut c = Connection::new(client, Arc::default());
+    assert!(!c.closed(), "open");
+    drop(server);
+    assert!(c.closed(), "closed by its peer");
 }
 
 /// An I/O holding written bytes until flushed, its first flush pending (as a TLS stream whose
