@@ -1,6 +1,8 @@
-//! A cluster's HTTP/1.1 upstream connections: hyper's `client::conn::http1` connections kept
-//! idle per endpoint (and transport socket) and reused most recently used first, as Envoy's
-//! HTTP/1 connection pool does.
+//! A cluster's HTTP/1.1 upstream connections, kept idle per endpoint (and transport socket) and
+//! reused most recently used first, as Envoy's HTTP/1 connection pool does. A plain request is
+//! sent with the proxy's own client codec ([`super::http1_codec`]); one it does not take
+//! (an upgrade, `CONNECT`, `Expect`, request trailers) with hyper's `client::conn::http1`,
+//! which takes the connection over for good (the pool holds both kinds).
 //!
 //! It replaces hyper-util's legacy client for HTTP/1, whose per-request costs showed in the
 //! proxy's profile (docs/benchmarks.md): a pool key built and hashed per request, a boxed connect
@@ -13,55 +15,110 @@
 //! or to close. A request that finds its reused connection closed before anything was written
 //! is sent again on another one, as the legacy client did.
 //!
-//! No connection has a task of its own: hyper's connection future (which reads and writes the
-//! socket) is polled by the request using it, alongside the request until the response head
+//! No connection has a task of its own: the codec's reads and writes, or hyper's connection
+//! future, are polled by the request using it, alongside the request until the response head
 //! arrives, then by the response body until it ends, all in the downstream connection's task
-//! ([`super::http1_link`]). A spawned connection task cost task polls and cross-task wake-ups per request
-//! (docs/benchmarks.md). An idle connection is not polled unless woken: a peer's close wakes
-//! the pool's idle watcher, which polls it, and hyper ends it, as the connection's own task
-//! did. A close not yet seen when the next request comes is seen by that request's first
-//! poll, and hyper hands the request back unwritten (sent again on another connection, as
-//! above). Only an upgraded connection (`101`, or a `2xx` to `CONNECT`) and the rare one
-//! returned before hyper has finished with it (a request
-//! body still being written after the response ended) get a task.
+//! (hyper's: [`super::http1_link`]). A spawned connection task cost task polls and cross-task
+//! wake-ups per request (docs/benchmarks.md). An idle connection is not polled unless woken: a
+//! peer's close wakes the pool's idle watcher, which polls it and drops it (hyper's ends, as
+//! the connection's own task did). A close not yet seen when the next request comes is seen
+//! when the connection is taken (the codec's) or by that request's first poll (hyper hands the
+//! request back unwritten); either way the request goes on another connection, as above. Only
+//! an upgraded connection (`101`, or a `2xx` to `CONNECT`) and the rare one returned before its
+//! request is all written (a request body still being written after the response ended) get a
+//! task.
 
 use super::breaker::Resource;
+use super::http1_codec::decode::Decoder;
+use super::http1_codec::Connection;
 use super::http1_link::Link;
 use super::pool::{ConnectError, Pool, Tracked};
 use super::UpstreamError;
 use crate::fast_map::FastMap;
 use crate::http::BoxBody;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+pub use body::UpstreamBody;
+use body::{Inner, OwnReturning, Returning};
+use hyper::body::Body;
 use hyper::client::conn::http1::SendRequest;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+#[path = "http1_body.rs"]
+mod body;
 
 /// An endpoint and the transport-socket index its connections use.
 type Key = (SocketAddr, usize);
 
-/// An open connection: hyper's request sender and the connection's I/O.
+/// An open connection.
 struct Conn {
-    tx: SendRequest<BoxBody>,
-    io: Link,
+    kind: Kind,
     /// Requests sent on it so far.
     uses: u32,
 }
 
+/// Whose codec a connection speaks.
+enum Kind {
+    /// The plain codec's (boxed: moving a connection in and out of the pool and into a
+    /// response body moves a pointer).
+    Own(Box<Connection<Tracked>>),
+    /// hyper's: its request sender and the connection's I/O.
+    Hyper { tx: SendRequest<BoxBody>, io: Link },
+}
+
 impl Conn {
-    /// Drives the connection until it can take a request: false when it ended instead.
-    async fn ready(&mut self) -> bool {
-        let Conn { tx, io, .. } = self;
-        std::future::poll_fn(|cx| {
-            io.drive(cx, true, |cx| tx.poll_ready(cx))
-                .map(|r| r.is_ok())
-        })
-        .await
+    /// Whether it is known to have ended.
+    fn ended(&self) -> bool {
+        match &self.kind {
+            Kind::Own(_) => false,
+            Kind::Hyper { tx, io } => io.ended() || tx.is_closed(),
+        }
     }
+
+    /// Whether it turns out closed as it leaves the pool.
+    fn closed(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Own(c) => c.closed(),
+            Kind::Hyper { tx, io } => {
+                if tx.is_closed() {
+                    return true;
+                }
+                io.unpool();
+                false
+            }
+        }
+    }
+
+    /// It goes idle in the pool; false when it turns out closed.
+    fn pool(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Own(c) => c.watch(),
+            Kind::Hyper { io, .. } => {
+                io.pool();
+                true
+            }
+        }
+    }
+
+    /// For the idle watcher: true when a woken idle connection has ended.
+    fn reap(&mut self) -> bool {
+        match &mut self.kind {
+            Kind::Own(c) => c.reap(),
+            Kind::Hyper { io, .. } => io.reap(),
+        }
+    }
+}
+
+/// Drives hyper's connection until it can take a request: false when it ended instead.
+async fn hyper_ready(tx: &mut SendRequest<BoxBody>, io: &mut Link) -> bool {
+    std::future::poll_fn(|cx| {
+        io.drive(cx, true, |cx| tx.poll_ready(cx))
+            .map(|r| r.is_ok())
+    })
+    .await
 }
 
 /// An open connection not carrying a request.
@@ -138,49 +195,55 @@ impl Http1Pool {
 
     /// The most recently used open idle connection of `key`.
     fn take_idle(&self, key: Key) -> Option<Idle> {
-        let mut stale = Vec::new();
-        let found = {
-            let mut state = self.lock();
-            let list = state.idle.get_mut(&key)?;
-            let mut found = None;
-            while let Some(c) = list.pop() {
-                let expired = self.idle_timeout.is_some_and(|t| c.since.elapsed() >= t);
-                if expired {
+        loop {
+            let mut stale = Vec::new();
+            let mut found = {
+                let mut state = self.lock();
+                let list = state.idle.get_mut(&key)?;
+                let found = list.pop();
+                if found
+                    .as_ref()
+                    .is_some_and(|c| self.idle_timeout.is_some_and(|t| c.since.elapsed() >= t))
+                {
                     // Older ones went idle earlier: expired too.
-                    stale.push(c);
                     stale.append(list);
-                } else if c.conn.tx.is_closed() {
-                    stale.push(c);
+                    stale.extend(found);
+                    None
                 } else {
-                    c.conn.io.unpool();
-                    found = Some(c);
-                    break;
+                    found
                 }
+            }?;
+            // Dropped outside the lock: each closes its connection.
+            drop(stale);
+            // Checked outside the lock: the codec's check reads the socket.
+            if !found.conn.closed() {
+                return Some(found);
             }
-            found
-        };
-        // Dropped outside the lock: each closes its connection.
-        drop(stale);
-        found
+        }
     }
 
     /// Puts a connection whose response has ended back on the idle list, unless it has served
     /// `max_requests_per_connection` (dropping it closes it) or has ended. One hyper has not
     /// finished with (a request body still being written) gets a task until it has.
     fn release(self: &Arc<Self>, key: Key, mut conn: Conn) {
-        if self.max_requests.is_some_and(|m| conn.uses >= m)
-            || conn.io.ended()
-            || conn.tx.is_closed()
-        {
+        if self.max_requests.is_some_and(|m| conn.uses >= m) || conn.ended() {
             return;
         }
-        if !conn.tx.is_ready() {
+        let finished = match &conn.kind {
+            Kind::Own(c) => !c.sending(),
+            Kind::Hyper { tx, .. } => tx.is_ready(),
+        };
+        if !finished {
             let Ok(rt) = tokio::runtime::Handle::try_current() else {
                 return;
             };
             let pool = Arc::downgrade(self);
             rt.spawn(async move {
-                if conn.ready().await {
+                let ready = match &mut conn.kind {
+                    Kind::Own(c) => std::future::poll_fn(|cx| c.poll_send(cx)).await.is_ok(),
+                    Kind::Hyper { tx, io } => hyper_ready(tx, io).await,
+                };
+                if ready {
                     if let Some(pool) = pool.upgrade() {
                         pool.release(key, conn);
                     }
@@ -188,7 +251,9 @@ impl Http1Pool {
             });
             return;
         }
-        conn.io.pool();
+        if matches!(&conn.kind, Kind::Own(c) if !c.reusable()) || !conn.pool() {
+            return;
+        }
         let mut dropped = None;
         let start_sweeper = {
             let mut state = self.lock();
@@ -291,7 +356,14 @@ impl Http1Pool {
                 ConnectError::Overflow => UpstreamError::Overflow,
                 ConnectError::Failed(m) => UpstreamError::ConnectFailure(m),
             })?;
-        Ok((handshake(io, self.stirred.clone()).await?, false))
+        let conn = Box::new(Connection::new(io, self.stirred.clone()));
+        Ok((
+            Conn {
+                kind: Kind::Own(conn),
+                uses: 0,
+            },
+            false,
+        ))
     }
 
     /// Sends `req` (origin-form, with its Host header) on a connection to `key`.
@@ -301,17 +373,23 @@ impl Http1Pool {
         pool: &Pool,
         mut req: http::Request<BoxBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        let plain = super::http1_codec::takes(&req);
         loop {
-            let (mut conn, reused) = self.checkout(key, pool).await?;
+            let (Conn { kind, uses }, reused) = self.checkout(key, pool).await?;
+            let (mut tx, mut io) = match kind {
+                Kind::Own(c) if plain => return self.exchange(key, c, uses, req).await,
+                // hyper takes the connection over (nothing is buffered on an idle one).
+                Kind::Own(c) => handshake(c.into_io(), self.stirred.clone()).await?,
+                Kind::Hyper { tx, io } => (tx, io),
+            };
             // A reused connection is returned ready; should it not be, it is driven until it is.
-            if reused && !conn.tx.is_ready() && !conn.ready().await {
+            if reused && !tx.is_ready() && !hyper_ready(&mut tx, &mut io).await {
                 continue;
             }
             let connect = req.method() == http::Method::CONNECT;
-            let mut sent = pin!(conn.tx.try_send_request(req));
+            let mut sent = pin!(tx.try_send_request(req));
             let sent =
-                std::future::poll_fn(|cx| conn.io.drive(cx, false, |cx| sent.as_mut().poll(cx)))
-                    .await;
+                std::future::poll_fn(|cx| io.drive(cx, false, |cx| sent.as_mut().poll(cx))).await;
             match sent {
                 Ok(resp)
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
@@ -320,8 +398,7 @@ impl Http1Pool {
                     // The connection is the upgrade's now: its future hands the socket over to
                     // the response's `OnUpgrade` in a task of its own, the sender kept alive
                     // until then (as the legacy client kept it).
-                    if let Some(driver) = conn.io.driver.take() {
-                        let tx = conn.tx;
+                    if let Some(driver) = io.driver.take() {
                         tokio::spawn(async move {
                             let _tx = tx;
                             if let Err(e) = driver.into_inner().await {
@@ -332,17 +409,18 @@ impl Http1Pool {
                     return Ok(resp.map(UpstreamBody::new));
                 }
                 Ok(resp) => {
-                    conn.uses += 1;
                     let (parts, body) = resp.into_parts();
-                    let mut body = UpstreamBody {
-                        inner: body,
-                        conn: (!conn.io.ended()).then(|| Returning {
+                    let mut body = UpstreamBody(Inner::Hyper {
+                        body,
+                        conn: (!io.ended()).then(|| Returning {
                             pool: Arc::downgrade(self),
                             key,
-                            conn,
+                            tx,
+                            io,
+                            uses: uses + 1,
                         }),
-                    };
-                    if body.inner.is_end_stream() {
+                    });
+                    if body.is_end_stream() {
                         body.release();
                     }
                     return Ok(http::Response::from_parts(parts, body));
@@ -355,23 +433,52 @@ impl Http1Pool {
             }
         }
     }
+
+    /// Sends a plain request with the proxy's codec on `c` and reads the response's head; the
+    /// body reads the rest and gives the connection back.
+    async fn exchange(
+        self: &Arc<Self>,
+        key: Key,
+        mut c: Box<Connection<Tracked>>,
+        uses: u32,
+        req: http::Request<BoxBody>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        c.start(req);
+        let head = std::future::poll_fn(|cx| c.poll_head(cx))
+            .await
+            .map_err(|e| reset(&e))?;
+        let (parts, ()) = head.response.into_parts();
+        let mut body = UpstreamBody(Inner::Own {
+            decoder: Decoder::new(head.framing),
+            // A `101` nobody asked for (the codec takes no upgrade) ends the connection.
+            conn: (!head.upgrade).then(|| OwnReturning {
+                pool: Arc::downgrade(self),
+                key,
+                conn: c,
+                uses: uses + 1,
+            }),
+        });
+        if body.is_end_stream() {
+            body.release();
+        }
+        Ok(http::Response::from_parts(parts, body))
+    }
 }
 
 /// The HTTP/1.1 handshake (no I/O). The connection closes, releasing its `max_connections`
 /// permit, when its future ends or is dropped.
-async fn handshake(io: Tracked, stirred: Arc<tokio::sync::Notify>) -> Result<Conn, UpstreamError> {
+async fn handshake(
+    io: Tracked,
+    stirred: Arc<tokio::sync::Notify>,
+) -> Result<(SendRequest<BoxBody>, Link), UpstreamError> {
     let (tx, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| reset(&e))?;
-    Ok(Conn {
-        tx,
-        io: Link::new(Box::pin(conn.with_upgrades()), stirred),
-        uses: 0,
-    })
+    Ok((tx, Link::new(Box::pin(conn.with_upgrades()), stirred)))
 }
 
 /// A failure after the connection was made, with its causes.
-fn reset(e: &hyper::Error) -> UpstreamError {
+fn reset(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -418,7 +525,7 @@ async fn sweep(
                 }
                 let mut i = 0;
                 while i < list.len() {
-                    if list[i].conn.io.reap() {
+                    if list[i].conn.reap() {
                         gone.push(list.remove(i));
                     } else {
                         i += 1;
@@ -434,92 +541,5 @@ async fn sweep(
             gone
         };
         drop(gone);
-    }
-}
-
-/// The connection a response holds until its body ends.
-struct Returning {
-    pool: Weak<Http1Pool>,
-    key: Key,
-    conn: Conn,
-}
-
-/// An upstream response body; an HTTP/1.1 one puts its connection back in the pool when it ends.
-pub struct UpstreamBody {
-    inner: Incoming,
-    conn: Option<Returning>,
-}
-
-impl UpstreamBody {
-    /// A body with no pooled connection to give back (HTTP/2).
-    pub fn new(inner: Incoming) -> UpstreamBody {
-        UpstreamBody { inner, conn: None }
-    }
-
-    fn release(&mut self) {
-        if let Some(r) = self.conn.take() {
-            if let Some(pool) = r.pool.upgrade() {
-                pool.release(r.key, r.conn);
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = &mut *self;
-        let r = match this.conn.as_mut() {
-            None => Pin::new(&mut this.inner).poll_frame(cx),
-            // The body is fed by the connection, driven here while the body waits.
-            Some(r) => {
-                let inner = &mut this.inner;
-                let r = r
-                    .conn
-                    .io
-                    .drive(cx, true, |cx| Pin::new(&mut *inner).poll_frame(cx));
-                if this.conn.as_ref().is_some_and(|c| c.conn.io.ended()) {
-                    this.conn = None;
-                }
-                r
-            }
-        };
-        match &r {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            // An errored body's connection is closed.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if self.inner.is_end_stream() {
-            self.release();
-        }
     }
 }

@@ -14,6 +14,7 @@ pub mod dns;
 pub mod dns_resolver;
 pub mod endpoints;
 pub mod hash;
+pub mod http1_codec;
 mod http1_link;
 pub mod http1_pool;
 pub mod lb;

@@ -492,3 +492,84 @@ async fn http1_bodies_in_pieces_on_one_connection_across_tasks() {
         (1, 1)
     );
 }
+
+/// Requests the proxy's codec does not take (here an upgrade the upstream declines) go with
+/// hyper on the same pooled connection, which stays hyper's; plain ones reuse it either way.
+#[tokio::test]
+async fn http1_plain_and_hyper_requests_share_one_connection() {
+    let addr = server(echo(), None).await;
+    let c = cluster(ClusterConfig::new("c", Discovery::Static), &[addr]);
+    let upgrade = || {
+        let mut r = request("/up");
+        r.headers_mut()
+            .insert(http::header::UPGRADE, http::HeaderValue::from_static("foo"));
+        r.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+        r
+    };
+    for (n, r) in [request("/a"), upgrade(), request("/b"), request("/c")]
+        .into_iter()
+        .enumerate()
+    {
+        let path = r.uri().path().to_string();
+        let (resp, _) = c
+            .request(r, &LbContext::default())
+            .await
+            .unwrap_or_else(|e| panic!("request {n}: {e}"));
+        assert_eq!(body(resp).await, format!("HTTP/1.1 reviews:9080 {path}"));
+    }
+    let s = c.stats();
+    assert_eq!(
+        (s.upstream_cx_total.get(), s.upstream_cx_active.get()),
+        (1, 1)
+    );
+}
+
+/// A connection is given back only after a kept-alive response read exactly to its end:
+/// bytes after it, `Connection: close` and HTTP/1.0 each cost a new connection per request.
+#[tokio::test]
+async fn http1_connections_not_reusable_are_not_reused() {
+    let cases: &[&'static [&'static str]] = &[
+        &["HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n"],
+        &["HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"],
+        &["HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok"],
+    ];
+    for parts in cases {
+        let addr = raw_server(parts, Duration::ZERO, None).await;
+        let c = cluster(ClusterConfig::new("c", Discovery::Static), &[addr]);
+        for _ in 0..3 {
+            let (resp, _) = c
+                .request(request("/"), &LbContext::default())
+                .await
+                .expect("response");
+            assert_eq!(body(resp).await, "ok", "{parts:?}");
+        }
+        assert_eq!(c.stats().upstream_cx_total.get(), 3, "{parts:?}");
+    }
+}
+
+/// A response head hyper's client refuses is refused the same way: a reset with hyper's words.
+#[tokio::test]
+async fn http1_malformed_response_heads_are_resets() {
+    let cases: &[(&'static [&'static str], &str)] = &[
+        (
+            &["HTTP/1.1 200 OK\r\nx-a: 1\r\n folded\r\ncontent-length: 0\r\n\r\n"],
+            "invalid HTTP header parsed",
+        ),
+        (
+            &["HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"],
+            "invalid content-length parsed",
+        ),
+    ];
+    for (parts, want) in cases {
+        let addr = raw_server(parts, Duration::ZERO, None).await;
+        let c = cluster(ClusterConfig::new("c", Discovery::Static), &[addr]);
+        match c.request(request("/"), &LbContext::default()).await {
+            Err(UpstreamError::Reset(m)) => assert!(m.contains(want), "{parts:?}: {m}"),
+            Ok((r, _)) => panic!("{parts:?}: answered {}", r.status()),
+            Err(e) => panic!("{parts:?}: {e}"),
+        }
+    }
+}

@@ -450,10 +450,7 @@ async fn attempts(
                     super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                     super::names::number(now.elapsed().as_millis() as u64),
                 );
-                let resp = Response::from_parts(
-                    p,
-                    b.map_err(|e| -> super::BoxError { Box::new(e) }).boxed(),
-                );
+                let resp = Response::from_parts(p, b.boxed());
                 (outcome, resp)
             }
             Some(Err(e)) => (outcome_of(&e), upstream_error_reply(&e)),

@@ -29,7 +29,7 @@
 //! Not supported, NACKed by path: `CONNECT` upgrade configs (and `connect_config`), custom
 //! upgrade filter chains.
 
-use super::{BoxBody, BoxError};
+use super::BoxBody;
 use crate::cluster::pool::UpstreamProtocol;
 use crate::cluster::{Cluster, LbContext};
 use crate::stats::HttpStats;
@@ -192,7 +192,7 @@ pub async fn send(
                 super::names::X_ENVOY_UPSTREAM_SERVICE_TIME,
                 HeaderValue::from(started.elapsed().as_millis() as u64),
             );
-            Response::from_parts(p, b.map_err(|e| -> BoxError { Box::new(e) }).boxed())
+            Response::from_parts(p, b.boxed())
         }
     }
 }
