@@ -187,6 +187,11 @@ done
 # in turn each round so that a change in the machine's load falls on all of them. Beside the
 # rate, the proxy's CPU use over the run (utime+stime, in cores): a proxy that is not using its
 # whole core is not the bottleneck, and `rps / cpu` is what one busy worker of it would serve.
+# Each target first serves 3 s at that concurrency unmeasured, so that all of them start the
+# rounds with their upstream connections open and their memory grown.
+for port in $CAP $HAP $NGX; do
+  "${OHA_RUN[@]}" -z 3s -c 64 --no-tui -j "http://127.0.0.1:$port/" >/dev/null
+done
 for round in $(seq 1 "${MAX_ROUNDS:-1}"); do
   for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $HAP" "nginx $NGX_WORKER $NGX" "direct - $((V1+100))"; do
     read -r name pid port <<<"$t"

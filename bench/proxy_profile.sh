@@ -7,6 +7,7 @@
 #   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
 #   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
 #   MODE=syscalls CAPSTAN=... bench/proxy_profile.sh   # system calls per request (strace -c)
+#   CALLGRIND_ARGS=--cache-sim=yes ...                 # also simulated cache misses (I1mr, D1mr, ...)
 #
 # The proxy profiled is CAPSTAN_PROXY (split on spaces), by default the `capstan-proxy` binary
 # the sidecar ships, beside $CAPSTAN, else `$CAPSTAN proxy` (same code, the all-in-one binary).
@@ -81,7 +82,7 @@ CONF
 # wrap NAME OUTFILE: the command prefix a target runs under.
 wrap() {
   case $MODE in
-    callgrind) echo "valgrind --tool=callgrind --callgrind-out-file=$2 --dump-instr=no" ;;
+    callgrind) echo "valgrind --tool=callgrind --callgrind-out-file=$2 --dump-instr=no ${CALLGRIND_ARGS:-}" ;;
     *) echo "" ;;
   esac
 }
