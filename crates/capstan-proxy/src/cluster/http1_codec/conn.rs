@@ -99,15 +99,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     /// out as the response is polled.
     pub fn start(&mut self, req: http::Request<BoxBody>) {
         let (mut parts, body) = req.into_parts();
-        let length = if body.is_end_stream() {
-            None
-        } else {
-            Some(
-                body.size_hint()
-                    .exact()
-                    .map_or(BodyLength::Unknown, BodyLength::Known),
-            )
-        };
+        let length = BodyLength::of(&body);
         // hyper's client: a request's `Connection: close` retires the connection whatever the
         // response says.
         if parts

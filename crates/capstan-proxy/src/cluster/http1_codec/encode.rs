@@ -7,14 +7,9 @@ use bytes::{BufMut, Bytes};
 use http::header::{self, Entry, HeaderMap, HeaderValue};
 use http::Method;
 
-/// What is known of a body before it is sent (hyper's `BodyLength`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyLength {
-    /// Exactly this many bytes.
-    Known(u64),
-    /// Streamed, of unknown length.
-    Unknown,
-}
+/// What is known of a body before it is sent (hyper's `BodyLength`), as the downstream codec
+/// asks it.
+pub use crate::http::h1::encode::BodyLength;
 
 /// How a request body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,13 +6,26 @@ use super::date;
 use http::header::{self, HeaderValue};
 use http::{StatusCode, Version};
 
-/// How long the response body is, as hyper asks its body before writing the head.
+/// How long a message's body is, as hyper asks the body before writing the head (of a
+/// response here, of a request in the upstream codec).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyLength {
     /// `size_hint().exact()`.
     Known(u64),
     /// A body of unknown length.
     Unknown,
+}
+
+impl BodyLength {
+    /// What `body` says of its length before it is polled; None when it has ended already (no
+    /// body at all).
+    pub fn of<B: http_body::Body>(body: &B) -> Option<BodyLength> {
+        (!body.is_end_stream()).then(|| {
+            body.size_hint()
+                .exact()
+                .map_or(BodyLength::Unknown, BodyLength::Known)
+        })
+    }
 }
 
 /// How the body that follows the head is framed.

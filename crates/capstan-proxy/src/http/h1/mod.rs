@@ -194,15 +194,7 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let (mut parts, mut body) = resp.into_parts();
-    let length = if body.is_end_stream() {
-        None
-    } else {
-        Some(
-            body.size_hint()
-                .exact()
-                .map_or(BodyLength::Unknown, BodyLength::Known),
-        )
-    };
+    let length = BodyLength::of(&body);
     out.clear();
     let head = encode::encode_head(out, &mut parts, length, head_request, !drain.begun())
         .map_err(|_| tracing::debug!("response head refused"))?;
