@@ -174,7 +174,8 @@ async fn read_body(
         return Err(too_large());
     }
     use futures::StreamExt as _;
-    let mut read = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    // What the client declares is trusted only up to 64 KiB ahead of what it sends.
+    let mut read = Vec::with_capacity(declared.map_or(0, |n| n.min(64 * 1024) as usize));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
