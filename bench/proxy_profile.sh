@@ -7,6 +7,7 @@
 #   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
 #   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
 #   MODE=syscalls CAPSTAN=... bench/proxy_profile.sh   # system calls per request (strace -c)
+#   MODE=cpu TARGETS="capstan haproxy capstan haproxy" ...   # user/sys CPU per request at RATE rps
 #   CALLGRIND_ARGS=--cache-sim=yes ...                 # also simulated cache misses (I1mr, D1mr, ...)
 #
 # The proxy profiled is CAPSTAN_PROXY (split on spaces), by default the `capstan-proxy` binary
@@ -117,6 +118,20 @@ for target in $TARGETS; do
       file=$(ls -t "$OUT/$target.callgrind"* | head -1)
       ir=$(awk '/^summary:|^totals:/{print $2; exit}' "$file")
       python3 -c "import sys; ir=int(sys.argv[1]); n=int(sys.argv[2]); print(f'$target: {ir/n:,.0f} instructions per request ({ir:,} over {n}) -> $file')" "$ir" "$N"
+      ;;
+    cpu)
+      # The proxy's utime and stime per request at a fixed rate (RATE, default 5,000 rps, 10 s):
+      # one worker's maximum is about 1 / (user + sys). Repeat targets to alternate them.
+      read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      "$OHA" -z 10s -c 16 -q "${RATE:-5000}" --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      python3 - "$target" "$((u1 - u0))" "$((s1 - s0))" "$(getconf CLK_TCK)" "$WORK/oha.json" <<'PY'
+import json, sys
+target, u, s, tck, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+n = sum(json.load(open(path)).get("statusCodeDistribution", {}).values())
+k = 1e6 / tck / n
+print(f"{target}: {n} requests, user {u * k:.1f} us, sys {s * k:.1f} us, total {(u + s) * k:.1f} us per request")
+PY
       ;;
     syscalls)
       strace -c -f -q -o "$OUT/$target.strace" -p $pid &
