@@ -6,9 +6,12 @@
 #
 #   CAPSTAN=target/profiling/capstan bench/proxy_profile.sh            # callgrind, both proxies
 #   MODE=perf CAPSTAN=target/profiling/capstan bench/proxy_profile.sh  # perf record (dwarf)
-#   MODE=syscalls CAPSTAN=... bench/proxy_profile.sh   # system calls per request (strace -c)
+#   MODE=syscalls CAPSTAN=... bench/proxy_profile.sh   # system calls per request (strace -c;
+#                                                      # RATE=1000: at that fixed rate)
 #   MODE=cpu TARGETS="capstan haproxy capstan haproxy" ...   # user/sys CPU per request at RATE rps
 #   CALLGRIND_ARGS=--cache-sim=yes ...                 # also simulated cache misses (I1mr, D1mr, ...)
+#   HTTP=2 ...                                         # the clients speak h2c (prior knowledge) to
+#                                                      # the proxies; upstream stays HTTP/1.1
 #
 # The proxy profiled is CAPSTAN_PROXY (split on spaces), by default the `capstan-proxy` binary
 # the sidecar ships, beside $CAPSTAN, else `$CAPSTAN proxy` (same code, the all-in-one binary).
@@ -33,6 +36,14 @@ if [[ -z ${CAPSTAN_PROXY:-} ]]; then
   fi
 fi
 read -r -a PROXY <<<"$CAPSTAN_PROXY"
+# HTTP=2: the load speaks h2c with prior knowledge (HAProxy's bind says `proto h2`; capstan's
+# gateway listener tells the two apart itself); the backends are reached over HTTP/1.1 either way.
+HTTP="${HTTP:-1}"
+case $HTTP in
+  1) OHA_ARGS=() CURL_ARGS=() HAP_BIND="" ;;
+  2) OHA_ARGS=(--http2) CURL_ARGS=(--http2-prior-knowledge) HAP_BIND=" proto h2" ;;
+  *) echo "HTTP is 1 or 2" >&2; exit 2 ;;
+esac
 log() { printf '[profile] %s\n' "$*" >&2; }
 [[ -x $OHA ]] || { log "run bench/proxy.sh once first (installs oha)"; exit 1; }
 log "proxy: ${PROXY[*]}"
@@ -72,7 +83,7 @@ defaults
   timeout server 60s
   http-reuse always
 frontend web
-  bind 127.0.0.1:$HAP
+  bind 127.0.0.1:$HAP$HAP_BIND
   default_backend reviews
 backend reviews
   balance roundrobin
@@ -89,7 +100,7 @@ wrap() {
 }
 
 wait_port() {
-  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
+  for _ in $(seq 1 300); do curl -sf "${CURL_ARGS[@]}" -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done
   log "port $1 not answering"; tail -n 20 "$WORK"/*.log >&2; exit 1
 }
 
@@ -108,11 +119,11 @@ for target in $TARGETS; do
       $(wrap haproxy "$OUT/haproxy.callgrind") haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 & pid=$!; PIDS+=($pid) ;;
   esac
   wait_port $port
-  "$OHA" -n 2000 -c 16 --no-tui -j "http://127.0.0.1:$port/" >/dev/null
+  "$OHA" "${OHA_ARGS[@]}" -n 2000 -c 16 --no-tui -j "http://127.0.0.1:$port/" >/dev/null
   case $MODE in
     callgrind)
       callgrind_control -z $pid >/dev/null
-      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      "$OHA" "${OHA_ARGS[@]}" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
       callgrind_control -d "measured" $pid >/dev/null
       sleep 1
       file=$(ls -t "$OUT/$target.callgrind"* | head -1)
@@ -123,7 +134,7 @@ for target in $TARGETS; do
       # The proxy's utime and stime per request at a fixed rate (RATE, default 5,000 rps, 10 s):
       # one worker's maximum is about 1 / (user + sys). Repeat targets to alternate them.
       read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
-      "$OHA" -z 10s -c 16 -q "${RATE:-5000}" --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      "$OHA" "${OHA_ARGS[@]}" -z 10s -c 16 -q "${RATE:-5000}" --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
       read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
       python3 - "$target" "$((u1 - u0))" "$((s1 - s0))" "$(getconf CLK_TCK)" "$WORK/oha.json" <<'PY'
 import json, sys
@@ -137,12 +148,15 @@ PY
       strace -c -f -q -o "$OUT/$target.strace" -p $pid &
       rec=$!
       sleep 1
-      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      # RATE set: 10 s at that fixed rate (where requests arrive one by one), else N closed loop.
+      if [[ -n ${RATE:-} ]]; then load=(-z 10s -q "$RATE"); else load=(-n "$N"); fi
+      "$OHA" "${OHA_ARGS[@]}" "${load[@]}" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
       sleep 0.5
       kill -INT $rec; wait $rec || true
-      python3 - "$OUT/$target.strace" "$N" "$target" <<'PY'
-import sys
-path, n, target = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+      python3 - "$OUT/$target.strace" "$WORK/oha.json" "$target" <<'PY'
+import json, sys
+path, oha, target = sys.argv[1], sys.argv[2], sys.argv[3]
+n = sum(json.load(open(oha)).get("statusCodeDistribution", {}).values())
 rows = []
 for line in open(path):
     f = line.split()
@@ -160,7 +174,7 @@ PY
       perf record -F 2000 -g --call-graph dwarf,16384 -o "$OUT/$target.perf.data" -p $pid 2>/dev/null &
       rec=$!
       sleep 0.5
-      "$OHA" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      "$OHA" "${OHA_ARGS[@]}" -n "$N" -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
       kill -INT $rec; wait $rec || true
       log "$target: perf report -i $OUT/$target.perf.data --no-children"
       ;;

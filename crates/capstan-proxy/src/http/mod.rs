@@ -766,13 +766,16 @@ pub async fn serve_connection<IO>(
         },
     };
     let svc_ctx = ctx.clone();
+    // Boxed: hyper's HTTP/2 server spawns each stream as a task, whose cell holds the future by
+    // value and copies all of it when it is made and each time the task's stage changes (five
+    // copies of ~6 KB a request); boxed, those copies are of a pointer.
     let svc = hyper::service::service_fn(move |req| {
         let ctx = svc_ctx.clone();
-        async move {
+        Box::pin(async move {
             let req = req
                 .map(|b: hyper::body::Incoming| b.map_err(|e| -> BoxError { Box::new(e) }).boxed());
             Ok::<_, std::convert::Infallible>(serve_request(ctx, req).await)
-        }
+        })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     match hcm.codec {
