@@ -54,7 +54,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-V1=18181 V2=18182 CAP=18190 HAP=18191 XDS=18110 ADMIN=18100
+# PORT_OFFSET moves every port, so that two runs can share a machine.
+O=${PORT_OFFSET:-0}
+V1=$((18181 + O)) V2=$((18182 + O)) CAP=$((18190 + O)) HAP=$((18191 + O)) XDS=$((18110 + O)) ADMIN=$((18100 + O))
+DEBUG=$((18180 + O)) MONITORING=$((18114 + O))
 cat >"$WORK/nginx/backend.conf" <<CONF
 worker_processes 1; daemon off; pid $WORK/nginx/backend.pid; error_log stderr error;
 events { worker_connections 4096; }
@@ -69,7 +72,7 @@ nginx -c "$WORK/nginx/backend.conf" -e stderr & PIDS+=($!)
 source "$ROOT/bench/proxy_mesh.sh"
 write_gateway_mesh "$WORK" "$CAP" "$V1" "$V2"
 "$CAPSTAN" discovery --config-dir "$WORK/config" --registry-file "$WORK/registry.yaml" \
-  --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:18180 --monitoring-addr 127.0.0.1:18114 2>"$WORK/discovery.log" & PIDS+=($!)
+  --xds-addr 127.0.0.1:$XDS --debug-addr 127.0.0.1:$DEBUG --monitoring-addr 127.0.0.1:$MONITORING 2>"$WORK/discovery.log" & PIDS+=($!)
 sleep 1
 
 cat >"$WORK/haproxy.cfg" <<CONF
