@@ -33,7 +33,7 @@ pub fn extend(dst: &mut Vec<u8>) {
 
 thread_local! {
     static VALUE: RefCell<(u64, http::HeaderValue)> =
-        RefCell::new((u64::MAX, http::HeaderValue::from_static("")));
+        const { RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
 }
 
 /// The current date as a `date` header value, made once a second per thread (HTTP/2

@@ -207,9 +207,9 @@ async fn serve_stream(
     }
 }
 
-/// Writes a response body to its stream as the client's flow control allows: each chunk once
-/// the stream has some capacity (h2 holds the rest, up to its send buffer), then the trailers
-/// or the end of the stream. A body error resets the stream.
+/// Writes a response body to its stream as the client's flow control allows: each chunk but
+/// the last once the stream has some capacity (h2 holds the rest, up to its send buffer), then
+/// the trailers or the end of the stream. A body error resets the stream.
 async fn send_body(mut tx: ::h2::SendStream<Bytes>, mut body: BoxBody) {
     loop {
         let frame = poll_fn(|cx| {
@@ -248,7 +248,11 @@ async fn send_body(mut tx: ::h2::SendStream<Bytes>, mut body: BoxBody) {
             }
         };
         let end = body.is_end_stream();
-        if !data.is_empty() {
+        // The last chunk goes straight to h2, which asks for the capacity it lacks and holds
+        // the rest meanwhile (the usual answer is one chunk: no reservation to make). Before
+        // the others, the stream must have room, so that the body is not read ahead of what
+        // the client takes.
+        if !data.is_empty() && !end {
             tx.reserve_capacity(data.len());
             while tx.capacity() == 0 {
                 match poll_fn(|cx| tx.poll_capacity(cx)).await {
