@@ -86,9 +86,18 @@ const PROXY_CONNECTION: u8 = 4;
 const TRANSFER_ENCODING: u8 = 8;
 const UPGRADE: u8 = 16;
 const TE: u8 = 32;
+const HOP_BY_HOP: u8 =
+    CONNECTION | KEEP_ALIVE | PROXY_CONNECTION | TRANSFER_ENCODING | UPGRADE | TE;
+/// Not forbidden, but the pass notes them for the caller.
+const DATE: u8 = 64;
+const CONTENT_LENGTH: u8 = 128;
 
-fn connection_specific(name: &HeaderName) -> u8 {
-    if *name == header::CONNECTION {
+fn classify(name: &HeaderName) -> u8 {
+    if *name == header::DATE {
+        DATE
+    } else if *name == header::CONTENT_LENGTH {
+        CONTENT_LENGTH
+    } else if *name == header::CONNECTION {
         CONNECTION
     } else if *name == header::TRANSFER_ENCODING {
         TRANSFER_ENCODING
@@ -105,15 +114,26 @@ fn connection_specific(name: &HeaderName) -> u8 {
     }
 }
 
+/// Which of `date` and `content-length` a response head has.
+pub(super) struct Present {
+    pub(super) date: bool,
+    pub(super) content_length: bool,
+}
+
 /// Removes the headers of an HTTP/1 hop an HTTP/2 response may not carry (h2 refuses to send
 /// them): `connection` and the headers it names, `keep-alive`, `proxy-connection`,
 /// `transfer-encoding`, `upgrade`, and `te` unless it is `trailers`. One pass over the names
 /// finds which are there; only those are looked up again (a response from an HTTP/2 upstream
-/// or a local reply has none; an HTTP/1.1 upstream's usually has `connection` alone).
-pub(super) fn strip_connection_headers(headers: &mut HeaderMap) {
-    let found = headers.keys().fold(0, |f, k| f | connection_specific(k));
-    if found == 0 {
-        return;
+/// or a local reply has none; an HTTP/1.1 upstream's usually has `connection` alone). The same
+/// pass tells whether `date` and `content-length` are there.
+pub(super) fn strip_connection_headers(headers: &mut HeaderMap) -> Present {
+    let found = headers.keys().fold(0, |f, k| f | classify(k));
+    let mut present = Present {
+        date: found & DATE != 0,
+        content_length: found & CONTENT_LENGTH != 0,
+    };
+    if found & HOP_BY_HOP == 0 {
+        return present;
     }
     if found & CONNECTION != 0 {
         if let Some(named) = headers.remove(header::CONNECTION) {
@@ -127,7 +147,10 @@ pub(super) fn strip_connection_headers(headers: &mut HeaderMap) {
                 {
                     continue;
                 }
-                headers.remove(name);
+                if headers.remove(name).is_some() {
+                    present.date &= !name.eq_ignore_ascii_case("date");
+                    present.content_length &= !name.eq_ignore_ascii_case("content-length");
+                }
             }
         }
     }
@@ -150,6 +173,7 @@ pub(super) fn strip_connection_headers(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
+    present
 }
 
 #[cfg(test)]
@@ -200,8 +224,40 @@ mod tests {
             ),
         ] {
             let mut h = map(input);
-            strip_connection_headers(&mut h);
+            let present = strip_connection_headers(&mut h);
             assert_eq!(h, map(want), "{input:?}");
+            assert!(!present.date && !present.content_length, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn date_and_content_length_are_noted() {
+        for (input, date, length) in [
+            (&[("date", "x"), ("content-length", "1")][..], true, true),
+            (&[("date", "x"), ("connection", "close")][..], true, false),
+            (
+                &[("content-length", "1"), ("upgrade", "x")][..],
+                false,
+                true,
+            ),
+            (&[("x-a", "1")][..], false, false),
+            // Named by `connection`: removed, so absent.
+            (
+                &[
+                    ("date", "x"),
+                    ("connection", "Date"),
+                    ("content-length", "1"),
+                ][..],
+                false,
+                true,
+            ),
+        ] {
+            let present = strip_connection_headers(&mut map(input));
+            assert_eq!(
+                (present.date, present.content_length),
+                (date, length),
+                "{input:?}"
+            );
         }
     }
 

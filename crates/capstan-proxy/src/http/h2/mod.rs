@@ -183,13 +183,13 @@ async fn serve_stream(
     };
     let Some(resp) = resp else { return };
     let (mut head, body) = resp.into_parts();
-    body::strip_connection_headers(&mut head.headers);
-    if !head.headers.contains_key(header::DATE) {
+    let present = body::strip_connection_headers(&mut head.headers);
+    if !present.date {
         head.headers
             .insert(header::DATE, super::h1::date::header_value());
     }
     let end = body.is_end_stream();
-    if !end && !head.headers.contains_key(header::CONTENT_LENGTH) {
+    if !end && !present.content_length {
         if let Some(n) = body.size_hint().exact() {
             head.headers.insert(header::CONTENT_LENGTH, n.into());
         }
