@@ -73,6 +73,11 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: bytes::Bytes, inner: S) -> Self {
         Prefixed { prefix, inner }
     }
+
+    /// The bytes still to be replayed before `inner`'s.
+    pub fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -31,6 +31,30 @@ pub fn extend(dst: &mut Vec<u8>) {
     });
 }
 
+thread_local! {
+    static VALUE: RefCell<(u64, http::HeaderValue)> =
+        const { RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
+}
+
+/// The current date as a `date` header value, made once a second per thread (HTTP/2
+/// responses carry it as a header, as hyper added it).
+pub fn header_value() -> http::HeaderValue {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    VALUE.with(|v| {
+        let mut v = v.borrow_mut();
+        if v.0 != secs {
+            let mut s = Vec::with_capacity(LEN);
+            extend(&mut s);
+            if let Ok(h) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(s)) {
+                *v = (secs, h);
+            }
+        }
+        v.1.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -46,5 +70,15 @@ mod tests {
         let mut again = Vec::new();
         super::extend(&mut again);
         assert_eq!(again.len(), 29);
+    }
+
+    #[test]
+    fn the_header_value_is_the_date_of_now() {
+        let v = super::header_value();
+        let parsed = httpdate::parse_http_date(v.to_str().expect("ASCII")).expect("an HTTP date");
+        let age = std::time::SystemTime::now()
+            .duration_since(parsed)
+            .unwrap_or_default();
+        assert!(age.as_secs() <= 2, "{v:?}");
     }
 }

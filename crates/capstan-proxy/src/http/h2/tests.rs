@@ -1,0 +1,453 @@
+//! The HTTP/2 server through `serve_connection` over loopback, with the `h2` crate's client:
+//! concurrent streams, flow control past both windows, trailers, client resets, body errors
+//! and the drain's GOAWAY.
+
+use super::starts_preface;
+use crate::http::replay_tests::apply_cluster;
+use crate::http::tests::{apply_routes, hcm_config, prefix_route};
+use crate::http::{BoxBody, BoxError, Codec, Downstream, HcmConfig};
+use crate::stats::Stats;
+use crate::store::Store;
+use bytes::Bytes;
+use envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, RouteAction, RouteConfiguration, VirtualHost,
+};
+use http::{HeaderMap, Request, Response};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// What the upstream tells the test: a request arrived (`/slow`), or the proxy dropped one
+/// it had not finished (`/hang`'s request, `/endless`'s response body).
+#[derive(Debug, PartialEq)]
+enum Event {
+    Arrived,
+    Dropped(&'static str),
+}
+
+/// Sends its event when dropped.
+struct OnDrop(mpsc::UnboundedSender<Event>, &'static str);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::Dropped(self.1));
+    }
+}
+
+fn full(b: impl Into<Bytes>) -> BoxBody {
+    http_body_util::Full::new(b.into())
+        .map_err(|e| match e {})
+        .boxed()
+}
+
+/// An upstream speaking HTTP/1.1 and HTTP/2: `/echo` streams the request body (trailers too)
+/// back; `/slow` answers `done` after 300 ms; `/hang` never answers; `/endless` sends a chunk
+/// every 10 ms forever; `/break` sends a chunk and then fails its body.
+async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Event>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (events, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let events = events.clone();
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let events = events.clone();
+                async move {
+                    let body = match req.uri().path() {
+                        "/echo" => req
+                            .into_body()
+                            .map_err(|e| -> BoxError { Box::new(e) })
+                            .boxed(),
+                        "/slow" => {
+                            let _ = events.send(Event::Arrived);
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                            full("done")
+                        }
+                        "/hang" => {
+                            let _guard = OnDrop(events, "/hang");
+                            std::future::pending::<BoxBody>().await
+                        }
+                        "/endless" => {
+                            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+                            tokio::spawn(async move {
+                                let _guard = OnDrop(events, "/endless");
+                                while tx.send(Ok(Frame::data(Bytes::from("tick")))).await.is_ok() {
+                                    tokio::time::sleep(Duration::from_millis(10)).await;
+                                }
+                            });
+                            http_body_util::StreamBody::new(
+                                tokio_stream::wrappers::ReceiverStream::new(rx),
+                            )
+                            .boxed()
+                        }
+                        "/break" => {
+                            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+                            tokio::spawn(async move {
+                                let _ = tx.send(Ok(Frame::data(Bytes::from("partial")))).await;
+                                // After the head and the chunk have reached the proxy.
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                let _ = tx.send(Err("upstream body failed".into())).await;
+                            });
+                            http_body_util::StreamBody::new(
+                                tokio_stream::wrappers::ReceiverStream::new(rx),
+                            )
+                            .boxed()
+                        }
+                        _ => full("unknown"),
+                    };
+                    Ok::<_, std::convert::Infallible>(Response::new(body))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), svc)
+                .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// A store routing everything for host `app` to cluster `up` at `upstream` (HTTP/2 upstream
+/// when `h2`).
+fn store_for(upstream: SocketAddr, h2: bool) -> Arc<Store> {
+    let store = Store::new(Arc::new(Stats::default()));
+    apply_cluster(&store, "up", &[upstream], h2);
+    let rc = RouteConfiguration {
+        name: "80".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "app".into(),
+            domains: vec!["app".into()],
+            routes: vec![prefix_route(
+                "/",
+                route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("up".into())),
+                    ..RouteAction::default()
+                }),
+            )],
+            ..VirtualHost::default()
+        }],
+        ..RouteConfiguration::default()
+    };
+    apply_routes(&store, "80", "1", &rc);
+    store
+}
+
+fn hcm(codec: Codec) -> HcmConfig {
+    HcmConfig {
+        codec,
+        ..hcm_config()
+    }
+}
+
+/// Serves one connection with `hcm` on a loopback port; the connection's task, to await its end.
+async fn serve_one(
+    store: Arc<Store>,
+    hcm: HcmConfig,
+    drain: crate::drain::Drain,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (sock, peer) = listener.accept().await.unwrap();
+        let down = Downstream {
+            peer_cert: None,
+            peer,
+            local: addr,
+            tls: false,
+            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
+        };
+        crate::http::serve_connection(sock, Arc::new(hcm), store, down, drain).await;
+    });
+    (addr, task)
+}
+
+/// An HTTP/2 client connection; its task ends when the connection does.
+async fn connect(
+    addr: SocketAddr,
+) -> (
+    ::h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), ::h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = ::h2::client::handshake(tcp).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get(path: &str) -> Request<()> {
+    Request::builder()
+        .method(if path == "/echo" { "POST" } else { "GET" })
+        .uri(format!("http://app{path}"))
+        .body(())
+        .unwrap()
+}
+
+/// Sends `data` as the client's flow control allows, then `trailers` or the end of the stream.
+async fn send_body(mut tx: ::h2::SendStream<Bytes>, mut data: Bytes, trailers: Option<HeaderMap>) {
+    while !data.is_empty() {
+        tx.reserve_capacity(data.len());
+        let n = poll_fn(|cx| tx.poll_capacity(cx))
+            .await
+            .expect("stream open")
+            .expect("capacity");
+        let chunk = data.split_to(n.min(data.len()));
+        tx.send_data(chunk, false).unwrap();
+    }
+    match trailers {
+        Some(t) => tx.send_trailers(t).unwrap(),
+        None => tx.send_data(Bytes::new(), true).unwrap(),
+    }
+}
+
+/// Reads a response body to its end, giving the window back as it goes; the body and trailers.
+async fn read_body(
+    mut body: ::h2::RecvStream,
+) -> Result<(Vec<u8>, Option<HeaderMap>), ::h2::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        out.extend_from_slice(&chunk);
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await?;
+    Ok((out, trailers))
+}
+
+#[test]
+fn the_preface_is_recognised_from_its_first_line() {
+    for (read, want) in [
+        (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0"[..], true),
+        (&b"PRI * HTTP/2.0\r\n"[..], true),
+        (&b"PRI * HTTP/2.0"[..], true),
+        // Too short to tell: hyper's codec reads on.
+        (&b"PRI * HTTP/2"[..], false),
+        (&b"PRI * HTTP/2.0\r\n\r\nXX"[..], false),
+        (&b"GET / HTTP/1.1\r\n\r\n"[..], false),
+        (&b""[..], false),
+    ] {
+        assert_eq!(starts_preface(read), want, "{read:?}");
+    }
+}
+
+/// Many streams at once on one connection, each answered with its own body; the connection
+/// manager counts each request once.
+#[tokio::test]
+async fn many_concurrent_streams_on_one_connection() {
+    let (up, _events) = upstream().await;
+    let store = store_for(up, false);
+    let (_drainer, drain) = crate::drain::channel();
+    // Auto: the HTTP/1 codec sees the preface and hands the connection over.
+    let (addr, _task) = serve_one(store.clone(), hcm(Codec::Auto), drain).await;
+    let (send, _conn) = connect(addr).await;
+    let mut calls = Vec::new();
+    for i in 0..64 {
+        let send = send.clone();
+        calls.push(tokio::spawn(async move {
+            let mut send = send.ready().await.unwrap();
+            let (resp, tx) = send.send_request(get("/echo"), false).unwrap();
+            send_body(tx, Bytes::from(format!("request {i}")), None).await;
+            let resp = resp.await.unwrap();
+            let head = resp.headers().clone();
+            assert_eq!(resp.status(), 200);
+            let (body, _) = read_body(resp.into_body()).await.unwrap();
+            assert_eq!(body, format!("request {i}").as_bytes());
+            head
+        }));
+    }
+    for c in calls {
+        let head = tokio::time::timeout(WITHIN, c).await.unwrap().unwrap();
+        assert_eq!(head["server"], "envoy");
+        assert!(head.contains_key("date"), "{head:?}");
+        assert!(!head.contains_key("connection"), "{head:?}");
+        assert!(!head.contains_key("transfer-encoding"), "{head:?}");
+    }
+    let stats = store.stats().http("test");
+    assert_eq!(stats.downstream_rq_total.get(), 64);
+    assert_eq!(stats.downstream_rq_class[1].get(), 64);
+    assert_eq!(stats.downstream_cx_active.get(), 1);
+}
+
+/// A request body and a response body each larger than the receiving side's windows (the
+/// proxy's 1 MiB, the client's default 64 KiB): both flow only as the windows reopen.
+#[tokio::test]
+async fn bodies_larger_than_the_windows_flow_both_ways() {
+    for h2_upstream in [false, true] {
+        let (up, _events) = upstream().await;
+        let store = store_for(up, h2_upstream);
+        let (_drainer, drain) = crate::drain::channel();
+        let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
+        let (send, _conn) = connect(addr).await;
+        let mut send = send.ready().await.unwrap();
+        let big: Bytes = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+        let (resp, tx) = send.send_request(get("/echo"), false).unwrap();
+        let sending = tokio::spawn(send_body(tx, big.clone(), None));
+        let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        let (body, _) = tokio::time::timeout(WITHIN, read_body(resp.into_body()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(body.len(), big.len(), "h2 upstream: {h2_upstream}");
+        assert!(body == big, "h2 upstream: {h2_upstream}");
+        sending.await.unwrap();
+    }
+}
+
+/// A gRPC-like call: request trailers reach the upstream, which sends them back as the
+/// response's trailers.
+#[tokio::test]
+async fn trailers_flow_both_ways() {
+    let (up, _events) = upstream().await;
+    let store = store_for(up, true);
+    let (_drainer, drain) = crate::drain::channel();
+    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
+    let (send, _conn) = connect(addr).await;
+    let mut send = send.ready().await.unwrap();
+    let mut req = get("/echo");
+    req.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    req.headers_mut().insert("te", "trailers".parse().unwrap());
+    let (resp, tx) = send.send_request(req, false).unwrap();
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", "0".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    send_body(
+        tx,
+        Bytes::from_static(b"\0\0\0\0\x03abc"),
+        Some(trailers.clone()),
+    )
+    .await;
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let (body, got) = tokio::time::timeout(WITHIN, read_body(resp.into_body()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, b"\0\0\0\0\x03abc");
+    let got = got.expect("trailers");
+    assert_eq!(got["grpc-status"], "0");
+    assert_eq!(got["x-checksum"], "abc");
+}
+
+async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(WITHIN, events.recv())
+        .await
+        .expect("an upstream event in time")
+        .expect("upstream running")
+}
+
+/// A client reset cancels the request: waiting for the upstream's answer, or midway through
+/// the response body. The connection serves on.
+#[tokio::test]
+async fn a_client_reset_cancels_the_request() {
+    let (up, mut events) = upstream().await;
+    let store = store_for(up, true);
+    let (_drainer, drain) = crate::drain::channel();
+    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
+    let (send, _conn) = connect(addr).await;
+
+    // Before the response: the upstream request is dropped.
+    let mut send = send.ready().await.unwrap();
+    let (_resp, mut tx) = send.send_request(get("/hang"), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tx.send_reset(::h2::Reason::CANCEL);
+    assert_eq!(next_event(&mut events).await, Event::Dropped("/hang"));
+
+    // Midway through the response body: the upstream's body is dropped.
+    let mut send = send.ready().await.unwrap();
+    let (resp, mut tx) = send.send_request(get("/endless"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    let mut body = resp.into_body();
+    let first = body.data().await.unwrap().unwrap();
+    assert_eq!(first, "tick");
+    tx.send_reset(::h2::Reason::CANCEL);
+    assert_eq!(next_event(&mut events).await, Event::Dropped("/endless"));
+
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    let (body, _) = read_body(resp.into_body()).await.unwrap();
+    assert_eq!(body, b"done");
+}
+
+/// A response body that fails midway resets the stream with INTERNAL_ERROR, after the data
+/// already sent.
+#[tokio::test]
+async fn a_response_body_error_resets_the_stream() {
+    let (up, _events) = upstream().await;
+    let store = store_for(up, true);
+    let (_drainer, drain) = crate::drain::channel();
+    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
+    let (send, _conn) = connect(addr).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/break"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let err = loop {
+        match tokio::time::timeout(WITHIN, body.data()).await.unwrap() {
+            Some(Ok(b)) => got.extend_from_slice(&b),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without a reset after {got:?}"),
+        }
+    };
+    assert_eq!(got, b"partial");
+    assert_eq!(err.reason(), Some(::h2::Reason::INTERNAL_ERROR), "{err}");
+}
+
+/// The drain sends GOAWAY: the request in flight completes, the connection then closes, and
+/// the proxy's side of it ends.
+#[tokio::test]
+async fn drain_sends_goaway_and_in_flight_requests_complete() {
+    let (up, mut events) = upstream().await;
+    let store = store_for(up, false);
+    let (drainer, drain) = crate::drain::channel();
+    let (addr, task) = serve_one(store.clone(), hcm(Codec::Http2), drain).await;
+    let (send, conn) = connect(addr).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    assert_eq!(next_event(&mut events).await, Event::Arrived);
+    drainer.start(Duration::from_secs(60));
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let (body, _) = read_body(resp.into_body()).await.unwrap();
+    assert_eq!(body, b"done");
+    // GOAWAY received and no stream left: the client's connection ends cleanly.
+    tokio::time::timeout(WITHIN, conn)
+        .await
+        .expect("the connection closes after GOAWAY")
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
+    assert_eq!(store.stats().http("test").downstream_cx_active.get(), 0);
+}
+
+/// A stream still open when the drain window ends is cut with its connection.
+#[tokio::test]
+async fn the_end_of_the_drain_window_cuts_open_streams() {
+    let (up, _events) = upstream().await;
+    let store = store_for(up, true);
+    let (drainer, drain) = crate::drain::channel();
+    let (addr, task) = serve_one(store.clone(), hcm(Codec::Http2), drain).await;
+    let (send, _conn) = connect(addr).await;
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/endless"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    drainer.start(Duration::from_millis(200));
+    // The body stops short: the connection is closed.
+    let r = tokio::time::timeout(WITHIN, read_body(resp.into_body()))
+        .await
+        .expect("the body ends with the drain window");
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
+    assert_eq!(store.stats().http("test").downstream_cx_active.get(), 0);
+}
