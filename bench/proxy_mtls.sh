@@ -23,6 +23,8 @@ if [[ -z ${CAPSTAN:-} ]]; then
   (cd "$ROOT" && cargo build --release -p capstan >&2)
   CAPSTAN="$ROOT/target/release/capstan"
 fi
+# The proxies: CAPSTAN_PROXY (split on spaces, e.g. a `capstan-proxy` binary), else `$CAPSTAN proxy`.
+read -r -a PROXY_CMD <<<"${CAPSTAN_PROXY:-$CAPSTAN proxy}"
 WORK="$(mktemp -d /tmp/capstan-bench-mtls.XXXXXX)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -75,7 +77,7 @@ echo token-a >"$WORK/token-a"; echo token-b >"$WORK/token-b"
   --debug-addr 127.0.0.1:18180 --monitoring-addr 127.0.0.1:18114 2>"$WORK/discovery.log" & PIDS+=($!)
 for _ in $(seq 1 100); do [[ -f $WORK/ca/root-cert.pem ]] && break; sleep 0.1; done
 proxy() { # name label token admin (exec: the PID is the proxy itself)
-  RUST_LOG=warn exec "$CAPSTAN" proxy --concurrency 1 --xds-address 127.0.0.1:$SECURE --xds-tls \
+  RUST_LOG=warn exec "${PROXY_CMD[@]}" --concurrency 1 --xds-address 127.0.0.1:$SECURE --xds-tls \
     --ca-address 127.0.0.1:$SECURE --ca-root-cert "$WORK/ca/root-cert.pem" --ca-token-file "$WORK/$3" \
     --admin-address 127.0.0.1:$4 --node-id "router~127.0.0.1~$1-0.default~default.svc.cluster.local" \
     --metadata "LABELS={\"istio\":\"$2\"}" 2>"$WORK/$1.log"

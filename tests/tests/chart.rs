@@ -886,6 +886,25 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
             && build.contains("target/dist/capstan-proxy /out/capstan-proxy"),
         "the build stage: {build}"
     );
+    // The sidecar's binary is built profile-guided unless `--build-arg PGO=0`, by the script
+    // the benchmarks measure (bench/pgo_proxy.sh), which the image's context must carry.
+    ensure!(
+        build.contains("ARG PGO=1") && build.contains("bench/pgo_proxy.sh"),
+        "the build stage builds capstan-proxy profile-guided: {build}"
+    );
+    let ignore = std::fs::read_to_string(repo_root().join(".dockerignore"))?;
+    for script in [
+        "pgo_proxy.sh",
+        "proxy_profile.sh",
+        "proxy_mesh.sh",
+        "proxy_mtls.sh",
+    ] {
+        ensure!(
+            repo_root().join("bench").join(script).is_file()
+                && ignore.lines().any(|l| l.trim() == format!("!bench/{script}")),
+            "bench/{script} exists and is in the image's build context"
+        );
+    }
     ensure!(
         runtime.contains("apt-get install") && runtime.contains(" iptables "),
         "the runtime stage installs no iptables: {runtime}"
@@ -909,7 +928,6 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
             && uid != "0",
         "Dockerfile USER {user} vs the chart's podSecurityContext {pod:?}"
     );
-    let ignore = std::fs::read_to_string(repo_root().join(".dockerignore"))?;
     for excluded in ["target", ".git"] {
         ensure!(
             ignore.lines().any(|l| l.trim() == excluded),
