@@ -901,7 +901,9 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
     ] {
         ensure!(
             repo_root().join("bench").join(script).is_file()
-                && ignore.lines().any(|l| l.trim() == format!("!bench/{script}")),
+                && ignore
+                    .lines()
+                    .any(|l| l.trim() == format!("!bench/{script}")),
             "bench/{script} exists and is in the image's build context"
         );
     }
