@@ -10,7 +10,7 @@
 #   CAPSTAN=path/to/capstan ...          # discovery for the training run (else built)
 #
 # Needs llvm-profdata of rustc's own LLVM major version (Debian's `llvm-N`, installed when
-# missing), nginx (installed when missing) and oha (bench/proxy.sh's pinned build). The
+# missing), nginx (installed when missing) and oha (bench/load_tools.sh's pinned build). The
 # instrumented build has its own target directory (target/pgo-generate); the PGO build is
 # made for the host triple explicitly, so that RUSTFLAGS reach the proxy and its dependencies
 # but not build scripts and proc-macros, and lands in target/<triple>/<profile>/.
@@ -19,7 +19,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 PROFILE="${PROFILE:-dist}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
 log() { printf '[pgo] %s\n' "$*" >&2; }
 
 TRIPLE="$(rustc -vV | awk '/^host:/{print $2}')"
@@ -29,9 +28,10 @@ if ! command -v "$PROFDATA" >/dev/null; then
   log "apt-get install llvm-$LLVM_MAJOR (llvm-profdata for rustc's LLVM $LLVM_MAJOR)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "llvm-$LLVM_MAJOR" >/dev/null
 fi
-command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null
-OHA="$CACHE/oha-1.8.0/bin/oha"
-[[ -x $OHA ]] || cargo install oha --version 1.8.0 --locked --root "$CACHE/oha-1.8.0" >&2
+# shellcheck source=bench/load_tools.sh
+source "$ROOT/bench/load_tools.sh"
+need_apt nginx nginx-light
+need_oha
 
 if [[ -z ${CAPSTAN:-} ]]; then
   log "building capstan ($PROFILE) for discovery"

@@ -15,22 +15,16 @@
 # of the proxy process, and maximum throughput (closed loop, 64 connections, 10 s).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
 RATES="${RATES:-1000 10000}"
 DURATION="${DURATION:-15s}"
-OHA_VERSION=1.8.0
 log() { printf '[bench] %s\n' "$*" >&2; }
 
 # ---- tools (pinned, cached)
-if ! command -v haproxy >/dev/null || ! command -v nginx >/dev/null; then
-  log "apt-get install haproxy nginx-light"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy nginx-light >/dev/null
-fi
-OHA="$CACHE/oha-$OHA_VERSION/bin/oha"
-if [[ ! -x $OHA ]]; then
-  log "cargo install oha $OHA_VERSION"
-  cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
-fi
+# shellcheck source=bench/load_tools.sh
+source "$ROOT/bench/load_tools.sh"
+need_apt haproxy haproxy
+need_apt nginx nginx-light
+need_oha
 # The proxy measured is the `capstan-proxy` binary (what the injected sidecar runs); `capstan`
 # runs discovery. CAPSTAN=/path/to/capstan benchmarks a given build instead of building this
 # tree; its proxy is CAPSTAN_PROXY, by default the `capstan-proxy` beside it, else (a build from

@@ -11,14 +11,13 @@
 # per 1,000 requests of the two proxies together.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
 RATE="${RATE:-1000}"
 DURATION="${DURATION:-15s}"
-OHA_VERSION=1.8.0
 log() { printf '[bench] %s\n' "$*" >&2; }
-command -v nginx >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light >/dev/null
-OHA="$CACHE/oha-$OHA_VERSION/bin/oha"
-[[ -x $OHA ]] || cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
+# shellcheck source=bench/load_tools.sh
+source "$ROOT/bench/load_tools.sh"
+need_apt nginx nginx-light
+need_oha
 if [[ -z ${CAPSTAN:-} ]]; then
   (cd "$ROOT" && cargo build --release -p capstan >&2)
   CAPSTAN="$ROOT/target/release/capstan"

@@ -21,8 +21,6 @@
 # callgrind output stays in $OUT (default /tmp/capstan-profile) for callgrind_annotate.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
-OHA="$CACHE/oha-1.8.0/bin/oha"
 N="${N:-20000}"
 MODE="${MODE:-callgrind}"
 OUT="${OUT:-/tmp/capstan-profile}"
@@ -45,7 +43,11 @@ case $HTTP in
   *) echo "HTTP is 1 or 2" >&2; exit 2 ;;
 esac
 log() { printf '[profile] %s\n' "$*" >&2; }
-[[ -x $OHA ]] || { log "run bench/proxy.sh once first (installs oha)"; exit 1; }
+# shellcheck source=bench/load_tools.sh
+source "$ROOT/bench/load_tools.sh"
+need_apt nginx nginx-light
+[[ " $TARGETS " == *" haproxy "* ]] && need_apt haproxy haproxy
+need_oha
 log "proxy: ${PROXY[*]}"
 
 WORK="$(mktemp -d /tmp/capstan-profile.XXXXXX)"

@@ -11,17 +11,13 @@
 # p50/p99 in ms.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CACHE="${CAPSTAN_TOOLS_CACHE:-$HOME/.cache/capstan-tools}"
 CONNECTIONS="${CONNECTIONS:-100}"
 DURATION="${DURATION:-20s}"
-OHA_VERSION=1.8.0
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-OHA="$CACHE/oha-$OHA_VERSION/bin/oha"
-if [[ ! -x $OHA ]]; then
-  log "cargo install oha $OHA_VERSION"
-  cargo install oha --version "$OHA_VERSION" --locked --root "$CACHE/oha-$OHA_VERSION" >&2
-fi
+# shellcheck source=bench/load_tools.sh
+source "$ROOT/bench/load_tools.sh"
+need_oha
 if [[ -z ${CAPSTAN:-} ]]; then
   (cd "$ROOT" && cargo build --release -p capstan >&2)
   CAPSTAN="$ROOT/target/release/capstan"

@@ -895,6 +895,7 @@ fn the_dockerfile_builds_what_the_chart_runs() -> Result<()> {
     let ignore = std::fs::read_to_string(repo_root().join(".dockerignore"))?;
     for script in [
         "pgo_proxy.sh",
+        "load_tools.sh",
         "proxy_profile.sh",
         "proxy_mesh.sh",
         "proxy_mtls.sh",

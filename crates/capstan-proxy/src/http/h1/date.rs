@@ -7,52 +7,38 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const LEN: usize = 29;
 
 thread_local! {
-    static CACHED: RefCell<(u64, [u8; LEN])> = const { RefCell::new((u64::MAX, [0; LEN])) };
+    /// The second the value was made for, and the value (a `HeaderValue` so that HTTP/2
+    /// responses share its bytes; HTTP/1 heads copy them).
+    static CACHED: RefCell<(u64, http::HeaderValue)> =
+        const { RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
 }
 
-/// Appends the current date as an HTTP date.
-pub fn extend(dst: &mut Vec<u8>) {
+/// Runs `f` on the current date's value, remade when the second has changed.
+fn with_current<R>(f: impl FnOnce(&http::HeaderValue) -> R) -> R {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHED.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs {
             let s = httpdate::fmt_http_date(now);
-            if s.len() == LEN {
-                c.1.copy_from_slice(s.as_bytes());
-                c.0 = secs;
-            } else {
-                // Not reached for dates this side of year 10000; written uncached if it is.
-                dst.extend_from_slice(s.as_bytes());
-                return;
+            debug_assert_eq!(s.len(), LEN, "an IMF-fixdate this side of year 10000");
+            if let Ok(v) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(s)) {
+                *c = (secs, v);
             }
         }
-        dst.extend_from_slice(&c.1);
-    });
-}
-
-thread_local! {
-    static VALUE: RefCell<(u64, http::HeaderValue)> =
-        const { RefCell::new((u64::MAX, http::HeaderValue::from_static(""))) };
-}
-
-/// The current date as a `date` header value, made once a second per thread (HTTP/2
-/// responses carry it as a header, as hyper added it).
-pub fn header_value() -> http::HeaderValue {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    VALUE.with(|v| {
-        let mut v = v.borrow_mut();
-        if v.0 != secs {
-            let mut s = Vec::with_capacity(LEN);
-            extend(&mut s);
-            if let Ok(h) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(s)) {
-                *v = (secs, h);
-            }
-        }
-        v.1.clone()
+        f(&c.1)
     })
+}
+
+/// Appends the current date as an HTTP date.
+pub fn extend(dst: &mut Vec<u8>) {
+    with_current(|v| dst.extend_from_slice(v.as_bytes()));
+}
+
+/// The current date as a `date` header value (HTTP/2 responses carry it as a header, as hyper
+/// added it).
+pub fn header_value() -> http::HeaderValue {
+    with_current(http::HeaderValue::clone)
 }
 
 #[cfg(test)]

@@ -182,6 +182,34 @@ async fn connect(
     (send, tokio::spawn(conn))
 }
 
+/// A backend, a store routing `app` to it (over HTTP/2 when `h2_upstream`), one downstream
+/// connection served with `codec`, and an HTTP/2 client on it. The drainer and both tasks are
+/// kept so that tests can drain and await the ends.
+struct Fixture {
+    store: Arc<Store>,
+    events: mpsc::UnboundedReceiver<Event>,
+    drainer: crate::drain::Drainer,
+    task: tokio::task::JoinHandle<()>,
+    send: ::h2::client::SendRequest<Bytes>,
+    conn: tokio::task::JoinHandle<Result<(), ::h2::Error>>,
+}
+
+async fn fixture(codec: Codec, h2_upstream: bool) -> Fixture {
+    let (up, events) = upstream().await;
+    let store = store_for(up, h2_upstream);
+    let (drainer, drain) = crate::drain::channel();
+    let (addr, task) = serve_one(store.clone(), hcm(codec), drain).await;
+    let (send, conn) = connect(addr).await;
+    Fixture {
+        store,
+        events,
+        drainer,
+        task,
+        send,
+        conn,
+    }
+}
+
 fn get(path: &str) -> Request<()> {
     Request::builder()
         .method(if path == "/echo" { "POST" } else { "GET" })
@@ -241,12 +269,15 @@ fn the_preface_is_recognised_from_its_first_line() {
 /// manager counts each request once.
 #[tokio::test]
 async fn many_concurrent_streams_on_one_connection() {
-    let (up, _events) = upstream().await;
-    let store = store_for(up, false);
-    let (_drainer, drain) = crate::drain::channel();
     // Auto: the HTTP/1 codec sees the preface and hands the connection over.
-    let (addr, _task) = serve_one(store.clone(), hcm(Codec::Auto), drain).await;
-    let (send, _conn) = connect(addr).await;
+    let Fixture {
+        store,
+        events: _events,
+        drainer: _drainer,
+        task: _task,
+        send,
+        conn: _conn,
+    } = fixture(Codec::Auto, false).await;
     let mut calls = Vec::new();
     for i in 0..64 {
         let send = send.clone();
@@ -280,11 +311,14 @@ async fn many_concurrent_streams_on_one_connection() {
 #[tokio::test]
 async fn bodies_larger_than_the_windows_flow_both_ways() {
     for h2_upstream in [false, true] {
-        let (up, _events) = upstream().await;
-        let store = store_for(up, h2_upstream);
-        let (_drainer, drain) = crate::drain::channel();
-        let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
-        let (send, _conn) = connect(addr).await;
+        let Fixture {
+            store: _,
+            events: _events,
+            drainer: _drainer,
+            task: _task,
+            send,
+            conn: _conn,
+        } = fixture(Codec::Http2, h2_upstream).await;
         let mut send = send.ready().await.unwrap();
         let big: Bytes = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
         let (resp, tx) = send.send_request(get("/echo"), false).unwrap();
@@ -305,11 +339,14 @@ async fn bodies_larger_than_the_windows_flow_both_ways() {
 /// response's trailers.
 #[tokio::test]
 async fn trailers_flow_both_ways() {
-    let (up, _events) = upstream().await;
-    let store = store_for(up, true);
-    let (_drainer, drain) = crate::drain::channel();
-    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
-    let (send, _conn) = connect(addr).await;
+    let Fixture {
+        store: _,
+        events: _events,
+        drainer: _drainer,
+        task: _task,
+        send,
+        conn: _conn,
+    } = fixture(Codec::Http2, true).await;
     let mut send = send.ready().await.unwrap();
     let mut req = get("/echo");
     req.headers_mut()
@@ -348,11 +385,14 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
 /// the response body. The connection serves on.
 #[tokio::test]
 async fn a_client_reset_cancels_the_request() {
-    let (up, mut events) = upstream().await;
-    let store = store_for(up, true);
-    let (_drainer, drain) = crate::drain::channel();
-    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
-    let (send, _conn) = connect(addr).await;
+    let Fixture {
+        store: _,
+        mut events,
+        drainer: _drainer,
+        task: _task,
+        send,
+        conn: _conn,
+    } = fixture(Codec::Http2, true).await;
 
     // Before the response: the upstream request is dropped.
     let mut send = send.ready().await.unwrap();
@@ -382,11 +422,14 @@ async fn a_client_reset_cancels_the_request() {
 /// already sent.
 #[tokio::test]
 async fn a_response_body_error_resets_the_stream() {
-    let (up, _events) = upstream().await;
-    let store = store_for(up, true);
-    let (_drainer, drain) = crate::drain::channel();
-    let (addr, _task) = serve_one(store, hcm(Codec::Http2), drain).await;
-    let (send, _conn) = connect(addr).await;
+    let Fixture {
+        store: _,
+        events: _events,
+        drainer: _drainer,
+        task: _task,
+        send,
+        conn: _conn,
+    } = fixture(Codec::Http2, true).await;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/break"), true).unwrap();
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
@@ -408,11 +451,14 @@ async fn a_response_body_error_resets_the_stream() {
 /// the proxy's side of it ends.
 #[tokio::test]
 async fn drain_sends_goaway_and_in_flight_requests_complete() {
-    let (up, mut events) = upstream().await;
-    let store = store_for(up, false);
-    let (drainer, drain) = crate::drain::channel();
-    let (addr, task) = serve_one(store.clone(), hcm(Codec::Http2), drain).await;
-    let (send, conn) = connect(addr).await;
+    let Fixture {
+        store,
+        mut events,
+        drainer,
+        task,
+        send,
+        conn,
+    } = fixture(Codec::Http2, false).await;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/slow"), true).unwrap();
     assert_eq!(next_event(&mut events).await, Event::Arrived);
@@ -434,11 +480,14 @@ async fn drain_sends_goaway_and_in_flight_requests_complete() {
 /// A stream still open when the drain window ends is cut with its connection.
 #[tokio::test]
 async fn the_end_of_the_drain_window_cuts_open_streams() {
-    let (up, _events) = upstream().await;
-    let store = store_for(up, true);
-    let (drainer, drain) = crate::drain::channel();
-    let (addr, task) = serve_one(store.clone(), hcm(Codec::Http2), drain).await;
-    let (send, _conn) = connect(addr).await;
+    let Fixture {
+        store,
+        events: _events,
+        drainer,
+        task,
+        send,
+        conn: _conn,
+    } = fixture(Codec::Http2, true).await;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/endless"), true).unwrap();
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
