@@ -132,6 +132,28 @@ pub(crate) async fn start_limited(
     (addr, tx)
 }
 
+/// Serves one connection with `hcm` on a loopback port; the connection's task, to await its end.
+pub(crate) async fn serve_one(
+    store: Arc<Store>,
+    hcm: HcmConfig,
+    drain: crate::drain::Drain,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (sock, peer) = listener.accept().await.unwrap();
+        let down = Downstream {
+            peer_cert: None,
+            peer,
+            local: addr,
+            tls: false,
+            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
+        };
+        serve_connection(sock, Arc::new(hcm), store, down, drain).await;
+    });
+    (addr, task)
+}
+
 /// A store holding route `80`: `/direct` → 418 `teapot`, `/old` → redirect, `/missing` → 503.
 pub(crate) fn store_with_routes() -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));
@@ -196,20 +218,8 @@ async fn serves_local_replies_over_http1_and_http2() {
 #[tokio::test]
 async fn drain_closes_idle_connections() {
     let store = store_with_routes();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = crate::drain::channel();
-    let server = tokio::spawn(async move {
-        let (sock, peer) = listener.accept().await.unwrap();
-        let down = Downstream {
-            peer_cert: None,
-            peer,
-            local: addr,
-            tls: false,
-            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
-        };
-        serve_connection(sock, Arc::new(hcm_config()), store, down, rx).await;
-    });
+    let (addr, server) = serve_one(store, hcm_config(), rx).await;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await

@@ -4,8 +4,8 @@
 
 use super::starts_preface;
 use crate::http::replay_tests::apply_cluster;
-use crate::http::tests::{apply_routes, hcm_config, prefix_route};
-use crate::http::{BoxBody, BoxError, Codec, Downstream, HcmConfig};
+use crate::http::tests::{apply_routes, hcm_config, prefix_route, serve_one};
+use crate::http::{BoxBody, BoxError, Codec, HcmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
 use bytes::Bytes;
@@ -146,28 +146,6 @@ fn hcm(codec: Codec) -> HcmConfig {
         codec,
         ..hcm_config()
     }
-}
-
-/// Serves one connection with `hcm` on a loopback port; the connection's task, to await its end.
-async fn serve_one(
-    store: Arc<Store>,
-    hcm: HcmConfig,
-    drain: crate::drain::Drain,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (sock, peer) = listener.accept().await.unwrap();
-        let down = Downstream {
-            peer_cert: None,
-            peer,
-            local: addr,
-            tls: false,
-            buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
-        };
-        crate::http::serve_connection(sock, Arc::new(hcm), store, down, drain).await;
-    });
-    (addr, task)
 }
 
 /// An HTTP/2 client connection; its task ends when the connection does.
