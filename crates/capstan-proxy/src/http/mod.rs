@@ -689,7 +689,7 @@ fn redirect(location: &str) -> Response<BoxBody> {
 async fn serve_request(ctx: Arc<Ctx>, req: Request<BoxBody>) -> Response<BoxBody> {
     let start = Instant::now();
     ctx.stats.downstream_rq_total.inc();
-    ctx.stats.downstream_rq_active.inc();
+    let _active = ActiveRequest::new(&ctx.stats);
     let request_id = req.headers().get(names::X_REQUEST_ID).cloned();
     // The request's future is made where it is awaited, not moved there from a local: it
     // holds the router's and the upstream's futures, and a move copies all of it.
@@ -725,8 +725,25 @@ async fn serve_request(ctx: Arc<Ctx>, req: Request<BoxBody>) -> Response<BoxBody
         c.inc();
     }
     ctx.stats.downstream_rq_time.record(start.elapsed());
-    ctx.stats.downstream_rq_active.dec();
     resp
+}
+
+/// Counts a request in `downstream_rq_active` while it is served. The count drops with the
+/// request's future, also when that future is dropped unfinished: an HTTP/2 client's reset, a
+/// client closing its HTTP/1.1 connection, or the end of a drain window cancels the request.
+struct ActiveRequest<'a>(&'a HttpStats);
+
+impl<'a> ActiveRequest<'a> {
+    fn new(stats: &'a HttpStats) -> Self {
+        stats.downstream_rq_active.inc();
+        ActiveRequest(stats)
+    }
+}
+
+impl Drop for ActiveRequest<'_> {
+    fn drop(&mut self) {
+        self.0.downstream_rq_active.dec();
+    }
 }
 
 /// Serves one downstream connection (after filter-chain selection) until it closes or its

@@ -154,6 +154,19 @@ pub(crate) async fn serve_one(
     (addr, task)
 }
 
+/// Waits until `downstream_rq_active` of [`hcm_config`]'s stat prefix is `want`; false if it
+/// is not within a few seconds.
+pub(crate) async fn rq_active_becomes(store: &Store, want: i64) -> bool {
+    let stats = store.stats().http("test");
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while stats.downstream_rq_active.get() != want {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 /// A store holding route `80`: `/direct` → 418 `teapot`, `/old` → redirect, `/missing` → 503.
 pub(crate) fn store_with_routes() -> Arc<Store> {
     let store = Store::new(Arc::new(Stats::default()));

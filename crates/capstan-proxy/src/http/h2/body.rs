@@ -2,7 +2,7 @@
 
 use crate::http::BoxError;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -136,22 +136,22 @@ pub(super) fn strip_connection_headers(headers: &mut HeaderMap) -> Present {
         return present;
     }
     if found & CONNECTION != 0 {
+        // Every `connection` line names headers (RFC 9110 §7.6.1), and `remove` returns the
+        // first line only: the lines after it are read first (a clone of a value is a count on
+        // shared bytes), then the first is taken out with them. A response has one line as a
+        // rule, which is then looked up once more and not cloned.
+        let mut line = 1;
+        while let Some(named) = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .nth(line)
+            .cloned()
+        {
+            line += 1;
+            remove_named(headers, &named, &mut present);
+        }
         if let Some(named) = headers.remove(header::CONNECTION) {
-            for name in named.to_str().unwrap_or("").split(',') {
-                let name = name.trim();
-                // The usual tokens: a header already handled below, or none at all.
-                if name.eq_ignore_ascii_case("keep-alive")
-                    || name.eq_ignore_ascii_case("close")
-                    || name.eq_ignore_ascii_case("upgrade")
-                    || name.is_empty()
-                {
-                    continue;
-                }
-                if headers.remove(name).is_some() {
-                    present.date &= !name.eq_ignore_ascii_case("date");
-                    present.content_length &= !name.eq_ignore_ascii_case("content-length");
-                }
-            }
+            remove_named(headers, &named, &mut present);
         }
     }
     if found & KEEP_ALIVE != 0 {
@@ -174,6 +174,27 @@ pub(super) fn strip_connection_headers(headers: &mut HeaderMap) -> Present {
         headers.remove(header::TE);
     }
     present
+}
+
+/// Removes the headers a `connection` value names, and notes when `date` or `content-length`
+/// is one of them.
+fn remove_named(headers: &mut HeaderMap, named: &HeaderValue, present: &mut Present) {
+    for name in named.to_str().unwrap_or("").split(',') {
+        let name = name.trim();
+        // The usual tokens: a header already handled, or none at all.
+        if name.eq_ignore_ascii_case("keep-alive")
+            || name.eq_ignore_ascii_case("close")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("connection")
+            || name.is_empty()
+        {
+            continue;
+        }
+        if headers.remove(name).is_some() {
+            present.date &= !name.eq_ignore_ascii_case("date");
+            present.content_length &= !name.eq_ignore_ascii_case("content-length");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +243,30 @@ mod tests {
                 &[("connection", "te"), ("te", "trailers"), ("x-a", "1")][..],
                 &[("x-a", "1")][..],
             ),
+            // Every line names headers, not only the first.
+            (
+                &[
+                    ("connection", "keep-alive"),
+                    ("connection", "x-a, x-b"),
+                    ("connection", "x-c"),
+                    ("x-a", "1"),
+                    ("x-b", "2"),
+                    ("x-c", "3"),
+                    ("x-end", "4"),
+                ][..],
+                &[("x-end", "4")][..],
+            ),
+            // A line naming `connection` itself does not hide the others' names.
+            (
+                &[
+                    ("connection", "x-a"),
+                    ("connection", "connection, x-b"),
+                    ("x-a", "1"),
+                    ("x-b", "2"),
+                    ("x-end", "3"),
+                ][..],
+                &[("x-end", "3")][..],
+            ),
         ] {
             let mut h = map(input);
             let present = strip_connection_headers(&mut h);
@@ -250,6 +295,16 @@ mod tests {
                 ][..],
                 false,
                 true,
+            ),
+            (
+                &[
+                    ("date", "x"),
+                    ("content-length", "1"),
+                    ("connection", "close"),
+                    ("connection", "x-a, content-length"),
+                ][..],
+                true,
+                false,
             ),
         ] {
             let present = strip_connection_headers(&mut map(input));

@@ -4,7 +4,7 @@
 
 use super::starts_preface;
 use crate::http::replay_tests::apply_cluster;
-use crate::http::tests::{apply_routes, hcm_config, prefix_route, serve_one};
+use crate::http::tests::{apply_routes, hcm_config, prefix_route, rq_active_becomes, serve_one};
 use crate::http::{BoxBody, BoxError, Codec, HcmConfig};
 use crate::stats::Stats;
 use crate::store::Store;
@@ -173,10 +173,15 @@ struct Fixture {
 }
 
 async fn fixture(codec: Codec, h2_upstream: bool) -> Fixture {
+    fixture_with(hcm(codec), h2_upstream).await
+}
+
+/// [`fixture`] with the connection served under `hcm`.
+async fn fixture_with(hcm: HcmConfig, h2_upstream: bool) -> Fixture {
     let (up, events) = upstream().await;
     let store = store_for(up, h2_upstream);
     let (drainer, drain) = crate::drain::channel();
-    let (addr, task) = serve_one(store.clone(), hcm(codec), drain).await;
+    let (addr, task) = serve_one(store.clone(), hcm, drain).await;
     let (send, conn) = connect(addr).await;
     Fixture {
         store,
@@ -394,6 +399,42 @@ async fn a_client_reset_cancels_the_request() {
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
     let (body, _) = read_body(resp.into_body()).await.unwrap();
     assert_eq!(body, b"done");
+}
+
+/// A request cancelled by the client's reset while its response is pending is no longer
+/// active: on this server, and on hyper's (`allow_connect`).
+#[tokio::test]
+async fn a_reset_request_is_no_longer_active() {
+    for allow_connect in [false, true] {
+        let Fixture {
+            store,
+            mut events,
+            drainer: _drainer,
+            task: _task,
+            send,
+            conn: _conn,
+        } = fixture_with(
+            HcmConfig {
+                allow_connect,
+                ..hcm(Codec::Http2)
+            },
+            true,
+        )
+        .await;
+        let mut send = send.ready().await.unwrap();
+        let (_resp, mut tx) = send.send_request(get("/hang"), true).unwrap();
+        assert!(
+            rq_active_becomes(&store, 1).await,
+            "allow_connect {allow_connect}"
+        );
+        tx.send_reset(::h2::Reason::CANCEL);
+        assert_eq!(next_event(&mut events).await, Event::Dropped("/hang"));
+        assert!(
+            rq_active_becomes(&store, 0).await,
+            "allow_connect {allow_connect}: {} active",
+            store.stats().http("test").downstream_rq_active.get()
+        );
+    }
 }
 
 /// A response body that fails midway resets the stream with INTERNAL_ERROR, after the data
