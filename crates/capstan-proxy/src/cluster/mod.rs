@@ -299,7 +299,7 @@ impl Cluster {
     }
     /// Its hosts now, with ejection state (for `/clusters`).
     pub fn hosts(&self) -> Vec<HostStatus> {
-        let ejected = self.ejected(Instant::now());
+        let ejected = self.ejected();
         self.balancer
             .load()
             .hosts()
@@ -327,10 +327,11 @@ impl Cluster {
         }
     }
 
-    fn ejected(&self, now: Instant) -> Vec<SocketAddr> {
+    /// The hosts outlier detection has ejected now (none without it: then the clock is not read).
+    fn ejected(&self) -> Vec<SocketAddr> {
         self.outlier
             .as_ref()
-            .map(|d| d.ejected(now, &self.stats))
+            .map(|d| d.ejected(Instant::now(), &self.stats))
             .unwrap_or_default()
     }
 
@@ -403,7 +404,7 @@ impl Cluster {
         if self.dns_refresh_due() {
             Box::pin(self.refresh_dns()).await;
         }
-        let ejected = self.ejected(Instant::now());
+        let ejected = self.ejected();
         let balancer = self.balancer.load();
         let mut rng = fastrand::Rng::new();
         balancer

@@ -401,7 +401,7 @@ async fn attempts(
                 super::names::number(u64::from(attempt)),
             );
         }
-        let now = Instant::now();
+        let now = if attempt == 1 { start } else { Instant::now() };
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
         if remaining.is_some_and(|r| r.is_zero()) {
             cluster.stats().upstream_rq_timeout.inc();

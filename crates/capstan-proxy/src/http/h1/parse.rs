@@ -42,6 +42,9 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+/// Request headers the proxy typically adds before the request goes upstream.
+const ADDED_ON_THE_WAY: usize = 8;
+
 /// Parses the request at the start of `buf`; its headers go into `headers` (an empty map
 /// whose allocation is reused, or a new one).
 pub fn parse(buf: &mut BytesMut, headers: &mut Option<HeaderMap>) -> Result<Plain, NotPlain> {
@@ -66,14 +69,12 @@ pub fn parse(buf: &mut BytesMut, headers: &mut Option<HeaderMap>) -> Result<Plai
         return Err(NotPlain::Other);
     }
     let path = range_in(bytes, path.as_bytes());
-    let indices: SmallVec<[Indices; 24]> = req
-        .headers
-        .iter()
-        .map(|h| Indices {
-            name: range_in(bytes, h.name.as_bytes()),
-            value: range_in(bytes, h.value),
-        })
-        .collect();
+    // Filled where it lies: `collect` would build it elsewhere and copy all 24 slots over.
+    let mut indices: SmallVec<[Indices; 24]> = SmallVec::new();
+    indices.extend(req.headers.iter().map(|h| Indices {
+        name: range_in(bytes, h.name.as_bytes()),
+        value: range_in(bytes, h.value),
+    }));
     let head = buf.split_to(len).freeze();
     let map = headers.take().unwrap_or_default();
     match build(&head, method, path, &indices, map, buf) {
@@ -99,7 +100,9 @@ fn build(
 ) -> Option<Plain> {
     let uri = http::Uri::from_maybe_shared(head.slice(path)).ok()?;
     headers.clear();
-    headers.reserve(indices.len());
+    // Room for what the connection manager and the router add on the way (x-forwarded-*,
+    // x-request-id, x-envoy-*): growing the map later copies every entry already in it.
+    headers.reserve(indices.len() + ADDED_ON_THE_WAY);
     let mut length = None;
     for h in indices {
         let name = HeaderName::from_bytes(&head[h.name.clone()]).ok()?;
