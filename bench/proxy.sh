@@ -7,6 +7,9 @@
 #   RATES="1000" DURATION=10s bench/proxy.sh
 #   MAX_ONLY=1 MAX_ROUNDS=3 PIN=1 bench/proxy.sh  # only maximum throughput, 3 alternating rounds,
 #                                                # proxies on CPU 1, load and backends on CPU 0
+#   MAX_HTTP="1 2" MAX_SECONDS=5 ...              # maximum throughput over HTTP/1.1 and h2c
+#   MAX_ONLY=1 MAX_ROUNDS=0 TOGETHER_ROUNDS=5 PIN=1 ...  # capstan and HAProxy loaded at once,
+#                                                # sharing one CPU: the steadiest ratio
 #
 # Load: oha (open loop at a fixed rate, --latency-correction: no coordinated omission), 16
 # keep-alive connections. Backends: nginx answering 200 from two ports. Each proxy runs one worker
@@ -183,24 +186,55 @@ done
 # whole core is not the bottleneck, and `rps / cpu` is what one busy worker of it would serve.
 # Each target first serves 3 s at that concurrency unmeasured, so that all of them start the
 # rounds with their upstream connections open and their memory grown.
-for port in $CAP $HAP $NGX; do
-  "${OHA_RUN[@]}" -z 3s -c 64 --no-tui -j "http://127.0.0.1:$port/" >/dev/null
-done
-for round in $(seq 1 "${MAX_ROUNDS:-1}"); do
-  for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $HAP" "nginx $NGX_WORKER $NGX" "direct - $((V1+100))"; do
-    read -r name pid port <<<"$t"
-    before=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
-    json=$("${OHA_RUN[@]}" -z 10s -c 64 --no-tui -j "http://127.0.0.1:$port/")
-    after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
-    hwm=$([[ $pid == - ]] && echo 0 || hwm_kb "$pid")
-    python3 - "$name" "$round" "$before" "$after" "$TCK" "$hwm" <<PY >>"$RESULTS"
+# MAX_HTTP="1 2" measures h2c too (64 connections of one stream each, as oha --http2 opens
+# them); MAX_SECONDS sets a round's length.
+for ver in ${MAX_HTTP:-1}; do
+  if [[ $ver == 1 ]]; then off=0; direct=$((V1+100)); h2=(); else off=100; direct=$V1; h2=(--http2); fi
+  for port in $CAP $((HAP+off)) $((NGX+off)); do
+    "${OHA_RUN[@]}" -z 3s -c 64 "${h2[@]}" --no-tui -j "http://127.0.0.1:$port/" >/dev/null
+  done
+  for round in $(seq 1 "${MAX_ROUNDS:-1}"); do
+    for t in "capstan $CAP_PID $CAP" "haproxy $HAP_PID $((HAP+off))" "nginx $NGX_WORKER $((NGX+off))" "direct - $direct"; do
+      read -r name pid port <<<"$t"
+      before=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+      json=$("${OHA_RUN[@]}" -z "${MAX_SECONDS:-10}s" -c 64 "${h2[@]}" --no-tui -j "http://127.0.0.1:$port/")
+      after=$([[ $pid == - ]] && echo 0 || cpu_ticks "$pid")
+      hwm=$([[ $pid == - ]] && echo 0 || hwm_kb "$pid")
+      python3 - "$name" "$round" "$before" "$after" "$TCK" "$hwm" "$ver" <<PY >>"$RESULTS"
 import json, sys
-name, rnd, before, after, tck, hwm = sys.argv[1:7]
+name, rnd, before, after, tck, hwm, ver = sys.argv[1:8]
 d = json.loads('''$json''')
 s = d["summary"]
 cpu = (int(after) - int(before)) / int(tck) / s["total"] if s.get("total") else None
-print(json.dumps({"target": name, "round": int(rnd), "max_rps": s["requestsPerSec"],
+print(json.dumps({"target": name, "round": int(rnd), "http": int(ver), "max_rps": s["requestsPerSec"],
   "cores": cpu if name != "direct" else None, "rss_peak_mb": int(hwm) / 1024}))
+PY
+    done
+  done
+done
+# TOGETHER_ROUNDS=N: capstan and HAProxy at the same time, each under its own closed-loop load
+# (64 connections), both proxies on the same CPU (with PIN=1, CPU 1, which they then share
+# half and half under the kernel's fair scheduler), for N rounds of MAX_SECONDS. Whatever
+# the machine does meanwhile falls on both at once, so the ratio of their requests per
+# CPU-second repeats far better than rounds taken one after the other.
+for ver in ${MAX_HTTP:-1}; do
+  if [[ $ver == 1 ]]; then off=0; h2=(); else off=100; h2=(--http2); fi
+  for round in $(seq 1 "${TOGETHER_ROUNDS:-0}"); do
+    b_cap=$(cpu_ticks "$CAP_PID") b_hap=$(cpu_ticks "$HAP_PID")
+    "${OHA_RUN[@]}" -z "${MAX_SECONDS:-10}s" -c 64 "${h2[@]}" --no-tui -j "http://127.0.0.1:$CAP/" >"$WORK/together-capstan.json" &
+    a=$!
+    "${OHA_RUN[@]}" -z "${MAX_SECONDS:-10}s" -c 64 "${h2[@]}" --no-tui -j "http://127.0.0.1:$((HAP+off))/" >"$WORK/together-haproxy.json" &
+    b=$!
+    wait $a $b
+    e_cap=$(cpu_ticks "$CAP_PID") e_hap=$(cpu_ticks "$HAP_PID")
+    python3 - "$round" "$ver" "$TCK" "$((e_cap - b_cap))" "$((e_hap - b_hap))" "$WORK" <<'PY' >>"$RESULTS"
+import json, sys
+rnd, ver, tck, cap, hap, work = sys.argv[1:7]
+for name, ticks in (("capstan", cap), ("haproxy", hap)):
+    s = json.load(open(f"{work}/together-{name}.json"))["summary"]
+    cores = int(ticks) / int(tck) / s["total"]
+    print(json.dumps({"target": name, "together": int(rnd), "http": int(ver),
+                      "rps": s["requestsPerSec"], "cores": cores}))
 PY
   done
 done

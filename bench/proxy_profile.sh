@@ -10,6 +10,11 @@
 #                                                      # RATE=1000: at that fixed rate)
 #   MODE=cpu TARGETS="capstan haproxy capstan haproxy" ...   # user/sys CPU per request at RATE rps
 #   CALLGRIND_ARGS=--cache-sim=yes ...                 # also simulated cache misses (I1mr, D1mr, ...)
+#   MODE=saturate TARGETS="capstan haproxy capstan haproxy" ...   # closed loop, 64 connections,
+#                                                      # the proxy pinned alone on CPU 1: CPU per
+#                                                      # request, switches, TCP segments (PERF=1:
+#                                                      # also a cpu-clock profile with kernel stacks)
+#   MODE=copies ...                                    # bytes memcpy'd per request, by caller
 #   HTTP=2 ...                                         # the clients speak h2c (prior knowledge) to
 #                                                      # the proxies; upstream stays HTTP/1.1
 #
@@ -174,6 +179,80 @@ detail = ", ".join(f"{name} {c / n:.2f}" + (f" ({e / n:.2f} failed)" if e else "
                    for c, e, name in sorted(rows, reverse=True) if c / n >= 0.01)
 print(f"{target}: {total / n:.2f} syscalls per request: {detail}")
 PY
+      ;;
+    saturate)
+      # Closed loop over C connections (default 64) for 10 s, the proxy on CPU 1 and the load
+      # and backends on CPU 0 (PIN=0 to leave them unpinned). Per request: the proxy's user and
+      # system time, its context switches, the host's TCP segments (nstat), and with PERF=1 a
+      # perf profile (cpu-clock, kernel stacks) in $OUT/$target.saturate.perf.
+      oha_pin=()
+      if [[ ${PIN:-1} == 1 ]]; then
+        taskset -a -pc 1 $pid >/dev/null
+        for p in "${PIDS[@]}" $(pgrep -P "$(cat "$WORK/nginx/backend.pid")"); do
+          [[ $p == "$pid" ]] || taskset -a -pc 0 "$p" >/dev/null 2>&1 || true
+        done
+        oha_pin=(taskset -c 0)
+      fi
+      switches() { cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt/{v+=$2} /^nonvoluntary_ctxt/{n+=$2} END{print v + n}'; }
+      read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      c0=$(switches)
+      nstat -n >/dev/null
+      if [[ ${PERF:-0} == 1 ]]; then
+        perf record -e cpu-clock -F 2000 -g -o "$OUT/$target.saturate.perf" -p $pid -- sleep 8 >/dev/null 2>&1 &
+      fi
+      "${oha_pin[@]}" "$OHA" "${OHA_ARGS[@]}" -z 10s -c "${C:-64}" --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      nstat >"$WORK/nstat"
+      read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+      c1=$(switches)
+      wait
+      python3 - "$target" "$((u1 - u0))" "$((s1 - s0))" "$(getconf CLK_TCK)" "$WORK/oha.json" "$((c1 - c0))" "$WORK/nstat" <<'PY'
+import json, sys
+target, u, s, tck, path, cs, nstat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]
+d = json.load(open(path))
+n = sum(d.get("statusCodeDistribution", {}).values())
+k = 1e6 / tck / n
+seg = {f[0]: int(f[1]) for f in (l.split() for l in open(nstat)) if len(f) >= 2 and f[1].isdigit()}
+print(f"{target}: {d['summary']['requestsPerSec']:.0f} rps, proxy CPU {(u + s) / tck / d['summary']['total']:.2f} cores, "
+      f"user {u * k:.2f} us, sys {s * k:.2f} us, total {(u + s) * k:.2f} us per request; "
+      f"{1e6 / ((u + s) * k):.0f} requests per proxy CPU-second; context switches {cs / n:.3f}, "
+      f"TCP segments out {seg.get('TcpOutSegs', 0) / n:.2f} per request")
+PY
+      ;;
+    copies)
+      # Bytes copied by libc's memcpy/memmove per request, by calling function (a uprobe on
+      # the variant this CPU uses; needs perf with uprobes). Slow: the probe fires per copy.
+      libc=$(ldd "$(command -v "${PROXY[0]}")" | awk '/libc.so/{print $3}')
+      sym=""
+      for cand in __memmove_avx512_unaligned_erms __memmove_evex_unaligned_erms __memmove_avx_unaligned_erms __memmove_sse2_unaligned_erms; do
+        perf probe -q -x "$libc" -a "capstan_copy=$cand size=%dx:u64" 2>/dev/null && { sym=$cand; break; }
+        perf probe -q -l 2>/dev/null | grep -q capstan_copy && { sym=$cand; break; }
+      done
+      [[ -n $sym ]] || { log "no memmove variant could be probed in $libc"; exit 1; }
+      perf record -e probe_libc:capstan_copy --call-graph dwarf,1024 -o "$OUT/$target.copies.perf" -p $pid >/dev/null 2>&1 &
+      rec=$!
+      sleep 1
+      "$OHA" "${OHA_ARGS[@]}" -n 5000 -c 16 --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
+      kill -INT $rec; wait $rec || true
+      perf probe -q -d probe_libc:capstan_copy >/dev/null 2>&1 || true
+      perf script -i "$OUT/$target.copies.perf" -F trace,ip,sym 2>/dev/null | python3 -c '
+import collections, re, sys
+by, total, calls, samples = collections.defaultdict(collections.Counter), 0, 0, sys.stdin.read().split("\n\n")
+for blk in samples:
+    m = re.search(r"size=(\d+)", blk)
+    if not m:
+        continue
+    size = int(m.group(1))
+    frames = [re.sub(r"^[0-9a-f]+\s+", "", l.strip()) for l in blk.split("\n")[1:] if l.strip()]
+    caller = next((f for f in frames if "memmove" not in f and "memcpy" not in f), "?")
+    by[caller[:100]][size] += 1
+    total += size
+    calls += 1
+n = int(sys.argv[1])
+print(f"{sys.argv[2]}: {total / n:,.0f} bytes copied per request in {calls / n:.1f} calls")
+for caller, sizes in sorted(by.items(), key=lambda kv: -sum(s * c for s, c in kv[1].items()))[:12]:
+    top = ", ".join(f"{s} B x{c / n:.2f}" for s, c in sorted(sizes.items(), key=lambda sc: -sc[0] * sc[1])[:5])
+    print(f"  {sum(s * c for s, c in sizes.items()) / n:8,.0f} B/request  {caller}  ({top})")
+' 5000 "$target"
       ;;
     perf)
       perf record -F 2000 -g --call-graph dwarf,16384 -o "$OUT/$target.perf.data" -p $pid 2>/dev/null &
