@@ -174,7 +174,18 @@ async fn serve_stream(
     mut respond: ::h2::server::SendResponse<Bytes>,
 ) {
     let length = body::content_length(req.headers());
-    let req = req.map(|recv| RequestBody::new(recv, length).boxed());
+    // A request that ended with its headers (a GET) gets an empty body: boxing a zero-sized
+    // body allocates nothing, and reading it does not lock h2's stream store as the stream's
+    // would. The receiving half is dropped; the response half keeps the stream.
+    let req = req.map(|recv| {
+        if recv.is_end_stream() {
+            http_body_util::Empty::new()
+                .map_err(|e: std::convert::Infallible| -> super::BoxError { match e {} })
+                .boxed()
+        } else {
+            RequestBody::new(recv, length).boxed()
+        }
+    });
     let resp = {
         let mut serving = pin!(super::serve_request(ctx, req));
         poll_fn(|cx| {
