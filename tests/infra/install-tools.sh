@@ -2,7 +2,7 @@
 # Installs the real dependencies the end-to-end tests need, pinned and cached.
 #
 #   tests/infra/install-tools.sh            # everything
-#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm istio istio-pilot python node iptables)
+#   tests/infra/install-tools.sh kubernetes etcd   # only some (kubernetes etcd consul helm istio istio-pilot h2spec python node iptables)
 #
 # Go tools are built from the Go module proxy using the wrapper modules under
 # tests/infra/go/<tool>/ (committed go.mod + go.sum) and cached under
@@ -25,6 +25,8 @@ CONSUL_VERSION=v1.22.0
 HELM_VERSION=v3.19.5
 # istio.io/istio publishes no semver tags on the Go proxy: a pseudo-version of master.
 ISTIO_VERSION=v0.0.0-20260827124520-eed52ebb66ad
+# h2spec (HTTP/2 conformance cases, RFC 7540/7541) publishes no go.mod: an +incompatible version.
+H2SPEC_VERSION=v2.2.1+incompatible
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 die() { printf '[install-tools] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -124,6 +126,9 @@ install_istio() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" istioctl=is
 # metrics_parity.rs, proxy_accepts_istiod_xds.rs). Same module and cache key as istioctl,
 # separate binary; built after it, it reuses most of its packages (see docs/testing.md).
 install_istio-pilot() { build_go istio "$ISTIO_VERSION" "$(istio_ldflags)" pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery; }
+# h2spec, the HTTP/2 conformance suite the proxy's HTTP/2 server is held to
+# (crates/capstan/tests/proxy_h2spec.rs).
+install_h2spec() { build_go h2spec "$H2SPEC_VERSION" "" h2spec=github.com/summerwind/h2spec/cmd/h2spec; }
 install_helm() {
   build_go helm "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     helm=helm.sh/helm/v3/cmd/helm
@@ -200,14 +205,14 @@ install_iptables() {
 }
 
 # ---------------------------------------------------------------- main
-ALL=(kubernetes etcd consul helm istio istio-pilot python node iptables)
+ALL=(kubernetes etcd consul helm istio istio-pilot h2spec python node iptables)
 if [[ $# -gt 0 ]]; then SEL=("$@"); else SEL=("${ALL[@]}"); fi
 
 total_start=$(now)
 go_env_setup
 for t in "${SEL[@]}"; do
   case $t in
-    kubernetes|etcd|consul|helm|istio|istio-pilot|python|node|iptables) timed "$t" with_lock "${t%%-*}" "install_$t" ;;
+    kubernetes|etcd|consul|helm|istio|istio-pilot|h2spec|python|node|iptables) timed "$t" with_lock "${t%%-*}" "install_$t" ;;
     *) die "unknown tool '$t' (known: ${ALL[*]})" ;;
   esac
 done
@@ -219,7 +224,8 @@ write_env() {
   local pair
   for pair in "kubernetes:$KUBERNETES_VERSION:kube-apiserver" "kubernetes:$KUBERNETES_VERSION:kubectl" \
               "etcd:$ETCD_VERSION:etcd" "consul:$CONSUL_VERSION:consul" "helm:$HELM_VERSION:helm" \
-              "istio:$ISTIO_VERSION:istioctl" "istio:$ISTIO_VERSION:pilot-discovery"; do
+              "istio:$ISTIO_VERSION:istioctl" "istio:$ISTIO_VERSION:pilot-discovery" \
+              "h2spec:$H2SPEC_VERSION:h2spec"; do
     IFS=: read -r tool ver name <<<"$pair"
     local src="$CACHE/$tool-$ver-$GOVERSION/bin/$name"
     if [[ -x $src ]]; then ln -sfn "$src" "$bin/$name"; fi
@@ -235,6 +241,7 @@ write_env() {
     echo "export CAPSTAN_CONSUL_VERSION='$CONSUL_VERSION'"
     echo "export CAPSTAN_HELM_VERSION='$HELM_VERSION'"
     echo "export CAPSTAN_ISTIO_VERSION='$ISTIO_VERSION'"
+    echo "export CAPSTAN_H2SPEC_VERSION='$H2SPEC_VERSION'"
   } >"$TOOLS_OUT/env.tmp"
   mv "$TOOLS_OUT/env.tmp" "$TOOLS_OUT/env"
 }

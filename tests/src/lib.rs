@@ -45,6 +45,34 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A binary `tests/infra/install-tools.sh` builds (`install` is its installer's name, e.g.
+/// `h2spec`), found through `target/tools/env`, which `tests/run.sh` writes first; built on
+/// first use when absent. No cluster is needed.
+pub fn installed_tool(install: &str, bin: &str) -> Result<PathBuf> {
+    let root = repo_root();
+    let env_file = root.join("target/tools/env");
+    let find = || -> Option<PathBuf> {
+        let vars = parse_env_file(&std::fs::read_to_string(&env_file).ok()?);
+        let path = PathBuf::from(vars.get("CAPSTAN_TOOLS_BIN")?).join(bin);
+        path.exists().then_some(path)
+    };
+    if let Some(found) = find() {
+        return Ok(found);
+    }
+    eprintln!("{bin} not in target/tools: running tests/infra/install-tools.sh {install}");
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("tests/infra/install-tools.sh"))
+        .arg(install)
+        .current_dir(&root);
+    run_ok(&mut cmd, None, Duration::from_secs(3 * 3600))?;
+    find().with_context(|| {
+        format!(
+            "{bin} still missing after install-tools.sh {install} ({})",
+            env_file.display()
+        )
+    })
+}
+
 /// Path of a file under `tests/testdata/`.
 pub fn testdata(rel: &str) -> PathBuf {
     repo_root().join("tests").join("testdata").join(rel)
