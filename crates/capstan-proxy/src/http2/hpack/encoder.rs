@@ -1,10 +1,11 @@
 //! Encoding a response head or trailers (RFC 7541 §6), cheaply: `:status` from the static table
 //! when it is there, and one hash probe per field into the dynamic table, which holds the pairs
-//! that repeat from one response to the next (`server: istio-envoy`, `content-type: ...`).
+//! that repeat from one response to the next (`server: istio-envoy`, `content-type: ...`,
+//! `date` within a second).
 
 use super::table::static_name_index;
 use super::{huffman, DEFAULT_TABLE_SIZE};
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::StatusCode;
 use std::collections::VecDeque;
@@ -29,6 +30,9 @@ pub(crate) struct Encoder {
     /// A name that changes value with every response and has no static index, and its entry
     /// (`n`): later fields of that name refer to it.
     named: Option<(HeaderName, u64)>,
+    /// The block being written (pushing to a `Vec` is cheaper than to a `BytesMut`), kept for
+    /// the next one.
+    buf: Vec<u8>,
     /// Table size changes not yet signalled: the smallest since the last block, and the last.
     pending_size: Option<(usize, usize)>,
 }
@@ -50,6 +54,7 @@ impl Encoder {
             slots: [0; SLOTS],
             hasher: foldhash::fast::FixedState::with_seed(0x6870_6163),
             named: None,
+            buf: Vec::new(),
             pending_size: None,
         }
     }
@@ -66,7 +71,8 @@ impl Encoder {
 
     /// Appends the header block of a response head.
     pub(crate) fn encode(&mut self, status: StatusCode, headers: &HeaderMap, dst: &mut BytesMut) {
-        self.start_block(dst);
+        let mut buf = std::mem::take(&mut self.buf);
+        self.start_block(&mut buf);
         let index = match status.as_u16() {
             200 => 8,
             204 => 9,
@@ -78,22 +84,31 @@ impl Encoder {
             _ => 0,
         };
         if index != 0 {
-            dst.put_u8(0x80 | index);
+            buf.push(0x80 | index);
         } else {
             // Literal without indexing, `:status`'s name (index 8).
-            dst.put_u8(0x08);
-            string(status.as_str().as_bytes(), dst);
+            buf.push(0x08);
+            string(status.as_str().as_bytes(), &mut buf);
         }
-        self.fields(headers, dst);
+        self.fields(headers, &mut buf);
+        self.flush(buf, dst);
     }
 
     /// Appends the header block of trailers.
     pub(crate) fn encode_trailers(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
-        self.start_block(dst);
-        self.fields(headers, dst);
+        let mut buf = std::mem::take(&mut self.buf);
+        self.start_block(&mut buf);
+        self.fields(headers, &mut buf);
+        self.flush(buf, dst);
     }
 
-    fn start_block(&mut self, dst: &mut BytesMut) {
+    fn flush(&mut self, mut buf: Vec<u8>, dst: &mut BytesMut) {
+        dst.extend_from_slice(&buf);
+        buf.clear();
+        self.buf = buf;
+    }
+
+    fn start_block(&mut self, dst: &mut Vec<u8>) {
         if let Some((smallest, last)) = self.pending_size.take() {
             // A reduction then a growth must both be seen by the decoder (§4.2).
             if smallest < last {
@@ -105,45 +120,53 @@ impl Encoder {
         }
     }
 
-    fn fields(&mut self, headers: &HeaderMap, dst: &mut BytesMut) {
+    fn fields(&mut self, headers: &HeaderMap, dst: &mut Vec<u8>) {
         for (name, value) in headers {
             if value.is_sensitive() {
                 // Never indexed (§6.2.3), here and by any intermediary after us.
                 literal(0x10, 4, (name, static_name_index(name)), value, dst);
-                continue;
-            }
-            let cacheable = cacheable(name);
-            let static_index = if cacheable {
-                let hash = self.hasher.hash_one((name.as_str(), value.as_bytes()));
-                if let Some(index) = self.find(hash, name, value) {
-                    integer(index, 0x80, 7, dst);
-                    continue;
-                }
-                let index = static_name_index(name);
-                if self.worth_an_entry(name, value) {
-                    literal(0x40, 6, (name, index), value, dst);
-                    self.insert(hash, name, value);
-                    continue;
-                }
-                index
+            } else if cacheable(name) {
+                self.cached_field(name, value, dst);
             } else {
-                static_name_index(name)
-            };
-            if static_index.is_some() || cacheable {
-                literal(0x00, 4, (name, static_index), value, dst);
-            } else if let Some(index) = self.named_index(name) {
-                literal(0x00, 4, (name, Some(index)), value, dst);
-            } else if self.worth_an_entry(name, value) {
-                // An entry for its name's sake (`x-envoy-upstream-service-time`): the next
-                // responses refer to the name, with their own values.
-                literal(0x40, 6, (name, None), value, dst);
-                let hash = self.hasher.hash_one((name.as_str(), value.as_bytes()));
-                self.insert(hash, name, value);
-                self.named = Some((name.clone(), self.inserted - 1));
-            } else {
-                literal(0x00, 4, (name, None), value, dst);
+                self.uncached_field(name, value, dst);
             }
         }
+    }
+
+    /// A field indexed when it is in the table, else added to it if small enough.
+    fn cached_field(&mut self, name: &HeaderName, value: &HeaderValue, dst: &mut Vec<u8>) {
+        let hash = self.hash(name, value);
+        if let Some(index) = self.find(hash, name, value) {
+            return integer(index, 0x80, 7, dst);
+        }
+        let name_ref = (name, static_name_index(name));
+        if self.worth_an_entry(name, value) {
+            literal(0x40, 6, name_ref, value, dst);
+            self.insert(hash, name, value);
+        } else {
+            literal(0x00, 4, name_ref, value, dst);
+        }
+    }
+
+    /// A field whose value changes with every response: a literal, its name by index. A name
+    /// without a static index (`x-envoy-upstream-service-time`) gets an entry once, for its
+    /// name's sake: the next responses refer to it.
+    fn uncached_field(&mut self, name: &HeaderName, value: &HeaderValue, dst: &mut Vec<u8>) {
+        let index = static_name_index(name).or_else(|| self.named_index(name));
+        if index.is_some() || !self.worth_an_entry(name, value) {
+            return literal(0x00, 4, (name, index), value, dst);
+        }
+        literal(0x40, 6, (name, None), value, dst);
+        let hash = self.hash(name, value);
+        self.insert(hash, name, value);
+        self.named = Some((name.clone(), self.inserted - 1));
+    }
+
+    /// The slot hash of a pair: the value's, mixed with the name's length, which is cheaper
+    /// than hashing the name and tells most names apart (a collision only costs a literal).
+    fn hash(&self, name: &HeaderName, value: &HeaderValue) -> u64 {
+        let h = self.hasher.hash_one(value.as_bytes());
+        h ^ (name.as_str().len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
 
     /// A large entry would push out several small ones that repeat more often.
@@ -193,11 +216,12 @@ impl Encoder {
     }
 }
 
-/// Whether a field is worth a table entry: not those that change with every response.
+/// Whether a field is worth a table entry: not those whose value changes with every response.
+/// (`date` is: it changes once a second, and all responses in that second index it.)
 fn cacheable(name: &HeaderName) -> bool {
-    name != header::DATE
-        && name != header::CONTENT_LENGTH
-        && name.as_str() != "x-envoy-upstream-service-time"
+    // Compared as `HeaderName`s: a standard name and a custom one differ without a memcmp.
+    static UPSTREAM_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+    name != header::CONTENT_LENGTH && *name != UPSTREAM_TIME
 }
 
 /// A literal field (§6.2) with the representation's bits `first` and an index prefix of
@@ -207,12 +231,12 @@ fn literal(
     prefix_bits: u8,
     (name, name_index): (&HeaderName, Option<usize>),
     value: &HeaderValue,
-    dst: &mut BytesMut,
+    dst: &mut Vec<u8>,
 ) {
     match name_index {
         Some(index) => integer(index, first, prefix_bits, dst),
         None => {
-            dst.put_u8(first);
+            dst.push(first);
             string(name.as_str().as_bytes(), dst);
         }
     }
@@ -220,29 +244,35 @@ fn literal(
 }
 
 /// A string literal (§5.2), Huffman-coded when that is shorter.
-fn string(src: &[u8], dst: &mut BytesMut) {
+fn string(src: &[u8], dst: &mut Vec<u8>) {
     let coded = huffman::encoded_len(src);
     if coded < src.len() {
         integer(coded, 0x80, 7, dst);
         huffman::encode(src, coded, dst);
     } else {
         integer(src.len(), 0, 7, dst);
-        dst.put_slice(src);
+        dst.extend_from_slice(src);
     }
 }
 
 /// An integer with a `prefix_bits`-bit prefix (§5.1), after the bits `first`.
-fn integer(mut value: usize, first: u8, prefix_bits: u8, dst: &mut BytesMut) {
+#[inline]
+fn integer(value: usize, first: u8, prefix_bits: u8, dst: &mut Vec<u8>) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
-        dst.put_u8(first | value as u8);
-        return;
+        dst.push(first | value as u8);
+    } else {
+        long_integer(value, first, prefix_bits, dst);
     }
-    dst.put_u8(first | max as u8);
+}
+
+fn long_integer(mut value: usize, first: u8, prefix_bits: u8, dst: &mut Vec<u8>) {
+    let max = (1usize << prefix_bits) - 1;
+    dst.push(first | max as u8);
     value -= max;
     while value >= 0x80 {
-        dst.put_u8(value as u8 | 0x80);
+        dst.push(value as u8 | 0x80);
         value >>= 7;
     }
-    dst.put_u8(value as u8);
+    dst.push(value as u8);
 }

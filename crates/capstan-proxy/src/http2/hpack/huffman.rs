@@ -6,7 +6,6 @@
 //! bits, so a nibble completes at most one symbol.
 
 use super::DecodeError;
-use bytes::BytesMut;
 
 /// Appendix B, symbol by symbol (0-255, then EOS): the code aligned to the least significant bit,
 /// and its length in bits.
@@ -202,7 +201,7 @@ pub(super) fn encoded_len(src: &[u8]) -> usize {
 
 /// Appends `src` Huffman-coded, `len` ([`encoded_len`]) bytes padded with the most significant
 /// bits of EOS (ones).
-pub(super) fn encode(src: &[u8], len: usize, dst: &mut BytesMut) {
+pub(super) fn encode(src: &[u8], len: usize, dst: &mut Vec<u8>) {
     let start = dst.len();
     dst.resize(start + len, 0);
     let out = &mut dst[start..];

@@ -314,7 +314,8 @@ fn headers(fields: &[&str]) -> (StatusCode, HeaderMap) {
 
 /// Our encoder on C.6's responses: its bytes are the RFC's where it makes the RFC's choices
 /// (cache-control and location indexed, Huffman everywhere), and otherwise what §6 prescribes
-/// for ours (`:status` 302 and `date` not indexed). Each block decodes to the response.
+/// for ours (`:status` 302 not indexed, nor `date`, too large for a quarter of this small
+/// table). Each block decodes to the response.
 #[test]
 fn encoder_on_c6_responses() {
     let mut encoder = Encoder::new();
@@ -453,10 +454,9 @@ fn repeated_fields_are_indexed() {
     encoder.encode(status, &map, &mut first);
     let mut second = BytesMut::new();
     encoder.encode(status, &map, &mut second);
-    // :status 200, server (64), content-type (63), then date and content-length as literals, and
+    // :status 200, server (65), content-type (64), date (63), content-length as a literal, and
     // x-envoy-upstream-service-time's value with its name from the table (62).
-    let date = "0f12 96d0 7abe 9410 54d4 44a8 2005 9504 0b81 66e0 82a6 2d1b ff";
-    assert_eq!(second, hex(&format!("88 c0 bf {date} 0f0d 0135 0f2f 0131")));
+    assert_eq!(second, hex("88 c1 c0 bf 0f0d 0135 0f2f 0131"));
     let mut decoder = Decoder::new(4096);
     decode(&mut decoder, &first.freeze()).unwrap();
     assert_eq!(decode(&mut decoder, &second.freeze()).unwrap().len(), 6);
@@ -469,7 +469,7 @@ fn huffman_codes_every_byte() {
     inputs.extend((0..200).map(|len| (0..len).map(|_| rng.u8(..)).collect()));
     inputs.extend((0..50).map(|len| (0..len).map(|_| rng.u8(b'a'..=b'z')).collect()));
     for input in inputs {
-        let mut coded = BytesMut::from(&b"x"[..]);
+        let mut coded = b"x".to_vec();
         huffman::encode(&input, huffman::encoded_len(&input), &mut coded);
         let mut decoded = Vec::new();
         huffman::decode(&coded[1..], &mut decoded).unwrap();
