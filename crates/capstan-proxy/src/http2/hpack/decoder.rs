@@ -38,8 +38,10 @@ impl Decoder {
     /// [`Field::size`]) or an error from `emit` stops the emitting but not the decoding: the
     /// block is read to its end so that the dynamic table stays in step with the peer's encoder,
     /// and the first such error is returned. A [`DecodeError::Compression`] ends at once. Work is
-    /// linear in the block's length: every representation consumes at least one byte, and no
-    /// field is built once emitting has stopped, unless it enters the table.
+    /// linear in the block's length (every representation consumes at least one byte, a Huffman
+    /// string yields at most 8/5 of its length); once emitting has stopped, literals are still
+    /// read and indexed ones enter the table, but no field is handed over. The caller bounds the
+    /// block's length (HEADERS plus CONTINUATION).
     pub(crate) fn decode(
         &mut self,
         block: &Bytes,

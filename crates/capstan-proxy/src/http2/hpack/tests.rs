@@ -667,3 +667,26 @@ fn raw_values_share_the_block() {
     assert!(inside(path));
     assert!(!inside(authority));
 }
+
+/// A reduction then a growth of the peer's table size between two blocks: both are signalled,
+/// the smallest first (§4.2), and the entries the reduction evicted are gone on both sides.
+#[test]
+fn encoder_signals_the_smallest_size_then_the_last() {
+    let mut encoder = Encoder::new();
+    let mut decoder = Decoder::new(4096);
+    let (status, map) = headers(&[":status: 200", "server: istio-envoy"]);
+    let mut dst = BytesMut::new();
+    encoder.encode(status, &map, &mut dst);
+    decode(&mut decoder, &dst.split().freeze()).unwrap();
+    encoder.set_max_table_size(0);
+    encoder.set_max_table_size(8192);
+    encoder.encode(status, &map, &mut dst);
+    // Sizes 0 and 4096 (our most), then `server` added again (literal, static name 54).
+    assert_eq!(dst[..5], hex("20 3fe11f 88")[..]);
+    assert_eq!(dst[5], 0x40 | 54);
+    assert_eq!(
+        decode(&mut decoder, &dst.freeze()).unwrap(),
+        [":status: 200", "server: istio-envoy"]
+    );
+    assert_eq!(table(&decoder), (vec!["server: istio-envoy".into()], 49));
+}
