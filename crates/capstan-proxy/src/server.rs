@@ -267,9 +267,12 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, mut version: Version, s
         Some(tls) => {
             match tokio::time::timeout(Duration::from_secs(10), accept_tls(io, tls)).await {
                 Ok(Ok(tls_stream)) => {
-                    let peer_cert =
-                        crate::identity::peer_cert(tls_stream.get_ref().1.peer_certificates());
-                    serve_chain(tls_stream, &chain.filter, Some(peer_cert), ctx).await
+                    let session = tls_stream.get_ref().1;
+                    let handshake = Handshake {
+                        peer_cert: crate::identity::peer_cert(session.peer_certificates()),
+                        alpn_h2: session.alpn_protocol() == Some(b"h2"),
+                    };
+                    serve_chain(tls_stream, &chain.filter, Some(handshake), ctx).await
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(listener = %config.name, %peer, "TLS handshake failed: {e}")
@@ -327,14 +330,18 @@ struct ChainCtx<'a> {
     shared: &'a Shared,
 }
 
+/// What a connection's TLS handshake settled.
+struct Handshake {
+    /// The client's certificate, if it showed one.
+    peer_cert: Option<Arc<crate::identity::PeerCert>>,
+    /// ALPN agreed on `h2`.
+    alpn_h2: bool,
+}
+
 /// Hands the (decrypted) connection to the chain's network filter.
-/// `tls`: the connection was TLS, with the client's certificate if it showed one.
-async fn serve_chain<IO>(
-    io: IO,
-    filter: &NetworkFilter,
-    tls: Option<Option<Arc<crate::identity::PeerCert>>>,
-    ctx: ChainCtx<'_>,
-) where
+/// `tls`: the connection was TLS, and what its handshake settled.
+async fn serve_chain<IO>(io: IO, filter: &NetworkFilter, tls: Option<Handshake>, ctx: ChainCtx<'_>)
+where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let ChainCtx {
@@ -348,7 +355,7 @@ async fn serve_chain<IO>(
         shared,
     } = ctx;
     if !rbac.is_empty() {
-        let peer_cert = tls.as_ref().and_then(|c| c.as_deref());
+        let peer_cert = tls.as_ref().and_then(|h| h.peer_cert.as_deref());
         if let Some(delay) =
             network_rbac_denies(rbac, peer, destination, server_name, peer_cert, shared)
         {
@@ -365,7 +372,8 @@ async fn serve_chain<IO>(
                 peer,
                 local: destination,
                 tls: tls.is_some(),
-                peer_cert: tls.flatten(),
+                alpn_h2: tls.as_ref().is_some_and(|h| h.alpn_h2),
+                peer_cert: tls.and_then(|h| h.peer_cert),
                 buffer_limit,
             };
             crate::http::serve_connection(io, hcm.clone(), shared.store.clone(), downstream, drain)

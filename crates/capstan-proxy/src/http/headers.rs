@@ -315,6 +315,7 @@ mod tests {
             local: "10.0.0.9:80".parse().unwrap(),
             tls,
             buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
+            alpn_h2: false,
         }
     }
 

@@ -147,6 +147,9 @@ pub struct Downstream {
     /// Its listener's `per_connection_buffer_limit_bytes`: what a request keeps of its body for
     /// retries and mirrors unless its route sets a limit.
     pub buffer_limit: usize,
+    /// The TLS handshake agreed on `h2` (ALPN): the connection speaks HTTP/2 from its first
+    /// byte, which codec AUTO then takes as Envoy's does, without looking for a preface.
+    pub alpn_h2: bool,
 }
 
 /// A response the proxy generates itself (`text/plain` body when not empty).
@@ -772,8 +775,12 @@ pub async fn serve_connection<IO>(
         tunnel: std::sync::Mutex::new(None),
         drain: drain.clone(),
     });
+    let codec = match hcm.codec {
+        Codec::Auto if ctx.down.alpn_h2 => Codec::Http2,
+        c => c,
+    };
     // Plain HTTP/1.1 requests are served without hyper's codec until the first that is not.
-    let io = match hcm.codec {
+    let io = match codec {
         Codec::Http2 => crate::net::Prefixed::new(bytes::Bytes::new(), io),
         Codec::Http1 | Codec::Auto => match h1::serve(io, &ctx, &mut drain).await {
             h1::Served::Closed => {
@@ -785,7 +792,7 @@ pub async fn serve_connection<IO>(
     };
     // HTTP/2 is served on the h2 crate directly, unless extended CONNECT may open tunnels,
     // which hyper's upgrades carry.
-    let http2 = match hcm.codec {
+    let http2 = match codec {
         Codec::Http2 => true,
         Codec::Auto => h2::starts_preface(io.prefix()),
         Codec::Http1 => false,
@@ -807,7 +814,7 @@ pub async fn serve_connection<IO>(
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    match hcm.codec {
+    match codec {
         Codec::Http1 => builder = builder.http1_only(),
         Codec::Http2 => builder = builder.http2_only(),
         Codec::Auto => {}

@@ -119,6 +119,7 @@ pub(crate) async fn start_limited(
                 local: addr,
                 tls: false,
                 buffer_limit,
+                alpn_h2: false,
             };
             tokio::spawn(serve_connection(
                 sock,
@@ -138,6 +139,16 @@ pub(crate) async fn serve_one(
     hcm: HcmConfig,
     drain: crate::drain::Drain,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    serve_one_as(store, hcm, drain, false).await
+}
+
+/// [`serve_one`], the connection taken as one whose TLS handshake agreed on `h2` when `alpn_h2`.
+pub(crate) async fn serve_one_as(
+    store: Arc<Store>,
+    hcm: HcmConfig,
+    drain: crate::drain::Drain,
+    alpn_h2: bool,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -148,6 +159,7 @@ pub(crate) async fn serve_one(
             local: addr,
             tls: false,
             buffer_limit: crate::listener::DEFAULT_BUFFER_LIMIT,
+            alpn_h2,
         };
         serve_connection(sock, Arc::new(hcm), store, down, drain).await;
     });
@@ -249,6 +261,41 @@ async fn drain_closes_idle_connections() {
         .await
         .expect("connection closes on drain")
         .unwrap();
+}
+
+/// A TLS connection whose handshake agreed on `h2` speaks HTTP/2 from its first byte (Envoy's
+/// codec AUTO decides by ALPN): bytes that are not the preface close it, where a connection
+/// without ALPN is served as HTTP/1.1.
+#[tokio::test]
+async fn alpn_h2_connections_are_http2_from_the_first_byte() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for alpn_h2 in [false, true] {
+        let (_tx, rx) = crate::drain::channel();
+        let (addr, server) = serve_one_as(store_with_routes(), hcm_config(), rx, alpn_h2).await;
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /direct HTTP/1.1\r\nhost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = vec![0; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut got))
+            .await
+            .expect("an answer or the connection's end")
+            .unwrap_or(0);
+        let answer = String::from_utf8_lossy(&got[..n]).into_owned();
+        if alpn_h2 {
+            assert!(
+                !answer.starts_with("HTTP/1.1"),
+                "served as HTTP/1.1: {answer}"
+            );
+            tokio::time::timeout(Duration::from_secs(5), server)
+                .await
+                .expect("the connection closes")
+                .unwrap();
+        } else {
+            assert!(answer.starts_with("HTTP/1.1 418"), "{answer}");
+        }
+    }
 }
 
 #[test]
