@@ -1,0 +1,3 @@
+//! Our HTTP/2 codec, pure: HPACK and frames; the server that replaces `h2` wires them (issue 10).
+
+pub(crate) mod frame;
