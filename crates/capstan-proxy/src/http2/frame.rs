@@ -183,10 +183,6 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
-fn connection_error(code: ErrorCode) -> FrameError {
-    FrameError::Connection(code)
-}
-
 /// A stream's priority fields (§5.3.2, §6.3), deprecated by RFC 9113 but still on the wire.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Priority {
@@ -236,20 +232,20 @@ impl Setting {
         let flag = |value: u32| match value {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(connection_error(ErrorCode::PROTOCOL_ERROR)),
+            _ => Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR)),
         };
         Ok(Some(match id {
             setting_id::HEADER_TABLE_SIZE => Setting::HeaderTableSize(value),
             setting_id::ENABLE_PUSH => Setting::EnablePush(flag(value)?),
             setting_id::MAX_CONCURRENT_STREAMS => Setting::MaxConcurrentStreams(value),
             setting_id::INITIAL_WINDOW_SIZE if value > MAX_WINDOW_SIZE => {
-                return Err(connection_error(ErrorCode::FLOW_CONTROL_ERROR))
+                return Err(FrameError::Connection(ErrorCode::FLOW_CONTROL_ERROR))
             }
             setting_id::INITIAL_WINDOW_SIZE => Setting::InitialWindowSize(value),
             setting_id::MAX_FRAME_SIZE
                 if !(DEFAULT_MAX_FRAME_SIZE..=MAX_MAX_FRAME_SIZE).contains(&value) =>
             {
-                return Err(connection_error(ErrorCode::PROTOCOL_ERROR))
+                return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR))
             }
             setting_id::MAX_FRAME_SIZE => Setting::MaxFrameSize(value),
             setting_id::MAX_HEADER_LIST_SIZE => Setting::MaxHeaderListSize(value),
@@ -323,12 +319,12 @@ impl Settings {
     }
 }
 
-/// One decoded frame. Payloads (`Bytes`) share the read buffer's memory.
+/// One decoded frame. Payloads (`Bytes`) share the read buffer's memory; `stream` is never 0
+/// but for WINDOW_UPDATE and unknown types.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) enum Frame {
     /// DATA (§6.1), padding removed.
     Data {
-        /// The stream (never 0).
         stream: StreamId,
         /// The data, without the padding.
         data: Bytes,
@@ -339,7 +335,6 @@ pub(crate) enum Frame {
     },
     /// HEADERS (§6.2), padding removed.
     Headers {
-        /// The stream (never 0).
         stream: StreamId,
         /// The header block fragment, for HPACK once the block is complete.
         block: Bytes,
@@ -352,14 +347,12 @@ pub(crate) enum Frame {
     },
     /// PRIORITY (§6.3).
     Priority {
-        /// The stream (never 0).
         stream: StreamId,
         /// Its new priority.
         priority: Priority,
     },
     /// RST_STREAM (§6.4).
     RstStream {
-        /// The stream (never 0).
         stream: StreamId,
         /// Why the stream ends.
         code: ErrorCode,
@@ -396,21 +389,15 @@ pub(crate) enum Frame {
     },
     /// CONTINUATION (§6.10).
     Continuation {
-        /// The stream (never 0).
         stream: StreamId,
         /// The next header block fragment.
         block: Bytes,
         /// END_HEADERS: the block is complete.
         end_headers: bool,
     },
-    /// A frame of a type we do not know, to be ignored (§5.5) unless it interrupts a header
-    /// block ([`field_block_after`]).
-    Unknown {
-        /// Its type code.
-        kind: u8,
-        /// Its stream.
-        stream: StreamId,
-    },
+    /// A frame of a type we do not know (its type code and stream), to be ignored (§5.5)
+    /// unless it interrupts a header block ([`field_block_after`]).
+    Unknown { kind: u8, stream: StreamId },
 }
 
 impl Frame {
@@ -437,7 +424,7 @@ impl Frame {
 pub(crate) fn take_preface(buf: &mut BytesMut) -> Result<bool, FrameError> {
     let seen = buf.len().min(PREFACE.len());
     if buf[..seen] != PREFACE[..seen] {
-        return Err(connection_error(ErrorCode::PROTOCOL_ERROR));
+        return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
     }
     if seen < PREFACE.len() {
         return Ok(false);
@@ -464,7 +451,7 @@ impl Head {
     /// §6.10).
     fn require_stream(self) -> Result<(), FrameError> {
         if self.stream.is_connection() {
-            return Err(connection_error(ErrorCode::PROTOCOL_ERROR));
+            return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
         }
         Ok(())
     }
@@ -472,16 +459,15 @@ impl Head {
     /// SETTINGS, PING and GOAWAY belong to the connection (§6.5, §6.7, §6.8).
     fn require_connection(self) -> Result<(), FrameError> {
         if !self.stream.is_connection() {
-            return Err(connection_error(ErrorCode::PROTOCOL_ERROR));
+            return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
         }
         Ok(())
     }
 
-    /// A payload of the wrong size for its type (§4.2); stream 0 or not, these are frames
-    /// that change the connection's state, so it is a connection error.
+    /// RST_STREAM and WINDOW_UPDATE of another length are connection errors (§6.4, §6.9).
     fn require_len(self, len: usize) -> Result<(), FrameError> {
         if self.len != len {
-            return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+            return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
         }
         Ok(())
     }
@@ -504,35 +490,34 @@ pub(crate) fn decode(buf: &mut BytesMut, max_frame_size: u32) -> Result<Option<F
         stream: StreamId(u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & U31_MASK),
     };
     if len > max_frame_size {
-        return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+        return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
     }
     let total = HEAD_LEN + head.len;
     if buf.len() < total {
         buf.reserve(total - buf.len());
         return Ok(None);
     }
-    buf.advance(HEAD_LEN);
-    match parse(buf, head) {
-        Ok(frame) => Ok(Some(frame)),
-        Err(err) => {
-            // The parsers consume the payload only on success; after a stream error the
-            // connection reads on from the next frame.
-            buf.advance(head.len);
-            Err(err)
-        }
+    let buffered = buf.len();
+    let result = parse(buf, head);
+    // The parsers split off a payload they return, no more; the rest of the frame (all of it
+    // after an error, so that the connection reads on after a stream error) goes here.
+    let consumed = buffered - buf.len();
+    if consumed < total {
+        buf.advance(total - consumed);
     }
+    result.map(Some)
 }
 
-/// Parses the payload, the first `head.len` bytes of `buf`, consuming them on success only.
+/// Parses the frame at the front of `buf`, whole, splitting off at most the payload it returns.
 fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
-    let payload = &buf[..head.len];
+    let payload = &buf[HEAD_LEN..HEAD_LEN + head.len];
     match head.kind {
         kind::DATA => {
             head.require_stream()?;
             let range = unpadded(payload, head, 0)?;
             Ok(Frame::Data {
                 stream: head.stream,
-                data: take(buf, head.len, range),
+                data: take(buf, range),
                 end_stream: head.has(flag::END_STREAM),
                 flow_len: head.len as u32,
             })
@@ -548,11 +533,11 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
             // still reach HPACK to keep its state: refusing the connection is simpler, and
             // allowed (§5.4).
             if priority.is_some_and(|p| p.dependency == head.stream) {
-                return Err(connection_error(ErrorCode::PROTOCOL_ERROR));
+                return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
             }
             Ok(Frame::Headers {
                 stream: head.stream,
-                block: take(buf, head.len, range),
+                block: take(buf, range),
                 priority,
                 end_stream: head.has(flag::END_STREAM),
                 end_headers: head.has(flag::END_HEADERS),
@@ -567,7 +552,6 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
             if priority.dependency == head.stream {
                 return Err(FrameError::Stream(head.stream, ErrorCode::PROTOCOL_ERROR));
             }
-            buf.advance(head.len);
             Ok(Frame::Priority {
                 stream: head.stream,
                 priority,
@@ -576,7 +560,7 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
         kind::RST_STREAM => {
             head.require_stream()?;
             head.require_len(4)?;
-            let code = ErrorCode(buf.get_u32());
+            let code = ErrorCode(read_u32(payload));
             Ok(Frame::RstStream {
                 stream: head.stream,
                 code,
@@ -586,25 +570,23 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
             head.require_connection()?;
             let ack = head.has(flag::ACK);
             if (ack && head.len != 0) || head.len % 6 != 0 {
-                return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+                return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
             }
-            let mut settings = Vec::new();
+            let mut settings = Vec::with_capacity(head.len / 6);
             for pair in payload.chunks_exact(6) {
                 let id = u16::from_be_bytes([pair[0], pair[1]]);
-                let value = u32::from_be_bytes([pair[2], pair[3], pair[4], pair[5]]);
+                let value = read_u32(&pair[2..]);
                 settings.extend(Setting::parse(id, value)?);
             }
-            buf.advance(head.len);
             Ok(Frame::Settings { ack, settings })
         }
         // Only servers push (§8.4).
-        kind::PUSH_PROMISE => Err(connection_error(ErrorCode::PROTOCOL_ERROR)),
+        kind::PUSH_PROMISE => Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR)),
         kind::PING => {
             head.require_connection()?;
             let Ok(payload) = payload.try_into() else {
-                return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+                return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
             };
-            buf.advance(head.len);
             Ok(Frame::Ping {
                 ack: head.has(flag::ACK),
                 payload,
@@ -613,27 +595,25 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
         kind::GOAWAY => {
             head.require_connection()?;
             if head.len < 8 {
-                return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+                return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
             }
-            let last_stream = StreamId(buf.get_u32() & U31_MASK);
-            let code = ErrorCode(buf.get_u32());
+            let last_stream = StreamId(read_u32(payload) & U31_MASK);
+            let code = ErrorCode(read_u32(&payload[4..]));
             Ok(Frame::GoAway {
                 last_stream,
                 code,
-                debug: buf.split_to(head.len - 8).freeze(),
+                debug: take(buf, 8..head.len),
             })
         }
         kind::WINDOW_UPDATE => {
             head.require_len(4)?;
-            let increment =
-                u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & U31_MASK;
+            let increment = read_u32(payload) & U31_MASK;
             if increment == 0 {
                 return Err(match head.stream {
-                    StreamId::CONNECTION => connection_error(ErrorCode::PROTOCOL_ERROR),
+                    StreamId::CONNECTION => FrameError::Connection(ErrorCode::PROTOCOL_ERROR),
                     stream => FrameError::Stream(stream, ErrorCode::PROTOCOL_ERROR),
                 });
             }
-            buf.advance(head.len);
             Ok(Frame::WindowUpdate {
                 stream: head.stream,
                 increment,
@@ -643,17 +623,14 @@ fn parse(buf: &mut BytesMut, head: Head) -> Result<Frame, FrameError> {
             head.require_stream()?;
             Ok(Frame::Continuation {
                 stream: head.stream,
-                block: buf.split_to(head.len).freeze(),
+                block: take(buf, 0..head.len),
                 end_headers: head.has(flag::END_HEADERS),
             })
         }
-        kind => {
-            buf.advance(head.len);
-            Ok(Frame::Unknown {
-                kind,
-                stream: head.stream,
-            })
-        }
+        kind => Ok(Frame::Unknown {
+            kind,
+            stream: head.stream,
+        }),
     }
 }
 
@@ -663,23 +640,26 @@ fn unpadded(payload: &[u8], head: Head, skip: usize) -> Result<Range<usize>, Fra
     let padded = head.has(flag::PADDED);
     let start = usize::from(padded) + skip;
     if payload.len() < start {
-        return Err(connection_error(ErrorCode::FRAME_SIZE_ERROR));
+        return Err(FrameError::Connection(ErrorCode::FRAME_SIZE_ERROR));
     }
     let pad = if padded { usize::from(payload[0]) } else { 0 };
     // Padding as long as the payload or longer (§6.1, §6.2).
     if pad > payload.len() - start {
-        return Err(connection_error(ErrorCode::PROTOCOL_ERROR));
+        return Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
     }
     Ok(start..payload.len() - pad)
 }
 
-/// Takes `range` of the `len`-byte payload at the front of `buf` as shared bytes and drops the
-/// rest of the payload.
-fn take(buf: &mut BytesMut, len: usize, range: Range<usize>) -> Bytes {
-    buf.advance(range.start);
-    let content = buf.split_to(range.len()).freeze();
-    buf.advance(len - range.end);
-    content
+/// Splits `range` of the payload of the frame at the front of `buf` off as shared bytes,
+/// dropping what comes before; [`decode`] drops what comes after.
+fn take(buf: &mut BytesMut, range: Range<usize>) -> Bytes {
+    buf.advance(HEAD_LEN + range.start);
+    buf.split_to(range.len()).freeze()
+}
+
+/// The big-endian u32 at the start of `bytes`, which the caller has checked holds four.
+fn read_u32(bytes: &[u8]) -> u32 {
+    u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
 }
 
 /// The §4.3 rule that a header block is contiguous: once HEADERS without END_HEADERS arrives
@@ -690,28 +670,25 @@ pub(crate) fn field_block_after(
     open: Option<StreamId>,
     frame: &Frame,
 ) -> Result<Option<StreamId>, FrameError> {
-    match (open, frame) {
-        (
-            None,
-            Frame::Headers {
-                stream,
-                end_headers,
-                ..
-            },
-        ) => Ok((!end_headers).then_some(*stream)),
-        (
-            Some(open),
-            Frame::Continuation {
-                stream,
-                end_headers,
-                ..
-            },
-        ) if open == *stream => Ok((!end_headers).then_some(open)),
-        (None, Frame::Continuation { .. }) | (Some(_), _) => {
-            Err(connection_error(ErrorCode::PROTOCOL_ERROR))
-        }
-        (None, _) => Ok(None),
+    let refused = Err(FrameError::Connection(ErrorCode::PROTOCOL_ERROR));
+    let (stream, end_headers, continuation) = match *frame {
+        Frame::Headers {
+            stream,
+            end_headers,
+            ..
+        } => (stream, end_headers, false),
+        Frame::Continuation {
+            stream,
+            end_headers,
+            ..
+        } => (stream, end_headers, true),
+        _ if open.is_some() => return refused,
+        _ => return Ok(None),
+    };
+    if open != continuation.then_some(stream) {
+        return refused;
     }
+    Ok((!end_headers).then_some(stream))
 }
 
 /// Writes a frame header. Every encoder reserves room for its whole frames first.

@@ -645,6 +645,11 @@ fn a_large_header_block_goes_on_in_continuation_frames() {
     let block: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
     let mut wire = encoded(|d| encode_headers(d, StreamId(5), &block, true, MAX));
     assert_eq!(wire.len(), block.len() + 3 * HEAD_LEN);
+    // END_STREAM on the HEADERS frame only, END_HEADERS on the last.
+    let flags: Vec<u8> = [0, 1, 2]
+        .map(|i| wire[i * (HEAD_LEN + 16_384) + 4])
+        .to_vec();
+    assert_eq!(flags, [flag::END_STREAM, 0, flag::END_HEADERS]);
     let frames: Vec<Frame> = decode_all(&mut wire)
         .into_iter()
         .map(Result::unwrap)
