@@ -38,6 +38,9 @@ const MAX_EMPTY_FRAMES: u32 = 100;
 const RECENT_RESETS: usize = 256;
 
 /// Our side of the connection's settings (the values hyper's server used, which this replaces).
+/// They are enforced from the start, before the client acknowledges them: values below the
+/// protocol's defaults (65,535-octet windows) could then refuse a client that is within its
+/// rights, so only tests use them.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnConfig {
     /// SETTINGS_INITIAL_WINDOW_SIZE: each stream's receive window.
@@ -466,14 +469,12 @@ impl Conn {
         }
         let s = &self.streams[index];
         if !s.recv_open {
-            self.reset_index(index, ErrorCode::STREAM_CLOSED);
-            return Ok(());
+            return self.reset_index(index, ErrorCode::STREAM_CLOSED);
         }
         // Too large trailers are reset like malformed ones: there is no status to answer with.
         let length_ok = s.content_length.is_none_or(|n| n == s.received);
         if decoded.is_err() || !end_stream || !length_ok {
-            self.reset_index(index, ErrorCode::PROTOCOL_ERROR);
-            return Ok(());
+            return self.reset_index(index, ErrorCode::PROTOCOL_ERROR);
         }
         let (stream, discard) = (s.id, s.discard);
         if !discard {
@@ -538,8 +539,7 @@ impl Conn {
                 ErrorCode::STREAM_CLOSED
             };
             self.release_connection(flow_len);
-            self.reset_index(index, code);
-            return Ok(());
+            return self.reset_index(index, code);
         }
         s.recv_window -= flow_len;
         s.received += data.len() as u64;
@@ -557,8 +557,7 @@ impl Conn {
         };
         if !length_ok {
             self.release_connection(flow_len);
-            self.reset_index(index, ErrorCode::PROTOCOL_ERROR);
-            return Ok(());
+            return self.reset_index(index, ErrorCode::PROTOCOL_ERROR);
         }
         if ours > 0 {
             self.release(stream, ours);
@@ -589,16 +588,7 @@ impl Conn {
         let s = self.streams.swap_remove(index);
         self.events.push_back(Event::Reset { stream, code });
         if s.send_open {
-            let now = Instant::now();
-            let since = *self.rapid_reset_since.get_or_insert(now);
-            if now.duration_since(since) > RAPID_RESET_WINDOW {
-                self.rapid_reset_since = Some(now);
-                self.rapid_resets = 0;
-            }
-            self.rapid_resets += 1;
-            if self.rapid_resets >= RAPID_RESET_LIMIT {
-                return Err(fail(ErrorCode::ENHANCE_YOUR_CALM, "rapid reset"));
-            }
+            self.count_rapid_reset()?;
         }
         Ok(())
     }
@@ -622,9 +612,7 @@ impl Conn {
                         }
                     }
                     if delta > 0 {
-                        self.events.push_back(Event::WindowOpened {
-                            stream: StreamId::CONNECTION,
-                        });
+                        self.window_opened(StreamId::CONNECTION);
                     }
                 }
                 Setting::MaxFrameSize(size) => self.peer_max_frame_size = size,
@@ -646,7 +634,7 @@ impl Conn {
             if self.send_window > i64::from(frame::MAX_WINDOW_SIZE) {
                 return Err(fail(ErrorCode::FLOW_CONTROL_ERROR, "window overflow"));
             }
-            self.events.push_back(Event::WindowOpened { stream });
+            self.window_opened(stream);
             return Ok(());
         }
         if self.is_idle(stream) {
@@ -661,9 +649,10 @@ impl Conn {
         let s = &mut self.streams[index];
         s.send_window += i64::from(increment);
         if s.send_window > i64::from(frame::MAX_WINDOW_SIZE) {
-            self.reset_index(index, ErrorCode::FLOW_CONTROL_ERROR);
-        } else if s.send_open {
-            self.events.push_back(Event::WindowOpened { stream });
+            return self.reset_index(index, ErrorCode::FLOW_CONTROL_ERROR);
+        }
+        if s.send_open {
+            self.window_opened(stream);
         }
         Ok(())
     }
@@ -679,16 +668,50 @@ impl Conn {
         }
         match self.position(stream) {
             Some(index) => self.reset_index(index, code),
-            None => self.send_reset(stream, code),
+            None => {
+                self.send_reset(stream, code);
+                Ok(())
+            }
+        }
+    }
+
+    /// Resets a stream the application knows, telling it. A stream still being answered
+    /// counts as a rapid reset: a client can make us reset the streams it opens by breaking a
+    /// rule on them as well as by resetting them itself ("MadeYouReset", CVE-2025-8671).
+    fn reset_index(&mut self, index: usize, code: ErrorCode) -> Result<()> {
+        let s = self.streams.swap_remove(index);
+        self.send_reset(s.id, code);
+        self.events.push_back(Event::Reset { stream: s.id, code });
+        if s.send_open {
+            self.count_rapid_reset()?;
         }
         Ok(())
     }
 
-    /// Resets a stream the application knows, telling it.
-    fn reset_index(&mut self, index: usize, code: ErrorCode) {
-        let s = self.streams.swap_remove(index);
-        self.send_reset(s.id, code);
-        self.events.push_back(Event::Reset { stream: s.id, code });
+    /// Counts a stream the client opened and had reset before its response was complete.
+    fn count_rapid_reset(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let since = *self.rapid_reset_since.get_or_insert(now);
+        if now.duration_since(since) > RAPID_RESET_WINDOW {
+            self.rapid_reset_since = Some(now);
+            self.rapid_resets = 0;
+        }
+        self.rapid_resets += 1;
+        if self.rapid_resets >= RAPID_RESET_LIMIT {
+            return Err(fail(ErrorCode::ENHANCE_YOUR_CALM, "rapid reset"));
+        }
+        Ok(())
+    }
+
+    /// Queues [`Event::WindowOpened`] unless the last event already says as much: a burst of
+    /// WINDOW_UPDATE frames makes one event.
+    fn window_opened(&mut self, stream: StreamId) {
+        if let Some(Event::WindowOpened { stream: last }) = self.events.back() {
+            if *last == stream || last.is_connection() {
+                return;
+            }
+        }
+        self.events.push_back(Event::WindowOpened { stream });
     }
 
     /// Queues RST_STREAM and tolerates the frames already in flight on the stream.

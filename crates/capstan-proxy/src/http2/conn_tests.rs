@@ -529,6 +529,14 @@ fn malformed_requests_reset_the_stream() {
             vec![(":method", "GET"), (":scheme", "http"), (":path", "")],
         ),
         (
+            "relative :path",
+            vec![(":method", "GET"), (":scheme", "http"), (":path", "a/b")],
+        ),
+        (
+            "* :path without OPTIONS",
+            vec![(":method", "GET"), (":scheme", "http"), (":path", "*")],
+        ),
+        (
             "CONNECT with :path",
             vec![
                 (":method", "CONNECT"),
@@ -755,7 +763,8 @@ fn send_window_exhausted_and_reopened() {
         matches!(&frames[..], [Frame::Headers { .. }, Frame::Data { data, end_stream: false, .. }] if data.len() == 10)
     );
 
-    client.send(&window_update(1, 5)).unwrap();
+    client.send(&window_update(1, 2)).unwrap();
+    client.send(&window_update(1, 3)).unwrap();
     assert!(matches!(
         &client.events()[..],
         [Event::WindowOpened {
@@ -901,6 +910,16 @@ fn rapid_reset_limit() {
     let err = open_and_reset(&mut client).expect_err("rapid reset");
     assert_eq!(err.code, ErrorCode::ENHANCE_YOUR_CALM);
     assert_eq!(goaway_code(&mut client), ErrorCode::ENHANCE_YOUR_CALM);
+
+    // Resets we make the server send count too: here DATA after END_STREAM (CVE-2025-8671).
+    let mut client = Client::new(ConnConfig::default());
+    let mut bytes = Vec::new();
+    for i in 0..RAPID_RESET_LIMIT {
+        bytes.extend(headers(2 * i + 1, GET, true));
+        bytes.extend(data(2 * i + 1, b"x", false));
+    }
+    let err = client.send(&bytes).expect_err("reset streams counted");
+    assert_eq!(err.code, ErrorCode::ENHANCE_YOUR_CALM);
 
     // Resets of answered streams do not count.
     let mut client = Client::new(ConnConfig::default());

@@ -123,8 +123,10 @@ impl HeadBuilder {
             }
             let scheme = self.scheme.ok_or(malformed("no :scheme"))?;
             let path = self.path.ok_or(malformed("no :path"))?;
-            if path.is_empty() {
-                return Err(malformed("empty :path"));
+            // §8.3.1: origin-form, or `*` for a server-wide OPTIONS.
+            let asterisk = &path[..] == b"*" && method == Method::OPTIONS;
+            if path.first() != Some(&b'/') && !asterisk {
+                return Err(malformed("empty or relative :path"));
             }
             // §8.3.1: without `:authority`, the Host header names the target, if any.
             let authority = self
