@@ -740,12 +740,12 @@ impl Conn {
     }
 
     fn release_connection(&mut self, n: u32) {
-        self.unreleased += n;
-        // Batched: one WINDOW_UPDATE per half window consumed.
-        if self.unreleased >= self.config.connection_window_size / 2 {
-            frame::encode_window_update(&mut self.out, StreamId::CONNECTION, self.unreleased);
-            self.recv_window += self.unreleased;
-            self.unreleased = 0;
+        let target = self
+            .config
+            .connection_window_size
+            .max(frame::DEFAULT_WINDOW_SIZE);
+        if let Some(increment) = credit(&mut self.recv_window, &mut self.unreleased, target, n) {
+            frame::encode_window_update(&mut self.out, StreamId::CONNECTION, increment);
         }
     }
 
@@ -757,18 +757,15 @@ impl Conn {
             return;
         }
         self.release_connection(n);
-        let half = self.config.initial_window_size / 2;
+        let target = self.config.initial_window_size;
         let Some(s) = self.streams.iter_mut().find(|s| s.id == stream) else {
             return;
         };
         if !s.recv_open {
             return;
         }
-        s.unreleased += n;
-        if s.unreleased >= half {
-            frame::encode_window_update(&mut self.out, stream, s.unreleased);
-            s.recv_window += s.unreleased;
-            s.unreleased = 0;
+        if let Some(increment) = credit(&mut s.recv_window, &mut s.unreleased, target, n) {
+            frame::encode_window_update(&mut self.out, stream, increment);
         }
     }
 
@@ -908,6 +905,20 @@ impl Conn {
         frame::encode_goaway(&mut self.out, self.last_client_stream, code, &[]);
         self.going_away = true;
     }
+}
+
+/// Adds `n` released octets to a receive window's `unreleased` count, never past what reopens
+/// the window to its `target` size (so that an application releasing too much cannot make us
+/// offer more than we meant, nor overflow); once half the target is released, moves it into
+/// the window and gives the WINDOW_UPDATE increment: updates are batched.
+fn credit(window: &mut u32, unreleased: &mut u32, target: u32, n: u32) -> Option<u32> {
+    let room = target.saturating_sub(*window);
+    *unreleased = unreleased.saturating_add(n).min(room);
+    if *unreleased == 0 || *unreleased < target / 2 {
+        return None;
+    }
+    *window += *unreleased;
+    Some(std::mem::take(unreleased))
 }
 
 fn fail(code: ErrorCode, reason: &'static str) -> ConnError {

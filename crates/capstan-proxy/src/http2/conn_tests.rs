@@ -358,6 +358,52 @@ fn post_body_flow_control_and_release() {
 }
 
 #[test]
+fn padding_is_released_by_the_connection() {
+    let config = ConnConfig {
+        initial_window_size: 1000,
+        ..ConnConfig::default()
+    };
+    let mut client = Client::new(config);
+    client.request(1, &post(None), false);
+    // One octet of data and 255 of padding (PADDED, §6.1), ten times: 2,560 flow-controlled
+    // octets through a 1,000-octet window, as the padding is released as it comes.
+    let mut padded = vec![255, b'x'];
+    padded.extend([0; 255]);
+    for _ in 0..10 {
+        client.send(&raw(DATA, 0x8, 1, &padded)).unwrap();
+    }
+    let events = client.events();
+    assert_eq!(events.len(), 10);
+    assert!(events
+        .iter()
+        .all(|e| matches!(e, Event::Data { data, .. } if &data[..] == b"x")));
+    let frames = client.frames();
+    assert!(!frames.is_empty());
+    for frame in frames {
+        assert!(
+            matches!(frame, Frame::WindowUpdate { stream: StreamId(1), increment } if increment >= 500),
+            "{frame:?}"
+        );
+    }
+    // The window now holds 990 octets (10 of padding not yet announced): use them all, then
+    // release more than was received: the window reopens to its configured size, no more.
+    client.send(&data(1, &[0; 990], false)).unwrap();
+    assert_eq!(client.events().len(), 1);
+    client.conn.release(StreamId(1), u32::MAX);
+    assert!(matches!(
+        &client.frames()[..],
+        [Frame::WindowUpdate {
+            stream: StreamId(1),
+            increment: 1000
+        }]
+    ));
+    client.send(&data(1, &[0; 1000], false)).unwrap();
+    assert!(client.frames().is_empty());
+    client.send(&data(1, &[0; 1], false)).unwrap();
+    assert_eq!(client.reset_code(1), ErrorCode::FLOW_CONTROL_ERROR);
+}
+
+#[test]
 fn content_length_mismatch_resets_the_stream() {
     let mut client = Client::new(ConnConfig::default());
     client.request(1, &post(Some("10")), false);
@@ -527,6 +573,15 @@ fn malformed_requests_reset_the_stream() {
         (
             "empty :path",
             vec![(":method", "GET"), (":scheme", "http"), (":path", "")],
+        ),
+        (
+            "userinfo",
+            vec![
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":authority", "user@example.com"),
+                (":path", "/"),
+            ],
         ),
         (
             "relative :path",

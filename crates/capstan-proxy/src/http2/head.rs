@@ -132,6 +132,10 @@ impl HeadBuilder {
             let authority = self
                 .authority
                 .or_else(|| self.headers.get(header::HOST).map(host_bytes));
+            // §8.3.1: no userinfo in an http or https authority.
+            if authority.as_ref().is_some_and(|a| a.contains(&b'@')) {
+                return Err(malformed("userinfo in :authority"));
+            }
             build_uri(&scheme, authority, path)?
         };
         let (mut parts, ()) = Request::new(()).into_parts();
