@@ -398,6 +398,11 @@ impl Conn {
             if self.recent_resets.contains(&stream) {
                 return Ok(());
             }
+            // Ids below the last opened may never have been used: the ids must increase
+            // (§5.1.1); the last one itself was, and is closed (§5.1).
+            if stream < self.last_client_stream {
+                return Err(fail(ErrorCode::PROTOCOL_ERROR, "stream id decreased"));
+            }
             return Err(fail(ErrorCode::STREAM_CLOSED, "HEADERS on a closed stream"));
         }
         if !stream.is_client_initiated() {

@@ -708,7 +708,7 @@ fn connection_errors() {
         (
             "decreasing id",
             vec![headers(5, GET, true), headers(3, GET, true)],
-            ErrorCode::STREAM_CLOSED,
+            ErrorCode::PROTOCOL_ERROR,
         ),
         (
             "HEADERS on a closed stream",
@@ -1057,4 +1057,58 @@ fn graceful_goaway() {
             code: ErrorCode::NO_ERROR
         }]
     ));
+}
+
+/// The cost of one GET exchange, to be measured with callgrind in release mode (the number of
+/// exchanges from `CAPSTAN_H2_EXCHANGES`; two runs' difference divided by theirs is the
+/// per-exchange count): the request as a client sends it once its HPACK table is warm (all
+/// fields indexed references), a small response head and body, the output taken each time.
+#[test]
+#[ignore = "a measurement: run under callgrind with --ignored"]
+fn per_request_cost() {
+    let exchanges: u32 = std::env::var("CAPSTAN_H2_EXCHANGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let fields = [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "127.0.0.1:8080"),
+        (":path", "/"),
+        ("user-agent", "oha/1.8.0"),
+        ("accept", "*/*"),
+    ];
+    let mut client = Client::new(ConnConfig::default());
+    let warm: Vec<u8> = (0..fields.len())
+        .map(|j| 0x80 | (62 + fields.len() - 1 - j) as u8)
+        .collect();
+    let mut response = HeaderMap::new();
+    response.insert("content-type", "text/plain".parse().unwrap());
+    response.insert("server", "capstan".parse().unwrap());
+    let mut buf = BytesMut::new();
+    let mut written = 0;
+    for i in 0..exchanges {
+        let stream = 2 * i + 1;
+        let flags = END_HEADERS | END_STREAM;
+        if i == 0 {
+            buf.extend_from_slice(&raw(HEADERS, flags, stream, &block_with(&fields, true)));
+        } else {
+            buf.extend_from_slice(&raw(HEADERS, flags, stream, &warm));
+        }
+        client.conn.recv(&mut buf).unwrap();
+        let Some(Event::Request { stream, .. }) = client.conn.poll_event() else {
+            panic!("expected a request");
+        };
+        client
+            .conn
+            .send_headers(stream, StatusCode::OK, &response, false)
+            .unwrap();
+        client
+            .conn
+            .send_data(stream, b"Hello, world!", true)
+            .unwrap();
+        written += client.conn.take_output().len();
+    }
+    assert_eq!(client.conn.active_streams(), 0);
+    assert!(written > 0);
 }
