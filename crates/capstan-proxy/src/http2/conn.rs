@@ -564,7 +564,10 @@ impl Conn {
             self.release_connection(flow_len);
             return self.reset_index(index, ErrorCode::PROTOCOL_ERROR);
         }
-        if ours > 0 {
+        // The stream's window matters no more once the client has ended it.
+        if end_stream {
+            self.release_connection(ours);
+        } else if ours > 0 {
             self.release(stream, ours);
         }
         if !discard {
