@@ -1095,6 +1095,10 @@ fn per_request_cost() {
         } else {
             buf.extend_from_slice(&raw(HEADERS, flags, stream, &warm));
         }
+        // The client hands back the connection window it was sent, now and then.
+        if i % 1000 == 999 {
+            buf.extend_from_slice(&window_update(0, 13 * 1000));
+        }
         client.conn.recv(&mut buf).unwrap();
         let Some(Event::Request { stream, .. }) = client.conn.poll_event() else {
             panic!("expected a request");
@@ -1103,10 +1107,9 @@ fn per_request_cost() {
             .conn
             .send_headers(stream, StatusCode::OK, &response, false)
             .unwrap();
-        client
-            .conn
-            .send_data(stream, b"Hello, world!", true)
-            .unwrap();
+        let sent = client.conn.send_data(stream, b"Hello, world!", true);
+        assert_eq!(sent, Ok(13));
+        client.conn.poll_event();
         written += client.conn.take_output().len();
     }
     assert_eq!(client.conn.active_streams(), 0);
