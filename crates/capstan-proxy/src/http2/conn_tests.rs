@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::http2::hpack::Field;
-use http::{Method, Version};
+use http::{Method, StatusCode, Version};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
