@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Request, Response, Status};
 
-const GATEWAY_NODE: &str = "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
 const CLUSTER: &str = "cluster.outbound|9080||reviews.default.svc.cluster.local";
 
 /// Protobuf messages in gRPC frames (tonic leaves the codec to generated code).
@@ -191,15 +190,7 @@ async fn a_grpc_call_answered_unavailable_is_retried() -> Result<()> {
     std::fs::write(dir.join("registry.yaml"), registry(backend_port))?;
     write_atomic(&dir.join("config/gateway.yaml"), &config(port))?;
     let discovery = discovery(dir, None)?;
-    let boot = proxy::bootstrap_json(
-        GATEWAY_NODE,
-        &[("istio", "ingressgateway")],
-        discovery.xds_port,
-        free_port(),
-        true,
-    );
-    let gateway = proxy::proxy(dir, "gateway", &boot)?;
-    gateway.ready(Duration::from_secs(30)).await?;
+    let gateway = proxy::gateway(dir, discovery.xds_port).await?;
     let logs = || {
         format!(
             "--- gateway:\n{}\n--- discovery:\n{}",

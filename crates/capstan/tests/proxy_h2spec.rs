@@ -19,8 +19,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const GATEWAY_NODE: &str = "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
-
 /// Cases the proxy fails on purpose over h2c, by h2spec id (over TLS, none: ALPN says `h2`).
 const EXPECTED: &[(&str, &str)] = &[(
     "http2/3.5/2",
@@ -148,15 +146,7 @@ async fn conformance(port: u16, server: &str, tls: Option<tempfile::TempDir>) ->
     )?;
     std::fs::write(dir.join("config/mesh.yaml"), mesh_yaml(server))?;
     let discovery = discovery(dir, None)?;
-    let boot = proxy::bootstrap_json(
-        GATEWAY_NODE,
-        &[("istio", "ingressgateway")],
-        discovery.xds_port,
-        free_port(),
-        true,
-    );
-    let gateway = proxy::proxy(dir, "gateway", &boot)?;
-    gateway.ready(Duration::from_secs(30)).await?;
+    let gateway = proxy::gateway(dir, discovery.xds_port).await?;
     // Routed end to end before h2spec starts (its cases expect answers): h2spec's own first
     // case (a preface and a request) passes once the listener and route are applied.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);

@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-const GATEWAY_NODE: &str = "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
 const HOST: (&str, &str) = ("host", "reviews.example.com");
 /// The subset-less cluster of `reviews`, as Istio names it.
 const CLUSTER: &str = "cluster.outbound|9080||reviews.default.svc.cluster.local";
@@ -89,15 +88,7 @@ async fn mesh(names: &[&str], port_name: &str, config: &[String]) -> Result<Mesh
     std::fs::write(dir.join("config/gateway.yaml"), gateway_yaml(port))?;
     write_atomic(&dir.join("config/policy.yaml"), &config.join("---\n"))?;
     let discovery = discovery(&dir, None)?;
-    let boot = proxy::bootstrap_json(
-        GATEWAY_NODE,
-        &[("istio", "ingressgateway")],
-        discovery.xds_port,
-        free_port(),
-        true,
-    );
-    let gateway = proxy::proxy(&dir, "gateway", &boot)?;
-    gateway.ready(Duration::from_secs(30)).await?;
+    let gateway = proxy::gateway(&dir, discovery.xds_port).await?;
     let m = Mesh {
         _tmp: tmp,
         backends,

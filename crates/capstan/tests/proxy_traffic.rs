@@ -11,8 +11,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const GATEWAY_NODE: &str = "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
-
 struct Mesh {
     _tmp: tempfile::TempDir,
     dir: std::path::PathBuf,
@@ -60,15 +58,7 @@ async fn mesh(vs: &str) -> Result<Mesh> {
     std::fs::write(dir.join("config/gateway.yaml"), gateway_yaml(port))?;
     set_vs(&dir, vs)?;
     let discovery = discovery(&dir, None)?;
-    let boot = proxy::bootstrap_json(
-        GATEWAY_NODE,
-        &[("istio", "ingressgateway")],
-        discovery.xds_port,
-        free_port(),
-        true,
-    );
-    let gateway = proxy::proxy(&dir, "gateway", &boot)?;
-    gateway.ready(Duration::from_secs(30)).await?;
+    let gateway = proxy::gateway(&dir, discovery.xds_port).await?;
     let m = Mesh {
         _tmp: tmp,
         dir,

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-const GATEWAY_NODE: &str = "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
 /// RFC 6455's GUID, appended to the key for `Sec-WebSocket-Accept`.
 const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -215,15 +214,7 @@ async fn gateway(services: &[Service<'_>]) -> Result<Gateway> {
     std::fs::write(dir.join("registry.yaml"), registry)?;
     std::fs::write(dir.join("config/gateway.yaml"), config)?;
     let discovery = discovery(&dir, None)?;
-    let boot = proxy::bootstrap_json(
-        GATEWAY_NODE,
-        &[("istio", "ingressgateway")],
-        discovery.xds_port,
-        free_port(),
-        true,
-    );
-    let gw = proxy::proxy(&dir, "gateway", &boot)?;
-    gw.ready(Duration::from_secs(30)).await?;
+    let gw = proxy::gateway(&dir, discovery.xds_port).await?;
     let g = Gateway {
         _tmp: tmp,
         port,

@@ -169,6 +169,25 @@ pub fn bootstrap_json(
     })
 }
 
+/// The node id of an ingress gateway pod in `istio-system`.
+pub const GATEWAY_NODE: &str =
+    "router~127.0.0.1~ingress-0.istio-system~istio-system.svc.cluster.local";
+
+/// An ingress gateway (`istio: ingressgateway`) on the Delta ADS of the discovery at
+/// `xds_port`, once it has applied its first listeners.
+pub async fn gateway(dir: &Path, xds_port: u16) -> Result<Proxy> {
+    let boot = bootstrap_json(
+        GATEWAY_NODE,
+        &[("istio", "ingressgateway")],
+        xds_port,
+        free_port(),
+        true,
+    );
+    let gateway = proxy(dir, "gateway", &boot)?;
+    gateway.ready(Duration::from_secs(30)).await?;
+    Ok(gateway)
+}
+
 pub fn proxy(dir: &Path, name: &str, bootstrap: &serde_json::Value) -> Result<Proxy> {
     proxy_with(dir, name, bootstrap, &[])
 }
