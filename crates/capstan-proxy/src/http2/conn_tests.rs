@@ -3,6 +3,7 @@
 //! and an HPACK decoder, as the client would see it.
 
 use super::*;
+use crate::http2::frame::tests::{raw, settings_payload};
 use crate::http2::hpack::Field;
 use http::{Method, StatusCode, Version};
 
@@ -16,21 +17,8 @@ const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
-/// A frame laid out by hand.
-fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 fn settings(pairs: &[(u16, u32)]) -> Vec<u8> {
-    let payload: Vec<u8> = pairs
-        .iter()
-        .flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()[..]].concat())
-        .collect();
-    raw(SETTINGS, 0, 0, &payload)
+    raw(SETTINGS, 0, 0, &settings_payload(pairs))
 }
 
 fn window_update(stream: u32, increment: u32) -> Vec<u8> {

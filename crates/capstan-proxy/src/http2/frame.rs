@@ -843,4 +843,4 @@ fn flag_if(end_stream: bool) -> u8 {
 
 #[cfg(test)]
 #[path = "frame_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -6,7 +6,7 @@ use super::*;
 const MAX: u32 = DEFAULT_MAX_FRAME_SIZE;
 
 /// A frame laid out by hand from §4.1, independent of the encoders.
-fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
     out.extend_from_slice(&stream.to_be_bytes());
@@ -15,7 +15,7 @@ fn raw(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A SETTINGS payload of identifier/value pairs.
-fn settings_payload(pairs: &[(u16, u32)]) -> Vec<u8> {
+pub(crate) fn settings_payload(pairs: &[(u16, u32)]) -> Vec<u8> {
     pairs
         .iter()
         .flat_map(|(id, value)| [&id.to_be_bytes()[..], &value.to_be_bytes()[..]].concat())
