@@ -13,7 +13,8 @@
 #   MODE=saturate TARGETS="capstan haproxy capstan haproxy" ...   # closed loop, 64 connections,
 #                                                      # the proxy pinned alone on CPU 1: CPU per
 #                                                      # request, switches, TCP segments (PERF=1:
-#                                                      # also a cpu-clock profile with kernel stacks)
+#                                                      # also a cpu-clock profile with kernel stacks;
+#                                                      # SYSCALLS=1: system calls by tracepoint)
 #   MODE=copies ...                                    # bytes memcpy'd per request, by caller
 #   HTTP=2 ...                                         # the clients speak h2c (prior knowledge) to
 #                                                      # the proxies; upstream stays HTTP/1.1
@@ -185,7 +186,7 @@ PY
       # and backends on CPU 0 (PIN=0 to leave them unpinned). Per request: the proxy's user and
       # system time, its context switches, the host's TCP segments (nstat), and with PERF=1 a
       # perf profile (cpu-clock, kernel stacks) in $OUT/$target.saturate.perf.
-      oha_pin=()
+      oha_pin=() rec=""
       if [[ ${PIN:-1} == 1 ]]; then
         taskset -a -pc 1 $pid >/dev/null
         for p in "${PIDS[@]}" $(pgrep -P "$(cat "$WORK/nginx/backend.pid")"); do
@@ -199,12 +200,25 @@ PY
       nstat -n >/dev/null
       if [[ ${PERF:-0} == 1 ]]; then
         perf record -e cpu-clock -F 2000 -g -o "$OUT/$target.saturate.perf" -p $pid -- sleep 8 >/dev/null 2>&1 &
+        rec=$!
+      elif [[ ${SYSCALLS:-0} == 1 ]]; then
+        # System calls by tracepoint (cheaper than strace, though it still slows the proxy).
+        perf stat -x, -o "$OUT/$target.syscalls" -p $pid -e raw_syscalls:sys_enter \
+          -e syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_writev \
+          -e syscalls:sys_enter_epoll_wait,syscalls:sys_enter_clock_gettime -- sleep 8 >/dev/null 2>&1 &
+        rec=$!
       fi
       "${oha_pin[@]}" "$OHA" "${OHA_ARGS[@]}" -z 10s -c "${C:-64}" --no-tui -j "http://127.0.0.1:$port/" >"$WORK/oha.json"
       nstat >"$WORK/nstat"
       read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
       c1=$(switches)
-      wait
+      # Only the recorder: the backends, discovery and the proxy run on in the background.
+      [[ -z $rec ]] || wait "$rec" || true
+      if [[ ${SYSCALLS:-0} == 1 ]]; then
+        # Per request over the 8 s window, at the run's mean rate.
+        awk -F, -v n="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['summary']['requestsPerSec'] * 8)" "$WORK/oha.json")" \
+          '$1 + 0 > 0 { sub(/^(raw_)?syscalls:sys_enter_?/, "", $3); printf "  %s %.2f per request\n", ($3 == "" ? "all" : $3), $1 / n }' "$OUT/$target.syscalls"
+      fi
       python3 - "$target" "$((u1 - u0))" "$((s1 - s0))" "$(getconf CLK_TCK)" "$WORK/oha.json" "$((c1 - c0))" "$WORK/nstat" <<'PY'
 import json, sys
 target, u, s, tck, path, cs, nstat = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]

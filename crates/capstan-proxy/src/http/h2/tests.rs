@@ -163,6 +163,8 @@ async fn connect(
 /// A backend, a store routing `app` to it (over HTTP/2 when `h2_upstream`), one downstream
 /// connection served with `codec`, and an HTTP/2 client on it. The drainer and both tasks are
 /// kept so that tests can drain and await the ends.
+/// Bind it to a variable before taking fields out with `..`: the fields not taken (the
+/// connection, the drain handle, the upstream) then live on in it until the test ends.
 struct Fixture {
     store: Arc<Store>,
     events: mpsc::UnboundedReceiver<Event>,
@@ -253,14 +255,8 @@ fn the_preface_is_recognised_from_its_first_line() {
 #[tokio::test]
 async fn many_concurrent_streams_on_one_connection() {
     // Auto: the HTTP/1 codec sees the preface and hands the connection over.
-    let Fixture {
-        store,
-        events: _events,
-        drainer: _drainer,
-        task: _task,
-        send,
-        conn: _conn,
-    } = fixture(Codec::Auto, false).await;
+    let fx = fixture(Codec::Auto, false).await;
+    let Fixture { store, send, .. } = fx;
     let mut calls = Vec::new();
     for i in 0..64 {
         let send = send.clone();
@@ -294,14 +290,8 @@ async fn many_concurrent_streams_on_one_connection() {
 #[tokio::test]
 async fn bodies_larger_than_the_windows_flow_both_ways() {
     for h2_upstream in [false, true] {
-        let Fixture {
-            store: _,
-            events: _events,
-            drainer: _drainer,
-            task: _task,
-            send,
-            conn: _conn,
-        } = fixture(Codec::Http2, h2_upstream).await;
+        let fx = fixture(Codec::Http2, h2_upstream).await;
+        let Fixture { send, .. } = fx;
         let mut send = send.ready().await.unwrap();
         let big: Bytes = (0..3 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
         let (resp, tx) = send.send_request(get("/echo"), false).unwrap();
@@ -322,14 +312,8 @@ async fn bodies_larger_than_the_windows_flow_both_ways() {
 /// response's trailers.
 #[tokio::test]
 async fn trailers_flow_both_ways() {
-    let Fixture {
-        store: _,
-        events: _events,
-        drainer: _drainer,
-        task: _task,
-        send,
-        conn: _conn,
-    } = fixture(Codec::Http2, true).await;
+    let fx = fixture(Codec::Http2, true).await;
+    let Fixture { send, .. } = fx;
     let mut send = send.ready().await.unwrap();
     let mut req = get("/echo");
     req.headers_mut()
@@ -368,14 +352,10 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
 /// the response body. The connection serves on.
 #[tokio::test]
 async fn a_client_reset_cancels_the_request() {
+    let fx = fixture(Codec::Http2, true).await;
     let Fixture {
-        store: _,
-        mut events,
-        drainer: _drainer,
-        task: _task,
-        send,
-        conn: _conn,
-    } = fixture(Codec::Http2, true).await;
+        mut events, send, ..
+    } = fx;
 
     // Before the response: the upstream request is dropped.
     let mut send = send.ready().await.unwrap();
@@ -406,14 +386,7 @@ async fn a_client_reset_cancels_the_request() {
 #[tokio::test]
 async fn a_reset_request_is_no_longer_active() {
     for allow_connect in [false, true] {
-        let Fixture {
-            store,
-            mut events,
-            drainer: _drainer,
-            task: _task,
-            send,
-            conn: _conn,
-        } = fixture_with(
+        let fx = fixture_with(
             HcmConfig {
                 allow_connect,
                 ..hcm(Codec::Http2)
@@ -421,6 +394,12 @@ async fn a_reset_request_is_no_longer_active() {
             true,
         )
         .await;
+        let Fixture {
+            store,
+            mut events,
+            send,
+            ..
+        } = fx;
         let mut send = send.ready().await.unwrap();
         let (_resp, mut tx) = send.send_request(get("/hang"), true).unwrap();
         assert!(
@@ -441,14 +420,8 @@ async fn a_reset_request_is_no_longer_active() {
 /// already sent.
 #[tokio::test]
 async fn a_response_body_error_resets_the_stream() {
-    let Fixture {
-        store: _,
-        events: _events,
-        drainer: _drainer,
-        task: _task,
-        send,
-        conn: _conn,
-    } = fixture(Codec::Http2, true).await;
+    let fx = fixture(Codec::Http2, true).await;
+    let Fixture { send, .. } = fx;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/break"), true).unwrap();
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
@@ -470,6 +443,7 @@ async fn a_response_body_error_resets_the_stream() {
 /// the proxy's side of it ends.
 #[tokio::test]
 async fn drain_sends_goaway_and_in_flight_requests_complete() {
+    let fx = fixture(Codec::Http2, false).await;
     let Fixture {
         store,
         mut events,
@@ -477,7 +451,7 @@ async fn drain_sends_goaway_and_in_flight_requests_complete() {
         task,
         send,
         conn,
-    } = fixture(Codec::Http2, false).await;
+    } = fx;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/slow"), true).unwrap();
     assert_eq!(next_event(&mut events).await, Event::Arrived);
@@ -499,14 +473,14 @@ async fn drain_sends_goaway_and_in_flight_requests_complete() {
 /// A stream still open when the drain window ends is cut with its connection.
 #[tokio::test]
 async fn the_end_of_the_drain_window_cuts_open_streams() {
+    let fx = fixture(Codec::Http2, true).await;
     let Fixture {
         store,
-        events: _events,
         drainer,
         task,
         send,
-        conn: _conn,
-    } = fixture(Codec::Http2, true).await;
+        ..
+    } = fx;
     let mut send = send.ready().await.unwrap();
     let (resp, _) = send.send_request(get("/endless"), true).unwrap();
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
