@@ -23,7 +23,6 @@ pub mod error;
 pub mod fast_map;
 pub mod http;
 // Not wired into the server yet (issue 10): only its tests use it for now.
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod http2;
 pub mod identity;
 pub mod istio_ext;

@@ -78,6 +78,11 @@ impl<S> Prefixed<S> {
     pub fn prefix(&self) -> &[u8] {
         &self.prefix
     }
+
+    /// The bytes still to be replayed, and the stream after them.
+    pub fn into_parts(self) -> (bytes::Bytes, S) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

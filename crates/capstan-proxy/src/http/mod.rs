@@ -790,7 +790,7 @@ pub async fn serve_connection<IO>(
             h1::Served::Handoff(io) => io,
         },
     };
-    // HTTP/2 is served on the h2 crate directly, unless extended CONNECT may open tunnels,
+    // HTTP/2 is served by our own codec, unless extended CONNECT may open tunnels,
     // which hyper's upgrades carry.
     let http2 = match codec {
         Codec::Http2 => true,
@@ -798,7 +798,8 @@ pub async fn serve_connection<IO>(
         Codec::Http1 => false,
     };
     if http2 && !hcm.allow_connect {
-        h2::serve(io, &ctx, &mut drain).await;
+        let (read, io) = io.into_parts();
+        h2::serve(read, io, &ctx, &mut drain).await;
         stats.downstream_cx_active.dec();
         return;
     }

@@ -788,6 +788,11 @@ impl Conn {
         self.out.split()
     }
 
+    /// Octets queued for the socket, not yet taken by [`Conn::take_output`].
+    pub(crate) fn output_len(&self) -> usize {
+        self.out.len()
+    }
+
     /// Streams open or half-closed, which count against the concurrency limit.
     pub(crate) fn active_streams(&self) -> usize {
         self.streams.len()

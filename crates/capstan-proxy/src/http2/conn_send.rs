@@ -64,6 +64,11 @@ impl Conn {
         self.block_scratch.clear();
     }
 
+    /// Whether a response may still be sent on `stream` (it is neither reset nor ended).
+    pub(crate) fn can_send(&self, stream: StreamId) -> bool {
+        self.open_for_send(stream).is_ok()
+    }
+
     /// How many body bytes `stream` may send now, within its window and the connection's.
     pub(crate) fn send_capacity(&self, stream: StreamId) -> usize {
         self.position(stream).map_or(0, |i| self.capacity_of(i))

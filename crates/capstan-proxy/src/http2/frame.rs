@@ -267,58 +267,6 @@ impl Setting {
     }
 }
 
-/// The settings one endpoint has announced, starting from the RFC's initial values (§6.5.2).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct Settings {
-    /// HPACK dynamic table size the endpoint's decoder allows.
-    pub(crate) header_table_size: u32,
-    /// Whether the endpoint accepts server push.
-    pub(crate) enable_push: bool,
-    /// Streams the endpoint lets its peer open at once; `None`: no limit announced.
-    pub(crate) max_concurrent_streams: Option<u32>,
-    /// Initial flow-control window of each new stream.
-    pub(crate) initial_window_size: u32,
-    /// Largest frame payload the endpoint accepts.
-    pub(crate) max_frame_size: u32,
-    /// Advisory limit on a header list's size; `None`: no limit announced.
-    pub(crate) max_header_list_size: Option<u32>,
-    /// Whether the endpoint supports extended CONNECT (RFC 8441).
-    pub(crate) enable_connect_protocol: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
-            enable_push: true,
-            max_concurrent_streams: None,
-            initial_window_size: DEFAULT_WINDOW_SIZE,
-            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
-            max_header_list_size: None,
-            enable_connect_protocol: false,
-        }
-    }
-}
-
-impl Settings {
-    /// Takes in the settings of one SETTINGS frame, in order (a later value wins, §6.5.3).
-    /// A changed initial window also shifts every open stream's window (§6.9.2): the caller
-    /// compares `initial_window_size` before and after.
-    pub(crate) fn apply(&mut self, settings: &[Setting]) {
-        for setting in settings {
-            match *setting {
-                Setting::HeaderTableSize(v) => self.header_table_size = v,
-                Setting::EnablePush(v) => self.enable_push = v,
-                Setting::MaxConcurrentStreams(v) => self.max_concurrent_streams = Some(v),
-                Setting::InitialWindowSize(v) => self.initial_window_size = v,
-                Setting::MaxFrameSize(v) => self.max_frame_size = v,
-                Setting::MaxHeaderListSize(v) => self.max_header_list_size = Some(v),
-                Setting::EnableConnectProtocol(v) => self.enable_connect_protocol = v,
-            }
-        }
-    }
-}
-
 /// One decoded frame. Payloads (`Bytes`) share the read buffer's memory; `stream` is never 0
 /// but for WINDOW_UPDATE and unknown types.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -398,24 +346,6 @@ pub(crate) enum Frame {
     /// A frame of a type we do not know (its type code and stream), to be ignored (§5.5)
     /// unless it interrupts a header block ([`field_block_after`]).
     Unknown { kind: u8, stream: StreamId },
-}
-
-impl Frame {
-    /// The stream the frame is on (0 for the connection-level frames).
-    pub(crate) fn stream(&self) -> StreamId {
-        match self {
-            Frame::Data { stream, .. }
-            | Frame::Headers { stream, .. }
-            | Frame::Priority { stream, .. }
-            | Frame::RstStream { stream, .. }
-            | Frame::WindowUpdate { stream, .. }
-            | Frame::Continuation { stream, .. }
-            | Frame::Unknown { stream, .. } => *stream,
-            Frame::Settings { .. } | Frame::Ping { .. } | Frame::GoAway { .. } => {
-                StreamId::CONNECTION
-            }
-        }
-    }
 }
 
 /// Takes the client's connection preface off the front of `buf` (§3.4): `Ok(true)` once taken,
@@ -823,14 +753,6 @@ pub(crate) fn encode_data(
         }
         rest = after;
     }
-}
-
-/// Writes only the header of a DATA frame whose `len` payload bytes the caller writes next
-/// itself, to send a large body chunk without copying it (`len` within the peer's max frame
-/// size).
-pub(crate) fn encode_data_head(dst: &mut BytesMut, stream: StreamId, len: usize, end_stream: bool) {
-    dst.reserve(HEAD_LEN);
-    put_head(dst, len, kind::DATA, flag_if(end_stream), stream);
 }
 
 fn flag_if(end_stream: bool) -> u8 {

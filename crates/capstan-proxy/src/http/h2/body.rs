@@ -1,70 +1,200 @@
-//! A request body read from an HTTP/2 stream, and the response head made fit for HTTP/2.
+//! A request body fed by the connection's task as DATA frames arrive, and the response head
+//! made fit for HTTP/2.
 
 use crate::http::BoxError;
+use crate::http2::frame::{ErrorCode, StreamId};
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
-/// A request body over an HTTP/2 stream: DATA frames as they come, each one's flow-control
-/// capacity given back as it is handed on (so the client's window reopens as the request is
-/// consumed, not as it is received), then the trailers.
-pub(super) struct RequestBody {
-    recv: ::h2::RecvStream,
-    data_done: bool,
-    /// What `content-length` announced and is not read yet (h2 checks the two agree).
+/// What request bodies consumed (or dropped unread) and the connection has not yet given back
+/// to the client as flow-control window: a body may be read by another task (an upstream
+/// connection's), so it is handed over under a lock and the connection's task woken.
+#[derive(Default)]
+pub(super) struct Releases {
+    /// The connection's task.
+    pub(super) task: AtomicWaker,
+    consumed: Mutex<Vec<(StreamId, u32)>>,
+}
+
+impl Releases {
+    fn add(&self, stream: StreamId, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        lock(&self.consumed).push((stream, n));
+        self.task.wake();
+    }
+
+    /// Takes what was consumed since the last call into `into` (emptied first).
+    pub(super) fn take(&self, into: &mut Vec<(StreamId, u32)>) {
+        into.clear();
+        std::mem::swap(&mut *lock(&self.consumed), into);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock; a poisoned one holds consistent state.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One request body between the connection's task, which feeds it, and its reader.
+pub(super) struct Inbox {
+    pub(super) stream: StreamId,
+    state: Mutex<InboxState>,
+    releases: Arc<Releases>,
+}
+
+#[derive(Default)]
+struct InboxState {
+    chunks: VecDeque<Bytes>,
+    trailers: Option<HeaderMap>,
+    /// The client ended the body (END_STREAM, or trailers).
+    end: bool,
+    /// The stream was reset before the body ended.
+    reset: Option<ErrorCode>,
+    /// The reader is gone: what arrives is released unread.
+    dropped: bool,
+    reader: Option<Waker>,
+    /// What `content-length` announced and is not read yet (the connection checks the two
+    /// agree).
     remaining: Option<u64>,
 }
 
-impl RequestBody {
-    pub(super) fn new(recv: ::h2::RecvStream, content_length: Option<u64>) -> Self {
-        RequestBody {
-            recv,
-            data_done: false,
-            remaining: content_length,
+impl Inbox {
+    pub(super) fn new(
+        stream: StreamId,
+        content_length: Option<u64>,
+        releases: Arc<Releases>,
+    ) -> Arc<Inbox> {
+        Arc::new(Inbox {
+            stream,
+            state: Mutex::new(InboxState {
+                remaining: content_length,
+                ..InboxState::default()
+            }),
+            releases,
+        })
+    }
+
+    /// Hands a DATA frame's payload to the reader; false if there is none any more (the caller
+    /// then releases it at once).
+    pub(super) fn push_data(&self, data: Bytes, end: bool) -> bool {
+        let mut s = lock(&self.state);
+        if s.dropped {
+            return false;
         }
+        if !data.is_empty() {
+            s.chunks.push_back(data);
+        }
+        s.end |= end;
+        wake(&mut s);
+        true
+    }
+
+    /// The trailers, which end the body.
+    pub(super) fn push_trailers(&self, trailers: HeaderMap) {
+        let mut s = lock(&self.state);
+        s.trailers = Some(trailers);
+        s.end = true;
+        wake(&mut s);
+    }
+
+    /// The stream was reset: the reader gets an error once it has read what arrived before.
+    pub(super) fn reset(&self, code: ErrorCode) {
+        let mut s = lock(&self.state);
+        if !s.end {
+            s.reset = Some(code);
+        }
+        wake(&mut s);
     }
 }
+
+fn wake(s: &mut InboxState) {
+    if let Some(w) = s.reader.take() {
+        w.wake();
+    }
+}
+
+/// The stream was reset before its request body ended.
+#[derive(Debug)]
+pub(super) struct StreamReset(pub(super) ErrorCode);
+
+impl std::fmt::Display for StreamReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http/2 stream reset: {}", self.0)
+    }
+}
+
+impl std::error::Error for StreamReset {}
+
+/// A request body over an HTTP/2 stream: DATA frames as they come, each one's flow-control
+/// window given back as it is handed on (so the client's window reopens as the request is
+/// consumed, not as it is received), then the trailers.
+pub(super) struct RequestBody(pub(super) Arc<Inbox>);
 
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let me = &mut *self;
-        if !me.data_done {
-            match ready!(me.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    let _ = me.recv.flow_control().release_capacity(data.len());
-                    if let Some(n) = &mut me.remaining {
-                        *n = n.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
-                None => me.data_done = true,
+        let inbox = &self.0;
+        let mut s = lock(&inbox.state);
+        if let Some(data) = s.chunks.pop_front() {
+            if let Some(n) = &mut s.remaining {
+                *n = n.saturating_sub(data.len() as u64);
             }
+            drop(s);
+            inbox.releases.add(inbox.stream, data.len());
+            return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        match ready!(me.recv.poll_trailers(cx)) {
-            Ok(Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+        if let Some(t) = s.trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(t))));
         }
+        if s.end {
+            return Poll::Ready(None);
+        }
+        if let Some(code) = s.reset {
+            return Poll::Ready(Some(Err(Box::new(StreamReset(code)))));
+        }
+        if !s.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.reader = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        let s = lock(&self.0.state);
+        s.end && s.chunks.is_empty() && s.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.remaining {
+        match lock(&self.0.state).remaining {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let unread = {
+            let mut s = lock(&self.0.state);
+            s.dropped = true;
+            s.reader = None;
+            std::mem::take(&mut s.chunks)
+        };
+        let n: usize = unread.iter().map(Bytes::len).sum();
+        self.0.releases.add(self.0.stream, n);
     }
 }
 

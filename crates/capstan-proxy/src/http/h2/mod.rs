@@ -1,37 +1,48 @@
-//! The downstream HTTP/2 server on the `h2` crate, without hyper's server glue: each stream's
-//! request runs as a future inside the connection's own task (no task spawned, no future copied
-//! into one), its body read straight from the stream, its response written straight to it.
+//! The downstream HTTP/2 server: our sans-I/O connection ([`crate::http2::conn`]) driven over
+//! the socket by the connection's own task. Each stream's request runs as a future inside that
+//! task (no task spawned per stream), its body fed by the DATA frames the task reads, its
+//! response written by the task within the client's flow-control windows.
 //!
 //! Connections whose listener allows RFC 8441 extended CONNECT (`allow_connect`) stay on
 //! hyper's server, whose upgrade (`hyper::upgrade::on`) carries those tunnels.
 //!
-//! The settings are those hyper's HTTP/2 server used for us: 1 MiB stream and connection
-//! windows, 16 KiB frames, a 16 KiB header list, 200 concurrent streams, a 400 KiB send buffer
-//! per stream, at most 1024 locally reset streams; like hyper, a response gets a `date` header
-//! if it has none and a `content-length` when its body's size is known.
+//! The settings are those hyper's HTTP/2 server used for us before (see [`ConnConfig`]): 1 MiB
+//! stream and connection windows, 16 KiB frames, a 16 KiB header list, 200 concurrent
+//! streams. As hyper did, a response gets a `date` header if it has none and a
+//! `content-length` when its body's size is known.
+//!
+//! Memory is bounded by design, not by how fast the client reads: request bodies by the
+//! receive windows (a body's window reopens only as its reader consumes it); what waits for
+//! the socket by [`HIGH_WATER`] — past it, no more is read from the client and no response
+//! body is polled until the socket takes what is queued; each response body is read at most
+//! one chunk ahead of the client's window.
 
 mod body;
 
 use super::{BoxBody, Ctx};
-use body::RequestBody;
-use bytes::Bytes;
+use crate::http2::conn::{Conn, ConnConfig, Event};
+use crate::http2::frame::{ErrorCode, StreamId};
+use body::{Inbox, Releases, RequestBody};
+use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
-use http::{header, Request, Response};
-use http_body::Body;
+use http::{header, HeaderMap, Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use std::future::{poll_fn, Future};
+use std::io;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-const WINDOW: u32 = 1024 * 1024;
-const MAX_FRAME_SIZE: u32 = 16 * 1024;
-const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
-const MAX_CONCURRENT_STREAMS: u32 = 200;
-const MAX_SEND_BUFFER_SIZE: usize = 400 * 1024;
-const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Octets queued for the socket past which the connection stops reading requests and
+/// polling response bodies until the socket has taken them.
+const HIGH_WATER: usize = 128 * 1024;
+/// Room made in the read buffer before each read: one largest frame and its header.
+const READ_RESERVE: usize = 16 * 1024 + 9;
+/// Rounds of reading, serving and writing in one poll of the task before it yields to the
+/// others (and is woken again at once).
+const MAX_ROUNDS: usize = 32;
 
 /// The client connection preface's first line; enough of it, at the start of what the HTTP/1
 /// codec read, says the client speaks HTTP/2 (RFC 9113 §3.4).
@@ -44,93 +55,555 @@ pub(super) fn starts_preface(read: &[u8]) -> bool {
     n >= b"PRI * HTTP/2.0".len() && read[..n] == PREFACE[..n]
 }
 
-/// Serves one HTTP/2 connection until it closes, or until its listener's drain: then GOAWAY,
-/// in-flight streams finish, and what still runs when the drain window ends is cut.
-pub(super) async fn serve<IO>(io: IO, ctx: &Arc<Ctx>, drain: &mut crate::drain::Drain)
+/// Serves one HTTP/2 connection, whose first bytes (`read`) were already read, until it
+/// closes, or until its listener's drain: then GOAWAY, in-flight streams finish, and what
+/// still runs when the drain window ends is cut.
+pub(super) async fn serve<IO>(read: Bytes, io: IO, ctx: &Arc<Ctx>, drain: &mut crate::drain::Drain)
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut builder = ::h2::server::Builder::new();
-    builder
-        .initial_window_size(WINDOW)
-        .initial_connection_window_size(WINDOW)
-        .max_frame_size(MAX_FRAME_SIZE)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_send_buffer_size(MAX_SEND_BUFFER_SIZE)
-        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS));
-    // A drain begun before the handshake is done closes the connection (as hyper does).
-    let mut conn = tokio::select! {
-        r = builder.handshake::<_, Bytes>(io) => match r {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!("http/2 handshake: {e}");
-                return;
-            }
-        },
-        _ = drain.started() => return,
-    };
-    let mut streams = FuturesUnordered::new();
+    let mut server = Server::new(read, io, ctx);
     let mut started = pin!(drain.started());
     let mut window_end: Option<Pin<Box<tokio::time::Sleep>>> = None;
-    let quiet = Arc::new(QuietWaker {
-        task: futures::task::AtomicWaker::new(),
-        quiet: AtomicBool::new(false),
-        // The handshake may have read frames already.
-        woken: AtomicBool::new(true),
-    });
-    let conn_waker = Waker::from(quiet.clone());
     let outcome = poll_fn(|cx| {
         if window_end.is_none() {
             if let Poll::Ready(end) = started.as_mut().poll(cx) {
-                conn.graceful_shutdown();
-                // GOAWAY goes out on the connection's next poll.
-                quiet.woken.store(true, Ordering::Release);
+                server.conn.go_away(ErrorCode::NO_ERROR);
                 window_end = Some(Box::pin(tokio::time::sleep_until(end)));
             }
         }
         if let Some(end) = window_end.as_mut() {
             if end.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(None));
+                return Poll::Ready(Err(Closed::DrainWindow));
             }
         }
-        quiet.task.register(cx.waker());
-        let mut conn_cx = Context::from_waker(&conn_waker);
-        loop {
-            // The streams first: what they send, the connection then writes. Meanwhile the
-            // connection's wake-ups are redundant (it is polled next) and not passed on, which
-            // spares a poll of the task after each response and each new stream.
-            quiet.quiet.store(true, Ordering::Release);
-            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-            quiet.quiet.store(false, Ordering::Release);
-            // Polled only when something woke it (its socket, a stream's frames or drop, the
-            // drain): the task is also woken for its streams alone (an upstream's answer, h2
-            // telling a stream about capacity), and a poll of the connection costs thousands
-            // of instructions.
-            if !quiet.woken.swap(false, Ordering::AcqRel) {
-                return Poll::Pending;
-            }
-            match conn.poll_accept(&mut conn_cx) {
-                Poll::Ready(Some(Ok((req, respond)))) => {
-                    // Boxed where it is made: the stream's future (the whole request path) is
-                    // then moved as a pointer, not copied into the set's node.
-                    streams.push(box_in_place(|| serve_stream(ctx.clone(), req, respond)));
-                    // There may be more: poll it again.
-                    quiet.woken.store(true, Ordering::Release);
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Some(e))),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
+        server.poll(cx)
     })
     .await;
     match outcome {
         Ok(()) => {}
-        Err(Some(e)) => tracing::debug!("http/2 connection: {e}"),
-        Err(None) => {
+        Err(Closed::Io(e)) => tracing::debug!("http/2 connection: {e}"),
+        Err(Closed::Protocol(e)) => tracing::debug!("http/2 connection: {e}"),
+        Err(Closed::DrainWindow) => {
             tracing::debug!("http connection still busy at the end of the drain window: closed")
         }
+    }
+}
+
+/// Why a connection ended other than by its natural end.
+enum Closed {
+    Io(io::Error),
+    Protocol(crate::http2::conn::ConnError),
+    DrainWindow,
+}
+
+type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
+
+/// A response body waiting for the client's window or for the socket: `pending` is what of its
+/// last chunk is not sent yet, `end` whether that chunk ends the body.
+struct Parked {
+    stream: StreamId,
+    body: BoxBody,
+    pending: Bytes,
+    end: bool,
+}
+
+struct Server<'a, IO> {
+    io: IO,
+    conn: Conn,
+    ctx: &'a Arc<Ctx>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// The client closed its side, or the connection failed: nothing more is read.
+    read_closed: bool,
+    /// A connection error: once its GOAWAY is written, the connection closes.
+    failed: Option<crate::http2::conn::ConnError>,
+    /// The client sent GOAWAY: once its streams are done, the connection closes.
+    peer_going_away: bool,
+    requests: FuturesUnordered<Cancellable<ResponseFuture>>,
+    bodies: FuturesUnordered<Cancellable<NextFrame>>,
+    parked: Vec<Parked>,
+    /// A window opened or the socket took what was queued: parked bodies may go on.
+    unpark: bool,
+    /// Request bodies still arriving.
+    inboxes: Vec<Arc<Inbox>>,
+    releases: Arc<Releases>,
+    released: Vec<(StreamId, u32)>,
+}
+
+impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
+    fn new(read: Bytes, io: IO, ctx: &'a Arc<Ctx>) -> Self {
+        let mut rbuf = BytesMut::with_capacity(READ_RESERVE.max(read.len()));
+        rbuf.extend_from_slice(&read);
+        let mut server = Server {
+            io,
+            conn: Conn::new(ConnConfig::default()),
+            ctx,
+            rbuf,
+            wbuf: BytesMut::new(),
+            read_closed: false,
+            failed: None,
+            peer_going_away: false,
+            requests: FuturesUnordered::new(),
+            bodies: FuturesUnordered::new(),
+            parked: Vec::new(),
+            unpark: false,
+            inboxes: Vec::new(),
+            releases: Arc::default(),
+            released: Vec::new(),
+        };
+        // What the HTTP/1 codec read before the hand-off.
+        server.receive();
+        server
+    }
+
+    /// Reads, serves and writes until nothing moves; `Ready` when the connection is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
+        self.releases.task.register(cx.waker());
+        for _ in 0..MAX_ROUNDS {
+            let mut moved = false;
+            if self.failed.is_none() && !self.read_closed && self.queued() < HIGH_WATER {
+                match self.read(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        // The client is gone: its streams with it.
+                        self.read_closed = true;
+                        moved = true;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        self.receive();
+                        moved = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Closed::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            moved |= self.give_back();
+            while let Poll::Ready(Some((stream, resp))) = self.requests.poll_next_unpin(cx) {
+                moved = true;
+                if let Some(resp) = resp {
+                    self.respond(stream, resp, cx);
+                }
+            }
+            while let Poll::Ready(Some((stream, next))) = self.bodies.poll_next_unpin(cx) {
+                moved = true;
+                if let Some((body, frame)) = next {
+                    self.on_body_frame(stream, body, frame, cx);
+                }
+            }
+            if self.unpark {
+                self.unpark = false;
+                moved |= self.unpark_bodies(cx);
+            }
+            match self.write(cx) {
+                Poll::Ready(Ok(true)) => moved = true,
+                Poll::Ready(Ok(false)) | Poll::Pending => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Closed::Io(e))),
+            }
+            if self.read_closed && self.failed.is_none() {
+                // Nothing can reach the client but what is already written.
+                return Poll::Ready(Ok(()));
+            }
+            if self.finished() {
+                if !self.wbuf.is_empty() || self.conn.output_len() > 0 {
+                    return Poll::Pending;
+                }
+                return match Pin::new(&mut self.io).poll_shutdown(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(_) => Poll::Ready(match self.failed {
+                        Some(e) => Err(Closed::Protocol(e)),
+                        None => Ok(()),
+                    }),
+                };
+            }
+            if !moved {
+                return Poll::Pending;
+            }
+        }
+        // Busy: let the other tasks run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Nothing more will happen on the connection: a connection error, a drain done, or the
+    /// client's GOAWAY with its streams done.
+    fn finished(&self) -> bool {
+        self.failed.is_some()
+            || ((self.conn.is_drained() || self.peer_going_away)
+                && self.conn.active_streams() == 0
+                && self.requests.is_empty()
+                && self.bodies.is_empty()
+                && self.parked.is_empty())
+    }
+
+    fn queued(&self) -> usize {
+        self.wbuf.len() + self.conn.output_len()
+    }
+
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.rbuf.reserve(READ_RESERVE);
+        let spare = self.rbuf.spare_capacity_mut();
+        let mut buf = ReadBuf::uninit(spare);
+        std::task::ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        // SAFETY: `poll_read` initialized the first `n` octets of the spare capacity.
+        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes what is queued until the socket would block; true if it took anything.
+    fn write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let out = self.conn.take_output();
+        if !out.is_empty() {
+            if self.wbuf.is_empty() {
+                self.wbuf = out;
+            } else {
+                self.wbuf.extend_from_slice(&out);
+            }
+        }
+        if self.wbuf.is_empty() {
+            return Poll::Ready(Ok(false));
+        }
+        let was_high = self.wbuf.len() >= HIGH_WATER;
+        let mut wrote = false;
+        while !self.wbuf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    let _ = self.wbuf.split_to(n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.wbuf.is_empty() {
+            // TLS streams hold records until flushed.
+            std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        }
+        if wrote && (was_high || !self.parked.is_empty()) {
+            self.unpark = true;
+        }
+        Poll::Ready(Ok(wrote))
+    }
+
+    /// Turns the octets read into events and handles them.
+    fn receive(&mut self) {
+        if let Err(e) = self.conn.recv(&mut self.rbuf) {
+            self.fail(e);
+        }
+        while let Some(event) = self.conn.poll_event() {
+            self.on_event(event);
+        }
+    }
+
+    /// A connection error: every stream ends with it, the GOAWAY goes out, then the close.
+    fn fail(&mut self, e: crate::http2::conn::ConnError) {
+        self.failed = Some(e);
+        self.requests.clear();
+        self.bodies.clear();
+        self.parked.clear();
+        for inbox in self.inboxes.drain(..) {
+            inbox.reset(e.code);
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Request {
+                stream,
+                head,
+                end_stream,
+            } => {
+                let body = if end_stream {
+                    // Boxing a zero-sized body allocates nothing.
+                    http_body_util::Empty::new()
+                        .map_err(|e: std::convert::Infallible| -> super::BoxError { match e {} })
+                        .boxed()
+                } else {
+                    let length = body::content_length(&head.headers);
+                    let inbox = Inbox::new(stream, length, self.releases.clone());
+                    self.inboxes.push(inbox.clone());
+                    RequestBody(inbox).boxed()
+                };
+                let ctx = self.ctx.clone();
+                let req = Request::from_parts(head, body);
+                // Boxed where it is made: the request's future (the whole request path, some
+                // kilobytes) is moved as a pointer, not copied into the set's node.
+                let fut: ResponseFuture = box_in_place(|| super::serve_request(ctx, req));
+                self.requests.push(Cancellable::new(stream, fut));
+            }
+            Event::RequestTooLarge { stream } => {
+                let mut headers = HeaderMap::new();
+                headers.insert(header::DATE, super::h1::date::header_value());
+                let _ = self.conn.send_headers(
+                    stream,
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    &headers,
+                    true,
+                );
+            }
+            Event::Data {
+                stream,
+                data,
+                end_stream,
+            } => {
+                let n = data.len() as u32;
+                let taken = match self.inboxes.iter().position(|i| i.stream == stream) {
+                    Some(index) => {
+                        let taken = self.inboxes[index].push_data(data, end_stream);
+                        if end_stream {
+                            self.inboxes.swap_remove(index);
+                        }
+                        taken
+                    }
+                    None => false,
+                };
+                if !taken {
+                    self.conn.release(stream, n);
+                    // Nobody reads the body and the response is complete: the client is
+                    // told to stop sending it (RFC 9113 §8.1).
+                    if !end_stream && !self.conn.can_send(stream) {
+                        self.conn.reset(stream, ErrorCode::NO_ERROR);
+                        self.inboxes.retain(|i| i.stream != stream);
+                    }
+                }
+            }
+            Event::Trailers { stream, headers } => {
+                if let Some(index) = self.inboxes.iter().position(|i| i.stream == stream) {
+                    self.inboxes.swap_remove(index).push_trailers(headers);
+                }
+            }
+            Event::Reset { stream, code } => {
+                tracing::debug!(stream = stream.0, %code, "http/2 stream reset");
+                if let Some(index) = self.inboxes.iter().position(|i| i.stream == stream) {
+                    self.inboxes.swap_remove(index).reset(code);
+                }
+                // The request's future (or its response body) is dropped: what it waits
+                // for upstream is cancelled.
+                if let Some(c) = self.requests.iter_mut().find(|c| c.stream == stream) {
+                    c.cancel();
+                }
+                if let Some(c) = self.bodies.iter_mut().find(|c| c.stream == stream) {
+                    c.cancel();
+                }
+                self.parked.retain(|p| p.stream != stream);
+            }
+            Event::GoAway { last_stream, code } => {
+                tracing::debug!(last_stream = last_stream.0, %code, "http/2 client going away");
+                self.peer_going_away = true;
+            }
+            Event::WindowOpened { .. } => self.unpark = true,
+        }
+    }
+
+    /// Gives the client back the window of what request bodies consumed.
+    fn give_back(&mut self) -> bool {
+        self.releases.take(&mut self.released);
+        for &(stream, n) in &self.released {
+            self.conn.release(stream, n);
+        }
+        !self.released.is_empty()
+    }
+
+    /// Sends a response's head, and as much of its body as is ready and fits.
+    fn respond(&mut self, stream: StreamId, resp: Response<BoxBody>, cx: &mut Context<'_>) {
+        let (mut head, body) = resp.into_parts();
+        let present = body::strip_connection_headers(&mut head.headers);
+        if !present.date {
+            head.headers
+                .insert(header::DATE, super::h1::date::header_value());
+        }
+        let end = body.is_end_stream();
+        if !end && !present.content_length {
+            if let Some(n) = body.size_hint().exact() {
+                head.headers.insert(header::CONTENT_LENGTH, n.into());
+            }
+        }
+        if let Err(e) = self
+            .conn
+            .send_headers(stream, head.status, &head.headers, end)
+        {
+            tracing::debug!(stream = stream.0, "http/2 response head: {e:?}");
+            return;
+        }
+        if !end {
+            self.pump(stream, body, cx);
+        }
+    }
+
+    /// Polls a response body and sends its frames while it has them ready and the windows and
+    /// the socket have room; then leaves it waiting, for a frame or for room.
+    fn pump(&mut self, stream: StreamId, mut body: BoxBody, cx: &mut Context<'_>) {
+        if !self.conn.can_send(stream) {
+            return;
+        }
+        if self.conn.send_capacity(stream) == 0 || self.queued() >= HIGH_WATER {
+            self.parked.push(Parked {
+                stream,
+                body,
+                pending: Bytes::new(),
+                end: false,
+            });
+            return;
+        }
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(frame) => self.on_body_frame(stream, body, frame, cx),
+            Poll::Pending => self.bodies.push(Cancellable::new(stream, NextFrame(Some(body)))),
+        }
+    }
+
+    fn on_body_frame(
+        &mut self,
+        stream: StreamId,
+        body: BoxBody,
+        frame: Option<Result<Frame<Bytes>, super::BoxError>>,
+        cx: &mut Context<'_>,
+    ) {
+        let frame = match frame {
+            None => {
+                let _ = self.conn.send_data(stream, &[], true);
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(stream = stream.0, "http/2 response body: {e}");
+                self.conn.reset(stream, ErrorCode::INTERNAL_ERROR);
+                return;
+            }
+            Some(Ok(frame)) => frame,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                let end = body.is_end_stream();
+                self.send_chunk(stream, body, data, end, cx);
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    let _ = self.conn.send_trailers(stream, &trailers);
+                } else {
+                    self.pump(stream, body, cx);
+                }
+            }
+        }
+    }
+
+    /// Sends what of `data` the windows and the socket take; parks the body with the rest.
+    fn send_chunk(
+        &mut self,
+        stream: StreamId,
+        body: BoxBody,
+        data: Bytes,
+        end: bool,
+        cx: &mut Context<'_>,
+    ) {
+        if data.is_empty() && !end {
+            return self.pump(stream, body, cx);
+        }
+        let room = HIGH_WATER.saturating_sub(self.queued()).min(data.len());
+        let sent = match self
+            .conn
+            .send_data(stream, &data[..room], end && room == data.len())
+        {
+            Ok(n) => n,
+            // Reset meanwhile: the body is dropped.
+            Err(_) => return,
+        };
+        if sent < data.len() {
+            self.parked.push(Parked {
+                stream,
+                body,
+                pending: data.slice(sent..),
+                end,
+            });
+        } else if !end {
+            self.pump(stream, body, cx);
+        }
+    }
+
+    /// Sends on the parked bodies whose stream has a window again, while the socket has room.
+    fn unpark_bodies(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        let mut i = 0;
+        while i < self.parked.len() && self.queued() < HIGH_WATER {
+            let stream = self.parked[i].stream;
+            if !self.conn.can_send(stream) {
+                self.parked.swap_remove(i);
+                continue;
+            }
+            if self.conn.send_capacity(stream) == 0 {
+                i += 1;
+                continue;
+            }
+            let p = self.parked.swap_remove(i);
+            moved = true;
+            if p.pending.is_empty() && !p.end {
+                self.pump(p.stream, p.body, cx);
+            } else {
+                self.send_chunk(p.stream, p.body, p.pending, p.end, cx);
+            }
+        }
+        moved
+    }
+}
+
+/// A stream's future that the connection can drop before it completes (the client reset the
+/// stream): it then completes with `None` the next time the set polls it, which its waker,
+/// woken on cancelling, makes happen at once.
+struct Cancellable<F> {
+    stream: StreamId,
+    fut: Option<F>,
+    waker: Option<Waker>,
+}
+
+impl<F> Cancellable<F> {
+    fn new(stream: StreamId, fut: F) -> Self {
+        Cancellable {
+            stream,
+            fut: Some(fut),
+            waker: None,
+        }
+    }
+
+    fn cancel(&mut self) {
+        self.fut = None;
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for Cancellable<F> {
+    type Output = (StreamId, Option<F::Output>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let me = &mut *self;
+        let Some(fut) = me.fut.as_mut() else {
+            return Poll::Ready((me.stream, None));
+        };
+        match Pin::new(fut).poll(cx) {
+            Poll::Ready(out) => {
+                me.fut = None;
+                Poll::Ready((me.stream, Some(out)))
+            }
+            Poll::Pending => {
+                if !me.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    me.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A response body's next frame, with the body.
+struct NextFrame(Option<BoxBody>);
+
+impl Future for NextFrame {
+    type Output = (BoxBody, Option<Result<Frame<Bytes>, super::BoxError>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let body = self.0.as_mut().expect("NextFrame polled after completion");
+        let frame = std::task::ready!(Pin::new(body).poll_frame(cx));
+        Poll::Ready((self.0.take().expect("taken once"), frame))
     }
 }
 
@@ -142,153 +615,6 @@ fn box_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     slot.write(make());
     // SAFETY: the slot was written just above.
     Box::into_pin(unsafe { slot.assume_init() })
-}
-
-/// The waker the h2 connection is polled with: it records that the connection has something
-/// to do, and wakes the connection's task, except while the task polls its streams, right
-/// before it polls the connection anyway.
-struct QuietWaker {
-    task: futures::task::AtomicWaker,
-    quiet: AtomicBool,
-    woken: AtomicBool,
-}
-
-impl std::task::Wake for QuietWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
-        if !self.quiet.load(Ordering::Acquire) {
-            self.task.wake();
-        }
-    }
-}
-
-/// Serves one stream: the request through the connection manager, cancelled (dropped) if the
-/// client resets the stream first, then the response.
-async fn serve_stream(
-    ctx: Arc<Ctx>,
-    req: Request<::h2::RecvStream>,
-    mut respond: ::h2::server::SendResponse<Bytes>,
-) {
-    let length = body::content_length(req.headers());
-    // A request that ended with its headers (a GET) gets an empty body: boxing a zero-sized
-    // body allocates nothing, and reading it does not lock h2's stream store as the stream's
-    // would. The receiving half is dropped; the response half keeps the stream.
-    let req = req.map(|recv| {
-        if recv.is_end_stream() {
-            http_body_util::Empty::new()
-                .map_err(|e: std::convert::Infallible| -> super::BoxError { match e {} })
-                .boxed()
-        } else {
-            RequestBody::new(recv, length).boxed()
-        }
-    });
-    let resp = {
-        let mut serving = pin!(super::serve_request(ctx, req));
-        poll_fn(|cx| {
-            if let Poll::Ready(r) = serving.as_mut().poll(cx) {
-                return Poll::Ready(Some(r));
-            }
-            match respond.poll_reset(cx) {
-                Poll::Ready(reason) => {
-                    tracing::debug!(?reason, "http/2 stream reset by the client");
-                    Poll::Ready(None)
-                }
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    };
-    let Some(resp) = resp else { return };
-    let (mut head, body) = resp.into_parts();
-    let present = body::strip_connection_headers(&mut head.headers);
-    if !present.date {
-        head.headers
-            .insert(header::DATE, super::h1::date::header_value());
-    }
-    let end = body.is_end_stream();
-    if !end && !present.content_length {
-        if let Some(n) = body.size_hint().exact() {
-            head.headers.insert(header::CONTENT_LENGTH, n.into());
-        }
-    }
-    let tx = match respond.send_response(Response::from_parts(head, ()), end) {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::debug!("http/2 response: {e}");
-            respond.send_reset(::h2::Reason::INTERNAL_ERROR);
-            return;
-        }
-    };
-    if !end {
-        send_body(tx, body).await;
-    }
-}
-
-/// Writes a response body to its stream as the client's flow control allows: each chunk but
-/// the last once the stream has some capacity (h2 holds the rest, up to its send buffer), then
-/// the trailers or the end of the stream. A body error resets the stream.
-async fn send_body(mut tx: ::h2::SendStream<Bytes>, mut body: BoxBody) {
-    loop {
-        let frame = poll_fn(|cx| {
-            if let Poll::Ready(f) = Pin::new(&mut body).poll_frame(cx) {
-                return Poll::Ready(Some(f));
-            }
-            // Waiting for the body, a client reset ends the stream (and drops the body).
-            match tx.poll_reset(cx) {
-                Poll::Ready(_) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await;
-        let frame = match frame {
-            None => return,
-            Some(None) => {
-                let _ = tx.send_data(Bytes::new(), true);
-                return;
-            }
-            Some(Some(Err(e))) => {
-                tracing::debug!("http/2 response body: {e}");
-                tx.send_reset(::h2::Reason::INTERNAL_ERROR);
-                return;
-            }
-            Some(Some(Ok(f))) => f,
-        };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    tx.reserve_capacity(0);
-                    let _ = tx.send_trailers(trailers);
-                    return;
-                }
-                continue;
-            }
-        };
-        let end = body.is_end_stream();
-        // The last chunk goes straight to h2, which asks for the capacity it lacks and holds
-        // the rest meanwhile (the usual answer is one chunk: no reservation to make). Before
-        // the others, the stream must have room, so that the body is not read ahead of what
-        // the client takes.
-        if !data.is_empty() && !end {
-            tx.reserve_capacity(data.len());
-            while tx.capacity() == 0 {
-                match poll_fn(|cx| tx.poll_capacity(cx)).await {
-                    Some(Ok(_)) => {}
-                    // Reset or closed.
-                    Some(Err(_)) | None => return,
-                }
-            }
-        } else if !end {
-            continue;
-        }
-        if tx.send_data(data, end).is_err() || end {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]
