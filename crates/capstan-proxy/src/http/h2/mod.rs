@@ -448,7 +448,9 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
         }
         match Pin::new(&mut body).poll_frame(cx) {
             Poll::Ready(frame) => self.on_body_frame(stream, body, frame, cx),
-            Poll::Pending => self.bodies.push(Cancellable::new(stream, NextFrame(Some(body)))),
+            Poll::Pending => self
+                .bodies
+                .push(Cancellable::new(stream, NextFrame(Some(body)))),
         }
     }
 

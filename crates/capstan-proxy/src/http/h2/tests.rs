@@ -10,15 +10,17 @@ use crate::stats::Stats;
 use crate::store::Store;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_action, RouteAction, RouteConfiguration, VirtualHost,
+    route, route_action, DirectResponseAction, RouteAction, RouteConfiguration, VirtualHost,
 };
 use http::{HeaderMap, Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 const WITHIN: Duration = Duration::from_secs(10);
@@ -46,9 +48,15 @@ fn full(b: impl Into<Bytes>) -> BoxBody {
         .boxed()
 }
 
+/// Octets `/flood` bodies have produced (one test uses it).
+static FLOODED: AtomicUsize = AtomicUsize::new(0);
+/// Where a `/flood` body stops: far beyond what socket buffers and the server's bound hold.
+const FLOOD_LIMIT: usize = 256 << 20;
+
 /// An upstream speaking HTTP/1.1 and HTTP/2: `/echo` streams the request body (trailers too)
 /// back; `/slow` answers `done` after 300 ms; `/hang` never answers; `/endless` sends a chunk
-/// every 10 ms forever; `/break` sends a chunk and then fails its body.
+/// every 10 ms forever; `/break` sends a chunk and then fails its body; `/flood` sends 64 KiB
+/// chunks as fast as they are taken, up to [`FLOOD_LIMIT`], counting them in [`FLOODED`].
 async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Event>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -99,6 +107,18 @@ async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Event>) {
                             )
                             .boxed()
                         }
+                        "/flood" => {
+                            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                            let chunks = futures::stream::unfold((), move |()| {
+                                let chunk = chunk.clone();
+                                async move {
+                                    let before = FLOODED.fetch_add(chunk.len(), Ordering::Relaxed);
+                                    (before < FLOOD_LIMIT)
+                                        .then(|| (Ok::<_, BoxError>(Frame::data(chunk)), ()))
+                                }
+                            });
+                            http_body_util::StreamBody::new(chunks).boxed()
+                        }
                         _ => full("unknown"),
                     };
                     Ok::<_, std::convert::Infallible>(Response::new(body))
@@ -126,13 +146,24 @@ fn store_for(upstream: SocketAddr, h2: bool) -> Arc<Store> {
         virtual_hosts: vec![VirtualHost {
             name: "app".into(),
             domains: vec!["app".into()],
-            routes: vec![prefix_route(
-                "/",
-                route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("up".into())),
-                    ..RouteAction::default()
-                }),
-            )],
+            routes: vec![
+                prefix_route(
+                    "/direct",
+                    route::Action::DirectResponse(DirectResponseAction {
+                        status: 200,
+                        ..DirectResponseAction::default()
+                    }),
+                ),
+                prefix_route(
+                    "/",
+                    route::Action::Route(RouteAction {
+                        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                            "up".into(),
+                        )),
+                        ..RouteAction::default()
+                    }),
+                ),
+            ],
             ..VirtualHost::default()
         }],
         ..RouteConfiguration::default()
@@ -492,4 +523,115 @@ async fn the_end_of_the_drain_window_cuts_open_streams() {
     assert!(r.is_err(), "{r:?}");
     tokio::time::timeout(WITHIN, task).await.unwrap().unwrap();
     assert_eq!(store.stats().http("test").downstream_cx_active.get(), 0);
+}
+
+/// A client that does not read its socket holds the response back: what the server queues
+/// for it is bounded (by its high-water mark, then the socket buffers), so the upstream's
+/// body is not read on into memory even though the client's windows allow 2 GiB.
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_the_response_body_back() {
+    use crate::http2::frame::tests::{raw, settings_payload};
+    let (up, _events) = upstream().await;
+    let (_drainer, drain) = crate::drain::channel();
+    let (addr, _task) = serve_one(store_for(up, false), hcm(Codec::Http2), drain).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let max_window = (1u32 << 31) - 1;
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE, and the connection's window opened as far as it goes.
+    hello.extend(raw(0x4, 0, 0, &settings_payload(&[(0x4, max_window)])));
+    hello.extend(raw(0x8, 0, 0, &(max_window - 65_535).to_be_bytes()));
+    // GET http://app/flood, END_STREAM | END_HEADERS, as literal fields without indexing.
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "app"),
+        (":path", "/flood"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    hello.extend(raw(0x1, 0x5, 1, &block));
+    tcp.write_all(&hello).await.unwrap();
+    // The flood runs until the server stops taking it: no change over half a second.
+    let mut last = usize::MAX;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = FLOODED.load(Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let held = FLOODED.load(Ordering::Relaxed);
+    assert!(
+        held < 64 << 20,
+        "{} MiB of the body read while the client read none",
+        held >> 20
+    );
+    // The client reads again: the body flows on.
+    let mut buf = vec![0; 1 << 20];
+    let mut read = 0;
+    while read < 2 * held {
+        let n = tokio::time::timeout(WITHIN, tcp.read(&mut buf))
+            .await
+            .expect("the response flows once read")
+            .unwrap();
+        assert!(n > 0, "the connection closed after {read} octets");
+        read += n;
+    }
+    assert!(FLOODED.load(Ordering::Relaxed) > held);
+}
+
+/// Once the response is complete, a request body nobody reads any more is stopped:
+/// RST_STREAM with NO_ERROR (RFC 9113 §8.1), not read on to its end.
+#[tokio::test]
+async fn an_unread_request_body_is_stopped_once_answered() {
+    let fx = fixture(Codec::Http2, false).await;
+    let Fixture { send, .. } = fx;
+    let mut send = send.ready().await.unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("http://app/direct")
+        .body(())
+        .unwrap();
+    let (resp, mut tx) = send.send_request(req, false).unwrap();
+    tx.send_data(Bytes::from("first"), false).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    tx.send_data(Bytes::from("more"), false).unwrap();
+    let reason = tokio::time::timeout(WITHIN, poll_fn(|cx| tx.poll_reset(cx)))
+        .await
+        .expect("the body is stopped")
+        .unwrap();
+    assert_eq!(reason, ::h2::Reason::NO_ERROR);
+    // The connection serves on.
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+}
+
+/// A request head beyond SETTINGS_MAX_HEADER_LIST_SIZE (16 KiB) is answered 431, and the
+/// connection serves on.
+#[tokio::test]
+async fn an_oversized_request_head_gets_431() {
+    let fx = fixture(Codec::Http2, false).await;
+    let Fixture { send, .. } = fx;
+    let mut send = send.ready().await.unwrap();
+    let mut req = get("/slow");
+    req.headers_mut().insert(
+        "x-big",
+        http::HeaderValue::from_str(&"b".repeat(20 << 10)).unwrap(),
+    );
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 431);
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
 }
