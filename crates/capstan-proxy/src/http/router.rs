@@ -220,11 +220,16 @@ pub async fn forward(
     // Rewrites. Without one, an origin-form URI is kept as it is (no re-parse); an absolute
     // one (HTTP/2's :authority) is reduced to its path so the Host header decides upstream.
     let rewrites = f.prefix_rewrite.is_some() || f.regex_rewrite.is_some();
-    if rewrites || parts.uri.authority().is_some() {
+    if rewrites {
         let new_path = rewrite_path(f, m.route.matched_prefix(), path_and_query);
         parts.uri = new_path
             .parse()
             .unwrap_or_else(|_| http::Uri::from_static("/"));
+    } else if parts.uri.authority().is_some() {
+        // The same path, shared rather than written out and parsed again.
+        parts.uri = pq
+            .clone()
+            .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
     }
     let mut new_host = Cow::Borrowed(host);
     let literal = target

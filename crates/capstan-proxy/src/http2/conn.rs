@@ -409,7 +409,7 @@ impl Conn {
             return Err(fail(ErrorCode::PROTOCOL_ERROR, "even stream id"));
         }
         self.last_client_stream = stream;
-        let mut builder = HeadBuilder::default();
+        let mut builder = HeadBuilder::request();
         let decoded =
             self.decoder
                 .decode(block, self.config.max_header_list_size as usize, |field| {

@@ -35,7 +35,22 @@ fn malformed(why: &'static str) -> DecodeError {
     DecodeError::Malformed(why)
 }
 
+/// Room a request's header map is made with: a usual request's fields and the ones the proxy
+/// adds on the way (`x-forwarded-*`, `x-request-id`, `x-envoy-*`, `host` for an HTTP/1.1
+/// upstream), so that it does not grow, reallocating and rehashing, midway. An HTTP/1.1
+/// request's map is sized from its count of fields (`h1::parse`); HPACK's block does not tell
+/// the count.
+const REQUEST_HEADERS: usize = 12;
+
 impl HeadBuilder {
+    /// A builder for a request head.
+    pub(crate) fn request() -> HeadBuilder {
+        HeadBuilder {
+            headers: HeaderMap::with_capacity(REQUEST_HEADERS),
+            ..HeadBuilder::default()
+        }
+    }
+
     /// A builder for trailers: no pseudo-header allowed.
     pub(crate) fn trailers() -> HeadBuilder {
         HeadBuilder {

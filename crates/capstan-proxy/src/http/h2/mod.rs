@@ -277,6 +277,9 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
             }
         }
         if self.wbuf.is_empty() {
+            // Let go of the connection's output buffer, which it can then reuse in place
+            // instead of allocating another.
+            self.wbuf = BytesMut::new();
             // TLS streams hold records until flushed.
             std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         }
