@@ -60,6 +60,16 @@ pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     }
 }
 
+/// Moves an empty buffer's start back to the start of its allocation, if nothing else shares
+/// the allocation (no copy, no allocation: `try_reclaim` asked for more than the room left
+/// only reclaims what is before the start). A connection's read or write buffer that keeps
+/// advancing through its allocation touches a cold cache line for each small message; rewound
+/// whenever it is empty, it reuses the lines the last message warmed.
+pub fn rewind(buf: &mut bytes::BytesMut) {
+    debug_assert!(buf.is_empty());
+    let _ = buf.try_reclaim(buf.capacity() + 1);
+}
+
 /// A stream whose first bytes were already read (by the listener filters): reads return them
 /// first, then the stream's own.
 #[derive(Debug)]
@@ -131,6 +141,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn rewind_starts_an_unshared_buffer_over() {
+        let mut buf = bytes::BytesMut::with_capacity(4096);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let head = buf.split_to(buf.len()).freeze();
+        // Shared with the head still alive: left as it is.
+        rewind(&mut buf);
+        assert_ne!(buf.as_ptr(), start);
+        drop(head);
+        rewind(&mut buf);
+        assert_eq!(buf.as_ptr(), start);
+        assert!(buf.capacity() >= 4096, "the whole allocation again");
+    }
 
     #[tokio::test]
     async fn prefixed_replays_then_reads() {

@@ -1,6 +1,6 @@
 //! The server side of one HTTP/2 connection (RFC 9113), sans I/O: the bytes read go into
 //! [`Conn::recv`], which turns them into [`Event`]s; responses go in through `send_*`; what to
-//! write comes out of [`Conn::take_output`]. It keeps stream states (§5.1), flow control in both
+//! write comes out of [`Conn::output`]. It keeps stream states (§5.1), flow control in both
 //! directions (§5.2, §6.9), SETTINGS, PING and GOAWAY, validates requests (§8) and bounds the
 //! known floods (CONTINUATION, rapid reset, PING/SETTINGS, empty frames).
 //!
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 const RAPID_RESET_LIMIT: u32 = 200;
 /// The window over which [`RAPID_RESET_LIMIT`] counts.
 const RAPID_RESET_WINDOW: Duration = Duration::from_secs(30);
-/// PING and SETTINGS ACKs written but not yet taken by [`Conn::take_output`]: past this, the
+/// PING and SETTINGS ACKs written but not yet taken by the socket: past this, the
 /// peer makes us write faster than we are read (a PING/SETTINGS flood) and the connection ends
 /// with ENHANCE_YOUR_CALM. 64 leaves ample room for keepalive PINGs batched in one read.
 const MAX_OWED_ACKS: u32 = 64;
@@ -783,12 +783,30 @@ impl Conn {
     }
 
     /// Everything to write to the socket since the last call.
+    #[cfg(test)]
     pub(crate) fn take_output(&mut self) -> BytesMut {
         self.owed_acks = 0;
         self.out.split()
     }
 
-    /// Octets queued for the socket, not yet taken by [`Conn::take_output`].
+    /// What is queued for the socket: write a prefix of it, then [`Conn::advance_output`].
+    pub(crate) fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// `n` octets of [`Conn::output`] were written. Once all of it is, the buffer starts over
+    /// from its first octet: the next frames are written to the cache lines just used, not to
+    /// the next ones along (a connection cycling through its whole buffer touches a cold line
+    /// for each small response).
+    pub(crate) fn advance_output(&mut self, n: usize) {
+        bytes::Buf::advance(&mut self.out, n);
+        if self.out.is_empty() {
+            self.owed_acks = 0;
+            crate::net::rewind(&mut self.out);
+        }
+    }
+
+    /// Octets queued for the socket, not yet written.
     pub(crate) fn output_len(&self) -> usize {
         self.out.len()
     }

@@ -1103,3 +1103,35 @@ fn per_request_cost() {
     assert_eq!(client.conn.active_streams(), 0);
     assert!(written > 0);
 }
+
+/// Written output is consumed in pieces; once all of it is written, the next frames go to the
+/// start of the same buffer (the lines the last response used), not further along it.
+#[test]
+fn written_output_starts_over_at_the_buffers_start() {
+    let mut client = Client::new(ConnConfig::default());
+    let mut starts = Vec::new();
+    for stream in [1, 3, 5] {
+        client.request(stream, GET, true);
+        client
+            .conn
+            .send_headers(StreamId(stream), StatusCode::OK, &HeaderMap::new(), false)
+            .unwrap();
+        client
+            .conn
+            .send_data(StreamId(stream), b"hello", true)
+            .unwrap();
+        starts.push(client.conn.output().as_ptr());
+        let len = client.conn.output_len();
+        client.conn.advance_output(len - 3);
+        assert_eq!(
+            client.conn.output_len(),
+            3,
+            "a partial write leaves the rest"
+        );
+        client.conn.advance_output(3);
+        assert_eq!(client.conn.output_len(), 0);
+    }
+    // (The first response followed the opening frames the client took.)
+    assert!(starts[1] < starts[0], "the buffer starts over once written");
+    assert_eq!(starts[1], starts[2]);
+}

@@ -137,6 +137,9 @@ where
             if drain.begun() {
                 return Served::Closed;
             }
+            if buf.is_empty() {
+                crate::net::rewind(&mut buf);
+            }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_SIZE);
             }

@@ -113,7 +113,6 @@ struct Server<'a, IO> {
     conn: Conn,
     ctx: &'a Arc<Ctx>,
     rbuf: BytesMut,
-    wbuf: BytesMut,
     /// The client closed its side, or the connection failed: nothing more is read.
     read_closed: bool,
     /// A connection error: once its GOAWAY is written, the connection closes.
@@ -140,7 +139,6 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
             conn: Conn::new(ConnConfig::default()),
             ctx,
             rbuf,
-            wbuf: BytesMut::new(),
             read_closed: false,
             failed: None,
             peer_going_away: false,
@@ -204,7 +202,7 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
                 return Poll::Ready(Ok(()));
             }
             if self.finished() {
-                if !self.wbuf.is_empty() || self.conn.output_len() > 0 {
+                if self.conn.output_len() > 0 {
                     return Poll::Pending;
                 }
                 return match Pin::new(&mut self.io).poll_shutdown(cx) {
@@ -236,10 +234,13 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
     }
 
     fn queued(&self) -> usize {
-        self.wbuf.len() + self.conn.output_len()
+        self.conn.output_len()
     }
 
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.rbuf.is_empty() {
+            crate::net::rewind(&mut self.rbuf);
+        }
         self.rbuf.reserve(READ_RESERVE);
         let spare = self.rbuf.spare_capacity_mut();
         let mut buf = ReadBuf::uninit(spare);
@@ -252,34 +253,23 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
 
     /// Writes what is queued until the socket would block; true if it took anything.
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        let out = self.conn.take_output();
-        if !out.is_empty() {
-            if self.wbuf.is_empty() {
-                self.wbuf = out;
-            } else {
-                self.wbuf.extend_from_slice(&out);
-            }
-        }
-        if self.wbuf.is_empty() {
+        if self.conn.output_len() == 0 {
             return Poll::Ready(Ok(false));
         }
-        let was_high = self.wbuf.len() >= HIGH_WATER;
+        let was_high = self.conn.output_len() >= HIGH_WATER;
         let mut wrote = false;
-        while !self.wbuf.is_empty() {
-            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
+        while self.conn.output_len() > 0 {
+            match Pin::new(&mut self.io).poll_write(cx, self.conn.output()) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    let _ = self.wbuf.split_to(n);
+                    self.conn.advance_output(n);
                     wrote = true;
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => break,
             }
         }
-        if self.wbuf.is_empty() {
-            // Let go of the connection's output buffer, which it can then reuse in place
-            // instead of allocating another.
-            self.wbuf = BytesMut::new();
+        if self.conn.output_len() == 0 {
             // TLS streams hold records until flushed.
             std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
         }
