@@ -220,6 +220,66 @@ pub fn compile_hcm(h: &HttpConnectionManager) -> Result<HcmConfig, CompileError>
             .http2_protocol_options
             .as_ref()
             .is_some_and(|o| o.allow_connect),
+        http2: match &h.http2_protocol_options {
+            Some(o) => http2_settings(o).map_err(|e| e.within("http2_protocol_options"))?,
+            None => super::Http2Settings::default(),
+        },
+    })
+}
+
+/// The downstream HTTP/2 server's settings. Envoy's flood bounds (`max_outbound_frames` and
+/// the like) are accepted with the server's own bounds in their place (docs/compatibility.md);
+/// what would change the protocol spoken and is not implemented is refused by name.
+fn http2_settings(
+    o: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+) -> Result<super::Http2Settings, CompileError> {
+    let unsupported = [
+        ("allow_metadata", o.allow_metadata),
+        (
+            "custom_settings_parameters",
+            !o.custom_settings_parameters.is_empty(),
+        ),
+        ("connection_keepalive", o.connection_keepalive.is_some()),
+    ];
+    if let Some((f, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(CompileError::new(*f, "is not supported"));
+    }
+    let defaults = super::Http2Settings::default();
+    // Envoy's bounds (its proto's validation rules).
+    let ranged = |field: &str, v: Option<u32>, min: u32, max: u32, default: u32| match v {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(CompileError::new(
+            field,
+            format!("{v} is outside {min}..={max}"),
+        )),
+    };
+    let window_max = (1 << 31) - 1;
+    Ok(super::Http2Settings {
+        max_concurrent_streams: ranged(
+            "max_concurrent_streams",
+            o.max_concurrent_streams.map(|v| v.value),
+            1,
+            window_max,
+            defaults.max_concurrent_streams,
+        )?,
+        initial_stream_window_size: ranged(
+            "initial_stream_window_size",
+            o.initial_stream_window_size.map(|v| v.value),
+            65_535,
+            window_max,
+            defaults.initial_stream_window_size,
+        )?,
+        initial_connection_window_size: ranged(
+            "initial_connection_window_size",
+            o.initial_connection_window_size.map(|v| v.value),
+            65_535,
+            window_max,
+            defaults.initial_connection_window_size,
+        )?,
+        hpack_table_size: o
+            .hpack_table_size
+            .map_or(defaults.hpack_table_size, |v| v.value),
     })
 }
 
@@ -391,6 +451,78 @@ mod tests {
         ];
         for (h, path) in cases {
             assert_eq!(compile_hcm(&h).err().map(|e| e.path).as_deref(), Some(path));
+        }
+    }
+
+    /// The HTTP/2 server takes its settings from `http2_protocol_options`, within Envoy's
+    /// bounds, and refuses by name what it does not implement.
+    #[test]
+    fn http2_protocol_options_set_the_servers_settings() {
+        use envoy_types::pb::envoy::config::core::v3::{Http2ProtocolOptions, KeepaliveSettings};
+        use envoy_types::pb::google::protobuf::UInt32Value;
+        let router = || filter("envoy.filters.http.router", ROUTER_TYPE, false);
+        let with = |o: Http2ProtocolOptions| HttpConnectionManager {
+            http2_protocol_options: Some(o),
+            ..hcm(vec![router()])
+        };
+        let n = |value| Some(UInt32Value { value });
+        assert_eq!(
+            compile_hcm(&hcm(vec![router()])).unwrap().http2,
+            crate::http::Http2Settings::default()
+        );
+        let c = compile_hcm(&with(Http2ProtocolOptions {
+            max_concurrent_streams: n(100),
+            initial_stream_window_size: n(65_535),
+            initial_connection_window_size: n(4 << 20),
+            hpack_table_size: n(0),
+            // Flood bounds: the server's own apply.
+            max_outbound_frames: n(10_000),
+            ..Http2ProtocolOptions::default()
+        }))
+        .unwrap();
+        assert_eq!(
+            c.http2,
+            crate::http::Http2Settings {
+                max_concurrent_streams: 100,
+                initial_stream_window_size: 65_535,
+                initial_connection_window_size: 4 << 20,
+                hpack_table_size: 0,
+            }
+        );
+        for (o, path) in [
+            (
+                Http2ProtocolOptions {
+                    initial_stream_window_size: n(1024),
+                    ..Http2ProtocolOptions::default()
+                },
+                "http2_protocol_options.initial_stream_window_size",
+            ),
+            (
+                Http2ProtocolOptions {
+                    max_concurrent_streams: n(0),
+                    ..Http2ProtocolOptions::default()
+                },
+                "http2_protocol_options.max_concurrent_streams",
+            ),
+            (
+                Http2ProtocolOptions {
+                    connection_keepalive: Some(KeepaliveSettings::default()),
+                    ..Http2ProtocolOptions::default()
+                },
+                "http2_protocol_options.connection_keepalive",
+            ),
+            (
+                Http2ProtocolOptions {
+                    allow_metadata: true,
+                    ..Http2ProtocolOptions::default()
+                },
+                "http2_protocol_options.allow_metadata",
+            ),
+        ] {
+            assert_eq!(
+                compile_hcm(&with(o)).err().map(|e| e.path).as_deref(),
+                Some(path)
+            );
         }
     }
 }

@@ -131,6 +131,34 @@ pub struct HcmConfig {
     /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open RFC 8441 extended
     /// CONNECT streams (WebSocket over HTTP/2), handled as HTTP/1.1 upgrades.
     pub allow_connect: bool,
+    /// The rest of `http2_protocol_options` the HTTP/2 server applies.
+    pub http2: Http2Settings,
+}
+
+/// The HTTP/2 server's settings from the connection manager's `http2_protocol_options`; where
+/// a field is unset, the value hyper's server had for us (not Envoy's defaults, which allow
+/// 2^31-1 streams and 256 MiB stream windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// `max_concurrent_streams` (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub max_concurrent_streams: u32,
+    /// `initial_stream_window_size` (SETTINGS_INITIAL_WINDOW_SIZE).
+    pub initial_stream_window_size: u32,
+    /// `initial_connection_window_size`.
+    pub initial_connection_window_size: u32,
+    /// `hpack_table_size` (SETTINGS_HEADER_TABLE_SIZE: our decoder's dynamic table).
+    pub hpack_table_size: u32,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 200,
+            initial_stream_window_size: 1 << 20,
+            initial_connection_window_size: 1 << 20,
+            hpack_table_size: 4096,
+        }
+    }
 }
 
 /// What the HTTP layer knows of the downstream connection.

@@ -33,6 +33,7 @@ pub(crate) fn hcm_config() -> HcmConfig {
         xfcc: crate::http::headers::Xfcc::default(),
         upgrades: Default::default(),
         allow_connect: false,
+        http2: crate::http::Http2Settings::default(),
     }
 }
 

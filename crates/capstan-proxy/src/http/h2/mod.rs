@@ -6,9 +6,9 @@
 //! Connections whose listener allows RFC 8441 extended CONNECT (`allow_connect`) stay on
 //! hyper's server, whose upgrade (`hyper::upgrade::on`) carries those tunnels.
 //!
-//! The settings are those hyper's HTTP/2 server used for us before (see [`ConnConfig`]): 1 MiB
-//! stream and connection windows, 16 KiB frames, a 16 KiB header list, 200 concurrent
-//! streams. As hyper did, a response gets a `date` header if it has none and a
+//! The settings are the connection manager's `http2_protocol_options` (stream and connection
+//! windows, concurrent streams, HPACK table), else those hyper's HTTP/2 server used for us
+//! before (1 MiB windows, 200 concurrent streams); 16 KiB frames and a 16 KiB header list. As hyper did, a response gets a `date` header if it has none and a
 //! `content-length` when its body's size is known.
 //!
 //! Memory is bounded by design, not by how fast the client reads: request bodies by the
@@ -136,7 +136,7 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
         rbuf.extend_from_slice(&read);
         let mut server = Server {
             io,
-            conn: Conn::new(ConnConfig::default()),
+            conn: Conn::new(conn_config(&ctx.hcm.http2)),
             ctx,
             rbuf,
             read_closed: false,
@@ -537,6 +537,17 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
             }
         }
         moved
+    }
+}
+
+/// The connection's settings from the connection manager's.
+fn conn_config(h: &super::Http2Settings) -> ConnConfig {
+    ConnConfig {
+        initial_window_size: h.initial_stream_window_size,
+        connection_window_size: h.initial_connection_window_size,
+        max_concurrent_streams: h.max_concurrent_streams,
+        header_table_size: h.hpack_table_size,
+        ..ConnConfig::default()
     }
 }
 

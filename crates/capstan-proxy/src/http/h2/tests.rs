@@ -635,3 +635,26 @@ async fn an_oversized_request_head_gets_431() {
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
     assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
 }
+
+/// The connection manager's `http2_protocol_options` are the settings the client is sent.
+#[tokio::test]
+async fn the_connection_managers_http2_options_are_the_settings_sent() {
+    let fx = fixture_with(
+        HcmConfig {
+            http2: crate::http::Http2Settings {
+                max_concurrent_streams: 3,
+                ..crate::http::Http2Settings::default()
+            },
+            ..hcm(Codec::Http2)
+        },
+        false,
+    )
+    .await;
+    let Fixture { send, .. } = fx;
+    // After one exchange the client has the server's SETTINGS.
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+    assert_eq!(send.current_max_send_streams(), 3);
+}
