@@ -196,6 +196,8 @@ pub(crate) struct Conn {
     rapid_reset_since: Option<Instant>,
     going_away: bool,
     failed: Option<ConnError>,
+    /// A header map the application is done with, for the next request's head.
+    spare_headers: Option<HeaderMap>,
 }
 
 impl Conn {
@@ -247,6 +249,7 @@ impl Conn {
             rapid_reset_since: None,
             going_away: false,
             failed: None,
+            spare_headers: None,
         }
     }
 
@@ -409,7 +412,7 @@ impl Conn {
             return Err(fail(ErrorCode::PROTOCOL_ERROR, "even stream id"));
         }
         self.last_client_stream = stream;
-        let mut builder = HeadBuilder::request();
+        let mut builder = HeadBuilder::request(self.spare_headers.take());
         let decoded =
             self.decoder
                 .decode(block, self.config.max_header_list_size as usize, |field| {
@@ -804,6 +807,12 @@ impl Conn {
             self.owed_acks = 0;
             crate::net::rewind(&mut self.out);
         }
+    }
+
+    /// Gives back a header map the application is done with (a response's, once sent): the
+    /// next request's head is decoded into it, reusing its allocation.
+    pub(crate) fn recycle_headers(&mut self, map: HeaderMap) {
+        self.spare_headers = Some(map);
     }
 
     /// Octets queued for the socket, not yet written.

@@ -1135,3 +1135,23 @@ fn written_output_starts_over_at_the_buffers_start() {
     assert!(starts[1] < starts[0], "the buffer starts over once written");
     assert_eq!(starts[1], starts[2]);
 }
+
+/// A recycled header map takes the next request's head, with nothing of what it held.
+#[test]
+fn a_recycled_header_map_holds_only_the_next_request() {
+    let mut client = Client::new(ConnConfig::default());
+    let mut old = HeaderMap::new();
+    old.insert("x-old", http::HeaderValue::from_static("1"));
+    old.insert("server", http::HeaderValue::from_static("upstream"));
+    client.conn.recycle_headers(old);
+    client
+        .send(&headers(1, &[GET, &[("accept", "*/*")]].concat(), true))
+        .unwrap();
+    match &client.events()[..] {
+        [Event::Request { head, .. }] => {
+            assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
+            assert_eq!(head.headers["accept"], "*/*");
+        }
+        other => panic!("expected one request, got {other:?}"),
+    }
+}

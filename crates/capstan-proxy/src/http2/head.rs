@@ -43,10 +43,19 @@ fn malformed(why: &'static str) -> DecodeError {
 const REQUEST_HEADERS: usize = 12;
 
 impl HeadBuilder {
-    /// A builder for a request head.
-    pub(crate) fn request() -> HeadBuilder {
+    /// A builder for a request head, into `spare` (an emptied map, whose allocation is
+    /// reused) if there is one.
+    pub(crate) fn request(spare: Option<HeaderMap>) -> HeadBuilder {
+        let headers = match spare {
+            Some(mut map) => {
+                map.clear();
+                map.reserve(REQUEST_HEADERS);
+                map
+            }
+            None => HeaderMap::with_capacity(REQUEST_HEADERS),
+        };
         HeadBuilder {
-            headers: HeaderMap::with_capacity(REQUEST_HEADERS),
+            headers,
             ..HeadBuilder::default()
         }
     }

@@ -9,6 +9,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -19,6 +20,8 @@ use std::task::{Context, Poll, Waker};
 pub(super) struct Releases {
     /// The connection's task.
     pub(super) task: AtomicWaker,
+    /// Something is in `consumed`: the connection's task looks without taking the lock.
+    any: AtomicBool,
     consumed: Mutex<Vec<(StreamId, u32)>>,
 }
 
@@ -29,13 +32,16 @@ impl Releases {
         }
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         lock(&self.consumed).push((stream, n));
+        self.any.store(true, Ordering::Release);
         self.task.wake();
     }
 
     /// Takes what was consumed since the last call into `into` (emptied first).
     pub(super) fn take(&self, into: &mut Vec<(StreamId, u32)>) {
         into.clear();
-        std::mem::swap(&mut *lock(&self.consumed), into);
+        if self.any.swap(false, Ordering::AcqRel) {
+            std::mem::swap(&mut *lock(&self.consumed), into);
+        }
     }
 }
 
@@ -223,24 +229,18 @@ const DATE: u8 = 64;
 const CONTENT_LENGTH: u8 = 128;
 
 fn classify(name: &HeaderName) -> u8 {
-    if *name == header::DATE {
-        DATE
-    } else if *name == header::CONTENT_LENGTH {
-        CONTENT_LENGTH
-    } else if *name == header::CONNECTION {
-        CONNECTION
-    } else if *name == header::TRANSFER_ENCODING {
-        TRANSFER_ENCODING
-    } else if *name == header::UPGRADE {
-        UPGRADE
-    } else if *name == header::TE {
-        TE
-    } else {
-        match name.as_str() {
-            "keep-alive" => KEEP_ALIVE,
-            "proxy-connection" => PROXY_CONNECTION,
-            _ => 0,
-        }
+    // By length first: most names are none of these, and are told so by one comparison.
+    let s = name.as_str();
+    match s.len() {
+        2 if s == "te" => TE,
+        4 if s == "date" => DATE,
+        7 if s == "upgrade" => UPGRADE,
+        10 if s == "connection" => CONNECTION,
+        10 if s == "keep-alive" => KEEP_ALIVE,
+        14 if s == "content-length" => CONTENT_LENGTH,
+        16 if s == "proxy-connection" => PROXY_CONNECTION,
+        17 if s == "transfer-encoding" => TRANSFER_ENCODING,
+        _ => 0,
     }
 }
 

@@ -412,10 +412,12 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
                 head.headers.insert(header::CONTENT_LENGTH, n.into());
             }
         }
-        if let Err(e) = self
+        let sent = self
             .conn
-            .send_headers(stream, head.status, &head.headers, end)
-        {
+            .send_headers(stream, head.status, &head.headers, end);
+        // The map's allocation serves the next request's head.
+        self.conn.recycle_headers(head.headers);
+        if let Err(e) = sent {
             tracing::debug!(stream = stream.0, "http/2 response head: {e:?}");
             return;
         }
