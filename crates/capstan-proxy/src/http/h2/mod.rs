@@ -18,6 +18,7 @@
 //! one chunk ahead of the client's window.
 
 mod body;
+mod slot;
 
 use super::{BoxBody, Ctx};
 use crate::http2::conn::{Conn, ConnConfig, Event};
@@ -28,6 +29,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use slot::FutureSlot;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::{pin, Pin};
@@ -62,7 +64,7 @@ pub(super) async fn serve<IO>(read: Bytes, io: IO, ctx: &Arc<Ctx>, drain: &mut c
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut server = Server::new(read, io, ctx);
+    let mut server = Server::new(read, io, ctx, super::serve_request);
     let mut started = pin!(drain.started());
     let mut window_end: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let outcome = poll_fn(|cx| {
@@ -97,8 +99,6 @@ enum Closed {
     DrainWindow,
 }
 
-type ResponseFuture = Pin<Box<dyn Future<Output = Response<BoxBody>> + Send>>;
-
 /// A response body waiting for the client's window or for the socket: `pending` is what of its
 /// last chunk is not sent yet, `end` whether that chunk ends the body.
 struct Parked {
@@ -108,10 +108,12 @@ struct Parked {
     end: bool,
 }
 
-struct Server<'a, IO> {
+struct Server<'a, IO, M, Fut> {
     io: IO,
     conn: Conn,
     ctx: &'a Arc<Ctx>,
+    /// Makes a request's future: the connection manager's request path.
+    serve: M,
     rbuf: BytesMut,
     /// The client closed its side, or the connection failed: nothing more is read.
     read_closed: bool,
@@ -119,7 +121,12 @@ struct Server<'a, IO> {
     failed: Option<crate::http2::conn::ConnError>,
     /// The client sent GOAWAY: once its streams are done, the connection closes.
     peer_going_away: bool,
-    requests: FuturesUnordered<Cancellable<ResponseFuture>>,
+    /// The request served while it is the only one (see [`FutureSlot`]), and its stream.
+    solo: FutureSlot<Fut>,
+    solo_stream: Option<StreamId>,
+    /// The others, each boxed where it is made: a request's future is moved as a pointer, not
+    /// copied into the set's node.
+    requests: FuturesUnordered<Cancellable<Pin<Box<Fut>>>>,
     bodies: FuturesUnordered<Cancellable<NextFrame>>,
     parked: Vec<Parked>,
     /// A window opened or the socket took what was queued: parked bodies may go on.
@@ -130,18 +137,26 @@ struct Server<'a, IO> {
     released: Vec<(StreamId, u32)>,
 }
 
-impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
-    fn new(read: Bytes, io: IO, ctx: &'a Arc<Ctx>) -> Self {
+impl<'a, IO, M, Fut> Server<'a, IO, M, Fut>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    M: Fn(Arc<Ctx>, Request<BoxBody>) -> Fut,
+    Fut: Future<Output = Response<BoxBody>>,
+{
+    fn new(read: Bytes, io: IO, ctx: &'a Arc<Ctx>, serve: M) -> Self {
         let mut rbuf = BytesMut::with_capacity(READ_RESERVE.max(read.len()));
         rbuf.extend_from_slice(&read);
         let mut server = Server {
             io,
             conn: Conn::new(conn_config(&ctx.hcm.http2)),
             ctx,
+            serve,
             rbuf,
             read_closed: false,
             failed: None,
             peer_going_away: false,
+            solo: FutureSlot::new(),
+            solo_stream: None,
             requests: FuturesUnordered::new(),
             bodies: FuturesUnordered::new(),
             parked: Vec::new(),
@@ -176,6 +191,15 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
                 }
             }
             moved |= self.give_back();
+            if let Some(stream) = self.solo_stream {
+                // Polled whenever the task is, woken for it or not: a spurious poll of a
+                // waiting request is cheaper than a waker of its own.
+                if let Poll::Ready(resp) = self.solo.poll(cx) {
+                    self.solo_stream = None;
+                    moved = true;
+                    self.respond(stream, resp, cx);
+                }
+            }
             while let Poll::Ready(Some((stream, resp))) = self.requests.poll_next_unpin(cx) {
                 moved = true;
                 if let Some(resp) = resp {
@@ -228,6 +252,7 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
         self.failed.is_some()
             || ((self.conn.is_drained() || self.peer_going_away)
                 && self.conn.active_streams() == 0
+                && self.solo_stream.is_none()
                 && self.requests.is_empty()
                 && self.bodies.is_empty()
                 && self.parked.is_empty())
@@ -292,6 +317,8 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
     /// A connection error: every stream ends with it, the GOAWAY goes out, then the close.
     fn fail(&mut self, e: crate::http2::conn::ConnError) {
         self.failed = Some(e);
+        self.solo.clear();
+        self.solo_stream = None;
         self.requests.clear();
         self.bodies.clear();
         self.parked.clear();
@@ -320,10 +347,14 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
                 };
                 let ctx = self.ctx.clone();
                 let req = Request::from_parts(head, body);
-                // Boxed where it is made: the request's future (the whole request path, some
-                // kilobytes) is moved as a pointer, not copied into the set's node.
-                let fut: ResponseFuture = box_in_place(|| super::serve_request(ctx, req));
-                self.requests.push(Cancellable::new(stream, fut));
+                let serve = &self.serve;
+                if self.solo_stream.is_none() {
+                    self.solo.put(|| serve(ctx, req));
+                    self.solo_stream = Some(stream);
+                } else {
+                    let fut = box_in_place(|| serve(ctx, req));
+                    self.requests.push(Cancellable::new(stream, fut));
+                }
             }
             Event::RequestTooLarge { stream } => {
                 let mut headers = HeaderMap::new();
@@ -373,7 +404,10 @@ impl<'a, IO: AsyncRead + AsyncWrite + Unpin> Server<'a, IO> {
                 }
                 // The request's future (or its response body) is dropped: what it waits
                 // for upstream is cancelled.
-                if let Some(c) = self.requests.iter_mut().find(|c| c.stream == stream) {
+                if self.solo_stream == Some(stream) {
+                    self.solo.clear();
+                    self.solo_stream = None;
+                } else if let Some(c) = self.requests.iter_mut().find(|c| c.stream == stream) {
                     c.cancel();
                 }
                 if let Some(c) = self.bodies.iter_mut().find(|c| c.stream == stream) {

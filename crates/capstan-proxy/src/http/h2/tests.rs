@@ -658,3 +658,33 @@ async fn the_connection_managers_http2_options_are_the_settings_sent() {
     assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
     assert_eq!(send.current_max_send_streams(), 3);
 }
+
+/// With two requests in flight (the first served in the connection's own slot, the second in
+/// the set of others), a reset cancels the one it names, whichever it is.
+#[tokio::test]
+async fn a_reset_cancels_the_named_stream_among_several() {
+    let fx = fixture(Codec::Http2, true).await;
+    let Fixture {
+        mut events, send, ..
+    } = fx;
+    let mut send = send.ready().await.unwrap();
+    let (_first, mut first) = send.send_request(get("/hang"), true).unwrap();
+    let mut send = send.ready().await.unwrap();
+    let (_second, mut second) = send.send_request(get("/hang"), true).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    second.send_reset(::h2::Reason::CANCEL);
+    assert_eq!(next_event(&mut events).await, Event::Dropped("/hang"));
+    // The first still waits: nothing more is dropped until it is reset too.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), events.recv())
+            .await
+            .is_err(),
+        "only the reset stream is cancelled"
+    );
+    first.send_reset(::h2::Reason::CANCEL);
+    assert_eq!(next_event(&mut events).await, Event::Dropped("/hang"));
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+}
