@@ -265,6 +265,14 @@ async fn read_body(
     Ok((out, trailers))
 }
 
+/// The connection still serves: `/slow` answers `done`.
+async fn assert_serves_slow(send: ::h2::client::SendRequest<Bytes>) {
+    let mut send = send.ready().await.unwrap();
+    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
+    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
+    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+}
+
 #[test]
 fn the_preface_is_recognised_from_its_first_line() {
     for (read, want) in [
@@ -405,11 +413,7 @@ async fn a_client_reset_cancels_the_request() {
     tx.send_reset(::h2::Reason::CANCEL);
     assert_eq!(next_event(&mut events).await, Event::Dropped("/endless"));
 
-    let mut send = send.ready().await.unwrap();
-    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
-    let (body, _) = read_body(resp.into_body()).await.unwrap();
-    assert_eq!(body, b"done");
+    assert_serves_slow(send).await;
 }
 
 /// A request cancelled by the client's reset while its response is pending is no longer
@@ -609,10 +613,7 @@ async fn an_unread_request_body_is_stopped_once_answered() {
         .unwrap();
     assert_eq!(reason, ::h2::Reason::NO_ERROR);
     // The connection serves on.
-    let mut send = send.ready().await.unwrap();
-    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
-    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+    assert_serves_slow(send).await;
 }
 
 /// A request head beyond SETTINGS_MAX_HEADER_LIST_SIZE (16 KiB) is answered 431, and the
@@ -630,10 +631,7 @@ async fn an_oversized_request_head_gets_431() {
     let (resp, _) = send.send_request(req, true).unwrap();
     let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
     assert_eq!(resp.status(), 431);
-    let mut send = send.ready().await.unwrap();
-    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
-    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+    assert_serves_slow(send).await;
 }
 
 /// The connection manager's `http2_protocol_options` are the settings the client is sent.
@@ -652,10 +650,7 @@ async fn the_connection_managers_http2_options_are_the_settings_sent() {
     .await;
     let Fixture { send, .. } = fx;
     // After one exchange the client has the server's SETTINGS.
-    let mut send = send.ready().await.unwrap();
-    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
-    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+    assert_serves_slow(send.clone()).await;
     assert_eq!(send.current_max_send_streams(), 3);
 }
 
@@ -683,8 +678,5 @@ async fn a_reset_cancels_the_named_stream_among_several() {
     );
     first.send_reset(::h2::Reason::CANCEL);
     assert_eq!(next_event(&mut events).await, Event::Dropped("/hang"));
-    let mut send = send.ready().await.unwrap();
-    let (resp, _) = send.send_request(get("/slow"), true).unwrap();
-    let resp = tokio::time::timeout(WITHIN, resp).await.unwrap().unwrap();
-    assert_eq!(read_body(resp.into_body()).await.unwrap().0, b"done");
+    assert_serves_slow(send).await;
 }
