@@ -151,12 +151,14 @@ pub struct Http2Settings {
 }
 
 impl Default for Http2Settings {
+    /// The connection's own defaults ([`crate::http2::conn::ConnConfig`]).
     fn default() -> Self {
+        let c = crate::http2::conn::ConnConfig::default();
         Http2Settings {
-            max_concurrent_streams: 200,
-            initial_stream_window_size: 1 << 20,
-            initial_connection_window_size: 1 << 20,
-            hpack_table_size: 4096,
+            max_concurrent_streams: c.max_concurrent_streams,
+            initial_stream_window_size: c.initial_window_size,
+            initial_connection_window_size: c.connection_window_size,
+            hpack_table_size: c.header_table_size,
         }
     }
 }
