@@ -33,7 +33,7 @@ use super::http1_codec::decode::Decoder;
 use super::http1_codec::Connection;
 use super::http1_link::Link;
 use super::pool::{ConnectError, Pool, Tracked};
-use super::UpstreamError;
+use super::{Outgoing, UpstreamError};
 use crate::fast_map::FastMap;
 use crate::http::BoxBody;
 pub use body::UpstreamBody;
@@ -366,18 +366,66 @@ impl Http1Pool {
         ))
     }
 
-    /// Sends `req` (origin-form, with its Host header) on a connection to `key`.
+    /// Sends the request (origin-form, with its Host header) on a connection to `key`: a plain
+    /// one ([`super::http1_codec::takes`]) on an idle connection of the proxy's codec, written
+    /// from the lent head, anything else with hyper's client.
     pub async fn send(
         self: &Arc<Self>,
         key: Key,
         pool: &Pool,
-        mut req: http::Request<BoxBody>,
+        out: Outgoing<'_>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        let plain = super::http1_codec::takes(&req);
+        // hyper's path (upgrades, trailers, `Expect`, HTTP/1.0, a connection hyper took over
+        // before) is rare and its futures are large: boxed, so that every request's future,
+        // which is copied as it is moved, stays small.
+        if !super::http1_codec::takes(out.head, &out.body) {
+            return Box::pin(self.send_hyper(key, pool, out.into_request(), None)).await;
+        }
+        let (conn, reused) = self.checkout(key, pool).await?;
+        let Conn { kind, uses } = conn;
+        let mut c = match kind {
+            Kind::Own(c) => c,
+            kind => {
+                let first = Some((Conn { kind, uses }, reused));
+                return Box::pin(self.send_hyper(key, pool, out.into_request(), first)).await;
+            }
+        };
+        c.start(out);
+        let head = std::future::poll_fn(|cx| c.poll_head(cx))
+            .await
+            .map_err(|e| reset(&e))?;
+        let (parts, ()) = head.response.into_parts();
+        let mut body = UpstreamBody(Inner::Own {
+            decoder: Decoder::new(head.framing),
+            // A `101` nobody asked for (the codec takes no upgrade) ends the connection.
+            conn: (!head.upgrade).then(|| OwnReturning {
+                pool: Arc::downgrade(self),
+                key,
+                conn: c,
+                uses: uses + 1,
+            }),
+        });
+        if body.is_end_stream() {
+            body.release();
+        }
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    /// Sends `req` with hyper's client on a connection to `key`: `first` if given, else one
+    /// checked out (an idle connection of the proxy's codec is handed to hyper).
+    async fn send_hyper(
+        self: &Arc<Self>,
+        key: Key,
+        pool: &Pool,
+        mut req: http::Request<BoxBody>,
+        mut first: Option<(Conn, bool)>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
         loop {
-            let (Conn { kind, uses }, reused) = self.checkout(key, pool).await?;
+            let (Conn { kind, uses }, reused) = match first.take() {
+                Some(c) => c,
+                None => self.checkout(key, pool).await?,
+            };
             let (mut tx, mut io) = match kind {
-                Kind::Own(c) if plain => return self.exchange(key, c, uses, req).await,
                 // hyper takes the connection over (nothing is buffered on an idle one).
                 Kind::Own(c) => handshake(c.into_io(), self.stirred.clone()).await?,
                 Kind::Hyper { tx, io } => (tx, io),
@@ -432,36 +480,6 @@ impl Http1Pool {
                 },
             }
         }
-    }
-
-    /// Sends a plain request with the proxy's codec on `c` and reads the response's head; the
-    /// body reads the rest and gives the connection back.
-    async fn exchange(
-        self: &Arc<Self>,
-        key: Key,
-        mut c: Box<Connection<Tracked>>,
-        uses: u32,
-        req: http::Request<BoxBody>,
-    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        c.start(req);
-        let head = std::future::poll_fn(|cx| c.poll_head(cx))
-            .await
-            .map_err(|e| reset(&e))?;
-        let (parts, ()) = head.response.into_parts();
-        let mut body = UpstreamBody(Inner::Own {
-            decoder: Decoder::new(head.framing),
-            // A `101` nobody asked for (the codec takes no upgrade) ends the connection.
-            conn: (!head.upgrade).then(|| OwnReturning {
-                pool: Arc::downgrade(self),
-                key,
-                conn: c,
-                uses: uses + 1,
-            }),
-        });
-        if body.is_end_stream() {
-            body.release();
-        }
-        Ok(http::Response::from_parts(parts, body))
     }
 }
 

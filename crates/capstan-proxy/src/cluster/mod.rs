@@ -108,6 +108,34 @@ pub struct LbContext {
     pub avoid: Vec<SocketAddr>,
 }
 
+/// A request on its way to an upstream. Its head stays where the caller keeps it and is lent
+/// to the layers below, so that a request that may be sent again (a retry) is not copied for
+/// each attempt, and the futures between the router and the connection do not each carry it.
+/// The plain HTTP/1.1 codec writes it from the borrowed head (amending its framing headers,
+/// which a later attempt would amend alike); hyper's clients take a request by value: the head
+/// is copied for them while `keep` says the caller needs it again, else taken.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The request head: the caller's.
+    pub head: &'a mut http::request::Parts,
+    /// The request body.
+    pub body: BoxBody,
+    /// Another attempt may follow: the head must be left for it.
+    pub keep: bool,
+}
+
+impl Outgoing<'_> {
+    /// The request by value: a copy of the head while the caller keeps it, else the head.
+    pub fn into_request(self) -> http::Request<BoxBody> {
+        let head = if self.keep {
+            self.head.clone()
+        } else {
+            std::mem::replace(self.head, http::Request::new(()).into_parts().0)
+        };
+        http::Request::from_parts(head, self.body)
+    }
+}
+
 /// Why an upstream request or connection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -422,6 +450,22 @@ impl Cluster {
         req: http::Request<BoxBody>,
         ctx: &LbContext,
     ) -> Result<(http::Response<UpstreamBody>, SocketAddr), UpstreamError> {
+        let (mut head, body) = req.into_parts();
+        let out = Outgoing {
+            head: &mut head,
+            body,
+            keep: false,
+        };
+        self.send(out, ctx).await
+    }
+
+    /// Sends one HTTP request, its head lent ([`Outgoing`]), to an endpoint picked by the load
+    /// balancer.
+    pub async fn send(
+        &self,
+        out: Outgoing<'_>,
+        ctx: &LbContext,
+    ) -> Result<(http::Response<UpstreamBody>, SocketAddr), UpstreamError> {
         let Some(_rq) = self.breaker.try_acquire(Resource::Requests) else {
             self.stats.upstream_rq_pending_overflow.inc();
             return Err(UpstreamError::Overflow);
@@ -431,7 +475,7 @@ impl Cluster {
         self.stats.upstream_rq_active.inc();
         host_active.fetch_add(1, Ordering::Relaxed);
         let _active = Active(&self.stats, host_active);
-        match self.pool.send(addr, self.transport(addr), req).await {
+        match self.pool.send(addr, self.transport(addr), out).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 self.stats.count_status(status);

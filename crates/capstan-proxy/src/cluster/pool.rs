@@ -8,7 +8,7 @@
 
 use super::breaker::{Breaker, Permit, Resource};
 use super::http1_pool::{Http1Pool, UpstreamBody};
-use super::UpstreamError;
+use super::{Outgoing, UpstreamError};
 use crate::http::BoxBody;
 use crate::stats::ClusterStats;
 use hyper_util::client::legacy::connect::{
@@ -487,28 +487,59 @@ impl Pool {
         self.http1.retain(keep);
     }
 
-    /// Sends `req` to `addr`, keeping the caller's authority.
+    /// Sends the request to `addr`, keeping the caller's authority.
     pub async fn send(
+        &self,
+        addr: SocketAddr,
+        transport: usize,
+        out: Outgoing<'_>,
+    ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
+        let h2 = match self.config.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Downstream => out.head.version == http::Version::HTTP_2,
+        };
+        if h2 {
+            // hyper's HTTP/2 client allocates per request anyway; its large future gets a box
+            // rather than enlarging every request's future, which is copied as it is moved.
+            return Box::pin(self.send_h2(addr, transport, out.into_request())).await;
+        }
+        out.head.version = http::Version::HTTP_11;
+        if out.keep
+            && out.head.uri.authority().is_none()
+            && !out.head.headers.contains_key(http::header::HOST)
+        {
+            // The Host made up from this endpoint's address is this attempt's alone (another
+            // may pick another endpoint): the head is copied. Rare, so boxed, to keep every
+            // request's future small.
+            return Box::pin(async move {
+                let (mut head, body) = out.into_request().into_parts();
+                http1_head(&mut head, addr)?;
+                let out = Outgoing {
+                    head: &mut head,
+                    body,
+                    keep: false,
+                };
+                self.http1.send((addr, transport), self, out).await
+            })
+            .await;
+        }
+        http1_head(out.head, addr)?;
+        self.http1.send((addr, transport), self, out).await
+    }
+
+    /// Sends `req` over HTTP/2 (hyper's client) to `addr`.
+    async fn send_h2(
         &self,
         addr: SocketAddr,
         transport: usize,
         mut req: http::Request<BoxBody>,
     ) -> Result<http::Response<UpstreamBody>, UpstreamError> {
-        let h2 = match self.config.protocol {
-            UpstreamProtocol::Http1 => false,
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Downstream => req.version() == http::Version::HTTP_2,
-        };
-        if !h2 {
-            *req.version_mut() = http::Version::HTTP_11;
-            http1_head(&mut req, addr)?;
-            return self.http1.send((addr, transport), self, req).await;
-        }
         *req.version_mut() = http::Version::HTTP_2;
         *req.uri_mut() = upstream_uri(&req, addr)?;
         let capture = capture_connection(&mut req);
         let resp = self
-            .client(addr, h2, transport)
+            .client(addr, true, transport)
             .request(req)
             .await
             .map_err(|e| classify(&e))?;
@@ -576,11 +607,11 @@ fn upstream_uri(
 /// An HTTP/1.1 request head as the legacy client sent it: a Host header when missing (the
 /// URI's authority, else the endpoint's address, without the default port) and an origin-form
 /// URI (authority-form for CONNECT).
-fn http1_head(req: &mut http::Request<BoxBody>, addr: SocketAddr) -> Result<(), UpstreamError> {
+fn http1_head(head: &mut http::request::Parts, addr: SocketAddr) -> Result<(), UpstreamError> {
     let bad =
         |e: &dyn std::fmt::Display| UpstreamError::Reset(format!("cannot build upstream URI: {e}"));
-    if !req.headers().contains_key(http::header::HOST) {
-        let host = match req.uri().authority() {
+    if !head.headers.contains_key(http::header::HOST) {
+        let host = match head.uri.authority() {
             Some(a) if a.port_u16().is_some_and(|p| p != 80) => a.as_str().to_string(),
             Some(a) => a.host().to_string(),
             None if addr.port() != 80 => addr.to_string(),
@@ -588,13 +619,13 @@ fn http1_head(req: &mut http::Request<BoxBody>, addr: SocketAddr) -> Result<(), 
             None => addr.ip().to_string(),
         };
         let v = http::HeaderValue::try_from(host).map_err(|e| bad(&e))?;
-        req.headers_mut().insert(http::header::HOST, v);
+        head.headers.insert(http::header::HOST, v);
     }
-    let uri = req.uri();
+    let uri = &head.uri;
     if uri.authority().is_none() {
         return Ok(());
     }
-    let new = if req.method() == http::Method::CONNECT {
+    let new = if head.method == http::Method::CONNECT {
         let mut parts = http::uri::Parts::default();
         parts.authority = uri.authority().cloned();
         http::Uri::from_parts(parts).map_err(|e| bad(&e))?
@@ -604,7 +635,7 @@ fn http1_head(req: &mut http::Request<BoxBody>, addr: SocketAddr) -> Result<(), 
             _ => http::Uri::default(),
         }
     };
-    *req.uri_mut() = new;
+    head.uri = new;
     Ok(())
 }
 

@@ -372,13 +372,13 @@ fn match_route<'t>(
     }
 }
 
-async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
-    let (mut parts, body) = req.into_parts();
+/// Serves one request, its head lent by [`serve_request`] (which keeps it, once, for every
+/// layer down to the upstream connection).
+async fn handle(ctx: &Ctx, parts: &mut http::request::Parts, body: BoxBody) -> Response<BoxBody> {
     let pending_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     // Envoy's HTTP/2 codec turns an extended CONNECT into an HTTP/1.1 upgrade (only offered
     // with `allow_connect`: without it h2 resets a `:protocol` request).
-    let extended_connect =
-        ctx.hcm.allow_connect && upgrade::extended_connect_to_upgrade(&mut parts);
+    let extended_connect = ctx.hcm.allow_connect && upgrade::extended_connect_to_upgrade(parts);
     let upgrade = upgrade::requested(&parts.method, parts.version, &mut parts.headers);
     let snapshot = ctx.store.snapshot();
     let table = match &ctx.hcm.routes {
@@ -431,7 +431,7 @@ async fn handle(ctx: &Ctx, req: Request<BoxBody>) -> Response<BoxBody> {
     for filter in &ctx.hcm.filters {
         match filter {
             HttpFilter::JwtAuthn(f) => {
-                if let Some(refused) = authenticate(ctx, f, &mut parts, &mut metadata) {
+                if let Some(refused) = authenticate(ctx, f, parts, &mut metadata) {
                     return refused;
                 }
                 // clear_route_cache: claim headers may change the route.
@@ -719,46 +719,60 @@ fn redirect(location: &str) -> Response<BoxBody> {
 }
 
 /// Runs one request through the connection manager: counters, request timeout, `server`.
-async fn serve_request(ctx: Arc<Ctx>, req: Request<BoxBody>) -> Response<BoxBody> {
-    let start = Instant::now();
-    ctx.stats.downstream_rq_total.inc();
-    let _active = ActiveRequest::new(&ctx.stats);
-    let request_id = req.headers().get(names::X_REQUEST_ID).cloned();
-    // The request's future is made where it is awaited, not moved there from a local: it
-    // holds the router's and the upstream's futures, and a move copies all of it.
-    let mut resp = match ctx.hcm.request_timeout {
-        Some(t) => match tokio::time::timeout(t, handle(&ctx, req)).await {
-            Ok(r) => r,
-            Err(_) => local_reply(408, "request timeout"),
-        },
-        None => handle(&ctx, req).await,
-    };
-    let h = resp.headers_mut();
-    let server = ctx.server.clone();
-    match ctx.hcm.server_header {
-        0 => {
-            h.insert(http::header::SERVER, server);
+///
+/// The request's head is split off before its future is made, so that the future holds it
+/// once and lends it to the layers below ([`handle`], the router, the cluster, the upstream
+/// connection); an `async fn` taking the request would hold it twice (its argument and a
+/// copy), and each layer taking it by value twice more, in a future that is copied as it is
+/// moved.
+fn serve_request(
+    ctx: Arc<Ctx>,
+    req: Request<BoxBody>,
+) -> impl std::future::Future<Output = Response<BoxBody>> + Send {
+    let (mut parts, body) = req.into_parts();
+    async move {
+        let start = Instant::now();
+        ctx.stats.downstream_rq_total.inc();
+        let _active = ActiveRequest::new(&ctx.stats);
+        let request_id = if ctx.hcm.always_set_request_id_in_response {
+            parts.headers.get(names::X_REQUEST_ID).cloned()
+        } else {
+            None
+        };
+        // The request's future is made where it is awaited, not moved there from a local: it
+        // holds the router's and the upstream's futures, and a move copies all of it.
+        let mut resp = match ctx.hcm.request_timeout {
+            Some(t) => match tokio::time::timeout(t, handle(&ctx, &mut parts, body)).await {
+                Ok(r) => r,
+                Err(_) => local_reply(408, "request timeout"),
+            },
+            None => handle(&ctx, &mut parts, body).await,
+        };
+        let h = resp.headers_mut();
+        let server = ctx.server.clone();
+        match ctx.hcm.server_header {
+            0 => {
+                h.insert(http::header::SERVER, server);
+            }
+            1 if !h.contains_key(http::header::SERVER) => {
+                h.insert(http::header::SERVER, server);
+            }
+            _ => {}
         }
-        1 if !h.contains_key(http::header::SERVER) => {
-            h.insert(http::header::SERVER, server);
-        }
-        _ => {}
-    }
-    if ctx.hcm.always_set_request_id_in_response {
         if let Some(id) = request_id {
             h.insert(names::X_REQUEST_ID, id);
         }
+        let status = resp.status().as_u16();
+        if let Some(c) = ctx
+            .stats
+            .downstream_rq_class
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            c.inc();
+        }
+        ctx.stats.downstream_rq_time.record(start.elapsed());
+        resp
     }
-    let status = resp.status().as_u16();
-    if let Some(c) = ctx
-        .stats
-        .downstream_rq_class
-        .get(usize::from(status / 100).wrapping_sub(1))
-    {
-        c.inc();
-    }
-    ctx.stats.downstream_rq_time.record(start.elapsed());
-    resp
 }
 
 /// Counts a request in `downstream_rq_active` while it is served. The count drops with the

@@ -5,13 +5,13 @@
 use super::replay::Replay;
 use super::retry::{self, Outcome};
 use super::{local_reply, BoxBody, Downstream};
-use crate::cluster::{Cluster, LbContext, UpstreamError};
+use crate::cluster::{Cluster, LbContext, Outgoing, UpstreamError};
 use crate::route::action::{ClusterChoice, Forward, HostRewrite, WeightedTarget};
 use crate::route::headers::HeaderMutation;
 use crate::route::{Route, RouteTable, VirtualHost};
 use crate::store::Snapshot;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
 use smallvec::SmallVec;
 use std::borrow::Cow;
@@ -193,7 +193,7 @@ pub struct Caller<'a> {
 pub async fn forward(
     m: Matched<'_>,
     snapshot: &Snapshot,
-    mut parts: http::request::Parts,
+    parts: &mut http::request::Parts,
     body: BoxBody,
     host: &str,
     caller: Caller<'_>,
@@ -299,7 +299,11 @@ pub async fn forward(
         crate::istio_metrics::RequestProtocol::Http
     };
     let (resp, request_bytes) = if upgrade {
-        (super::upgrade::send(&cluster, parts, body, &ctx).await, 0)
+        // Rare, and its future is large: boxed, not carried in every request's future.
+        (
+            Box::pin(super::upgrade::send(&cluster, parts, body, &ctx)).await,
+            0,
+        )
     } else {
         let mirrors: Vec<_> = f
             .mirrors
@@ -371,7 +375,7 @@ pub async fn forward(
 async fn attempts(
     cluster: &Arc<Cluster>,
     state: &retry::RetryState<'_>,
-    parts: http::request::Parts,
+    parts: &mut http::request::Parts,
     body: ReqBody,
     mut ctx: LbContext,
     attempt_header: bool,
@@ -386,26 +390,27 @@ async fn attempts(
     let policy = &state.policy;
     let mut attempt: u32 = 0;
     let mut _permit = None;
-    let mut parts = Some(parts);
+    // The head stays here, lent to each attempt; the last one may take it.
+    let mut given = false;
     let mut previous = None;
     loop {
         attempt += 1;
-        // The request head is copied only when another attempt may follow this one.
-        let may_follow = again.possible() && attempt <= policy.num_retries;
-        let head = match (may_follow, &parts) {
-            (true, Some(p)) => p.clone(),
-            _ => match parts.take() {
-                Some(p) => p,
-                None => return local_reply(503, "no request to retry"),
-            },
-        };
-        let mut req = Request::from_parts(head, body);
+        if given {
+            return local_reply(503, "no request to retry");
+        }
+        let keep = again.possible() && attempt <= policy.num_retries;
+        given = !keep;
         if attempt_header {
-            req.headers_mut().insert(
+            parts.headers.insert(
                 super::names::X_ENVOY_ATTEMPT_COUNT,
                 super::names::number(u64::from(attempt)),
             );
         }
+        let out = Outgoing {
+            head: &mut *parts,
+            body,
+            keep,
+        };
         let now = if attempt == 1 { start } else { Instant::now() };
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
         if remaining.is_some_and(|r| r.is_zero()) {
@@ -420,10 +425,8 @@ async fn attempts(
         // Each future is made where it is awaited: a future held in a local first is moved
         // (copied whole) into the awaiting state, per request.
         let result = match limit {
-            Some(l) => tokio::time::timeout(l, cluster.request(req, &ctx))
-                .await
-                .ok(),
-            None => Some(cluster.request(req, &ctx).await),
+            Some(l) => tokio::time::timeout(l, cluster.send(out, &ctx)).await.ok(),
+            None => Some(cluster.send(out, &ctx).await),
         };
         let (outcome, reply) = match result {
             None => {

@@ -36,7 +36,7 @@ use crate::stats::HttpStats;
 use crate::CompileError;
 use envoy_types::pb::envoy::config::route::v3::route_action::UpgradeConfig as RouteUpgradeConfig;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::UpgradeConfig as HcmUpgradeConfig;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -163,7 +163,7 @@ pub fn requested(method: &Method, version: Version, headers: &mut HeaderMap) -> 
 /// extensions (hyper's [`OnUpgrade`]) for the connection manager to build the [`Tunnel`].
 pub async fn send(
     cluster: &Cluster,
-    mut parts: http::request::Parts,
+    parts: &mut http::request::Parts,
     body: BoxBody,
     ctx: &LbContext,
 ) -> Response<BoxBody> {
@@ -176,12 +176,17 @@ pub async fn send(
     // SETTINGS_ENABLE_CONNECT_PROTOCOL says; an upstream without it resets the stream, which
     // is answered 503 and counted in `upstream_rq_rx_reset`.
     let upgrade = if h2 {
-        h1_to_extended_connect(&mut parts)
+        h1_to_extended_connect(parts)
     } else {
         None
     };
     let started = Instant::now();
-    match cluster.request(Request::from_parts(parts, body), ctx).await {
+    let out = crate::cluster::Outgoing {
+        head: parts,
+        body,
+        keep: false,
+    };
+    match cluster.send(out, ctx).await {
         Err(e) => super::router::upstream_error_reply(&e),
         Ok((resp, _)) => {
             let (mut p, b) = resp.into_parts();
@@ -343,6 +348,7 @@ pub fn idle_timeout(route: Option<Duration>, hcm: Option<Duration>) -> Option<Du
 mod tests {
     use super::*;
     use envoy_types::pb::google::protobuf::BoolValue;
+    use http::Request;
 
     fn hcm_config(kind: &str, enabled: Option<bool>) -> HcmUpgradeConfig {
         HcmUpgradeConfig {

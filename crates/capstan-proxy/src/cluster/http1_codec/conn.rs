@@ -7,6 +7,7 @@ use super::decode::{Decoder, Step};
 use super::encode::{encode_head, BodyEncoder, BodyLength};
 use super::parse::{parse, Head};
 use super::Error;
+use crate::cluster::Outgoing;
 use crate::http::BoxBody;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Version};
@@ -95,14 +96,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         self.io
     }
 
-    /// Starts sending `req` (which [`super::takes`]): its head is encoded; it and the body go
-    /// out as the response is polled.
-    pub fn start(&mut self, req: http::Request<BoxBody>) {
-        let (mut parts, body) = req.into_parts();
+    /// Starts sending the request (which [`super::takes`]): its head is encoded, the framing
+    /// headers amended in the lent head; it and the body go out as the response is polled.
+    /// The head's emptied header map is kept for the response's headers unless the caller
+    /// keeps the head.
+    pub fn start(&mut self, out: Outgoing<'_>) {
+        let Outgoing { head, body, keep } = out;
         let length = BodyLength::of(&body);
         // hyper's client: a request's `Connection: close` retires the connection whatever the
         // response says.
-        if parts
+        if head
             .headers
             .get_all(http::header::CONNECTION)
             .iter()
@@ -114,16 +117,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             self.keep_alive = false;
         }
         self.encoder = encode_head(
-            &parts.method,
-            &parts.uri,
-            &mut parts.headers,
+            &head.method,
+            &head.uri,
+            &mut head.headers,
             length,
             &mut self.write,
         );
         self.body = (!self.encoder.is_done()).then_some(body);
-        self.method = parts.method;
-        parts.headers.clear();
-        self.headers = Some(parts.headers);
+        self.method.clone_from(&head.method);
+        if !keep {
+            let mut headers = std::mem::take(&mut head.headers);
+            headers.clear();
+            self.headers = Some(headers);
+        }
     }
 
     /// Whether the request is still being written (or flushed).

@@ -66,15 +66,77 @@ async fn hyper_writes(req: Request<BoxBody>) -> Vec<u8> {
 async fn codec_writes(req: Request<BoxBody>) -> Vec<u8> {
     let (client, mut server) = tokio::io::duplex(1 << 16);
     let mut c = Connection::new(client, Arc::default());
-    c.start(req);
+    start(&mut c, req);
+    written(&mut c, &mut server).await
+}
+
+/// The bytes `c` writes for the request started on it.
+async fn written<T: AsyncRead + AsyncWrite + Unpin>(
+    c: &mut Connection<T>,
+    peer: &mut DuplexStream,
+) -> Vec<u8> {
     tokio::time::timeout(WAIT, poll_fn(|cx| c.poll_send(cx)))
         .await
         .expect("written in time")
         .expect("written");
-    read_quiet(&mut server).await
+    read_quiet(peer).await
+}
+
+#[tokio::test]
+async fn a_kept_head_is_written_as_hyper_writes_it_and_left_for_the_next_attempt() {
+    for (method, body, what) in [
+        ("GET", empty as fn() -> BoxBody, "no body"),
+        ("POST", || full("hello"), "known length"),
+        ("POST", || stream(&["he", "llo"]), "chunked"),
+    ] {
+        let make = || req(method, "/a?b=c", &[("host", "svc"), ("x-a", "1")], body());
+        let want = hyper_writes(make()).await;
+        let (mut head, _) = make().into_parts();
+        for attempt in 1..=2 {
+            let (client, mut server) = tokio::io::duplex(1 << 16);
+            let mut c = Connection::new(client, Arc::default());
+            c.start(Outgoing {
+                head: &mut head,
+                body: body(),
+                keep: true,
+            });
+            let got = written(&mut c, &mut server).await;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{what}, attempt {attempt}"
+            );
+            assert_eq!(head.headers["x-a"], "1", "{what}: the head is left whole");
+            assert_eq!(head.uri, "/a?b=c");
+        }
+        // Not kept: the head's header map goes to the connection (the response's headers).
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let mut c = Connection::new(client, Arc::default());
+        c.start(Outgoing {
+            head: &mut head,
+            body: body(),
+            keep: false,
+        });
+        assert_eq!(
+            written(&mut c, &mut server).await,
+            want,
+            "{what}, last attempt"
+        );
+        assert!(head.headers.is_empty(), "{what}: the map was taken");
+    }
 }
 
 type MakeRequest = fn() -> Request<BoxBody>;
+
+/// Starts `req` on `c`, its head not kept.
+fn start<T: AsyncRead + AsyncWrite + Unpin>(c: &mut Connection<T>, req: Request<BoxBody>) {
+    let (mut head, body) = req.into_parts();
+    c.start(Outgoing {
+        head: &mut head,
+        body,
+        keep: false,
+    });
+}
 
 fn req(method: &str, uri: &str, headers: &[(&str, &str)], body: BoxBody) -> Request<BoxBody> {
     let mut b = Request::builder().method(method).uri(uri);
@@ -275,7 +337,7 @@ async fn codec_reads(method: &str, wire: Vec<Vec<u8>>, close: bool) -> Outcome {
     let (client, server) = tokio::io::duplex(1 << 16);
     let serving = tokio::spawn(serve(server, wire, close));
     let mut c = Connection::new(client, Arc::default());
-    c.start(req(method, "/", &[("host", "a")], empty()));
+    start(&mut c, req(method, "/", &[("host", "a")], empty()));
     let out = tokio::time::timeout(WAIT, async {
         let head = match poll_fn(|cx| c.poll_head(cx)).await {
             Ok(h) => h,
@@ -397,7 +459,7 @@ async fn reuse_needs_a_kept_alive_response_read_to_its_end() {
         let (client, server) = tokio::io::duplex(1 << 16);
         let serving = tokio::spawn(serve(server, vec![wire.as_bytes().to_vec()], false));
         let mut c = Connection::new(client, Arc::default());
-        c.start(req(method, "/", &[], empty()));
+        start(&mut c, req(method, "/", &[], empty()));
         let head = tokio::time::timeout(WAIT, poll_fn(|cx| c.poll_head(cx)))
             .await
             .expect("in time")
@@ -428,12 +490,15 @@ async fn a_response_before_the_request_body_is_written() {
     ));
     let (body_tx, body_rx) = futures::channel::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
     let mut c = Connection::new(client, Arc::default());
-    c.start(req(
-        "POST",
-        "/",
-        &[("content-length", "4")],
-        StreamBody::new(body_rx).boxed(),
-    ));
+    start(
+        &mut c,
+        req(
+            "POST",
+            "/",
+            &[("content-length", "4")],
+            StreamBody::new(body_rx).boxed(),
+        ),
+    );
     let head = tokio::time::timeout(WAIT, poll_fn(|cx| c.poll_head(cx)))
         .await
         .expect("in time")
@@ -545,7 +610,7 @@ async fn a_request_is_flushed_while_its_response_is_awaited() {
         flushes: 0,
     };
     let mut c = Connection::new(io, Arc::default());
-    c.start(req("GET", "/", &[("host", "a")], empty()));
+    start(&mut c, req("GET", "/", &[("host", "a")], empty()));
     let head = tokio::time::timeout(WAIT, poll_fn(|cx| c.poll_head(cx)))
         .await
         .expect("the request reached the server")

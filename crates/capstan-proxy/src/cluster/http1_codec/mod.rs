@@ -18,21 +18,22 @@ pub mod parse;
 
 pub use conn::Connection;
 
-/// Whether the plain codec sends `req`: an HTTP/1.1 request that is not `CONNECT`, asks for no
-/// upgrade and no `100-continue`, announces no trailers, and whose body (if any) hyper's client
-/// would send (hyper sends a `GET` or `HEAD` body of unknown length as no body at all).
-pub fn takes<B: http_body::Body>(req: &http::Request<B>) -> bool {
-    let h = req.headers();
-    req.version() == http::Version::HTTP_11
-        && req.method() != http::Method::CONNECT
+/// Whether the plain codec sends a request of `head` and `body`: an HTTP/1.1 request that is
+/// not `CONNECT`, asks for no upgrade and no `100-continue`, announces no trailers, and whose
+/// body (if any) hyper's client would send (hyper sends a `GET` or `HEAD` body of unknown length
+/// as no body at all).
+pub fn takes<B: http_body::Body>(head: &http::request::Parts, body: &B) -> bool {
+    let h = &head.headers;
+    head.version == http::Version::HTTP_11
+        && head.method != http::Method::CONNECT
         && !h.contains_key(http::header::UPGRADE)
         && !h.contains_key(http::header::EXPECT)
         && !h.contains_key(http::header::TRAILER)
-        && (req.body().is_end_stream()
-            || req.body().size_hint().exact().is_some()
+        && (body.is_end_stream()
+            || body.size_hint().exact().is_some()
             || h.contains_key(http::header::CONTENT_LENGTH)
             || h.contains_key(http::header::TRANSFER_ENCODING)
-            || !matches!(*req.method(), http::Method::GET | http::Method::HEAD))
+            || !matches!(head.method, http::Method::GET | http::Method::HEAD))
 }
 
 /// A failure of the codec, worded as hyper words the same failure (the text reaches the

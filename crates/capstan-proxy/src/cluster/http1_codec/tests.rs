@@ -45,10 +45,10 @@ fn plain_requests_are_taken_and_the_others_left_to_hyper() {
         for (n, v) in *headers {
             b = b.header(*n, *v);
         }
-        let req = b.body(body(kind)).expect("valid request");
-        assert_eq!(takes(&req), *want, "{method} {headers:?} {kind}");
+        let (head, body) = b.body(body(kind)).expect("valid request").into_parts();
+        assert_eq!(takes(&head, &body), *want, "{method} {headers:?} {kind}");
     }
-    let mut req = http::Request::new(body("empty"));
-    *req.version_mut() = http::Version::HTTP_10;
-    assert!(!takes(&req), "HTTP/1.0");
+    let (mut head, body) = http::Request::new(body("empty")).into_parts();
+    head.version = http::Version::HTTP_10;
+    assert!(!takes(&head, &body), "HTTP/1.0");
 }
