@@ -11,9 +11,11 @@
 //! - [`tls`], [`identity`] and [`sds`]: downstream TLS, the workload identity, SDS secrets;
 //! - [`admin`] and [`stats`]: Envoy's admin endpoints and counters;
 //! - `cli` (feature `cli`, on by default): the flags of the `capstan-proxy` binary and of
-//!   `capstan proxy`, one definition for both.
+//!   `capstan proxy`, one definition for both; `alloc`, the binaries' allocator.
 
 pub mod admin;
+#[cfg(feature = "cli")]
+pub mod alloc;
 pub mod bootstrap;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -7,7 +7,7 @@
 // (heaptrack, via LD_PRELOAD) can see; mimalloc's allocations bypass them.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: capstan_proxy::alloc::MiMalloc = capstan_proxy::alloc::MiMalloc;
 
 use clap::Parser;
 use std::process::ExitCode;

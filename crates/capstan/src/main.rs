@@ -4,7 +4,7 @@
 // (heaptrack, via LD_PRELOAD) can see; mimalloc's allocations bypass them.
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: capstan_proxy::alloc::MiMalloc = capstan_proxy::alloc::MiMalloc;
 
 mod discovery;
 mod proxy_init;

@@ -211,8 +211,21 @@ pub fn with_path_and_query(uri: &http::Uri, pq: &str) -> http::Uri {
     http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
-/// Normalizes a path as `normalize_path` (RFC 3986 dot segments) and `merge_slashes` do.
-pub fn normalize(path: &str, dots: bool, merge: bool) -> String {
+/// Normalizes a path as `normalize_path` (RFC 3986 dot segments) and `merge_slashes` do;
+/// borrowed when it is normal already (the usual case: nothing is allocated per request).
+pub fn normalize(path: &str, dots: bool, merge: bool) -> std::borrow::Cow<'_, str> {
+    let p = path.split_once('?').map_or(path, |(p, _)| p);
+    let normal = p.starts_with('/')
+        && !(merge && p.contains("//"))
+        && !(dots && p.split('/').any(|s| s == "." || s == ".."));
+    if normal {
+        std::borrow::Cow::Borrowed(path)
+    } else {
+        std::borrow::Cow::Owned(normalized(path, dots, merge))
+    }
+}
+
+fn normalized(path: &str, dots: bool, merge: bool) -> String {
     let (p, q) = match path.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (path, None),

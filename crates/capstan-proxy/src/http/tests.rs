@@ -306,8 +306,21 @@ fn path_normalization() {
         ("/a//b///c?x=//", false, true, "/a/b/c?x=//"),
         ("/../a", true, false, "/a"),
         ("/a/b/..", true, false, "/a/"),
+        ("a/b", true, true, "/a/b"),
+        ("", true, true, "/"),
+        ("/a/..b/.c?x=/./", true, true, "/a/..b/.c?x=/./"),
+        ("/a//b", true, false, "/a//b"),
+        ("/a/./b", false, true, "/a/./b"),
+        ("/", true, true, "/"),
     ] {
-        assert_eq!(normalize(p, dots, merge), want, "{p}");
+        let got = normalize(p, dots, merge);
+        assert_eq!(got, want, "{p}");
+        // Nothing is allocated for a path that is normal already.
+        assert_eq!(
+            matches!(got, std::borrow::Cow::Borrowed(_)),
+            p == want,
+            "{p}"
+        );
     }
 }
 

@@ -46,6 +46,9 @@ fn range_in(base: &[u8], part: &[u8]) -> Range<usize> {
     start..start + part.len()
 }
 
+/// Response headers the proxy typically adds before the response goes downstream.
+const ADDED_ON_THE_WAY: usize = 4;
+
 /// Parses the response to a `method` request at the start of `buf`, skipping informational
 /// (1xx but 101) responses before it as hyper does; Ok(None) until a whole head is in. The head
 /// is taken from the buffer; what follows stays. Its headers go into `headers` (an emptied map
@@ -99,7 +102,10 @@ pub fn parse(
         let mut chunked = None;
         let mut length = Length::Absent;
         let mut map = headers.take().unwrap_or_default();
-        map.reserve(indices.len());
+        // Room for what the router and the connection manager add on the way down
+        // (`x-envoy-upstream-service-time`, `server`, a route's response headers): growing the
+        // map later copies every entry already in it.
+        map.reserve(indices.len() + ADDED_ON_THE_WAY);
         for (name, value) in indices {
             // hyper's parser refuses a name `HeaderName` does not take (in release builds).
             let name = HeaderName::from_bytes(&head[name]).map_err(|_| {
