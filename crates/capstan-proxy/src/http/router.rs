@@ -133,7 +133,12 @@ async fn buffer(
     }
 }
 
+/// A body of `b`; an empty one is a zero-sized `Empty`, whose box allocates nothing (the
+/// usual request, a GET, is buffered empty for its retries).
 fn full(b: Bytes) -> BoxBody {
+    if b.is_empty() {
+        return http_body_util::Empty::new().map_err(|e| match e {}).boxed();
+    }
     http_body_util::Full::new(b).map_err(|e| match e {}).boxed()
 }
 
