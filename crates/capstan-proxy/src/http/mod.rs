@@ -419,7 +419,7 @@ async fn handle(ctx: &Ctx, parts: &mut http::request::Parts, body: BoxBody) -> R
     // runs, with the route first matched.
     let mut tunnel = None;
     if let Some(kind) = &upgrade {
-        let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+        let m = matched.get_or_insert_with(|| match_route(ctx, &table, parts, trusted));
         let forward = m.route.and_then(|(_, r)| match &r.action {
             Action::Forward(f) => Some(f),
             _ => None,
@@ -451,12 +451,12 @@ async fn handle(ctx: &Ctx, parts: &mut http::request::Parts, body: BoxBody) -> R
                 matched = None;
             }
             HttpFilter::Rbac(f) => {
-                if let Some(denied) = authorize(ctx, f, &parts, &metadata) {
+                if let Some(denied) = authorize(ctx, f, parts, &metadata) {
                     return denied;
                 }
             }
             HttpFilter::Cors => {
-                let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+                let m = matched.get_or_insert_with(|| match_route(ctx, &table, parts, trusted));
                 let Some((_, route)) = m.route.filter(|_| !m.tls_redirect) else {
                     continue;
                 };
@@ -473,7 +473,7 @@ async fn handle(ctx: &Ctx, parts: &mut http::request::Parts, body: BoxBody) -> R
                 }
             }
             HttpFilter::Fault(filter_level) => {
-                let m = matched.get_or_insert_with(|| match_route(ctx, &table, &parts, trusted));
+                let m = matched.get_or_insert_with(|| match_route(ctx, &table, parts, trusted));
                 let Some((_, route)) = m.route.filter(|_| !m.tls_redirect) else {
                     continue;
                 };
@@ -502,7 +502,7 @@ async fn handle(ctx: &Ctx, parts: &mut http::request::Parts, body: BoxBody) -> R
         path_and_query,
         route,
         tls_redirect,
-    } = matched.unwrap_or_else(|| match_route(ctx, &table, &parts, trusted));
+    } = matched.unwrap_or_else(|| match_route(ctx, &table, parts, trusted));
     let Some((vh, route)) = route else {
         ctx.stats.no_route.inc();
         return local_reply(404, "");

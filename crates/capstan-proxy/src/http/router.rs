@@ -333,7 +333,7 @@ pub async fn forward(
                 ReqBody::Replayable(r, _) => futures::future::Either::Right(r.complete()),
                 ReqBody::Streaming(_) => continue,
             };
-            super::mirror::spawn(c.clone(), &parts, copy, &new_host, mirror.keep_host);
+            super::mirror::spawn(c.clone(), parts, copy, &new_host, mirror.keep_host);
         }
         let request_bytes = match &body {
             ReqBody::Buffered(b) => b.len() as u64,
