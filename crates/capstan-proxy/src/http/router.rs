@@ -395,16 +395,12 @@ async fn attempts(
     let policy = &state.policy;
     let mut attempt: u32 = 0;
     let mut _permit = None;
-    // The head stays here, lent to each attempt; the last one may take it.
-    let mut given = false;
     let mut previous = None;
     loop {
         attempt += 1;
-        if given {
-            return local_reply(503, "no request to retry");
-        }
+        // The head stays here, lent to each attempt; one that no retry may follow takes it
+        // (a body that stops being replayable does not become replayable again).
         let keep = again.possible() && attempt <= policy.num_retries;
-        given = !keep;
         if attempt_header {
             parts.headers.insert(
                 super::names::X_ENVOY_ATTEMPT_COUNT,
@@ -468,9 +464,9 @@ async fn attempts(
             }
             Some(Err(e)) => (outcome_of(&e), upstream_error_reply(&e)),
         };
-        let may_retry = again.possible()
-            && attempt <= policy.num_retries
-            && retry::retriable(policy.on, &policy.status_codes, outcome);
+        // Only after an attempt that left the head (`keep`), and while the body still replays.
+        let may_retry =
+            keep && again.possible() && retry::retriable(policy.on, &policy.status_codes, outcome);
         if !may_retry {
             return reply;
         }
